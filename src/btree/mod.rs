@@ -1,0 +1,424 @@
+//! A persistent B+tree of byte keys to small byte values, one per table
+//! (key → tid of the key's newest version) plus the catalog (name → table).
+//!
+//! ```text
+//!                 [ root (fixed page id) ]
+//!                /          |            \
+//!         [internal]    [internal]    [internal]
+//!         /   |   \        ...           ...
+//!     [leaf][leaf][leaf]  sorted cells: key -> value
+//! ```
+//! - The root never moves: a root split copies its halves into two new
+//!   children, so catalogs hold a table's root forever.
+//! - Inserts split full nodes bottom-up within one mini-transaction, so a
+//!   split is logged as a single record and replays whole.
+//! - Removal deletes a leaf once it is empty and unlinks it from its parent
+//!   (collapsing the root when it is left with one child). Non-empty
+//!   underfull nodes are not merged: like PostgreSQL's nbtree, space comes
+//!   back when pages empty, which keeps deletion simple and crash-safe.
+//! - Leaves have no sibling links; iteration re-descends from the root at
+//!   each leaf boundary using the separator "fences" seen on the way down.
+//!   That costs a few cached page lookups per leaf and frees deletion from
+//!   maintaining links.
+
+pub mod node;
+
+use std::ops::Bound;
+
+use crate::buffer::mtr::{Mtr, PageAccess};
+use crate::buffer::page::{PageBuf, PageType};
+use crate::error::{Error, Result};
+use crate::ids::PageId;
+use crate::limits::PAGE_SIZE;
+use crate::store::meta;
+
+/// Deepest tree accepted; deeper means a cycle in damaged pages.
+const DEPTH_MAX: usize = 32;
+
+fn corrupt(acc: &impl PageAccess, pid: PageId, what: &str) -> Error {
+    corrupt_in(acc.file(), pid, what)
+}
+
+fn corrupt_in(file: &std::path::Path, pid: PageId, what: &str) -> Error {
+    Error::corruption(
+        file,
+        pid.0 as u64 * PAGE_SIZE as u64,
+        format!("B+tree page {pid}: {what}"),
+    )
+}
+
+/// Starts an empty tree whose root is the (already allocated) page `root`.
+pub fn create(mtr: &mut Mtr<'_>, root: PageId) -> Result<()> {
+    node::init(mtr.page_mut(root)?, root, true);
+    Ok(())
+}
+
+/// How a descent chooses among children.
+#[derive(Clone, Copy)]
+enum Seek<'k> {
+    /// Toward the leaf that holds `k` (or would).
+    At(&'k [u8]),
+    /// Toward the leaf holding the largest key below `k`.
+    Below(&'k [u8]),
+    /// Leftmost leaf.
+    First,
+    /// Rightmost leaf.
+    Last,
+}
+
+struct Descent {
+    leaf: PageId,
+    /// (internal page, child index taken)
+    path: Vec<(PageId, usize)>,
+    /// Smallest separator greater than every key of the leaf, if any.
+    upper_fence: Option<Vec<u8>>,
+    /// Separator at or below every key of the leaf, if any.
+    lower_fence: Option<Vec<u8>>,
+}
+
+fn child_index(p: &PageBuf, seek: Seek<'_>) -> Option<usize> {
+    Some(match seek {
+        Seek::At(k) => match node::search(p, k)? {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        },
+        Seek::Below(k) => match node::search(p, k)? {
+            Ok(i) | Err(i) => i,
+        },
+        Seek::First => 0,
+        Seek::Last => node::count(p),
+    })
+}
+
+fn descend(acc: &mut impl PageAccess, root: PageId, seek: Seek<'_>) -> Result<Descent> {
+    let mut d = Descent {
+        leaf: root,
+        path: Vec::new(),
+        upper_fence: None,
+        lower_fence: None,
+    };
+    loop {
+        let pid = d.leaf;
+        type Step = Option<(bool, usize, PageId, Option<Vec<u8>>, Option<Vec<u8>>)>;
+        let step: Step = acc.with_page(pid, |p| {
+            let leaf = node::is_leaf(p)?;
+            if leaf {
+                return Some((true, 0, pid, None, None));
+            }
+            let i = child_index(p, seek)?;
+            let child = node::child(p, i)?;
+            let upper = if i < node::count(p) {
+                Some(node::key(p, i)?.to_vec())
+            } else {
+                None
+            };
+            let lower = if i > 0 {
+                Some(node::key(p, i - 1)?.to_vec())
+            } else {
+                None
+            };
+            Some((false, i, child, upper, lower))
+        })?;
+        let Some((leaf, i, child, upper, lower)) = step else {
+            return Err(corrupt(acc, pid, "not a valid B+tree node"));
+        };
+        if leaf {
+            return Ok(d);
+        }
+        if d.path.len() >= DEPTH_MAX || child.0 == 0 {
+            return Err(corrupt(acc, pid, "bad child pointer or tree too deep"));
+        }
+        d.path.push((pid, i));
+        if upper.is_some() {
+            d.upper_fence = upper;
+        }
+        if lower.is_some() {
+            d.lower_fence = lower;
+        }
+        d.leaf = child;
+    }
+}
+
+/// The value stored under `key`.
+pub fn get(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let d = descend(acc, root, Seek::At(key))?;
+    let found = acc.with_page(d.leaf, |p| match node::search(p, key)? {
+        Ok(i) => Some(Some(node::value(p, i)?.to_vec())),
+        Err(_) => Some(None),
+    })?;
+    found.ok_or_else(|| corrupt(acc, d.leaf, "malformed leaf"))
+}
+
+/// Inserts or replaces `key` → `value`.
+pub fn insert(mtr: &mut Mtr<'_>, root: PageId, key: &[u8], value: &[u8]) -> Result<()> {
+    let mut d = descend(mtr, root, Seek::At(key))?;
+    let leaf = d.leaf;
+    let p = mtr.page_mut(leaf)?;
+    let pos = match node::search(p, key) {
+        Some(Ok(i)) => {
+            node::remove(p, i).ok_or_else(|| corrupt(mtr, leaf, "malformed leaf"))?;
+            i
+        }
+        Some(Err(i)) => i,
+        None => return Err(corrupt(mtr, leaf, "malformed leaf")),
+    };
+    let mut pending = (leaf, pos, node::leaf_cell(key, value));
+    loop {
+        let (pid, pos, cell) = pending;
+        let p = mtr.page_mut(pid)?;
+        match node::insert(p, pos, &cell) {
+            Some(true) => return Ok(()),
+            Some(false) => {}
+            None => return Err(corrupt(mtr, pid, "malformed node")),
+        }
+        let is_root = d.path.is_empty();
+        let Some((sep, right)) = split(mtr, pid, pos, cell, is_root)? else {
+            return Ok(());
+        };
+        let Some((parent, idx)) = d.path.pop() else {
+            return Err(corrupt(mtr, pid, "split of a non-root without parent"));
+        };
+        pending = (parent, idx, node::internal_cell(&sep, right));
+    }
+}
+
+/// Splits node `pid` while inserting `cell` at `pos`. For a non-root,
+/// returns the separator and the new right sibling to insert in the
+/// parent; a root split is completed here and returns `None`.
+fn split(
+    mtr: &mut Mtr<'_>,
+    pid: PageId,
+    pos: usize,
+    cell: Vec<u8>,
+    is_root: bool,
+) -> Result<Option<(Vec<u8>, PageId)>> {
+    let pool = mtr.pool();
+    let p = mtr.page(pid)?;
+    let leaf = node::is_leaf(p).ok_or_else(|| corrupt_in(pool.path(), pid, "not a node"))?;
+    let link = node::link(p);
+    let mut cells = node::cells(p).ok_or_else(|| corrupt_in(pool.path(), pid, "malformed node"))?;
+    cells.insert(pos, cell);
+    assert!(
+        cells.len() >= 3 || leaf && cells.len() >= 2,
+        "split of a node with too few cells"
+    );
+    let total: usize = cells.iter().map(|c| c.len() + 2).sum();
+    let mut acc = 0;
+    let mut m = 0;
+    while m < cells.len() - 1 && acc + cells[m].len() + 2 <= total / 2 {
+        acc += cells[m].len() + 2;
+        m += 1;
+    }
+    let m = m.clamp(1, cells.len() - if leaf { 1 } else { 2 });
+    let (left, sep, right, right_link) = if leaf {
+        let right = cells.split_off(m);
+        let sep = node::cell_key(&right[0], true).to_vec();
+        (cells, sep, right, PageId(0))
+    } else {
+        let mut right = cells.split_off(m);
+        let mid = right.remove(0);
+        (
+            cells,
+            node::cell_key(&mid, false).to_vec(),
+            right,
+            node::cell_child(&mid),
+        )
+    };
+    let ty = if leaf {
+        PageType::Leaf
+    } else {
+        PageType::Internal
+    };
+    let rpid = meta::alloc(mtr, ty)?;
+    let r = mtr.page_mut(rpid)?;
+    node::init(r, rpid, leaf);
+    node::set_link(r, right_link);
+    node::rebuild(r, &right);
+    if !is_root {
+        node::rebuild(mtr.page_mut(pid)?, &left);
+        return Ok(Some((sep, rpid)));
+    }
+    let lpid = meta::alloc(mtr, ty)?;
+    let l = mtr.page_mut(lpid)?;
+    node::init(l, lpid, leaf);
+    node::set_link(l, link);
+    node::rebuild(l, &left);
+    let root = mtr.page_mut(pid)?;
+    node::init(root, pid, false);
+    node::set_link(root, lpid);
+    node::rebuild(root, &[node::internal_cell(&sep, rpid)]);
+    Ok(None)
+}
+
+/// Removes `key`; returns whether it was there. Empty leaves are unlinked
+/// and freed.
+pub fn remove(mtr: &mut Mtr<'_>, root: PageId, key: &[u8]) -> Result<bool> {
+    let pool = mtr.pool();
+    let mut d = descend(mtr, root, Seek::At(key))?;
+    let leaf = d.leaf;
+    let p = mtr.page_mut(leaf)?;
+    let i = match node::search(p, key) {
+        Some(Ok(i)) => i,
+        Some(Err(_)) => return Ok(false),
+        None => return Err(corrupt(mtr, leaf, "malformed leaf")),
+    };
+    node::remove(p, i).ok_or_else(|| corrupt_in(pool.path(), leaf, "malformed leaf"))?;
+    if node::count(p) > 0 || d.path.is_empty() {
+        return Ok(true);
+    }
+    // Unlink empty nodes upward.
+    let mut gone = leaf;
+    while let Some((parent, idx)) = d.path.pop() {
+        meta::free(mtr, gone)?;
+        let pp = mtr.page_mut(parent)?;
+        let n = node::count(pp);
+        if n == 0 {
+            // The parent's only child went away: the parent is empty too.
+            if d.path.is_empty() {
+                node::init(pp, parent, true);
+                return Ok(true);
+            }
+            gone = parent;
+            continue;
+        }
+        if idx == 0 {
+            let first = node::child(pp, 1)
+                .ok_or_else(|| corrupt_in(pool.path(), parent, "malformed node"))?;
+            node::set_link(pp, first);
+            node::remove(pp, 0)
+        } else {
+            node::remove(pp, idx - 1)
+        }
+        .ok_or_else(|| corrupt_in(pool.path(), parent, "malformed node"))?;
+        if d.path.is_empty() && node::count(mtr.page(parent)?) == 0 {
+            collapse_root(mtr, parent)?;
+        }
+        return Ok(true);
+    }
+    Ok(true)
+}
+
+/// The root has a single child: pull the child's contents up into it.
+fn collapse_root(mtr: &mut Mtr<'_>, root: PageId) -> Result<()> {
+    let pool = mtr.pool();
+    let only = node::link(mtr.page(root)?);
+    let c = mtr.page(only)?;
+    let leaf = node::is_leaf(c).ok_or_else(|| corrupt_in(pool.path(), only, "not a node"))?;
+    let link = node::link(c);
+    let cells = node::cells(c).ok_or_else(|| corrupt_in(pool.path(), only, "malformed node"))?;
+    let r = mtr.page_mut(root)?;
+    node::init(r, root, leaf);
+    node::set_link(r, link);
+    node::rebuild(r, &cells);
+    meta::free(mtr, only)
+}
+
+/// Direction of a range read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Ascending keys.
+    Forward,
+    /// Descending keys.
+    Reverse,
+}
+
+fn within(k: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
+    let above = match lo {
+        Bound::Included(b) => k >= b,
+        Bound::Excluded(b) => k > b,
+        Bound::Unbounded => true,
+    };
+    let below = match hi {
+        Bound::Included(b) => k <= b,
+        Bound::Excluded(b) => k < b,
+        Bound::Unbounded => true,
+    };
+    above && below
+}
+
+/// Entries with keys in (`lo`, `hi`), in direction `dir`, at most `limit`
+/// of them, appended to `out`. Returns true when the range is exhausted;
+/// otherwise resume with the last key returned as an excluded bound.
+pub fn range(
+    acc: &mut impl PageAccess,
+    root: PageId,
+    lo: Bound<&[u8]>,
+    hi: Bound<&[u8]>,
+    dir: Dir,
+    limit: usize,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<bool> {
+    let mut cursor: Bound<Vec<u8>> = match dir {
+        Dir::Forward => lo.map(<[u8]>::to_vec),
+        Dir::Reverse => hi.map(<[u8]>::to_vec),
+    };
+    let start = out.len();
+    loop {
+        let seek = match (&cursor, dir) {
+            (Bound::Unbounded, Dir::Forward) => Seek::First,
+            (Bound::Unbounded, Dir::Reverse) => Seek::Last,
+            (Bound::Included(k), Dir::Reverse) => Seek::At(k),
+            (Bound::Excluded(k), Dir::Reverse) => Seek::Below(k),
+            (Bound::Included(k) | Bound::Excluded(k), Dir::Forward) => Seek::At(k),
+        };
+        let d = descend(acc, root, seek)?;
+        let (lo_now, hi_now) = match dir {
+            Dir::Forward => (cursor.as_ref().map(Vec::as_slice), hi),
+            Dir::Reverse => (lo, cursor.as_ref().map(Vec::as_slice)),
+        };
+        let full = acc.with_page(d.leaf, |p| {
+            let n = node::count(p);
+            let order: Box<dyn Iterator<Item = usize>> = if dir == Dir::Forward {
+                Box::new(0..n)
+            } else {
+                Box::new((0..n).rev())
+            };
+            for i in order {
+                let k = node::key(p, i)?;
+                if within(k, lo_now, hi_now) {
+                    out.push((k.to_vec(), node::value(p, i)?.to_vec()));
+                    if out.len() - start >= limit {
+                        return Some(true);
+                    }
+                } else if (dir == Dir::Forward && !within(k, Bound::Unbounded, hi))
+                    || (dir == Dir::Reverse && !within(k, lo, Bound::Unbounded))
+                {
+                    return Some(true);
+                }
+            }
+            Some(false)
+        })?;
+        match full {
+            None => return Err(corrupt(acc, d.leaf, "malformed leaf")),
+            Some(true) => {
+                let past_end = out.len() - start < limit;
+                return Ok(past_end);
+            }
+            Some(false) => {}
+        }
+        let next = match dir {
+            Dir::Forward => d.upper_fence.map(Bound::Included),
+            Dir::Reverse => d.lower_fence.map(Bound::Excluded),
+        };
+        match next {
+            None => return Ok(true),
+            Some(b) => {
+                let outside = match (&b, dir) {
+                    (Bound::Included(k), Dir::Forward) => !within(k, Bound::Unbounded, hi),
+                    (Bound::Excluded(k), Dir::Reverse) => match lo {
+                        Bound::Included(l) | Bound::Excluded(l) => k.as_slice() <= l,
+                        Bound::Unbounded => false,
+                    },
+                    _ => false,
+                };
+                if outside {
+                    return Ok(true);
+                }
+                cursor = b;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+//! B+tree node layout: a slotted page of sorted cells.
+//!
+//! ```text
+//!  24      26      28     30    32          36
+//!  | count | upper | frag | pad | link u32  | slot u16 * count ...free... cells |
+//!    link: leftmost child (internal nodes); unused in leaves
+//!  leaf cell:     | klen u16 | vlen u16 | key | value |
+//!  internal cell: | klen u16 | child u32 | key |
+//! ```
+//! Slots are sorted by key; cells are packed from the end of the page
+//! downward (`upper` is the lowest cell byte). Removing a cell leaves a hole
+//! counted in `frag`, reclaimed by `compact` when an insert needs it.
+//! An internal node with n cells has n+1 children: child 0 is `link`, child
+//! i+1 is cell i's; child i holds keys k with key(i-1) <= k < key(i).
+//!
+//! Readers treat every field as untrusted: accessors return `None` for an
+//! offset or length outside the page, which callers report as corruption.
+
+use crate::buffer::page::{self, PageBuf, PageType, HDR};
+use crate::codec::{put_u16, put_u32, u16_at, u32_at};
+use crate::ids::PageId;
+use crate::limits::PAGE_SIZE;
+
+const COUNT: usize = HDR;
+const UPPER: usize = HDR + 2;
+const FRAG: usize = HDR + 4;
+const LINK: usize = HDR + 8;
+/// First slot byte.
+pub const SLOTS: usize = HDR + 12;
+
+/// Starts `p` as an empty node.
+pub fn init(p: &mut PageBuf, pid: PageId, leaf: bool) {
+    page::init(
+        p,
+        pid,
+        if leaf {
+            PageType::Leaf
+        } else {
+            PageType::Internal
+        },
+    );
+    set_upper(p, PAGE_SIZE);
+}
+
+fn upper(p: &PageBuf) -> usize {
+    (u16_at(p, UPPER).unwrap_or(0) as usize).min(PAGE_SIZE)
+}
+
+fn set_upper(p: &mut PageBuf, u: usize) {
+    put_u16(p, UPPER, u as u16);
+}
+
+/// Whether the node is a leaf (`None`: not a B+tree node at all).
+pub fn is_leaf(p: &PageBuf) -> Option<bool> {
+    match page::page_type(p)? {
+        PageType::Leaf => Some(true),
+        PageType::Internal => Some(false),
+        _ => None,
+    }
+}
+
+/// Number of cells.
+pub fn count(p: &PageBuf) -> usize {
+    u16_at(p, COUNT).unwrap_or(0) as usize
+}
+
+/// Leftmost child of an internal node.
+pub fn link(p: &PageBuf) -> PageId {
+    PageId(u32_at(p, LINK).unwrap_or(0))
+}
+
+/// Sets the leftmost child.
+pub fn set_link(p: &mut PageBuf, pid: PageId) {
+    put_u32(p, LINK, pid.0);
+}
+
+/// Bytes of cell `i`, validated against the page bounds.
+pub fn cell(p: &PageBuf, i: usize) -> Option<&[u8]> {
+    let n = count(p);
+    if i >= n || SLOTS + 2 * n > PAGE_SIZE {
+        return None;
+    }
+    let off = u16_at(p, SLOTS + 2 * i)? as usize;
+    if off < SLOTS + 2 * n || off + 6 > PAGE_SIZE {
+        return None;
+    }
+    let klen = u16_at(p, off)? as usize;
+    let len = if is_leaf(p)? {
+        4 + klen + u16_at(p, off + 2)? as usize
+    } else {
+        6 + klen
+    };
+    p.get(off..off + len)
+}
+
+/// Key of cell `i`.
+pub fn key(p: &PageBuf, i: usize) -> Option<&[u8]> {
+    let c = cell(p, i)?;
+    let klen = u16_at(c, 0)? as usize;
+    let start = if is_leaf(p)? { 4 } else { 6 };
+    c.get(start..start + klen)
+}
+
+/// Value of leaf cell `i`.
+pub fn value(p: &PageBuf, i: usize) -> Option<&[u8]> {
+    let c = cell(p, i)?;
+    let klen = u16_at(c, 0)? as usize;
+    c.get(4 + klen..)
+}
+
+/// Child `i` (0..=count) of an internal node.
+pub fn child(p: &PageBuf, i: usize) -> Option<PageId> {
+    if i == 0 {
+        return Some(link(p));
+    }
+    let c = cell(p, i - 1)?;
+    Some(PageId(u32_at(c, 2)?))
+}
+
+/// Binary search: `Ok(i)` if cell i holds `k`, `Err(i)` where it would go.
+pub fn search(p: &PageBuf, k: &[u8]) -> Option<Result<usize, usize>> {
+    let (mut lo, mut hi) = (0, count(p));
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match key(p, mid)?.cmp(k) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Some(Ok(mid)),
+        }
+    }
+    Some(Err(lo))
+}
+
+/// Encodes a leaf cell.
+pub fn leaf_cell(k: &[u8], v: &[u8]) -> Vec<u8> {
+    let mut c = Vec::with_capacity(4 + k.len() + v.len());
+    c.extend_from_slice(&(k.len() as u16).to_le_bytes());
+    c.extend_from_slice(&(v.len() as u16).to_le_bytes());
+    c.extend_from_slice(k);
+    c.extend_from_slice(v);
+    c
+}
+
+/// Encodes an internal cell.
+pub fn internal_cell(k: &[u8], child: PageId) -> Vec<u8> {
+    let mut c = Vec::with_capacity(6 + k.len());
+    c.extend_from_slice(&(k.len() as u16).to_le_bytes());
+    c.extend_from_slice(&child.0.to_le_bytes());
+    c.extend_from_slice(k);
+    c
+}
+
+/// Key of an encoded cell of the given kind.
+pub fn cell_key(c: &[u8], leaf: bool) -> &[u8] {
+    let klen = u16_at(c, 0).unwrap_or(0) as usize;
+    let start = if leaf { 4 } else { 6 };
+    c.get(start..start + klen).unwrap_or(&[])
+}
+
+/// Child of an encoded internal cell.
+pub fn cell_child(c: &[u8]) -> PageId {
+    PageId(u32_at(c, 2).unwrap_or(0))
+}
+
+/// Bytes available for a new cell and its slot, counting reclaimable holes.
+pub fn free_space(p: &PageBuf) -> usize {
+    let frag = u16_at(p, FRAG).unwrap_or(0) as usize;
+    upper(p).saturating_sub(SLOTS + 2 * count(p)) + frag
+}
+
+/// All cells, in key order (validated copies).
+pub fn cells(p: &PageBuf) -> Option<Vec<Vec<u8>>> {
+    (0..count(p))
+        .map(|i| cell(p, i).map(<[u8]>::to_vec))
+        .collect()
+}
+
+/// Rewrites the node with exactly `cells`, keeping its type and link.
+pub fn rebuild(p: &mut PageBuf, cells: &[Vec<u8>]) {
+    let total: usize = cells.iter().map(|c| c.len() + 2).sum();
+    assert!(SLOTS + total <= PAGE_SIZE, "rebuild overflows the node");
+    let mut up = PAGE_SIZE;
+    for (i, c) in cells.iter().enumerate() {
+        up -= c.len();
+        p[up..up + c.len()].copy_from_slice(c);
+        put_u16(p, SLOTS + 2 * i, up as u16);
+    }
+    p[SLOTS + 2 * cells.len()..up].fill(0);
+    put_u16(p, COUNT, cells.len() as u16);
+    put_u16(p, FRAG, 0);
+    set_upper(p, up);
+}
+
+/// Inserts `c` as cell `i`; false if the node has no room for it.
+pub fn insert(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<bool> {
+    let n = count(p);
+    if free_space(p) < c.len() + 2 {
+        return Some(false);
+    }
+    if upper(p) < SLOTS + 2 * (n + 1) + c.len() {
+        let mut all = cells(p)?;
+        all.insert(i, c.to_vec());
+        rebuild(p, &all);
+        return Some(true);
+    }
+    let up = upper(p) - c.len();
+    p[up..up + c.len()].copy_from_slice(c);
+    p.copy_within(SLOTS + 2 * i..SLOTS + 2 * n, SLOTS + 2 * i + 2);
+    put_u16(p, SLOTS + 2 * i, up as u16);
+    put_u16(p, COUNT, (n + 1) as u16);
+    set_upper(p, up);
+    Some(true)
+}
+
+/// Removes cell `i`.
+pub fn remove(p: &mut PageBuf, i: usize) -> Option<()> {
+    let n = count(p);
+    let len = cell(p, i)?.len();
+    p.copy_within(SLOTS + 2 * (i + 1)..SLOTS + 2 * n, SLOTS + 2 * i);
+    put_u16(p, SLOTS + 2 * (n - 1), 0);
+    put_u16(p, COUNT, (n - 1) as u16);
+    let frag = u16_at(p, FRAG)? as usize + len;
+    put_u16(p, FRAG, frag as u16);
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_search_remove_keep_order_and_reclaim_space() {
+        let mut p = page::zeroed();
+        init(&mut p, PageId(5), true);
+        let empty = free_space(&p);
+        for k in [b"m".as_slice(), b"c", b"x", b"a"] {
+            let Some(Err(i)) = search(&p, k) else {
+                panic!("unexpected hit")
+            };
+            assert_eq!(insert(&mut p, i, &leaf_cell(k, b"v")), Some(true));
+        }
+        let keys: Vec<&[u8]> = (0..count(&p)).filter_map(|i| key(&p, i)).collect();
+        assert_eq!(keys, vec![b"a".as_slice(), b"c", b"m", b"x"]);
+        assert_eq!(search(&p, b"m"), Some(Ok(2)));
+        assert_eq!(value(&p, 2), Some(b"v".as_slice()));
+        for _ in 0..4 {
+            remove(&mut p, 0).expect("remove");
+        }
+        assert_eq!(count(&p), 0);
+        assert_eq!(
+            free_space(&p),
+            empty,
+            "removed cells' space must be reclaimable"
+        );
+    }
+
+    #[test]
+    fn full_node_refuses_then_compaction_reuses_holes() {
+        let mut p = page::zeroed();
+        init(&mut p, PageId(5), true);
+        let v = vec![1u8; 100];
+        let mut n = 0u32;
+        loop {
+            let at = count(&p);
+            if insert(&mut p, at, &leaf_cell(&n.to_be_bytes(), &v)) != Some(true) {
+                break;
+            }
+            n += 1;
+        }
+        assert!(n > 60, "only {n} cells fit");
+        remove(&mut p, 3).expect("remove");
+        assert_eq!(
+            insert(&mut p, 3, &leaf_cell(&3u32.to_be_bytes(), &v)),
+            Some(true)
+        );
+        assert_eq!(count(&p) as u32, n);
+    }
+
+    #[test]
+    fn garbage_slots_give_none_not_panic() {
+        let mut p = page::zeroed();
+        init(&mut p, PageId(1), true);
+        insert(&mut p, 0, &leaf_cell(b"k", b"v")).expect("insert");
+        put_u16(&mut p[..], SLOTS, 8190);
+        assert_eq!(key(&p, 0), None);
+        put_u16(&mut p[..], COUNT, 60000);
+        assert_eq!(cell(&p, 5), None);
+    }
+}

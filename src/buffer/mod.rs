@@ -1,0 +1,303 @@
+//! The page cache: a fixed set of frames over the data file.
+//!
+//! ```text
+//!  page table (mutex)        frames
+//!  PageId -> frame idx  ──►  [ RwLock<page> | pin | ref bit | dirty ] * n
+//!                                 ▲ clock hand sweeps for an unpinned frame
+//! ```
+//! Invariants:
+//! - a pinned frame is never evicted, and its page id does not change;
+//! - a dirty page is written only after the log is durable up to the
+//!   page's LSN (WAL-before-data), and is sealed with its checksum then;
+//! - every page read from disk has its checksum and page id verified.
+//!
+//! During recovery a page that fails verification is handed out zeroed and
+//! remembered as torn: the first log record that touches it must carry a
+//! full image, or recovery reports corruption.
+
+pub mod mtr;
+pub mod page;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::error::{Error, Result};
+use crate::ids::PageId;
+use crate::io::VfsFile;
+use crate::limits::{CACHE_PAGES_MIN, PAGE_SIZE};
+use crate::wal::Wal;
+use page::PageBuf;
+
+const NO_PAGE: u32 = u32::MAX;
+
+struct Frame {
+    data: RwLock<Box<PageBuf>>,
+    pid: AtomicU32,
+    pins: AtomicU32,
+    referenced: AtomicBool,
+    dirty: AtomicBool,
+}
+
+struct Table {
+    map: HashMap<PageId, usize>,
+    hand: usize,
+}
+
+/// The bounded page cache.
+pub struct BufferPool {
+    frames: Box<[Frame]>,
+    table: Mutex<Table>,
+    file: Box<dyn VfsFile>,
+    path: PathBuf,
+    wal: OnceLock<Arc<Wal>>,
+    recovering: AtomicBool,
+    torn: Mutex<HashSet<PageId>>,
+}
+
+/// A pinned page: it stays in its frame until this is dropped.
+pub struct Pinned<'a> {
+    pool: &'a BufferPool,
+    idx: usize,
+    pid: PageId,
+}
+
+impl<'a> Pinned<'a> {
+    /// The page's id.
+    pub fn pid(&self) -> PageId {
+        self.pid
+    }
+
+    /// Shared access to the page bytes.
+    pub fn read(&self) -> RwLockReadGuard<'_, Box<PageBuf>> {
+        self.pool.frames[self.idx].data.read()
+    }
+
+    /// Exclusive access, for the lifetime of the pool borrow (the caller
+    /// keeps the pin alive at least as long as the guard).
+    pub(crate) fn write_guard(&self) -> RwLockWriteGuard<'a, Box<PageBuf>> {
+        self.pool.frames[self.idx].data.write()
+    }
+
+    pub(crate) fn mark_dirty(&self) {
+        self.pool.frames[self.idx]
+            .dirty
+            .store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        self.pool.frames[self.idx]
+            .pins
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl BufferPool {
+    /// A cache of `bytes` (at least `CACHE_PAGES_MIN` pages) over `file`.
+    pub fn new(file: Box<dyn VfsFile>, path: PathBuf, bytes: usize) -> BufferPool {
+        let n = (bytes / PAGE_SIZE).max(CACHE_PAGES_MIN);
+        let frames = (0..n)
+            .map(|_| Frame {
+                data: RwLock::new(page::zeroed()),
+                pid: AtomicU32::new(NO_PAGE),
+                pins: AtomicU32::new(0),
+                referenced: AtomicBool::new(false),
+                dirty: AtomicBool::new(false),
+            })
+            .collect();
+        BufferPool {
+            frames,
+            table: Mutex::new(Table {
+                map: HashMap::with_capacity(n),
+                hand: 0,
+            }),
+            file,
+            path,
+            wal: OnceLock::new(),
+            recovering: AtomicBool::new(false),
+            torn: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The data file's path, for error messages.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Number of frames.
+    pub fn capacity(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Connects the log once recovery has found its end. Until then (during
+    /// replay) pages are written without waiting for the log: recovery
+    /// fsyncs the log it replays before replaying it.
+    pub(crate) fn attach_wal(&self, wal: Arc<Wal>) {
+        let _ = self.wal.set(wal);
+    }
+
+    fn poison(&self) {
+        if let Some(w) = self.wal.get() {
+            w.poison();
+        }
+    }
+
+    pub(crate) fn set_recovering(&self, on: bool) {
+        self.recovering.store(on, Ordering::Release);
+    }
+
+    /// Pages found torn during recovery and not yet repaired by a full image.
+    pub(crate) fn take_torn(&self) -> Vec<PageId> {
+        self.torn.lock().drain().collect()
+    }
+
+    pub(crate) fn is_torn(&self, pid: PageId) -> bool {
+        self.torn.lock().contains(&pid)
+    }
+
+    pub(crate) fn repaired(&self, pid: PageId) {
+        self.torn.lock().remove(&pid);
+    }
+
+    /// Pins page `pid`, reading it from disk if it is not cached.
+    pub fn fetch(&self, pid: PageId) -> Result<Pinned<'_>> {
+        self.get(pid, true)
+    }
+
+    /// Pins page `pid` without reading it: for freshly allocated pages,
+    /// whose old bytes do not matter.
+    pub fn fetch_new(&self, pid: PageId) -> Result<Pinned<'_>> {
+        self.get(pid, false)
+    }
+
+    fn get(&self, pid: PageId, read: bool) -> Result<Pinned<'_>> {
+        assert!(pid.0 != NO_PAGE, "page id {pid} is reserved");
+        let mut table = self.table.lock();
+        if let Some(&idx) = table.map.get(&pid) {
+            let f = &self.frames[idx];
+            f.pins.fetch_add(1, Ordering::AcqRel);
+            f.referenced.store(true, Ordering::Release);
+            return Ok(Pinned {
+                pool: self,
+                idx,
+                pid,
+            });
+        }
+        let idx = self.victim(&mut table)?;
+        let f = &self.frames[idx];
+        {
+            let mut data = f.data.write();
+            if read {
+                self.read_page(pid, &mut data)?;
+            } else {
+                data.fill(0);
+            }
+            f.pid.store(pid.0, Ordering::Release);
+        }
+        f.pins.store(1, Ordering::Release);
+        f.referenced.store(true, Ordering::Release);
+        f.dirty.store(false, Ordering::Release);
+        table.map.insert(pid, idx);
+        Ok(Pinned {
+            pool: self,
+            idx,
+            pid,
+        })
+    }
+
+    fn read_page(&self, pid: PageId, data: &mut PageBuf) -> Result<()> {
+        let off = pid.0 as u64 * PAGE_SIZE as u64;
+        self.file.read_at(data, off)?;
+        if let Err(why) = page::verify(data, pid) {
+            if self.recovering.load(Ordering::Acquire) {
+                data.fill(0);
+                self.torn.lock().insert(pid);
+                return Ok(());
+            }
+            return Err(Error::corruption(&self.path, off, why));
+        }
+        Ok(())
+    }
+
+    /// Finds a frame to reuse (clock), writing its page out if dirty.
+    fn victim(&self, table: &mut Table) -> Result<usize> {
+        let n = self.frames.len();
+        for _ in 0..3 * n {
+            let idx = table.hand;
+            table.hand = (table.hand + 1) % n;
+            let f = &self.frames[idx];
+            if f.pins.load(Ordering::Acquire) > 0 {
+                continue;
+            }
+            if f.referenced.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            let old = f.pid.load(Ordering::Acquire);
+            if old != NO_PAGE {
+                if f.dirty.load(Ordering::Acquire) {
+                    self.write_frame(f)?;
+                }
+                table.map.remove(&PageId(old));
+                f.pid.store(NO_PAGE, Ordering::Release);
+            }
+            return Ok(idx);
+        }
+        Err(Error::Unsupported(
+            "page cache exhausted: every frame is pinned",
+        ))
+    }
+
+    /// Writes one frame's page if dirty, after the log covering it is
+    /// durable. The frame stays read-locked through the write, so an
+    /// eviction cannot reload the page from disk before it lands.
+    fn write_frame(&self, f: &Frame) -> Result<()> {
+        let data = f.data.read();
+        if !f.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let pid = PageId(f.pid.load(Ordering::Acquire));
+        let mut copy = data.clone();
+        let r = self.write_page(pid, &mut copy);
+        if r.is_err() {
+            f.dirty.store(true, Ordering::Release);
+            self.poison();
+        }
+        r
+    }
+
+    fn write_page(&self, pid: PageId, data: &mut PageBuf) -> Result<()> {
+        if let Some(w) = self.wal.get() {
+            w.flush(page::lsn(data), true)?;
+        }
+        page::seal(data);
+        self.file.write_at(data, pid.0 as u64 * PAGE_SIZE as u64)
+    }
+
+    /// Writes every dirty page and fsyncs the data file (a checkpoint's
+    /// flush). Pages dirtied meanwhile stay dirty for the next one.
+    pub fn flush_all(&self) -> Result<usize> {
+        let mut written = 0;
+        for f in self.frames.iter() {
+            if f.dirty.load(Ordering::Acquire) && f.pid.load(Ordering::Acquire) != NO_PAGE {
+                self.write_frame(f)?;
+                written += 1;
+            }
+        }
+        let r = self.file.sync();
+        if r.is_err() {
+            self.poison();
+        }
+        r?;
+        Ok(written)
+    }
+
+    /// Length of the data file in pages.
+    pub fn file_pages(&self) -> Result<u64> {
+        Ok(self.file.len()?.div_ceil(PAGE_SIZE as u64))
+    }
+}

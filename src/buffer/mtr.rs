@@ -1,0 +1,208 @@
+//! Mini-transactions: the unit of atomic page change.
+//!
+//! A mini-transaction write-locks and pins every page it touches, keeps a
+//! before-image of each page it modifies, and at `commit` turns the
+//! modifications into one log record (a full image for pages untouched
+//! since the last checkpoint's redo point, byte ranges otherwise), stamps
+//! the record's end LSN on the pages and marks them dirty. Dropped without
+//! commit — an error halfway through a B+tree split, say — it puts the
+//! before-images back, so memory never holds a change the log lacks.
+//!
+//! Callers hold the store's write latch, so at most one mini-transaction
+//! runs at a time; readers take the latch shared and see whole ones only.
+
+use parking_lot::RwLockWriteGuard;
+
+use super::page::{self, PageBuf, PageType};
+use super::{BufferPool, Pinned};
+use crate::error::{Error, Result};
+use crate::ids::{Lsn, PageId, Xid};
+use crate::limits::MTR_PAGES_MAX;
+use crate::wal::record::{diff, Change, Kind, Record};
+use crate::wal::Wal;
+
+/// Read access to pages, shared by readers and mini-transactions so that
+/// search code is written once.
+pub trait PageAccess {
+    /// Runs `f` on the bytes of page `pid`.
+    fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R>;
+    /// Path of the data file, for corruption reports.
+    fn file(&self) -> &std::path::Path;
+}
+
+/// Page access for readers (under the store's shared latch).
+pub struct ReadView<'a> {
+    pool: &'a BufferPool,
+}
+
+impl<'a> ReadView<'a> {
+    /// A reader over `pool`.
+    pub fn new(pool: &'a BufferPool) -> Self {
+        ReadView { pool }
+    }
+
+    /// A copy of the meta page.
+    pub fn read_meta(&mut self) -> Result<Box<PageBuf>> {
+        self.with_page(crate::store::meta::META, |p| Box::new(*p))
+    }
+}
+
+impl PageAccess for ReadView<'_> {
+    fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R> {
+        let p = self.pool.fetch(pid)?;
+        let g = p.read();
+        Ok(f(&g))
+    }
+
+    fn file(&self) -> &std::path::Path {
+        self.pool.path()
+    }
+}
+
+struct Touched<'a> {
+    guard: RwLockWriteGuard<'a, Box<PageBuf>>,
+    before: Option<Box<PageBuf>>,
+    fresh: bool,
+    pin: Pinned<'a>,
+}
+
+/// An atomic group of page changes.
+pub struct Mtr<'a> {
+    pool: &'a BufferPool,
+    redo: Lsn,
+    touched: Vec<Touched<'a>>,
+    done: bool,
+}
+
+impl<'a> Mtr<'a> {
+    /// Starts a mini-transaction; pages last changed at or before `redo`
+    /// (the latest checkpoint's redo point) are logged as full images.
+    pub fn new(pool: &'a BufferPool, redo: Lsn) -> Self {
+        Mtr {
+            pool,
+            redo,
+            touched: Vec::new(),
+            done: false,
+        }
+    }
+
+    fn index(&mut self, pid: PageId, read: bool) -> Result<usize> {
+        if let Some(i) = self.touched.iter().position(|t| t.pin.pid() == pid) {
+            return Ok(i);
+        }
+        if self.touched.len() >= MTR_PAGES_MAX {
+            return Err(Error::Unsupported(
+                "operation touches too many pages at once",
+            ));
+        }
+        let pin = if read {
+            self.pool.fetch(pid)?
+        } else {
+            self.pool.fetch_new(pid)?
+        };
+        let guard = pin.write_guard();
+        self.touched.push(Touched {
+            guard,
+            before: None,
+            fresh: !read,
+            pin,
+        });
+        Ok(self.touched.len() - 1)
+    }
+
+    /// The pool, for error reports while a page is borrowed.
+    pub fn pool(&self) -> &'a BufferPool {
+        self.pool
+    }
+
+    /// Reads a page (write-locked until commit).
+    pub fn page(&mut self, pid: PageId) -> Result<&PageBuf> {
+        let i = self.index(pid, true)?;
+        Ok(&self.touched[i].guard)
+    }
+
+    /// Modifies a page.
+    pub fn page_mut(&mut self, pid: PageId) -> Result<&mut PageBuf> {
+        let i = self.index(pid, true)?;
+        let t = &mut self.touched[i];
+        if t.before.is_none() {
+            t.before = Some(t.guard.clone());
+        }
+        Ok(&mut t.guard)
+    }
+
+    /// Starts page `pid` afresh as type `ty` (a newly allocated page); it
+    /// is logged as a full image.
+    pub fn new_page(&mut self, pid: PageId, ty: PageType) -> Result<&mut PageBuf> {
+        let i = self.index(pid, false)?;
+        let t = &mut self.touched[i];
+        if t.before.is_none() {
+            t.before = Some(t.guard.clone());
+        }
+        t.fresh = true;
+        page::init(&mut t.guard, pid, ty);
+        Ok(&mut t.guard)
+    }
+
+    /// Logs the changes as one record and publishes them. Returns the
+    /// record's end LSN, or `None` if nothing changed and `kind` is
+    /// `Pages`.
+    pub fn commit(mut self, wal: &Wal, kind: Kind, op: u8, xid: Xid) -> Result<Option<Lsn>> {
+        let mut rec = Record {
+            kind,
+            op,
+            xid,
+            aux: 0,
+            pages: Vec::new(),
+        };
+        for t in &self.touched {
+            let Some(before) = &t.before else { continue };
+            let change = if t.fresh || page::lsn(before) <= self.redo {
+                Change::Full(t.guard[page::LOGGED_FROM..].into())
+            } else {
+                match diff(before, &t.guard) {
+                    Some(r) if r.is_empty() => continue,
+                    Some(r) => Change::Delta(r),
+                    None => Change::Full(t.guard[page::LOGGED_FROM..].into()),
+                }
+            };
+            rec.pages.push((t.pin.pid(), change));
+        }
+        if rec.pages.is_empty() && kind == Kind::Pages {
+            self.done = true;
+            return Ok(None);
+        }
+        let end = wal.append(&rec)?;
+        for t in &mut self.touched {
+            if t.before.is_some() {
+                page::set_lsn(&mut t.guard, end);
+                t.pin.mark_dirty();
+            }
+        }
+        self.done = true;
+        Ok(Some(end))
+    }
+}
+
+impl PageAccess for Mtr<'_> {
+    fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R> {
+        Ok(f(self.page(pid)?))
+    }
+
+    fn file(&self) -> &std::path::Path {
+        self.pool.path()
+    }
+}
+
+impl Drop for Mtr<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for t in &mut self.touched {
+            if let Some(before) = t.before.take() {
+                **t.guard = *before;
+            }
+        }
+    }
+}

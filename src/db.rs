@@ -1,0 +1,419 @@
+//! `Db`: opening, tables, transactions, checkpoints, and the background
+//! worker.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::btree;
+use crate::buffer::page::PageType;
+use crate::buffer::BufferPool;
+use crate::control::{self, Control};
+use crate::error::{Error, Result};
+use crate::ids::{Lsn, PageId, Xid};
+use crate::io::{RealFs, Vfs, VfsLock};
+use crate::limits::TABLE_NAME_MAX;
+use crate::mvcc::clog::{self, Clog};
+use crate::mvcc::manager::TxnManager;
+use crate::options::{Isolation, Options};
+use crate::recovery;
+use crate::store::meta::{self, Field, META};
+use crate::store::Store;
+use crate::txn::locks::LockWaits;
+use crate::txn::Transaction;
+use crate::wal::record::{Kind, Op};
+use crate::wal::{segment, Wal};
+
+/// File name of the data file.
+pub const DATA_FILE: &str = "data.strata";
+/// Directory of log segments.
+pub const WAL_DIR: &str = "wal";
+/// Lock file.
+pub const LOCK_FILE: &str = "LOCK";
+
+static NEXT_DB_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A handle to a table; cheap to clone, valid for the `Db` that made it.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub(crate) root: PageId,
+    pub(crate) db: u64,
+    name: Arc<str>,
+}
+
+impl Table {
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What a successful commit reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The transaction's id (`Xid::NONE` if it wrote nothing).
+    pub xid: Xid,
+    /// LSN just past its commit record (0 if it wrote nothing). With
+    /// `Durability::Immediate` the log is durable up to here.
+    pub lsn: Lsn,
+}
+
+/// Figures from one vacuum pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VacuumStats {
+    /// Keys examined.
+    pub keys: u64,
+    /// Versions removed.
+    pub versions_removed: u64,
+    /// Keys removed from the index (every version dead).
+    pub keys_removed: u64,
+    /// Overflow pages returned to the free list.
+    pub overflow_pages_freed: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) mgr: TxnManager,
+    pub(crate) waits: LockWaits,
+    pub(crate) opts: Options,
+    pub(crate) vfs: Arc<dyn Vfs>,
+    pub(crate) dir: PathBuf,
+    pub(crate) id: u64,
+    tables: Mutex<HashMap<String, Table>>,
+    /// Versions made dead since the last vacuum (updates, deletes, aborts).
+    pub(crate) dead: AtomicU64,
+    checkpointing: Mutex<()>,
+    pub(crate) vacuuming: Mutex<()>,
+    _lock: Box<dyn VfsLock>,
+}
+
+struct Worker {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+struct Shared {
+    inner: Arc<Inner>,
+    worker: Arc<Worker>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// An open database. Cheap to clone; all clones share one engine, which
+/// closes (final checkpoint, lock released) when the last clone and the
+/// last transaction are dropped.
+#[derive(Clone)]
+pub struct Db {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dir", &self.shared.inner.dir)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Db> {
+        Self::open_with(dir, Options::default())
+    }
+
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
+        Self::open_vfs(Arc::new(RealFs), dir.as_ref(), opts)
+    }
+
+    /// Opens the database through a custom file system (fault injection).
+    pub fn open_vfs(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Db> {
+        let inner = Arc::new(open_inner(vfs, dir, opts)?);
+        let worker = Arc::new(Worker {
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let thread = {
+            let (inner, worker) = (inner.clone(), worker.clone());
+            std::thread::Builder::new()
+                .name("strata-maintenance".into())
+                .spawn(move || maintenance(&inner, &worker))?
+        };
+        Ok(Db {
+            shared: Arc::new(Shared {
+                inner,
+                worker,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.shared.inner
+    }
+
+    /// The table called `name`, created (durably) if it does not exist.
+    pub fn table(&self, name: &str) -> Result<Table> {
+        let inner = self.inner();
+        if name.is_empty() || name.len() > TABLE_NAME_MAX {
+            return Err(Error::InvalidTableName);
+        }
+        let mut tables = inner.tables.lock();
+        if let Some(t) = tables.get(name) {
+            return Ok(t.clone());
+        }
+        let root = {
+            let mut r = inner.store.read();
+            let cat = PageId(meta::get(&*r.view.read_meta()?, Field::CatalogRoot));
+            btree::get(&mut r.view, cat, name.as_bytes())?
+        };
+        let root = match root {
+            Some(v) => decode_catalog(&v).ok_or_else(|| {
+                Error::corruption(
+                    inner.store.pool.path(),
+                    0,
+                    format!("catalog entry for table {name:?} malformed"),
+                )
+            })?,
+            None => create_table(inner, name)?,
+        };
+        let t = Table {
+            root,
+            db: inner.id,
+            name: name.into(),
+        };
+        tables.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Names of all tables.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        let inner = self.inner();
+        let mut r = inner.store.read();
+        let cat = PageId(meta::get(&*r.view.read_meta()?, Field::CatalogRoot));
+        let mut out = Vec::new();
+        btree::range(
+            &mut r.view,
+            cat,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+            btree::Dir::Forward,
+            usize::MAX,
+            &mut out,
+        )?;
+        Ok(out
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect())
+    }
+
+    /// Begins a transaction at the default level (Snapshot, until
+    /// Serializable lands).
+    pub fn begin(&self) -> Result<Transaction> {
+        self.begin_with(Isolation::Snapshot)
+    }
+
+    /// Begins a transaction at `level`.
+    pub fn begin_with(&self, level: Isolation) -> Result<Transaction> {
+        if level == Isolation::Serializable {
+            return Err(Error::Unsupported(
+                "Isolation::Serializable is not implemented yet; use Snapshot or ReadCommitted",
+            ));
+        }
+        Transaction::begin(self.clone(), level)
+    }
+
+    /// Writes every dirty page, records a new redo point and drops log
+    /// segments no longer needed.
+    pub fn checkpoint(&self) -> Result<()> {
+        checkpoint(self.inner())
+    }
+
+    /// Removes versions no transaction can see any more and returns their space.
+    pub fn vacuum(&self) -> Result<VacuumStats> {
+        crate::vacuum::run(self.inner())
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner().dir
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        *self.worker.stop.lock() = true;
+        self.worker.wake.notify_all();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        if !self.inner.store.wal.is_poisoned() {
+            // A clean close: best effort, since recovery covers a failure.
+            let _ = checkpoint(&self.inner);
+        }
+    }
+}
+
+fn decode_catalog(v: &[u8]) -> Option<PageId> {
+    Some(PageId(u32::from_le_bytes(v.get(4..8)?.try_into().ok()?)))
+}
+
+fn create_table(inner: &Inner, name: &str) -> Result<PageId> {
+    let ((), lsn) = inner
+        .store
+        .with_mtr(Op::CreateTable as u8, Xid::NONE, |mtr| {
+            let cat = PageId(meta::get(mtr.page(META)?, Field::CatalogRoot));
+            let id = meta::get(mtr.page(META)?, Field::NextTable);
+            let root = meta::alloc(mtr, PageType::Leaf)?;
+            btree::create(mtr, root)?;
+            let mut v = id.to_le_bytes().to_vec();
+            v.extend_from_slice(&root.0.to_le_bytes());
+            btree::insert(mtr, cat, name.as_bytes(), &v)?;
+            meta::set(mtr.page_mut(META)?, Field::NextTable, id + 1);
+            Ok(())
+        })?;
+    if let Some(lsn) = lsn {
+        inner.store.wal.flush(lsn, true)?;
+    }
+    let mut r = inner.store.read();
+    let cat = PageId(meta::get(&*r.view.read_meta()?, Field::CatalogRoot));
+    let v = btree::get(&mut r.view, cat, name.as_bytes())?;
+    v.as_deref().and_then(decode_catalog).ok_or_else(|| {
+        Error::corruption(
+            inner.store.pool.path(),
+            0,
+            "created table missing from catalog",
+        )
+    })
+}
+
+fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
+    vfs.create_dir_all(dir)?;
+    let lock = vfs.lock(&dir.join(LOCK_FILE))?;
+    let wal_dir = dir.join(WAL_DIR);
+    vfs.create_dir_all(&wal_dir)?;
+    let data_path = dir.join(DATA_FILE);
+    let control = control::read(vfs.as_ref(), dir)?;
+    if control.is_none() {
+        // Never completely created: nothing in here was ever acknowledged.
+        for s in segment::list(vfs.as_ref(), &wal_dir)? {
+            vfs.remove(&segment::path(&wal_dir, s))?;
+        }
+        if vfs.exists(&data_path)? {
+            vfs.remove(&data_path)?;
+        }
+    }
+    let data = vfs.open(&data_path, true)?;
+    let pool = BufferPool::new(data, data_path, opts.cache_size);
+    let (redo, next_xid, end, replayed) = match control {
+        Some(c) => {
+            let r = recovery::replay(vfs.as_ref(), &wal_dir, c.redo, &pool)?;
+            (c.redo, c.next_xid.max(r.next_xid), r.end, r.records > 0)
+        }
+        None => (Lsn(0), Xid::FIRST, Lsn(0), false),
+    };
+    let wal = Arc::new(Wal::resume(vfs.clone(), &wal_dir, end)?);
+    pool.attach_wal(wal.clone());
+    let store = Store::new(pool, wal, redo, dir.to_path_buf());
+    if control.is_none() {
+        init_pages(&store)?;
+    }
+    let bits = {
+        let mut r = store.read();
+        let m = r.view.read_meta()?;
+        meta::validate(&m)?;
+        clog::load(&mut r.view, PageId(meta::get(&m, Field::ClogDir)))?
+    };
+    let mgr = TxnManager::new(next_xid, Clog::new(bits, next_xid));
+    let inner = Inner {
+        store,
+        mgr,
+        waits: LockWaits::default(),
+        opts,
+        vfs,
+        dir: dir.to_path_buf(),
+        id: NEXT_DB_ID.fetch_add(1, Ordering::Relaxed),
+        tables: Mutex::new(HashMap::new()),
+        dead: AtomicU64::new(0),
+        checkpointing: Mutex::new(()),
+        vacuuming: Mutex::new(()),
+        _lock: lock,
+    };
+    if control.is_none() || replayed {
+        checkpoint(&inner)?;
+    }
+    Ok(inner)
+}
+
+fn init_pages(store: &Store) -> Result<()> {
+    let mut w = store.write();
+    meta::init(w.mtr.new_page(META, PageType::Meta)?);
+    let cat = meta::alloc(&mut w.mtr, PageType::Leaf)?;
+    btree::create(&mut w.mtr, cat)?;
+    meta::set(w.mtr.page_mut(META)?, Field::CatalogRoot, cat.0);
+    meta::set(w.mtr.page_mut(META)?, Field::NextTable, 1);
+    if let Some(lsn) = w.commit(Kind::Pages, Op::Init as u8, Xid::NONE)? {
+        store.wal.flush(lsn, true)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn checkpoint(inner: &Inner) -> Result<()> {
+    let _one = inner.checkpointing.lock();
+    let store = &inner.store;
+    if store.wal.is_poisoned() {
+        return Err(Error::Poisoned);
+    }
+    let redo = store.begin_checkpoint();
+    let next_xid = inner.mgr.high_water();
+    store.pool.flush_all()?;
+    store.wal.flush(redo, true)?;
+    let r = control::write(inner.vfs.as_ref(), &inner.dir, &Control { redo, next_xid });
+    if r.is_err() {
+        store.wal.poison();
+    }
+    r?;
+    store.wal.recycle(redo)?;
+    Ok(())
+}
+
+fn maintenance(inner: &Inner, worker: &Worker) {
+    let tick = if inner.opts.durability == crate::Durability::Eventual {
+        inner.opts.flush_interval
+    } else {
+        Duration::from_millis(100)
+    };
+    let mut last_checkpoint = Instant::now();
+    loop {
+        {
+            let mut stop = worker.stop.lock();
+            if *stop {
+                return;
+            }
+            worker.wake.wait_for(&mut stop, tick);
+            if *stop {
+                return;
+            }
+        }
+        let wal = &inner.store.wal;
+        if wal.is_poisoned() {
+            continue;
+        }
+        let _ = wal.flush(wal.end(), true);
+        let since_redo = wal.end().0.saturating_sub(inner.store.redo().0);
+        if last_checkpoint.elapsed() >= inner.opts.checkpoint_interval
+            || since_redo >= inner.opts.checkpoint_wal_bytes
+        {
+            let _ = checkpoint(inner);
+            last_checkpoint = Instant::now();
+        }
+        let threshold = inner.opts.vacuum_threshold;
+        if threshold > 0 && inner.dead.load(Ordering::Relaxed) >= threshold {
+            let _ = crate::vacuum::run(inner);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The one error type of the crate.
+//!
+//! Subsystems fold their failures into [`Error`] at the boundary: a bad WAL
+//! frame or page checksum becomes [`Error::Corruption`] naming the file and
+//! byte offset, an I/O failure on the durability path becomes
+//! [`Error::Poisoned`] for every later write.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Result alias used throughout strata.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in strata.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transaction conflicts with a concurrent one (first updater wins).
+    /// Retry the whole transaction from `begin`.
+    SerializationFailure,
+    /// Waiting for a row lock would have closed a cycle of waiting
+    /// transactions. Retry from `begin`.
+    Deadlock,
+    /// A row lock was not granted within `Options::lock_timeout`. Retry from `begin`.
+    LockTimeout,
+    /// Bytes on disk are damaged or inconsistent.
+    Corruption {
+        /// The file holding the damaged bytes.
+        file: PathBuf,
+        /// Byte offset of the damaged structure in that file.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An operating-system I/O error.
+    Io(std::io::Error),
+    /// An earlier write or fsync failed; nothing more is acknowledged. Reopen
+    /// the database to recover from the log.
+    Poisoned,
+    /// The directory is open in this or another process.
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// The files were written by a foreign program or by an incompatible
+    /// (newer) format version.
+    IncompatibleFormat {
+        /// What did not match.
+        reason: String,
+    },
+    /// A key longer than [`crate::limits::KEY_MAX`] bytes.
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+    },
+    /// A value longer than [`crate::limits::VALUE_MAX`] bytes.
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+    },
+    /// A table name that is empty or longer than [`crate::limits::TABLE_NAME_MAX`].
+    InvalidTableName,
+    /// A `Table` handle of another database was passed to this one.
+    ForeignTable,
+    /// No prepared transaction with that global id exists.
+    UnknownTransaction,
+    /// A prepared transaction with that global id already exists.
+    DuplicateTransaction,
+    /// The feature is not available in this version (for example
+    /// `Isolation::Serializable` before SSI lands).
+    Unsupported(&'static str),
+}
+
+impl Error {
+    /// True when retrying the transaction from `begin` may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::SerializationFailure | Error::Deadlock | Error::LockTimeout
+        )
+    }
+
+    pub(crate) fn corruption(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// A copy of a retryable error, used to re-raise it on a doomed transaction.
+    pub(crate) fn retryable_copy(&self) -> Option<Error> {
+        match self {
+            Error::SerializationFailure => Some(Error::SerializationFailure),
+            Error::Deadlock => Some(Error::Deadlock),
+            Error::LockTimeout => Some(Error::LockTimeout),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::SerializationFailure => write!(
+                f,
+                "could not serialize access due to a concurrent update; retry the transaction"
+            ),
+            Error::Deadlock => write!(f, "deadlock detected; retry the transaction"),
+            Error::LockTimeout => write!(f, "lock wait timed out; retry the transaction"),
+            Error::Corruption {
+                file,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "corruption in {} at byte {offset}: {reason}",
+                file.display()
+            ),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Poisoned => write!(
+                f,
+                "database poisoned by an earlier write or fsync failure; reopen it to recover"
+            ),
+            Error::Locked { path } => write!(
+                f,
+                "database {} is already open (in this or another process)",
+                path.display()
+            ),
+            Error::IncompatibleFormat { reason } => write!(f, "incompatible format: {reason}"),
+            Error::KeyTooLarge { len } => write!(
+                f,
+                "key of {len} bytes exceeds the limit of {} bytes",
+                crate::limits::KEY_MAX
+            ),
+            Error::ValueTooLarge { len } => write!(
+                f,
+                "value of {len} bytes exceeds the limit of {} bytes",
+                crate::limits::VALUE_MAX
+            ),
+            Error::InvalidTableName => write!(
+                f,
+                "table names must be 1..={} bytes",
+                crate::limits::TABLE_NAME_MAX
+            ),
+            Error::ForeignTable => write!(f, "the table handle belongs to another database"),
+            Error::UnknownTransaction => write!(f, "no such prepared transaction"),
+            Error::DuplicateTransaction => {
+                write!(f, "a prepared transaction with that id already exists")
+            }
+            Error::Unsupported(what) => write!(f, "not supported: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}

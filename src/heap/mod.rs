@@ -1,0 +1,137 @@
+//! The heap: tuple versions in slotted pages, large values in overflow
+//! chains, and a free-space map that points inserts at pages with room.
+//!
+//! One heap serves every table; a version is reached from its table's
+//! B+tree (key → newest version) and then along `prev` links. The heap
+//! itself knows nothing of visibility.
+//!
+//! The free-space map is a hint kept in memory: it is refilled by vacuum
+//! (which measures every page it cleans) and by inserts, and lost at a
+//! restart, when inserts simply go to fresh pages until the next vacuum.
+//! A hint is always checked against the page before use.
+
+pub mod overflow;
+pub mod page;
+pub mod tuple;
+
+use std::collections::{BTreeSet, HashMap};
+
+use parking_lot::Mutex;
+
+use crate::buffer::mtr::{Mtr, PageAccess};
+use crate::buffer::page::{PageBuf, PageType};
+use crate::error::{Error, Result};
+use crate::ids::{PageId, Tid};
+use crate::limits::PAGE_SIZE;
+use crate::store::meta;
+
+/// In-memory free-space hints.
+#[derive(Default)]
+pub struct Fsm {
+    inner: Mutex<FsmInner>,
+}
+
+#[derive(Default)]
+struct FsmInner {
+    by_space: BTreeSet<(usize, PageId)>,
+    space: HashMap<PageId, usize>,
+}
+
+impl Fsm {
+    /// Records that `pid` has `free` bytes.
+    pub fn set(&self, pid: PageId, free: usize) {
+        let mut f = self.inner.lock();
+        if let Some(old) = f.space.insert(pid, free) {
+            f.by_space.remove(&(old, pid));
+        }
+        f.by_space.insert((free, pid));
+    }
+
+    /// Forgets `pid` (it is no longer a heap page).
+    pub fn forget(&self, pid: PageId) {
+        let mut f = self.inner.lock();
+        if let Some(old) = f.space.remove(&pid) {
+            f.by_space.remove(&(old, pid));
+        }
+    }
+
+    /// A page believed to have at least `need` free bytes: the fullest such
+    /// page, so free space is packed rather than spread.
+    pub fn find(&self, need: usize) -> Option<PageId> {
+        let f = self.inner.lock();
+        f.by_space
+            .range((need, PageId(0))..)
+            .next()
+            .map(|&(_, pid)| pid)
+    }
+
+    /// Total free bytes known.
+    pub fn total(&self) -> u64 {
+        self.inner.lock().space.values().map(|&v| v as u64).sum()
+    }
+}
+
+fn corrupt(acc: &impl PageAccess, tid: Tid, what: &str) -> Error {
+    Error::corruption(
+        acc.file(),
+        tid.page.0 as u64 * PAGE_SIZE as u64,
+        format!("heap tuple {tid}: {what}"),
+    )
+}
+
+/// Stores tuple bytes somewhere with room; returns its id.
+pub fn insert(mtr: &mut Mtr<'_>, fsm: &Fsm, t: &[u8]) -> Result<Tid> {
+    while let Some(pid) = fsm.find(t.len()) {
+        let p = mtr.page_mut(pid)?;
+        if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
+            fsm.forget(pid);
+            continue;
+        }
+        if let Some(slot) = page::insert(p, t) {
+            fsm.set(pid, page::free_space(p));
+            return Ok(Tid { page: pid, slot });
+        }
+        fsm.set(pid, page::free_space(p));
+    }
+    let pid = meta::alloc(mtr, PageType::Heap)?;
+    let p = mtr.page_mut(pid)?;
+    page::init(p, pid);
+    // Callers bound tuples by TUPLE_INLINE_MAX, which always fits an empty page.
+    let slot = page::insert(p, t).ok_or(Error::Unsupported("tuple larger than a page"))?;
+    fsm.set(pid, page::free_space(p));
+    Ok(Tid { page: pid, slot })
+}
+
+/// Copies out the tuple at `tid`, checking it decodes.
+pub fn read(acc: &mut impl PageAccess, tid: Tid) -> Result<Vec<u8>> {
+    let bytes = acc.with_page(tid.page, |p| {
+        if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
+            return None;
+        }
+        page::get(p, tid.slot)
+            .filter(|b| tuple::Tuple::decode(b).is_some())
+            .map(<[u8]>::to_vec)
+    })?;
+    bytes.ok_or_else(|| corrupt(acc, tid, "missing or malformed"))
+}
+
+/// Runs `f` on the tuple's bytes for modification.
+pub fn modify(mtr: &mut Mtr<'_>, tid: Tid, f: impl FnOnce(&mut [u8])) -> Result<()> {
+    let p = mtr.page_mut(tid.page)?;
+    let ok = crate::buffer::page::page_type(p) == Some(PageType::Heap);
+    match page::get_mut(p, tid.slot).filter(|_| ok) {
+        Some(b) => {
+            f(b);
+            Ok(())
+        }
+        None => Err(corrupt(mtr, tid, "missing")),
+    }
+}
+
+/// Removes the tuple at `tid` and updates the free-space hint.
+pub fn remove(mtr: &mut Mtr<'_>, fsm: &Fsm, tid: Tid) -> Result<()> {
+    let p: &mut PageBuf = mtr.page_mut(tid.page)?;
+    page::remove(p, tid.slot);
+    fsm.set(tid.page, page::free_space(p));
+    Ok(())
+}

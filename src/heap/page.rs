@@ -1,0 +1,182 @@
+//! Slotted heap page.
+//!
+//! ```text
+//!  24       26      28     30    32
+//!  | nslots | upper | frag | pad | (off u16, len u16) * nslots ...free... tuples |
+//! ```
+//! A slot's position is part of a tuple's id, so slots never move; a
+//! vacuumed tuple leaves its slot with length 0 for reuse. Tuple bytes are
+//! packed downward from the page end; holes left by removed tuples are
+//! counted in `frag` and squeezed out by `compact` when an insert needs them.
+
+use crate::buffer::page::{self, PageBuf, PageType, HDR};
+use crate::codec::{put_u16, u16_at};
+use crate::ids::{PageId, SlotId};
+use crate::limits::PAGE_SIZE;
+
+const NSLOTS: usize = HDR;
+const UPPER: usize = HDR + 2;
+const FRAG: usize = HDR + 4;
+const SLOTS: usize = HDR + 8;
+
+/// Starts an empty heap page.
+pub fn init(p: &mut PageBuf, pid: PageId) {
+    page::init(p, pid, PageType::Heap);
+    put_u16(p, UPPER, PAGE_SIZE as u16);
+}
+
+/// Number of slots (used or not).
+pub fn nslots(p: &PageBuf) -> usize {
+    u16_at(p, NSLOTS).unwrap_or(0) as usize
+}
+
+fn upper(p: &PageBuf) -> usize {
+    (u16_at(p, UPPER).unwrap_or(0) as usize).min(PAGE_SIZE)
+}
+
+fn slot(p: &PageBuf, s: usize) -> (usize, usize) {
+    let at = SLOTS + 4 * s;
+    (
+        u16_at(p, at).unwrap_or(0) as usize,
+        u16_at(p, at + 2).unwrap_or(0) as usize,
+    )
+}
+
+fn set_slot(p: &mut PageBuf, s: usize, off: usize, len: usize) {
+    put_u16(p, SLOTS + 4 * s, off as u16);
+    put_u16(p, SLOTS + 4 * s + 2, len as u16);
+}
+
+fn free_slot(p: &PageBuf) -> Option<usize> {
+    (0..nslots(p)).find(|&s| slot(p, s).1 == 0)
+}
+
+/// Bytes available for one more tuple (slot included), counting holes.
+pub fn free_space(p: &PageBuf) -> usize {
+    let n = nslots(p);
+    let frag = u16_at(p, FRAG).unwrap_or(0) as usize;
+    let slot_cost = if free_slot(p).is_some() { 0 } else { 4 };
+    (upper(p) + frag).saturating_sub(SLOTS + 4 * n + slot_cost)
+}
+
+/// The tuple in slot `s`, if the slot is used and in bounds.
+pub fn get(p: &PageBuf, s: SlotId) -> Option<&[u8]> {
+    let s = s.0 as usize;
+    if s >= nslots(p) || SLOTS + 4 * nslots(p) > PAGE_SIZE {
+        return None;
+    }
+    let (off, len) = slot(p, s);
+    if len == 0 || off < SLOTS + 4 * nslots(p) {
+        return None;
+    }
+    p.get(off..off + len)
+}
+
+/// Mutable tuple bytes in slot `s`.
+pub fn get_mut(p: &mut PageBuf, s: SlotId) -> Option<&mut [u8]> {
+    get(p, s)?;
+    let (off, len) = slot(p, s.0 as usize);
+    p.get_mut(off..off + len)
+}
+
+/// Stores `t`; `None` if the page lacks room.
+pub fn insert(p: &mut PageBuf, t: &[u8]) -> Option<SlotId> {
+    if free_space(p) < t.len() {
+        return None;
+    }
+    let s = match free_slot(p) {
+        Some(s) => s,
+        None => {
+            let n = nslots(p);
+            put_u16(p, NSLOTS, (n + 1) as u16);
+            set_slot(p, n, 0, 0);
+            n
+        }
+    };
+    if upper(p) < SLOTS + 4 * nslots(p) + t.len() {
+        compact(p);
+    }
+    let off = upper(p) - t.len();
+    p[off..off + t.len()].copy_from_slice(t);
+    set_slot(p, s, off, t.len());
+    put_u16(p, UPPER, off as u16);
+    Some(SlotId(s as u16))
+}
+
+/// Frees slot `s` (its bytes become a hole).
+pub fn remove(p: &mut PageBuf, s: SlotId) {
+    let (_, len) = slot(p, s.0 as usize);
+    if len == 0 || s.0 as usize >= nslots(p) {
+        return;
+    }
+    set_slot(p, s.0 as usize, 0, 0);
+    let frag = u16_at(p, FRAG).unwrap_or(0) as usize + len;
+    put_u16(p, FRAG, frag as u16);
+    // Trailing unused slots are dropped so the slot array shrinks too.
+    let mut n = nslots(p);
+    while n > 0 && slot(p, n - 1).1 == 0 {
+        n -= 1;
+    }
+    put_u16(p, NSLOTS, n as u16);
+}
+
+/// Packs tuples against the page end, removing holes; slots keep their numbers.
+pub fn compact(p: &mut PageBuf) {
+    let n = nslots(p);
+    let mut live: Vec<(usize, Vec<u8>)> = (0..n)
+        .filter_map(|s| get(p, SlotId(s as u16)).map(|t| (s, t.to_vec())))
+        .collect();
+    live.sort_by_key(|(s, _)| *s);
+    let mut up = PAGE_SIZE;
+    for (s, t) in &live {
+        up -= t.len();
+        p[up..up + t.len()].copy_from_slice(t);
+        set_slot(p, *s, up, t.len());
+    }
+    p[SLOTS + 4 * n..up].fill(0);
+    put_u16(p, UPPER, up as u16);
+    put_u16(p, FRAG, 0);
+}
+
+/// Whether no slot is in use.
+pub fn is_empty(p: &PageBuf) -> bool {
+    nslots(p) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_stable_and_space_is_reused() {
+        let mut p = page::zeroed();
+        init(&mut p, PageId(2));
+        let a = insert(&mut p, &[1; 1000]).expect("a");
+        let b = insert(&mut p, &[2; 1000]).expect("b");
+        let c = insert(&mut p, &[3; 1000]).expect("c");
+        remove(&mut p, b);
+        assert_eq!(get(&p, b), None);
+        let room = free_space(&p);
+        let d = insert(&mut p, &vec![4; room]).expect("d fits into the hole after compaction");
+        assert_eq!(d, b, "freed slot is reused");
+        assert_eq!(get(&p, a), Some(&[1u8; 1000][..]));
+        assert_eq!(get(&p, c), Some(&[3u8; 1000][..]));
+        assert_eq!(get(&p, d).map(<[u8]>::len), Some(room));
+        assert_eq!(insert(&mut p, &[5; 1]), None, "page should be full");
+    }
+
+    #[test]
+    fn removing_all_empties_the_page() {
+        let mut p = page::zeroed();
+        init(&mut p, PageId(2));
+        let full = free_space(&p);
+        let s: Vec<_> = (0..5)
+            .map(|i| insert(&mut p, &[i; 100]).expect("ins"))
+            .collect();
+        for x in s {
+            remove(&mut p, x);
+        }
+        assert!(is_empty(&p));
+        assert_eq!(free_space(&p), full);
+    }
+}

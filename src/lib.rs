@@ -1,0 +1,66 @@
+//! # strata
+//!
+//! An embeddable transactional storage engine: a database in a directory,
+//! with real multi-version transactions, that survives `kill -9` and power
+//! loss.
+//!
+//! ```
+//! # fn main() -> strata::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let db = strata::Db::open(dir.path())?;
+//! let users = db.table("users")?;
+//!
+//! let mut tx = db.begin()?;
+//! tx.put(&users, b"alice", b"42")?;
+//! tx.put(&users, b"bob", b"7")?;
+//! tx.commit()?; // durable (fsynced) when it returns
+//!
+//! let tx = db.begin()?;
+//! assert_eq!(tx.get(&users, b"alice")?.as_deref(), Some(&b"42"[..]));
+//! let names: Vec<Vec<u8>> = tx.scan(&users, ..)?.map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+//! assert_eq!(names, vec![b"alice".to_vec(), b"bob".to_vec()]);
+//! # Ok(()) }
+//! ```
+//!
+//! ## The tour
+//! - [`Db`] opens a directory (creating it), hands out [`Table`]s and
+//!   [`Transaction`]s, and runs checkpoints and vacuum (in the background
+//!   and on demand).
+//! - A [`Transaction`] reads a consistent snapshot ([`Isolation::Snapshot`])
+//!   or the latest committed data per operation
+//!   ([`Isolation::ReadCommitted`]). Writers of the same key wait for each
+//!   other (bounded by `Options::lock_timeout`); deadlocks are detected; a
+//!   snapshot transaction that would overwrite a concurrent commit fails
+//!   with [`Error::SerializationFailure`]. Retry when
+//!   [`Error::is_retryable`] says so.
+//! - Underneath: a write-ahead log with group commit ([`wal`]), a bounded
+//!   page cache ([`buffer`]), a heap of versioned tuples ([`heap`]), a
+//!   B+tree per table ([`btree`]), and the visibility rules ([`mvcc`]).
+//!   `FORMAT.md` describes every byte on disk.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod btree;
+pub mod buffer;
+mod codec;
+mod control;
+mod db;
+mod error;
+pub mod heap;
+pub mod ids;
+pub mod io;
+pub mod limits;
+pub mod mvcc;
+mod options;
+mod recovery;
+pub mod store;
+pub mod txn;
+mod vacuum;
+pub mod wal;
+
+pub use db::{CommitInfo, Db, Table, VacuumStats};
+pub use error::{Error, Result};
+pub use ids::{Lsn, Xid};
+pub use options::{Durability, Isolation, Options};
+pub use txn::{KeyRange, Scan, Transaction};

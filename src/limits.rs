@@ -1,0 +1,46 @@
+//! Every bound in strata, in one place, with the relations between them
+//! checked at compile time.
+
+/// Size of every page in the data file.
+pub const PAGE_SIZE: usize = 8192;
+/// Longest key, in bytes.
+pub const KEY_MAX: usize = 2048;
+/// Longest value, in bytes.
+pub const VALUE_MAX: usize = 64 << 20;
+/// Longest table name, in bytes.
+pub const TABLE_NAME_MAX: usize = 255;
+/// A tuple larger than this moves its value to overflow pages.
+pub const TUPLE_INLINE_MAX: usize = 4000;
+/// Overflow pages written per WAL record when storing a large value.
+pub const OVERFLOW_PAGES_PER_RECORD: usize = 32;
+/// A WAL segment is closed once it grows past this many bytes.
+pub const WAL_SEGMENT_SIZE: u64 = 16 << 20;
+/// Largest WAL record payload; anything longer on disk is damage.
+pub const WAL_RECORD_MAX: usize = 4 << 20;
+/// Pages a single mini-transaction may touch.
+pub const MTR_PAGES_MAX: usize = 96;
+/// Bytes of log buffered before the writer pushes them to the OS.
+pub const WAL_BUFFER_MAX: usize = 1 << 20;
+/// Smallest page cache, in pages: the deepest mini-transaction must fit pinned.
+pub const CACHE_PAGES_MIN: usize = 4 * MTR_PAGES_MAX;
+/// Xids handed out per logged high-water mark.
+pub const XID_BATCH: u64 = 1024;
+/// Index entries vacuum examines while holding the write latch once.
+pub const VACUUM_BATCH: usize = 64;
+/// Rows a scan fetches per latch acquisition.
+pub const SCAN_BATCH: usize = 128;
+/// Length of a deadlock-detection walk along the wait-for graph.
+pub const WAIT_CHAIN_MAX: usize = 4096;
+
+// In-page offsets, including PAGE_SIZE itself, are u16.
+const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);
+// Three maximal keys must fit in one B+tree node so splits always make room.
+const _: () = assert!(3 * (KEY_MAX + 8) + 64 < PAGE_SIZE);
+// A tuple whose value went to overflow must fit inline.
+const _: () = assert!(KEY_MAX + 64 < TUPLE_INLINE_MAX);
+const _: () = assert!(TUPLE_INLINE_MAX + 64 < PAGE_SIZE);
+// A maximal mini-transaction, all full-page images, fits one record.
+const _: () = assert!(MTR_PAGES_MAX * (PAGE_SIZE + 16) < WAL_RECORD_MAX);
+const _: () = assert!(OVERFLOW_PAGES_PER_RECORD + 4 <= MTR_PAGES_MAX);
+const _: () = assert!(VACUUM_BATCH * 3 / 2 <= MTR_PAGES_MAX);
+const _: () = assert!(WAL_RECORD_MAX as u64 <= WAL_SEGMENT_SIZE);

@@ -1,0 +1,185 @@
+//! The commit log: two bits per xid.
+//!
+//! In memory, a packed array answers status questions for the visibility
+//! function. On disk, the same bits live in `Clog` pages listed by a chain
+//! of `ClogDir` pages (headed from the meta page); a commit is the
+//! mini-transaction that sets its xid's bits, so the commit record *is*
+//! the commit-log change, replayed like any other page change.
+//!
+//! ```text
+//!  clog page:  24: bits, 2 per xid, xid = page index * XIDS_PER_PAGE + i
+//!  dir page:   24: count u32 | 28: next dir u32 | 32: clog page ids u32 * count (0: none yet)
+//!  bits: 00 no outcome recorded, 01 committed, 10 aborted
+//! ```
+//! Aborts are not logged: an xid below the crash horizon (the first xid
+//! handed out after the last restart) with no recorded outcome is aborted.
+
+use parking_lot::RwLock;
+
+use super::snapshot::{Status, StatusOf};
+use crate::buffer::mtr::{Mtr, PageAccess};
+use crate::buffer::page::{self, PageType, HDR};
+use crate::codec::{put_u32, u32_at};
+use crate::error::{Error, Result};
+use crate::ids::{PageId, Xid};
+use crate::limits::PAGE_SIZE;
+use crate::store::meta::{self, Field, META};
+
+/// Xids covered by one commit-log page.
+pub const XIDS_PER_PAGE: u64 = ((PAGE_SIZE - HDR) * 4) as u64;
+const DIR_COUNT: usize = HDR;
+const DIR_NEXT: usize = HDR + 4;
+const DIR_ENTRIES: usize = HDR + 8;
+const DIR_MAX: usize = (PAGE_SIZE - DIR_ENTRIES) / 4;
+const COMMITTED: u8 = 1;
+const ABORTED: u8 = 2;
+
+/// In-memory commit statuses.
+pub struct Clog {
+    bits: RwLock<Vec<u8>>,
+    crash_horizon: Xid,
+}
+
+impl Clog {
+    /// Statuses loaded from disk; xids below `crash_horizon` without an
+    /// outcome count as aborted.
+    pub fn new(bits: Vec<u8>, crash_horizon: Xid) -> Clog {
+        Clog {
+            bits: RwLock::new(bits),
+            crash_horizon,
+        }
+    }
+
+    /// Records an outcome.
+    pub fn set(&self, xid: Xid, st: Status) {
+        let v = match st {
+            Status::Committed => COMMITTED,
+            Status::Aborted => ABORTED,
+            Status::InProgress => 0,
+        };
+        let (byte, shift) = ((xid.0 / 4) as usize, (xid.0 % 4) * 2);
+        let mut b = self.bits.write();
+        if b.len() <= byte {
+            b.resize(byte + 1 + 4096, 0);
+        }
+        b[byte] = (b[byte] & !(3 << shift)) | (v << shift);
+    }
+}
+
+impl StatusOf for Clog {
+    fn status(&self, xid: Xid) -> Status {
+        let (byte, shift) = ((xid.0 / 4) as usize, (xid.0 % 4) * 2);
+        let v = self.bits.read().get(byte).map_or(0, |b| (b >> shift) & 3);
+        match v {
+            COMMITTED => Status::Committed,
+            ABORTED => Status::Aborted,
+            _ if xid < self.crash_horizon => Status::Aborted,
+            _ => Status::InProgress,
+        }
+    }
+}
+
+fn corrupt(acc: &impl PageAccess, pid: PageId, what: &str) -> Error {
+    Error::corruption(
+        acc.file(),
+        pid.0 as u64 * PAGE_SIZE as u64,
+        format!("commit log page {pid}: {what}"),
+    )
+}
+
+fn dir_entry(acc: &mut impl PageAccess, dir: PageId, i: usize) -> Result<(usize, PageId, PageId)> {
+    let r = acc.with_page(dir, |p| {
+        if page::page_type(p) != Some(PageType::ClogDir) {
+            return None;
+        }
+        let count = u32_at(p, DIR_COUNT)? as usize;
+        let next = PageId(u32_at(p, DIR_NEXT)?);
+        let entry = if i < count.min(DIR_MAX) {
+            PageId(u32_at(p, DIR_ENTRIES + 4 * i)?)
+        } else {
+            PageId(0)
+        };
+        Some((count.min(DIR_MAX), entry, next))
+    })?;
+    r.ok_or_else(|| corrupt(acc, dir, "not a commit-log directory page"))
+}
+
+/// Records `xid` as committed in the on-disk commit log, allocating
+/// pages as needed.
+pub fn set_committed(mtr: &mut Mtr<'_>, xid: Xid) -> Result<()> {
+    let k = (xid.0 / XIDS_PER_PAGE) as usize;
+    let mut dir = PageId(meta::get(mtr.page(META)?, Field::ClogDir));
+    if dir.0 == 0 {
+        dir = meta::alloc(mtr, PageType::ClogDir)?;
+        meta::set(mtr.page_mut(META)?, Field::ClogDir, dir.0);
+    }
+    let mut idx = k;
+    let mut hops = 0;
+    let clog = loop {
+        let (count, entry, next) = dir_entry(mtr, dir, idx)?;
+        if idx < DIR_MAX {
+            if entry.0 != 0 {
+                break entry;
+            }
+            // Entries are sparse: a page is made only for a range of xids
+            // in which something committed.
+            let fresh = meta::alloc(mtr, PageType::Clog)?;
+            let d = mtr.page_mut(dir)?;
+            put_u32(d, DIR_ENTRIES + 4 * idx, fresh.0);
+            put_u32(d, DIR_COUNT, count.max(idx + 1) as u32);
+            break fresh;
+        }
+        idx -= DIR_MAX;
+        hops += 1;
+        if hops > 1 << 20 {
+            return Err(corrupt(mtr, dir, "directory chain does not end"));
+        }
+        dir = if next.0 == 0 {
+            let n = meta::alloc(mtr, PageType::ClogDir)?;
+            put_u32(mtr.page_mut(dir)?, DIR_NEXT, n.0);
+            n
+        } else {
+            next
+        };
+    };
+    let bit = (xid.0 % XIDS_PER_PAGE) as usize;
+    let p = mtr.page_mut(clog)?;
+    if page::page_type(p) != Some(PageType::Clog) {
+        return Err(corrupt(mtr, clog, "not a commit-log page"));
+    }
+    let (byte, shift) = (HDR + bit / 4, (bit % 4) * 2);
+    p[byte] = (p[byte] & !(3 << shift)) | (COMMITTED << shift);
+    Ok(())
+}
+
+/// Reads every commit-log page into the packed in-memory form. Directory
+/// `d`'s entry `i` covers commit-log page `d * DIR_MAX + i`; a directory
+/// may be partly filled when xids were skipped.
+pub fn load(acc: &mut impl PageAccess, first_dir: PageId) -> Result<Vec<u8>> {
+    const BYTES: usize = PAGE_SIZE - HDR;
+    let mut bits = Vec::new();
+    let mut dir = first_dir;
+    let mut d = 0usize;
+    while dir.0 != 0 {
+        let (count, _, next) = dir_entry(acc, dir, 0)?;
+        for i in 0..count {
+            let (_, pid, _) = dir_entry(acc, dir, i)?;
+            if pid.0 == 0 {
+                continue;
+            }
+            let chunk = acc.with_page(pid, |p| {
+                (page::page_type(p) == Some(PageType::Clog)).then(|| p[HDR..].to_vec())
+            })?;
+            let chunk = chunk.ok_or_else(|| corrupt(acc, pid, "not a commit-log page"))?;
+            let at = (d * DIR_MAX + i) * BYTES;
+            bits.resize(at + BYTES, 0);
+            bits[at..].copy_from_slice(&chunk);
+        }
+        dir = next;
+        d += 1;
+        if d > 1 << 20 {
+            return Err(corrupt(acc, dir, "directory chain does not end"));
+        }
+    }
+    Ok(bits)
+}

@@ -1,0 +1,193 @@
+//! Xid allocation, the set of running transactions, and snapshot
+//! acquisition.
+//!
+//! One mutex orders three things: handing out xids, publishing a
+//! transaction's outcome (commit-log bits + removal from the running set),
+//! and taking snapshots. So a snapshot sees a commit entirely or not at all.
+//!
+//! Xids are handed out lazily, at a transaction's first write; read-only
+//! transactions never take one. Before xids past the logged high-water
+//! mark are handed out, a new mark is logged, so a restart never reuses an
+//! xid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::clog::Clog;
+use super::snapshot::{Snapshot, Status};
+use crate::error::Result;
+use crate::ids::Xid;
+use crate::limits::XID_BATCH;
+use crate::wal::record::{Kind, Record};
+use crate::wal::Wal;
+
+/// What vacuum must preserve for one live transaction.
+#[derive(Clone, Debug)]
+pub struct View {
+    /// The transaction's snapshot (`None`: it takes a fresh one per
+    /// operation, Read Committed).
+    pub snapshot: Option<Snapshot>,
+    /// Its xid, once it wrote.
+    pub xid: Xid,
+}
+
+struct State {
+    next: u64,
+    high_water: u64,
+    running: BTreeSet<Xid>,
+    views: BTreeMap<u64, View>,
+    next_token: u64,
+}
+
+/// The transaction manager.
+pub struct TxnManager {
+    state: Mutex<State>,
+    /// Commit statuses.
+    pub clog: Clog,
+}
+
+impl TxnManager {
+    /// Starts handing out xids at `next` (everything below may be in use).
+    pub fn new(next: Xid, clog: Clog) -> TxnManager {
+        let next = next.0.max(Xid::FIRST.0);
+        TxnManager {
+            state: Mutex::new(State {
+                next,
+                high_water: next,
+                running: BTreeSet::new(),
+                views: BTreeMap::new(),
+                next_token: 0,
+            }),
+            clog,
+        }
+    }
+
+    fn snapshot_locked(s: &State) -> Snapshot {
+        let xmax = Xid(s.next);
+        let xmin = s.running.first().copied().unwrap_or(xmax);
+        Snapshot {
+            xmin,
+            xmax,
+            xip: s.running.iter().copied().collect::<Vec<_>>().into(),
+        }
+    }
+
+    /// A snapshot of this instant.
+    pub fn snapshot(&self) -> Snapshot {
+        Self::snapshot_locked(&self.state.lock())
+    }
+
+    /// Registers a new transaction; returns its token and, unless it is
+    /// Read Committed, its snapshot.
+    pub fn begin(&self, per_operation: bool) -> (u64, Snapshot) {
+        let mut s = self.state.lock();
+        let snap = Self::snapshot_locked(&s);
+        let token = s.next_token;
+        s.next_token += 1;
+        let view = View {
+            snapshot: (!per_operation).then(|| snap.clone()),
+            xid: Xid::NONE,
+        };
+        s.views.insert(token, view);
+        (token, snap)
+    }
+
+    /// Hands an xid to transaction `token`.
+    pub fn assign(&self, token: u64, wal: &Wal) -> Result<Xid> {
+        let mut s = self.state.lock();
+        if s.next >= s.high_water {
+            let mark = s.next + XID_BATCH;
+            wal.append(&Record::bare(Kind::XidHighWater, Xid::NONE, mark))?;
+            s.high_water = mark;
+        }
+        let xid = Xid(s.next);
+        s.next += 1;
+        s.running.insert(xid);
+        if let Some(v) = s.views.get_mut(&token) {
+            v.xid = xid;
+        }
+        Ok(xid)
+    }
+
+    /// Publishes the outcome of `xid` (if any) and forgets transaction `token`.
+    pub fn finish(&self, token: u64, xid: Xid, outcome: Status) {
+        let mut s = self.state.lock();
+        if xid != Xid::NONE {
+            self.clog.set(xid, outcome);
+            s.running.remove(&xid);
+        }
+        s.views.remove(&token);
+    }
+
+    /// Views of every live transaction, plus a fresh snapshot standing for
+    /// every transaction that starts from now on.
+    pub fn views(&self) -> (Vec<View>, Snapshot) {
+        let s = self.state.lock();
+        (
+            s.views.values().cloned().collect(),
+            Self::snapshot_locked(&s),
+        )
+    }
+
+    /// Xids below this may have been handed out.
+    pub fn high_water(&self) -> Xid {
+        Xid(self.state.lock().high_water)
+    }
+
+    /// Number of registered transactions.
+    pub fn live(&self) -> usize {
+        self.state.lock().views.len()
+    }
+
+    /// The commit log, shared.
+    pub fn clog(&self) -> &Clog {
+        &self.clog
+    }
+}
+
+/// Convenience for `Arc<TxnManager>` users.
+pub type SharedManager = Arc<TxnManager>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::RealFs;
+    use crate::mvcc::snapshot::StatusOf;
+
+    #[test]
+    fn snapshot_sees_a_commit_entirely_or_not() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let wal = Wal::resume(Arc::new(RealFs), tmp.path(), crate::ids::Lsn(0)).expect("wal");
+        let m = TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1)));
+        let (t1, _) = m.begin(false);
+        let x1 = m.assign(t1, &wal).expect("assign");
+        let before = m.snapshot();
+        assert!(before.xip.contains(&x1));
+        m.finish(t1, x1, Status::Committed);
+        let after = m.snapshot();
+        assert!(
+            !before.sees(x1, Xid::NONE, &m.clog),
+            "old snapshot must not see a later commit"
+        );
+        assert!(after.sees(x1, Xid::NONE, &m.clog));
+        assert_eq!(m.clog.status(x1), Status::Committed);
+        assert_eq!(m.live(), 0);
+    }
+
+    #[test]
+    fn xids_are_unique_and_high_water_stays_ahead() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let wal = Wal::resume(Arc::new(RealFs), tmp.path(), crate::ids::Lsn(0)).expect("wal");
+        let m = TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1)));
+        let mut seen = BTreeSet::new();
+        for _ in 0..3000 {
+            let (t, _) = m.begin(false);
+            let x = m.assign(t, &wal).expect("assign");
+            assert!(seen.insert(x));
+            assert!(x < m.high_water());
+            m.finish(t, x, Status::Aborted);
+        }
+    }
+}

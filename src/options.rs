@@ -1,0 +1,114 @@
+//! Options a database is opened with, and the isolation levels.
+
+use std::time::Duration;
+
+/// When `commit` returns relative to the fsync of its log record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The commit record is fsynced before `commit` returns (group commit
+    /// shares one fsync among concurrent committers).
+    #[default]
+    Immediate,
+    /// The commit record is written to the OS before `commit` returns and
+    /// fsynced by a background flusher within [`Options::flush_interval`].
+    /// A power loss may lose the last moments of commits, never corrupt.
+    Eventual,
+}
+
+/// Transaction isolation level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Every operation sees the data committed before it started.
+    ReadCommitted,
+    /// The whole transaction sees one snapshot taken at `begin`; concurrent
+    /// updates of the same key fail with `Error::SerializationFailure`.
+    #[default]
+    Snapshot,
+    /// Snapshot isolation plus serializable-snapshot-isolation checks. Not
+    /// available yet: `begin_with(Isolation::Serializable)` returns
+    /// `Error::Unsupported`.
+    Serializable,
+}
+
+/// How a database is opened. Built with chained setters:
+///
+/// ```
+/// # use std::time::Duration;
+/// let opts = strata::Options::default()
+///     .cache_size(16 << 20)
+///     .durability(strata::Durability::Immediate)
+///     .lock_timeout(Some(Duration::from_secs(1)));
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) cache_size: usize,
+    pub(crate) durability: Durability,
+    pub(crate) lock_timeout: Option<Duration>,
+    pub(crate) flush_interval: Duration,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) checkpoint_wal_bytes: u64,
+    pub(crate) vacuum_threshold: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cache_size: 64 << 20,
+            durability: Durability::Immediate,
+            lock_timeout: Some(Duration::from_secs(5)),
+            flush_interval: Duration::from_millis(10),
+            checkpoint_interval: Duration::from_secs(30),
+            checkpoint_wal_bytes: 256 << 20,
+            vacuum_threshold: 10_000,
+        }
+    }
+}
+
+impl Options {
+    /// Bytes of page cache (default 64 MiB; at least
+    /// [`crate::limits::CACHE_PAGES_MIN`] pages are always kept).
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = bytes;
+        self
+    }
+
+    /// Commit durability (default [`Durability::Immediate`]).
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// Longest wait for a row lock; `None` waits forever (deadlocks are
+    /// still detected). Default 5 s.
+    pub fn lock_timeout(mut self, t: Option<Duration>) -> Self {
+        self.lock_timeout = t;
+        self
+    }
+
+    /// Longest time a commit under [`Durability::Eventual`] stays unsynced
+    /// (default 10 ms).
+    pub fn flush_interval(mut self, t: Duration) -> Self {
+        self.flush_interval = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Time between background checkpoints (default 30 s).
+    pub fn checkpoint_interval(mut self, t: Duration) -> Self {
+        self.checkpoint_interval = t;
+        self
+    }
+
+    /// Log bytes after which a background checkpoint runs early (default 256 MiB).
+    pub fn checkpoint_wal_bytes(mut self, bytes: u64) -> Self {
+        self.checkpoint_wal_bytes = bytes.max(1 << 20);
+        self
+    }
+
+    /// Updates, deletes and aborts after which background vacuum runs
+    /// (default 10 000; 0 disables background vacuum).
+    pub fn vacuum_threshold(mut self, n: u64) -> Self {
+        self.vacuum_threshold = n;
+        self
+    }
+}

@@ -1,0 +1,265 @@
+//! Transactions: the user-facing unit of work.
+//!
+//! A transaction holds a snapshot (taken at `begin` for Snapshot, per
+//! operation for Read Committed), takes an xid at its first write, and ends
+//! by publishing its outcome. Its writes go straight into the heap and
+//! index, stamped with its xid, so its own reads see them through the same
+//! visibility rule as everyone else's; rollback only has to mark the xid
+//! aborted.
+//!
+//! After a retryable error (serialization failure, deadlock, lock timeout)
+//! the transaction is doomed: every later operation returns that error.
+
+pub mod locks;
+mod scan;
+mod write;
+
+pub use scan::{KeyRange, Scan};
+pub(crate) use write::decode_tid;
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+
+use crate::db::{CommitInfo, Db, Table};
+use crate::error::{Error, Result};
+use crate::ids::{Lsn, Xid};
+use crate::limits::KEY_MAX;
+use crate::mvcc::chain;
+use crate::mvcc::clog;
+use crate::mvcc::{Snapshot, Status};
+use crate::options::{Durability, Isolation};
+use crate::wal::record::{Kind, Op};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Doom {
+    Serialization,
+    Deadlock,
+    Timeout,
+}
+
+impl Doom {
+    fn of(e: &Error) -> Option<Doom> {
+        match e.retryable_copy()? {
+            Error::SerializationFailure => Some(Doom::Serialization),
+            Error::Deadlock => Some(Doom::Deadlock),
+            _ => Some(Doom::Timeout),
+        }
+    }
+
+    fn error(self) -> Error {
+        match self {
+            Doom::Serialization => Error::SerializationFailure,
+            Doom::Deadlock => Error::Deadlock,
+            Doom::Timeout => Error::LockTimeout,
+        }
+    }
+}
+
+/// A transaction. Dropping it without `commit` rolls it back.
+pub struct Transaction {
+    db: Db,
+    token: u64,
+    level: Isolation,
+    snapshot: Snapshot,
+    xid: Xid,
+    writes: u64,
+    doomed: Cell<Option<Doom>>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("xid", &self.xid)
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+impl Transaction {
+    pub(crate) fn begin(db: Db, level: Isolation) -> Result<Transaction> {
+        if db.inner().store.wal.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let (token, snapshot) = db.inner().mgr.begin(level == Isolation::ReadCommitted);
+        Ok(Transaction {
+            db,
+            token,
+            level,
+            snapshot,
+            xid: Xid::NONE,
+            writes: 0,
+            doomed: Cell::new(None),
+            finished: false,
+        })
+    }
+
+    /// The isolation level.
+    pub fn isolation(&self) -> Isolation {
+        self.level
+    }
+
+    /// The transaction's id, once it has written (`Xid::NONE` before).
+    pub fn xid(&self) -> Xid {
+        self.xid
+    }
+
+    fn check(&self, table: &Table) -> Result<()> {
+        if let Some(d) = self.doomed.get() {
+            return Err(d.error());
+        }
+        if table.db != self.db.inner().id {
+            return Err(Error::ForeignTable);
+        }
+        Ok(())
+    }
+
+    fn note<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if let Some(d) = Doom::of(e) {
+                self.doomed.set(Some(d));
+            }
+        }
+        r
+    }
+
+    /// The snapshot for one operation.
+    fn snapshot_now(&self) -> Snapshot {
+        match self.level {
+            Isolation::ReadCommitted => self.db.inner().mgr.snapshot(),
+            _ => self.snapshot.clone(),
+        }
+    }
+
+    /// The value of `key`, as this transaction sees it.
+    pub fn get(&self, table: &Table, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.check(table)?;
+        let key = key.as_ref();
+        if key.len() > KEY_MAX {
+            return Err(Error::KeyTooLarge { len: key.len() });
+        }
+        let snap = self.snapshot_now();
+        let inner = self.db.inner();
+        let mut r = inner.store.read();
+        let Some(head) = crate::btree::get(&mut r.view, table.root, key)? else {
+            return Ok(None);
+        };
+        let head = write::decode_tid(&r.view, &head)?;
+        let Some(bytes) =
+            chain::find_visible(&mut r.view, head, &snap, self.xid, inner.mgr.clog())?
+        else {
+            return Ok(None);
+        };
+        chain::value(&mut r.view, &bytes, head).map(Some)
+    }
+
+    /// Inserts or replaces `key` → `value`.
+    pub fn put(
+        &mut self,
+        table: &Table,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<()> {
+        self.check(table)?;
+        let r = write::write(self, table, key.as_ref(), Some(value.as_ref()));
+        self.note(r).map(|_| ())
+    }
+
+    /// Deletes `key`; returns whether it existed (for this transaction).
+    pub fn delete(&mut self, table: &Table, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.check(table)?;
+        let r = write::write(self, table, key.as_ref(), None);
+        self.note(r)
+    }
+
+    /// Rows with keys in `range`, in key order, including this
+    /// transaction's own writes. Iterate with `.rev()` for descending order.
+    pub fn scan<R: KeyRange>(&self, table: &Table, range: R) -> Result<Scan<'_>> {
+        self.check(table)?;
+        let (lo, hi) = range.into_bounds();
+        for b in [&lo, &hi] {
+            if let std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) = b {
+                if k.len() > KEY_MAX {
+                    return Err(Error::KeyTooLarge { len: k.len() });
+                }
+            }
+        }
+        Ok(Scan::new(self, table.clone(), self.snapshot_now(), lo, hi))
+    }
+
+    pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {
+        if self.xid == Xid::NONE {
+            let inner = self.db.inner();
+            self.xid = inner.mgr.assign(self.token, &inner.store.wal)?;
+        }
+        Ok(self.xid)
+    }
+
+    /// Commits. With `Durability::Immediate` the commit is on disk when this returns.
+    pub fn commit(mut self) -> Result<CommitInfo> {
+        if let Some(d) = self.doomed.get() {
+            return Err(d.error());
+        }
+        self.finished = true;
+        let inner = self.db.inner();
+        if self.xid == Xid::NONE {
+            inner.mgr.finish(self.token, Xid::NONE, Status::Committed);
+            return Ok(CommitInfo {
+                xid: Xid::NONE,
+                lsn: Lsn(0),
+            });
+        }
+        let logged = (|| {
+            let mut w = inner.store.write();
+            clog::set_committed(&mut w.mtr, self.xid)?;
+            let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
+            lsn.ok_or(Error::Unsupported("commit record was not written"))
+        })();
+        let durable = logged.and_then(|lsn| {
+            inner
+                .store
+                .wal
+                .flush(lsn, inner.opts.durability == Durability::Immediate)?;
+            Ok(lsn)
+        });
+        match durable {
+            Ok(lsn) => {
+                inner.mgr.finish(self.token, self.xid, Status::Committed);
+                inner.waits.finished();
+                Ok(CommitInfo { xid: self.xid, lsn })
+            }
+            Err(e) => {
+                // The outcome is unknown to this process (the log is
+                // poisoned or the record never made it): treat it as
+                // aborted here; reopening decides from the log.
+                self.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Rolls back: every write of the transaction is discarded.
+    pub fn rollback(mut self) -> Result<()> {
+        self.finished = true;
+        self.abort();
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        let inner = self.db.inner();
+        inner.mgr.finish(self.token, self.xid, Status::Aborted);
+        if self.xid != Xid::NONE {
+            inner.dead.fetch_add(self.writes, Ordering::Relaxed);
+            inner.waits.finished();
+        }
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.abort();
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Vacuum: remove versions no transaction can see, and give back their space.
+//!
+//! A version is kept if any *view* picks it: each live transaction's
+//! snapshot (with its own xid, so its uncommitted writes count), plus a
+//! fresh snapshot standing for every transaction that starts later. A
+//! version whose creator had not committed when that fresh snapshot was
+//! taken is always kept (unless its creator rolled back): a transaction
+//! that started or committed after the views were gathered may need it.
+//! So a long-running reader holds back only the versions it can see, not
+//! everything newer than it.
+//!
+//! Work proceeds key by key, in rounds of one mini-transaction each: a
+//! round looks at up to `WINDOW` versions from the head, frees the dead
+//! ones, relinks the survivors, and repoints or removes the index entry.
+//! Dead large values are first freed a group of overflow pages per round.
+//! Every round leaves a consistent, fully linked chain, so a crash at any
+//! point loses no space and no data.
+
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+
+use crate::btree::{self, Dir};
+use crate::buffer::mtr::Mtr;
+use crate::db::{Inner, VacuumStats};
+use crate::error::{Error, Result};
+use crate::heap::{self, overflow, tuple};
+use crate::ids::{PageId, Tid, Xid};
+use crate::limits::{OVERFLOW_PAGES_PER_RECORD, VACUUM_BATCH};
+use crate::mvcc::chain;
+use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
+use crate::store::meta::{self, Field};
+use crate::txn::decode_tid;
+use crate::wal::record::{Kind, Op};
+
+/// Versions examined per round.
+const WINDOW: usize = 32;
+/// Rounds per key per pass (a pass never loops forever on one key).
+const ROUNDS_MAX: usize = 1 << 16;
+
+struct Version {
+    tid: Tid,
+    xmin: Xid,
+    xmax: Xid,
+    prev: Tid,
+    overflow: Option<(PageId, u32)>,
+}
+
+struct Views {
+    list: Vec<(Snapshot, Xid)>,
+    now: Snapshot,
+}
+
+/// One full pass over every table.
+pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
+    let _one = inner.vacuuming.lock();
+    if inner.store.wal.is_poisoned() {
+        return Err(Error::Poisoned);
+    }
+    inner.dead.store(0, Ordering::Relaxed);
+    let roots: Vec<PageId> = {
+        let mut r = inner.store.read();
+        let cat = PageId(meta::get(&*r.view.read_meta()?, Field::CatalogRoot));
+        let mut out = Vec::new();
+        btree::range(
+            &mut r.view,
+            cat,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            Dir::Forward,
+            usize::MAX,
+            &mut out,
+        )?;
+        out.iter()
+            .filter_map(|(_, v)| v.get(4..8))
+            .map(|b| PageId(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect()
+    };
+    let mut stats = VacuumStats::default();
+    for root in roots {
+        let mut cursor: Bound<Vec<u8>> = Bound::Unbounded;
+        loop {
+            let mut batch = Vec::new();
+            let done = {
+                let mut r = inner.store.read();
+                let lo = cursor.as_ref().map(Vec::as_slice);
+                btree::range(
+                    &mut r.view,
+                    root,
+                    lo,
+                    Bound::Unbounded,
+                    Dir::Forward,
+                    VACUUM_BATCH,
+                    &mut batch,
+                )?
+            };
+            let views = gather(inner);
+            for (key, _) in &batch {
+                stats.keys += 1;
+                vacuum_key(inner, root, key, &views, &mut stats)?;
+            }
+            match batch.pop() {
+                Some((last, _)) if !done => cursor = Bound::Excluded(last),
+                _ => break,
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn gather(inner: &Inner) -> Views {
+    let (live, now) = inner.mgr.views();
+    let mut list: Vec<(Snapshot, Xid)> = live
+        .into_iter()
+        .map(|v| (v.snapshot.unwrap_or_else(|| now.clone()), v.xid))
+        .collect();
+    list.push((now.clone(), Xid::NONE));
+    list.dedup();
+    Views { list, now }
+}
+
+fn vacuum_key(
+    inner: &Inner,
+    root: PageId,
+    key: &[u8],
+    views: &Views,
+    stats: &mut VacuumStats,
+) -> Result<()> {
+    for _ in 0..ROUNDS_MAX {
+        let mut w = inner.store.write();
+        let progressed = round(&mut w.mtr, inner, root, key, views, stats)?;
+        w.commit(Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
+        if !progressed {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn walk(mtr: &mut Mtr<'_>, head: Tid) -> Result<(Vec<Version>, Tid)> {
+    let mut out = Vec::with_capacity(WINDOW);
+    let mut cur = head;
+    while !cur.is_null() && out.len() < WINDOW {
+        let bytes = heap::read(mtr, cur)?;
+        let t = chain::decode(mtr, &bytes, cur)?;
+        let overflow = t.overflow().map(|p| (p, t.vlen));
+        out.push(Version {
+            tid: cur,
+            xmin: t.xmin,
+            xmax: t.xmax,
+            prev: t.prev,
+            overflow,
+        });
+        cur = t.prev;
+    }
+    Ok((out, cur))
+}
+
+/// Which versions of the window someone needs. Versions past the window
+/// are never freed in this round, whoever needs them.
+fn needed(versions: &[Version], views: &Views, clog: &impl StatusOf) -> Vec<bool> {
+    let mut need: Vec<bool> = versions
+        .iter()
+        .map(|v| clog.status(v.xmin) != Status::Aborted && !views.now.sees(v.xmin, Xid::NONE, clog))
+        .collect();
+    for (snap, me) in &views.list {
+        for (i, v) in versions.iter().enumerate() {
+            match visible(v.xmin, v.xmax, snap, *me, clog) {
+                Seen::Visible => {
+                    need[i] = true;
+                    break;
+                }
+                Seen::Deleted => break,
+                Seen::Invisible => {}
+            }
+        }
+    }
+    need
+}
+
+/// One round on one key; true if it changed something.
+fn round(
+    mtr: &mut Mtr<'_>,
+    inner: &Inner,
+    root: PageId,
+    key: &[u8],
+    views: &Views,
+    stats: &mut VacuumStats,
+) -> Result<bool> {
+    let Some(v) = btree::get(mtr, root, key)? else {
+        return Ok(false);
+    };
+    let head = decode_tid(mtr, &v)?;
+    let (versions, tail) = walk(mtr, head)?;
+    let need = needed(&versions, views, inner.mgr.clog());
+    if need.iter().all(|&n| n) {
+        return Ok(false);
+    }
+    // A dead large value goes first, a group of pages per round.
+    for (v, _) in versions.iter().zip(&need).filter(|(_, &n)| !n) {
+        if let Some((first, len)) = v.overflow.filter(|&(_, len)| len > 0) {
+            shrink_overflow(mtr, v.tid, first, len as usize, stats)?;
+            return Ok(true);
+        }
+    }
+    let survivors: Vec<&Version> = versions
+        .iter()
+        .zip(&need)
+        .filter(|(_, &n)| n)
+        .map(|(v, _)| v)
+        .collect();
+    // Relink survivors past the dead; the last survivor links to the tail.
+    for (i, s) in survivors.iter().enumerate() {
+        let want = survivors.get(i + 1).map_or(tail, |n| n.tid);
+        if s.prev != want {
+            heap::modify(mtr, s.tid, |b| tuple::set_prev(b, want))?;
+        }
+    }
+    let new_head = survivors.first().map_or(tail, |s| s.tid);
+    if new_head != head {
+        if new_head.is_null() {
+            btree::remove(mtr, root, key)?;
+            stats.keys_removed += 1;
+        } else {
+            btree::insert(mtr, root, key, &new_head.encode())?;
+        }
+    }
+    for (v, _) in versions.iter().zip(&need).filter(|(_, &n)| !n) {
+        heap::remove(mtr, &inner.store.fsm, v.tid)?;
+        stats.versions_removed += 1;
+    }
+    Ok(true)
+}
+
+/// Frees the first pages of a dead version's overflow chain and points
+/// the tuple at the rest.
+fn shrink_overflow(
+    mtr: &mut Mtr<'_>,
+    tid: Tid,
+    first: PageId,
+    len: usize,
+    stats: &mut VacuumStats,
+) -> Result<()> {
+    let pages = overflow::pages(mtr, first, len)?;
+    let cut = pages.len().min(OVERFLOW_PAGES_PER_RECORD);
+    let freed_bytes = if cut == pages.len() {
+        len
+    } else {
+        cut * overflow::CAPACITY
+    };
+    let rest = pages.get(cut).copied().unwrap_or(PageId(0));
+    for &pid in &pages[..cut] {
+        meta::free(mtr, pid)?;
+    }
+    stats.overflow_pages_freed += cut as u64;
+    let remaining = (len - freed_bytes) as u32;
+    heap::modify(mtr, tid, |b| tuple::set_overflow(b, rest, remaining))?;
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! The write-ahead log: every change reaches the log before it reaches a
+//! data page, and a commit is acknowledged once its record is durable.
+//!
+//! ```text
+//!   appenders ──► [ in-memory buffer ] ──write──► segment file ──fsync──► durable
+//!                     (inner mutex)          (flush leader, flush mutex)
+//! ```
+//! **Group commit.** A committer appends its record, then calls
+//! [`Wal::flush`]. Whoever takes the flush mutex first becomes the leader:
+//! it writes everything buffered so far and fsyncs once; everyone queued
+//! behind it finds its LSN already durable and returns without an fsync of
+//! its own. Appends continue while the leader fsyncs.
+//!
+//! **Fail-stop.** The first failed write or fsync poisons the log: every
+//! later append and flush returns `Error::Poisoned`. Retrying an fsync is
+//! unsafe (the kernel may have dropped the dirty pages), so the only way
+//! back is to reopen and recover from what is durable.
+//!
+//! The log does not interpret records; recovery and the buffer pool do.
+
+pub mod reader;
+pub mod record;
+pub mod segment;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::ids::Lsn;
+use crate::io::{Vfs, VfsFile};
+use crate::limits::{WAL_BUFFER_MAX, WAL_SEGMENT_SIZE};
+use record::{frame, Record, FRAME_HDR};
+use segment::SEG_HDR;
+
+struct Segment {
+    start: u64,
+    file: Box<dyn VfsFile>,
+}
+
+struct Inner {
+    buf: Vec<u8>,
+    /// LSN of `buf[0]`.
+    buf_lsn: u64,
+    /// LSN just past the last appended byte.
+    end: u64,
+    seg: Arc<Segment>,
+}
+
+/// The log writer.
+pub struct Wal {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    flush_lock: Mutex<()>,
+    /// Everything below this LSN is fsynced.
+    durable: AtomicU64,
+    /// Everything below this LSN is written to the OS.
+    written: AtomicU64,
+    poisoned: AtomicBool,
+}
+
+impl Wal {
+    /// Opens the log for appending at `end` (as found by recovery): cuts
+    /// any torn tail behind it and drops segments that start after it.
+    pub fn resume(vfs: Arc<dyn Vfs>, dir: &Path, end: Lsn) -> Result<Wal> {
+        let mut starts = segment::list(vfs.as_ref(), dir)?;
+        while let Some(&last) = starts.last() {
+            if last > end.0 || (last == end.0 && starts.len() > 1) {
+                vfs.remove(&segment::path(dir, last))?;
+                starts.pop();
+            } else {
+                break;
+            }
+        }
+        let seg = match starts.last() {
+            Some(&start) if end.0 >= start + SEG_HDR => {
+                let file = vfs.open(&segment::path(dir, start), false)?;
+                file.set_len(end.0 - start)?;
+                file.sync()?;
+                Segment { start, file }
+            }
+            _ => {
+                // No usable segment: the last one (if any) has a torn header.
+                for &s in &starts {
+                    vfs.remove(&segment::path(dir, s))?;
+                }
+                let file = segment::create(vfs.as_ref(), dir, end.0)?;
+                file.sync()?;
+                vfs.sync_dir(dir)?;
+                Segment { start: end.0, file }
+            }
+        };
+        let end = end.0.max(seg.start + SEG_HDR);
+        vfs.sync_dir(dir)?;
+        Ok(Wal {
+            vfs,
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(Inner {
+                buf: Vec::with_capacity(WAL_BUFFER_MAX),
+                buf_lsn: end,
+                end,
+                seg: Arc::new(seg),
+            }),
+            flush_lock: Mutex::new(()),
+            durable: AtomicU64::new(end),
+            written: AtomicU64::new(end),
+            poisoned: AtomicBool::new(false),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Marks the log (and so the database) failed.
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Whether an earlier I/O failure poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    fn fail<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.poison();
+        }
+        r
+    }
+
+    /// Appends a record; returns the LSN just past it. Not yet durable.
+    pub fn append(&self, rec: &Record) -> Result<Lsn> {
+        self.check()?;
+        let payload = rec.encode();
+        let mut inner = self.inner.lock();
+        let size = (FRAME_HDR + payload.len()) as u64;
+        if inner.end + size - inner.seg.start > WAL_SEGMENT_SIZE
+            && inner.end > inner.seg.start + SEG_HDR
+        {
+            let r = self.roll(&mut inner);
+            self.fail(r)?;
+        }
+        frame(&payload, &mut inner.buf);
+        inner.end += size;
+        let end = inner.end;
+        if inner.buf.len() >= WAL_BUFFER_MAX {
+            let r = Self::write_out(&mut inner);
+            self.fail(r)?;
+            self.written.fetch_max(end, Ordering::AcqRel);
+        }
+        Ok(Lsn(end))
+    }
+
+    fn write_out(inner: &mut Inner) -> Result<()> {
+        if inner.buf.is_empty() {
+            return Ok(());
+        }
+        inner
+            .seg
+            .file
+            .write_at(&inner.buf, inner.buf_lsn - inner.seg.start)?;
+        inner.buf_lsn = inner.end;
+        inner.buf.clear();
+        Ok(())
+    }
+
+    /// Closes the current segment (written and fsynced) and starts the next.
+    fn roll(&self, inner: &mut Inner) -> Result<()> {
+        Self::write_out(inner)?;
+        inner.seg.file.sync()?;
+        let start = inner.end;
+        let file = segment::create(self.vfs.as_ref(), &self.dir, start)?;
+        self.vfs.sync_dir(&self.dir)?;
+        inner.seg = Arc::new(Segment { start, file });
+        inner.end = start + SEG_HDR;
+        inner.buf_lsn = inner.end;
+        self.durable.fetch_max(start, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Makes the log durable (`sync`) or written to the OS (`!sync`) at
+    /// least up to `upto`. One caller fsyncs for all queued behind it.
+    pub fn flush(&self, upto: Lsn, sync: bool) -> Result<()> {
+        let mark = if sync { &self.durable } else { &self.written };
+        if mark.load(Ordering::Acquire) >= upto.0 {
+            return self.check();
+        }
+        let _leader = self.flush_lock.lock();
+        self.check()?;
+        if mark.load(Ordering::Acquire) >= upto.0 {
+            return Ok(());
+        }
+        let (target, seg) = {
+            let mut inner = self.inner.lock();
+            let r = Self::write_out(&mut inner);
+            self.fail(r)?;
+            (inner.end, inner.seg.clone())
+        };
+        self.written.fetch_max(target, Ordering::AcqRel);
+        if sync {
+            let r = seg.file.sync();
+            self.fail(r)?;
+            self.durable.fetch_max(target, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// LSN just past the last appended record.
+    pub fn end(&self) -> Lsn {
+        Lsn(self.inner.lock().end)
+    }
+
+    /// Everything below this LSN survives power loss.
+    pub fn durable(&self) -> Lsn {
+        Lsn(self.durable.load(Ordering::Acquire))
+    }
+
+    /// Removes segments that hold only log before `redo`.
+    pub fn recycle(&self, redo: Lsn) -> Result<usize> {
+        let current = self.inner.lock().seg.start;
+        let starts = segment::list(self.vfs.as_ref(), &self.dir)?;
+        let mut removed = 0;
+        for pair in starts.windows(2) {
+            let (start, next) = (pair[0], pair[1]);
+            if next <= redo.0 && next <= current {
+                self.vfs.remove(&segment::path(&self.dir, start))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.vfs.sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Bytes of log in retained segments.
+    pub fn retained_bytes(&self) -> Result<u64> {
+        let first = segment::list(self.vfs.as_ref(), &self.dir)?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        Ok(self.end().0.saturating_sub(first))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reader::LogReader;
+    use super::record::Kind;
+    use super::*;
+    use crate::ids::Xid;
+    use crate::io::RealFs;
+
+    fn rec(i: u64, pad: usize) -> Record {
+        let mut r = Record::bare(Kind::XidHighWater, Xid(i), i);
+        r.op = (pad % 200) as u8;
+        r
+    }
+
+    fn big_record() -> Record {
+        let mut big = Record::bare(Kind::Pages, Xid(0), 0);
+        for p in 1..=8 {
+            let image = vec![p as u8; crate::limits::PAGE_SIZE - crate::buffer::page::LOGGED_FROM];
+            big.pages
+                .push((crate::ids::PageId(p), record::Change::Full(image.into())));
+        }
+        big
+    }
+
+    fn read_all(vfs: &dyn Vfs, dir: &Path) -> (Vec<u64>, Lsn) {
+        let mut r = LogReader::open(vfs, dir, Lsn(0)).expect("open reader");
+        let mut xs = Vec::new();
+        while let Some(e) = r.next().expect("read") {
+            xs.push(e.record.xid.0);
+        }
+        (xs, r.end.expect("end known"))
+    }
+
+    #[test]
+    fn appended_records_read_back_across_segments_and_resume() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
+        let wal = Wal::resume(vfs.clone(), tmp.path(), Lsn(0)).expect("create");
+        let big = big_record();
+        let mut n = 0;
+        while segment::list(vfs.as_ref(), tmp.path()).expect("list").len() < 3 {
+            n += 1;
+            let mut r = big.clone();
+            r.xid = Xid(n);
+            wal.append(&r).expect("append");
+        }
+        wal.flush(wal.end(), true).expect("flush");
+        let end = wal.end();
+        drop(wal);
+        let (xs, found_end) = read_all(vfs.as_ref(), tmp.path());
+        assert_eq!(xs, (1..=n).collect::<Vec<_>>());
+        assert_eq!(found_end, end);
+        let wal = Wal::resume(vfs.clone(), tmp.path(), found_end).expect("resume");
+        wal.append(&rec(n + 1, 3)).expect("append after resume");
+        wal.flush(wal.end(), true).expect("flush");
+        assert_eq!(read_all(vfs.as_ref(), tmp.path()).0.last(), Some(&(n + 1)));
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_log_continues() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
+        let wal = Wal::resume(vfs.clone(), tmp.path(), Lsn(0)).expect("create");
+        for i in 1..=10 {
+            wal.append(&rec(i, 0)).expect("append");
+        }
+        wal.flush(wal.end(), true).expect("flush");
+        let end = wal.end().0;
+        drop(wal);
+        // Tear the last record: cut 5 bytes off it.
+        let p = segment::path(tmp.path(), 0);
+        let f = vfs.open(&p, false).expect("open");
+        f.set_len(end - 5).expect("truncate");
+        let (xs, found) = read_all(vfs.as_ref(), tmp.path());
+        assert_eq!(xs, (1..=9).collect::<Vec<_>>());
+        let wal = Wal::resume(vfs.clone(), tmp.path(), found).expect("resume");
+        wal.append(&rec(11, 0)).expect("append");
+        wal.flush(wal.end(), true).expect("flush");
+        drop(wal);
+        let (xs, _) = read_all(vfs.as_ref(), tmp.path());
+        assert_eq!(xs, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 11]);
+    }
+
+    #[test]
+    fn damage_in_a_closed_segment_is_corruption() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
+        let wal = Wal::resume(vfs.clone(), tmp.path(), Lsn(0)).expect("create");
+        let big = big_record();
+        while segment::list(vfs.as_ref(), tmp.path()).expect("list").len() < 2 {
+            wal.append(&big).expect("append");
+        }
+        wal.flush(wal.end(), true).expect("flush");
+        drop(wal);
+        let p = segment::path(tmp.path(), 0);
+        let f = vfs.open(&p, false).expect("open");
+        f.write_at(&[0xff; 4], 100).expect("damage");
+        let mut r = LogReader::open(vfs.as_ref(), tmp.path(), Lsn(0)).expect("open");
+        let err = loop {
+            match r.next() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("damage in a closed segment was taken for the end of the log"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(err, Error::Corruption { ref file, .. } if file == &p),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn group_commit_flushes_for_all_waiters() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
+        let wal = Arc::new(Wal::resume(vfs.clone(), tmp.path(), Lsn(0)).expect("create"));
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let wal = wal.clone();
+                s.spawn(move || {
+                    for i in 0..50 {
+                        let end = wal.append(&rec(t * 1000 + i, 0)).expect("append");
+                        wal.flush(end, true).expect("flush");
+                        assert!(wal.durable() >= end);
+                    }
+                });
+            }
+        });
+        drop(wal);
+        assert_eq!(read_all(vfs.as_ref(), tmp.path()).0.len(), 400);
+    }
+}

@@ -1,0 +1,184 @@
+//! Reads log records from any retained LSN, in order.
+//!
+//! The reader tells a torn tail from damage: a bad frame in the last
+//! segment ends the log (the bytes after it were never acknowledged: the
+//! writer fsyncs a segment before starting the next, and commits wait for
+//! their fsync); a bad frame in any earlier segment is `Error::Corruption`.
+
+use std::path::{Path, PathBuf};
+
+use super::record::{unframe, Framed, Record, FRAME_HDR};
+use super::segment::{self, SEG_HDR};
+use crate::error::{Error, Result};
+use crate::ids::Lsn;
+use crate::io::{Vfs, VfsFile};
+use crate::limits::WAL_RECORD_MAX;
+
+/// A record as read: where it starts and ends, and what it says.
+#[derive(Debug)]
+pub struct Entry {
+    /// LSN of the frame's first byte.
+    pub start: Lsn,
+    /// LSN just past the frame.
+    pub end: Lsn,
+    /// The record.
+    pub record: Record,
+}
+
+/// Sequential reader over the segments of a log directory.
+pub struct LogReader<'a> {
+    vfs: &'a dyn Vfs,
+    dir: PathBuf,
+    segments: Vec<u64>,
+    seg_idx: usize,
+    file: Option<(Box<dyn VfsFile>, u64)>,
+    pos: u64,
+    buf: Vec<u8>,
+    buf_at: u64,
+    /// Where the valid log ends, once the reader got there.
+    pub end: Option<Lsn>,
+}
+
+impl<'a> LogReader<'a> {
+    /// Opens the log at `from`, which must lie in a retained segment.
+    pub fn open(vfs: &'a dyn Vfs, dir: &Path, from: Lsn) -> Result<Self> {
+        let segments = segment::list(vfs, dir)?;
+        let seg_idx = match segments.iter().rposition(|&s| s <= from.0) {
+            Some(i) => i,
+            None => {
+                return Err(Error::corruption(
+                    segment::path(dir, from.0),
+                    0,
+                    format!("no log segment holds the redo point {from}"),
+                ))
+            }
+        };
+        let mut r = LogReader {
+            vfs,
+            dir: dir.to_path_buf(),
+            segments,
+            seg_idx,
+            file: None,
+            pos: from.0,
+            buf: Vec::new(),
+            buf_at: 0,
+            end: None,
+        };
+        r.open_segment()?;
+        if r.file.is_some() {
+            r.pos = r.pos.max(r.segments[seg_idx] + SEG_HDR);
+        }
+        Ok(r)
+    }
+
+    fn is_last(&self) -> bool {
+        self.seg_idx + 1 == self.segments.len()
+    }
+
+    fn open_segment(&mut self) -> Result<()> {
+        let start = self.segments[self.seg_idx];
+        let p = segment::path(&self.dir, start);
+        let f = self.vfs.open(&p, false)?;
+        if !segment::header_ok(f.as_ref(), &p, start)? {
+            if self.is_last() {
+                self.file = None;
+                self.end = Some(Lsn(self.pos));
+                return Ok(());
+            }
+            return Err(Error::corruption(p, 0, "segment header missing or torn"));
+        }
+        let len = f.len()?;
+        self.file = Some((f, start + len));
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Bytes at `pos` within the current segment, at least `want` if the file has them.
+    fn bytes(&mut self, want: usize) -> Result<&[u8]> {
+        let Some((file, seg_end)) = &self.file else {
+            return Ok(&[]);
+        };
+        let seg_start = self.segments[self.seg_idx];
+        let buf_end = self.buf_at + self.buf.len() as u64;
+        if self.pos < self.buf_at || self.pos + want as u64 > buf_end {
+            let avail = seg_end.saturating_sub(self.pos) as usize;
+            let n = want.max(1 << 20).min(avail);
+            self.buf.resize(n, 0);
+            file.read_at(&mut self.buf, self.pos - seg_start)?;
+            self.buf_at = self.pos;
+        }
+        let off = (self.pos - self.buf_at) as usize;
+        let end = (off + want).min(self.buf.len());
+        Ok(&self.buf[off..end])
+    }
+
+    fn seg_path(&self) -> PathBuf {
+        segment::path(&self.dir, self.segments[self.seg_idx])
+    }
+
+    /// The next record, or `None` at the end of the valid log.
+    pub fn next(&mut self) -> Result<Option<Entry>> {
+        loop {
+            if self.end.is_some() {
+                return Ok(None);
+            }
+            let Some(seg_end) = self.file.as_ref().map(|(_, e)| *e) else {
+                self.end = Some(Lsn(self.pos));
+                return Ok(None);
+            };
+            if self.pos >= seg_end {
+                if self.is_last() {
+                    self.end = Some(Lsn(self.pos));
+                    return Ok(None);
+                }
+                let next = self.segments[self.seg_idx + 1];
+                if next != self.pos {
+                    return Err(Error::corruption(
+                        segment::path(&self.dir, next),
+                        0,
+                        format!(
+                            "segment starts at LSN {next}, previous one ends at {}",
+                            self.pos
+                        ),
+                    ));
+                }
+                self.seg_idx += 1;
+                self.open_segment()?;
+                self.pos = next + SEG_HDR;
+                continue;
+            }
+            let hdr = self.bytes(FRAME_HDR)?.to_vec();
+            let len = crate::codec::u32_at(&hdr, 0).unwrap_or(0) as usize;
+            let want = FRAME_HDR + len.min(WAL_RECORD_MAX);
+            let start = self.pos;
+            let last = self.is_last();
+            let path = self.seg_path();
+            let seg_start = self.segments[self.seg_idx];
+            let framed = unframe(self.bytes(want)?);
+            match framed {
+                Framed::Ok(payload, n) => {
+                    let record = Record::decode(payload)
+                        .map_err(|e| Error::corruption(&path, start - seg_start, e))?;
+                    self.pos += n as u64;
+                    return Ok(Some(Entry {
+                        start: Lsn(start),
+                        end: Lsn(self.pos),
+                        record,
+                    }));
+                }
+                Framed::End | Framed::Bad(_) if last => {
+                    self.end = Some(Lsn(start));
+                    return Ok(None);
+                }
+                Framed::End => {
+                    return Err(Error::corruption(
+                        path,
+                        start - seg_start,
+                        "zero bytes inside a closed log segment",
+                    ))
+                }
+                Framed::Bad(why) => return Err(Error::corruption(path, start - seg_start, why)),
+            }
+        }
+    }
+}
