@@ -12,7 +12,8 @@ use common::open;
 use strata::{Db, Error, Isolation, Options};
 
 fn int(v: Option<Vec<u8>>) -> i64 {
-    v.map(|b| String::from_utf8(b).expect("utf8").parse().expect("int")).unwrap_or(0)
+    v.map(|b| String::from_utf8(b).expect("utf8").parse().expect("int"))
+        .unwrap_or(0)
 }
 
 #[test]
@@ -30,11 +31,23 @@ fn snapshot_reads_are_stable_read_committed_sees_new_commits() {
     let mut w = db.begin().expect("begin");
     w.put(&t, "x", "2").expect("put");
     w.put(&t, "y", "5").expect("put");
-    assert_eq!(int(rc.get(&t, "x").expect("get")), 1, "uncommitted write visible to read committed");
+    assert_eq!(
+        int(rc.get(&t, "x").expect("get")),
+        1,
+        "uncommitted write visible to read committed"
+    );
     w.commit().expect("commit");
     assert_eq!(int(snap.get(&t, "x").expect("get")), 1, "snapshot moved");
-    assert_eq!(snap.scan(&t, ..).expect("scan").count(), 1, "phantom in snapshot scan");
-    assert_eq!(int(rc.get(&t, "x").expect("get")), 2, "read committed must see the new commit");
+    assert_eq!(
+        snap.scan(&t, ..).expect("scan").count(),
+        1,
+        "phantom in snapshot scan"
+    );
+    assert_eq!(
+        int(rc.get(&t, "x").expect("get")),
+        2,
+        "read committed must see the new commit"
+    );
     assert_eq!(rc.scan(&t, ..).expect("scan").count(), 2);
 }
 
@@ -53,7 +66,10 @@ fn first_updater_wins_under_snapshot_read_committed_proceeds() {
     a.commit().expect("a commit");
     let err = b.put(&t, "x", "12").expect_err("b must fail");
     assert!(matches!(err, Error::SerializationFailure) && err.is_retryable());
-    assert!(matches!(b.get(&t, "x"), Err(Error::SerializationFailure)), "doomed transaction keeps failing");
+    assert!(
+        matches!(b.get(&t, "x"), Err(Error::SerializationFailure)),
+        "doomed transaction keeps failing"
+    );
     assert!(matches!(b.commit(), Err(Error::SerializationFailure)));
 
     let mut a = db.begin_with(Isolation::ReadCommitted).expect("a");
@@ -61,7 +77,8 @@ fn first_updater_wins_under_snapshot_read_committed_proceeds() {
     let x = int(a.get(&t, "x").expect("get"));
     a.put(&t, "x", (x + 1).to_string()).expect("a put");
     a.commit().expect("a commit");
-    b.put(&t, "x", "99").expect("read committed overwrites the newer version");
+    b.put(&t, "x", "99")
+        .expect("read committed overwrites the newer version");
     b.commit().expect("b commit");
     assert_eq!(int(db.begin().expect("r").get(&t, "x").expect("get")), 99);
 }
@@ -98,8 +115,15 @@ fn writer_waits_for_row_lock_and_then_fails_or_proceeds() {
             holder.rollback().expect("holder rollback");
         }
         let (r, was_released) = waiter.join().expect("join");
-        assert!(was_released, "waiter proceeded before the holder finished ({level:?})");
-        assert_eq!(r.is_ok(), expect_ok, "{level:?} holder_commits={holder_commits}: {r:?}");
+        assert!(
+            was_released,
+            "waiter proceeded before the holder finished ({level:?})"
+        );
+        assert_eq!(
+            r.is_ok(),
+            expect_ok,
+            "{level:?} holder_commits={holder_commits}: {r:?}"
+        );
         if !expect_ok {
             assert!(matches!(r, Err(Error::SerializationFailure)));
         }
@@ -109,7 +133,11 @@ fn writer_waits_for_row_lock_and_then_fails_or_proceeds() {
 #[test]
 fn deadlock_is_detected_and_one_side_proceeds() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let db = Db::open_with(tmp.path(), Options::default().lock_timeout(Some(Duration::from_secs(20)))).expect("open");
+    let db = Db::open_with(
+        tmp.path(),
+        Options::default().lock_timeout(Some(Duration::from_secs(20))),
+    )
+    .expect("open");
     let t = db.table("t").expect("t");
     let barrier = Arc::new(Barrier::new(2));
     let started = Instant::now();
@@ -128,23 +156,39 @@ fn deadlock_is_detected_and_one_side_proceeds() {
             })
         })
         .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("join")).collect();
-    let deadlocks = results.iter().filter(|r| matches!(r, Err(Error::Deadlock))).count();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("join"))
+        .collect();
+    let deadlocks = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::Deadlock)))
+        .count();
     assert_eq!(deadlocks, 1, "{results:?}");
     assert!(results.iter().any(|r| r.is_ok()), "{results:?}");
-    assert!(started.elapsed() < Duration::from_secs(15), "deadlock was resolved by timeout, not detection");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "deadlock was resolved by timeout, not detection"
+    );
 }
 
 #[test]
 fn lock_wait_times_out() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let db = Db::open_with(tmp.path(), Options::default().lock_timeout(Some(Duration::from_millis(200)))).expect("open");
+    let db = Db::open_with(
+        tmp.path(),
+        Options::default().lock_timeout(Some(Duration::from_millis(200))),
+    )
+    .expect("open");
     let t = db.table("t").expect("t");
     let mut holder = db.begin().expect("holder");
     holder.put(&t, "x", "1").expect("put");
     let mut waiter = db.begin().expect("waiter");
     let err = waiter.put(&t, "x", "2").expect_err("must time out");
-    assert!(matches!(err, Error::LockTimeout) && err.is_retryable(), "{err}");
+    assert!(
+        matches!(err, Error::LockTimeout) && err.is_retryable(),
+        "{err}"
+    );
     assert!(matches!(waiter.commit(), Err(Error::LockTimeout)));
     holder.commit().expect("holder unaffected");
 }
@@ -229,13 +273,24 @@ fn bank_transfers_keep_the_total_and_readers_see_consistent_snapshots() {
     for h in handles {
         h.join().expect("thread panicked");
     }
-    assert!(committed.load(Ordering::Relaxed) > 50, "too few transfers committed");
+    assert!(
+        committed.load(Ordering::Relaxed) > 50,
+        "too few transfers committed"
+    );
     let tx = db.begin().expect("begin");
-    let sum: i64 = tx.scan(&t, ..).expect("scan").map(|r| int(Some(r.expect("row").1))).sum();
+    let sum: i64 = tx
+        .scan(&t, ..)
+        .expect("scan")
+        .map(|r| int(Some(r.expect("row").1)))
+        .sum();
     assert_eq!(sum, TOTAL);
     drop(tx);
     db.vacuum().expect("vacuum");
     let tx = db.begin().expect("begin");
-    let sum: i64 = tx.scan(&t, ..).expect("scan").map(|r| int(Some(r.expect("row").1))).sum();
+    let sum: i64 = tx
+        .scan(&t, ..)
+        .expect("scan")
+        .map(|r| int(Some(r.expect("row").1)))
+        .sum();
     assert_eq!(sum, TOTAL, "vacuum changed the data");
 }

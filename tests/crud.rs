@@ -17,14 +17,21 @@ fn put_get_delete_commit_and_reopen() {
         let mut tx = db.begin().expect("begin");
         tx.put(&t, b"alice", b"1").expect("put");
         tx.put(&t, b"bob", b"2").expect("put");
-        assert_eq!(tx.get(&t, b"alice").expect("get").as_deref(), Some(&b"1"[..]), "own write visible");
+        assert_eq!(
+            tx.get(&t, b"alice").expect("get").as_deref(),
+            Some(&b"1"[..]),
+            "own write visible"
+        );
         assert!(tx.delete(&t, b"bob").expect("delete"));
         assert!(!tx.delete(&t, b"bob").expect("delete again"));
         assert_eq!(tx.get(&t, b"bob").expect("get"), None);
         let info = tx.commit().expect("commit");
         assert_ne!(info.xid, strata::Xid::NONE);
         let tx = db.begin().expect("begin");
-        assert_eq!(tx.get(&t, "alice").expect("get").as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            tx.get(&t, "alice").expect("get").as_deref(),
+            Some(&b"1"[..])
+        );
         assert_eq!(tx.get(&t, "bob").expect("get"), None);
     }
     let db = open(tmp.path());
@@ -67,15 +74,34 @@ fn scans_respect_bounds_direction_and_own_writes() {
     tx.delete(&t, "k0100").expect("delete");
     tx.put(&t, "k0100x", "own").expect("put");
     fn keys(it: impl Iterator<Item = strata::Result<(Vec<u8>, Vec<u8>)>>) -> Vec<String> {
-        it.map(|r| String::from_utf8(r.expect("row").0).expect("utf8")).collect()
+        it.map(|r| String::from_utf8(r.expect("row").0).expect("utf8"))
+            .collect()
     }
-    assert_eq!(keys(tx.scan(&t, "k0099".."k0102").expect("scan")), vec!["k0099", "k0100x", "k0101"]);
-    assert_eq!(keys(tx.scan(&t, "k0099"..="k0101").expect("scan")), vec!["k0099", "k0100x", "k0101"]);
-    assert_eq!(keys(tx.scan(&t, "k0998"..).expect("scan")), vec!["k0998", "k0999"]);
-    assert_eq!(keys(tx.scan(&t, .."k0002").expect("scan")), vec!["k0000", "k0001"]);
-    assert_eq!(keys(tx.scan(&t, ..="k0001").expect("scan")), vec!["k0000", "k0001"]);
     assert_eq!(
-        keys(tx.scan(&t, (Bound::Excluded("k0500"), Bound::Excluded("k0503"))).expect("scan")),
+        keys(tx.scan(&t, "k0099".."k0102").expect("scan")),
+        vec!["k0099", "k0100x", "k0101"]
+    );
+    assert_eq!(
+        keys(tx.scan(&t, "k0099"..="k0101").expect("scan")),
+        vec!["k0099", "k0100x", "k0101"]
+    );
+    assert_eq!(
+        keys(tx.scan(&t, "k0998"..).expect("scan")),
+        vec!["k0998", "k0999"]
+    );
+    assert_eq!(
+        keys(tx.scan(&t, .."k0002").expect("scan")),
+        vec!["k0000", "k0001"]
+    );
+    assert_eq!(
+        keys(tx.scan(&t, ..="k0001").expect("scan")),
+        vec!["k0000", "k0001"]
+    );
+    assert_eq!(
+        keys(
+            tx.scan(&t, (Bound::Excluded("k0500"), Bound::Excluded("k0503")))
+                .expect("scan")
+        ),
         vec!["k0501", "k0502"]
     );
     let all = keys(tx.scan(&t, ..).expect("scan"));
@@ -95,7 +121,11 @@ fn scans_respect_bounds_direction_and_own_writes() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 1000);
-    assert_eq!(keys(tx.scan(&t, "z".."a").expect("scan")), Vec::<String>::new(), "inverted range is empty");
+    assert_eq!(
+        keys(tx.scan(&t, "z".."a").expect("scan")),
+        Vec::<String>::new(),
+        "inverted range is empty"
+    );
 }
 
 #[test]
@@ -110,15 +140,28 @@ fn tables_are_separate_and_persist() {
         tx.put(&b, b"k", b"in b").expect("put");
         tx.commit().expect("commit");
         assert!(matches!(db.table(""), Err(Error::InvalidTableName)));
-        assert!(matches!(db.table(&"x".repeat(300)), Err(Error::InvalidTableName)));
+        assert!(matches!(
+            db.table(&"x".repeat(300)),
+            Err(Error::InvalidTableName)
+        ));
     }
     let db = open(tmp.path());
     let mut names = db.table_names().expect("names");
     names.sort();
     assert_eq!(names, vec!["a", "b"]);
     let tx = db.begin().expect("begin");
-    assert_eq!(tx.get(&db.table("a").expect("a"), b"k").expect("get").as_deref(), Some(&b"in a"[..]));
-    assert_eq!(tx.get(&db.table("b").expect("b"), b"k").expect("get").as_deref(), Some(&b"in b"[..]));
+    assert_eq!(
+        tx.get(&db.table("a").expect("a"), b"k")
+            .expect("get")
+            .as_deref(),
+        Some(&b"in a"[..])
+    );
+    assert_eq!(
+        tx.get(&db.table("b").expect("b"), b"k")
+            .expect("get")
+            .as_deref(),
+        Some(&b"in b"[..])
+    );
     let other = tempfile::tempdir().expect("tmp");
     let db2 = open(other.path());
     let foreign = db2.table("a").expect("a");
@@ -128,7 +171,9 @@ fn tables_are_separate_and_persist() {
 #[test]
 fn big_values_and_limits() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let big: Vec<u8> = (0..(5 << 20)).map(|i: u32| (i.wrapping_mul(31) >> 3) as u8).collect();
+    let big: Vec<u8> = (0..(5 << 20))
+        .map(|i: u32| (i.wrapping_mul(31) >> 3) as u8)
+        .collect();
     {
         let db = open(tmp.path());
         let t = db.table("t").expect("table");
@@ -139,7 +184,10 @@ fn big_values_and_limits() {
         tx.commit().expect("commit");
         let mut tx = db.begin().expect("begin");
         let long_key = vec![b'k'; strata::limits::KEY_MAX + 1];
-        assert!(matches!(tx.put(&t, &long_key, b"v"), Err(Error::KeyTooLarge { .. })));
+        assert!(matches!(
+            tx.put(&t, &long_key, b"v"),
+            Err(Error::KeyTooLarge { .. })
+        ));
         let max_key = vec![b'k'; strata::limits::KEY_MAX];
         tx.put(&t, &max_key, b"v").expect("max key");
         tx.commit().expect("commit");
@@ -156,7 +204,9 @@ fn sixty_four_mib_value_round_trips() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
     let t = db.table("t").expect("table");
-    let v: Vec<u8> = (0..strata::limits::VALUE_MAX).map(|i| (i % 253) as u8).collect();
+    let v: Vec<u8> = (0..strata::limits::VALUE_MAX)
+        .map(|i| (i % 253) as u8)
+        .collect();
     let mut tx = db.begin().expect("begin");
     tx.put(&t, b"v", &v).expect("put");
     tx.commit().expect("commit");
@@ -165,14 +215,19 @@ fn sixty_four_mib_value_round_trips() {
     drop(tx);
     let mut tx = db.begin().expect("begin");
     let too_big = vec![0u8; strata::limits::VALUE_MAX + 1];
-    assert!(matches!(tx.put(&t, b"w", &too_big), Err(Error::ValueTooLarge { .. })));
+    assert!(matches!(
+        tx.put(&t, b"w", &too_big),
+        Err(Error::ValueTooLarge { .. })
+    ));
 }
 
 #[test]
 fn serializable_is_refused_clearly_until_ssi_lands() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
-    let err = db.begin_with(Isolation::Serializable).expect_err("must refuse");
+    let err = db
+        .begin_with(Isolation::Serializable)
+        .expect_err("must refuse");
     assert!(matches!(err, Error::Unsupported(_)));
     assert!(err.to_string().contains("Serializable"));
     assert_eq!(db.begin().expect("begin").isolation(), Isolation::Snapshot);

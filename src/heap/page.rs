@@ -84,19 +84,26 @@ pub fn insert(p: &mut PageBuf, t: &[u8]) -> Option<SlotId> {
     if free_space(p) < t.len() {
         return None;
     }
-    let s = match free_slot(p) {
+    let reuse = free_slot(p);
+    let n = nslots(p);
+    let slot_cost = if reuse.is_some() { 0 } else { 4 };
+    // Squeeze out holes first: growing the slot array must not run into
+    // tuple bytes.
+    if upper(p) < SLOTS + 4 * n + slot_cost + t.len() {
+        compact(p);
+    }
+    let s = match reuse {
         Some(s) => s,
         None => {
-            let n = nslots(p);
             put_u16(p, NSLOTS, (n + 1) as u16);
-            set_slot(p, n, 0, 0);
             n
         }
     };
-    if upper(p) < SLOTS + 4 * nslots(p) + t.len() {
-        compact(p);
-    }
     let off = upper(p) - t.len();
+    debug_assert!(
+        off >= SLOTS + 4 * nslots(p),
+        "tuple would overlap the slot array"
+    );
     p[off..off + t.len()].copy_from_slice(t);
     set_slot(p, s, off, t.len());
     put_u16(p, UPPER, off as u16);
@@ -163,6 +170,36 @@ mod tests {
         assert_eq!(get(&p, c), Some(&[3u8; 1000][..]));
         assert_eq!(get(&p, d).map(<[u8]>::len), Some(room));
         assert_eq!(insert(&mut p, &[5; 1]), None, "page should be full");
+    }
+
+    /// Regression: appending a slot when the gap before the tuples was
+    /// smaller than a slot (the room being in holes) overwrote the lowest
+    /// tuple's first bytes.
+    #[test]
+    fn new_slot_never_clobbers_a_tuple() {
+        let mut p = page::zeroed();
+        init(&mut p, PageId(2));
+        let mut slots = Vec::new();
+        while let Some(s) = insert(&mut p, &[0xAB; 100]) {
+            slots.push(s);
+        }
+        let rest = free_space(&p);
+        slots.push(insert(&mut p, &vec![0xAB; rest]).expect("exact fit"));
+        // Free the two last slots (trimmed), leaving an 8-byte gap and no free slot.
+        remove(&mut p, slots.pop().expect("slot"));
+        remove(&mut p, slots.pop().expect("slot"));
+        let tiny = insert(&mut p, &[0x22]).expect("tiny");
+        // Gap is now 3 bytes; the next insert needs a new slot.
+        let s = insert(&mut p, &[0xEF; 100]).expect("fits after compaction");
+        assert_eq!(
+            get(&p, tiny),
+            Some(&[0x22u8][..]),
+            "lowest tuple was clobbered"
+        );
+        assert_eq!(get(&p, s), Some(&[0xEFu8; 100][..]));
+        for &old in &slots {
+            assert_eq!(get(&p, old), Some(&[0xABu8; 100][..]));
+        }
     }
 
     #[test]
