@@ -1,0 +1,141 @@
+//! Vacuum: dead versions are removed and their space reused; a
+//! long-running reader holds back only the versions it can see.
+
+mod common;
+
+use common::{open, rows};
+
+fn file_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("data.strata")).expect("data file").len()
+}
+
+#[test]
+fn long_reader_holds_back_only_what_it_sees() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "k", "v0").expect("put");
+    tx.commit().expect("commit");
+    let reader = db.begin().expect("reader");
+    for i in 1..=100 {
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, "k", format!("v{i}")).expect("put");
+        tx.commit().expect("commit");
+    }
+    let stats = db.vacuum().expect("vacuum");
+    assert_eq!(stats.versions_removed, 99, "v1..v99 are invisible to everyone: {stats:?}");
+    assert_eq!(reader.get(&t, "k").expect("get").as_deref(), Some(&b"v0"[..]), "the reader's version survived");
+    assert_eq!(db.begin().expect("b").get(&t, "k").expect("get").as_deref(), Some(&b"v100"[..]));
+    drop(reader);
+    let stats = db.vacuum().expect("vacuum");
+    assert_eq!(stats.versions_removed, 1, "v0 goes once the reader is gone: {stats:?}");
+    assert_eq!(db.vacuum().expect("vacuum").versions_removed, 0, "nothing left to remove");
+}
+
+#[test]
+fn deleted_and_aborted_versions_are_removed_and_the_index_shrinks() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    for i in 0..2000u32 {
+        tx.put(&t, format!("k{i:05}"), [7u8; 100]).expect("put");
+    }
+    tx.commit().expect("commit");
+    let mut tx = db.begin().expect("begin");
+    for i in 0..2000u32 {
+        tx.put(&t, format!("k{i:05}"), [8u8; 100]).expect("put");
+    }
+    tx.rollback().expect("rollback");
+    let mut tx = db.begin().expect("begin");
+    for i in 0..1000u32 {
+        assert!(tx.delete(&t, format!("k{i:05}")).expect("delete"));
+    }
+    tx.commit().expect("commit");
+    let stats = db.vacuum().expect("vacuum");
+    assert_eq!(stats.keys_removed, 1000, "{stats:?}");
+    assert_eq!(stats.versions_removed, 2000 + 1000, "aborted versions of every key plus deleted ones: {stats:?}");
+    let tx = db.begin().expect("begin");
+    let left = rows(&tx, &t);
+    assert_eq!(left.len(), 1000);
+    assert!(left.iter().all(|(_, v)| v == &[7u8; 100]));
+    assert_eq!(db.vacuum().expect("vacuum").keys, 1000, "deleted keys left the index");
+}
+
+#[test]
+fn space_is_reused_across_update_cycles() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let big: Vec<u8> = vec![3; 200_000];
+    let mut sizes = Vec::new();
+    for round in 0..8u8 {
+        let mut tx = db.begin().expect("begin");
+        for i in 0..3000u32 {
+            tx.put(&t, format!("k{i:05}"), [round; 200]).expect("put");
+        }
+        tx.put(&t, "big", &big).expect("put big");
+        tx.commit().expect("commit");
+        let s = db.vacuum().expect("vacuum");
+        if round > 0 {
+            assert!(s.overflow_pages_freed > 0, "old big value's pages must be freed: {s:?}");
+        }
+        db.checkpoint().expect("checkpoint");
+        sizes.push(file_len(tmp.path()));
+    }
+    // After the first cycles the file stops growing: freed space is reused.
+    assert!(sizes[7] <= sizes[2], "data file kept growing: {sizes:?}");
+    let tx = db.begin().expect("begin");
+    assert_eq!(tx.get(&t, "k00042").expect("get"), Some(vec![7u8; 200]));
+    assert_eq!(tx.get(&t, "big").expect("get").map(|v| v.len()), Some(200_000));
+}
+
+#[test]
+fn vacuum_during_concurrent_writes_keeps_every_committed_value() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let writers: Vec<_> = (0..2u32)
+        .map(|w| {
+            let (db, t) = (db.clone(), t.clone());
+            std::thread::spawn(move || {
+                for i in 0..400u32 {
+                    let mut tx = db.begin().expect("begin");
+                    tx.put(&t, format!("w{w}-{}", i % 50), i.to_string()).expect("put");
+                    if i % 7 == 0 {
+                        tx.delete(&t, format!("w{w}-{}", (i + 25) % 50)).expect("delete");
+                    }
+                    tx.commit().expect("commit");
+                }
+            })
+        })
+        .collect();
+    let vac = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                db.vacuum().expect("vacuum");
+            }
+        })
+    };
+    for h in writers {
+        h.join().expect("writer");
+    }
+    vac.join().expect("vacuum thread");
+    db.vacuum().expect("final vacuum");
+    let tx = db.begin().expect("begin");
+    for w in 0..2u32 {
+        // The last write to each key decides its value.
+        let mut model = std::collections::BTreeMap::new();
+        for i in 0..400u32 {
+            model.insert(format!("w{w}-{}", i % 50), Some(i.to_string()));
+            if i % 7 == 0 {
+                model.insert(format!("w{w}-{}", (i + 25) % 50), None);
+            }
+        }
+        for (k, v) in model {
+            assert_eq!(tx.get(&t, &k).expect("get").map(|b| String::from_utf8(b).expect("utf8")), v, "key {k}");
+        }
+    }
+}
