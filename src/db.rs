@@ -238,6 +238,11 @@ impl Db {
         crate::vacuum::run(self.inner())
     }
 
+    /// Log fsyncs so far (commits per fsync shows group commit at work).
+    pub fn wal_syncs(&self) -> u64 {
+        self.inner().store.wal.syncs()
+    }
+
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.inner().dir

@@ -11,7 +11,11 @@ use strata::{Db, Options};
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
@@ -26,7 +30,9 @@ fn value(i: u64) -> Vec<u8> {
 
 fn run(mib: u64) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let opts = Options::default().cache_size(8 << 20).checkpoint_interval(Duration::from_secs(3600));
+    let opts = Options::default()
+        .cache_size(8 << 20)
+        .checkpoint_interval(Duration::from_secs(3600));
     let db = Db::open_with(tmp.path(), opts).expect("open");
     let t = db.table("big").expect("table");
     let rows = mib * 1024;
@@ -53,10 +59,15 @@ fn run(mib: u64) {
     for _ in 0..5000 {
         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let i = (x >> 33) % rows;
-        assert!(tx.get(&t, format!("row{i:09}")).expect("get") == Some(value(i)), "row {i}");
+        assert!(
+            tx.get(&t, format!("row{i:09}")).expect("get") == Some(value(i)),
+            "row {i}"
+        );
     }
     let read = start.elapsed();
-    let file = std::fs::metadata(tmp.path().join("data.strata")).expect("meta").len();
+    let file = std::fs::metadata(tmp.path().join("data.strata"))
+        .expect("meta")
+        .len();
     eprintln!(
         "large: {mib} MiB of values ({rows} rows) through an 8 MiB cache: data file {} MiB, write {:.1}s, read {:.1}s, peak RSS {} MiB",
         file >> 20,
@@ -64,7 +75,10 @@ fn run(mib: u64) {
         read.as_secs_f64(),
         peak_rss_kib() >> 10
     );
-    assert!(file > 4 * (8 << 20), "the database must be several times the cache");
+    assert!(
+        file > 4 * (8 << 20),
+        "the database must be several times the cache"
+    );
 }
 
 #[test]

@@ -33,7 +33,8 @@ fn fill(db: &strata::Db, n: u32, tag: &str) {
     let t = db.table("t").expect("t");
     let mut tx = db.begin().expect("begin");
     for i in 0..n {
-        tx.put(&t, format!("k{i:05}"), format!("{tag}-{i}")).expect("put");
+        tx.put(&t, format!("k{i:05}"), format!("{tag}-{i}"))
+            .expect("put");
     }
     tx.commit().expect("commit");
 }
@@ -51,7 +52,10 @@ fn crash_image_recovers_every_commit() {
     let tx = db2.begin().expect("begin");
     let r = rows(&tx, &db2.table("t").expect("t"));
     assert_eq!(r.len(), 3000);
-    assert!(r.iter().all(|(_, v)| v.starts_with(b"b-")), "commits after the checkpoint were replayed");
+    assert!(
+        r.iter().all(|(_, v)| v.starts_with(b"b-")),
+        "commits after the checkpoint were replayed"
+    );
 }
 
 #[test]
@@ -106,31 +110,56 @@ fn torn_log_tail_is_cut_silently() {
     fill(&db, 100, "b");
     copy_dir(tmp.path(), img.path());
     let wal = img.path().join("wal");
-    let mut segs: Vec<_> = fs::read_dir(&wal).expect("wal").map(|e| e.expect("e").path()).collect();
+    let mut segs: Vec<_> = fs::read_dir(&wal)
+        .expect("wal")
+        .map(|e| e.expect("e").path())
+        .collect();
     segs.sort();
     let last = segs.last().expect("segment");
     let len = fs::metadata(last).expect("meta").len();
     // Cut into the last record (the commit of the "b" transaction).
-    fs::OpenOptions::new().write(true).open(last).expect("open").set_len(len - 3).expect("truncate");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .expect("open")
+        .set_len(len - 3)
+        .expect("truncate");
     let db2 = open(img.path());
     let tx = db2.begin().expect("begin");
     let r = rows(&tx, &db2.table("t").expect("t"));
     assert_eq!(r.len(), 100);
-    assert!(r.iter().all(|(_, v)| v.starts_with(b"a-")), "the torn transaction must vanish whole");
+    assert!(
+        r.iter().all(|(_, v)| v.starts_with(b"a-")),
+        "the torn transaction must vanish whole"
+    );
     drop(tx);
     // And the log continues after the cut.
     fill(&db2, 10, "c");
     drop(db2);
     let db3 = open(img.path());
-    assert_eq!(db3.begin().expect("b").get(&db3.table("t").expect("t"), "k00005").expect("get").as_deref(), Some(&b"c-5"[..]));
+    assert_eq!(
+        db3.begin()
+            .expect("b")
+            .get(&db3.table("t").expect("t"), "k00005")
+            .expect("get")
+            .as_deref(),
+        Some(&b"c-5"[..])
+    );
 }
 
 #[test]
 fn foreign_or_newer_files_are_incompatible() {
     let tmp = tempfile::tempdir().expect("tmp");
     drop(open(tmp.path()));
-    fs::write(tmp.path().join("CONTROL"), b"SQLite format 3\0 definitely not strata").expect("write");
-    assert!(matches!(strata::Db::open(tmp.path()), Err(Error::IncompatibleFormat { .. })));
+    fs::write(
+        tmp.path().join("CONTROL"),
+        b"SQLite format 3\0 definitely not strata",
+    )
+    .expect("write");
+    assert!(matches!(
+        strata::Db::open(tmp.path()),
+        Err(Error::IncompatibleFormat { .. })
+    ));
 
     let tmp = tempfile::tempdir().expect("tmp");
     drop(open(tmp.path()));
@@ -149,7 +178,11 @@ fn crc32c_of(b: &[u8]) -> u32 {
     for &byte in b {
         crc ^= byte as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -210,5 +243,8 @@ fn random_damage_never_panics() {
         });
         outcomes[result.is_ok() as usize] += 1;
     }
-    eprintln!("random damage: {} opened cleanly, {} reported errors", outcomes[1], outcomes[0]);
+    eprintln!(
+        "random damage: {} opened cleanly, {} reported errors",
+        outcomes[1], outcomes[0]
+    );
 }

@@ -6,7 +6,9 @@ mod common;
 use common::{open, rows};
 
 fn file_len(dir: &std::path::Path) -> u64 {
-    std::fs::metadata(dir.join("data.strata")).expect("data file").len()
+    std::fs::metadata(dir.join("data.strata"))
+        .expect("data file")
+        .len()
 }
 
 #[test]
@@ -24,13 +26,30 @@ fn long_reader_holds_back_only_what_it_sees() {
         tx.commit().expect("commit");
     }
     let stats = db.vacuum().expect("vacuum");
-    assert_eq!(stats.versions_removed, 99, "v1..v99 are invisible to everyone: {stats:?}");
-    assert_eq!(reader.get(&t, "k").expect("get").as_deref(), Some(&b"v0"[..]), "the reader's version survived");
-    assert_eq!(db.begin().expect("b").get(&t, "k").expect("get").as_deref(), Some(&b"v100"[..]));
+    assert_eq!(
+        stats.versions_removed, 99,
+        "v1..v99 are invisible to everyone: {stats:?}"
+    );
+    assert_eq!(
+        reader.get(&t, "k").expect("get").as_deref(),
+        Some(&b"v0"[..]),
+        "the reader's version survived"
+    );
+    assert_eq!(
+        db.begin().expect("b").get(&t, "k").expect("get").as_deref(),
+        Some(&b"v100"[..])
+    );
     drop(reader);
     let stats = db.vacuum().expect("vacuum");
-    assert_eq!(stats.versions_removed, 1, "v0 goes once the reader is gone: {stats:?}");
-    assert_eq!(db.vacuum().expect("vacuum").versions_removed, 0, "nothing left to remove");
+    assert_eq!(
+        stats.versions_removed, 1,
+        "v0 goes once the reader is gone: {stats:?}"
+    );
+    assert_eq!(
+        db.vacuum().expect("vacuum").versions_removed,
+        0,
+        "nothing left to remove"
+    );
 }
 
 #[test]
@@ -55,12 +74,20 @@ fn deleted_and_aborted_versions_are_removed_and_the_index_shrinks() {
     tx.commit().expect("commit");
     let stats = db.vacuum().expect("vacuum");
     assert_eq!(stats.keys_removed, 1000, "{stats:?}");
-    assert_eq!(stats.versions_removed, 2000 + 1000, "aborted versions of every key plus deleted ones: {stats:?}");
+    assert_eq!(
+        stats.versions_removed,
+        2000 + 1000,
+        "aborted versions of every key plus deleted ones: {stats:?}"
+    );
     let tx = db.begin().expect("begin");
     let left = rows(&tx, &t);
     assert_eq!(left.len(), 1000);
     assert!(left.iter().all(|(_, v)| v == &[7u8; 100]));
-    assert_eq!(db.vacuum().expect("vacuum").keys, 1000, "deleted keys left the index");
+    assert_eq!(
+        db.vacuum().expect("vacuum").keys,
+        1000,
+        "deleted keys left the index"
+    );
 }
 
 #[test]
@@ -79,7 +106,10 @@ fn space_is_reused_across_update_cycles() {
         tx.commit().expect("commit");
         let s = db.vacuum().expect("vacuum");
         if round > 0 {
-            assert!(s.overflow_pages_freed > 0, "old big value's pages must be freed: {s:?}");
+            assert!(
+                s.overflow_pages_freed > 0,
+                "old big value's pages must be freed: {s:?}"
+            );
         }
         db.checkpoint().expect("checkpoint");
         sizes.push(file_len(tmp.path()));
@@ -88,7 +118,10 @@ fn space_is_reused_across_update_cycles() {
     assert!(sizes[7] <= sizes[2], "data file kept growing: {sizes:?}");
     let tx = db.begin().expect("begin");
     assert_eq!(tx.get(&t, "k00042").expect("get"), Some(vec![7u8; 200]));
-    assert_eq!(tx.get(&t, "big").expect("get").map(|v| v.len()), Some(200_000));
+    assert_eq!(
+        tx.get(&t, "big").expect("get").map(|v| v.len()),
+        Some(200_000)
+    );
 }
 
 #[test]
@@ -102,9 +135,11 @@ fn vacuum_during_concurrent_writes_keeps_every_committed_value() {
             std::thread::spawn(move || {
                 for i in 0..400u32 {
                     let mut tx = db.begin().expect("begin");
-                    tx.put(&t, format!("w{w}-{}", i % 50), i.to_string()).expect("put");
+                    tx.put(&t, format!("w{w}-{}", i % 50), i.to_string())
+                        .expect("put");
                     if i % 7 == 0 {
-                        tx.delete(&t, format!("w{w}-{}", (i + 25) % 50)).expect("delete");
+                        tx.delete(&t, format!("w{w}-{}", (i + 25) % 50))
+                            .expect("delete");
                     }
                     tx.commit().expect("commit");
                 }
@@ -135,7 +170,13 @@ fn vacuum_during_concurrent_writes_keeps_every_committed_value() {
             }
         }
         for (k, v) in model {
-            assert_eq!(tx.get(&t, &k).expect("get").map(|b| String::from_utf8(b).expect("utf8")), v, "key {k}");
+            assert_eq!(
+                tx.get(&t, &k)
+                    .expect("get")
+                    .map(|b| String::from_utf8(b).expect("utf8")),
+                v,
+                "key {k}"
+            );
         }
     }
 }

@@ -60,6 +60,7 @@ pub struct Wal {
     /// Everything below this LSN is written to the OS.
     written: AtomicU64,
     poisoned: AtomicBool,
+    syncs: AtomicU64,
 }
 
 impl Wal {
@@ -108,6 +109,7 @@ impl Wal {
             durable: AtomicU64::new(end),
             written: AtomicU64::new(end),
             poisoned: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
         })
     }
 
@@ -207,6 +209,7 @@ impl Wal {
         if sync {
             let r = seg.file.sync();
             self.fail(r)?;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
             self.durable.fetch_max(target, Ordering::AcqRel);
         }
         Ok(())
@@ -215,6 +218,11 @@ impl Wal {
     /// LSN just past the last appended record.
     pub fn end(&self) -> Lsn {
         Lsn(self.inner.lock().end)
+    }
+
+    /// Number of log fsyncs issued for commits and flushes so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Everything below this LSN survives power loss.

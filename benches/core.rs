@@ -1,0 +1,237 @@
+//! Core figures of the engine, measured on this machine (peers come in the
+//! benchmark crate of a later issue). Each figure is the median of several
+//! runs. Run: `cargo bench --bench core` (set `STRATA_BENCH_DIR` to measure
+//! on another file system; the default is the system temp directory).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata::{Db, Durability, Options};
+
+const RUNS: usize = 5;
+
+fn bench_dir() -> tempfile::TempDir {
+    match std::env::var_os("STRATA_BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d).expect("bench dir"),
+        None => tempfile::tempdir().expect("tmp"),
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    xs[xs.len() / 2]
+}
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    k[8..].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+/// Raw fdatasync latency of the file system: 4 KiB write + sync.
+fn fsync_per_sec(dir: &Path) -> f64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("fsync-probe")).expect("probe");
+    let n = 500;
+    let start = Instant::now();
+    for _ in 0..n {
+        f.write_all(&[7u8; 4096]).expect("write");
+        f.sync_data().expect("sync");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn put_get_rates() -> (f64, f64) {
+    let tmp = bench_dir();
+    let db = Db::open(tmp.path()).expect("open");
+    let t = db.table("t").expect("t");
+    let n = 200_000u64;
+    let start = Instant::now();
+    for chunk in 0..n / 10_000 {
+        let mut tx = db.begin().expect("begin");
+        for i in chunk * 10_000..(chunk + 1) * 10_000 {
+            tx.put(&t, key(i), [1u8; 100]).expect("put");
+        }
+        tx.commit().expect("commit");
+    }
+    let puts = n as f64 / start.elapsed().as_secs_f64();
+    let tx = db.begin().expect("begin");
+    let start = Instant::now();
+    for i in 0..n {
+        let j = (i * 7919) % n;
+        assert!(tx.get(&t, key(j)).expect("get").is_some());
+    }
+    let gets = n as f64 / start.elapsed().as_secs_f64();
+    (puts, gets)
+}
+
+fn durable_commits_per_sec(threads: u64) -> f64 {
+    let tmp = bench_dir();
+    let db = Db::open_with(
+        tmp.path(),
+        Options::default().durability(Durability::Immediate),
+    )
+    .expect("open");
+    let t = db.table("t").expect("t");
+    let per_thread = 2000 / threads.max(1) + 200;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for th in 0..threads {
+            let (db, t) = (db.clone(), t.clone());
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let mut tx = db.begin().expect("begin");
+                    tx.put(&t, key(th * 1_000_000 + i), [2u8; 100])
+                        .expect("put");
+                    tx.commit().expect("commit");
+                }
+            });
+        }
+    });
+    let rate = (threads * per_thread) as f64 / start.elapsed().as_secs_f64();
+    if std::env::var_os("STRATA_BENCH_VERBOSE").is_some() {
+        eprintln!(
+            "{threads} threads: {} commits, {} fsyncs",
+            threads * per_thread,
+            db.wal_syncs()
+        );
+    }
+    rate
+}
+
+/// Child mode: write WAL without checkpoints until killed.
+fn wal_child(dir: &Path) {
+    let opts = Options::default()
+        .checkpoint_interval(Duration::from_secs(3600))
+        .checkpoint_wal_bytes(u64::MAX)
+        .durability(Durability::Eventual);
+    let db = Db::open_with(dir, opts).expect("open");
+    let t = db.table("t").expect("t");
+    for i in 0u64.. {
+        let mut tx = db.begin().expect("begin");
+        for j in 0..1000 {
+            tx.put(&t, key(i * 1000 + j), [3u8; 200]).expect("put");
+        }
+        tx.commit().expect("commit");
+        let wal: u64 = std::fs::read_dir(dir.join("wal"))
+            .expect("wal")
+            .map(|e| e.expect("e").metadata().expect("m").len())
+            .sum();
+        println!("wal {wal}");
+    }
+}
+
+/// Open time after kill -9 with about `mib` MiB of log to replay.
+fn open_after_kill(mib: u64) -> (f64, f64) {
+    let tmp = bench_dir();
+    let exe = std::env::current_exe().expect("exe");
+    let mut child = Command::new(exe)
+        .env("STRATA_BENCH_WAL_CHILD", tmp.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::BufRead;
+        let out = child.stdout.take().expect("stdout");
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line.expect("line");
+            let bytes: u64 = line.trim_start_matches("wal ").parse().expect("n");
+            if bytes >= mib << 20 {
+                break;
+            }
+        }
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let wal: u64 = std::fs::read_dir(tmp.path().join("wal"))
+        .expect("wal")
+        .map(|e| e.expect("e").metadata().expect("m").len())
+        .sum();
+    let start = Instant::now();
+    let db = Db::open(tmp.path()).expect("open after kill");
+    let secs = start.elapsed().as_secs_f64();
+    drop(db);
+    (secs, wal as f64 / secs / (1 << 20) as f64)
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(p).expect("dir") {
+        let e = e.expect("e");
+        let m = e.metadata().expect("m");
+        n += if m.is_dir() {
+            dir_size(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    n
+}
+
+/// Directory size over live logical bytes after updates, deletes and vacuum.
+fn space_amplification() -> f64 {
+    let tmp = bench_dir();
+    let db = Db::open(tmp.path()).expect("open");
+    let t = db.table("t").expect("t");
+    let n = 100_000u64;
+    for round in 0..3u8 {
+        for chunk in 0..n / 10_000 {
+            let mut tx = db.begin().expect("begin");
+            for i in chunk * 10_000..(chunk + 1) * 10_000 {
+                tx.put(&t, key(i), [round; 150]).expect("put");
+            }
+            tx.commit().expect("commit");
+        }
+        db.vacuum().expect("vacuum");
+    }
+    let mut tx = db.begin().expect("begin");
+    for i in (0..n).step_by(2) {
+        tx.delete(&t, key(i)).expect("delete");
+    }
+    tx.commit().expect("commit");
+    db.vacuum().expect("vacuum");
+    db.checkpoint().expect("checkpoint");
+    let live = (n / 2) * (16 + 150);
+    dir_size(tmp.path()) as f64 / live as f64
+}
+
+fn main() {
+    if let Some(dir) = std::env::var_os("STRATA_BENCH_WAL_CHILD") {
+        wal_child(&PathBuf::from(dir));
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let probe = bench_dir();
+    println!("| figure | median of {RUNS} |");
+    println!("|---|---|");
+    let fsyncs = median((0..RUNS).map(|_| fsync_per_sec(probe.path())).collect());
+    println!("| file system: 4 KiB write + fdatasync per second | {fsyncs:.0} |");
+    let rates: Vec<_> = (0..RUNS).map(|_| put_get_rates()).collect();
+    println!(
+        "| single-thread puts/s (100-byte values, 10k per commit) | {:.0} |",
+        median(rates.iter().map(|r| r.0).collect())
+    );
+    println!(
+        "| single-thread gets/s (random keys, 200k rows, cached) | {:.0} |",
+        median(rates.iter().map(|r| r.1).collect())
+    );
+    let one = median((0..RUNS).map(|_| durable_commits_per_sec(1)).collect());
+    let eight = median((0..RUNS).map(|_| durable_commits_per_sec(8)).collect());
+    println!("| durable commits/s, 1 thread | {one:.0} |");
+    println!(
+        "| durable commits/s, 8 threads | {eight:.0} ({:.2}x one thread) |",
+        eight / one
+    );
+    let opens: Vec<_> = (0..3).map(|_| open_after_kill(256)).collect();
+    println!(
+        "| open after kill -9 with ~256 MiB of log | {:.2} s ({:.0} MiB/s replayed) |",
+        median(opens.iter().map(|o| o.0).collect()),
+        median(opens.iter().map(|o| o.1).collect())
+    );
+    let amp = median((0..3).map(|_| space_amplification()).collect());
+    println!("| directory size / live data after vacuum | {amp:.2} |");
+}
