@@ -68,7 +68,7 @@ fn replay_records(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -
         records: 0,
         bytes: 0,
     };
-    while let Some(entry) = reader.next()? {
+    while let Some(entry) = reader.next_entry()? {
         out.records += 1;
         out.bytes += entry.end.0 - entry.start.0;
         let rec = &entry.record;

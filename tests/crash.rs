@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata::{Db, Durability, Isolation, Options};
+use strata::{Db, Isolation, Options};
 
 const KEYS: u64 = 200;
 
@@ -34,10 +34,10 @@ fn txn(i: u64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         format!("k{:03}", i % KEYS).into_bytes(),
         Some(format!("v{i}").into_bytes()),
     )];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         ops.push((format!("k{:03}", (i * 7) % KEYS).into_bytes(), None));
     }
-    if i % 50 == 0 {
+    if i.is_multiple_of(50) {
         ops.push((b"big".to_vec(), Some(big(i))));
     }
     ops.push((b"counter".to_vec(), Some(i.to_string().into_bytes())));
@@ -188,5 +188,4 @@ fn kill_nine_loses_no_acknowledged_commit() {
         total_acked > 10,
         "the child committed too little to test anything"
     );
-    let _ = Durability::Immediate;
 }

@@ -28,6 +28,10 @@ pub trait VfsFile: Send + Sync {
     fn set_len(&self, len: u64) -> Result<()>;
     /// Current length in bytes.
     fn len(&self) -> Result<u64>;
+    /// Whether the file holds no bytes.
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 /// A held directory lock; dropping it releases the lock.

@@ -285,7 +285,7 @@ mod tests {
     fn read_all(vfs: &dyn Vfs, dir: &Path) -> (Vec<u64>, Lsn) {
         let mut r = LogReader::open(vfs, dir, Lsn(0)).expect("open reader");
         let mut xs = Vec::new();
-        while let Some(e) = r.next().expect("read") {
+        while let Some(e) = r.next_entry().expect("read") {
             xs.push(e.record.xid.0);
         }
         (xs, r.end.expect("end known"))
@@ -357,7 +357,7 @@ mod tests {
         f.write_at(&[0xff; 4], 100).expect("damage");
         let mut r = LogReader::open(vfs.as_ref(), tmp.path(), Lsn(0)).expect("open");
         let err = loop {
-            match r.next() {
+            match r.next_entry() {
                 Ok(Some(_)) => continue,
                 Ok(None) => panic!("damage in a closed segment was taken for the end of the log"),
                 Err(e) => break e,

@@ -117,7 +117,7 @@ impl<'a> LogReader<'a> {
     }
 
     /// The next record, or `None` at the end of the valid log.
-    pub fn next(&mut self) -> Result<Option<Entry>> {
+    pub fn next_entry(&mut self) -> Result<Option<Entry>> {
         loop {
             if self.end.is_some() {
                 return Ok(None);

@@ -255,7 +255,7 @@ pub fn diff(before: &PageBuf, after: &PageBuf) -> Option<Vec<(u16, Vec<u8>)>> {
     let mut i = LOGGED_FROM;
     while i < PAGE_SIZE {
         // Skip equal 8-byte words quickly; pages differ in a few places.
-        if i % 8 == 0 && i + 8 <= PAGE_SIZE && before[i..i + 8] == after[i..i + 8] {
+        if i.is_multiple_of(8) && i + 8 <= PAGE_SIZE && before[i..i + 8] == after[i..i + 8] {
             i += 8;
             continue;
         }
