@@ -12,12 +12,21 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata::{Db, Isolation, Options};
+use strata::{Db, Durability, Isolation, Options};
 
 const KEYS: u64 = 200;
 
-fn options() -> Options {
+fn durability(name: &str) -> Durability {
+    if name == "eventual" {
+        Durability::Eventual
+    } else {
+        Durability::Immediate
+    }
+}
+
+fn options(durability: Durability) -> Options {
     Options::default()
+        .durability(durability)
         .cache_size(1 << 20)
         .checkpoint_interval(Duration::from_millis(150))
         .checkpoint_wal_bytes(1 << 20)
@@ -68,7 +77,8 @@ fn counter(db: &Db) -> u64 {
 /// The child: commit model transactions forever (plus noise from other
 /// threads), printing each acknowledged one.
 fn child(dir: &Path) {
-    let db = Db::open_with(dir, options()).expect("child open");
+    let d = durability(&std::env::var("STRATA_CRASH_DURABILITY").unwrap_or_default());
+    let db = Db::open_with(dir, options(d)).expect("child open");
     for n in 0..2u64 {
         let db = db.clone();
         std::thread::spawn(move || {
@@ -112,6 +122,29 @@ fn kill_nine_loses_no_acknowledged_commit() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
+    kill_loop(
+        "kill_nine_loses_no_acknowledged_commit",
+        "immediate",
+        rounds,
+    );
+}
+
+/// A process crash (not a power loss) keeps what `Eventual` wrote to the
+/// OS, so no acknowledged commit may be lost here either.
+#[test]
+fn kill_nine_with_eventual_durability_loses_nothing() {
+    if let Ok(dir) = std::env::var("STRATA_CRASH_CHILD") {
+        child(Path::new(&dir));
+        return;
+    }
+    kill_loop(
+        "kill_nine_with_eventual_durability_loses_nothing",
+        "eventual",
+        3,
+    );
+}
+
+fn kill_loop(test_name: &str, mode: &str, rounds: u64) {
     let tmp = tempfile::tempdir().expect("tmp");
     let exe = std::env::current_exe().expect("exe");
     let mut seed = std::time::SystemTime::now()
@@ -122,13 +155,9 @@ fn kill_nine_loses_no_acknowledged_commit() {
     let mut total_acked = 0;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "kill_nine_loses_no_acknowledged_commit",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
             .env("STRATA_CRASH_CHILD", tmp.path())
+            .env("STRATA_CRASH_DURABILITY", mode)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -154,7 +183,8 @@ fn kill_nine_loses_no_acknowledged_commit() {
         child.wait().expect("wait");
         reader.join().expect("reader");
         let acked = *acked.lock().expect("lock");
-        let db = Db::open_with(tmp.path(), options()).expect("reopen after kill -9");
+        let db =
+            Db::open_with(tmp.path(), options(durability(mode))).expect("reopen after kill -9");
         let c = counter(&db);
         assert!(
             c >= acked,

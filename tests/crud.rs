@@ -242,3 +242,24 @@ fn second_open_of_the_same_directory_is_locked() {
     drop(db);
     Db::open(tmp.path()).expect("reopen after close");
 }
+
+#[test]
+fn handles_are_send_sync_and_static() {
+    fn send_sync<T: Send + Sync + Clone + 'static>() {}
+    fn send_static<T: Send + 'static>() {}
+    fn error_like<T: std::error::Error + Send + Sync + 'static>() {}
+    send_sync::<strata::Db>();
+    send_sync::<strata::Table>();
+    send_static::<strata::Transaction>();
+    error_like::<strata::Error>();
+    // A transaction can move to another thread and commit there.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "k", "v").expect("put");
+    std::thread::spawn(move || tx.commit().expect("commit"))
+        .join()
+        .expect("join");
+    assert!(db.begin().expect("b").get(&t, "k").expect("get").is_some());
+}
