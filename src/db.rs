@@ -21,6 +21,7 @@ use crate::limits::TABLE_NAME_MAX;
 use crate::mvcc::clog::{self, Clog};
 use crate::mvcc::manager::TxnManager;
 use crate::options::{Isolation, Options};
+use crate::policy;
 use crate::recovery;
 use crate::store::meta::{self, Field, META};
 use crate::store::Store;
@@ -87,6 +88,8 @@ pub(crate) struct Inner {
     tables: Mutex<HashMap<String, Table>>,
     /// Versions made dead since the last vacuum (updates, deletes, aborts).
     pub(crate) dead: AtomicU64,
+    /// Keys the last vacuum pass examined.
+    pub(crate) keys_last_vacuum: AtomicU64,
     checkpointing: Mutex<()>,
     pub(crate) vacuuming: Mutex<()>,
     _lock: Box<dyn VfsLock>,
@@ -344,6 +347,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         id: NEXT_DB_ID.fetch_add(1, Ordering::Relaxed),
         tables: Mutex::new(HashMap::new()),
         dead: AtomicU64::new(0),
+        keys_last_vacuum: AtomicU64::new(0),
         checkpointing: Mutex::new(()),
         vacuuming: Mutex::new(()),
         _lock: lock,
@@ -408,16 +412,23 @@ fn maintenance(inner: &Inner, worker: &Worker) {
         if wal.is_poisoned() {
             continue;
         }
+        // Errors here need no handling: a failed fsync or write has
+        // poisoned the database, and the next foreground call reports it.
         let _ = wal.flush(wal.end(), true);
         let since_redo = wal.end().0.saturating_sub(inner.store.redo().0);
-        if last_checkpoint.elapsed() >= inner.opts.checkpoint_interval
-            || since_redo >= inner.opts.checkpoint_wal_bytes
-        {
+        let opts = &inner.opts;
+        if policy::should_checkpoint(
+            last_checkpoint.elapsed(),
+            opts.checkpoint_interval,
+            since_redo,
+            opts.checkpoint_wal_bytes,
+        ) {
             let _ = checkpoint(inner);
             last_checkpoint = Instant::now();
         }
-        let threshold = inner.opts.vacuum_threshold;
-        if threshold > 0 && inner.dead.load(Ordering::Relaxed) >= threshold {
+        let dead = inner.dead.load(Ordering::Relaxed);
+        let keys = inner.keys_last_vacuum.load(Ordering::Relaxed);
+        if policy::should_vacuum(dead, keys, opts.vacuum_threshold) {
             let _ = crate::vacuum::run(inner);
         }
     }

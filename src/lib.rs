@@ -53,6 +53,7 @@ pub mod io;
 pub mod limits;
 pub mod mvcc;
 mod options;
+mod policy;
 mod recovery;
 pub mod store;
 pub mod txn;

@@ -104,6 +104,7 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
             }
         }
     }
+    inner.keys_last_vacuum.store(stats.keys, Ordering::Relaxed);
     Ok(stats)
 }
 
