@@ -67,7 +67,8 @@ fn put_get_rates() -> (f64, f64) {
     (puts, gets)
 }
 
-fn durable_commits_per_sec(threads: u64) -> f64 {
+/// Durable commits per second and commits per log fsync.
+fn durable_commits_per_sec(threads: u64) -> (f64, f64) {
     let tmp = bench_dir();
     let db = Db::open_with(
         tmp.path(),
@@ -90,15 +91,11 @@ fn durable_commits_per_sec(threads: u64) -> f64 {
             });
         }
     });
-    let rate = (threads * per_thread) as f64 / start.elapsed().as_secs_f64();
-    if std::env::var_os("STRATA_BENCH_VERBOSE").is_some() {
-        eprintln!(
-            "{threads} threads: {} commits, {} fsyncs",
-            threads * per_thread,
-            db.wal_syncs()
-        );
-    }
-    rate
+    let commits = (threads * per_thread) as f64;
+    (
+        commits / start.elapsed().as_secs_f64(),
+        commits / db.wal_syncs().max(1) as f64,
+    )
 }
 
 /// Child mode: write WAL without checkpoints until killed.
@@ -219,13 +216,21 @@ fn main() {
         "| single-thread gets/s (random keys, 200k rows, cached) | {:.0} |",
         median(rates.iter().map(|r| r.1).collect())
     );
-    let one = median((0..RUNS).map(|_| durable_commits_per_sec(1)).collect());
-    let eight = median((0..RUNS).map(|_| durable_commits_per_sec(8)).collect());
-    println!("| durable commits/s, 1 thread | {one:.0} |");
-    println!(
-        "| durable commits/s, 8 threads | {eight:.0} ({:.2}x one thread) |",
-        eight / one
-    );
+    let mut one = 0.0;
+    for threads in [1, 8, 16] {
+        let runs: Vec<_> = (0..RUNS)
+            .map(|_| durable_commits_per_sec(threads))
+            .collect();
+        let rate = median(runs.iter().map(|r| r.0).collect());
+        let per_sync = median(runs.iter().map(|r| r.1).collect());
+        if threads == 1 {
+            one = rate;
+        }
+        println!(
+            "| durable commits/s, {threads} thread(s) | {rate:.0} ({:.2}x one thread, {per_sync:.1} commits per fsync) |",
+            rate / one
+        );
+    }
     let opens: Vec<_> = (0..3).map(|_| open_after_kill(256)).collect();
     println!(
         "| open after kill -9 with ~256 MiB of log | {:.2} s ({:.0} MiB/s replayed) |",

@@ -75,6 +75,8 @@ pub struct VacuumStats {
     pub keys_removed: u64,
     /// Overflow pages returned to the free list.
     pub overflow_pages_freed: u64,
+    /// Emptied heap pages returned to the free list.
+    pub heap_pages_freed: u64,
 }
 
 pub(crate) struct Inner {

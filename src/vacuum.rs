@@ -34,6 +34,8 @@ use crate::wal::record::{Kind, Op};
 
 /// Versions examined per round.
 const WINDOW: usize = 32;
+/// Pages with less free space than this are not worth a free-space hint.
+const FSM_MIN_FREE: usize = 256;
 /// Rounds per key per pass (a pass never loops forever on one key).
 const ROUNDS_MAX: usize = 1 << 16;
 
@@ -137,10 +139,17 @@ fn vacuum_key(
     Ok(())
 }
 
-fn walk(mtr: &mut Mtr<'_>, head: Tid) -> Result<(Vec<Version>, Tid)> {
+/// Reads up to `WINDOW` versions from `head`; also records each visited
+/// heap page's free space, so after a restart the free-space map fills
+/// up again as vacuum passes over the heap.
+fn walk(mtr: &mut Mtr<'_>, fsm: &heap::Fsm, head: Tid) -> Result<(Vec<Version>, Tid)> {
     let mut out = Vec::with_capacity(WINDOW);
     let mut cur = head;
     while !cur.is_null() && out.len() < WINDOW {
+        let free = heap::page::free_space(mtr.page(cur.page)?);
+        if free >= FSM_MIN_FREE {
+            fsm.set(cur.page, free);
+        }
         let bytes = heap::read(mtr, cur)?;
         let t = chain::decode(mtr, &bytes, cur)?;
         let overflow = t.overflow().map(|p| (p, t.vlen));
@@ -191,7 +200,7 @@ fn round(
         return Ok(false);
     };
     let head = decode_tid(mtr, &v)?;
-    let (versions, tail) = walk(mtr, head)?;
+    let (versions, tail) = walk(mtr, &inner.store.fsm, head)?;
     let need = needed(&versions, views, inner.mgr.clog());
     if need.iter().all(|&n| n) {
         return Ok(false);
@@ -225,9 +234,18 @@ fn round(
             btree::insert(mtr, root, key, &new_head.encode())?;
         }
     }
+    let mut touched = Vec::new();
     for (v, _) in versions.iter().zip(&need).filter(|(_, &n)| !n) {
         heap::remove(mtr, &inner.store.fsm, v.tid)?;
         stats.versions_removed += 1;
+        touched.push(v.tid.page);
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    for pid in touched {
+        if heap::release_if_empty(mtr, &inner.store.fsm, pid)? {
+            stats.heap_pages_freed += 1;
+        }
     }
     Ok(true)
 }

@@ -135,3 +135,15 @@ pub fn remove(mtr: &mut Mtr<'_>, fsm: &Fsm, tid: Tid) -> Result<()> {
     fsm.set(tid.page, page::free_space(p));
     Ok(())
 }
+
+/// Returns `pid` to the free list if it is a heap page with no tuples
+/// left, so any kind of page can reuse it.
+pub fn release_if_empty(mtr: &mut Mtr<'_>, fsm: &Fsm, pid: PageId) -> Result<bool> {
+    let p = mtr.page(pid)?;
+    if crate::buffer::page::page_type(p) != Some(PageType::Heap) || !page::is_empty(p) {
+        return Ok(false);
+    }
+    fsm.forget(pid);
+    meta::free(mtr, pid)?;
+    Ok(true)
+}

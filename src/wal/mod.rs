@@ -3,13 +3,13 @@
 //!
 //! ```text
 //!   appenders ──► [ in-memory buffer ] ──write──► segment file ──fsync──► durable
-//!                     (inner mutex)          (flush leader, flush mutex)
+//!                     (inner mutex)          (one flush leader at a time)
 //! ```
 //! **Group commit.** A committer appends its record, then calls
-//! [`Wal::flush`]. Whoever takes the flush mutex first becomes the leader:
-//! it writes everything buffered so far and fsyncs once; everyone queued
-//! behind it finds its LSN already durable and returns without an fsync of
-//! its own. Appends continue while the leader fsyncs.
+//! [`Wal::flush`]. If no flush is under way it becomes the leader: it
+//! writes everything buffered so far and fsyncs once; everyone who arrived
+//! meanwhile waits, and on wake-up finds its LSN durable (or leads the next
+//! round). Appends continue while the leader fsyncs.
 //!
 //! **Fail-stop.** The first failed write or fsync poisons the log: every
 //! later append and flush returns `Error::Poisoned`. Retrying an fsync is
@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::ids::Lsn;
@@ -54,7 +54,9 @@ pub struct Wal {
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,
     inner: Mutex<Inner>,
-    flush_lock: Mutex<()>,
+    /// Whether a flush leader is at work.
+    flush_lock: Mutex<bool>,
+    flushed: Condvar,
     /// Everything below this LSN is fsynced.
     durable: AtomicU64,
     /// Everything below this LSN is written to the OS.
@@ -105,7 +107,8 @@ impl Wal {
                 end,
                 seg: Arc::new(seg),
             }),
-            flush_lock: Mutex::new(()),
+            flush_lock: Mutex::new(false),
+            flushed: Condvar::new(),
             durable: AtomicU64::new(end),
             written: AtomicU64::new(end),
             poisoned: AtomicBool::new(false),
@@ -188,17 +191,36 @@ impl Wal {
     }
 
     /// Makes the log durable (`sync`) or written to the OS (`!sync`) at
-    /// least up to `upto`. One caller fsyncs for all queued behind it.
+    /// least up to `upto`. One caller (the leader) writes and fsyncs for
+    /// everyone; the others wait on a condition variable and are released
+    /// together, so a batch never drains through a lock one waiter at a
+    /// time.
     pub fn flush(&self, upto: Lsn, sync: bool) -> Result<()> {
         let mark = if sync { &self.durable } else { &self.written };
-        if mark.load(Ordering::Acquire) >= upto.0 {
-            return self.check();
+        loop {
+            if mark.load(Ordering::Acquire) >= upto.0 {
+                return self.check();
+            }
+            {
+                let mut leader = self.flush_lock.lock();
+                self.check()?;
+                if mark.load(Ordering::Acquire) >= upto.0 {
+                    return Ok(());
+                }
+                if *leader {
+                    self.flushed.wait(&mut leader);
+                    continue;
+                }
+                *leader = true;
+            }
+            let r = self.flush_as_leader(sync);
+            *self.flush_lock.lock() = false;
+            self.flushed.notify_all();
+            r?;
         }
-        let _leader = self.flush_lock.lock();
-        self.check()?;
-        if mark.load(Ordering::Acquire) >= upto.0 {
-            return Ok(());
-        }
+    }
+
+    fn flush_as_leader(&self, sync: bool) -> Result<()> {
         let (target, seg) = {
             let mut inner = self.inner.lock();
             let r = Self::write_out(&mut inner);
