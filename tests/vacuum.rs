@@ -79,6 +79,10 @@ fn deleted_and_aborted_versions_are_removed_and_the_index_shrinks() {
         2000 + 1000,
         "aborted versions of every key plus deleted ones: {stats:?}"
     );
+    assert!(
+        stats.heap_pages_freed > 0,
+        "pages emptied by the delete go back to the free list: {stats:?}"
+    );
     let tx = db.begin().expect("begin");
     let left = rows(&tx, &t);
     assert_eq!(left.len(), 1000);
