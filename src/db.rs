@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::btree;
 use crate::buffer::page::PageType;
 use crate::buffer::BufferPool;
+use crate::catalog;
 use crate::control::{self, Control};
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
@@ -171,20 +171,10 @@ impl Db {
         if let Some(t) = tables.get(name) {
             return Ok(t.clone());
         }
-        let root = {
-            let mut r = inner.store.read();
-            let cat = PageId(meta::get(&*r.view.read_meta()?, Field::CatalogRoot));
-            btree::get(&mut r.view, cat, name.as_bytes())?
-        };
-        let root = match root {
-            Some(v) => decode_catalog(&v).ok_or_else(|| {
-                Error::corruption(
-                    inner.store.pool.path(),
-                    0,
-                    format!("catalog entry for table {name:?} malformed"),
-                )
-            })?,
-            None => create_table(inner, name)?,
+        let existing = catalog::lookup(&mut inner.store.read().view, name)?;
+        let root = match existing {
+            Some(root) => root,
+            None => catalog::create(&inner.store, name)?,
         };
         let t = Table {
             root,
@@ -197,23 +187,8 @@ impl Db {
 
     /// Names of all tables.
     pub fn table_names(&self) -> Result<Vec<String>> {
-        let inner = self.inner();
-        let mut r = inner.store.read();
-        let cat = PageId(meta::get(&*r.view.read_meta()?, Field::CatalogRoot));
-        let mut out = Vec::new();
-        btree::range(
-            &mut r.view,
-            cat,
-            std::ops::Bound::Unbounded,
-            std::ops::Bound::Unbounded,
-            btree::Dir::Forward,
-            usize::MAX,
-            &mut out,
-        )?;
-        Ok(out
-            .into_iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
-            .collect())
+        let list = catalog::list(&mut self.inner().store.read().view)?;
+        Ok(list.into_iter().map(|(name, _)| name).collect())
     }
 
     /// Begins a transaction at the default level (Snapshot, until
@@ -266,39 +241,6 @@ impl Drop for Shared {
             let _ = checkpoint(&self.inner);
         }
     }
-}
-
-fn decode_catalog(v: &[u8]) -> Option<PageId> {
-    Some(PageId(u32::from_le_bytes(v.get(4..8)?.try_into().ok()?)))
-}
-
-fn create_table(inner: &Inner, name: &str) -> Result<PageId> {
-    let ((), lsn) = inner
-        .store
-        .with_mtr(Op::CreateTable as u8, Xid::NONE, |mtr| {
-            let cat = PageId(meta::get(mtr.page(META)?, Field::CatalogRoot));
-            let id = meta::get(mtr.page(META)?, Field::NextTable);
-            let root = meta::alloc(mtr, PageType::Leaf)?;
-            btree::create(mtr, root)?;
-            let mut v = id.to_le_bytes().to_vec();
-            v.extend_from_slice(&root.0.to_le_bytes());
-            btree::insert(mtr, cat, name.as_bytes(), &v)?;
-            meta::set(mtr.page_mut(META)?, Field::NextTable, id + 1);
-            Ok(())
-        })?;
-    if let Some(lsn) = lsn {
-        inner.store.wal.flush(lsn, true)?;
-    }
-    let mut r = inner.store.read();
-    let cat = PageId(meta::get(&*r.view.read_meta()?, Field::CatalogRoot));
-    let v = btree::get(&mut r.view, cat, name.as_bytes())?;
-    v.as_deref().and_then(decode_catalog).ok_or_else(|| {
-        Error::corruption(
-            inner.store.pool.path(),
-            0,
-            "created table missing from catalog",
-        )
-    })
 }
 
 fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
@@ -363,10 +305,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
 fn init_pages(store: &Store) -> Result<()> {
     let mut w = store.write();
     meta::init(w.mtr.new_page(META, PageType::Meta)?);
-    let cat = meta::alloc(&mut w.mtr, PageType::Leaf)?;
-    btree::create(&mut w.mtr, cat)?;
-    meta::set(w.mtr.page_mut(META)?, Field::CatalogRoot, cat.0);
-    meta::set(w.mtr.page_mut(META)?, Field::NextTable, 1);
+    catalog::init(&mut w.mtr)?;
     if let Some(lsn) = w.commit(Kind::Pages, Op::Init as u8, Xid::NONE)? {
         store.wal.flush(lsn, true)?;
     }

@@ -43,6 +43,7 @@
 
 pub mod btree;
 pub mod buffer;
+mod catalog;
 mod codec;
 mod control;
 mod db;

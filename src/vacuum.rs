@@ -21,15 +21,15 @@ use std::sync::atomic::Ordering;
 
 use crate::btree::{self, Dir};
 use crate::buffer::mtr::Mtr;
+use crate::catalog;
 use crate::db::{Inner, VacuumStats};
 use crate::error::{Error, Result};
 use crate::heap::{self, overflow, tuple};
 use crate::ids::{PageId, Tid, Xid};
 use crate::limits::{OVERFLOW_PAGES_PER_RECORD, VACUUM_BATCH};
-use crate::mvcc::chain;
+use crate::mvcc::chain::{self, Cursor, Version};
 use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
-use crate::store::meta::{self, Field};
-use crate::txn::decode_tid;
+use crate::store::meta;
 use crate::wal::record::{Kind, Op};
 
 /// Versions examined per round.
@@ -38,14 +38,6 @@ const WINDOW: usize = 32;
 const FSM_MIN_FREE: usize = 256;
 /// Rounds per key per pass (a pass never loops forever on one key).
 const ROUNDS_MAX: usize = 1 << 16;
-
-struct Version {
-    tid: Tid,
-    xmin: Xid,
-    xmax: Xid,
-    prev: Tid,
-    overflow: Option<(PageId, u32)>,
-}
 
 struct Views {
     list: Vec<(Snapshot, Xid)>,
@@ -60,22 +52,8 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
     }
     inner.dead.store(0, Ordering::Relaxed);
     let roots: Vec<PageId> = {
-        let mut r = inner.store.read();
-        let cat = PageId(meta::get(&*r.view.read_meta()?, Field::CatalogRoot));
-        let mut out = Vec::new();
-        btree::range(
-            &mut r.view,
-            cat,
-            Bound::Unbounded,
-            Bound::Unbounded,
-            Dir::Forward,
-            usize::MAX,
-            &mut out,
-        )?;
-        out.iter()
-            .filter_map(|(_, v)| v.get(4..8))
-            .map(|b| PageId(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect()
+        let list = catalog::list(&mut inner.store.read().view)?;
+        list.into_iter().map(|(_, root)| root).collect()
     };
     let mut stats = VacuumStats::default();
     for root in roots {
@@ -144,25 +122,21 @@ fn vacuum_key(
 /// up again as vacuum passes over the heap.
 fn walk(mtr: &mut Mtr<'_>, fsm: &heap::Fsm, head: Tid) -> Result<(Vec<Version>, Tid)> {
     let mut out = Vec::with_capacity(WINDOW);
-    let mut cur = head;
-    while !cur.is_null() && out.len() < WINDOW {
-        let free = heap::page::free_space(mtr.page(cur.page)?);
-        if free >= FSM_MIN_FREE {
-            fsm.set(cur.page, free);
+    let mut c = Cursor::new(head);
+    while out.len() < WINDOW {
+        let at = c.at();
+        if !at.is_null() {
+            let free = heap::page::free_space(mtr.page(at.page)?);
+            if free >= FSM_MIN_FREE {
+                fsm.set(at.page, free);
+            }
         }
-        let bytes = heap::read(mtr, cur)?;
-        let t = chain::decode(mtr, &bytes, cur)?;
-        let overflow = t.overflow().map(|p| (p, t.vlen));
-        out.push(Version {
-            tid: cur,
-            xmin: t.xmin,
-            xmax: t.xmax,
-            prev: t.prev,
-            overflow,
-        });
-        cur = t.prev;
+        match c.step(mtr)? {
+            Some((v, _)) => out.push(v),
+            None => break,
+        }
     }
-    Ok((out, cur))
+    Ok((out, c.at()))
 }
 
 /// Which versions of the window someone needs. Versions past the window
@@ -199,7 +173,7 @@ fn round(
     let Some(v) = btree::get(mtr, root, key)? else {
         return Ok(false);
     };
-    let head = decode_tid(mtr, &v)?;
+    let head = chain::head(mtr, &v)?;
     let (versions, tail) = walk(mtr, &inner.store.fsm, head)?;
     let need = needed(&versions, views, inner.mgr.clog());
     if need.iter().all(|&n| n) {

@@ -5,11 +5,94 @@ use super::snapshot::{visible, Seen, Snapshot, StatusOf};
 use crate::buffer::mtr::PageAccess;
 use crate::error::{Error, Result};
 use crate::heap::{self, overflow, tuple::Tuple};
-use crate::ids::{Tid, Xid};
+use crate::ids::{PageId, Tid, Xid};
 use crate::limits::PAGE_SIZE;
 
 /// Longest chain walked before the links are declared cyclic.
 pub const CHAIN_MAX: usize = 1 << 24;
+
+/// The header of one version, as read.
+#[derive(Clone, Copy, Debug)]
+pub struct Version {
+    /// Where it lives.
+    pub tid: Tid,
+    /// Creator.
+    pub xmin: Xid,
+    /// Deleter or superseder (0: none).
+    pub xmax: Xid,
+    /// Next older version.
+    pub prev: Tid,
+    /// First overflow page and value length, for out-of-line values.
+    pub overflow: Option<(PageId, u32)>,
+}
+
+/// Walks a chain from newest to oldest. Bounded: damaged links that form a
+/// cycle give `Corruption`, not an endless loop.
+pub struct Cursor {
+    at: Tid,
+    steps: usize,
+}
+
+impl Cursor {
+    /// A cursor at `head`.
+    pub fn new(head: Tid) -> Cursor {
+        Cursor { at: head, steps: 0 }
+    }
+
+    /// Where the cursor stands (the version the next step reads).
+    pub fn at(&self) -> Tid {
+        self.at
+    }
+
+    /// The next older version and its tuple bytes; `None` past the oldest.
+    pub fn step(&mut self, acc: &mut impl PageAccess) -> Result<Option<(Version, Vec<u8>)>> {
+        let tid = self.at;
+        if tid.is_null() {
+            return Ok(None);
+        }
+        self.steps += 1;
+        if self.steps > CHAIN_MAX {
+            return Err(Error::corruption(
+                acc.file(),
+                tid.page.0 as u64 * PAGE_SIZE as u64,
+                "version chain does not end",
+            ));
+        }
+        let bytes = heap::read(acc, tid)?;
+        let t = decode(acc, &bytes, tid)?;
+        let v = Version {
+            tid,
+            xmin: t.xmin,
+            xmax: t.xmax,
+            prev: t.prev,
+            overflow: t.overflow().map(|p| (p, t.vlen)),
+        };
+        self.at = t.prev;
+        Ok(Some((v, bytes)))
+    }
+}
+
+/// Decodes an index entry: the tid of a key's newest version.
+pub fn head(acc: &impl PageAccess, entry: &[u8]) -> Result<Tid> {
+    Tid::decode(entry)
+        .filter(|t| entry.len() == Tid::LEN && !t.is_null())
+        .ok_or_else(|| Error::corruption(acc.file(), 0, "index entry holds a malformed tuple id"))
+}
+
+/// The value a reader sees for the key whose index entry is `entry`.
+pub fn read_visible(
+    acc: &mut impl PageAccess,
+    entry: &[u8],
+    snap: &Snapshot,
+    me: Xid,
+    clog: &impl StatusOf,
+) -> Result<Option<Vec<u8>>> {
+    let head = head(acc, entry)?;
+    match find_visible(acc, head, snap, me, clog)? {
+        Some((tid, bytes)) => value(acc, &bytes, tid).map(Some),
+        None => Ok(None),
+    }
+}
 
 /// The tuple bytes of the version `snap` sees, starting at `head`.
 pub fn find_visible(
@@ -18,24 +101,13 @@ pub fn find_visible(
     snap: &Snapshot,
     me: Xid,
     clog: &impl StatusOf,
-) -> Result<Option<Vec<u8>>> {
-    let mut cur = head;
-    let mut steps = 0;
-    while !cur.is_null() {
-        let bytes = heap::read(acc, cur)?;
-        let t = decode(acc, &bytes, cur)?;
-        match visible(t.xmin, t.xmax, snap, me, clog) {
-            Seen::Visible => return Ok(Some(bytes)),
+) -> Result<Option<(Tid, Vec<u8>)>> {
+    let mut c = Cursor::new(head);
+    while let Some((v, bytes)) = c.step(acc)? {
+        match visible(v.xmin, v.xmax, snap, me, clog) {
+            Seen::Visible => return Ok(Some((v.tid, bytes))),
             Seen::Deleted => return Ok(None),
-            Seen::Invisible => cur = t.prev,
-        }
-        steps += 1;
-        if steps > CHAIN_MAX {
-            return Err(Error::corruption(
-                acc.file(),
-                head.page.0 as u64 * PAGE_SIZE as u64,
-                "version chain does not end",
-            ));
+            Seen::Invisible => {}
         }
     }
     Ok(None)

@@ -15,7 +15,6 @@ mod scan;
 mod write;
 
 pub use scan::{KeyRange, Scan};
-pub(crate) use write::decode_tid;
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
@@ -141,16 +140,12 @@ impl Transaction {
         let snap = self.snapshot_now();
         let inner = self.db.inner();
         let mut r = inner.store.read();
-        let Some(head) = crate::btree::get(&mut r.view, table.root, key)? else {
-            return Ok(None);
-        };
-        let head = write::decode_tid(&r.view, &head)?;
-        let Some(bytes) =
-            chain::find_visible(&mut r.view, head, &snap, self.xid, inner.mgr.clog())?
-        else {
-            return Ok(None);
-        };
-        chain::value(&mut r.view, &bytes, head).map(Some)
+        match crate::btree::get(&mut r.view, table.root, key)? {
+            Some(entry) => {
+                chain::read_visible(&mut r.view, &entry, &snap, self.xid, inner.mgr.clog())
+            }
+            None => Ok(None),
+        }
     }
 
     /// Inserts or replaces `key` → `value`.

@@ -146,14 +146,17 @@ impl<'t> Scan<'t> {
                 Dir::Reverse => self.hi = Bound::Excluded(last.clone()),
             }
         }
-        for (key, head) in entries {
-            let head = super::write::decode_tid(&r.view, &head)?;
-            let Some(bytes) =
-                chain::find_visible(&mut r.view, head, &self.snap, self.tx.xid, inner.mgr.clog())?
+        for (key, entry) in entries {
+            let Some(value) = chain::read_visible(
+                &mut r.view,
+                &entry,
+                &self.snap,
+                self.tx.xid,
+                inner.mgr.clog(),
+            )?
             else {
                 continue;
             };
-            let value = chain::value(&mut r.view, &bytes, head)?;
             match dir {
                 Dir::Forward => self.front.push_back((key, value)),
                 Dir::Reverse => self.back.push_back((key, value)),

@@ -19,23 +19,27 @@ use std::time::Instant;
 
 use super::Transaction;
 use crate::btree;
-use crate::buffer::mtr::{Mtr, PageAccess};
+use crate::buffer::mtr::Mtr;
 use crate::db::{Inner, Table};
 use crate::error::{Error, Result};
 use crate::heap::{self, overflow, tuple};
 use crate::ids::{PageId, Tid, Xid};
-use crate::limits::{KEY_MAX, OVERFLOW_PAGES_PER_RECORD, PAGE_SIZE, TUPLE_INLINE_MAX, VALUE_MAX};
-use crate::mvcc::chain::{self, CHAIN_MAX};
+use crate::limits::{KEY_MAX, OVERFLOW_PAGES_PER_RECORD, TUPLE_INLINE_MAX, VALUE_MAX};
+use crate::mvcc::chain::{self, Cursor, Version};
 use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
 use crate::options::Isolation;
 use crate::store::meta;
 use crate::wal::record::{Kind, Op};
 
-/// Decodes an index entry's tid.
-pub(crate) fn decode_tid(acc: &impl PageAccess, v: &[u8]) -> Result<Tid> {
-    Tid::decode(v)
-        .filter(|t| v.len() == Tid::LEN && !t.is_null())
-        .ok_or_else(|| Error::corruption(acc.file(), 0, "index entry holds a malformed tuple id"))
+/// One put or delete, as the write path sees it.
+struct Write<'a> {
+    table: &'a Table,
+    key: &'a [u8],
+    /// `None` deletes.
+    value: Option<&'a [u8]>,
+    /// The value's overflow chain, already written, if it is large.
+    big: Option<PageId>,
+    me: Xid,
 }
 
 enum Step {
@@ -69,7 +73,14 @@ pub(super) fn write(
         }
         _ => None,
     };
-    let r = write_loop(tx, inner, table, key, value, big, me);
+    let w = Write {
+        table,
+        key,
+        value,
+        big,
+        me,
+    };
+    let r = write_loop(tx, inner, &w);
     if r.is_err() {
         if let (Some(first), Some(v)) = (big, value) {
             // Best effort: on failure the pages are merely unreferenced.
@@ -79,25 +90,19 @@ pub(super) fn write(
     r
 }
 
-fn write_loop(
-    tx: &mut Transaction,
-    inner: &Inner,
-    table: &Table,
-    key: &[u8],
-    value: Option<&[u8]>,
-    big: Option<PageId>,
-    me: Xid,
-) -> Result<bool> {
+fn write_loop(tx: &mut Transaction, inner: &Inner, w: &Write<'_>) -> Result<bool> {
     let deadline = inner.opts.lock_timeout.map(|t| Instant::now() + t);
+    let op = if w.value.is_some() {
+        Op::Put
+    } else {
+        Op::Delete
+    };
     loop {
         let step = {
-            let mut w = inner.store.write();
+            let mut latch = inner.store.write();
             let snap = tx.snapshot_now();
-            let step = apply(
-                &mut w.mtr, inner, table, key, value, big, me, &snap, tx.level,
-            )?;
-            let op = if value.is_some() { Op::Put } else { Op::Delete };
-            w.commit(Kind::Pages, op as u8, me)?;
+            let step = apply(&mut latch.mtr, inner, w, &snap, tx.level)?;
+            latch.commit(Kind::Pages, op as u8, w.me)?;
             step
         };
         match step {
@@ -110,96 +115,82 @@ fn write_loop(
             }
             Step::Wait(holder) => inner
                 .waits
-                .wait_for(me, holder, inner.mgr.clog(), deadline)?,
+                .wait_for(w.me, holder, inner.mgr.clog(), deadline)?,
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The key's newest version not rolled back (by someone else), and the
+/// chain head.
+fn newest(mtr: &mut Mtr<'_>, inner: &Inner, w: &Write<'_>) -> Result<(Tid, Option<Version>)> {
+    let Some(entry) = btree::get(mtr, w.table.root, w.key)? else {
+        return Ok((Tid::NULL, None));
+    };
+    let head = chain::head(mtr, &entry)?;
+    let clog = inner.mgr.clog();
+    let mut c = Cursor::new(head);
+    while let Some((v, _)) = c.step(mtr)? {
+        if v.xmin == w.me || clog.status(v.xmin) != Status::Aborted {
+            return Ok((head, Some(v)));
+        }
+    }
+    Ok((head, None))
+}
+
+/// Decides and, unless the row is held or in conflict, writes.
 fn apply(
     mtr: &mut Mtr<'_>,
     inner: &Inner,
-    table: &Table,
-    key: &[u8],
-    value: Option<&[u8]>,
-    big: Option<PageId>,
-    me: Xid,
+    w: &Write<'_>,
     snap: &Snapshot,
     level: Isolation,
 ) -> Result<Step> {
     let clog = inner.mgr.clog();
-    let head = match btree::get(mtr, table.root, key)? {
-        Some(v) => Some(decode_tid(mtr, &v)?),
-        None => None,
-    };
-    // The newest version not rolled back.
-    let mut newest = None;
-    let mut cur = head.unwrap_or(Tid::NULL);
-    let mut steps = 0;
-    while !cur.is_null() {
-        let bytes = heap::read(mtr, cur)?;
-        let t = chain::decode(mtr, &bytes, cur)?;
-        if t.xmin == me || clog.status(t.xmin) != Status::Aborted {
-            newest = Some((cur, t.xmin, t.xmax));
-            break;
-        }
-        cur = t.prev;
-        steps += 1;
-        if steps > CHAIN_MAX {
-            return Err(Error::corruption(
-                mtr.file(),
-                cur.page.0 as u64 * PAGE_SIZE as u64,
-                "version chain does not end",
-            ));
-        }
-    }
+    let me = w.me;
+    let (head, newest) = newest(mtr, inner, w)?;
     let mut live = None;
-    if let Some((tid, xmin, xmax)) = newest {
-        if xmin != me && clog.status(xmin) == Status::InProgress {
-            return Ok(Step::Wait(xmin));
+    if let Some(v) = newest {
+        if v.xmin != me && clog.status(v.xmin) == Status::InProgress {
+            return Ok(Step::Wait(v.xmin));
         }
-        let deleter_running =
-            xmax != Xid::NONE && xmax != me && clog.status(xmax) == Status::InProgress;
-        if deleter_running {
-            return Ok(Step::Wait(xmax));
+        let deleted_by_other = v.xmax != Xid::NONE && v.xmax != me;
+        if deleted_by_other && clog.status(v.xmax) == Status::InProgress {
+            return Ok(Step::Wait(v.xmax));
         }
         if level != Isolation::ReadCommitted {
-            let created_unseen = xmin != me && !snap.sees(xmin, me, clog);
-            let deleted_unseen = xmax != Xid::NONE
-                && xmax != me
-                && clog.status(xmax) == Status::Committed
-                && !snap.sees(xmax, me, clog);
+            let created_unseen = v.xmin != me && !snap.sees(v.xmin, me, clog);
+            let deleted_unseen = deleted_by_other
+                && clog.status(v.xmax) == Status::Committed
+                && !snap.sees(v.xmax, me, clog);
             if created_unseen || deleted_unseen {
                 return Err(Error::SerializationFailure);
             }
         }
-        if visible(xmin, xmax, snap, me, clog) == Seen::Visible {
-            live = Some((tid, xmax));
+        if visible(v.xmin, v.xmax, snap, me, clog) == Seen::Visible {
+            live = Some(v);
         }
     }
-    match value {
+    match w.value {
         None => {
-            let Some((tid, _)) = live else {
+            let Some(v) = live else {
                 return Ok(Step::Done { existed: false });
             };
-            heap::modify(mtr, tid, |b| tuple::set_xmax(b, me))?;
+            heap::modify(mtr, v.tid, |b| tuple::set_xmax(b, me))?;
         }
-        Some(v) => {
-            let body = match big {
+        Some(value) => {
+            let body = match w.big {
                 Some(first) => tuple::Inline::Overflow {
                     first,
-                    len: v.len() as u32,
+                    len: value.len() as u32,
                 },
-                None => tuple::Inline::Bytes(v),
+                None => tuple::Inline::Bytes(value),
             };
-            let bytes = tuple::encode(me, head.unwrap_or(Tid::NULL), key, body);
+            let bytes = tuple::encode(me, head, w.key, body);
             let tid = heap::insert(mtr, &inner.store.fsm, &bytes)?;
-            if let Some((old, xmax)) = live {
-                if xmax != me {
-                    heap::modify(mtr, old, |b| tuple::set_xmax(b, me))?;
-                }
+            if let Some(v) = live.filter(|v| v.xmax != me) {
+                heap::modify(mtr, v.tid, |b| tuple::set_xmax(b, me))?;
             }
-            btree::insert(mtr, table.root, key, &tid.encode())?;
+            btree::insert(mtr, w.table.root, w.key, &tid.encode())?;
         }
     }
     Ok(Step::Done {

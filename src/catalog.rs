@@ -1,0 +1,100 @@
+//! The catalog: a B+tree (root in the meta page) from table name to the
+//! table's id and the root page of its index.
+//!
+//! ```text
+//!  key: table name (1..=255 bytes)   value: | table id u32 | root page u32 |
+//! ```
+//! Tables are created by one mini-transaction (root page, catalog entry,
+//! meta counter) whose record is fsynced before the table is handed out.
+
+use std::ops::Bound;
+
+use crate::btree::{self, Dir};
+use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
+use crate::buffer::page::PageType;
+use crate::error::{Error, Result};
+use crate::ids::{PageId, Xid};
+use crate::store::meta::{self, Field, META};
+use crate::store::Store;
+use crate::wal::record::Op;
+
+fn root_of(acc: &impl PageAccess, name: &[u8], v: &[u8]) -> Result<PageId> {
+    v.get(4..8)
+        .filter(|_| v.len() == 8)
+        .map(|b| PageId(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .filter(|p| p.0 != 0)
+        .ok_or_else(|| {
+            let name = String::from_utf8_lossy(name);
+            Error::corruption(
+                acc.file(),
+                0,
+                format!("catalog entry for table {name:?} malformed"),
+            )
+        })
+}
+
+fn catalog_root(view: &mut ReadView<'_>) -> Result<PageId> {
+    Ok(PageId(meta::get(&*view.read_meta()?, Field::CatalogRoot)))
+}
+
+/// Starts an empty catalog (database creation).
+pub fn init(mtr: &mut Mtr<'_>) -> Result<()> {
+    let root = meta::alloc(mtr, PageType::Leaf)?;
+    btree::create(mtr, root)?;
+    let m = mtr.page_mut(META)?;
+    meta::set(m, Field::CatalogRoot, root.0);
+    meta::set(m, Field::NextTable, 1);
+    Ok(())
+}
+
+/// Root page of table `name`, if it exists.
+pub fn lookup(view: &mut ReadView<'_>, name: &str) -> Result<Option<PageId>> {
+    let cat = catalog_root(view)?;
+    match btree::get(view, cat, name.as_bytes())? {
+        Some(v) => root_of(view, name.as_bytes(), &v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every table: name and root page, in name order.
+pub fn list(view: &mut ReadView<'_>) -> Result<Vec<(String, PageId)>> {
+    let cat = catalog_root(view)?;
+    let mut entries = Vec::new();
+    btree::range(
+        view,
+        cat,
+        Bound::Unbounded,
+        Bound::Unbounded,
+        Dir::Forward,
+        usize::MAX,
+        &mut entries,
+    )?;
+    entries
+        .into_iter()
+        .map(|(k, v)| {
+            Ok((
+                String::from_utf8_lossy(&k).into_owned(),
+                root_of(view, &k, &v)?,
+            ))
+        })
+        .collect()
+}
+
+/// Creates table `name` durably; returns its root page.
+pub fn create(store: &Store, name: &str) -> Result<PageId> {
+    let (root, lsn) = store.with_mtr(Op::CreateTable as u8, Xid::NONE, |mtr| {
+        let cat = PageId(meta::get(mtr.page(META)?, Field::CatalogRoot));
+        let id = meta::get(mtr.page(META)?, Field::NextTable);
+        let root = meta::alloc(mtr, PageType::Leaf)?;
+        btree::create(mtr, root)?;
+        let mut v = id.to_le_bytes().to_vec();
+        v.extend_from_slice(&root.0.to_le_bytes());
+        btree::insert(mtr, cat, name.as_bytes(), &v)?;
+        meta::set(mtr.page_mut(META)?, Field::NextTable, id + 1);
+        Ok(root)
+    })?;
+    if let Some(lsn) = lsn {
+        store.wal.flush(lsn, true)?;
+    }
+    Ok(root)
+}
