@@ -29,6 +29,8 @@ pub const XID_BATCH: u64 = 1024;
 pub const VACUUM_BATCH: usize = 64;
 /// Rows a scan fetches per latch acquisition.
 pub const SCAN_BATCH: usize = 128;
+/// Key and value bytes after which a scan batch stops early.
+pub const SCAN_BATCH_BYTES: usize = 1 << 20;
 /// Length of a deadlock-detection walk along the wait-for graph.
 pub const WAIT_CHAIN_MAX: usize = 4096;
 

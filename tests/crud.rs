@@ -263,3 +263,24 @@ fn handles_are_send_sync_and_static() {
         .expect("join");
     assert!(db.begin().expect("b").get(&t, "k").expect("get").is_some());
 }
+
+#[test]
+fn scans_over_large_values_split_batches_without_losing_rows() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    for i in 0..12u8 {
+        tx.put(&t, [i], vec![i; 300_000]).expect("put");
+    }
+    tx.commit().expect("commit");
+    let tx = db.begin().expect("begin");
+    let fwd: Vec<u8> = tx.scan(&t, ..).expect("scan").map(|r| r.expect("row").0[0]).collect();
+    assert_eq!(fwd, (0..12).collect::<Vec<u8>>());
+    let rev: Vec<u8> = tx.scan(&t, ..).expect("scan").rev().map(|r| r.expect("row").0[0]).collect();
+    assert_eq!(rev, (0..12).rev().collect::<Vec<u8>>());
+    for row in tx.scan(&t, [3u8]..[9u8]).expect("scan") {
+        let (k, v) = row.expect("row");
+        assert!(v.len() == 300_000 && v.iter().all(|&b| b == k[0]));
+    }
+}

@@ -12,7 +12,7 @@ use super::Transaction;
 use crate::btree::{self, Dir};
 use crate::db::Table;
 use crate::error::Result;
-use crate::limits::SCAN_BATCH;
+use crate::limits::{SCAN_BATCH, SCAN_BATCH_BYTES};
 use crate::mvcc::chain;
 use crate::mvcc::Snapshot;
 
@@ -122,6 +122,9 @@ impl<'t> Scan<'t> {
     }
 
     /// Fetches the next batch from one end; false when the range is used up.
+    /// Fetches the next batch from one end: at most `SCAN_BATCH` keys and
+    /// about `SCAN_BATCH_BYTES` of values, so one batch never holds the
+    /// latch for long.
     fn fill(&mut self, dir: Dir) -> Result<()> {
         let inner = self.tx.db.inner();
         let mut r = inner.store.read();
@@ -137,29 +140,40 @@ impl<'t> Scan<'t> {
             SCAN_BATCH,
             &mut entries,
         )?;
-        if done {
-            self.exhausted = true;
-        }
-        if let Some((last, _)) = entries.last() {
-            match dir {
-                Dir::Forward => self.lo = Bound::Excluded(last.clone()),
-                Dir::Reverse => self.hi = Bound::Excluded(last.clone()),
-            }
-        }
+        let total = entries.len();
+        let mut bytes = 0;
+        let mut taken = 0;
+        let mut last = None;
         for (key, entry) in entries {
-            let Some(value) = chain::read_visible(
+            taken += 1;
+            let seen = chain::read_visible(
                 &mut r.view,
                 &entry,
                 &self.snap,
                 self.tx.xid,
                 inner.mgr.clog(),
-            )?
-            else {
-                continue;
-            };
+            )?;
+            if let Some(value) = seen {
+                bytes += key.len() + value.len();
+                let rows = if dir == Dir::Forward {
+                    &mut self.front
+                } else {
+                    &mut self.back
+                };
+                rows.push_back((key.clone(), value));
+            }
+            last = Some(key);
+            if bytes >= SCAN_BATCH_BYTES {
+                break;
+            }
+        }
+        if done && taken == total {
+            self.exhausted = true;
+        }
+        if let Some(last) = last {
             match dir {
-                Dir::Forward => self.front.push_back((key, value)),
-                Dir::Reverse => self.back.push_back((key, value)),
+                Dir::Forward => self.lo = Bound::Excluded(last),
+                Dir::Reverse => self.hi = Bound::Excluded(last),
             }
         }
         Ok(())
