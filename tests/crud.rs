@@ -275,9 +275,18 @@ fn scans_over_large_values_split_batches_without_losing_rows() {
     }
     tx.commit().expect("commit");
     let tx = db.begin().expect("begin");
-    let fwd: Vec<u8> = tx.scan(&t, ..).expect("scan").map(|r| r.expect("row").0[0]).collect();
+    let fwd: Vec<u8> = tx
+        .scan(&t, ..)
+        .expect("scan")
+        .map(|r| r.expect("row").0[0])
+        .collect();
     assert_eq!(fwd, (0..12).collect::<Vec<u8>>());
-    let rev: Vec<u8> = tx.scan(&t, ..).expect("scan").rev().map(|r| r.expect("row").0[0]).collect();
+    let rev: Vec<u8> = tx
+        .scan(&t, ..)
+        .expect("scan")
+        .rev()
+        .map(|r| r.expect("row").0[0])
+        .collect();
     assert_eq!(rev, (0..12).rev().collect::<Vec<u8>>());
     for row in tx.scan(&t, [3u8]..[9u8]).expect("scan") {
         let (k, v) = row.expect("row");
