@@ -5,6 +5,8 @@
 pub const PAGE_SIZE: usize = 8192;
 /// Longest key, in bytes.
 pub const KEY_MAX: usize = 2048;
+/// Largest B+tree cell: a maximal key plus header and a small value.
+pub const BTREE_CELL_MAX: usize = KEY_MAX + 64;
 /// Longest value, in bytes.
 pub const VALUE_MAX: usize = 64 << 20;
 /// Longest table name, in bytes.
@@ -36,8 +38,8 @@ pub const WAIT_CHAIN_MAX: usize = 4096;
 
 // In-page offsets, including PAGE_SIZE itself, are u16.
 const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);
-// Three maximal keys must fit in one B+tree node so splits always make room.
-const _: () = assert!(3 * (KEY_MAX + 8) + 64 < PAGE_SIZE);
+// Three maximal cells must fit in one B+tree node so splits always make room.
+const _: () = assert!(3 * (BTREE_CELL_MAX + 2) + 64 < PAGE_SIZE);
 // A tuple whose value went to overflow must fit inline.
 const _: () = assert!(KEY_MAX + 64 < TUPLE_INLINE_MAX);
 const _: () = assert!(TUPLE_INLINE_MAX + 64 < PAGE_SIZE);

@@ -29,7 +29,7 @@ use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::buffer::page::{PageBuf, PageType};
 use crate::error::{Error, Result};
 use crate::ids::PageId;
-use crate::limits::PAGE_SIZE;
+use crate::limits::{BTREE_CELL_MAX, PAGE_SIZE};
 use crate::store::meta;
 
 /// Deepest tree accepted; deeper means a cycle in damaged pages.
@@ -198,11 +198,15 @@ fn split(
     let link = node::link(p);
     let mut cells = node::cells(p).ok_or_else(|| corrupt_in(pool.path(), pid, "malformed node"))?;
     cells.insert(pos, cell);
-    assert!(
-        cells.len() >= 3 || leaf && cells.len() >= 2,
-        "split of a node with too few cells"
-    );
     let total: usize = cells.iter().map(|c| c.len() + 2).sum();
+    // Key limits guarantee at least three cells per full node, and halves
+    // that fit; anything else means the node's cells were damaged.
+    let enough = cells.len() >= 3 || leaf && cells.len() >= 2;
+    let sizes_ok = total <= PAGE_SIZE - node::SLOTS + BTREE_CELL_MAX
+        && cells.iter().all(|c| c.len() <= BTREE_CELL_MAX);
+    if !enough || !sizes_ok {
+        return Err(corrupt_in(pool.path(), pid, "cells too large to split"));
+    }
     let mut acc = 0;
     let mut m = 0;
     while m < cells.len() - 1 && acc + cells[m].len() + 2 <= total / 2 {
