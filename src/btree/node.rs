@@ -59,6 +59,14 @@ pub fn is_leaf(p: &PageBuf) -> Option<bool> {
     }
 }
 
+/// Whether the header's counts are consistent (slot array, free gap and
+/// holes within the page).
+pub fn header_ok(p: &PageBuf) -> bool {
+    let frag = u16_at(p, FRAG).unwrap_or(u16::MAX) as usize;
+    let up = u16_at(p, UPPER).unwrap_or(0) as usize;
+    SLOTS + 2 * count(p) <= up && up <= PAGE_SIZE && frag <= PAGE_SIZE - up
+}
+
 /// Number of cells.
 pub fn count(p: &PageBuf) -> usize {
     u16_at(p, COUNT).unwrap_or(0) as usize
@@ -164,6 +172,9 @@ pub fn cell_child(c: &[u8]) -> PageId {
 
 /// Bytes available for a new cell and its slot, counting reclaimable holes.
 pub fn free_space(p: &PageBuf) -> usize {
+    if !header_ok(p) {
+        return 0;
+    }
     let frag = u16_at(p, FRAG).unwrap_or(0) as usize;
     upper(p).saturating_sub(SLOTS + 2 * count(p)) + frag
 }
@@ -193,6 +204,9 @@ pub fn rebuild(p: &mut PageBuf, cells: &[Vec<u8>]) {
 
 /// Inserts `c` as cell `i`; false if the node has no room for it.
 pub fn insert(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<bool> {
+    if !header_ok(p) || i > count(p) {
+        return None;
+    }
     let n = count(p);
     if free_space(p) < c.len() + 2 {
         return Some(false);
@@ -200,6 +214,9 @@ pub fn insert(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<bool> {
     if upper(p) < SLOTS + 2 * (n + 1) + c.len() {
         let mut all = cells(p)?;
         all.insert(i, c.to_vec());
+        if SLOTS + all.iter().map(|c| c.len() + 2).sum::<usize>() > PAGE_SIZE {
+            return None; // damaged slots overlap
+        }
         rebuild(p, &all);
         return Some(true);
     }
@@ -214,6 +231,9 @@ pub fn insert(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<bool> {
 
 /// Removes cell `i`.
 pub fn remove(p: &mut PageBuf, i: usize) -> Option<()> {
+    if !header_ok(p) {
+        return None;
+    }
     let n = count(p);
     let len = cell(p, i)?.len();
     p.copy_within(SLOTS + 2 * (i + 1)..SLOTS + 2 * n, SLOTS + 2 * i);
@@ -285,5 +305,34 @@ mod tests {
         assert_eq!(key(&p, 0), None);
         put_u16(&mut p[..], COUNT, 60000);
         assert_eq!(cell(&p, 5), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn damaged_nodes_never_panic(
+            leaf in proptest::prelude::any::<bool>(),
+            junk in proptest::collection::vec((0usize..PAGE_SIZE, proptest::prelude::any::<u8>()), 0..64),
+            ops in proptest::collection::vec((0u8..3, 0usize..300, 1usize..300), 0..30),
+        ) {
+            let mut p = page::zeroed();
+            init(&mut p, PageId(9), leaf);
+            for i in 0..40u32 {
+                let c = if leaf { leaf_cell(&i.to_be_bytes(), &[1; 20]) } else { internal_cell(&i.to_be_bytes(), PageId(i + 1)) };
+                insert(&mut p, i as usize, &c);
+            }
+            for (at, b) in junk {
+                p[at] = b;
+            }
+            for (op, i, len) in ops {
+                match op {
+                    0 => { insert(&mut p, i, &leaf_cell(&vec![7; len], b"v")); }
+                    1 => { remove(&mut p, i); }
+                    _ => {
+                        let _ = search(&p, &[7; 3]);
+                        let _ = (key(&p, i), value(&p, i), child(&p, i), cells(&p), free_space(&p));
+                    }
+                }
+            }
+        }
     }
 }

@@ -25,6 +25,9 @@ use crate::ids::{PageId, Tid};
 use crate::limits::PAGE_SIZE;
 use crate::store::meta;
 
+/// Free-space hints tried per insert before a new page is taken.
+const FSM_TRIES: usize = 4;
+
 /// In-memory free-space hints.
 #[derive(Default)]
 pub struct Fsm {
@@ -81,17 +84,26 @@ fn corrupt(acc: &impl PageAccess, tid: Tid, what: &str) -> Error {
 
 /// Stores tuple bytes somewhere with room; returns its id.
 pub fn insert(mtr: &mut Mtr<'_>, fsm: &Fsm, t: &[u8]) -> Result<Tid> {
-    while let Some(pid) = fsm.find(t.len()) {
-        let p = mtr.page_mut(pid)?;
+    // A few stale hints are corrected on the way; past that, a new page
+    // keeps the mini-transaction small.
+    for _ in 0..FSM_TRIES {
+        let Some(pid) = fsm.find(t.len()) else { break };
+        let p = mtr.page(pid)?;
         if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
             fsm.forget(pid);
             continue;
         }
+        let free = page::free_space(p);
+        if free < t.len() {
+            fsm.set(pid, free);
+            continue;
+        }
+        let p = mtr.page_mut(pid)?;
         if let Some(slot) = page::insert(p, t) {
             fsm.set(pid, page::free_space(p));
             return Ok(Tid { page: pid, slot });
         }
-        fsm.set(pid, page::free_space(p));
+        fsm.set(pid, 0);
     }
     let pid = meta::alloc(mtr, PageType::Heap)?;
     let p = mtr.page_mut(pid)?;

@@ -25,6 +25,14 @@ pub fn init(p: &mut PageBuf, pid: PageId) {
     put_u16(p, UPPER, PAGE_SIZE as u16);
 }
 
+/// Whether the header's counts are consistent: slots, free gap and holes
+/// within the page. Damaged pages fail this and are reported, not used.
+pub fn header_ok(p: &PageBuf) -> bool {
+    let frag = u16_at(p, FRAG).unwrap_or(u16::MAX) as usize;
+    let up = u16_at(p, UPPER).unwrap_or(0) as usize;
+    SLOTS + 4 * nslots(p) <= up && up <= PAGE_SIZE && frag <= PAGE_SIZE - up
+}
+
 /// Number of slots (used or not).
 pub fn nslots(p: &PageBuf) -> usize {
     u16_at(p, NSLOTS).unwrap_or(0) as usize
@@ -53,6 +61,9 @@ fn free_slot(p: &PageBuf) -> Option<usize> {
 
 /// Bytes available for one more tuple (slot included), counting holes.
 pub fn free_space(p: &PageBuf) -> usize {
+    if !header_ok(p) {
+        return 0;
+    }
     let n = nslots(p);
     let frag = u16_at(p, FRAG).unwrap_or(0) as usize;
     let slot_cost = if free_slot(p).is_some() { 0 } else { 4 };
@@ -89,8 +100,10 @@ pub fn insert(p: &mut PageBuf, t: &[u8]) -> Option<SlotId> {
     let slot_cost = if reuse.is_some() { 0 } else { 4 };
     // Squeeze out holes first: growing the slot array must not run into
     // tuple bytes.
-    if upper(p) < SLOTS + 4 * n + slot_cost + t.len() {
-        compact(p);
+    if upper(p) < SLOTS + 4 * n + slot_cost + t.len()
+        && (!compact(p) || upper(p) < SLOTS + 4 * n + slot_cost + t.len())
+    {
+        return None;
     }
     let s = match reuse {
         Some(s) => s,
@@ -112,10 +125,10 @@ pub fn insert(p: &mut PageBuf, t: &[u8]) -> Option<SlotId> {
 
 /// Frees slot `s` (its bytes become a hole).
 pub fn remove(p: &mut PageBuf, s: SlotId) {
-    let (_, len) = slot(p, s.0 as usize);
-    if len == 0 || s.0 as usize >= nslots(p) {
+    if get(p, s).is_none() || !header_ok(p) {
         return;
     }
+    let (_, len) = slot(p, s.0 as usize);
     set_slot(p, s.0 as usize, 0, 0);
     let frag = u16_at(p, FRAG).unwrap_or(0) as usize + len;
     put_u16(p, FRAG, frag as u16);
@@ -128,12 +141,17 @@ pub fn remove(p: &mut PageBuf, s: SlotId) {
 }
 
 /// Packs tuples against the page end, removing holes; slots keep their numbers.
-pub fn compact(p: &mut PageBuf) {
+/// Returns false (changing nothing) if damaged slots overlap so that the
+/// tuples cannot all fit.
+pub fn compact(p: &mut PageBuf) -> bool {
     let n = nslots(p);
-    let mut live: Vec<(usize, Vec<u8>)> = (0..n)
+    let live: Vec<(usize, Vec<u8>)> = (0..n)
         .filter_map(|s| get(p, SlotId(s as u16)).map(|t| (s, t.to_vec())))
         .collect();
-    live.sort_by_key(|(s, _)| *s);
+    let total: usize = live.iter().map(|(_, t)| t.len()).sum();
+    if SLOTS + 4 * n + total > PAGE_SIZE {
+        return false;
+    }
     let mut up = PAGE_SIZE;
     for (s, t) in &live {
         up -= t.len();
@@ -143,6 +161,7 @@ pub fn compact(p: &mut PageBuf) {
     p[SLOTS + 4 * n..up].fill(0);
     put_u16(p, UPPER, up as u16);
     put_u16(p, FRAG, 0);
+    true
 }
 
 /// Whether no slot is in use.
@@ -215,5 +234,45 @@ mod tests {
         }
         assert!(is_empty(&p));
         assert_eq!(free_space(&p), full);
+    }
+
+    #[test]
+    fn overlapping_slots_are_refused_not_compacted() {
+        let mut p = page::zeroed();
+        init(&mut p, PageId(9));
+        for _ in 0..7 {
+            insert(&mut p, &[1; 1000]).expect("insert");
+        }
+        // Damage: every slot points at the same 1000 bytes; holes claimed.
+        let (off, len) = slot(&p, 0);
+        for s in 1..7 {
+            set_slot(&mut p, s, off, len);
+        }
+        put_u16(&mut p[..], FRAG, 2000);
+        assert_eq!(insert(&mut p, &[2; 1500]), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn damaged_pages_never_panic(
+            junk in proptest::collection::vec((0usize..crate::limits::PAGE_SIZE, proptest::prelude::any::<u8>()), 0..64),
+            ops in proptest::collection::vec((0u8..3, 0u16..300, 1usize..600), 0..30),
+        ) {
+            let mut p = page::zeroed();
+            init(&mut p, PageId(9));
+            for i in 0..20u8 {
+                insert(&mut p, &[i; 50]);
+            }
+            for (at, b) in junk {
+                p[at] = b;
+            }
+            for (op, slot, len) in ops {
+                match op {
+                    0 => { insert(&mut p, &vec![1; len]); }
+                    1 => remove(&mut p, SlotId(slot)),
+                    _ => { let _ = get(&p, SlotId(slot)); let _ = free_space(&p); }
+                }
+            }
+        }
     }
 }
