@@ -245,7 +245,8 @@ mod tests {
         }
         // Damage: every slot points at the same 1000 bytes; holes claimed.
         let (off, len) = slot(&p, 0);
-        for s in 1..7 {
+        put_u16(&mut p[..], NSLOTS, 9);
+        for s in 1..9 {
             set_slot(&mut p, s, off, len);
         }
         put_u16(&mut p[..], FRAG, 2000);
