@@ -22,6 +22,36 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Retrying conflicts
+//!
+//! ```
+//! fn increment(db: &strata::Db, t: &strata::Table) -> strata::Result<u64> {
+//!     loop {
+//!         let mut tx = db.begin()?;
+//!         let attempt = (|| {
+//!             let n = tx.get(t, b"counter")?.map_or(0, |v| u64::from_le_bytes(v[..8].try_into().unwrap()));
+//!             tx.put(t, b"counter", (n + 1).to_le_bytes())?;
+//!             Ok(n + 1)
+//!         })();
+//!         match attempt.and_then(|n| tx.commit().map(|_| n)) {
+//!             Err(e) if e.is_retryable() => continue, // conflict: start over
+//!             other => return other,
+//!         }
+//!     }
+//! }
+//! # fn main() -> strata::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! # let db = strata::Db::open(dir.path())?;
+//! # let t = db.table("t")?;
+//! let threads: Vec<_> = (0..4).map(|_| {
+//!     let (db, t) = (db.clone(), t.clone());
+//!     std::thread::spawn(move || (0..25).try_for_each(|_| increment(&db, &t).map(drop)))
+//! }).collect();
+//! for th in threads { th.join().unwrap()?; }
+//! assert_eq!(increment(&db, &t)?, 101);
+//! # Ok(()) }
+//! ```
+//!
 //! ## The tour
 //! - [`Db`] opens a directory (creating it), hands out [`Table`]s and
 //!   [`Transaction`]s, and runs checkpoints and vacuum (in the background
