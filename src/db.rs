@@ -142,17 +142,20 @@ impl Db {
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
-        let thread = {
+        let thread = if inner.opts.background {
             let (inner, worker) = (inner.clone(), worker.clone());
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("strata-maintenance".into())
-                .spawn(move || maintenance(&inner, &worker))?
+                .spawn(move || maintenance(&inner, &worker))?;
+            Some(spawned)
+        } else {
+            None
         };
         Ok(Db {
             shared: Arc::new(Shared {
                 inner,
                 worker,
-                thread: Mutex::new(Some(thread)),
+                thread: Mutex::new(thread),
             }),
         })
     }
@@ -218,6 +221,18 @@ impl Db {
         crate::vacuum::run(self.inner())
     }
 
+    /// Walks every page, tuple and index entry and verifies them (see
+    /// `IntegrityReport`). Writers wait while it runs; readers do not.
+    pub fn check_integrity(&self) -> Result<crate::IntegrityReport> {
+        let inner = self.inner();
+        let r = inner.store.read();
+        crate::integrity::check(
+            r.view,
+            inner.store.pool.path().to_path_buf(),
+            inner.mgr.high_water(),
+        )
+    }
+
     /// Log fsyncs so far (commits per fsync shows group commit at work).
     pub fn wal_syncs(&self) -> u64 {
         self.inner().store.wal.syncs()
@@ -260,6 +275,11 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         }
     }
     let data = vfs.open(&data_path, true)?;
+    if control.is_none() {
+        // The data file and log directory must exist durably before the
+        // control file can name them.
+        vfs.sync_dir(dir)?;
+    }
     let pool = BufferPool::new(data, data_path, opts.cache_size);
     let (redo, next_xid, end, replayed) = match control {
         Some(c) => {
@@ -268,7 +288,8 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         }
         None => (Lsn(0), Xid::FIRST, Lsn(0), false),
     };
-    let wal = Arc::new(Wal::resume(vfs.clone(), &wal_dir, end)?);
+    let wal =
+        Arc::new(Wal::resume(vfs.clone(), &wal_dir, end)?.with_segment_size(opts.wal_segment_size));
     pool.attach_wal(wal.clone());
     let store = Store::new(pool, wal, redo, dir.to_path_buf());
     if control.is_none() {

@@ -49,6 +49,8 @@ pub struct Options {
     pub(crate) checkpoint_interval: Duration,
     pub(crate) checkpoint_wal_bytes: u64,
     pub(crate) vacuum_threshold: u64,
+    pub(crate) background: bool,
+    pub(crate) wal_segment_size: u64,
 }
 
 impl Default for Options {
@@ -61,6 +63,8 @@ impl Default for Options {
             checkpoint_interval: Duration::from_secs(30),
             checkpoint_wal_bytes: 256 << 20,
             vacuum_threshold: 10_000,
+            background: true,
+            wal_segment_size: crate::limits::WAL_SEGMENT_SIZE,
         }
     }
 }
@@ -102,6 +106,25 @@ impl Options {
     /// Log bytes after which a background checkpoint runs early (default 256 MiB).
     pub fn checkpoint_wal_bytes(mut self, bytes: u64) -> Self {
         self.checkpoint_wal_bytes = bytes.max(1 << 20);
+        self
+    }
+
+    /// Whether a background thread flushes `Eventual` commits, checkpoints
+    /// and vacuums (default true). Without it the application calls
+    /// [`crate::Db::checkpoint`] and [`crate::Db::vacuum`] itself, `Eventual`
+    /// commits are synced only by later `Immediate` work or a checkpoint,
+    /// and every I/O happens on the caller's thread, in a repeatable order
+    /// (which is what crash-point tests need).
+    pub fn background(mut self, on: bool) -> Self {
+        self.background = on;
+        self
+    }
+
+    /// Size at which a log segment is closed and the next begins (default
+    /// 16 MiB, at least 64 KiB). Checkpoints delete whole segments, so
+    /// smaller segments return log space sooner at the cost of more files.
+    pub fn wal_segment_size(mut self, bytes: u64) -> Self {
+        self.wal_segment_size = bytes.clamp(64 << 10, 1 << 30);
         self
     }
 

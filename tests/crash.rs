@@ -207,6 +207,8 @@ fn kill_loop(test_name: &str, mode: &str, rounds: u64) {
             got == want,
             "round {round}: data differs from the model at transaction {c}"
         );
+        db.check_integrity()
+            .unwrap_or_else(|e| panic!("round {round}: integrity check after recovery: {e}"));
         eprintln!("round {round}: {acked} acknowledged, {c} recovered");
         total_acked = acked;
         drop(tx);

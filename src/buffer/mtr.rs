@@ -31,6 +31,7 @@ pub trait PageAccess {
 }
 
 /// Page access for readers (under the store's shared latch).
+#[derive(Clone, Copy)]
 pub struct ReadView<'a> {
     pool: &'a BufferPool,
 }

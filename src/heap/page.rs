@@ -164,6 +164,18 @@ pub fn compact(p: &mut PageBuf) -> bool {
     true
 }
 
+/// Used slots and their tuple lengths (bounds-checked).
+pub fn used_slots(p: &PageBuf) -> Vec<(SlotId, usize)> {
+    (0..nslots(p).min(PAGE_SIZE / 4))
+        .filter_map(|s| get(p, SlotId(s as u16)).map(|t| (SlotId(s as u16), t.len())))
+        .collect()
+}
+
+/// Bytes of holes, and the lowest tuple byte, as the header says.
+pub fn accounting(p: &PageBuf) -> (usize, usize) {
+    (u16_at(p, FRAG).unwrap_or(0) as usize, upper(p))
+}
+
 /// Whether no slot is in use.
 pub fn is_empty(p: &PageBuf) -> bool {
     nslots(p) == 0

@@ -7,8 +7,10 @@
 //! Nothing in it buffers; buffering policy belongs to the WAL and the page
 //! cache.
 
+mod fault;
 mod real;
 
+pub use fault::{FaultFs, FaultKind};
 pub use real::RealFs;
 
 use std::path::{Path, PathBuf};

@@ -63,6 +63,7 @@ pub struct Wal {
     written: AtomicU64,
     poisoned: AtomicBool,
     syncs: AtomicU64,
+    segment_size: u64,
 }
 
 impl Wal {
@@ -113,7 +114,14 @@ impl Wal {
             written: AtomicU64::new(end),
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
+            segment_size: WAL_SEGMENT_SIZE,
         })
+    }
+
+    /// Closes segments once they pass `bytes` (default 16 MiB).
+    pub fn with_segment_size(mut self, bytes: u64) -> Wal {
+        self.segment_size = bytes.max(SEG_HDR + 1);
+        self
     }
 
     fn check(&self) -> Result<()> {
@@ -146,7 +154,7 @@ impl Wal {
         let payload = rec.encode();
         let mut inner = self.inner.lock();
         let size = (FRAME_HDR + payload.len()) as u64;
-        if inner.end + size - inner.seg.start > WAL_SEGMENT_SIZE
+        if inner.end + size - inner.seg.start > self.segment_size
             && inner.end > inner.seg.start + SEG_HDR
         {
             let r = self.roll(&mut inner);

@@ -1,0 +1,369 @@
+//! The integrity check: walks every structure in the data file and
+//! verifies what the engine relies on.
+//!
+//! - every page reached is read (so its checksum and self-id are checked),
+//!   reached once from exactly one owner, below the page count, and of the
+//!   type its owner expects;
+//! - B+trees: keys strictly ascending, inside the bounds their parents set,
+//!   every leaf at the same depth;
+//! - version chains: every index entry leads to tuples of that key, each
+//!   reached once; creators and deleters below the xid high-water mark;
+//!   overflow chains as long as their tuples say;
+//! - heap pages: every tuple in use belongs to some chain, and the header's
+//!   free-space accounting adds up;
+//! - the free list and the commit-log directory are well formed.
+//!
+//! Pages no structure reaches are counted as leaked (space, not data: for
+//! example overflow pages of a large value whose tuple was never written
+//! before a crash). Any other finding is `Error::Corruption`.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use crate::btree::node;
+use crate::buffer::mtr::{PageAccess, ReadView};
+use crate::buffer::page::{self, PageType, HDR};
+use crate::codec::u32_at;
+use crate::error::{Error, Result};
+use crate::heap::{self, overflow};
+use crate::ids::{PageId, Tid, Xid};
+use crate::limits::PAGE_SIZE;
+use crate::mvcc::chain::{self, Cursor};
+use crate::store::meta::{self, Field, META};
+
+/// What the check found in a sound database.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// Pages in the data file (the meta page's page count).
+    pub pages: u64,
+    /// B+tree nodes (catalog and tables).
+    pub btree_pages: u64,
+    /// Heap pages holding tuples.
+    pub heap_pages: u64,
+    /// Overflow pages of large values.
+    pub overflow_pages: u64,
+    /// Commit-log pages and their directories.
+    pub clog_pages: u64,
+    /// Pages on the free list.
+    pub free_pages: u64,
+    /// Allocated pages nothing refers to.
+    pub leaked_pages: u64,
+    /// Tables.
+    pub tables: u64,
+    /// Keys in all table indexes.
+    pub keys: u64,
+    /// Tuple versions.
+    pub versions: u64,
+}
+
+/// Called for each entry of a B+tree leaf, in key order.
+type LeafFn<'f, C> = dyn FnMut(&mut C, &[u8], &[u8]) -> Result<()> + 'f;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    None,
+    Meta,
+    Free,
+    Clog,
+    Tree,
+    Heap,
+    Overflow,
+}
+
+struct Checker<'a> {
+    view: ReadView<'a>,
+    file: PathBuf,
+    count: u32,
+    owner: Vec<Owner>,
+    tuples: HashSet<Tid>,
+    next_xid: Xid,
+    report: IntegrityReport,
+}
+
+/// Runs the check over a consistent view (the caller holds the store latch).
+pub fn check(view: ReadView<'_>, file: PathBuf, next_xid: Xid) -> Result<IntegrityReport> {
+    let mut view = view;
+    let m = view.read_meta()?;
+    meta::validate(&m)?;
+    let count = meta::get(&m, Field::PageCount);
+    let mut c = Checker {
+        view,
+        file,
+        count,
+        owner: vec![Owner::None; count as usize],
+        tuples: HashSet::new(),
+        next_xid,
+        report: IntegrityReport {
+            pages: count as u64,
+            ..Default::default()
+        },
+    };
+    c.claim(META, Owner::Meta)?;
+    c.free_list(PageId(meta::get(&m, Field::FreeHead)))?;
+    c.clog(PageId(meta::get(&m, Field::ClogDir)))?;
+    let mut tables = Vec::new();
+    c.tree(
+        PageId(meta::get(&m, Field::CatalogRoot)),
+        &mut |_, _, value| {
+            let root = value
+                .get(4..8)
+                .and_then(|b| u32_at(b, 0))
+                .filter(|_| value.len() == 8);
+            tables.push(root.map(PageId));
+            Ok(())
+        },
+    )?;
+    for root in tables {
+        let root = root.ok_or_else(|| c.err(META, "catalog entry malformed".into()))?;
+        c.report.tables += 1;
+        c.table(root)?;
+    }
+    c.heap_pages()?;
+    c.report.leaked_pages = c.owner.iter().filter(|&&o| o == Owner::None).count() as u64;
+    Ok(c.report)
+}
+
+impl Checker<'_> {
+    fn err(&self, pid: PageId, what: String) -> Error {
+        Error::corruption(&self.file, pid.0 as u64 * PAGE_SIZE as u64, what)
+    }
+
+    fn claim(&mut self, pid: PageId, owner: Owner) -> Result<()> {
+        let Some(slot) = self.owner.get_mut(pid.0 as usize) else {
+            return Err(self.err(
+                pid,
+                format!(
+                    "page {pid} referenced but beyond the page count {}",
+                    self.count
+                ),
+            ));
+        };
+        match *slot {
+            Owner::None => *slot = owner,
+            Owner::Heap if owner == Owner::Heap => return Ok(()),
+            _ => return Err(self.err(pid, format!("page {pid} is referenced twice"))),
+        }
+        match owner {
+            Owner::Tree => self.report.btree_pages += 1,
+            Owner::Heap => self.report.heap_pages += 1,
+            Owner::Overflow => self.report.overflow_pages += 1,
+            Owner::Clog => self.report.clog_pages += 1,
+            Owner::Free => self.report.free_pages += 1,
+            Owner::Meta | Owner::None => {}
+        }
+        Ok(())
+    }
+
+    fn page_type(&mut self, pid: PageId) -> Result<Option<PageType>> {
+        self.view.with_page(pid, page::page_type)
+    }
+
+    fn expect_type(&mut self, pid: PageId, want: PageType) -> Result<()> {
+        let got = self.page_type(pid)?;
+        if got != Some(want) {
+            return Err(self.err(pid, format!("page {pid} should be {want:?}, is {got:?}")));
+        }
+        Ok(())
+    }
+
+    fn free_list(&mut self, mut pid: PageId) -> Result<()> {
+        while pid.0 != 0 {
+            self.claim(pid, Owner::Free)?;
+            self.expect_type(pid, PageType::FreeList)?;
+            pid = PageId(self.view.with_page(pid, |p| u32_at(p, HDR).unwrap_or(0))?);
+        }
+        Ok(())
+    }
+
+    fn clog(&mut self, mut dir: PageId) -> Result<()> {
+        while dir.0 != 0 {
+            self.claim(dir, Owner::Clog)?;
+            self.expect_type(dir, PageType::ClogDir)?;
+            let (count, next, entries) = self.view.with_page(dir, |p| {
+                let count = u32_at(p, HDR).unwrap_or(u32::MAX) as usize;
+                let entries: Vec<u32> = (0..count.min(PAGE_SIZE))
+                    .filter_map(|i| u32_at(p, HDR + 8 + 4 * i))
+                    .collect();
+                (count, u32_at(p, HDR + 4).unwrap_or(0), entries)
+            })?;
+            if entries.len() != count {
+                return Err(self.err(
+                    dir,
+                    format!("commit-log directory {dir} claims {count} entries"),
+                ));
+            }
+            for e in entries.into_iter().filter(|&e| e != 0) {
+                self.claim(PageId(e), Owner::Clog)?;
+                self.expect_type(PageId(e), PageType::Clog)?;
+            }
+            dir = PageId(next);
+        }
+        Ok(())
+    }
+
+    /// Walks a B+tree, calling `leaf` for every entry in key order.
+    fn tree(&mut self, root: PageId, leaf: &mut LeafFn<'_, Self>) -> Result<()> {
+        type Bounds = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let mut stack: Vec<(PageId, Bounds, usize)> = vec![(root, (None, None), 0)];
+        let mut leaf_depth = None;
+        while let Some((pid, (lo, hi), depth)) = stack.pop() {
+            if depth > 32 {
+                return Err(self.err(pid, format!("B+tree below page {root} is too deep")));
+            }
+            self.claim(pid, Owner::Tree)?;
+            let node = self.view.with_page(pid, |p| {
+                let is_leaf = node::is_leaf(p)?;
+                if !node::header_ok(p) {
+                    return None;
+                }
+                let n = node::count(p);
+                let mut cells = Vec::with_capacity(n);
+                for i in 0..n {
+                    let k = node::key(p, i)?.to_vec();
+                    let v = if is_leaf {
+                        node::value(p, i)?.to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    cells.push((k, v));
+                }
+                let children: Option<Vec<PageId>> = if is_leaf {
+                    Some(Vec::new())
+                } else {
+                    (0..=n).map(|i| node::child(p, i)).collect()
+                };
+                Some((is_leaf, cells, children?))
+            })?;
+            let Some((is_leaf, cells, children)) = node else {
+                return Err(self.err(pid, format!("B+tree page {pid} is malformed")));
+            };
+            for w in cells.windows(2) {
+                if w[0].0 >= w[1].0 {
+                    return Err(self.err(pid, format!("B+tree page {pid}: keys out of order")));
+                }
+            }
+            let out_of_bounds = cells.iter().any(|(k, _)| {
+                lo.as_ref().is_some_and(|l| k < l) || hi.as_ref().is_some_and(|h| k >= h)
+            });
+            if out_of_bounds {
+                return Err(self.err(
+                    pid,
+                    format!("B+tree page {pid}: key outside its parent's range"),
+                ));
+            }
+            if is_leaf {
+                if *leaf_depth.get_or_insert(depth) != depth {
+                    return Err(self.err(
+                        pid,
+                        format!("B+tree below page {root}: leaves at different depths"),
+                    ));
+                }
+                for (k, v) in &cells {
+                    leaf(self, k, v)?;
+                }
+                continue;
+            }
+            // Push children right to left so leaves come out in key order.
+            for i in (0..children.len()).rev() {
+                let clo = if i == 0 {
+                    lo.clone()
+                } else {
+                    Some(cells[i - 1].0.clone())
+                };
+                let chi = if i < cells.len() {
+                    Some(cells[i].0.clone())
+                } else {
+                    hi.clone()
+                };
+                stack.push((children[i], (clo, chi), depth + 1));
+            }
+        }
+        Ok(())
+    }
+
+    fn table(&mut self, root: PageId) -> Result<()> {
+        self.tree(root, &mut |c, key, entry| {
+            c.report.keys += 1;
+            let head = chain::head(&c.view, entry)?;
+            c.chain(key, head)
+        })
+    }
+
+    fn chain(&mut self, key: &[u8], head: Tid) -> Result<()> {
+        let mut cursor = Cursor::new(head);
+        loop {
+            let at = cursor.at();
+            if at.is_null() {
+                return Ok(());
+            }
+            if at.page.0 >= self.count {
+                return Err(self.err(at.page, format!("tuple {at} beyond the page count")));
+            }
+            if !self.tuples.insert(at) {
+                return Err(self.err(at.page, format!("tuple {at} is reached twice")));
+            }
+            self.claim(at.page, Owner::Heap)?;
+            let Some((v, bytes)) = cursor.step(&mut self.view)? else {
+                return Ok(());
+            };
+            self.report.versions += 1;
+            let t = chain::decode(&self.view, &bytes, at)?;
+            if t.key != key {
+                return Err(self.err(
+                    at.page,
+                    format!("tuple {at} holds another key than its index entry"),
+                ));
+            }
+            if v.xmin == Xid::NONE || v.xmin >= self.next_xid || v.xmax >= self.next_xid {
+                return Err(self.err(
+                    at.page,
+                    format!(
+                        "tuple {at} carries xids {}/{} beyond {}",
+                        v.xmin, v.xmax, self.next_xid
+                    ),
+                ));
+            }
+            if let Some((first, len)) = v.overflow {
+                for pid in overflow::pages(&mut self.view, first, len as usize)? {
+                    self.claim(pid, Owner::Overflow)?;
+                }
+            }
+        }
+    }
+
+    /// Every used slot of every heap page belongs to a chain, and the
+    /// page's free-space accounting adds up.
+    fn heap_pages(&mut self) -> Result<()> {
+        let pages: Vec<PageId> = (0..self.count)
+            .map(PageId)
+            .filter(|p| self.owner[p.0 as usize] == Owner::Heap)
+            .collect();
+        for pid in pages {
+            let info = self.view.with_page(pid, |p| {
+                (
+                    page::page_type(p),
+                    heap::page::header_ok(p),
+                    heap::page::used_slots(p),
+                    heap::page::accounting(p),
+                )
+            })?;
+            let (ty, ok, slots, (frag, upper)) = info;
+            if ty != Some(PageType::Heap) || !ok {
+                return Err(self.err(pid, format!("heap page {pid} is malformed")));
+            }
+            let used: usize = slots.iter().map(|(_, len)| len).sum();
+            if used + frag != PAGE_SIZE - upper {
+                return Err(self.err(pid, format!("heap page {pid}: {used} bytes of tuples and {frag} of holes do not fill {}", PAGE_SIZE - upper)));
+            }
+            if let Some((s, _)) = slots.iter().find(|(s, _)| {
+                !self.tuples.contains(&Tid {
+                    page: pid,
+                    slot: *s,
+                })
+            }) {
+                return Err(self.err(pid, format!("tuple ({pid},{}) belongs to no key", s.0)));
+            }
+        }
+        Ok(())
+    }
+}
