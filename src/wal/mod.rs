@@ -30,9 +30,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::ids::Lsn;
+use crate::ids::Xid;
 use crate::io::{Vfs, VfsFile};
 use crate::limits::{WAL_BUFFER_MAX, WAL_SEGMENT_SIZE};
-use record::{frame, Record, FRAME_HDR};
+use record::{frame, Kind, Record, FRAME_HDR};
 use segment::SEG_HDR;
 
 struct Segment {
@@ -160,15 +161,19 @@ impl Wal {
             let r = self.roll(&mut inner);
             self.fail(r)?;
         }
-        frame(&payload, &mut inner.buf);
-        inner.end += size;
-        let end = inner.end;
+        let end = Self::push(&mut inner, &payload);
         if inner.buf.len() >= WAL_BUFFER_MAX {
             let r = Self::write_out(&mut inner);
             self.fail(r)?;
             self.written.fetch_max(end, Ordering::AcqRel);
         }
         Ok(Lsn(end))
+    }
+
+    fn push(inner: &mut Inner, payload: &[u8]) -> u64 {
+        frame(payload, &mut inner.buf);
+        inner.end += (FRAME_HDR + payload.len()) as u64;
+        inner.end
     }
 
     fn write_out(inner: &mut Inner) -> Result<()> {
@@ -231,6 +236,16 @@ impl Wal {
     fn flush_as_leader(&self, sync: bool) -> Result<()> {
         let (target, seg) = {
             let mut inner = self.inner.lock();
+            if !inner.buf.is_empty() {
+                // Tells recovery how far the log was durable when this batch
+                // was written: damage below that is corruption, not a torn tail.
+                let mark = Record::bare(
+                    Kind::DurableMark,
+                    Xid::NONE,
+                    self.durable.load(Ordering::Acquire),
+                );
+                Self::push(&mut inner, &mark.encode());
+            }
             let r = Self::write_out(&mut inner);
             self.fail(r)?;
             (inner.end, inner.seg.clone())
@@ -316,7 +331,9 @@ mod tests {
         let mut r = LogReader::open(vfs, dir, Lsn(0)).expect("open reader");
         let mut xs = Vec::new();
         while let Some(e) = r.next_entry().expect("read") {
-            xs.push(e.record.xid.0);
+            if e.record.kind != Kind::DurableMark {
+                xs.push(e.record.xid.0);
+            }
         }
         (xs, r.end.expect("end known"))
     }
@@ -357,10 +374,12 @@ mod tests {
         wal.flush(wal.end(), true).expect("flush");
         let end = wal.end().0;
         drop(wal);
-        // Tear the last record: cut 5 bytes off it.
+        // Tear the last record (before the flush's durable mark): the
+        // mark claims nothing beyond what was durable before this batch.
+        let mark = (FRAME_HDR + record::PAYLOAD_HDR) as u64;
         let p = segment::path(tmp.path(), 0);
         let f = vfs.open(&p, false).expect("open");
-        f.set_len(end - 5).expect("truncate");
+        f.set_len(end - mark - 5).expect("truncate");
         let (xs, found) = read_all(vfs.as_ref(), tmp.path());
         assert_eq!(xs, (1..=9).collect::<Vec<_>>());
         let wal = Wal::resume(vfs.clone(), tmp.path(), found).expect("resume");
@@ -369,6 +388,33 @@ mod tests {
         drop(wal);
         let (xs, _) = read_all(vfs.as_ref(), tmp.path());
         assert_eq!(xs, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 11]);
+    }
+
+    #[test]
+    fn damage_before_a_durable_mark_is_corruption_not_a_tail() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
+        let wal = Wal::resume(vfs.clone(), tmp.path(), Lsn(0)).expect("create");
+        let mut ends = Vec::new();
+        for i in 1..=10 {
+            let end = wal.append(&rec(i, 0)).expect("append");
+            wal.flush(end, true).expect("flush"); // one batch (and mark) each
+            ends.push(end.0);
+        }
+        drop(wal);
+        // Flip a byte inside record 3, which later marks say was durable.
+        let p = segment::path(tmp.path(), 0);
+        let f = vfs.open(&p, false).expect("open");
+        f.write_at(&[0xAA], ends[2] - 3).expect("damage");
+        let mut r = LogReader::open(vfs.as_ref(), tmp.path(), Lsn(0)).expect("open");
+        let err = loop {
+            match r.next_entry() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("damaged acknowledged record was cut as if it were a torn tail"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, Error::Corruption { .. }), "{err}");
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Reads log records from any retained LSN, in order.
 //!
-//! The reader tells a torn tail from damage: a bad frame in the last
-//! segment ends the log (the bytes after it were never acknowledged: the
-//! writer fsyncs a segment before starting the next, and commits wait for
-//! their fsync); a bad frame in any earlier segment is `Error::Corruption`.
+//! The reader tells a torn tail from damage. A bad frame in any segment but
+//! the last is `Error::Corruption` (the writer fsyncs a segment before it
+//! starts the next). In the last segment, a bad frame ends the log — the
+//! bytes from there on were never acknowledged — unless a durable mark
+//! further on says the log had been fsynced past it: then the bad frame is
+//! damage to acknowledged data, and also `Error::Corruption`, never cut.
 
 use std::path::{Path, PathBuf};
 
-use super::record::{unframe, Framed, Record, FRAME_HDR};
+use super::record::{unframe, Framed, Kind, Record, FRAME_HDR, PAYLOAD_HDR};
 use super::segment::{self, SEG_HDR};
+use crate::codec::u32_at;
 use crate::error::{Error, Result};
 use crate::ids::Lsn;
 use crate::io::{Vfs, VfsFile};
@@ -112,6 +115,42 @@ impl<'a> LogReader<'a> {
         Ok(&self.buf[off..end])
     }
 
+    /// After a bad frame at `bad` in the last segment: the highest durable
+    /// LSN claimed by a durable mark further on, if it lies beyond `bad`.
+    /// Such a claim means the bad bytes had been fsynced: damage, not a
+    /// torn tail. (The writer appends a mark to every batch it flushes.)
+    fn durable_beyond(&mut self, bad: u64) -> Result<Option<u64>> {
+        const MARK: usize = FRAME_HDR + PAYLOAD_HDR;
+        const CHUNK: usize = 1 << 20;
+        let Some((file, seg_end)) = &self.file else {
+            return Ok(None);
+        };
+        let seg_start = self.segments[self.seg_idx];
+        let mut buf = vec![0u8; CHUNK + MARK];
+        let mut best = None;
+        let mut pos = bad + 1;
+        while pos + MARK as u64 <= *seg_end {
+            let n = file.read_at(&mut buf, pos - seg_start)?;
+            for i in 0..n.saturating_sub(MARK - 1).min(CHUNK) {
+                let w = &buf[i..i + MARK];
+                if u32_at(w, 0) != Some(PAYLOAD_HDR as u32)
+                    || w[FRAME_HDR] != Kind::DurableMark as u8
+                {
+                    continue;
+                }
+                if let Framed::Ok(payload, _) = unframe(w) {
+                    if let Ok(rec) = Record::decode(payload) {
+                        if rec.aux > bad {
+                            best = best.max(Some(rec.aux));
+                        }
+                    }
+                }
+            }
+            pos += CHUNK as u64;
+        }
+        Ok(best)
+    }
+
     fn seg_path(&self) -> PathBuf {
         segment::path(&self.dir, self.segments[self.seg_idx])
     }
@@ -167,6 +206,13 @@ impl<'a> LogReader<'a> {
                     }));
                 }
                 Framed::End | Framed::Bad(_) if last => {
+                    if let Some(durable) = self.durable_beyond(start)? {
+                        return Err(Error::corruption(
+                            path,
+                            start - seg_start,
+                            format!("damaged log record at LSN {start}, though the log was durable up to LSN {durable}"),
+                        ));
+                    }
                     self.end = Some(Lsn(start));
                     return Ok(None);
                 }

@@ -20,7 +20,8 @@ use crate::limits::{PAGE_SIZE, WAL_RECORD_MAX};
 
 /// Bytes of frame header before the payload.
 pub const FRAME_HDR: usize = 8;
-const PAYLOAD_HDR: usize = 20;
+/// Bytes of a payload without page changes.
+pub const PAYLOAD_HDR: usize = 20;
 
 /// What a record means beyond its page changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub enum Kind {
     Abort = 3,
     /// Xids below `aux` may be in use.
     XidHighWater = 4,
+    /// Everything below `aux` was durable when this record was written.
+    DurableMark = 5,
 }
 
 /// Why a `Pages` record was written, for log dumps.
@@ -132,6 +135,7 @@ impl Record {
             Some(2) => Kind::Commit,
             Some(3) => Kind::Abort,
             Some(4) => Kind::XidHighWater,
+            Some(5) => Kind::DurableMark,
             other => return Err(format!("unknown record kind {other:?}")),
         };
         let op = *b.get(1).ok_or_else(short)?;
