@@ -233,6 +233,11 @@ impl Db {
         )
     }
 
+    /// Why the database was poisoned (the first failed write or fsync), if it was.
+    pub fn poison_cause(&self) -> Option<String> {
+        self.inner().store.wal.poison_cause()
+    }
+
     /// Log fsyncs so far (commits per fsync shows group commit at work).
     pub fn wal_syncs(&self) -> u64 {
         self.inner().store.wal.syncs()
@@ -344,10 +349,7 @@ pub(crate) fn checkpoint(inner: &Inner) -> Result<()> {
     store.pool.flush_all()?;
     store.wal.flush(redo, true)?;
     let r = control::write(inner.vfs.as_ref(), &inner.dir, &Control { redo, next_xid });
-    if r.is_err() {
-        store.wal.poison();
-    }
-    r?;
+    store.wal.fail(r)?;
     store.wal.recycle(redo)?;
     Ok(())
 }

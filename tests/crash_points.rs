@@ -274,3 +274,166 @@ fn checkpoints_recycle_the_log() {
     }
     explore("checkpoint-recycle", &steps);
 }
+
+/// Runs the workload through errors: transactions whose commit fails are
+/// left out of the model; after the database reports `Poisoned`, nothing
+/// more is attempted. Returns the model of what committed, the in-doubt
+/// transaction (its commit failed after the record may have been written),
+/// and whether the database was poisoned.
+fn run_through_faults(fs: &FaultFs, steps: &[Step]) -> (Model, Option<Model>, bool) {
+    let mut model = Model::new();
+    let Ok(db) = Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts()) else {
+        return (model, None, false);
+    };
+    let Ok(t) = db.table("t") else {
+        return (model, None, false);
+    };
+    let mut n = 0u64;
+    for step in steps {
+        let r = match step {
+            Step::Txn(ops) => {
+                n += 1;
+                let mut after = model.clone();
+                for op in ops {
+                    match op {
+                        Op::Put(k, v) => {
+                            after.insert(k.clone(), v.clone());
+                        }
+                        Op::Del(k) => {
+                            after.remove(k);
+                        }
+                    }
+                }
+                after.insert(b"~counter".to_vec(), n.to_le_bytes().to_vec());
+                let r = db.begin().and_then(|mut tx| {
+                    apply(&mut tx, &t, ops)?;
+                    tx.put(&t, b"~counter", n.to_le_bytes())?;
+                    tx.commit()
+                });
+                match r {
+                    Ok(_) => {
+                        model = after;
+                        Ok(())
+                    }
+                    Err(strata::Error::Poisoned) => return (model, Some(after), true),
+                    Err(e) => Err(e),
+                }
+            }
+            Step::Rollback(ops) => db.begin().and_then(|mut tx| {
+                apply(&mut tx, &t, ops)?;
+                tx.rollback()
+            }),
+            Step::Checkpoint => db.checkpoint(),
+            Step::Vacuum => db.vacuum().map(drop),
+        };
+        if let Err(e) = r {
+            if matches!(e, strata::Error::Poisoned) || db.poison_cause().is_some() {
+                return (model, None, true);
+            }
+            // Not on the durability path: the engine must stay usable.
+        }
+    }
+    // Still healthy: what it shows must be exactly what committed.
+    let tx = db.begin().expect("healthy database begins");
+    let live: Model = tx
+        .scan(&t, ..)
+        .expect("scan")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert!(
+        live == model,
+        "the running database shows other data than what committed"
+    );
+    drop(tx);
+    db.check_integrity()
+        .expect("running database stays consistent");
+    (model, None, false)
+}
+
+fn faults_everywhere(name: &str, steps: &[Step], kind: strata::io::FaultKind, persistent: bool) {
+    let full = FaultFs::new();
+    run(&full, steps);
+    let total = full.ops();
+    let stride = if std::env::var("STRATA_CRASH_POINTS").is_ok_and(|v| v == "all") {
+        1
+    } else {
+        (total / 100).max(1)
+    };
+    let mut poisoned_count = 0;
+    let mut n = 1;
+    while n <= total {
+        let fs = FaultFs::new();
+        fs.fail_at(n, kind, persistent);
+        let (model, in_doubt, poisoned) = run_through_faults(&fs, steps);
+        poisoned_count += poisoned as u32;
+        // Whatever happened, a restart recovers what committed.
+        fs.heal();
+        for img in [fs.process_crash_image(), fs.power_loss_image(n)] {
+            let db = Db::open_vfs(Arc::new(img), Path::new(DIR), opts())
+                .unwrap_or_else(|e| panic!("{name}: fault at op {n}: reopen failed: {e}"));
+            let t = db.table("t").expect("table");
+            let tx = db.begin().expect("begin");
+            let got: Model = tx
+                .scan(&t, ..)
+                .expect("scan")
+                .map(|r| r.expect("row"))
+                .collect();
+            let ok = got == model || in_doubt.as_ref() == Some(&got);
+            assert!(ok, "{name}: fault at op {n}: recovered data matches neither the committed state nor the in-doubt one");
+            drop(tx);
+            db.check_integrity()
+                .unwrap_or_else(|e| panic!("{name}: fault at op {n}: integrity: {e}"));
+        }
+        n += stride;
+    }
+    eprintln!(
+        "{name}: {kind:?} (persistent: {persistent}) injected at {} of {total} operations, {poisoned_count} poisoned the database",
+        total.div_ceil(stride)
+    );
+}
+
+#[test]
+fn eio_at_every_operation_single_row() {
+    let steps: Vec<Step> = (0..20u32)
+        .map(|i| Step::Txn(vec![put(format!("k{}", i % 5), format!("v{i}"))]))
+        .collect();
+    faults_everywhere("single-row", &steps, strata::io::FaultKind::Io, false);
+}
+
+#[test]
+fn enospc_from_every_operation_on() {
+    let steps: Vec<Step> = (0..20u32)
+        .map(|i| Step::Txn(vec![put(format!("k{}", i % 5), vec![i as u8; 700])]))
+        .collect();
+    faults_everywhere("single-row", &steps, strata::io::FaultKind::NoSpace, true);
+}
+
+#[test]
+fn eio_at_every_operation_with_checkpoints_and_vacuum() {
+    let mut steps = vec![Step::Txn(
+        (0..80u32)
+            .map(|i| put(format!("k{i:03}"), vec![1; 100]))
+            .collect(),
+    )];
+    for r in 0..4u32 {
+        steps.push(Step::Txn(
+            (0..15u32)
+                .map(|i| put(format!("k{:03}", (i * 5 + r) % 80), vec![r as u8; 120]))
+                .collect(),
+        ));
+        steps.push(Step::Txn(vec![Op::Del(
+            format!("k{:03}", r * 9).into_bytes(),
+        )]));
+        steps.push(if r % 2 == 0 {
+            Step::Checkpoint
+        } else {
+            Step::Vacuum
+        });
+    }
+    faults_everywhere(
+        "checkpoint-vacuum",
+        &steps,
+        strata::io::FaultKind::Io,
+        false,
+    );
+}

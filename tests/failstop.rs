@@ -85,7 +85,9 @@ fn fsync_failure_poisons_and_reopen_recovers() {
     let mut tx = db.begin().expect("begin");
     tx.put(&t, "during", "2").expect("put is buffered");
     let err = tx.commit().expect_err("commit must fail when fsync fails");
-    assert!(matches!(err, Error::Io(_) | Error::Poisoned), "{err}");
+    assert!(matches!(err, Error::Poisoned), "{err}");
+    let cause = db.poison_cause().expect("a cause is kept");
+    assert!(cause.contains("injected EIO"), "{cause}");
 
     fail.store(false, Ordering::SeqCst);
     // Even with fsync working again, nothing more is acknowledged.

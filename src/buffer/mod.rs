@@ -141,9 +141,12 @@ impl BufferPool {
         let _ = self.wal.set(wal);
     }
 
-    fn poison(&self) {
-        if let Some(w) = self.wal.get() {
-            w.poison();
+    /// A failed page write or data-file fsync poisons the database (once
+    /// the log is attached; during recovery the error simply fails the open).
+    fn fail<T>(&self, r: Result<T>) -> Result<T> {
+        match self.wal.get() {
+            Some(w) => w.fail(r),
+            None => r,
         }
     }
 
@@ -265,9 +268,8 @@ impl BufferPool {
         let r = self.write_page(pid, &mut copy);
         if r.is_err() {
             f.dirty.store(true, Ordering::Release);
-            self.poison();
         }
-        r
+        self.fail(r)
     }
 
     fn write_page(&self, pid: PageId, data: &mut PageBuf) -> Result<()> {
@@ -288,11 +290,7 @@ impl BufferPool {
                 written += 1;
             }
         }
-        let r = self.file.sync();
-        if r.is_err() {
-            self.poison();
-        }
-        r?;
+        self.fail(self.file.sync())?;
         Ok(written)
     }
 

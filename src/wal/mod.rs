@@ -63,6 +63,7 @@ pub struct Wal {
     /// Everything below this LSN is written to the OS.
     written: AtomicU64,
     poisoned: AtomicBool,
+    cause: Mutex<Option<String>>,
     syncs: AtomicU64,
     segment_size: u64,
 }
@@ -114,6 +115,7 @@ impl Wal {
             durable: AtomicU64::new(end),
             written: AtomicU64::new(end),
             poisoned: AtomicBool::new(false),
+            cause: Mutex::new(None),
             syncs: AtomicU64::new(0),
             segment_size: WAL_SEGMENT_SIZE,
         })
@@ -132,9 +134,18 @@ impl Wal {
         Ok(())
     }
 
-    /// Marks the log (and so the database) failed.
-    pub fn poison(&self) {
+    /// Marks the log (and so the database) failed; the first cause is kept.
+    pub fn poison(&self, cause: &Error) {
+        let mut first = self.cause.lock();
+        if first.is_none() {
+            *first = Some(cause.to_string());
+        }
         self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// What poisoned the log, if anything did.
+    pub fn poison_cause(&self) -> Option<String> {
+        self.cause.lock().clone()
     }
 
     /// Whether an earlier I/O failure poisoned the log.
@@ -142,11 +153,13 @@ impl Wal {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    fn fail<T>(&self, r: Result<T>) -> Result<T> {
-        if r.is_err() {
-            self.poison();
-        }
-        r
+    /// Fail-stop: an error on the durability path poisons the log and is
+    /// reported as `Error::Poisoned` (the cause is kept for `poison_cause`).
+    pub(crate) fn fail<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| {
+            self.poison(&e);
+            Error::Poisoned
+        })
     }
 
     /// Appends a record; returns the LSN just past it. Not yet durable.
