@@ -437,3 +437,93 @@ fn eio_at_every_operation_with_checkpoints_and_vacuum() {
         false,
     );
 }
+
+/// Thread `w`'s transaction `i` writes key `w/(i % 4)` and its counter.
+fn concurrent_run(fs: &FaultFs, threads: u64, txns: u64) -> Vec<u64> {
+    let Ok(db) = Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts()) else {
+        return vec![0; threads as usize];
+    };
+    let Ok(t) = db.table("t") else {
+        return vec![0; threads as usize];
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let (db, t) = (db.clone(), t.clone());
+                s.spawn(move || {
+                    let mut acked = 0;
+                    for i in 1..=txns {
+                        let r = db.begin().and_then(|mut tx| {
+                            tx.put(&t, format!("{w}/{}", i % 4), i.to_le_bytes())?;
+                            tx.put(&t, format!("{w}/counter"), i.to_le_bytes())?;
+                            tx.commit()
+                        });
+                        match r {
+                            Ok(_) => acked = i,
+                            Err(_) => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer"))
+            .collect()
+    })
+}
+
+#[test]
+fn concurrent_writers() {
+    let (threads, txns) = (4u64, 15u64);
+    let full = FaultFs::new();
+    assert_eq!(
+        concurrent_run(&full, threads, txns),
+        vec![txns; threads as usize]
+    );
+    let total = full.ops();
+    let mut points = 0;
+    for n in (1..=total).step_by((total as usize / 60).max(1)) {
+        let fs = FaultFs::new();
+        fs.crash_at(n);
+        let acked = concurrent_run(&fs, threads, txns);
+        for seed in 0..2 {
+            let img = fs.power_loss_image(n * 3 + seed);
+            let db = Db::open_vfs(Arc::new(img), Path::new(DIR), opts())
+                .unwrap_or_else(|e| panic!("crash at op {n}: recovery failed: {e}"));
+            let t = db.table("t").expect("table");
+            let tx = db.begin().expect("begin");
+            let num = |k: String| {
+                tx.get(&t, k)
+                    .expect("get")
+                    .map_or(0, |v| u64::from_le_bytes(v[..8].try_into().expect("8")))
+            };
+            for w in 0..threads {
+                let c = num(format!("{w}/counter"));
+                assert!(
+                    c >= acked[w as usize],
+                    "crash at op {n}: thread {w} acknowledged {} but recovered {c}",
+                    acked[w as usize]
+                );
+                for k in 0..4 {
+                    // The newest transaction of this thread that wrote key k.
+                    let want = (1..=c).rev().find(|i| i % 4 == k).unwrap_or(0);
+                    assert_eq!(
+                        num(format!("{w}/{k}")),
+                        want,
+                        "crash at op {n}: thread {w} key {k} torn from its transaction"
+                    );
+                }
+            }
+            drop(tx);
+            db.check_integrity()
+                .unwrap_or_else(|e| panic!("crash at op {n}: integrity: {e}"));
+        }
+        points += 1;
+    }
+    eprintln!(
+        "concurrent writers: {total} operations, {points} crash points, {} images",
+        points * 2
+    );
+}
