@@ -304,7 +304,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         let mut r = store.read();
         let m = r.view.read_meta()?;
         meta::validate(&m)?;
-        clog::load(&mut r.view, PageId(meta::get(&m, Field::ClogDir)))?
+        clog::load(&mut r.view, PageId(meta::get(&m, Field::ClogDir)), next_xid)?
     };
     let mgr = TxnManager::new(next_xid, Clog::new(bits, next_xid));
     let inner = Inner {

@@ -17,7 +17,7 @@
 //! example overflow pages of a large value whose tuple was never written
 //! before a crash). Any other finding is `Error::Corruption`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::btree::node;
@@ -61,7 +61,6 @@ type LeafFn<'f, C> = dyn FnMut(&mut C, &[u8], &[u8]) -> Result<()> + 'f;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Owner {
-    None,
     Meta,
     Free,
     Clog,
@@ -74,7 +73,7 @@ struct Checker<'a> {
     view: ReadView<'a>,
     file: PathBuf,
     count: u32,
-    owner: Vec<Owner>,
+    owner: HashMap<u32, Owner>,
     tuples: HashSet<Tid>,
     next_xid: Xid,
     report: IntegrityReport,
@@ -90,7 +89,7 @@ pub fn check(view: ReadView<'_>, file: PathBuf, next_xid: Xid) -> Result<Integri
         view,
         file,
         count,
-        owner: vec![Owner::None; count as usize],
+        owner: HashMap::new(),
         tuples: HashSet::new(),
         next_xid,
         report: IntegrityReport {
@@ -119,7 +118,7 @@ pub fn check(view: ReadView<'_>, file: PathBuf, next_xid: Xid) -> Result<Integri
         c.table(root)?;
     }
     c.heap_pages()?;
-    c.report.leaked_pages = c.owner.iter().filter(|&&o| o == Owner::None).count() as u64;
+    c.report.leaked_pages = count as u64 - c.owner.len() as u64;
     Ok(c.report)
 }
 
@@ -129,19 +128,17 @@ impl Checker<'_> {
     }
 
     fn claim(&mut self, pid: PageId, owner: Owner) -> Result<()> {
-        let Some(slot) = self.owner.get_mut(pid.0 as usize) else {
-            return Err(self.err(
-                pid,
-                format!(
-                    "page {pid} referenced but beyond the page count {}",
-                    self.count
-                ),
-            ));
-        };
-        match *slot {
-            Owner::None => *slot = owner,
-            Owner::Heap if owner == Owner::Heap => return Ok(()),
-            _ => return Err(self.err(pid, format!("page {pid} is referenced twice"))),
+        if pid.0 >= self.count {
+            let what = format!(
+                "page {pid} referenced but beyond the page count {}",
+                self.count
+            );
+            return Err(self.err(pid, what));
+        }
+        match self.owner.insert(pid.0, owner) {
+            None => {}
+            Some(Owner::Heap) if owner == Owner::Heap => return Ok(()),
+            Some(_) => return Err(self.err(pid, format!("page {pid} is referenced twice"))),
         }
         match owner {
             Owner::Tree => self.report.btree_pages += 1,
@@ -149,7 +146,7 @@ impl Checker<'_> {
             Owner::Overflow => self.report.overflow_pages += 1,
             Owner::Clog => self.report.clog_pages += 1,
             Owner::Free => self.report.free_pages += 1,
-            Owner::Meta | Owner::None => {}
+            Owner::Meta => {}
         }
         Ok(())
     }
@@ -334,10 +331,13 @@ impl Checker<'_> {
     /// Every used slot of every heap page belongs to a chain, and the
     /// page's free-space accounting adds up.
     fn heap_pages(&mut self) -> Result<()> {
-        let pages: Vec<PageId> = (0..self.count)
-            .map(PageId)
-            .filter(|p| self.owner[p.0 as usize] == Owner::Heap)
+        let mut pages: Vec<PageId> = self
+            .owner
+            .iter()
+            .filter(|(_, &o)| o == Owner::Heap)
+            .map(|(&p, _)| PageId(p))
             .collect();
+        pages.sort_unstable();
         for pid in pages {
             let info = self.view.with_page(pid, |p| {
                 (

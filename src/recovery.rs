@@ -23,7 +23,8 @@ use crate::buffer::BufferPool;
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::io::Vfs;
-use crate::limits::PAGE_SIZE;
+use crate::limits::{MTR_PAGES_MAX, PAGE_SIZE};
+use crate::store::meta::{self, Field, META};
 use crate::wal::reader::LogReader;
 use crate::wal::record::{apply, Change, Kind, Record};
 use crate::wal::segment;
@@ -85,7 +86,22 @@ fn replay_records(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -
 }
 
 fn apply_record(pool: &BufferPool, rec: &Record, start: Lsn, end: Lsn) -> Result<()> {
+    // A record may name pages up to the meta page's count plus what it
+    // allocates itself; anything further is damage (and replaying it would
+    // grow the data file without bound).
+    let limit = {
+        let meta = pool.fetch(META)?;
+        let count = meta::get(&meta.read(), Field::PageCount) as u64;
+        count.max(pool.file_pages()?) + MTR_PAGES_MAX as u64
+    };
     for (pid, change) in &rec.pages {
+        if pid.0 as u64 >= limit {
+            return Err(Error::corruption(
+                pool.path(),
+                0,
+                format!("log record at LSN {start} names page {pid}, beyond the {limit} pages that can exist"),
+            ));
+        }
         apply_change(pool, *pid, change, start, end)?;
     }
     Ok(())

@@ -179,7 +179,13 @@ impl BufferPool {
     }
 
     fn get(&self, pid: PageId, read: bool) -> Result<Pinned<'_>> {
-        assert!(pid.0 != NO_PAGE, "page id {pid} is reserved");
+        if pid.0 == NO_PAGE {
+            return Err(Error::corruption(
+                &self.path,
+                0,
+                format!("reference to reserved page id {pid}"),
+            ));
+        }
         let mut table = self.table.lock();
         if let Some(&idx) = table.map.get(&pid) {
             let f = &self.frames[idx];

@@ -155,8 +155,10 @@ pub fn set_committed(mtr: &mut Mtr<'_>, xid: Xid) -> Result<()> {
 /// Reads every commit-log page into the packed in-memory form. Directory
 /// `d`'s entry `i` covers commit-log page `d * DIR_MAX + i`; a directory
 /// may be partly filled when xids were skipped.
-pub fn load(acc: &mut impl PageAccess, first_dir: PageId) -> Result<Vec<u8>> {
+/// Entries for xids at or above `next_xid` cannot exist and are corruption.
+pub fn load(acc: &mut impl PageAccess, first_dir: PageId, next_xid: Xid) -> Result<Vec<u8>> {
     const BYTES: usize = PAGE_SIZE - HDR;
+    let max_pages = (next_xid.0 / XIDS_PER_PAGE) as usize + 1;
     let mut bits = Vec::new();
     let mut dir = first_dir;
     let mut d = 0usize;
@@ -171,13 +173,20 @@ pub fn load(acc: &mut impl PageAccess, first_dir: PageId) -> Result<Vec<u8>> {
                 (page::page_type(p) == Some(PageType::Clog)).then(|| p[HDR..].to_vec())
             })?;
             let chunk = chunk.ok_or_else(|| corrupt(acc, pid, "not a commit-log page"))?;
+            if d * DIR_MAX + i >= max_pages {
+                return Err(corrupt(
+                    acc,
+                    dir,
+                    "commit-log page for xids never handed out",
+                ));
+            }
             let at = (d * DIR_MAX + i) * BYTES;
             bits.resize(at + BYTES, 0);
             bits[at..].copy_from_slice(&chunk);
         }
         dir = next;
         d += 1;
-        if d > 1 << 20 {
+        if d * DIR_MAX > max_pages + DIR_MAX {
             return Err(corrupt(acc, dir, "directory chain does not end"));
         }
     }
