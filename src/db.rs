@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 
 use crate::buffer::page::PageType;
 use crate::buffer::BufferPool;
@@ -37,7 +36,9 @@ pub const WAL_DIR: &str = "wal";
 /// Lock file.
 pub const LOCK_FILE: &str = "LOCK";
 
-static NEXT_DB_ID: AtomicU64 = AtomicU64::new(1);
+// Identity of each open, to refuse tables of other databases (not a
+// synchronization protocol, so plain std, also under loom).
+static NEXT_DB_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A handle to a table; cheap to clone, valid for the `Db` that made it.
 #[derive(Clone, Debug)]
@@ -314,7 +315,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         opts,
         vfs,
         dir: dir.to_path_buf(),
-        id: NEXT_DB_ID.fetch_add(1, Ordering::Relaxed),
+        id: NEXT_DB_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         tables: Mutex::new(HashMap::new()),
         dead: AtomicU64::new(0),
         keys_last_vacuum: AtomicU64::new(0),

@@ -88,6 +88,7 @@ mod options;
 mod policy;
 mod recovery;
 pub mod store;
+mod sync;
 pub mod txn;
 mod vacuum;
 pub mod wal;

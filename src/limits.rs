@@ -23,8 +23,9 @@ pub const WAL_RECORD_MAX: usize = 4 << 20;
 pub const MTR_PAGES_MAX: usize = 96;
 /// Bytes of log buffered before the writer pushes them to the OS.
 pub const WAL_BUFFER_MAX: usize = 1 << 20;
-/// Smallest page cache, in pages: the deepest mini-transaction must fit pinned.
-pub const CACHE_PAGES_MIN: usize = 4 * MTR_PAGES_MAX;
+/// Smallest page cache, in pages: the deepest mini-transaction must fit
+/// pinned. (Loom models run the buffer pool with two frames.)
+pub const CACHE_PAGES_MIN: usize = if cfg!(loom) { 2 } else { 4 * MTR_PAGES_MAX };
 /// Xids handed out per logged high-water mark.
 pub const XID_BATCH: u64 = 1024;
 /// Index entries vacuum examines while holding the write latch once.

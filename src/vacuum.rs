@@ -16,8 +16,8 @@
 //! Every round leaves a consistent, fully linked chain, so a crash at any
 //! point loses no space and no data.
 
+use crate::sync::Ordering;
 use std::ops::Bound;
-use std::sync::atomic::Ordering;
 
 use crate::btree::{self, Dir};
 use crate::buffer::mtr::Mtr;

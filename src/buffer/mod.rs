@@ -20,10 +20,11 @@ pub mod page;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::{
+    AtomicBool, AtomicU32, Mutex, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 use crate::error::{Error, Result};
 use crate::ids::PageId;

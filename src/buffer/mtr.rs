@@ -11,7 +11,7 @@
 //! Callers hold the store's write latch, so at most one mini-transaction
 //! runs at a time; readers take the latch shared and see whole ones only.
 
-use parking_lot::RwLockWriteGuard;
+use crate::sync::RwLockWriteGuard;
 
 use super::page::{self, PageBuf, PageType};
 use super::{BufferPool, Pinned};

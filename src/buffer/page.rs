@@ -90,7 +90,7 @@ pub fn page_type(p: &PageBuf) -> Option<PageType> {
 
 /// Zeroes the body and stamps id and type; the LSN is kept so replay stays
 /// idempotent.
-pub(crate) fn init(p: &mut PageBuf, pid: PageId, ty: PageType) {
+pub fn init(p: &mut PageBuf, pid: PageId, ty: PageType) {
     p[LOGGED_FROM..].fill(0);
     put_u32(p, PID, pid.0);
     p[TYPE] = ty as u8;
@@ -101,7 +101,7 @@ fn checksum(p: &PageBuf) -> u32 {
 }
 
 /// Stamps the checksum just before the page goes to disk.
-pub(crate) fn seal(p: &mut PageBuf) {
+pub fn seal(p: &mut PageBuf) {
     let c = checksum(p);
     put_u32(p, CRC, c);
 }

@@ -16,7 +16,7 @@ pub mod tuple;
 
 use std::collections::{BTreeSet, HashMap};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::buffer::page::{PageBuf, PageType};

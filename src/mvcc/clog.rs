@@ -14,7 +14,7 @@
 //! Aborts are not logged: an xid below the crash horizon (the first xid
 //! handed out after the last restart) with no recorded outcome is aborted.
 
-use parking_lot::RwLock;
+use crate::sync::RwLock;
 
 use super::snapshot::{Status, StatusOf};
 use crate::buffer::mtr::{Mtr, PageAccess};

@@ -14,10 +14,9 @@
 pub mod meta;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::{AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::buffer::mtr::{Mtr, ReadView};
 use crate::buffer::BufferPool;

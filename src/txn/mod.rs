@@ -16,8 +16,8 @@ mod write;
 
 pub use scan::{KeyRange, Scan};
 
+use crate::sync::Ordering;
 use std::cell::Cell;
-use std::sync::atomic::Ordering;
 
 use crate::db::{CommitInfo, Db, Table};
 use crate::error::{Error, Result};

@@ -14,7 +14,7 @@
 //! Large values are written to overflow pages before the latch is taken,
 //! and freed again if the write fails.
 
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 use std::time::Instant;
 
 use super::Transaction;

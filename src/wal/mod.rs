@@ -23,10 +23,9 @@ pub mod record;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 
 use crate::error::{Error, Result};
 use crate::ids::Lsn;
