@@ -14,7 +14,10 @@ pub const DIR: &str = "/db";
 /// Options for fuzzing: no background thread (repeatable I/O order), small
 /// log segments so recycling happens.
 pub fn options() -> Options {
-    Options::default().background(false).cache_size(0).wal_segment_size(64 << 10)
+    Options::default()
+        .background(false)
+        .cache_size(0)
+        .wal_segment_size(64 << 10)
 }
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -48,7 +51,9 @@ fn contents(db: &Db, t: &strata::Table) -> strata::Result<Model> {
 pub fn ops_crash(data: &[u8]) {
     let mut input = Input(data);
     let mut fs = FaultFs::new();
-    let Ok((mut db, mut t)) = open(&fs) else { panic!("a fresh database must open") };
+    let Ok((mut db, mut t)) = open(&fs) else {
+        panic!("a fresh database must open")
+    };
     let mut model = Model::new();
     let mut pending: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut tx = None;
@@ -115,8 +120,12 @@ pub fn ops_crash(data: &[u8]) {
         let reopened = open(&fs).unwrap_or_else(|e| panic!("recovery failed: {e}"));
         (db, t) = reopened;
         let got = contents(&db, &t).unwrap_or_else(|e| panic!("reading after recovery: {e}"));
-        assert!(got == model || got == doubt, "recovered data differs from every acknowledged state");
-        db.check_integrity().unwrap_or_else(|e| panic!("integrity after recovery: {e}"));
+        assert!(
+            got == model || got == doubt,
+            "recovered data differs from every acknowledged state"
+        );
+        db.check_integrity()
+            .unwrap_or_else(|e| panic!("integrity after recovery: {e}"));
         model = got;
     }
 }
@@ -140,7 +149,9 @@ pub fn files_from_bytes(data: &[u8]) -> FaultFs {
                 }
                 let start = u64::from_le_bytes(rest[..8].try_into().unwrap_or([0; 8]));
                 rest = &rest[8..];
-                PathBuf::from(DIR).join("wal").join(format!("{start:016x}.wal"))
+                PathBuf::from(DIR)
+                    .join("wal")
+                    .join(format!("{start:016x}.wal"))
             }
         };
         let bytes = &rest[..len.min(rest.len())];
@@ -159,12 +170,16 @@ pub fn files_from_bytes(data: &[u8]) -> FaultFs {
 pub fn files_to_bytes(fs: &FaultFs) -> Vec<u8> {
     let mut out = Vec::new();
     for path in fs.files() {
-        let Some(data) = fs.read_file(&path) else { continue };
+        let Some(data) = fs.read_file(&path) else {
+            continue;
+        };
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let (kind, start) = match name {
             "CONTROL" => (0u8, None),
             "data.strata" => (1, None),
-            n if n.ends_with(".wal") => (2, u64::from_str_radix(n.trim_end_matches(".wal"), 16).ok()),
+            n if n.ends_with(".wal") => {
+                (2, u64::from_str_radix(n.trim_end_matches(".wal"), 16).ok())
+            }
             _ => continue,
         };
         out.push(kind);
@@ -181,7 +196,9 @@ pub fn files_to_bytes(fs: &FaultFs) -> Vec<u8> {
 /// must read, vacuum and check without panicking.
 pub fn open_bytes(data: &[u8]) {
     let fs = files_from_bytes(data);
-    let Ok(db) = Db::open_vfs(Arc::new(fs), Path::new(DIR), options()) else { return };
+    let Ok(db) = Db::open_vfs(Arc::new(fs), Path::new(DIR), options()) else {
+        return;
+    };
     if let Ok(names) = db.table_names() {
         for name in names.iter().take(8) {
             let Ok(t) = db.table(name) else { continue };
@@ -218,7 +235,11 @@ pub fn decoders(data: &[u8]) {
     let n = data.len().min(p.len());
     p[..n].copy_from_slice(&data[..n]);
     let _ = page::verify(&p, PageId(1));
-    let _ = (node::cells(&p), node::search(&p, b"key"), node::free_space(&p));
+    let _ = (
+        node::cells(&p),
+        node::search(&p, b"key"),
+        node::free_space(&p),
+    );
     for i in 0..node::count(&p).min(64) {
         let _ = (node::key(&p, i), node::value(&p, i), node::child(&p, i));
     }

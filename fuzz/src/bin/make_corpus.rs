@@ -23,7 +23,12 @@ fn main() {
         let t = db.table("t").expect("table");
         let mut tx = db.begin().expect("begin");
         for i in 0..60u32 {
-            tx.put(&t, format!("k{i:03}"), vec![i as u8; (i * 13 % 200) as usize]).expect("put");
+            tx.put(
+                &t,
+                format!("k{i:03}"),
+                vec![i as u8; (i * 13 % 200) as usize],
+            )
+            .expect("put");
         }
         tx.commit().expect("commit");
         db.checkpoint().expect("checkpoint");
@@ -35,17 +40,43 @@ fn main() {
     }
     let image = fs.process_crash_image();
     write("open_bytes", "small-db", &files_to_bytes(&image));
-    let data = image.read_file(&Path::new(DIR).join("data.strata")).expect("data");
+    let data = image
+        .read_file(&Path::new(DIR).join("data.strata"))
+        .expect("data");
     for (i, page) in data.chunks(8192).take(6).enumerate() {
         write("decoders", &format!("page-{i}"), page);
     }
-    for path in image.files().into_iter().filter(|p| p.extension().is_some_and(|e| e == "wal")) {
+    for path in image
+        .files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+    {
         let log = image.read_file(&path).expect("segment");
-        write("decoders", "log-segment-head", &log[16..log.len().min(16 + 4096)]);
+        write(
+            "decoders",
+            "log-segment-head",
+            &log[16..log.len().min(16 + 4096)],
+        );
     }
     // Operation sequences: puts, commits, a checkpoint, crash points.
-    write("ops_crash", "puts-commit", &[0, 1, 10, 1, 2, 20, 4, 0, 4, 0]);
-    write("ops_crash", "crash-mid-commit", &[0, 3, 30, 2, 4, 40, 8, 0, 2, 4, 0, 7]);
-    write("ops_crash", "checkpoint-vacuum", &[0, 1, 255, 4, 0, 3, 1, 4, 0, 6, 0, 7, 0, 8, 5, 1, 0, 4, 0]);
-    write("ops_crash", "rollback", &[1, 5, 9, 5, 0, 2, 6, 4, 0, 8, 1, 3]);
+    write(
+        "ops_crash",
+        "puts-commit",
+        &[0, 1, 10, 1, 2, 20, 4, 0, 4, 0],
+    );
+    write(
+        "ops_crash",
+        "crash-mid-commit",
+        &[0, 3, 30, 2, 4, 40, 8, 0, 2, 4, 0, 7],
+    );
+    write(
+        "ops_crash",
+        "checkpoint-vacuum",
+        &[0, 1, 255, 4, 0, 3, 1, 4, 0, 6, 0, 7, 0, 8, 5, 1, 0, 4, 0],
+    );
+    write(
+        "ops_crash",
+        "rollback",
+        &[1, 5, 9, 5, 0, 2, 6, 4, 0, 8, 1, 3],
+    );
 }
