@@ -1,7 +1,7 @@
 //! The commit log: two bits per xid.
 //!
-//! In memory, a packed array answers status questions for the visibility
-//! function. On disk, the same bits live in `Clog` pages listed by a chain
+//! In memory, chunks of the same bits (one per commit-log page) answer
+//! status questions for the visibility function. On disk, the same bits live in `Clog` pages listed by a chain
 //! of `ClogDir` pages (headed from the meta page); a commit is the
 //! mini-transaction that sets its xid's bits, so the commit record *is*
 //! the commit-log change, replayed like any other page change.
@@ -13,6 +13,8 @@
 //! ```
 //! Aborts are not logged: an xid below the crash horizon (the first xid
 //! handed out after the last restart) with no recorded outcome is aborted.
+
+use std::collections::HashMap;
 
 use crate::sync::RwLock;
 
@@ -34,18 +36,32 @@ const DIR_MAX: usize = (PAGE_SIZE - DIR_ENTRIES) / 4;
 const COMMITTED: u8 = 1;
 const ABORTED: u8 = 2;
 
-/// In-memory commit statuses.
+/// Bytes of commit-log bits per page (and per in-memory chunk).
+const CHUNK: usize = PAGE_SIZE - HDR;
+
+/// Loaded commit-log pages: (page index, its bits).
+pub type Chunks = Vec<(u64, Box<[u8]>)>;
+
+/// In-memory commit statuses: one chunk of bits per commit-log page that
+/// exists, so memory follows the xids actually used, whatever numbers
+/// damaged input might claim.
 pub struct Clog {
-    bits: RwLock<Vec<u8>>,
+    chunks: RwLock<HashMap<u64, Box<[u8]>>>,
     crash_horizon: Xid,
+}
+
+fn locate(xid: Xid) -> (u64, usize, u64) {
+    let k = xid.0 / XIDS_PER_PAGE;
+    let bit = xid.0 % XIDS_PER_PAGE;
+    (k, (bit / 4) as usize, (bit % 4) * 2)
 }
 
 impl Clog {
     /// Statuses loaded from disk; xids below `crash_horizon` without an
     /// outcome count as aborted.
-    pub fn new(bits: Vec<u8>, crash_horizon: Xid) -> Clog {
+    pub fn new(chunks: Chunks, crash_horizon: Xid) -> Clog {
         Clog {
-            bits: RwLock::new(bits),
+            chunks: RwLock::new(chunks.into_iter().collect()),
             crash_horizon,
         }
     }
@@ -57,19 +73,23 @@ impl Clog {
             Status::Aborted => ABORTED,
             Status::InProgress => 0,
         };
-        let (byte, shift) = ((xid.0 / 4) as usize, (xid.0 % 4) * 2);
-        let mut b = self.bits.write();
-        if b.len() <= byte {
-            b.resize(byte + 1 + 4096, 0);
-        }
-        b[byte] = (b[byte] & !(3 << shift)) | (v << shift);
+        let (k, byte, shift) = locate(xid);
+        let mut chunks = self.chunks.write();
+        let c = chunks
+            .entry(k)
+            .or_insert_with(|| vec![0u8; CHUNK].into_boxed_slice());
+        c[byte] = (c[byte] & !(3 << shift)) | (v << shift);
     }
 }
 
 impl StatusOf for Clog {
     fn status(&self, xid: Xid) -> Status {
-        let (byte, shift) = ((xid.0 / 4) as usize, (xid.0 % 4) * 2);
-        let v = self.bits.read().get(byte).map_or(0, |b| (b >> shift) & 3);
+        let (k, byte, shift) = locate(xid);
+        let v = self
+            .chunks
+            .read()
+            .get(&k)
+            .map_or(0, |c| (c[byte] >> shift) & 3);
         match v {
             COMMITTED => Status::Committed,
             ABORTED => Status::Aborted,
@@ -152,14 +172,13 @@ pub fn set_committed(mtr: &mut Mtr<'_>, xid: Xid) -> Result<()> {
     Ok(())
 }
 
-/// Reads every commit-log page into the packed in-memory form. Directory
-/// `d`'s entry `i` covers commit-log page `d * DIR_MAX + i`; a directory
-/// may be partly filled when xids were skipped.
-/// Entries for xids at or above `next_xid` cannot exist and are corruption.
-pub fn load(acc: &mut impl PageAccess, first_dir: PageId, next_xid: Xid) -> Result<Vec<u8>> {
-    const BYTES: usize = PAGE_SIZE - HDR;
+/// Reads every commit-log page. Directory `d`'s entry `i` covers
+/// commit-log page `d * DIR_MAX + i`; a directory may be partly filled when
+/// xids were skipped. Entries for xids at or above `next_xid` cannot exist
+/// and are corruption.
+pub fn load(acc: &mut impl PageAccess, first_dir: PageId, next_xid: Xid) -> Result<Chunks> {
     let max_pages = (next_xid.0 / XIDS_PER_PAGE) as usize + 1;
-    let mut bits = Vec::new();
+    let mut chunks = Vec::new();
     let mut dir = first_dir;
     let mut d = 0usize;
     while dir.0 != 0 {
@@ -169,10 +188,6 @@ pub fn load(acc: &mut impl PageAccess, first_dir: PageId, next_xid: Xid) -> Resu
             if pid.0 == 0 {
                 continue;
             }
-            let chunk = acc.with_page(pid, |p| {
-                (page::page_type(p) == Some(PageType::Clog)).then(|| p[HDR..].to_vec())
-            })?;
-            let chunk = chunk.ok_or_else(|| corrupt(acc, pid, "not a commit-log page"))?;
             if d * DIR_MAX + i >= max_pages {
                 return Err(corrupt(
                     acc,
@@ -180,9 +195,11 @@ pub fn load(acc: &mut impl PageAccess, first_dir: PageId, next_xid: Xid) -> Resu
                     "commit-log page for xids never handed out",
                 ));
             }
-            let at = (d * DIR_MAX + i) * BYTES;
-            bits.resize(at + BYTES, 0);
-            bits[at..].copy_from_slice(&chunk);
+            let chunk = acc.with_page(pid, |p| {
+                (page::page_type(p) == Some(PageType::Clog)).then(|| p[HDR..].into())
+            })?;
+            let chunk = chunk.ok_or_else(|| corrupt(acc, pid, "not a commit-log page"))?;
+            chunks.push(((d * DIR_MAX + i) as u64, chunk));
         }
         dir = next;
         d += 1;
@@ -190,5 +207,5 @@ pub fn load(acc: &mut impl PageAccess, first_dir: PageId, next_xid: Xid) -> Resu
             return Err(corrupt(acc, dir, "directory chain does not end"));
         }
     }
-    Ok(bits)
+    Ok(chunks)
 }
