@@ -84,6 +84,7 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) mgr: TxnManager,
     pub(crate) waits: LockWaits,
+    pub(crate) ssi: Mutex<crate::txn::ssi::Ssi>,
     pub(crate) opts: Options,
     pub(crate) vfs: Arc<dyn Vfs>,
     pub(crate) dir: PathBuf,
@@ -203,11 +204,6 @@ impl Db {
 
     /// Begins a transaction at `level`.
     pub fn begin_with(&self, level: Isolation) -> Result<Transaction> {
-        if level == Isolation::Serializable {
-            return Err(Error::Unsupported(
-                "Isolation::Serializable is not implemented yet; use Snapshot or ReadCommitted",
-            ));
-        }
         Transaction::begin(self.clone(), level)
     }
 
@@ -312,6 +308,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         store,
         mgr,
         waits: LockWaits::default(),
+        ssi: Mutex::new(crate::txn::ssi::Ssi::default()),
         opts,
         vfs,
         dir: dir.to_path_buf(),

@@ -34,6 +34,9 @@ pub const VACUUM_BATCH: usize = 64;
 pub const SCAN_BATCH: usize = 128;
 /// Key and value bytes after which a scan batch stops early.
 pub const SCAN_BATCH_BYTES: usize = 1 << 20;
+/// Key marks one serializable transaction keeps on one table before they
+/// are coarsened into a mark on the whole table.
+pub const SIREAD_KEYS_PER_TABLE_MAX: usize = 4096;
 /// Length of a deadlock-detection walk along the wait-for graph.
 pub const WAIT_CHAIN_MAX: usize = 4096;
 

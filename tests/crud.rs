@@ -222,15 +222,16 @@ fn sixty_four_mib_value_round_trips() {
 }
 
 #[test]
-fn serializable_is_refused_clearly_until_ssi_lands() {
+fn serializable_is_available() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
-    let err = db
+    let t = db.table("t").expect("t");
+    let mut tx = db
         .begin_with(Isolation::Serializable)
-        .expect_err("must refuse");
-    assert!(matches!(err, Error::Unsupported(_)));
-    assert!(err.to_string().contains("Serializable"));
-    assert_eq!(db.begin().expect("begin").isolation(), Isolation::Snapshot);
+        .expect("serializable begins");
+    assert_eq!(tx.isolation(), Isolation::Serializable);
+    tx.put(&t, "k", "v").expect("put");
+    tx.commit().expect("commit");
 }
 
 #[test]

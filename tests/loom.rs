@@ -77,7 +77,7 @@ fn no_snapshot_sees_half_a_commit() {
         let fs = FaultFs::new();
         let log = Arc::new(wal(&fs));
         let mgr = Arc::new(TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1))));
-        let (token, _) = mgr.begin(false);
+        let (token, _) = mgr.begin_new(false);
         let xid = mgr.assign(token, &log).expect("assign");
         let committer = {
             let mgr = mgr.clone();

@@ -1,7 +1,7 @@
 //! Version chains: from a key's newest version along `prev` links to the
 //! one a reader sees.
 
-use super::snapshot::{visible, Seen, Snapshot, StatusOf};
+use super::snapshot::{visible, Seen, Snapshot, Status, StatusOf};
 use crate::buffer::mtr::PageAccess;
 use crate::error::{Error, Result};
 use crate::heap::{self, overflow, tuple::Tuple};
@@ -86,27 +86,41 @@ pub fn read_visible(
     snap: &Snapshot,
     me: Xid,
     clog: &impl StatusOf,
+    unseen: &mut Vec<Xid>,
 ) -> Result<Option<Vec<u8>>> {
     let head = head(acc, entry)?;
-    match find_visible(acc, head, snap, me, clog)? {
+    match find_visible(acc, head, snap, me, clog, unseen)? {
         Some((tid, bytes)) => value(acc, &bytes, tid).map(Some),
         None => Ok(None),
     }
 }
 
 /// The tuple bytes of the version `snap` sees, starting at `head`.
+///
+/// `unseen` collects the writers whose change of this key the reader does
+/// not see — the creator of every newer version it skips, and the deleter
+/// of the version it sees — rolled-back ones excepted: the rw-antidependencies
+/// serializable snapshot isolation needs.
 pub fn find_visible(
     acc: &mut impl PageAccess,
     head: Tid,
     snap: &Snapshot,
     me: Xid,
     clog: &impl StatusOf,
+    unseen: &mut Vec<Xid>,
 ) -> Result<Option<(Tid, Vec<u8>)>> {
     let mut c = Cursor::new(head);
+    let live = |x: Xid| x != Xid::NONE && x != me && clog.status(x) != Status::Aborted;
     while let Some((v, bytes)) = c.step(acc)? {
         match visible(v.xmin, v.xmax, snap, me, clog) {
-            Seen::Visible => return Ok(Some((v.tid, bytes))),
+            Seen::Visible => {
+                if live(v.xmax) && !snap.sees(v.xmax, me, clog) {
+                    unseen.push(v.xmax);
+                }
+                return Ok(Some((v.tid, bytes)));
+            }
             Seen::Deleted => return Ok(None),
+            Seen::Invisible if live(v.xmin) => unseen.push(v.xmin),
             Seen::Invisible => {}
         }
     }

@@ -81,17 +81,29 @@ impl TxnManager {
 
     /// Registers a new transaction; returns its token and, unless it is
     /// Read Committed, its snapshot.
-    pub fn begin(&self, per_operation: bool) -> (u64, Snapshot) {
+    pub fn begin_new(&self, per_operation: bool) -> (u64, Snapshot) {
+        let token = self.next_token();
+        (token, self.begin(token, per_operation))
+    }
+
+    /// A fresh transaction token.
+    pub fn next_token(&self) -> u64 {
+        let mut s = self.state.lock();
+        s.next_token += 1;
+        s.next_token
+    }
+
+    /// Registers transaction `token` and takes its snapshot (kept for
+    /// vacuum unless `per_operation`, Read Committed).
+    pub fn begin(&self, token: u64, per_operation: bool) -> Snapshot {
         let mut s = self.state.lock();
         let snap = Self::snapshot_locked(&s);
-        let token = s.next_token;
-        s.next_token += 1;
         let view = View {
             snapshot: (!per_operation).then(|| snap.clone()),
             xid: Xid::NONE,
         };
         s.views.insert(token, view);
-        (token, snap)
+        snap
     }
 
     /// Hands an xid to transaction `token`.
@@ -161,7 +173,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let wal = Wal::resume(Arc::new(RealFs), tmp.path(), crate::ids::Lsn(0)).expect("wal");
         let m = TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1)));
-        let (t1, _) = m.begin(false);
+        let (t1, _) = m.begin_new(false);
         let x1 = m.assign(t1, &wal).expect("assign");
         let before = m.snapshot();
         assert!(before.xip.contains(&x1));
@@ -183,7 +195,7 @@ mod tests {
         let m = TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1)));
         let mut seen = BTreeSet::new();
         for _ in 0..3000 {
-            let (t, _) = m.begin(false);
+            let (t, _) = m.begin_new(false);
             let x = m.assign(t, &wal).expect("assign");
             assert!(seen.insert(x));
             assert!(x < m.high_water());

@@ -12,6 +12,7 @@
 
 pub mod locks;
 mod scan;
+pub mod ssi;
 mod write;
 
 pub use scan::{KeyRange, Scan};
@@ -80,7 +81,14 @@ impl Transaction {
         if db.inner().store.wal.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let (token, snapshot) = db.inner().mgr.begin(level == Isolation::ReadCommitted);
+        let inner = db.inner();
+        // Registered with SSI before the snapshot is taken: commits it
+        // counts as earlier are certainly in the snapshot.
+        let token = inner.mgr.next_token();
+        if level == Isolation::Serializable {
+            inner.ssi.lock().begin(token);
+        }
+        let snapshot = inner.mgr.begin(token, level == Isolation::ReadCommitted);
         Ok(Transaction {
             db,
             token,
@@ -110,7 +118,42 @@ impl Transaction {
         if table.db != self.db.inner().id {
             return Err(Error::ForeignTable);
         }
+        if self.serializable() {
+            let r = self.db.inner().ssi.lock().check(self.token);
+            self.note(r)?;
+        }
         Ok(())
+    }
+
+    fn serializable(&self) -> bool {
+        self.level == Isolation::Serializable
+    }
+
+    /// Reports a write to SSI: edges from concurrent readers of the key.
+    fn ssi_write(&self, table: &Table, key: &[u8]) -> Result<()> {
+        if !self.serializable() {
+            return Ok(());
+        }
+        let r = self
+            .db
+            .inner()
+            .ssi
+            .lock()
+            .write(self.token, table.root, key);
+        self.note(r)
+    }
+
+    /// Reports what a read saw to SSI (a no-op below Serializable).
+    fn ssi_read(&self, table: &Table, key: Option<&[u8]>, unseen: &[Xid]) -> Result<()> {
+        if !self.serializable() {
+            return Ok(());
+        }
+        let mut ssi = self.db.inner().ssi.lock();
+        let r = match key {
+            Some(k) => ssi.read_key(self.token, table.root, k, unseen),
+            None => ssi.read_unseen(self.token, unseen),
+        };
+        self.note(r)
     }
 
     fn note<T>(&self, r: Result<T>) -> Result<T> {
@@ -139,13 +182,23 @@ impl Transaction {
         }
         let snap = self.snapshot_now();
         let inner = self.db.inner();
-        let mut r = inner.store.read();
-        match crate::btree::get(&mut r.view, table.root, key)? {
-            Some(entry) => {
-                chain::read_visible(&mut r.view, &entry, &snap, self.xid, inner.mgr.clog())
+        let mut unseen = Vec::new();
+        let value = {
+            let mut r = inner.store.read();
+            match crate::btree::get(&mut r.view, table.root, key)? {
+                Some(entry) => chain::read_visible(
+                    &mut r.view,
+                    &entry,
+                    &snap,
+                    self.xid,
+                    inner.mgr.clog(),
+                    &mut unseen,
+                )?,
+                None => None,
             }
-            None => Ok(None),
-        }
+        };
+        self.ssi_read(table, Some(key), &unseen)?;
+        Ok(value)
     }
 
     /// Inserts or replaces `key` → `value`.
@@ -157,14 +210,19 @@ impl Transaction {
     ) -> Result<()> {
         self.check(table)?;
         let r = write::write(self, table, key.as_ref(), Some(value.as_ref()));
-        self.note(r).map(|_| ())
+        self.note(r)?;
+        self.ssi_write(table, key.as_ref())
     }
 
     /// Deletes `key`; returns whether it existed (for this transaction).
     pub fn delete(&mut self, table: &Table, key: impl AsRef<[u8]>) -> Result<bool> {
         self.check(table)?;
         let r = write::write(self, table, key.as_ref(), None);
-        self.note(r)
+        let existed = self.note(r)?;
+        // Whether the key existed is a read, too.
+        self.ssi_read(table, Some(key.as_ref()), &[])?;
+        self.ssi_write(table, key.as_ref())?;
+        Ok(existed)
     }
 
     /// Rows with keys in `range`, in key order, including this
@@ -179,6 +237,14 @@ impl Transaction {
                 }
             }
         }
+        if self.serializable() {
+            let range = (lo.clone(), hi.clone());
+            self.db
+                .inner()
+                .ssi
+                .lock()
+                .read_range(self.token, table.root, range);
+        }
         Ok(Scan::new(self, table.clone(), self.snapshot_now(), lo, hi))
     }
 
@@ -186,6 +252,9 @@ impl Transaction {
         if self.xid == Xid::NONE {
             let inner = self.db.inner();
             self.xid = inner.mgr.assign(self.token, &inner.store.wal)?;
+            if self.serializable() {
+                inner.ssi.lock().assign(self.token, self.xid);
+            }
         }
         Ok(self.xid)
     }
@@ -197,8 +266,18 @@ impl Transaction {
         }
         self.finished = true;
         let inner = self.db.inner();
+        if self.serializable() {
+            // The last dangerous-structure check; past it, this transaction
+            // can no longer be chosen as a victim.
+            let prepared = inner.ssi.lock().prepare(self.token);
+            if let Err(e) = prepared {
+                self.abort();
+                return Err(e);
+            }
+        }
         if self.xid == Xid::NONE {
             inner.mgr.finish(self.token, Xid::NONE, Status::Committed);
+            self.ssi_committed();
             return Ok(CommitInfo {
                 xid: Xid::NONE,
                 lsn: Lsn(0),
@@ -220,6 +299,7 @@ impl Transaction {
         match durable {
             Ok(lsn) => {
                 inner.mgr.finish(self.token, self.xid, Status::Committed);
+                self.ssi_committed();
                 inner.waits.finished();
                 Ok(CommitInfo { xid: self.xid, lsn })
             }
@@ -233,6 +313,12 @@ impl Transaction {
         }
     }
 
+    fn ssi_committed(&self) {
+        if self.serializable() {
+            self.db.inner().ssi.lock().committed(self.token);
+        }
+    }
+
     /// Rolls back: every write of the transaction is discarded.
     pub fn rollback(mut self) -> Result<()> {
         self.finished = true;
@@ -243,6 +329,9 @@ impl Transaction {
     fn abort(&mut self) {
         let inner = self.db.inner();
         inner.mgr.finish(self.token, self.xid, Status::Aborted);
+        if self.serializable() {
+            inner.ssi.lock().aborted(self.token);
+        }
         if self.xid != Xid::NONE {
             inner.dead.fetch_add(self.writes, Ordering::Relaxed);
             inner.waits.finished();

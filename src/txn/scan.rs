@@ -144,6 +144,7 @@ impl<'t> Scan<'t> {
         let mut bytes = 0;
         let mut taken = 0;
         let mut last = None;
+        let mut unseen = Vec::new();
         for (key, entry) in entries {
             taken += 1;
             let seen = chain::read_visible(
@@ -152,6 +153,7 @@ impl<'t> Scan<'t> {
                 &self.snap,
                 self.tx.xid,
                 inner.mgr.clog(),
+                &mut unseen,
             )?;
             if let Some(value) = seen {
                 bytes += key.len() + value.len();
@@ -167,6 +169,8 @@ impl<'t> Scan<'t> {
                 break;
             }
         }
+        drop(r);
+        self.tx.ssi_read(&self.table, None, &unseen)?;
         if done && taken == total {
             self.exhausted = true;
         }

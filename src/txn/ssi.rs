@@ -1,0 +1,524 @@
+//! Serializable snapshot isolation: snapshot isolation plus detection of
+//! the dangerous structures of read-write antidependencies (Cahill et al.
+//! 2008; Ports & Grittner, VLDB 2012 — PostgreSQL's design).
+//!
+//! ```text
+//!   T1 ──rw──► T2 ──rw──► T3        T3 commits first: T2 is the pivot
+//! ```
+//! An rw-antidependency R → W means R read a version that W's write
+//! supersedes: R did not see W's change, so R must come before W in any
+//! serial order. A cycle in the serialization graph needs two consecutive
+//! rw edges; it is dangerous when the out-neighbour T3 committed before
+//! both others. Then one of T1, T2 is aborted — the pivot T2 if it has not
+//! started to commit, else T1 — never before T3 has committed.
+//!
+//! Edges are found both ways:
+//! - a read leaves SIREAD marks on the keys it read (found or not) and the
+//!   ranges it scanned; a later write by a concurrent transaction to a
+//!   marked key gives an edge reader → writer;
+//! - a read that skips a version (or sees a deletion) by a concurrent
+//!   transaction gives an edge reader → writer at once.
+//!
+//! Bookkeeping: each serializable transaction has an entry; one counter
+//! orders snapshots, commit starts ("prepared") and commit publications.
+//! A committed entry, with its marks, stays until no transaction
+//! concurrent with it is running; its out-edges then live on as a summary
+//! (the earliest commit among the out-neighbours), as in PostgreSQL.
+//! Too many marks of one transaction on one table are coarsened to a
+//! single mark on the whole table.
+//!
+//! Not yet here (issue 4 continues): the read-only optimizations (safe
+//! snapshots), page-level coarsening, and summarising when too many
+//! committed entries are retained.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+
+use crate::error::{Error, Result};
+use crate::ids::{PageId, Xid};
+use crate::limits::SIREAD_KEYS_PER_TABLE_MAX;
+
+type Key = (PageId, Vec<u8>);
+type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+#[derive(Default)]
+struct Entry {
+    xid: Xid,
+    /// Counter value when the snapshot was taken: transactions whose
+    /// commit was published at or below it are visible to it.
+    snapshot: u64,
+    /// Set when the commit begins; from then on it cannot be aborted.
+    prepared: Option<u64>,
+    /// Set when the commit is published.
+    committed: Option<u64>,
+    /// Chosen as a victim; its next operation fails.
+    doomed: bool,
+    /// Readers with an edge to this transaction (reader → self).
+    ins: HashSet<u64>,
+    /// Writers this transaction has an edge to (self → writer).
+    outs: HashSet<u64>,
+    /// Earliest `prepared` of out-neighbours already cleaned up.
+    out_summary: Option<u64>,
+    keys: HashSet<Key>,
+    tables: HashMap<PageId, usize>,
+}
+
+impl Entry {
+    fn finished_commit_before(&self, other: &Entry) -> bool {
+        // `self` started committing before `other` did (or other is running).
+        match (self.prepared, other.prepared) {
+            (Some(a), Some(b)) => a < b,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The SSI bookkeeping of one database.
+#[derive(Default)]
+pub struct Ssi {
+    entries: HashMap<u64, Entry>,
+    by_xid: HashMap<Xid, u64>,
+    key_marks: HashMap<Key, HashSet<u64>>,
+    range_marks: HashMap<PageId, BTreeMap<u64, Vec<Range>>>,
+    counter: u64,
+}
+
+fn covers(r: &Range, key: &[u8]) -> bool {
+    let above = match &r.0 {
+        Bound::Included(b) => key >= b.as_slice(),
+        Bound::Excluded(b) => key > b.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let below = match &r.1 {
+        Bound::Included(b) => key <= b.as_slice(),
+        Bound::Excluded(b) => key < b.as_slice(),
+        Bound::Unbounded => true,
+    };
+    above && below
+}
+
+impl Ssi {
+    /// Registers serializable transaction `id` (before its MVCC snapshot
+    /// is taken, so the order is conservative).
+    pub fn begin(&mut self, id: u64) {
+        self.counter += 1;
+        self.entries.insert(
+            id,
+            Entry {
+                snapshot: self.counter,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Records the xid `id` writes under.
+    pub fn assign(&mut self, id: u64, xid: Xid) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.xid = xid;
+            self.by_xid.insert(xid, id);
+        }
+    }
+
+    /// Fails if `id` was chosen as a victim.
+    pub fn check(&self, id: u64) -> Result<()> {
+        match self.entries.get(&id) {
+            Some(e) if e.doomed => Err(Error::SerializationFailure),
+            _ => Ok(()),
+        }
+    }
+
+    /// A read of `key` (found or not); `unseen` are the writers of newer
+    /// versions the reader skipped.
+    pub fn read_key(&mut self, id: u64, table: PageId, key: &[u8], unseen: &[Xid]) -> Result<()> {
+        self.mark_key(id, table, key);
+        self.read_unseen(id, unseen)
+    }
+
+    /// Edges to the writers of versions the reader did not see.
+    pub fn read_unseen(&mut self, id: u64, unseen: &[Xid]) -> Result<()> {
+        for x in unseen {
+            if let Some(&w) = self.by_xid.get(x) {
+                self.edge(id, w, id)?;
+            }
+        }
+        self.check(id)
+    }
+
+    /// A scan of `range` of `table`.
+    pub fn read_range(&mut self, id: u64, table: PageId, range: Range) {
+        self.range_marks
+            .entry(table)
+            .or_default()
+            .entry(id)
+            .or_default()
+            .push(range);
+    }
+
+    fn mark_key(&mut self, id: u64, table: PageId, key: &[u8]) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let k = (table, key.to_vec());
+        if !e.keys.insert(k.clone()) {
+            return;
+        }
+        let n = e.tables.entry(table).or_insert(0);
+        *n += 1;
+        self.key_marks.entry(k).or_default().insert(id);
+        if *n > SIREAD_KEYS_PER_TABLE_MAX {
+            self.coarsen(id, table);
+        }
+    }
+
+    /// Replaces a transaction's key marks on `table` by one mark on the
+    /// whole table: memory stays bounded, at the price of more conflicts.
+    fn coarsen(&mut self, id: u64, table: PageId) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let keys: Vec<Key> = e.keys.iter().filter(|k| k.0 == table).cloned().collect();
+        for k in keys {
+            e.keys.remove(&k);
+            if let Some(ids) = self.key_marks.get_mut(&k) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.key_marks.remove(&k);
+                }
+            }
+        }
+        e.tables.insert(table, 0);
+        self.read_range(id, table, (Bound::Unbounded, Bound::Unbounded));
+    }
+
+    /// A write of `key` by `id`: edges from every concurrent reader that
+    /// marked it.
+    pub fn write(&mut self, id: u64, table: PageId, key: &[u8]) -> Result<()> {
+        let mut readers: Vec<u64> = self
+            .key_marks
+            .get(&(table, key.to_vec()))
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        if let Some(ranges) = self.range_marks.get(&table) {
+            for (&r, rs) in ranges {
+                if rs.iter().any(|range| covers(range, key)) {
+                    readers.push(r);
+                }
+            }
+        }
+        let snapshot = self.entries.get(&id).map_or(0, |e| e.snapshot);
+        for r in readers {
+            if r == id {
+                continue;
+            }
+            // Only a reader concurrent with the writer: one whose commit
+            // was not yet visible when the writer's snapshot was taken.
+            let concurrent = self
+                .entries
+                .get(&r)
+                .is_some_and(|e| e.committed.is_none_or(|c| c > snapshot));
+            if concurrent {
+                self.edge(r, id, id)?;
+            }
+        }
+        self.check(id)
+    }
+
+    /// Adds `reader → writer` and looks for a dangerous structure through
+    /// it. `actor` is the transaction whose operation found the edge.
+    fn edge(&mut self, reader: u64, writer: u64, actor: u64) -> Result<()> {
+        if reader == writer
+            || !self.entries.contains_key(&reader)
+            || !self.entries.contains_key(&writer)
+        {
+            return Ok(());
+        }
+        if let Some(e) = self.entries.get_mut(&reader) {
+            e.outs.insert(writer);
+        }
+        if let Some(e) = self.entries.get_mut(&writer) {
+            e.ins.insert(reader);
+        }
+        // reader → writer → C, with C first: writer is the pivot.
+        let outs: Vec<u64> = self.entries[&writer].outs.iter().copied().collect();
+        for c in outs {
+            self.judge(reader, writer, Some(c), actor)?;
+        }
+        if self.entries[&writer].out_summary.is_some() {
+            self.judge(reader, writer, None, actor)?;
+        }
+        // D → reader → writer, with writer first: reader is the pivot.
+        let ins: Vec<u64> = self.entries[&reader].ins.iter().copied().collect();
+        for d in ins {
+            self.judge(d, reader, Some(writer), actor)?;
+        }
+        Ok(())
+    }
+
+    /// Decides about `t1 → t2 → t3` (`t3` = `None`: the summarised,
+    /// cleaned-up out-neighbours of `t2`); dooms a victim if it is
+    /// dangerous, or fails the actor when no one else can go.
+    fn judge(&mut self, t1: u64, t2: u64, t3: Option<u64>, actor: u64) -> Result<()> {
+        let (Some(e1), Some(e2)) = (self.entries.get(&t1), self.entries.get(&t2)) else {
+            return Ok(());
+        };
+        let first = match t3 {
+            Some(t3) => {
+                let Some(e3) = self.entries.get(&t3) else {
+                    return Ok(());
+                };
+                if e3.prepared.is_none() {
+                    return Ok(()); // nobody committed yet: not dangerous
+                }
+                let before_t1 = t1 == t3 || e3.finished_commit_before(e1);
+                // A read-only T1 is safe unless T3 committed before its snapshot.
+                let read_only_t1 = e1.xid == Xid::NONE && e1.prepared.is_some();
+                let before_snapshot = e3.committed.is_some_and(|c| c <= e1.snapshot);
+                e3.finished_commit_before(e2) && before_t1 && (!read_only_t1 || before_snapshot)
+            }
+            None => {
+                let Some(s) = e2.out_summary else {
+                    return Ok(());
+                };
+                let before_t2 = e2.prepared.is_none_or(|p| s < p);
+                let before_t1 = e1.prepared.is_none_or(|p| s < p);
+                before_t2 && before_t1
+            }
+        };
+        if !first {
+            return Ok(());
+        }
+        let victim = if e2.prepared.is_none() {
+            t2
+        } else if e1.prepared.is_none() {
+            t1
+        } else {
+            actor
+        };
+        if let Some(v) = self.entries.get_mut(&victim) {
+            v.doomed = true;
+        }
+        if victim == actor {
+            return Err(Error::SerializationFailure);
+        }
+        Ok(())
+    }
+
+    /// The commit of `id` begins: last check of `id` as pivot, then it can
+    /// no longer be aborted, and structures in which it is the first to
+    /// commit doom their pivots.
+    pub fn prepare(&mut self, id: u64) -> Result<()> {
+        self.check(id)?;
+        let Some(e) = self.entries.get(&id) else {
+            return Ok(());
+        };
+        let ins: Vec<u64> = e.ins.iter().copied().collect();
+        let outs: Vec<u64> = e.outs.iter().copied().collect();
+        for &d in &ins {
+            for &c in &outs {
+                self.judge(d, id, Some(c), id)?;
+            }
+            self.judge(d, id, None, id)?;
+        }
+        // As T1: doom a pivot whose out-neighbour already committed.
+        for &b in &outs {
+            let cs: Vec<u64> = self
+                .entries
+                .get(&b)
+                .map(|e| e.outs.iter().copied().collect())
+                .unwrap_or_default();
+            for c in cs {
+                self.judge(id, b, Some(c), id)?;
+            }
+            self.judge(id, b, None, id)?;
+        }
+        self.check(id)?;
+        self.counter += 1;
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.prepared = Some(self.counter);
+        }
+        // As T3: every structure d → b → id now has its first committer.
+        for b in ins {
+            let ds: Vec<u64> = self
+                .entries
+                .get(&b)
+                .map(|e| e.ins.iter().copied().collect())
+                .unwrap_or_default();
+            for d in ds {
+                self.judge(d, b, Some(id), id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The commit of `id` is published (visible to new snapshots).
+    pub fn committed(&mut self, id: u64) {
+        self.counter += 1;
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.committed = Some(self.counter);
+        }
+        self.cleanup();
+    }
+
+    /// `id` rolled back (or failed to commit): it and its edges vanish.
+    pub fn aborted(&mut self, id: u64) {
+        self.remove(id, false);
+        self.cleanup();
+    }
+
+    fn remove(&mut self, id: u64, summarise: bool) {
+        let Some(e) = self.entries.remove(&id) else {
+            return;
+        };
+        if e.xid != Xid::NONE {
+            self.by_xid.remove(&e.xid);
+        }
+        for r in &e.ins {
+            if let Some(x) = self.entries.get_mut(r) {
+                x.outs.remove(&id);
+                if summarise {
+                    let p = e.prepared.unwrap_or(u64::MAX);
+                    x.out_summary = Some(x.out_summary.map_or(p, |s| s.min(p)));
+                }
+            }
+        }
+        for w in &e.outs {
+            if let Some(x) = self.entries.get_mut(w) {
+                x.ins.remove(&id);
+            }
+        }
+        for k in e.keys {
+            if let Some(ids) = self.key_marks.get_mut(&k) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.key_marks.remove(&k);
+                }
+            }
+        }
+        self.range_marks.retain(|_, m| {
+            m.remove(&id);
+            !m.is_empty()
+        });
+    }
+
+    /// Drops committed entries no running transaction is concurrent with.
+    fn cleanup(&mut self) {
+        let oldest_running = self
+            .entries
+            .values()
+            .filter(|e| e.committed.is_none())
+            .map(|e| e.snapshot)
+            .min();
+        let done: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.committed
+                    .is_some_and(|c| oldest_running.is_none_or(|s| c <= s))
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in done {
+            self.remove(id, true);
+        }
+    }
+
+    /// Entries retained (running and recently committed), for tests.
+    pub fn retained(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: PageId = PageId(7);
+
+    #[test]
+    fn write_skew_dooms_the_second_committer() {
+        // T1 reads x, T2 reads y; T1 writes y, T2 writes x.
+        let mut s = Ssi::default();
+        s.begin(1);
+        s.begin(2);
+        s.assign(1, Xid(1));
+        s.assign(2, Xid(2));
+        s.read_key(1, T, b"x", &[]).expect("read");
+        s.read_key(2, T, b"y", &[]).expect("read");
+        s.write(1, T, b"y").expect("2 -> 1");
+        s.write(2, T, b"x")
+            .expect("1 -> 2: structure 2 -> 1 -> 2 without a committer yet");
+        s.prepare(1).expect("the first committer goes");
+        s.committed(1);
+        assert!(matches!(s.prepare(2), Err(Error::SerializationFailure)));
+    }
+
+    #[test]
+    fn disjoint_transactions_never_conflict_and_entries_are_cleaned_up() {
+        let mut s = Ssi::default();
+        for round in 0..100u64 {
+            let (a, b) = (2 * round, 2 * round + 1);
+            s.begin(a);
+            s.begin(b);
+            s.read_key(a, T, b"a", &[]).expect("read");
+            s.write(a, T, b"a").expect("write");
+            s.read_key(b, T, b"b", &[]).expect("read");
+            s.write(b, T, b"b").expect("write");
+            s.prepare(a).expect("a");
+            s.committed(a);
+            s.prepare(b).expect("b");
+            s.committed(b);
+        }
+        assert_eq!(s.retained(), 0, "finished transactions must not pile up");
+        assert!(s.key_marks.is_empty() && s.range_marks.is_empty());
+    }
+
+    #[test]
+    fn range_marks_catch_phantoms() {
+        let mut s = Ssi::default();
+        s.begin(1);
+        s.begin(2);
+        s.assign(1, Xid(1));
+        s.assign(2, Xid(2));
+        s.read_range(
+            1,
+            T,
+            (
+                Bound::Included(b"a".to_vec()),
+                Bound::Excluded(b"m".to_vec()),
+            ),
+        );
+        s.read_range(
+            2,
+            T,
+            (
+                Bound::Included(b"a".to_vec()),
+                Bound::Excluded(b"m".to_vec()),
+            ),
+        );
+        s.write(1, T, b"c").expect("2 -> 1");
+        s.write(2, T, b"d").expect("1 -> 2");
+        s.prepare(1).expect("first");
+        s.committed(1);
+        assert!(
+            s.prepare(2).is_err(),
+            "inserts into each other's scanned range: write skew over a predicate"
+        );
+    }
+
+    #[test]
+    fn many_key_marks_coarsen_to_the_table() {
+        let mut s = Ssi::default();
+        s.begin(1);
+        for i in 0..(SIREAD_KEYS_PER_TABLE_MAX as u32 + 10) {
+            s.read_key(1, T, &i.to_be_bytes(), &[]).expect("read");
+        }
+        assert!(s.key_marks.len() <= SIREAD_KEYS_PER_TABLE_MAX);
+        s.begin(2);
+        s.write(2, T, b"never read key").expect("write");
+        assert!(
+            s.entries[&2].ins.contains(&1),
+            "the table-wide mark covers every key"
+        );
+    }
+}
