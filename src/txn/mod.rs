@@ -182,6 +182,10 @@ impl Transaction {
         }
         let snap = self.snapshot_now();
         let inner = self.db.inner();
+        // Mark before reading (a writer writes before it checks marks):
+        // of a concurrent read and write, whichever comes second sees the
+        // other, as a mark or as a version it must skip.
+        self.ssi_read(table, Some(key), &[])?;
         let mut unseen = Vec::new();
         let value = {
             let mut r = inner.store.read();
@@ -197,7 +201,7 @@ impl Transaction {
                 None => None,
             }
         };
-        self.ssi_read(table, Some(key), &unseen)?;
+        self.ssi_read(table, None, &unseen)?;
         Ok(value)
     }
 
@@ -217,10 +221,10 @@ impl Transaction {
     /// Deletes `key`; returns whether it existed (for this transaction).
     pub fn delete(&mut self, table: &Table, key: impl AsRef<[u8]>) -> Result<bool> {
         self.check(table)?;
+        // Whether the key existed is a read, too (marked first, as in `get`).
+        self.ssi_read(table, Some(key.as_ref()), &[])?;
         let r = write::write(self, table, key.as_ref(), None);
         let existed = self.note(r)?;
-        // Whether the key existed is a read, too.
-        self.ssi_read(table, Some(key.as_ref()), &[])?;
         self.ssi_write(table, key.as_ref())?;
         Ok(existed)
     }

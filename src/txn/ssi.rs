@@ -19,6 +19,11 @@
 //! - a read that skips a version (or sees a deletion) by a concurrent
 //!   transaction gives an edge reader → writer at once.
 //!
+//! A read marks before it reads; a write writes before it checks the
+//! marks. So of a concurrent read and write of one key, whichever comes
+//! second finds the other — as a mark, or as a version to skip — and no
+//! edge is lost. (Marking after reading lost edges: the bank test caught it.)
+//!
 //! Bookkeeping: each serializable transaction has an entry; one counter
 //! orders snapshots, commit starts ("prepared") and commit publications.
 //! A committed entry, with its marks, stays until no transaction
@@ -64,13 +69,11 @@ struct Entry {
 }
 
 impl Entry {
-    fn finished_commit_before(&self, other: &Entry) -> bool {
-        // `self` started committing before `other` did (or other is running).
-        match (self.prepared, other.prepared) {
-            (Some(a), Some(b)) => a < b,
-            (Some(_), None) => true,
-            _ => false,
-        }
+    /// Whether `self`, which began committing at `prepared`, did so before
+    /// `other`'s commit became visible (or `other` has not committed):
+    /// PostgreSQL's rule, comparing T3's prepare with the others' commits.
+    fn committed_first(prepared: u64, other: &Entry) -> bool {
+        other.committed.is_none_or(|c| prepared <= c)
     }
 }
 
@@ -267,22 +270,18 @@ impl Ssi {
                 let Some(e3) = self.entries.get(&t3) else {
                     return Ok(());
                 };
-                if e3.prepared.is_none() {
-                    return Ok(()); // nobody committed yet: not dangerous
-                }
-                let before_t1 = t1 == t3 || e3.finished_commit_before(e1);
+                let Some(p3) = e3.prepared else { return Ok(()) }; // nobody committed yet
+                let before_t1 = t1 == t3 || Entry::committed_first(p3, e1);
                 // A read-only T1 is safe unless T3 committed before its snapshot.
                 let read_only_t1 = e1.xid == Xid::NONE && e1.prepared.is_some();
                 let before_snapshot = e3.committed.is_some_and(|c| c <= e1.snapshot);
-                e3.finished_commit_before(e2) && before_t1 && (!read_only_t1 || before_snapshot)
+                Entry::committed_first(p3, e2) && before_t1 && (!read_only_t1 || before_snapshot)
             }
             None => {
                 let Some(s) = e2.out_summary else {
                     return Ok(());
                 };
-                let before_t2 = e2.prepared.is_none_or(|p| s < p);
-                let before_t1 = e1.prepared.is_none_or(|p| s < p);
-                before_t2 && before_t1
+                Entry::committed_first(s, e2) && Entry::committed_first(s, e1)
             }
         };
         if !first {
