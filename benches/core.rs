@@ -194,12 +194,90 @@ fn space_amplification() -> f64 {
     dir_size(tmp.path()) as f64 / live as f64
 }
 
+/// The same read-write mix (4 threads; each transaction reads 4 random
+/// keys of 10 000 and updates 1) at `level`: committed transactions per
+/// second and the share that failed with a retryable error. Eventual
+/// durability, so the isolation machinery rather than fsync is measured.
+fn mixed(level: strata::Isolation) -> (f64, f64) {
+    let tmp = bench_dir();
+    let db = Db::open_with(
+        tmp.path(),
+        Options::default().durability(Durability::Eventual),
+    )
+    .expect("open");
+    let t = db.table("t").expect("t");
+    let keys = 10_000u64;
+    let mut tx = db.begin().expect("begin");
+    for i in 0..keys {
+        tx.put(&t, key(i), [0u8; 100]).expect("put");
+    }
+    tx.commit().expect("commit");
+    let per_thread = 5_000u64;
+    let start = Instant::now();
+    let failed: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|th| {
+                let (db, t) = (db.clone(), t.clone());
+                s.spawn(move || {
+                    let mut seed = th.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    let mut next = move || {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed % keys
+                    };
+                    let mut failed = 0;
+                    for _ in 0..per_thread {
+                        let mut tx = db.begin_with(level).expect("begin");
+                        let r = (|| {
+                            for _ in 0..4 {
+                                tx.get(&t, key(next()))?;
+                            }
+                            tx.put(&t, key(next()), [1u8; 100])?;
+                            tx.commit().map(drop)
+                        })();
+                        match r {
+                            Ok(()) => {}
+                            Err(e) if e.is_retryable() => failed += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    let total = 4 * per_thread;
+    (
+        (total - failed) as f64 / start.elapsed().as_secs_f64(),
+        failed as f64 / total as f64,
+    )
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("STRATA_BENCH_WAL_CHILD") {
         wal_child(&PathBuf::from(dir));
         return;
     }
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::var_os("STRATA_BENCH_ONLY_MIXED").is_some() {
+        let si = median(
+            (0..RUNS)
+                .map(|_| mixed(strata::Isolation::Snapshot).0)
+                .collect(),
+        );
+        let ser = median(
+            (0..RUNS)
+                .map(|_| mixed(strata::Isolation::Serializable).0)
+                .collect(),
+        );
+        println!(
+            "| mixed: Snapshot {si:.0}/s, Serializable {ser:.0}/s ({:.1}%) |",
+            100.0 * ser / si
+        );
         return;
     }
     let probe = bench_dir();
@@ -236,6 +314,25 @@ fn main() {
         "| open after kill -9 with ~256 MiB of log | {:.2} s ({:.0} MiB/s replayed) |",
         median(opens.iter().map(|o| o.0).collect()),
         median(opens.iter().map(|o| o.1).collect())
+    );
+    let si: Vec<_> = (0..RUNS)
+        .map(|_| mixed(strata::Isolation::Snapshot))
+        .collect();
+    let ser: Vec<_> = (0..RUNS)
+        .map(|_| mixed(strata::Isolation::Serializable))
+        .collect();
+    let (si_rate, ser_rate) = (
+        median(si.iter().map(|r| r.0).collect()),
+        median(ser.iter().map(|r| r.0).collect()),
+    );
+    println!(
+        "| mixed 4-read/1-write, 4 threads, Snapshot: commits/s (failure rate) | {si_rate:.0} ({:.2}%) |",
+        100.0 * median(si.iter().map(|r| r.1).collect())
+    );
+    println!(
+        "| same at Serializable: commits/s (failure rate) | {ser_rate:.0} ({:.2}%), {:.1}% of Snapshot |",
+        100.0 * median(ser.iter().map(|r| r.1).collect()),
+        100.0 * ser_rate / si_rate
     );
     let amp = median((0..3).map(|_| space_amplification()).collect());
     println!("| directory size / live data after vacuum | {amp:.2} |");

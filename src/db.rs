@@ -196,10 +196,9 @@ impl Db {
         Ok(list.into_iter().map(|(name, _)| name).collect())
     }
 
-    /// Begins a transaction at the default level (Snapshot, until
-    /// Serializable lands).
+    /// Begins a transaction at the default level, `Isolation::Serializable`.
     pub fn begin(&self) -> Result<Transaction> {
-        self.begin_with(Isolation::Snapshot)
+        self.begin_with(Isolation::default())
     }
 
     /// Begins a transaction at `level`.

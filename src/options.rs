@@ -15,18 +15,33 @@ pub enum Durability {
     Eventual,
 }
 
-/// Transaction isolation level.
+/// Transaction isolation level. What each level prevents, in the terms of
+/// Adya's anomalies (as Hermitage tests PostgreSQL):
+///
+/// | anomaly | ReadCommitted | Snapshot | Serializable |
+/// |---|---|---|---|
+/// | G0 dirty write, G1a/b/c dirty and circular reads, OTV | prevented | prevented | prevented |
+/// | PMP phantom in a repeated scan | possible | prevented | prevented |
+/// | P4 lost update | possible | prevented | prevented |
+/// | G-single read skew | possible | prevented | prevented |
+/// | G2-item write skew | possible | possible | prevented |
+/// | G2 write skew over a scanned range | possible | possible | prevented |
+/// | read-only anomaly (Fekete et al.) | possible | possible | prevented |
+///
+/// Prevention may take the form of `Error::SerializationFailure` (or
+/// `Deadlock`, `LockTimeout`): retry the transaction when
+/// `err.is_retryable()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Isolation {
     /// Every operation sees the data committed before it started.
     ReadCommitted,
     /// The whole transaction sees one snapshot taken at `begin`; concurrent
     /// updates of the same key fail with `Error::SerializationFailure`.
-    #[default]
     Snapshot,
-    /// Snapshot isolation plus serializable-snapshot-isolation checks. Not
-    /// available yet: `begin_with(Isolation::Serializable)` returns
-    /// `Error::Unsupported`.
+    /// Snapshot isolation plus serializable-snapshot-isolation checks
+    /// (PostgreSQL's SSI): every committed history is equivalent to a
+    /// serial one. The default of `Db::begin`.
+    #[default]
     Serializable,
 }
 

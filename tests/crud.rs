@@ -222,7 +222,7 @@ fn sixty_four_mib_value_round_trips() {
 }
 
 #[test]
-fn serializable_is_available() {
+fn serializable_is_the_default() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
     let t = db.table("t").expect("t");

@@ -145,7 +145,7 @@ impl Transaction {
 
     /// Reports what a read saw to SSI (a no-op below Serializable).
     fn ssi_read(&self, table: &Table, key: Option<&[u8]>, unseen: &[Xid]) -> Result<()> {
-        if !self.serializable() {
+        if !self.serializable() || (key.is_none() && unseen.is_empty()) {
             return Ok(());
         }
         let mut ssi = self.db.inner().ssi.lock();
