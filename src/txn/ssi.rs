@@ -422,6 +422,13 @@ impl Ssi {
         }
     }
 
+    /// Whether the edge `reader → writer` is recorded (for tests and models).
+    pub fn has_edge(&self, reader: u64, writer: u64) -> bool {
+        self.entries
+            .get(&reader)
+            .is_some_and(|e| e.outs.contains(&writer))
+    }
+
     /// Entries retained (running and recently committed), for tests.
     pub fn retained(&self) -> usize {
         self.entries.len()
