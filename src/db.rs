@@ -201,6 +201,13 @@ impl Db {
         self.begin_with(Isolation::default())
     }
 
+    /// Begins a read-only serializable transaction: writes fail with
+    /// `Error::ReadOnlyTransaction`, and serializability is judged by the
+    /// read-only rule, which aborts fewer transactions.
+    pub fn begin_read(&self) -> Result<Transaction> {
+        Transaction::begin_read(self.clone())
+    }
+
     /// Begins a transaction at `level`.
     pub fn begin_with(&self, level: Isolation) -> Result<Transaction> {
         Transaction::begin(self.clone(), level)

@@ -62,6 +62,8 @@ pub enum Error {
     InvalidTableName,
     /// A `Table` handle of another database was passed to this one.
     ForeignTable,
+    /// A write in a transaction begun with `Db::begin_read`.
+    ReadOnlyTransaction,
     /// No prepared transaction with that global id exists.
     UnknownTransaction,
     /// A prepared transaction with that global id already exists.
@@ -148,6 +150,10 @@ impl fmt::Display for Error {
                 crate::limits::TABLE_NAME_MAX
             ),
             Error::ForeignTable => write!(f, "the table handle belongs to another database"),
+            Error::ReadOnlyTransaction => write!(
+                f,
+                "cannot write in a read-only transaction (begun with begin_read)"
+            ),
             Error::UnknownTransaction => write!(f, "no such prepared transaction"),
             Error::DuplicateTransaction => {
                 write!(f, "a prepared transaction with that id already exists")

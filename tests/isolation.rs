@@ -222,6 +222,10 @@ fn g2(level: Isolation) -> bool {
 /// T1's deposit but not T2's withdrawal, and T2 then charges the penalty
 /// that no serial order explains.
 fn read_only(level: Isolation) -> bool {
+    read_only_anomaly(level, false)
+}
+
+fn read_only_anomaly(level: Isolation, declared: bool) -> bool {
     let (_d, db, t) = setup();
     let mut init = db.begin().expect("begin");
     set(&mut init, &t, "x", 0).expect("x");
@@ -234,7 +238,11 @@ fn read_only(level: Isolation) -> bool {
         let y1 = num(&t1, &t, "y")?;
         set(&mut t1, &t, "y", y1 + 20)?;
         t1.commit()?;
-        let t3 = db.begin_with(level)?;
+        let t3 = if declared {
+            db.begin_read()?
+        } else {
+            db.begin_with(level)?
+        };
         let seen = (num(&t3, &t, "x")?, num(&t3, &t, "y")?);
         t3.commit()?;
         let penalty = if x + y - 10 < 0 { 1 } else { 0 };
@@ -346,5 +354,23 @@ fn write_skew_is_prevented_in_every_interleaving() {
     assert!(
         failures.is_empty(),
         "write skew in interleavings {failures:?} (bit i = which transaction runs step i)"
+    );
+}
+
+#[test]
+fn read_only_transactions_refuse_writes_and_still_serialize() {
+    let (_d, db, t) = setup();
+    let mut r = db.begin_read().expect("begin_read");
+    assert!(matches!(
+        r.put(&t, "1", "x"),
+        Err(Error::ReadOnlyTransaction)
+    ));
+    assert!(matches!(r.delete(&t, "1"), Err(Error::ReadOnlyTransaction)));
+    assert!(!Error::ReadOnlyTransaction.is_retryable());
+    assert_eq!(num(&r, &t, "1").expect("still readable"), 10);
+    r.commit().expect("commit");
+    assert!(
+        read_only_anomaly(Isolation::Serializable, true),
+        "a declared read-only T3 must not let the anomaly through"
     );
 }

@@ -65,6 +65,7 @@ pub struct Transaction {
     writes: u64,
     doomed: Cell<Option<Doom>>,
     finished: bool,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -77,6 +78,13 @@ impl std::fmt::Debug for Transaction {
 }
 
 impl Transaction {
+    pub(crate) fn begin_read(db: Db) -> Result<Transaction> {
+        let mut tx = Self::begin(db, Isolation::Serializable)?;
+        tx.read_only = true;
+        tx.db.inner().ssi.lock().read_only(tx.token);
+        Ok(tx)
+    }
+
     pub(crate) fn begin(db: Db, level: Isolation) -> Result<Transaction> {
         if db.inner().store.wal.is_poisoned() {
             return Err(Error::Poisoned);
@@ -98,6 +106,7 @@ impl Transaction {
             writes: 0,
             doomed: Cell::new(None),
             finished: false,
+            read_only: false,
         })
     }
 
@@ -253,6 +262,9 @@ impl Transaction {
     }
 
     pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {
+        if self.read_only {
+            return Err(Error::ReadOnlyTransaction);
+        }
         if self.xid == Xid::NONE {
             let inner = self.db.inner();
             self.xid = inner.mgr.assign(self.token, &inner.store.wal)?;

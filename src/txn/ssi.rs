@@ -32,9 +32,13 @@
 //! Too many marks of one transaction on one table are coarsened to a
 //! single mark on the whole table.
 //!
-//! Not yet here (issue 4 continues): the read-only optimizations (safe
-//! snapshots), page-level coarsening, and summarising when too many
-//! committed entries are retained.
+//! A transaction declared read-only (`Db::begin_read`) is judged by the
+//! read-only rule from the start: as T1 of a structure it is in danger only
+//! if T3 committed before its snapshot.
+//!
+//! Not yet here (issue 4 continues): safe snapshots (a read-only
+//! transaction that stops taking marks and can never abort), page-level
+//! coarsening, and summarising when too many committed entries are retained.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
@@ -58,6 +62,8 @@ struct Entry {
     committed: Option<u64>,
     /// Chosen as a victim; its next operation fails.
     doomed: bool,
+    /// Declared read-only at `begin` (`Db::begin_read`).
+    read_only: bool,
     /// Readers with an edge to this transaction (reader → self).
     ins: HashSet<u64>,
     /// Writers this transaction has an edge to (self → writer).
@@ -113,6 +119,13 @@ impl Ssi {
                 ..Default::default()
             },
         );
+    }
+
+    /// Declares `id` read-only: the read-only rule applies to it at once.
+    pub fn read_only(&mut self, id: u64) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.read_only = true;
+        }
     }
 
     /// Records the xid `id` writes under.
@@ -273,7 +286,7 @@ impl Ssi {
                 let Some(p3) = e3.prepared else { return Ok(()) }; // nobody committed yet
                 let before_t1 = t1 == t3 || Entry::committed_first(p3, e1);
                 // A read-only T1 is safe unless T3 committed before its snapshot.
-                let read_only_t1 = e1.xid == Xid::NONE && e1.prepared.is_some();
+                let read_only_t1 = e1.read_only || (e1.xid == Xid::NONE && e1.prepared.is_some());
                 let before_snapshot = e3.committed.is_some_and(|c| c <= e1.snapshot);
                 Entry::committed_first(p3, e2) && before_t1 && (!read_only_t1 || before_snapshot)
             }
