@@ -56,13 +56,15 @@
 //! - [`Db`] opens a directory (creating it), hands out [`Table`]s and
 //!   [`Transaction`]s, and runs checkpoints and vacuum (in the background
 //!   and on demand).
-//! - A [`Transaction`] reads a consistent snapshot ([`Isolation::Snapshot`])
-//!   or the latest committed data per operation
-//!   ([`Isolation::ReadCommitted`]). Writers of the same key wait for each
-//!   other (bounded by `Options::lock_timeout`); deadlocks are detected; a
-//!   snapshot transaction that would overwrite a concurrent commit fails
-//!   with [`Error::SerializationFailure`]. Retry when
-//!   [`Error::is_retryable`] says so.
+//! - A [`Transaction`] is serializable by default
+//!   ([`Isolation::Serializable`]: a snapshot plus PostgreSQL's
+//!   serializable snapshot isolation); [`Isolation::Snapshot`] and
+//!   [`Isolation::ReadCommitted`] trade anomalies for fewer aborts (the
+//!   table on [`Isolation`]). Writers of the same key wait for each other
+//!   (bounded by `Options::lock_timeout`); deadlocks are detected; a
+//!   transaction that would break its level's guarantee fails with
+//!   [`Error::SerializationFailure`]. Retry when [`Error::is_retryable`]
+//!   says so.
 //! - Underneath: a write-ahead log with group commit ([`wal`]), a bounded
 //!   page cache ([`buffer`]), a heap of versioned tuples ([`heap`]), a
 //!   B+tree per table ([`btree`]), and the visibility rules ([`mvcc`]).
