@@ -503,7 +503,13 @@ fn concurrent_writers() {
     );
     let total = full.ops();
     let mut points = 0;
-    for n in (1..=total).step_by((total as usize / 60).max(1)) {
+    let every = std::env::var("STRATA_CRASH_POINTS").is_ok_and(|v| v == "all");
+    let stride = if every {
+        1
+    } else {
+        (total as usize / 60).max(1)
+    };
+    for n in (1..=total).step_by(stride) {
         let fs = FaultFs::new();
         fs.crash_at(n);
         let acked = concurrent_run(&fs, threads, txns);
