@@ -85,7 +85,7 @@ fn damage_that_passes_checksums_is_still_found() {
     // First slot's tuple: key starts 30 bytes into the tuple.
     let off = u16::from_le_bytes([page[32], page[33]]) as usize;
     page[off + 30] ^= 0x01;
-    let crc = crc32c(&page[4..]);
+    let crc = common::crc32c(&page[4..]);
     page[..4].copy_from_slice(&crc.to_le_bytes());
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -101,19 +101,4 @@ fn damage_that_passes_checksums_is_still_found() {
         }
         other => panic!("damage not found: {other:?}"),
     }
-}
-
-fn crc32c(b: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in b {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }

@@ -166,27 +166,11 @@ fn foreign_or_newer_files_are_incompatible() {
     drop(open(tmp.path()));
     let mut c = fs::read(tmp.path().join("CONTROL")).expect("read");
     c[8] = 99; // format version
-    let crc = crc32c_of(&c[..32]);
+    let crc = common::crc32c(&c[..32]);
     c[32..36].copy_from_slice(&crc.to_le_bytes());
     fs::write(tmp.path().join("CONTROL"), &c).expect("write");
     let err = strata::Db::open(tmp.path()).expect_err("newer format must be refused");
     assert!(matches!(err, Error::IncompatibleFormat { .. }), "{err}");
-}
-
-fn crc32c_of(b: &[u8]) -> u32 {
-    // Bitwise CRC-32C (Castagnoli), independent of the engine's implementation.
-    let mut crc = !0u32;
-    for &byte in b {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// Random damage anywhere must give `Ok` or an `Error`, never a panic.

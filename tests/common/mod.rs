@@ -19,3 +19,20 @@ pub fn rows(tx: &strata::Transaction, t: &strata::Table) -> Vec<(Vec<u8>, Vec<u8
         .collect::<Result<_, _>>()
         .expect("rows")
 }
+
+/// Bitwise CRC-32C (Castagnoli), independent of the engine's implementation,
+/// for tests that forge checksummed bytes.
+pub fn crc32c(b: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in b {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
