@@ -37,6 +37,9 @@ pub const SCAN_BATCH_BYTES: usize = 1 << 20;
 /// Key marks one serializable transaction keeps on one table before they
 /// are coarsened into a mark on the whole table.
 pub const SIREAD_KEYS_PER_TABLE_MAX: usize = 4096;
+/// Committed serializable transactions retained with their own entries;
+/// beyond this the oldest are folded into a summary.
+pub const SSI_COMMITTED_MAX: usize = 2048;
 /// Length of a deadlock-detection walk along the wait-for graph.
 pub const WAIT_CHAIN_MAX: usize = 4096;
 

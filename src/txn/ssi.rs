@@ -36,18 +36,27 @@
 //! read-only rule from the start: as T1 of a structure it is in danger only
 //! if T3 committed before its snapshot.
 //!
+//! When more than `SSI_COMMITTED_MAX` committed entries are retained (a
+//! long-running transaction keeps everything after it), the oldest are
+//! folded into one summary entry, conservatively, so memory stays bounded.
+//!
 //! Not yet here (issue 4 continues): safe snapshots (a read-only
-//! transaction that stops taking marks and can never abort), page-level
-//! coarsening, and summarising when too many committed entries are retained.
+//! transaction that stops taking marks and can never abort) and page-level
+//! coarsening.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
-use crate::limits::SIREAD_KEYS_PER_TABLE_MAX;
+use crate::limits::{SIREAD_KEYS_PER_TABLE_MAX, SSI_COMMITTED_MAX};
 
 type Key = (PageId, Vec<u8>);
+
+/// The entry that stands for every summarised committed transaction.
+const OLD: u64 = u64::MAX;
+/// Ranges the summary entry keeps per table before it marks the whole table.
+const OLD_RANGES_MAX: usize = 64;
 type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 #[derive(Default)]
@@ -382,7 +391,9 @@ impl Ssi {
         let Some(e) = self.entries.remove(&id) else {
             return;
         };
-        if e.xid != Xid::NONE {
+        if id == OLD {
+            self.by_xid.retain(|_, owner| *owner != OLD);
+        } else if e.xid != Xid::NONE && self.by_xid.get(&e.xid) == Some(&id) {
             self.by_xid.remove(&e.xid);
         }
         for r in &e.ins {
@@ -413,6 +424,108 @@ impl Ssi {
         });
     }
 
+    /// Folds the oldest committed entries into one summary entry once more
+    /// than `SSI_COMMITTED_MAX` are retained (a long-running transaction
+    /// keeps every later one): the summary takes over their marks, edges and
+    /// xids, with the earliest commit start and the latest commit, which
+    /// can only find more dangerous structures, never fewer. Memory then
+    /// follows the keys read, not the number of transactions.
+    fn summarise(&mut self) {
+        let mut committed: Vec<(u64, u64)> = self
+            .entries
+            .iter()
+            .filter(|(&id, e)| id != OLD && e.committed.is_some())
+            .map(|(&id, e)| (e.committed.unwrap_or(0), id))
+            .collect();
+        if committed.len() <= SSI_COMMITTED_MAX {
+            return;
+        }
+        committed.sort_unstable();
+        let n = committed.len() - SSI_COMMITTED_MAX / 2;
+        for &(_, id) in &committed[..n] {
+            self.fold(id);
+        }
+    }
+
+    fn fold(&mut self, id: u64) {
+        let Some(e) = self.entries.remove(&id) else {
+            return;
+        };
+        // The summary is never judged by the read-only rule (a relaxation),
+        // hence its placeholder xid.
+        let old = self.entries.entry(OLD).or_insert_with(|| Entry {
+            xid: Xid(u64::MAX),
+            snapshot: e.snapshot,
+            prepared: e.prepared,
+            committed: e.committed,
+            ..Default::default()
+        });
+        let earliest = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        old.snapshot = old.snapshot.min(e.snapshot);
+        old.prepared = earliest(old.prepared, e.prepared);
+        old.committed = old.committed.max(e.committed);
+        old.out_summary = earliest(old.out_summary, e.out_summary);
+        old.ins.extend(e.ins.iter().filter(|&&r| r != OLD));
+        old.outs.extend(e.outs.iter().filter(|&&w| w != OLD));
+        for (table, n) in &e.tables {
+            *old.tables.entry(*table).or_insert(0) += n;
+        }
+        for r in &e.ins {
+            if let Some(x) = self.entries.get_mut(r) {
+                x.outs.remove(&id);
+                if *r != OLD {
+                    x.outs.insert(OLD);
+                }
+            }
+        }
+        for w in &e.outs {
+            if let Some(x) = self.entries.get_mut(w) {
+                x.ins.remove(&id);
+                if *w != OLD {
+                    x.ins.insert(OLD);
+                }
+            }
+        }
+        if e.xid != Xid::NONE {
+            self.by_xid.insert(e.xid, OLD);
+        }
+        for k in e.keys {
+            if let Some(ids) = self.key_marks.get_mut(&k) {
+                ids.remove(&id);
+                ids.insert(OLD);
+            }
+            if let Some(old) = self.entries.get_mut(&OLD) {
+                old.keys.insert(k);
+            }
+        }
+        for m in self.range_marks.values_mut() {
+            if let Some(ranges) = m.remove(&id) {
+                let mine = m.entry(OLD).or_default();
+                mine.extend(ranges);
+                if mine.len() > OLD_RANGES_MAX {
+                    *mine = vec![(Bound::Unbounded, Bound::Unbounded)];
+                }
+            }
+        }
+        let crowded: Vec<PageId> = self
+            .entries
+            .get(&OLD)
+            .map(|o| {
+                o.tables
+                    .iter()
+                    .filter(|(_, &n)| n > SIREAD_KEYS_PER_TABLE_MAX)
+                    .map(|(t, _)| *t)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for table in crowded {
+            self.coarsen(OLD, table);
+        }
+    }
+
     /// Drops committed entries no running transaction is concurrent with.
     fn cleanup(&mut self) {
         let oldest_running = self
@@ -433,6 +546,7 @@ impl Ssi {
         for id in done {
             self.remove(id, true);
         }
+        self.summarise();
     }
 
     /// Whether the edge `reader → writer` is recorded (for tests and models).
@@ -522,6 +636,79 @@ mod tests {
         assert!(
             s.prepare(2).is_err(),
             "inserts into each other's scanned range: write skew over a predicate"
+        );
+    }
+
+    /// Runs one committed transaction that reads `r` and writes `w`.
+    fn small(s: &mut Ssi, id: u64, r: &[u8], w: &[u8]) {
+        s.begin(id);
+        s.assign(id, Xid(id));
+        s.read_key(id, T, r, &[]).expect("read");
+        s.write(id, T, w).expect("write");
+        s.prepare(id).expect("prepare");
+        s.committed(id);
+    }
+
+    #[test]
+    fn a_long_reader_does_not_make_memory_grow() {
+        let mut s = Ssi::default();
+        s.begin(1);
+        s.read_key(1, T, b"x", &[]).expect("long reader");
+        for id in 2..20_000u64 {
+            let k = [(id % 100) as u8];
+            small(&mut s, id, &k, &[(id * 7 % 100) as u8]);
+            assert!(
+                s.retained() <= SSI_COMMITTED_MAX + 2,
+                "{} entries retained",
+                s.retained()
+            );
+        }
+        assert!(
+            s.key_marks.len() <= 101,
+            "marks follow keys, not transactions: {}",
+            s.key_marks.len()
+        );
+        assert!(s.by_xid.len() <= 20_000);
+        s.prepare(1).expect("the reader commits");
+        s.committed(1);
+        assert_eq!(s.retained(), 0, "everything goes once the long reader ends");
+        assert!(
+            s.key_marks.is_empty(),
+            "{} key marks left",
+            s.key_marks.len()
+        );
+        assert!(s.by_xid.is_empty(), "{} xids left", s.by_xid.len());
+        assert!(
+            s.range_marks.is_empty(),
+            "{} range marks left",
+            s.range_marks.len()
+        );
+    }
+
+    #[test]
+    fn write_skew_is_still_caught_after_its_first_committer_was_summarised() {
+        let mut s = Ssi::default();
+        s.begin(1); // keeps everything after it retained
+        s.begin(10);
+        s.begin(11);
+        s.assign(10, Xid(10));
+        s.assign(11, Xid(11));
+        s.read_key(10, T, b"x", &[]).expect("read");
+        s.read_key(11, T, b"y", &[]).expect("read");
+        s.write(10, T, b"y").expect("11 -> 10");
+        s.prepare(10).expect("10 commits first");
+        s.committed(10);
+        for id in 100..(100 + 2 * SSI_COMMITTED_MAX as u64) {
+            small(&mut s, id, b"filler-r", b"filler-w");
+        }
+        assert!(
+            !s.entries.contains_key(&10),
+            "10 should have been folded into the summary"
+        );
+        // 11 now writes x, which 10 (summarised) read: 10 -> 11 -> 10.
+        assert!(
+            s.write(11, T, b"x").is_err() || s.prepare(11).is_err(),
+            "write skew through a summarised transaction"
         );
     }
 
