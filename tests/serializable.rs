@@ -301,3 +301,69 @@ fn bank_rule_breaks_under_snapshot() {
     }
     panic!("snapshot isolation never broke the rule: the bank test may be blind");
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// One serializable transaction stays open while a million others run:
+/// memory stays flat (finished transactions are folded into a summary,
+/// versions the long reader cannot see are vacuumed).
+/// `cargo test --release --test serializable -- --ignored`
+#[test]
+#[ignore = "soak: a million transactions"]
+fn a_long_reader_keeps_memory_flat() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = Db::open_with(
+        tmp.path(),
+        strata::Options::default()
+            .durability(strata::Durability::Eventual)
+            .cache_size(16 << 20),
+    )
+    .expect("open");
+    let t = db.table("t").expect("t");
+    let n: u64 = std::env::var("STRATA_SOAK_TXNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let long = db.begin().expect("long reader");
+    assert!(long.get(&t, "k0").expect("read").is_none());
+    let mut baseline = 0;
+    for i in 0..n {
+        let mut tx = db.begin().expect("begin");
+        let r = (|| {
+            tx.get(&t, format!("k{}", i % 1000))?;
+            tx.put(&t, format!("k{}", (i * 7) % 1000), i.to_le_bytes())?;
+            tx.commit().map(drop)
+        })();
+        if let Err(e) = r {
+            assert!(e.is_retryable(), "{e}");
+        }
+        if i == n / 10 {
+            baseline = rss_kib();
+        }
+    }
+    let end = rss_kib();
+    eprintln!(
+        "{n} transactions beside one open reader: RSS {} MiB after 10%, {} MiB at the end",
+        baseline >> 10,
+        end >> 10
+    );
+    assert!(
+        end <= baseline + baseline / 5 + (16 << 10),
+        "memory grew from {baseline} KiB to {end} KiB"
+    );
+    assert!(
+        long.get(&t, "k0").expect("read").is_none(),
+        "the long reader's snapshot held"
+    );
+    long.commit().expect("the long reader commits");
+}

@@ -97,6 +97,11 @@ impl Entry {
 pub struct Ssi {
     entries: HashMap<u64, Entry>,
     by_xid: HashMap<Xid, u64>,
+    /// Lowest and highest xid folded into the summary entry. An unseen
+    /// xid in this range that no live entry owns is taken for the summary
+    /// (conservatively: it may also be a non-serializable writer), so the
+    /// summary needs no per-xid memory.
+    old_xids: Option<(Xid, Xid)>,
     key_marks: HashMap<Key, HashSet<u64>>,
     range_marks: HashMap<PageId, BTreeMap<u64, Vec<Range>>>,
     counter: u64,
@@ -163,7 +168,14 @@ impl Ssi {
     /// Edges to the writers of versions the reader did not see.
     pub fn read_unseen(&mut self, id: u64, unseen: &[Xid]) -> Result<()> {
         for x in unseen {
-            if let Some(&w) = self.by_xid.get(x) {
+            let owner = match self.by_xid.get(x) {
+                Some(&w) => Some(w),
+                None => self
+                    .old_xids
+                    .filter(|(lo, hi)| lo <= x && x <= hi)
+                    .map(|_| OLD),
+            };
+            if let Some(w) = owner {
                 self.edge(id, w, id)?;
             }
         }
@@ -392,7 +404,7 @@ impl Ssi {
             return;
         };
         if id == OLD {
-            self.by_xid.retain(|_, owner| *owner != OLD);
+            self.old_xids = None;
         } else if e.xid != Xid::NONE && self.by_xid.get(&e.xid) == Some(&id) {
             self.by_xid.remove(&e.xid);
         }
@@ -490,7 +502,11 @@ impl Ssi {
             }
         }
         if e.xid != Xid::NONE {
-            self.by_xid.insert(e.xid, OLD);
+            self.by_xid.remove(&e.xid);
+            self.old_xids = Some(match self.old_xids {
+                Some((lo, hi)) => (lo.min(e.xid), hi.max(e.xid)),
+                None => (e.xid, e.xid),
+            });
         }
         for k in e.keys {
             if let Some(ids) = self.key_marks.get_mut(&k) {
@@ -668,7 +684,10 @@ mod tests {
             "marks follow keys, not transactions: {}",
             s.key_marks.len()
         );
-        assert!(s.by_xid.len() <= 20_000);
+        assert!(
+            s.by_xid.len() <= SSI_COMMITTED_MAX + 2,
+            "xids of folded transactions are not kept one by one"
+        );
         s.prepare(1).expect("the reader commits");
         s.committed(1);
         assert_eq!(s.retained(), 0, "everything goes once the long reader ends");
@@ -710,6 +729,28 @@ mod tests {
             s.write(11, T, b"x").is_err() || s.prepare(11).is_err(),
             "write skew through a summarised transaction"
         );
+    }
+
+    #[test]
+    fn a_version_by_a_summarised_writer_still_gives_an_edge() {
+        let mut s = Ssi::default();
+        s.begin(1);
+        s.begin(10);
+        s.assign(10, Xid(10));
+        s.write(10, T, b"y").expect("write");
+        s.prepare(10).expect("prepare");
+        s.committed(10);
+        for id in 100..(100 + 2 * SSI_COMMITTED_MAX as u64) {
+            small(&mut s, id, b"filler-r", b"filler-w");
+        }
+        assert!(
+            !s.entries.contains_key(&10) && !s.by_xid.contains_key(&Xid(10)),
+            "10 folded away"
+        );
+        // Reader 1 skips 10's version of y.
+        s.read_key(1, T, b"y", &[]).expect("mark");
+        s.read_unseen(1, &[Xid(10)]).expect("unseen");
+        assert!(s.has_edge(1, OLD), "the rw edge must reach the summary");
     }
 
     #[test]
