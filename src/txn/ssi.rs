@@ -34,15 +34,17 @@
 //!
 //! A transaction declared read-only (`Db::begin_read`) is judged by the
 //! read-only rule from the start: as T1 of a structure it is in danger only
-//! if T3 committed before its snapshot.
+//! if T3 committed before its snapshot. It watches the read-write
+//! transactions running when it began; once all finished without an
+//! out-conflict to a transaction committed before its snapshot, the
+//! snapshot is *safe*: it leaves SSI (no marks, never aborted).
 //!
 //! When more than `SSI_COMMITTED_MAX` committed entries are retained (a
 //! long-running transaction keeps everything after it), the oldest are
 //! folded into one summary entry, conservatively, so memory stays bounded.
 //!
-//! Not yet here (issue 4 continues): safe snapshots (a read-only
-//! transaction that stops taking marks and can never abort) and page-level
-//! coarsening.
+//! Not yet here: page-level coarsening (marks go from keys straight to the
+//! whole table).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
@@ -73,6 +75,13 @@ struct Entry {
     doomed: bool,
     /// Declared read-only at `begin` (`Db::begin_read`).
     read_only: bool,
+    /// For a read-only entry: the read-write transactions that were running
+    /// when it began; its snapshot is safe once they all finish without an
+    /// out-conflict to a transaction committed before it.
+    watch: HashSet<u64>,
+    /// A watched transaction led out to one committed before this
+    /// read-only entry's snapshot: the snapshot will never be safe.
+    unsafe_snapshot: bool,
     /// Readers with an edge to this transaction (reader → self).
     ins: HashSet<u64>,
     /// Writers this transaction has an edge to (self → writer).
@@ -105,6 +114,8 @@ pub struct Ssi {
     key_marks: HashMap<Key, HashSet<u64>>,
     range_marks: HashMap<PageId, BTreeMap<u64, Vec<Range>>>,
     counter: u64,
+    /// Read-only transactions whose snapshot turned out safe.
+    safe: HashSet<u64>,
 }
 
 fn covers(r: &Range, key: &[u8]) -> bool {
@@ -135,10 +146,65 @@ impl Ssi {
         );
     }
 
-    /// Declares `id` read-only: the read-only rule applies to it at once.
+    /// Declares `id` read-only: the read-only rule applies to it at once,
+    /// and once its snapshot is known safe it leaves SSI altogether.
     pub fn read_only(&mut self, id: u64) {
+        let watch: HashSet<u64> = self
+            .entries
+            .iter()
+            .filter(|(&w, e)| w != id && w != OLD && !e.read_only && e.committed.is_none())
+            .map(|(&w, _)| w)
+            .collect();
         if let Some(e) = self.entries.get_mut(&id) {
             e.read_only = true;
+            e.watch = watch;
+        }
+        self.settle(id);
+    }
+
+    /// Whether `id` ran on a snapshot known to be safe (it takes no marks
+    /// and can never be aborted by SSI).
+    pub fn is_safe(&self, id: u64) -> bool {
+        self.safe.contains(&id)
+    }
+
+    /// A read-only entry whose watch set emptied is safe: its marks and
+    /// edges go (no dangerous structure can pass through it).
+    fn settle(&mut self, id: u64) {
+        let done = self
+            .entries
+            .get(&id)
+            .is_some_and(|e| e.read_only && !e.unsafe_snapshot && e.watch.is_empty() && !e.doomed);
+        if done {
+            self.remove(id, false);
+            self.safe.insert(id);
+        }
+    }
+
+    /// A read-write transaction finished: update the read-only entries
+    /// watching it. `out_before` is the earliest commit (or summarised
+    /// commit start) among its out-neighbours, if it committed.
+    fn unwatch(&mut self, w: u64, out_before: Option<u64>) {
+        let watchers: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.read_only && e.watch.contains(&w))
+            .map(|(&r, _)| r)
+            .collect();
+        for r in watchers {
+            let Some(e) = self.entries.get_mut(&r) else {
+                continue;
+            };
+            if out_before.is_some_and(|c| c <= e.snapshot) {
+                // W leads out to a transaction committed before R's
+                // snapshot: R's snapshot is not safe; it stays a normal
+                // read-only serializable transaction.
+                e.watch.clear();
+                e.unsafe_snapshot = true;
+                continue;
+            }
+            e.watch.remove(&w);
+            self.settle(r);
         }
     }
 
@@ -184,6 +250,9 @@ impl Ssi {
 
     /// A scan of `range` of `table`.
     pub fn read_range(&mut self, id: u64, table: PageId, range: Range) {
+        if !self.entries.contains_key(&id) {
+            return; // not tracked (a safe read-only snapshot)
+        }
         self.range_marks
             .entry(table)
             .or_default()
@@ -387,15 +456,31 @@ impl Ssi {
     /// The commit of `id` is published (visible to new snapshots).
     pub fn committed(&mut self, id: u64) {
         self.counter += 1;
+        let mut out_before = None;
         if let Some(e) = self.entries.get_mut(&id) {
             e.committed = Some(self.counter);
+            out_before = e.out_summary;
         }
+        if let Some(e) = self.entries.get(&id) {
+            for c in e
+                .outs
+                .iter()
+                .filter_map(|o| self.entries.get(o))
+                .filter_map(|o| o.committed)
+            {
+                out_before = Some(out_before.map_or(c, |b: u64| b.min(c)));
+            }
+        }
+        self.safe.remove(&id);
+        self.unwatch(id, out_before);
         self.cleanup();
     }
 
     /// `id` rolled back (or failed to commit): it and its edges vanish.
     pub fn aborted(&mut self, id: u64) {
         self.remove(id, false);
+        self.safe.remove(&id);
+        self.unwatch(id, None);
         self.cleanup();
     }
 
@@ -751,6 +836,63 @@ mod tests {
         s.read_key(1, T, b"y", &[]).expect("mark");
         s.read_unseen(1, &[Xid(10)]).expect("unseen");
         assert!(s.has_edge(1, OLD), "the rw edge must reach the summary");
+    }
+
+    #[test]
+    fn read_only_snapshot_without_concurrent_writers_is_safe_at_once() {
+        let mut s = Ssi::default();
+        s.begin(1);
+        s.read_only(1);
+        assert!(s.is_safe(1));
+        s.read_key(1, T, b"x", &[]).expect("read");
+        s.read_range(1, T, (Bound::Unbounded, Bound::Unbounded));
+        assert!(
+            s.key_marks.is_empty() && s.range_marks.is_empty(),
+            "a safe snapshot takes no marks"
+        );
+        s.prepare(1).expect("commit");
+        s.committed(1);
+        assert!(!s.is_safe(1) && s.retained() == 0);
+    }
+
+    #[test]
+    fn read_only_snapshot_becomes_safe_when_writers_finish_cleanly() {
+        let mut s = Ssi::default();
+        s.begin(2);
+        s.assign(2, Xid(2));
+        s.begin(1);
+        s.read_only(1);
+        assert!(!s.is_safe(1), "a read-write transaction was running");
+        s.read_key(1, T, b"x", &[]).expect("read");
+        s.write(2, T, b"x").expect("1 -> 2");
+        s.prepare(2).expect("prepare");
+        s.committed(2);
+        assert!(s.is_safe(1), "2 committed with no out-conflict: 1 is safe");
+        s.prepare(1).expect("a safe snapshot never aborts");
+    }
+
+    #[test]
+    fn read_only_snapshot_stays_unsafe_after_an_out_conflict_to_an_earlier_commit() {
+        // The read-only anomaly's shape: 2 reads y, 3 writes y and commits,
+        // then read-only 1 begins; 2 commits with its out-conflict to 3.
+        let mut s = Ssi::default();
+        s.begin(2);
+        s.assign(2, Xid(2));
+        s.begin(3);
+        s.assign(3, Xid(3));
+        s.read_key(2, T, b"y", &[]).expect("read");
+        s.write(3, T, b"y").expect("2 -> 3");
+        s.prepare(3).expect("prepare");
+        s.committed(3);
+        s.begin(1);
+        s.read_only(1);
+        s.write(2, T, b"x").expect("write");
+        s.prepare(2).expect("prepare");
+        s.committed(2);
+        assert!(
+            !s.is_safe(1),
+            "2 leads out to 3, committed before 1's snapshot"
+        );
     }
 
     #[test]
