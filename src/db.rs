@@ -299,7 +299,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
     let wal =
         Arc::new(Wal::resume(vfs.clone(), &wal_dir, end)?.with_segment_size(opts.wal_segment_size));
     pool.attach_wal(wal.clone());
-    let store = Store::new(pool, wal, redo, dir.to_path_buf());
+    let store = Store::new(pool, wal, redo);
     if control.is_none() {
         init_pages(&store)?;
     }

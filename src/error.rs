@@ -93,16 +93,6 @@ impl Error {
             reason: reason.into(),
         }
     }
-
-    /// A copy of a retryable error, used to re-raise it on a doomed transaction.
-    pub(crate) fn retryable_copy(&self) -> Option<Error> {
-        match self {
-            Error::SerializationFailure => Some(Error::SerializationFailure),
-            Error::Deadlock => Some(Error::Deadlock),
-            Error::LockTimeout => Some(Error::LockTimeout),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for Error {

@@ -130,11 +130,6 @@ impl BufferPool {
         &self.path
     }
 
-    /// Number of frames.
-    pub fn capacity(&self) -> usize {
-        self.frames.len()
-    }
-
     /// Connects the log once recovery has found its end. Until then (during
     /// replay) pages are written without waiting for the log: recovery
     /// fsyncs the log it replays before replaying it.

@@ -67,11 +67,6 @@ impl Fsm {
             .next()
             .map(|&(_, pid)| pid)
     }
-
-    /// Total free bytes known.
-    pub fn total(&self) -> u64 {
-        self.inner.lock().space.values().map(|&v| v as u64).sum()
-    }
 }
 
 fn corrupt(acc: &impl PageAccess, tid: Tid, what: &str) -> Error {

@@ -10,7 +10,7 @@
 //! lives in a chain of overflow pages starting at the stored page id.
 
 use crate::codec::{put_u32, put_u64, u16_at, u32_at, u64_at};
-use crate::ids::{PageId, SlotId, Tid, Xid};
+use crate::ids::{PageId, Tid, Xid};
 
 /// Header bytes before the key.
 pub const HEADER: usize = 30;
@@ -119,17 +119,17 @@ pub fn set_overflow(b: &mut [u8], first: PageId, len: u32) {
     put_u32(b, HEADER + klen, first.0);
 }
 
-/// Tid of an encoded prev link (for tests and tools).
-pub fn tid(page: u32, slot: u16) -> Tid {
-    Tid {
-        page: PageId(page),
-        slot: SlotId(slot),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::SlotId;
+
+    fn tid(page: u32, slot: u16) -> Tid {
+        Tid {
+            page: PageId(page),
+            slot: SlotId(slot),
+        }
+    }
 
     #[test]
     fn encode_decode_and_stamp() {

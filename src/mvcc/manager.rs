@@ -10,10 +10,8 @@
 //! mark are handed out, a new mark is logged, so a restart never reuses an
 //! xid.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-
 use crate::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::clog::Clog;
 use super::snapshot::{Snapshot, Status};
@@ -159,14 +157,12 @@ impl TxnManager {
     }
 }
 
-/// Convenience for `Arc<TxnManager>` users.
-pub type SharedManager = Arc<TxnManager>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::io::RealFs;
     use crate::mvcc::snapshot::StatusOf;
+    use std::sync::Arc;
 
     #[test]
     fn snapshot_sees_a_commit_entirely_or_not() {

@@ -13,7 +13,6 @@
 
 pub mod meta;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::sync::{AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -38,8 +37,6 @@ pub struct Store {
     /// Redo point of the latest checkpoint: pages last changed at or
     /// before it get a full image on their next change.
     redo: AtomicU64,
-    /// The directory.
-    pub dir: PathBuf,
 }
 
 /// Shared access to pages.
@@ -66,14 +63,13 @@ impl Writer<'_> {
 
 impl Store {
     /// Wraps an opened pool and log.
-    pub fn new(pool: BufferPool, wal: Arc<Wal>, redo: Lsn, dir: PathBuf) -> Store {
+    pub fn new(pool: BufferPool, wal: Arc<Wal>, redo: Lsn) -> Store {
         Store {
             pool,
             wal,
             fsm: Fsm::default(),
             latch: RwLock::new(()),
             redo: AtomicU64::new(redo.0),
-            dir,
         }
     }
 
@@ -137,7 +133,7 @@ pub(crate) mod testing {
         let wal = Arc::new(Wal::resume(vfs.clone(), dir, Lsn(0)).expect("wal"));
         let pool = BufferPool::new(data, dir.join("data"), cache_bytes);
         pool.attach_wal(wal.clone());
-        let store = Store::new(pool, wal, Lsn(0), dir.to_path_buf());
+        let store = Store::new(pool, wal, Lsn(0));
         store
             .with_mtr(0, Xid::NONE, |m| {
                 meta::init(m.new_page(meta::META, PageType::Meta)?);

@@ -39,10 +39,11 @@ enum Doom {
 
 impl Doom {
     fn of(e: &Error) -> Option<Doom> {
-        match e.retryable_copy()? {
+        match e {
             Error::SerializationFailure => Some(Doom::Serialization),
             Error::Deadlock => Some(Doom::Deadlock),
-            _ => Some(Doom::Timeout),
+            Error::LockTimeout => Some(Doom::Timeout),
+            _ => None,
         }
     }
 

@@ -304,15 +304,6 @@ impl Wal {
         }
         Ok(removed)
     }
-
-    /// Bytes of log in retained segments.
-    pub fn retained_bytes(&self) -> Result<u64> {
-        let first = segment::list(self.vfs.as_ref(), &self.dir)?
-            .first()
-            .copied()
-            .unwrap_or(0);
-        Ok(self.end().0.saturating_sub(first))
-    }
 }
 
 #[cfg(test)]
