@@ -198,12 +198,12 @@ fn space_amplification() -> f64 {
 /// keys of 10 000 and updates 1) at `level`: committed transactions per
 /// second and the share that failed with a retryable error. Eventual
 /// durability, so the isolation machinery rather than fsync is measured.
-fn mixed(level: strata::Isolation) -> (f64, f64) {
+fn mixed(level: strata::Isolation, durability: Durability, per_thread: u64) -> (f64, f64) {
     let tmp = bench_dir();
     // No background vacuum: its passes land at random moments and would
     // dominate the difference being measured.
     let opts = Options::default()
-        .durability(Durability::Eventual)
+        .durability(durability)
         .vacuum_threshold(0);
     let db = Db::open_with(tmp.path(), opts).expect("open");
     let t = db.table("t").expect("t");
@@ -213,7 +213,6 @@ fn mixed(level: strata::Isolation) -> (f64, f64) {
         tx.put(&t, key(i), [0u8; 100]).expect("put");
     }
     tx.commit().expect("commit");
-    let per_thread = 5_000u64;
     let start = Instant::now();
     let failed: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4u64)
@@ -256,6 +255,46 @@ fn mixed(level: strata::Isolation) -> (f64, f64) {
     )
 }
 
+const LEVELS: [strata::Isolation; 2] =
+    [strata::Isolation::Snapshot, strata::Isolation::Serializable];
+
+/// The mixed workload at each level, the levels taking turns so a slow
+/// spell of the machine hits both; table rows with medians, and the
+/// median ratio of paired runs when two levels are compared.
+fn mixed_rows(
+    levels: &[strata::Isolation],
+    durability: Durability,
+    per_thread: u64,
+) -> Vec<String> {
+    let runs: Vec<Vec<(f64, f64)>> = (0..2 * RUNS + 1)
+        .map(|_| {
+            levels
+                .iter()
+                .map(|&level| mixed(level, durability, per_thread))
+                .collect()
+        })
+        .collect();
+    let mut rows: Vec<String> = levels
+        .iter()
+        .enumerate()
+        .map(|(i, level)| {
+            format!(
+                "| mixed 4 reads + 1 write, 4 threads, {durability:?} durability, {level:?}: commits/s (serialization failures) | {:.0} ({:.2}%) |",
+                median(runs.iter().map(|r| r[i].0).collect()),
+                100.0 * median(runs.iter().map(|r| r[i].1).collect())
+            )
+        })
+        .collect();
+    if levels.len() == 2 {
+        rows.push(format!(
+            "| {durability:?}: Serializable / Snapshot, median of {} paired runs | {:.1}% |",
+            runs.len(),
+            100.0 * median(runs.iter().map(|r| r[1].0 / r[0].0).collect())
+        ));
+    }
+    rows
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("STRATA_BENCH_WAL_CHILD") {
         wal_child(&PathBuf::from(dir));
@@ -264,21 +303,22 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    if std::env::var_os("STRATA_BENCH_ONLY_MIXED").is_some() {
-        let si = median(
-            (0..RUNS)
-                .map(|_| mixed(strata::Isolation::Snapshot).0)
-                .collect(),
-        );
-        let ser = median(
-            (0..RUNS)
-                .map(|_| mixed(strata::Isolation::Serializable).0)
-                .collect(),
-        );
-        println!(
-            "| mixed: Snapshot {si:.0}/s, Serializable {ser:.0}/s ({:.1}%) |",
-            100.0 * ser / si
-        );
+    if let Some(only) = std::env::var_os("STRATA_BENCH_ONLY_MIXED") {
+        // `si` or `ser` runs one level alone (for a profiler), `durable`
+        // compares them with durable commits; anything else compares them
+        // with eventual durability.
+        let levels: &[strata::Isolation] = match only.to_str() {
+            Some("si") => &[strata::Isolation::Snapshot],
+            Some("ser") => &[strata::Isolation::Serializable],
+            _ => &LEVELS,
+        };
+        let (durability, per_thread) = match only.to_str() {
+            Some("durable") => (Durability::Immediate, 250),
+            _ => (Durability::Eventual, 5_000),
+        };
+        for row in mixed_rows(levels, durability, per_thread) {
+            println!("{row}");
+        }
         return;
     }
     let probe = bench_dir();
@@ -316,25 +356,12 @@ fn main() {
         median(opens.iter().map(|o| o.0).collect()),
         median(opens.iter().map(|o| o.1).collect())
     );
-    let si: Vec<_> = (0..RUNS)
-        .map(|_| mixed(strata::Isolation::Snapshot))
-        .collect();
-    let ser: Vec<_> = (0..RUNS)
-        .map(|_| mixed(strata::Isolation::Serializable))
-        .collect();
-    let (si_rate, ser_rate) = (
-        median(si.iter().map(|r| r.0).collect()),
-        median(ser.iter().map(|r| r.0).collect()),
-    );
-    println!(
-        "| mixed 4-read/1-write, 4 threads, Snapshot: commits/s (failure rate) | {si_rate:.0} ({:.2}%) |",
-        100.0 * median(si.iter().map(|r| r.1).collect())
-    );
-    println!(
-        "| same at Serializable: commits/s (failure rate) | {ser_rate:.0} ({:.2}%), {:.1}% of Snapshot |",
-        100.0 * median(ser.iter().map(|r| r.1).collect()),
-        100.0 * ser_rate / si_rate
-    );
+    for row in mixed_rows(&LEVELS, Durability::Eventual, 5_000)
+        .into_iter()
+        .chain(mixed_rows(&LEVELS, Durability::Immediate, 250))
+    {
+        println!("{row}");
+    }
     let amp = median((0..3).map(|_| space_amplification()).collect());
     println!("| directory size / live data after vacuum | {amp:.2} |");
 }

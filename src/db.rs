@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     pub(crate) mgr: TxnManager,
     pub(crate) waits: LockWaits,
     pub(crate) ssi: Mutex<crate::txn::ssi::Ssi>,
+    /// The SSI key marks, taken by reads without the `ssi` lock.
+    pub(crate) siread: Arc<crate::txn::ssi::KeyMarks>,
     pub(crate) opts: Options,
     pub(crate) vfs: Arc<dyn Vfs>,
     pub(crate) dir: PathBuf,
@@ -310,11 +312,13 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         clog::load(&mut r.view, PageId(meta::get(&m, Field::ClogDir)), next_xid)?
     };
     let mgr = TxnManager::new(next_xid, Clog::new(bits, next_xid));
+    let ssi = crate::txn::ssi::Ssi::default();
     let inner = Inner {
         store,
         mgr,
         waits: LockWaits::default(),
-        ssi: Mutex::new(crate::txn::ssi::Ssi::default()),
+        siread: ssi.marks(),
+        ssi: Mutex::new(ssi),
         opts,
         vfs,
         dir: dir.to_path_buf(),

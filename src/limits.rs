@@ -35,8 +35,16 @@ pub const SCAN_BATCH: usize = 128;
 /// Key and value bytes after which a scan batch stops early.
 pub const SCAN_BATCH_BYTES: usize = 1 << 20;
 /// Key marks one serializable transaction keeps on one table before they
-/// are coarsened into a mark on the whole table.
+/// are coarsened into range marks.
 pub const SIREAD_KEYS_PER_TABLE_MAX: usize = 4096;
+/// Range marks one coarsening turns a transaction's key marks into.
+pub const SIREAD_RANGES_PER_COARSENING: usize = 32;
+/// Range marks one serializable transaction keeps on one table from
+/// coarsening before they are coarsened into a mark on the whole table.
+pub const SIREAD_RANGES_PER_TABLE_MAX: usize = 128;
+/// Partitions of the key-mark table (a power of two): readers of keys in
+/// different partitions never share a lock.
+pub const SIREAD_PARTITIONS: usize = 64;
 /// Committed serializable transactions retained with their own entries;
 /// beyond this the oldest are folded into a summary.
 pub const SSI_COMMITTED_MAX: usize = 2048;

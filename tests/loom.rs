@@ -201,25 +201,25 @@ fn pinned_pages_are_never_evicted() {
     });
 }
 
-/// SSI conflict marking: a reader marks a key and then reads it; a writer
-/// writes the key and then checks the marks. In every interleaving the
-/// rw-antidependency reader → writer is recorded — through the mark, or
-/// through the new version the reader had to skip. (Reading before
-/// marking loses the edge in some interleaving.)
+/// SSI conflict marking: a reader marks a key (in its partition of the
+/// mark table, without the graph's lock) and then reads it; a writer writes
+/// the key and then, under the graph's lock, checks the marks. In every
+/// interleaving the rw-antidependency reader → writer is recorded —
+/// through the mark, or through the new version the reader had to skip.
+/// (Reading before marking loses the edge in some interleaving.)
 #[test]
 fn ssi_marking_never_loses_an_edge() {
     use strata::txn::ssi::Ssi;
     loom::model(|| {
         const TABLE: PageId = PageId(3);
-        let ssi = Arc::new(loom::sync::Mutex::new(Ssi::default()));
+        let mut graph = Ssi::default();
+        let mut reader = graph.begin(1);
+        let _writer = graph.begin(2);
+        graph.assign(2, Xid(7));
+        let marks = graph.marks();
+        let ssi = Arc::new(loom::sync::Mutex::new(graph));
         // The key's newest version: 0 before the write, the writer's xid after.
         let heap = Arc::new(loom::sync::RwLock::new(0u64));
-        {
-            let mut s = ssi.lock().expect("ssi");
-            s.begin(1); // reader
-            s.begin(2); // writer
-            s.assign(2, Xid(7));
-        }
         let writer = {
             let (ssi, heap) = (ssi.clone(), heap.clone());
             thread::spawn(move || {
@@ -230,10 +230,7 @@ fn ssi_marking_never_loses_an_edge() {
                     .expect("write");
             })
         };
-        ssi.lock()
-            .expect("ssi")
-            .read_key(1, TABLE, b"k", &[])
-            .expect("mark");
+        assert!(reader.mark(&marks, TABLE, b"k").is_none());
         let newest = *heap.read().expect("heap");
         if newest == 7 {
             // The reader's snapshot predates the writer: it skips the version.

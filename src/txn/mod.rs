@@ -18,7 +18,7 @@ mod write;
 pub use scan::{KeyRange, Scan};
 
 use crate::sync::Ordering;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use crate::db::{CommitInfo, Db, Table};
 use crate::error::{Error, Result};
@@ -67,6 +67,8 @@ pub struct Transaction {
     doomed: Cell<Option<Doom>>,
     finished: bool,
     read_only: bool,
+    /// The SSI marks of a serializable transaction (`None` below it).
+    reads: RefCell<Option<ssi::ReadSet>>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -94,9 +96,7 @@ impl Transaction {
         // Registered with SSI before the snapshot is taken: commits it
         // counts as earlier are certainly in the snapshot.
         let token = inner.mgr.next_token();
-        if level == Isolation::Serializable {
-            inner.ssi.lock().begin(token);
-        }
+        let reads = (level == Isolation::Serializable).then(|| inner.ssi.lock().begin(token));
         let snapshot = inner.mgr.begin(token, level == Isolation::ReadCommitted);
         Ok(Transaction {
             db,
@@ -108,6 +108,7 @@ impl Transaction {
             doomed: Cell::new(None),
             finished: false,
             read_only: false,
+            reads: RefCell::new(reads),
         })
     }
 
@@ -139,29 +140,39 @@ impl Transaction {
     }
 
     /// Reports a write to SSI: edges from concurrent readers of the key.
+    /// The xid is registered in the same step, before the marks are
+    /// checked, so a reader that meets the new version later can name it.
     fn ssi_write(&self, table: &Table, key: &[u8]) -> Result<()> {
         if !self.serializable() {
             return Ok(());
         }
-        let r = self
-            .db
-            .inner()
-            .ssi
-            .lock()
-            .write(self.token, table.root, key);
+        let mut ssi = self.db.inner().ssi.lock();
+        ssi.assign(self.token, self.xid);
+        let r = ssi.write(self.token, table.root, key);
+        drop(ssi);
         self.note(r)
     }
 
-    /// Reports what a read saw to SSI (a no-op below Serializable).
-    fn ssi_read(&self, table: &Table, key: Option<&[u8]>, unseen: &[Xid]) -> Result<()> {
-        if !self.serializable() || (key.is_none() && unseen.is_empty()) {
+    /// Marks a read of `key` for SSI, before the read happens. Takes only
+    /// the key's partition of the mark table, unless the marks of the
+    /// table need coarsening.
+    fn ssi_mark(&self, table: &Table, key: &[u8]) {
+        let inner = self.db.inner();
+        let coarsening = match self.reads.borrow_mut().as_mut() {
+            Some(reads) => reads.mark(&inner.siread, table.root, key),
+            None => return,
+        };
+        if let Some(c) = coarsening {
+            inner.ssi.lock().coarsen(self.token, c);
+        }
+    }
+
+    /// Reports the writers of versions a read skipped (edges reader → writer).
+    fn ssi_unseen(&self, unseen: &[Xid]) -> Result<()> {
+        if !self.serializable() || unseen.is_empty() {
             return Ok(());
         }
-        let mut ssi = self.db.inner().ssi.lock();
-        let r = match key {
-            Some(k) => ssi.read_key(self.token, table.root, k, unseen),
-            None => ssi.read_unseen(self.token, unseen),
-        };
+        let r = self.db.inner().ssi.lock().read_unseen(self.token, unseen);
         self.note(r)
     }
 
@@ -194,7 +205,7 @@ impl Transaction {
         // Mark before reading (a writer writes before it checks marks):
         // of a concurrent read and write, whichever comes second sees the
         // other, as a mark or as a version it must skip.
-        self.ssi_read(table, Some(key), &[])?;
+        self.ssi_mark(table, key);
         let mut unseen = Vec::new();
         let value = {
             let mut r = inner.store.read();
@@ -210,7 +221,7 @@ impl Transaction {
                 None => None,
             }
         };
-        self.ssi_read(table, None, &unseen)?;
+        self.ssi_unseen(&unseen)?;
         Ok(value)
     }
 
@@ -231,7 +242,7 @@ impl Transaction {
     pub fn delete(&mut self, table: &Table, key: impl AsRef<[u8]>) -> Result<bool> {
         self.check(table)?;
         // Whether the key existed is a read, too (marked first, as in `get`).
-        self.ssi_read(table, Some(key.as_ref()), &[])?;
+        self.ssi_mark(table, key.as_ref());
         let r = write::write(self, table, key.as_ref(), None);
         let existed = self.note(r)?;
         self.ssi_write(table, key.as_ref())?;
@@ -268,9 +279,6 @@ impl Transaction {
         if self.xid == Xid::NONE {
             let inner = self.db.inner();
             self.xid = inner.mgr.assign(self.token, &inner.store.wal)?;
-            if self.serializable() {
-                inner.ssi.lock().assign(self.token, self.xid);
-            }
         }
         Ok(self.xid)
     }
@@ -330,8 +338,8 @@ impl Transaction {
     }
 
     fn ssi_committed(&self) {
-        if self.serializable() {
-            self.db.inner().ssi.lock().committed(self.token);
+        if let Some(reads) = self.reads.take() {
+            self.db.inner().ssi.lock().committed(self.token, reads);
         }
     }
 
@@ -345,8 +353,8 @@ impl Transaction {
     fn abort(&mut self) {
         let inner = self.db.inner();
         inner.mgr.finish(self.token, self.xid, Status::Aborted);
-        if self.serializable() {
-            inner.ssi.lock().aborted(self.token);
+        if let Some(reads) = self.reads.take() {
+            inner.ssi.lock().aborted(self.token, reads);
         }
         if self.xid != Xid::NONE {
             inner.dead.fetch_add(self.writes, Ordering::Relaxed);

@@ -170,7 +170,7 @@ impl<'t> Scan<'t> {
             }
         }
         drop(r);
-        self.tx.ssi_read(&self.table, None, &unseen)?;
+        self.tx.ssi_unseen(&unseen)?;
         if done && taken == total {
             self.exhausted = true;
         }

@@ -29,8 +29,13 @@
 //! A committed entry, with its marks, stays until no transaction
 //! concurrent with it is running; its out-edges then live on as a summary
 //! (the earliest commit among the out-neighbours), as in PostgreSQL.
-//! Too many marks of one transaction on one table are coarsened to a
-//! single mark on the whole table.
+//! Too many key marks of one transaction on one table are coarsened into
+//! ranges, too many ranges into the whole table (see `reads`).
+//!
+//! Locks: key marks live in a partitioned table of their own (`marks`), so
+//! a read takes one partition lock and never this graph's lock; the graph's
+//! lock is taken at begin, at each write, for scans, when a read skipped a
+//! version, and twice at commit.
 //!
 //! A transaction declared read-only (`Db::begin_read`) is judged by the
 //! read-only rule from the start: as T1 of a structure it is in danger only
@@ -42,24 +47,29 @@
 //! When more than `SSI_COMMITTED_MAX` committed entries are retained (a
 //! long-running transaction keeps everything after it), the oldest are
 //! folded into one summary entry, conservatively, so memory stays bounded.
-//!
-//! Not yet here: page-level coarsening (marks go from keys straight to the
-//! whole table).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod marks;
+mod reads;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
+
+pub use marks::{key_hash, KeyMarks};
+use marks::{IntMap, IntSet};
+pub use reads::{Coarsening, ReadSet};
 
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
 use crate::limits::{SIREAD_KEYS_PER_TABLE_MAX, SSI_COMMITTED_MAX};
-
-type Key = (PageId, Vec<u8>);
+use crate::sync::{AtomicBool, Ordering};
 
 /// The entry that stands for every summarised committed transaction.
 const OLD: u64 = u64::MAX;
 /// Ranges the summary entry keeps per table before it marks the whole table.
 const OLD_RANGES_MAX: usize = 64;
-type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+/// A scanned (or coarsened) key range.
+pub type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 #[derive(Default)]
 struct Entry {
@@ -78,18 +88,21 @@ struct Entry {
     /// For a read-only entry: the read-write transactions that were running
     /// when it began; its snapshot is safe once they all finish without an
     /// out-conflict to a transaction committed before it.
-    watch: HashSet<u64>,
+    watch: IntSet<u64>,
     /// A watched transaction led out to one committed before this
     /// read-only entry's snapshot: the snapshot will never be safe.
     unsafe_snapshot: bool,
+    /// Shared with the transaction's `ReadSet`: set when it became safe.
+    safe: Arc<AtomicBool>,
     /// Readers with an edge to this transaction (reader → self).
-    ins: HashSet<u64>,
+    ins: IntSet<u64>,
     /// Writers this transaction has an edge to (self → writer).
-    outs: HashSet<u64>,
+    outs: IntSet<u64>,
     /// Earliest `prepared` of out-neighbours already cleaned up.
     out_summary: Option<u64>,
-    keys: HashSet<Key>,
-    tables: HashMap<PageId, usize>,
+    /// Key marks (by hash), handed over by the transaction when it ends
+    /// (the summary entry keeps its own in `Ssi::old_keys`).
+    keys: Vec<(PageId, u64)>,
 }
 
 impl Entry {
@@ -104,18 +117,27 @@ impl Entry {
 /// The SSI bookkeeping of one database.
 #[derive(Default)]
 pub struct Ssi {
-    entries: HashMap<u64, Entry>,
-    by_xid: HashMap<Xid, u64>,
+    entries: IntMap<u64, Entry>,
+    by_xid: IntMap<Xid, u64>,
     /// Lowest and highest xid folded into the summary entry. An unseen
     /// xid in this range that no live entry owns is taken for the summary
     /// (conservatively: it may also be a non-serializable writer), so the
     /// summary needs no per-xid memory.
     old_xids: Option<(Xid, Xid)>,
-    key_marks: HashMap<Key, HashSet<u64>>,
+    /// The summary entry's key marks, and how many on each table.
+    old_keys: HashSet<(PageId, u64)>,
+    old_tables: HashMap<PageId, usize>,
+    /// Key marks, partitioned, outside this graph's lock.
+    marks: Arc<KeyMarks>,
     range_marks: HashMap<PageId, BTreeMap<u64, Vec<Range>>>,
     counter: u64,
-    /// Read-only transactions whose snapshot turned out safe.
-    safe: HashSet<u64>,
+    /// Running entries by snapshot: the first is the oldest running.
+    running: BTreeMap<u64, u64>,
+    /// Committed entries (not the summary) in commit order: cleanup and
+    /// folding take them from the front.
+    finished: VecDeque<(u64, u64)>,
+    /// Read-only entries still watching read-write transactions.
+    watchers: IntSet<u64>,
 }
 
 fn covers(r: &Range, key: &[u8]) -> bool {
@@ -133,39 +155,44 @@ fn covers(r: &Range, key: &[u8]) -> bool {
 }
 
 impl Ssi {
+    /// The key-mark table, which readers use without this graph's lock.
+    pub fn marks(&self) -> Arc<KeyMarks> {
+        self.marks.clone()
+    }
+
     /// Registers serializable transaction `id` (before its MVCC snapshot
-    /// is taken, so the order is conservative).
-    pub fn begin(&mut self, id: u64) {
+    /// is taken, so the order is conservative). The transaction keeps the
+    /// returned set of its marks and hands it back when it ends.
+    pub fn begin(&mut self, id: u64) -> ReadSet {
         self.counter += 1;
+        let safe = Arc::new(AtomicBool::new(false));
+        self.running.insert(self.counter, id);
         self.entries.insert(
             id,
             Entry {
                 snapshot: self.counter,
+                safe: safe.clone(),
                 ..Default::default()
             },
         );
+        ReadSet::new(id, safe)
     }
 
     /// Declares `id` read-only: the read-only rule applies to it at once,
     /// and once its snapshot is known safe it leaves SSI altogether.
     pub fn read_only(&mut self, id: u64) {
-        let watch: HashSet<u64> = self
-            .entries
-            .iter()
-            .filter(|(&w, e)| w != id && w != OLD && !e.read_only && e.committed.is_none())
-            .map(|(&w, _)| w)
+        let watch: IntSet<u64> = self
+            .running
+            .values()
+            .filter(|&&w| w != id && self.entries.get(&w).is_some_and(|e| !e.read_only))
+            .copied()
             .collect();
         if let Some(e) = self.entries.get_mut(&id) {
             e.read_only = true;
             e.watch = watch;
+            self.watchers.insert(id);
         }
         self.settle(id);
-    }
-
-    /// Whether `id` ran on a snapshot known to be safe (it takes no marks
-    /// and can never be aborted by SSI).
-    pub fn is_safe(&self, id: u64) -> bool {
-        self.safe.contains(&id)
     }
 
     /// A read-only entry whose watch set emptied is safe: its marks and
@@ -176,8 +203,10 @@ impl Ssi {
             .get(&id)
             .is_some_and(|e| e.read_only && !e.unsafe_snapshot && e.watch.is_empty() && !e.doomed);
         if done {
+            if let Some(e) = self.entries.get(&id) {
+                e.safe.store(true, Ordering::Release);
+            }
             self.remove(id, false);
-            self.safe.insert(id);
         }
     }
 
@@ -186,10 +215,10 @@ impl Ssi {
     /// commit start) among its out-neighbours, if it committed.
     fn unwatch(&mut self, w: u64, out_before: Option<u64>) {
         let watchers: Vec<u64> = self
-            .entries
+            .watchers
             .iter()
-            .filter(|(_, e)| e.read_only && e.watch.contains(&w))
-            .map(|(&r, _)| r)
+            .filter(|r| self.entries.get(r).is_some_and(|e| e.watch.contains(&w)))
+            .copied()
             .collect();
         for r in watchers {
             let Some(e) = self.entries.get_mut(&r) else {
@@ -201,6 +230,7 @@ impl Ssi {
                 // read-only serializable transaction.
                 e.watch.clear();
                 e.unsafe_snapshot = true;
+                self.watchers.remove(&r);
                 continue;
             }
             e.watch.remove(&w);
@@ -210,7 +240,10 @@ impl Ssi {
 
     /// Records the xid `id` writes under.
     pub fn assign(&mut self, id: u64, xid: Xid) {
-        if let Some(e) = self.entries.get_mut(&id) {
+        if xid == Xid::NONE {
+            return;
+        }
+        if let Some(e) = self.entries.get_mut(&id).filter(|e| e.xid != xid) {
             e.xid = xid;
             self.by_xid.insert(xid, id);
         }
@@ -222,13 +255,6 @@ impl Ssi {
             Some(e) if e.doomed => Err(Error::SerializationFailure),
             _ => Ok(()),
         }
-    }
-
-    /// A read of `key` (found or not); `unseen` are the writers of newer
-    /// versions the reader skipped.
-    pub fn read_key(&mut self, id: u64, table: PageId, key: &[u8], unseen: &[Xid]) -> Result<()> {
-        self.mark_key(id, table, key);
-        self.read_unseen(id, unseen)
     }
 
     /// Edges to the writers of versions the reader did not see.
@@ -261,50 +287,56 @@ impl Ssi {
             .push(range);
     }
 
-    fn mark_key(&mut self, id: u64, table: PageId, key: &[u8]) {
-        let Some(e) = self.entries.get_mut(&id) else {
-            return;
-        };
-        let k = (table, key.to_vec());
-        if !e.keys.insert(k.clone()) {
-            return;
+    /// Replaces key marks of a transaction by range marks (a coarsening
+    /// its `ReadSet` decided). The ranges are in place before the keys go,
+    /// so a writer never finds the keys uncovered.
+    pub fn coarsen(&mut self, id: u64, c: Coarsening) {
+        if self.entries.contains_key(&id) {
+            let whole = c
+                .ranges
+                .iter()
+                .any(|r| r.0 == Bound::Unbounded && r.1 == Bound::Unbounded);
+            let m = self
+                .range_marks
+                .entry(c.table)
+                .or_default()
+                .entry(id)
+                .or_default();
+            if whole {
+                *m = c.ranges;
+            } else {
+                m.extend(c.ranges);
+            }
         }
-        let n = e.tables.entry(table).or_insert(0);
-        *n += 1;
-        self.key_marks.entry(k).or_default().insert(id);
-        if *n > SIREAD_KEYS_PER_TABLE_MAX {
-            self.coarsen(id, table);
+        for h in c.hashes {
+            self.marks.remove(h, id);
         }
     }
 
-    /// Replaces a transaction's key marks on `table` by one mark on the
-    /// whole table: memory stays bounded, at the price of more conflicts.
-    fn coarsen(&mut self, id: u64, table: PageId) {
-        let Some(e) = self.entries.get_mut(&id) else {
-            return;
-        };
-        let keys: Vec<Key> = e.keys.iter().filter(|k| k.0 == table).cloned().collect();
-        for k in keys {
-            e.keys.remove(&k);
-            if let Some(ids) = self.key_marks.get_mut(&k) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    self.key_marks.remove(&k);
-                }
-            }
+    /// Replaces the summary entry's key marks on `table` by one mark on
+    /// the whole table (it keeps no keys to cut ranges from).
+    fn coarsen_old(&mut self, table: PageId) {
+        let keys: Vec<(PageId, u64)> = self
+            .old_keys
+            .iter()
+            .filter(|k| k.0 == table)
+            .copied()
+            .collect();
+        for k in &keys {
+            self.old_keys.remove(k);
         }
-        e.tables.insert(table, 0);
-        self.read_range(id, table, (Bound::Unbounded, Bound::Unbounded));
+        self.old_tables.insert(table, 0);
+        self.read_range(OLD, table, (Bound::Unbounded, Bound::Unbounded));
+        for (_, h) in keys {
+            self.marks.remove(h, OLD);
+        }
     }
 
     /// A write of `key` by `id`: edges from every concurrent reader that
     /// marked it.
     pub fn write(&mut self, id: u64, table: PageId, key: &[u8]) -> Result<()> {
-        let mut readers: Vec<u64> = self
-            .key_marks
-            .get(&(table, key.to_vec()))
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let mut readers = Vec::new();
+        self.marks.holders(key_hash(table, key), &mut readers);
         if let Some(ranges) = self.range_marks.get(&table) {
             for (&r, rs) in ranges {
                 if rs.iter().any(|range| covers(range, key)) {
@@ -453,13 +485,23 @@ impl Ssi {
         Ok(())
     }
 
-    /// The commit of `id` is published (visible to new snapshots).
-    pub fn committed(&mut self, id: u64) {
+    /// The commit of `id` is published (visible to new snapshots); `reads`
+    /// are its marks, kept as long as a concurrent transaction runs.
+    pub fn committed(&mut self, id: u64, reads: ReadSet) {
         self.counter += 1;
         let mut out_before = None;
+        let marks = reads.into_marks();
         if let Some(e) = self.entries.get_mut(&id) {
             e.committed = Some(self.counter);
             out_before = e.out_summary;
+            e.keys = marks;
+            self.running.remove(&e.snapshot);
+            self.finished.push_back((self.counter, id));
+        } else {
+            // Left SSI on a safe snapshot: nobody needs its marks.
+            for (_, h) in marks {
+                self.marks.remove(h, id);
+            }
         }
         if let Some(e) = self.entries.get(&id) {
             for c in e
@@ -471,15 +513,17 @@ impl Ssi {
                 out_before = Some(out_before.map_or(c, |b: u64| b.min(c)));
             }
         }
-        self.safe.remove(&id);
         self.unwatch(id, out_before);
         self.cleanup();
     }
 
-    /// `id` rolled back (or failed to commit): it and its edges vanish.
-    pub fn aborted(&mut self, id: u64) {
+    /// `id` rolled back (or failed to commit): it, its marks and its
+    /// edges vanish.
+    pub fn aborted(&mut self, id: u64, reads: ReadSet) {
         self.remove(id, false);
-        self.safe.remove(&id);
+        for (_, h) in reads.into_marks() {
+            self.marks.remove(h, id);
+        }
         self.unwatch(id, None);
         self.cleanup();
     }
@@ -488,6 +532,19 @@ impl Ssi {
         let Some(e) = self.entries.remove(&id) else {
             return;
         };
+        if e.committed.is_none() {
+            self.running.remove(&e.snapshot);
+        }
+        self.watchers.remove(&id);
+        let keys = if id == OLD {
+            self.old_tables.clear();
+            self.old_keys.drain().collect()
+        } else {
+            e.keys
+        };
+        for (_, h) in keys {
+            self.marks.remove(h, id);
+        }
         if id == OLD {
             self.old_xids = None;
         } else if e.xid != Xid::NONE && self.by_xid.get(&e.xid) == Some(&id) {
@@ -507,14 +564,6 @@ impl Ssi {
                 x.ins.remove(&id);
             }
         }
-        for k in e.keys {
-            if let Some(ids) = self.key_marks.get_mut(&k) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    self.key_marks.remove(&k);
-                }
-            }
-        }
         self.range_marks.retain(|_, m| {
             m.remove(&id);
             !m.is_empty()
@@ -528,19 +577,13 @@ impl Ssi {
     /// can only find more dangerous structures, never fewer. Memory then
     /// follows the keys read, not the number of transactions.
     fn summarise(&mut self) {
-        let mut committed: Vec<(u64, u64)> = self
-            .entries
-            .iter()
-            .filter(|(&id, e)| id != OLD && e.committed.is_some())
-            .map(|(&id, e)| (e.committed.unwrap_or(0), id))
-            .collect();
-        if committed.len() <= SSI_COMMITTED_MAX {
+        if self.finished.len() <= SSI_COMMITTED_MAX {
             return;
         }
-        committed.sort_unstable();
-        let n = committed.len() - SSI_COMMITTED_MAX / 2;
-        for &(_, id) in &committed[..n] {
-            self.fold(id);
+        while self.finished.len() > SSI_COMMITTED_MAX / 2 {
+            if let Some((_, id)) = self.finished.pop_front() {
+                self.fold(id);
+            }
         }
     }
 
@@ -567,9 +610,6 @@ impl Ssi {
         old.out_summary = earliest(old.out_summary, e.out_summary);
         old.ins.extend(e.ins.iter().filter(|&&r| r != OLD));
         old.outs.extend(e.outs.iter().filter(|&&w| w != OLD));
-        for (table, n) in &e.tables {
-            *old.tables.entry(*table).or_insert(0) += n;
-        }
         for r in &e.ins {
             if let Some(x) = self.entries.get_mut(r) {
                 x.outs.remove(&id);
@@ -594,12 +634,9 @@ impl Ssi {
             });
         }
         for k in e.keys {
-            if let Some(ids) = self.key_marks.get_mut(&k) {
-                ids.remove(&id);
-                ids.insert(OLD);
-            }
-            if let Some(old) = self.entries.get_mut(&OLD) {
-                old.keys.insert(k);
+            self.marks.transfer(k.1, id, OLD);
+            if self.old_keys.insert(k) {
+                *self.old_tables.entry(k.0).or_insert(0) += 1;
             }
         }
         for m in self.range_marks.values_mut() {
@@ -612,40 +649,33 @@ impl Ssi {
             }
         }
         let crowded: Vec<PageId> = self
-            .entries
-            .get(&OLD)
-            .map(|o| {
-                o.tables
-                    .iter()
-                    .filter(|(_, &n)| n > SIREAD_KEYS_PER_TABLE_MAX)
-                    .map(|(t, _)| *t)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .old_tables
+            .iter()
+            .filter(|(_, &n)| n > SIREAD_KEYS_PER_TABLE_MAX)
+            .map(|(t, _)| *t)
+            .collect();
         for table in crowded {
-            self.coarsen(OLD, table);
+            self.coarsen_old(table);
         }
     }
 
     /// Drops committed entries no running transaction is concurrent with.
     fn cleanup(&mut self) {
-        let oldest_running = self
-            .entries
-            .values()
-            .filter(|e| e.committed.is_none())
-            .map(|e| e.snapshot)
-            .min();
-        let done: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| {
-                e.committed
-                    .is_some_and(|c| oldest_running.is_none_or(|s| c <= s))
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        for id in done {
+        let oldest_running = self.running.keys().next().copied();
+        while let Some(&(c, id)) = self.finished.front() {
+            if oldest_running.is_some_and(|s| c > s) {
+                break;
+            }
+            self.finished.pop_front();
             self.remove(id, true);
+        }
+        let old_done = self
+            .entries
+            .get(&OLD)
+            .and_then(|e| e.committed)
+            .is_some_and(|c| oldest_running.is_none_or(|s| c <= s));
+        if old_done {
+            self.remove(OLD, true);
         }
         self.summarise();
     }
@@ -666,13 +696,63 @@ impl Ssi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{SIREAD_RANGES_PER_COARSENING, SIREAD_RANGES_PER_TABLE_MAX};
+    use std::ops::{Deref, DerefMut};
 
     const T: PageId = PageId(7);
+
+    /// The graph plus the read sets its transactions would keep.
+    #[derive(Default)]
+    struct Sim {
+        s: Ssi,
+        reads: HashMap<u64, ReadSet>,
+    }
+
+    impl Deref for Sim {
+        type Target = Ssi;
+        fn deref(&self) -> &Ssi {
+            &self.s
+        }
+    }
+
+    impl DerefMut for Sim {
+        fn deref_mut(&mut self) -> &mut Ssi {
+            &mut self.s
+        }
+    }
+
+    impl Sim {
+        fn begin(&mut self, id: u64) {
+            let r = self.s.begin(id);
+            self.reads.insert(id, r);
+        }
+
+        fn read_key(&mut self, id: u64, table: PageId, key: &[u8], unseen: &[Xid]) -> Result<()> {
+            let marks = self.s.marks();
+            let c = self
+                .reads
+                .get_mut(&id)
+                .and_then(|r| r.mark(&marks, table, key));
+            if let Some(c) = c {
+                self.s.coarsen(id, c);
+            }
+            self.s.read_unseen(id, unseen)
+        }
+
+        fn committed(&mut self, id: u64) {
+            let r = self.reads.remove(&id).expect("a running transaction");
+            self.s.committed(id, r);
+        }
+
+        fn is_safe(&self, id: u64) -> bool {
+            self.reads.get(&id).is_some_and(|r| r.is_safe())
+        }
+    }
 
     #[test]
     fn write_skew_dooms_the_second_committer() {
         // T1 reads x, T2 reads y; T1 writes y, T2 writes x.
-        let mut s = Ssi::default();
+        let mut s = Sim::default();
         s.begin(1);
         s.begin(2);
         s.assign(1, Xid(1));
@@ -689,7 +769,7 @@ mod tests {
 
     #[test]
     fn disjoint_transactions_never_conflict_and_entries_are_cleaned_up() {
-        let mut s = Ssi::default();
+        let mut s = Sim::default();
         for round in 0..100u64 {
             let (a, b) = (2 * round, 2 * round + 1);
             s.begin(a);
@@ -704,12 +784,12 @@ mod tests {
             s.committed(b);
         }
         assert_eq!(s.retained(), 0, "finished transactions must not pile up");
-        assert!(s.key_marks.is_empty() && s.range_marks.is_empty());
+        assert!(s.marks.is_empty() && s.range_marks.is_empty());
     }
 
     #[test]
     fn range_marks_catch_phantoms() {
-        let mut s = Ssi::default();
+        let mut s = Sim::default();
         s.begin(1);
         s.begin(2);
         s.assign(1, Xid(1));
@@ -741,7 +821,7 @@ mod tests {
     }
 
     /// Runs one committed transaction that reads `r` and writes `w`.
-    fn small(s: &mut Ssi, id: u64, r: &[u8], w: &[u8]) {
+    fn small(s: &mut Sim, id: u64, r: &[u8], w: &[u8]) {
         s.begin(id);
         s.assign(id, Xid(id));
         s.read_key(id, T, r, &[]).expect("read");
@@ -752,7 +832,7 @@ mod tests {
 
     #[test]
     fn a_long_reader_does_not_make_memory_grow() {
-        let mut s = Ssi::default();
+        let mut s = Sim::default();
         s.begin(1);
         s.read_key(1, T, b"x", &[]).expect("long reader");
         for id in 2..20_000u64 {
@@ -765,9 +845,9 @@ mod tests {
             );
         }
         assert!(
-            s.key_marks.len() <= 101,
+            s.marks.len() <= 101,
             "marks follow keys, not transactions: {}",
-            s.key_marks.len()
+            s.marks.len()
         );
         assert!(
             s.by_xid.len() <= SSI_COMMITTED_MAX + 2,
@@ -776,11 +856,7 @@ mod tests {
         s.prepare(1).expect("the reader commits");
         s.committed(1);
         assert_eq!(s.retained(), 0, "everything goes once the long reader ends");
-        assert!(
-            s.key_marks.is_empty(),
-            "{} key marks left",
-            s.key_marks.len()
-        );
+        assert!(s.marks.is_empty(), "{} key marks left", s.marks.len());
         assert!(s.by_xid.is_empty(), "{} xids left", s.by_xid.len());
         assert!(
             s.range_marks.is_empty(),
@@ -791,7 +867,7 @@ mod tests {
 
     #[test]
     fn write_skew_is_still_caught_after_its_first_committer_was_summarised() {
-        let mut s = Ssi::default();
+        let mut s = Sim::default();
         s.begin(1); // keeps everything after it retained
         s.begin(10);
         s.begin(11);
@@ -818,7 +894,7 @@ mod tests {
 
     #[test]
     fn a_version_by_a_summarised_writer_still_gives_an_edge() {
-        let mut s = Ssi::default();
+        let mut s = Sim::default();
         s.begin(1);
         s.begin(10);
         s.assign(10, Xid(10));
@@ -840,14 +916,14 @@ mod tests {
 
     #[test]
     fn read_only_snapshot_without_concurrent_writers_is_safe_at_once() {
-        let mut s = Ssi::default();
+        let mut s = Sim::default();
         s.begin(1);
         s.read_only(1);
         assert!(s.is_safe(1));
         s.read_key(1, T, b"x", &[]).expect("read");
         s.read_range(1, T, (Bound::Unbounded, Bound::Unbounded));
         assert!(
-            s.key_marks.is_empty() && s.range_marks.is_empty(),
+            s.marks.is_empty() && s.range_marks.is_empty(),
             "a safe snapshot takes no marks"
         );
         s.prepare(1).expect("commit");
@@ -857,7 +933,7 @@ mod tests {
 
     #[test]
     fn read_only_snapshot_becomes_safe_when_writers_finish_cleanly() {
-        let mut s = Ssi::default();
+        let mut s = Sim::default();
         s.begin(2);
         s.assign(2, Xid(2));
         s.begin(1);
@@ -875,7 +951,7 @@ mod tests {
     fn read_only_snapshot_stays_unsafe_after_an_out_conflict_to_an_earlier_commit() {
         // The read-only anomaly's shape: 2 reads y, 3 writes y and commits,
         // then read-only 1 begins; 2 commits with its out-conflict to 3.
-        let mut s = Ssi::default();
+        let mut s = Sim::default();
         s.begin(2);
         s.assign(2, Xid(2));
         s.begin(3);
@@ -896,18 +972,41 @@ mod tests {
     }
 
     #[test]
-    fn many_key_marks_coarsen_to_the_table() {
-        let mut s = Ssi::default();
+    fn many_key_marks_coarsen_to_ranges_then_to_the_table() {
+        let key = |round: u32, i: u32| ((round << 24) | (2 * i)).to_be_bytes();
+        let mut s = Sim::default();
         s.begin(1);
-        for i in 0..(SIREAD_KEYS_PER_TABLE_MAX as u32 + 10) {
-            s.read_key(1, T, &i.to_be_bytes(), &[]).expect("read");
+        let n = SIREAD_KEYS_PER_TABLE_MAX as u32 + 1;
+        for i in 0..n {
+            s.read_key(1, T, &key(0, i), &[]).expect("read");
         }
-        assert!(s.key_marks.len() <= SIREAD_KEYS_PER_TABLE_MAX);
+        assert!(s.marks.is_empty(), "{} key marks left", s.marks.len());
         s.begin(2);
-        s.write(2, T, b"never read key").expect("write");
+        s.write(2, T, &(n | 1).to_be_bytes())
+            .expect("an unread key amid the read ones");
         assert!(
             s.entries[&2].ins.contains(&1),
-            "the table-wide mark covers every key"
+            "a range cut from the keys read covers the gaps between them"
         );
+        s.begin(3);
+        s.write(3, T, &key(200, 0)).expect("write");
+        assert!(
+            !s.entries[&3].ins.contains(&1),
+            "ranges do not reach keys beyond the last one read"
+        );
+        let rounds = (SIREAD_RANGES_PER_TABLE_MAX / SIREAD_RANGES_PER_COARSENING) as u32;
+        for round in 1..=rounds {
+            for i in 0..n {
+                s.read_key(1, T, &key(round, i), &[]).expect("read");
+            }
+        }
+        s.begin(4);
+        s.write(4, T, &key(200, 0)).expect("write");
+        assert!(
+            s.entries[&4].ins.contains(&1),
+            "past the range limit, one mark covers the whole table"
+        );
+        let ranges = s.range_marks[&T][&1].len();
+        assert_eq!(ranges, 1, "the table mark replaces the ranges");
     }
 }
