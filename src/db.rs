@@ -25,6 +25,7 @@ use crate::recovery;
 use crate::store::meta::{self, Field, META};
 use crate::store::Store;
 use crate::txn::locks::LockWaits;
+use crate::txn::prepare::PreparedTransaction;
 use crate::txn::Transaction;
 use crate::wal::record::{Kind, Op};
 use crate::wal::{segment, Wal};
@@ -87,6 +88,8 @@ pub(crate) struct Inner {
     pub(crate) ssi: Mutex<crate::txn::ssi::Ssi>,
     /// The SSI key marks, taken by reads without the `ssi` lock.
     pub(crate) siread: Arc<crate::txn::ssi::KeyMarks>,
+    /// Prepared transactions waiting for a decision.
+    pub(crate) prepared: crate::txn::prepare::Registry,
     pub(crate) opts: Options,
     pub(crate) vfs: Arc<dyn Vfs>,
     pub(crate) dir: PathBuf,
@@ -215,6 +218,26 @@ impl Db {
         Transaction::begin(self.clone(), level)
     }
 
+    /// Commits the prepared transaction `gid` (two-phase commit, phase
+    /// two), durably whatever the durability setting. `UnknownTransaction`
+    /// if no transaction waits under that id (never prepared, or decided).
+    pub fn commit_prepared(&self, gid: &str) -> Result<()> {
+        crate::txn::prepare::decide(self.inner(), gid, true)
+    }
+
+    /// Rolls back the prepared transaction `gid`, durably.
+    /// `UnknownTransaction` as for `commit_prepared`.
+    pub fn rollback_prepared(&self, gid: &str) -> Result<()> {
+        crate::txn::prepare::decide(self.inner(), gid, false)
+    }
+
+    /// The prepared transactions waiting for a decision (in doubt), in gid
+    /// order. They hold their row locks until decided, across restarts:
+    /// the blocking window two-phase commit is known for.
+    pub fn prepared_transactions(&self) -> Result<Vec<PreparedTransaction>> {
+        Ok(self.inner().prepared.list())
+    }
+
     /// Writes every dirty page, records a new redo point and drops log
     /// segments no longer needed.
     pub fn checkpoint(&self) -> Result<()> {
@@ -319,6 +342,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         waits: LockWaits::default(),
         siread: ssi.marks(),
         ssi: Mutex::new(ssi),
+        prepared: Default::default(),
         opts,
         vfs,
         dir: dir.to_path_buf(),
@@ -330,6 +354,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         vacuuming: Mutex::new(()),
         _lock: lock,
     };
+    crate::txn::prepare::adopt(&inner)?;
     if control.is_none() || replayed {
         checkpoint(&inner)?;
     }
@@ -340,6 +365,7 @@ fn init_pages(store: &Store) -> Result<()> {
     let mut w = store.write();
     meta::init(w.mtr.new_page(META, PageType::Meta)?);
     catalog::init(&mut w.mtr)?;
+    crate::txn::prepare::init(&mut w.mtr)?;
     if let Some(lsn) = w.commit(Kind::Pages, Op::Init as u8, Xid::NONE)? {
         store.wal.flush(lsn, true)?;
     }

@@ -68,6 +68,15 @@ pub enum Error {
     UnknownTransaction,
     /// A prepared transaction with that global id already exists.
     DuplicateTransaction,
+    /// A global transaction id that is empty or longer than
+    /// [`crate::limits::GID_MAX`] bytes.
+    InvalidGid {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// [`crate::limits::PREPARED_MAX`] transactions are already prepared
+    /// and waiting for a decision.
+    TooManyPrepared,
     /// The feature is not available in this version (for example
     /// `Isolation::Serializable` before SSI lands).
     Unsupported(&'static str),
@@ -148,6 +157,16 @@ impl fmt::Display for Error {
             Error::DuplicateTransaction => {
                 write!(f, "a prepared transaction with that id already exists")
             }
+            Error::InvalidGid { len } => write!(
+                f,
+                "global transaction id of {len} bytes; ids must be 1..={} bytes",
+                crate::limits::GID_MAX
+            ),
+            Error::TooManyPrepared => write!(
+                f,
+                "{} transactions are already prepared; commit or roll back some (commit_prepared / rollback_prepared) first",
+                crate::limits::PREPARED_MAX
+            ),
             Error::Unsupported(what) => write!(f, "not supported: {what}"),
         }
     }

@@ -36,8 +36,10 @@ use crate::store::meta::{self, Field, META};
 pub struct IntegrityReport {
     /// Pages in the data file (the meta page's page count).
     pub pages: u64,
-    /// B+tree nodes (catalog and tables).
+    /// B+tree nodes (catalog, prepared transactions and tables).
     pub btree_pages: u64,
+    /// Prepared transactions recorded (waiting for a decision).
+    pub prepared: u64,
     /// Heap pages holding tuples.
     pub heap_pages: u64,
     /// Overflow pages of large values.
@@ -112,6 +114,12 @@ pub fn check(view: ReadView<'_>, file: PathBuf, next_xid: Xid) -> Result<Integri
             Ok(())
         },
     )?;
+    let mut prepared = 0;
+    c.tree(PageId(meta::get(&m, Field::PreparedRoot)), &mut |_, _, _| {
+        prepared += 1;
+        Ok(())
+    })?;
+    c.report.prepared = prepared;
     for root in tables {
         let root = root.ok_or_else(|| c.err(META, "catalog entry malformed".into()))?;
         c.report.tables += 1;

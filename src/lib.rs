@@ -92,6 +92,8 @@ mod recovery;
 pub mod store;
 mod sync;
 pub mod txn;
+#[cfg(feature = "twopc")]
+pub mod twopc;
 mod vacuum;
 pub mod wal;
 
@@ -100,4 +102,5 @@ pub use error::{Error, Result};
 pub use ids::{Lsn, Xid};
 pub use integrity::IntegrityReport;
 pub use options::{Durability, Isolation, Options};
+pub use txn::prepare::PreparedTransaction;
 pub use txn::{KeyRange, Scan, Transaction};

@@ -48,6 +48,16 @@ pub const SIREAD_PARTITIONS: usize = 64;
 /// Committed serializable transactions retained with their own entries;
 /// beyond this the oldest are folded into a summary.
 pub const SSI_COMMITTED_MAX: usize = 2048;
+/// Bytes of a two-phase-commit global transaction id (PostgreSQL's limit).
+pub const GID_MAX: usize = 200;
+/// Prepared transactions waiting for a decision at once (PostgreSQL's
+/// `max_prepared_transactions`; each holds its row locks and xid).
+pub const PREPARED_MAX: usize = 1024;
+/// Tables a prepared serializable transaction records as read; past this it
+/// records "every table" (its SIREAD marks after a restart).
+pub const PREPARED_TABLES_MAX: usize = 64;
+/// Participants of one two-phase-commit transaction.
+pub const TWOPC_PARTICIPANTS_MAX: usize = 1024;
 /// Length of a deadlock-detection walk along the wait-for graph.
 pub const WAIT_CHAIN_MAX: usize = 4096;
 
@@ -57,6 +67,7 @@ const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);
 const _: () = assert!(3 * (BTREE_CELL_MAX + 2) + 64 < PAGE_SIZE);
 // A tuple whose value went to overflow must fit inline.
 const _: () = assert!(KEY_MAX + 64 < TUPLE_INLINE_MAX);
+const _: () = assert!(GID_MAX + 32 + 4 * PREPARED_TABLES_MAX <= BTREE_CELL_MAX);
 const _: () = assert!(TUPLE_INLINE_MAX + 64 < PAGE_SIZE);
 // A maximal mini-transaction, all full-page images, fits one record.
 const _: () = assert!(MTR_PAGES_MAX * (PAGE_SIZE + 16) < WAL_RECORD_MAX);

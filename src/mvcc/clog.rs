@@ -48,6 +48,9 @@ pub type Chunks = Vec<(u64, Box<[u8]>)>;
 pub struct Clog {
     chunks: RwLock<HashMap<u64, Box<[u8]>>>,
     crash_horizon: Xid,
+    /// Prepared transactions found at open: below the horizon, yet still
+    /// in progress until `commit_prepared` or `rollback_prepared`.
+    in_doubt: RwLock<std::collections::BTreeSet<Xid>>,
 }
 
 fn locate(xid: Xid) -> (u64, usize, u64) {
@@ -63,7 +66,14 @@ impl Clog {
         Clog {
             chunks: RwLock::new(chunks.into_iter().collect()),
             crash_horizon,
+            in_doubt: RwLock::new(Default::default()),
         }
+    }
+
+    /// Keeps `xid`, a prepared transaction that survived a restart, in
+    /// progress although it is below the crash horizon.
+    pub fn keep_in_doubt(&self, xid: Xid) {
+        self.in_doubt.write().insert(xid);
     }
 
     /// Records an outcome.
@@ -79,6 +89,10 @@ impl Clog {
             .entry(k)
             .or_insert_with(|| vec![0u8; CHUNK].into_boxed_slice());
         c[byte] = (c[byte] & !(3 << shift)) | (v << shift);
+        drop(chunks);
+        if st != Status::InProgress && xid < self.crash_horizon {
+            self.in_doubt.write().remove(&xid);
+        }
     }
 }
 
@@ -93,7 +107,9 @@ impl StatusOf for Clog {
         match v {
             COMMITTED => Status::Committed,
             ABORTED => Status::Aborted,
-            _ if xid < self.crash_horizon => Status::Aborted,
+            _ if xid < self.crash_horizon && !self.in_doubt.read().contains(&xid) => {
+                Status::Aborted
+            }
             _ => Status::InProgress,
         }
     }

@@ -121,6 +121,23 @@ impl TxnManager {
         Ok(xid)
     }
 
+    /// Registers a prepared transaction found at open, writing as `xid`
+    /// (below the next xid) and holding no snapshot; returns its token.
+    pub fn adopt(&self, xid: Xid) -> u64 {
+        let mut s = self.state.lock();
+        s.next_token += 1;
+        let token = s.next_token;
+        s.running.insert(xid);
+        s.views.insert(
+            token,
+            View {
+                snapshot: None,
+                xid,
+            },
+        );
+        token
+    }
+
     /// Publishes the outcome of `xid` (if any) and forgets transaction `token`.
     pub fn finish(&self, token: u64, xid: Xid, outcome: Status) {
         let mut s = self.state.lock();

@@ -1,8 +1,8 @@
 //! Page 0: the roots and counters of the data file, and page allocation.
 //!
 //! ```text
-//!  24        32        36         40           44          48             52             56
-//!  | magic 8 | version | page size | page count | free head | catalog root | clog dir head | next table id |
+//!  24        32        36         40           44          48             52             56              60
+//!  | magic 8 | version | page size | page count | free head | catalog root | clog dir head | next table id | prepared root |
 //! ```
 //! `page count` is the high-water mark: pages [0, count) exist. Freed pages
 //! form a singly linked list through their first body word (type
@@ -22,7 +22,7 @@ pub const META: PageId = PageId(0);
 /// Magic bytes identifying a strata data file.
 pub const MAGIC: &[u8; 8] = b"STRATADB";
 /// Version of the on-disk format described in FORMAT.md.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const VERSION: usize = HDR + 8;
 const PAGE_SIZE_AT: usize = HDR + 12;
@@ -31,6 +31,7 @@ const FREE_HEAD: usize = HDR + 20;
 const CATALOG_ROOT: usize = HDR + 24;
 const CLOG_DIR: usize = HDR + 28;
 const NEXT_TABLE: usize = HDR + 32;
+const PREPARED_ROOT: usize = HDR + 36;
 
 /// Named fields of the meta page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub enum Field {
     ClogDir,
     /// Next table id to hand out.
     NextTable,
+    /// Root of the B+tree of prepared transactions (two-phase commit).
+    PreparedRoot,
 }
 
 fn offset(f: Field) -> usize {
@@ -54,6 +57,7 @@ fn offset(f: Field) -> usize {
         Field::CatalogRoot => CATALOG_ROOT,
         Field::ClogDir => CLOG_DIR,
         Field::NextTable => NEXT_TABLE,
+        Field::PreparedRoot => PREPARED_ROOT,
     }
 }
 

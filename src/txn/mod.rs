@@ -11,6 +11,7 @@
 //! the transaction is doomed: every later operation returns that error.
 
 pub mod locks;
+pub(crate) mod prepare;
 mod scan;
 pub mod ssi;
 mod write;
@@ -115,6 +116,11 @@ impl Transaction {
     /// The isolation level.
     pub fn isolation(&self) -> Isolation {
         self.level
+    }
+
+    /// Whether the transaction runs on `db`.
+    pub(crate) fn belongs_to(&self, db: &Db) -> bool {
+        self.db.inner().id == db.inner().id
     }
 
     /// The transaction's id, once it has written (`Xid::NONE` before).
@@ -341,6 +347,66 @@ impl Transaction {
         if let Some(reads) = self.reads.take() {
             self.db.inner().ssi.lock().committed(self.token, reads);
         }
+    }
+
+    /// Prepares the transaction for two-phase commit under the global id
+    /// `gid`: runs every check a commit runs, then records it durably
+    /// (always forced to disk). From then on it can no longer fail on its
+    /// own; it keeps its row locks and stays invisible, across restarts,
+    /// until [`Db::commit_prepared`] or [`Db::rollback_prepared`] decides.
+    ///
+    /// Errors: `DuplicateTransaction` (the gid is in use), `InvalidGid`,
+    /// `TooManyPrepared`, or what `commit` would return; after an error
+    /// the transaction is rolled back.
+    pub fn prepare(mut self, gid: &str) -> Result<()> {
+        if let Some(d) = self.doomed.get() {
+            return Err(d.error());
+        }
+        self.db.inner().prepared.reserve(gid)?;
+        self.finished = true;
+        let r = self.prepare_reserved(gid);
+        if r.is_err() {
+            self.db.inner().prepared.release(gid);
+            self.abort();
+        }
+        r
+    }
+
+    fn prepare_reserved(&mut self, gid: &str) -> Result<()> {
+        let inner = self.db.inner();
+        let mut reads = prepare::Reads::Untracked;
+        if self.serializable() {
+            let mut ssi = inner.ssi.lock();
+            ssi.prepare(self.token)?;
+            if let Some(set) = self.reads.borrow().as_ref() {
+                reads = prepare::Reads::Tables(ssi.tables_read(self.token, set));
+            }
+        }
+        let entry = prepare::Entry {
+            gid: gid.to_owned(),
+            xid: self.xid,
+            prepared_at: std::time::SystemTime::now(),
+            reads,
+        };
+        let lsn = {
+            let mut w = inner.store.write();
+            prepare::insert(&mut w.mtr, &entry)?;
+            w.commit(Kind::Pages, Op::Prepared as u8, self.xid)?
+        };
+        if let Some(lsn) = lsn {
+            inner.store.wal.flush(lsn, true)?;
+        }
+        inner.prepared.waiting(
+            gid,
+            prepare::InDoubt {
+                token: self.token,
+                xid: self.xid,
+                prepared_at: entry.prepared_at,
+                reads: self.reads.take(),
+                writes: self.writes,
+            },
+        );
+        Ok(())
     }
 
     /// Rolls back: every write of the transaction is discarded.

@@ -59,6 +59,8 @@ pub enum Op {
     Vacuum = 6,
     /// Commit-log change.
     Clog = 7,
+    /// Change to the registry of prepared transactions.
+    Prepared = 8,
 }
 
 /// One page's change.

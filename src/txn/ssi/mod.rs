@@ -485,6 +485,39 @@ impl Ssi {
         Ok(())
     }
 
+    /// Tables `id` read (by key or by scan), recorded when it prepares for
+    /// two-phase commit.
+    pub fn tables_read(&self, id: u64, reads: &ReadSet) -> Vec<PageId> {
+        let mut tables: Vec<PageId> = reads.tables().collect();
+        for (table, m) in &self.range_marks {
+            if m.contains_key(&id) {
+                tables.push(*table);
+            }
+        }
+        tables.sort_unstable();
+        tables.dedup();
+        tables
+    }
+
+    /// Registers a prepared transaction found at open, after a restart
+    /// lost its SSI state. Conservatively, as PostgreSQL does: a mark on
+    /// every table it read, and an out-conflict to a transaction that
+    /// committed before everything (so a reader that meets its versions
+    /// forms a dangerous structure with it). The returned set is empty.
+    pub fn recovered(&mut self, id: u64, xid: Xid, tables: &[PageId]) -> ReadSet {
+        let reads = self.begin(id);
+        self.assign(id, xid);
+        for &table in tables {
+            self.read_range(id, table, (Bound::Unbounded, Bound::Unbounded));
+        }
+        self.counter += 1;
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.prepared = Some(self.counter);
+            e.out_summary = Some(0);
+        }
+        reads
+    }
+
     /// The commit of `id` is published (visible to new snapshots); `reads`
     /// are its marks, kept as long as a concurrent transaction runs.
     pub fn committed(&mut self, id: u64, reads: ReadSet) {

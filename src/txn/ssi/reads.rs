@@ -128,6 +128,11 @@ impl ReadSet {
         })
     }
 
+    /// Tables with key marks (or marks coarsened from them).
+    pub fn tables(&self) -> impl Iterator<Item = PageId> + '_ {
+        self.tables.keys().copied()
+    }
+
     /// The key marks still held, with their tables, for the graph to keep
     /// or remove when the transaction ends.
     pub fn into_marks(self) -> Vec<(PageId, u64)> {

@@ -1,0 +1,232 @@
+//! The thin loop that drives the state machine: it persists what the
+//! machine asks (the decision log, fsynced), then delivers messages to
+//! participants and feeds their answers and the time back.
+//!
+//! Each call to [`Coordinator::step`] does one unit of I/O, so a test (or
+//! the example) can stop anywhere between the phases, drop the coordinator
+//! as a crash would, and open it again: [`Coordinator::open`] restores the
+//! machine from the log, asks every participant which of this
+//! coordinator's transactions it holds in doubt, and finishes them.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::log::DecisionLog;
+use super::machine::{Input, Machine, Message, Outcome, Pid};
+use super::participant::Participant;
+use crate::error::{Error, Result};
+use crate::io::Vfs;
+use crate::limits::TWOPC_PARTICIPANTS_MAX;
+
+/// Timing of a coordinator.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// How long phase one waits for votes before it aborts.
+    pub vote_timeout: Duration,
+    /// How often an unacknowledged decision is sent again.
+    pub resend: Duration,
+    /// How long [`Coordinator::execute`] waits for acknowledgements after
+    /// the decision before it returns (delivery goes on at later calls and
+    /// at the next open).
+    pub ack_wait: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            vote_timeout: Duration::from_secs(5),
+            resend: Duration::from_millis(100),
+            ack_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A two-phase-commit coordinator over participants of one kind.
+pub struct Coordinator<P: Participant> {
+    name: String,
+    machine: Machine,
+    log: DecisionLog,
+    participants: Vec<P>,
+    work: HashMap<(String, Pid), P::Work>,
+    outbox: VecDeque<(Pid, Message)>,
+    decided: HashMap<String, Outcome>,
+    epoch: u128,
+    seq: u64,
+    started: Instant,
+    timing: Timing,
+}
+
+impl<P: Participant> Coordinator<P> {
+    /// Opens the coordinator `name` with its decision log at `log_path`,
+    /// and finishes what a previous run left: decisions logged but not
+    /// acknowledged are sent again, undecided transactions are rolled
+    /// back, and participants' in-doubt transactions of this coordinator
+    /// that the log does not know are rolled back.
+    pub fn open(
+        vfs: Arc<dyn Vfs>,
+        log_path: &Path,
+        name: &str,
+        participants: Vec<P>,
+        timing: Timing,
+    ) -> Result<Self> {
+        if name.is_empty() || name.len() > 64 || name.contains('/') {
+            return Err(Error::Unsupported("coordinator names are 1..=64 bytes, no '/'"));
+        }
+        if participants.len() > TWOPC_PARTICIPANTS_MAX {
+            return Err(Error::Unsupported("more participants than TWOPC_PARTICIPANTS_MAX"));
+        }
+        let (log, records) = DecisionLog::open(vfs, log_path)?;
+        let machine = Machine::restore(
+            &records,
+            0,
+            timing.vote_timeout.as_millis() as u64,
+            timing.resend.as_millis() as u64,
+        );
+        let mut c = Coordinator {
+            name: name.to_owned(),
+            machine,
+            log,
+            participants,
+            work: HashMap::new(),
+            outbox: VecDeque::new(),
+            decided: HashMap::new(),
+            // Gids carry the opening time, so they never repeat across runs.
+            epoch: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros()),
+            seq: 0,
+            started: Instant::now(),
+            timing,
+        };
+        let prefix = format!("{name}/");
+        for (i, p) in c.participants.iter().enumerate() {
+            // An unreachable participant keeps its in-doubt transactions
+            // until a later open reaches it.
+            if let Ok(gids) = p.in_doubt() {
+                let gids = gids.into_iter().filter(|g| g.starts_with(&prefix)).collect();
+                c.machine.step(Input::InDoubt {
+                    from: i as Pid,
+                    gids,
+                });
+            }
+        }
+        c.settle()?;
+        Ok(c)
+    }
+
+    /// Runs `work` (one item per participant, in order) as one atomic
+    /// transaction: prepares every item, logs the decision, then applies
+    /// it everywhere. Returns the outcome once decided and acknowledged
+    /// (or after `Timing::ack_wait`; the decision is final either way).
+    pub fn execute(&mut self, work: Vec<P::Work>) -> Result<Outcome> {
+        let gid = self.begin(work)?;
+        self.finish(&gid)
+    }
+
+    /// Starts phase one of a new transaction; returns its gid. Drive it
+    /// with [`Coordinator::step`] or [`Coordinator::finish`].
+    pub fn begin(&mut self, work: Vec<P::Work>) -> Result<String> {
+        if work.len() != self.participants.len() {
+            return Err(Error::Unsupported(
+                "execute takes one work item per participant",
+            ));
+        }
+        self.seq += 1;
+        let gid = format!("{}/{}-{}", self.name, self.epoch, self.seq);
+        for (i, w) in work.into_iter().enumerate() {
+            self.work.insert((gid.clone(), i as Pid), w);
+        }
+        self.machine.step(Input::Begin {
+            gid: gid.clone(),
+            participants: (0..self.participants.len() as Pid).collect(),
+        });
+        Ok(gid)
+    }
+
+    /// Steps until `gid` is decided and acknowledged by everyone, or
+    /// acknowledgements took longer than `Timing::ack_wait`.
+    pub fn finish(&mut self, gid: &str) -> Result<Outcome> {
+        let mut since = None;
+        loop {
+            if let Some(&o) = self.decided.get(gid) {
+                let t = *since.get_or_insert_with(Instant::now);
+                if !self.machine.knows(gid) || t.elapsed() >= self.timing.ack_wait {
+                    self.decided.remove(gid);
+                    return Ok(o);
+                }
+            }
+            if !self.step()? {
+                return Err(Error::Unsupported("transaction unknown to this coordinator"));
+            }
+        }
+    }
+
+    /// Does one unit of work: persist what the machine decided (fsync),
+    /// or deliver one message, or let time pass. Returns `false` when
+    /// there is nothing left to do.
+    pub fn step(&mut self) -> Result<bool> {
+        let ready = self.machine.ready();
+        if !ready.is_empty() {
+            // The decision log first: nobody hears a decision that a crash
+            // could still take back.
+            self.log.append(&ready.persist)?;
+            self.outbox.extend(ready.send);
+            self.decided.extend(ready.decided);
+            return Ok(true);
+        }
+        if let Some((to, msg)) = self.outbox.pop_front() {
+            self.deliver(to, msg);
+            return Ok(true);
+        }
+        if self.machine.open() == 0 {
+            return Ok(false);
+        }
+        // Waiting on time (a vote deadline, a resend): sleep a little.
+        std::thread::sleep(self.timing.resend.min(Duration::from_millis(10)));
+        let now = self.started.elapsed().as_millis() as u64;
+        self.machine.step(Input::Tick(now));
+        Ok(true)
+    }
+
+    /// Steps until nothing is left in flight (used at open).
+    fn settle(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.timing.ack_wait;
+        while self.step()? && Instant::now() < deadline {}
+        Ok(())
+    }
+
+    fn deliver(&mut self, to: Pid, msg: Message) {
+        let Some(p) = self.participants.get(to as usize) else {
+            return;
+        };
+        match msg {
+            Message::Prepare(gid) => {
+                // A duplicate prepare finds no work left: ignored.
+                if let Some(w) = self.work.remove(&(gid.clone(), to)) {
+                    let yes = p.prepare(&gid, w).is_ok();
+                    self.machine.step(Input::Vote { gid, from: to, yes });
+                }
+            }
+            Message::Commit(gid) => {
+                let r = p.commit_prepared(&gid);
+                self.acked(gid, to, r);
+            }
+            Message::Rollback(gid) => {
+                // Work never prepared is dropped, which rolls it back.
+                self.work.remove(&(gid.clone(), to));
+                let r = p.rollback_prepared(&gid);
+                self.acked(gid, to, r);
+            }
+        }
+    }
+
+    /// A decision applied (or found already applied) is acknowledged; any
+    /// other failure is not, and the decision is sent again later.
+    fn acked(&mut self, gid: String, from: Pid, r: Result<()>) {
+        if matches!(r, Ok(()) | Err(Error::UnknownTransaction)) {
+            self.machine.step(Input::Ack { gid, from });
+        }
+    }
+}

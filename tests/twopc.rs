@@ -1,0 +1,212 @@
+//! Two-phase commit, the participant's side: prepared transactions keep
+//! their writes invisible and their row locks across kill -9 and restarts,
+//! until `commit_prepared` or `rollback_prepared` decides.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use strata::{Db, Durability, Error, Isolation, Options, Xid};
+
+fn options() -> Options {
+    // Eventual durability: prepare and the decisions must force the log
+    // to disk anyway.
+    Options::default()
+        .durability(Durability::Eventual)
+        .cache_size(1 << 20)
+        .lock_timeout(Some(Duration::from_millis(200)))
+}
+
+/// The committed value of `key` (at Snapshot: a serializable reader that
+/// skips an in-doubt version after a restart fails, see the last test).
+fn value(db: &Db, key: &str) -> Option<Vec<u8>> {
+    let t = db.table("t").expect("table");
+    let tx = db.begin_with(Isolation::Snapshot).expect("begin");
+    tx.get(&t, key).expect("get")
+}
+
+/// The child: commits a base row, prepares two transactions, says so, and
+/// waits to be killed.
+fn child(dir: &Path) {
+    let db = Db::open_with(dir, options()).expect("open");
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "a", "1").expect("put");
+    tx.commit().expect("commit");
+    let mut g1 = db.begin().expect("begin");
+    g1.put(&t, "a", "2").expect("put");
+    g1.put(&t, "b", "new").expect("put");
+    g1.prepare("g1").expect("prepare g1");
+    let mut g2 = db.begin_with(Isolation::Snapshot).expect("begin");
+    g2.put(&t, "c", "doomed").expect("put");
+    g2.prepare("g2").expect("prepare g2");
+    println!("\nchild: both prepared");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn prepared_transactions_survive_kill_nine_holding_their_locks() {
+    if let Ok(dir) = std::env::var("STRATA_TWOPC_CHILD") {
+        child(Path::new(&dir));
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "prepared_transactions_survive_kill_nine_holding_their_locks",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STRATA_TWOPC_CHILD", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    let prepared = BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.trim() == "child: both prepared");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    assert!(prepared, "the child never prepared");
+
+    let db = Db::open_with(tmp.path(), options()).expect("reopen after kill -9");
+    let listed = db.prepared_transactions().expect("list");
+    let gids: Vec<&str> = listed.iter().map(|p| p.gid.as_str()).collect();
+    assert_eq!(gids, ["g1", "g2"], "both in doubt after the crash");
+    assert!(listed.iter().all(|p| p.xid != Xid::NONE));
+    assert_eq!(value(&db, "a").as_deref(), Some(&b"1"[..]), "g1 invisible");
+    assert_eq!(value(&db, "b"), None, "g1's insert invisible");
+    assert_eq!(value(&db, "c"), None, "g2's insert invisible");
+    let t = db.table("t").expect("table");
+    let mut w = db.begin().expect("begin");
+    assert!(
+        matches!(w.put(&t, "a", "3"), Err(Error::LockTimeout)),
+        "g1 still holds its row lock on a"
+    );
+    drop(w);
+    db.checkpoint().expect("a checkpoint keeps what in-doubt transactions need");
+
+    db.rollback_prepared("g2").expect("rollback g2");
+    db.commit_prepared("g1").expect("commit g1");
+    assert_eq!(value(&db, "a").as_deref(), Some(&b"2"[..]));
+    assert_eq!(value(&db, "b").as_deref(), Some(&b"new"[..]));
+    assert_eq!(value(&db, "c"), None, "g2 rolled back");
+    assert!(matches!(
+        db.commit_prepared("g1"),
+        Err(Error::UnknownTransaction)
+    ));
+    assert!(matches!(
+        db.rollback_prepared("g2"),
+        Err(Error::UnknownTransaction)
+    ));
+    drop(db);
+
+    let db = Db::open_with(tmp.path(), options()).expect("reopen again");
+    assert!(db.prepared_transactions().expect("list").is_empty());
+    assert_eq!(value(&db, "a").as_deref(), Some(&b"2"[..]));
+    assert_eq!(value(&db, "b").as_deref(), Some(&b"new"[..]));
+    assert_eq!(value(&db, "c"), None);
+    db.check_integrity().expect("integrity");
+}
+
+#[test]
+fn gids_are_checked() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = Db::open_with(tmp.path(), options()).expect("open");
+    let t = db.table("t").expect("table");
+    let mut a = db.begin().expect("begin");
+    a.put(&t, "x", "1").expect("put");
+    a.prepare("same").expect("prepare");
+    let mut b = db.begin().expect("begin");
+    b.put(&t, "y", "1").expect("put");
+    assert!(matches!(
+        b.prepare("same"),
+        Err(Error::DuplicateTransaction)
+    ));
+    assert_eq!(value(&db, "y"), None, "a failed prepare rolls back");
+    let c = db.begin().expect("begin");
+    assert!(matches!(c.prepare(""), Err(Error::InvalidGid { len: 0 })));
+    let d = db.begin().expect("begin");
+    let long = "g".repeat(strata::limits::GID_MAX + 1);
+    assert!(matches!(d.prepare(&long), Err(Error::InvalidGid { .. })));
+    assert!(matches!(
+        db.commit_prepared("never"),
+        Err(Error::UnknownTransaction)
+    ));
+    db.commit_prepared("same").expect("commit");
+    assert_eq!(value(&db, "x").as_deref(), Some(&b"1"[..]));
+}
+
+/// A writer blocked on a prepared transaction's row lock proceeds once the
+/// decision comes from another thread; a read-only prepare works too.
+#[test]
+fn a_decision_releases_the_row_locks() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = Db::open_with(
+        tmp.path(),
+        options().lock_timeout(Some(Duration::from_secs(10))),
+    )
+    .expect("open");
+    let t = db.table("t").expect("table");
+    let mut p = db.begin_with(Isolation::ReadCommitted).expect("begin");
+    p.put(&t, "k", "prepared").expect("put");
+    p.prepare("p").expect("prepare");
+    let decider = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            db.rollback_prepared("p").expect("rollback");
+        })
+    };
+    let mut w = db.begin_with(Isolation::ReadCommitted).expect("begin");
+    w.put(&t, "k", "writer").expect("waits, then writes");
+    w.commit().expect("commit");
+    decider.join().expect("decider");
+    assert_eq!(value(&db, "k").as_deref(), Some(&b"writer"[..]));
+    let r = db.begin_read().expect("begin");
+    r.prepare("read-only").expect("a read-only prepare");
+    db.commit_prepared("read-only").expect("commit");
+}
+
+/// After a restart a prepared serializable transaction is assumed to have
+/// conflicts out (its SSI state is lost): a serializable reader that has
+/// to skip its versions and then writes fails, as in PostgreSQL.
+#[test]
+fn recovered_prepared_transactions_are_conflicts_out() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    {
+        let db = Db::open_with(tmp.path(), options()).expect("open");
+        let t = db.table("t").expect("table");
+        let mut p = db.begin().expect("begin");
+        assert_eq!(p.get(&t, "x").expect("read"), None);
+        p.put(&t, "y", "p").expect("put");
+        p.prepare("p").expect("prepare");
+    }
+    let db = Db::open_with(tmp.path(), options()).expect("reopen");
+    let t = db.table("t").expect("table");
+    let mut r = db.begin().expect("begin");
+    let failed = (|| {
+        assert_eq!(r.get(&t, "y")?, None, "p's version is skipped");
+        r.put(&t, "z", "r")?;
+        r.commit().map(drop)
+    })();
+    assert!(
+        matches!(failed, Err(Error::SerializationFailure)),
+        "{failed:?}"
+    );
+    // Unrelated work goes on, and a write to what p read is no problem
+    // until p commits first.
+    let mut w = db.begin().expect("begin");
+    w.put(&t, "x", "w").expect("put");
+    w.commit().expect("commit");
+    db.commit_prepared("p").expect("commit p");
+    assert_eq!(value(&db, "y").as_deref(), Some(&b"p"[..]));
+}
