@@ -71,6 +71,20 @@ impl<P: Participant> Coordinator<P> {
         participants: Vec<P>,
         timing: Timing,
     ) -> Result<Self> {
+        let mut c = Self::restore(vfs, log_path, name, participants, timing)?;
+        c.settle()?;
+        Ok(c)
+    }
+
+    /// Like [`Coordinator::open`] but only queues the work of recovery;
+    /// [`Coordinator::step`] carries it out (tests crash in the middle).
+    pub fn restore(
+        vfs: Arc<dyn Vfs>,
+        log_path: &Path,
+        name: &str,
+        participants: Vec<P>,
+        timing: Timing,
+    ) -> Result<Self> {
         if name.is_empty() || name.len() > 64 || name.contains('/') {
             return Err(Error::Unsupported("coordinator names are 1..=64 bytes, no '/'"));
         }
@@ -112,7 +126,6 @@ impl<P: Participant> Coordinator<P> {
                 });
             }
         }
-        c.settle()?;
         Ok(c)
     }
 
@@ -190,8 +203,9 @@ impl<P: Participant> Coordinator<P> {
         Ok(true)
     }
 
-    /// Steps until nothing is left in flight (used at open).
-    fn settle(&mut self) -> Result<()> {
+    /// Steps until nothing is left in flight, or `Timing::ack_wait`
+    /// passed (a participant that stays unreachable).
+    pub fn settle(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.timing.ack_wait;
         while self.step()? && Instant::now() < deadline {}
         Ok(())
