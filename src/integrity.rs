@@ -115,10 +115,13 @@ pub fn check(view: ReadView<'_>, file: PathBuf, next_xid: Xid) -> Result<Integri
         },
     )?;
     let mut prepared = 0;
-    c.tree(PageId(meta::get(&m, Field::PreparedRoot)), &mut |_, _, _| {
-        prepared += 1;
-        Ok(())
-    })?;
+    c.tree(
+        PageId(meta::get(&m, Field::PreparedRoot)),
+        &mut |_, _, _| {
+            prepared += 1;
+            Ok(())
+        },
+    )?;
     c.report.prepared = prepared;
     for root in tables {
         let root = root.ok_or_else(|| c.err(META, "catalog entry malformed".into()))?;

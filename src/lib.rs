@@ -91,9 +91,9 @@ mod policy;
 mod recovery;
 pub mod store;
 mod sync;
-pub mod txn;
 #[cfg(feature = "twopc")]
 pub mod twopc;
+pub mod txn;
 mod vacuum;
 pub mod wal;
 

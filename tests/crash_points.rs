@@ -39,6 +39,16 @@ enum Step {
     Rollback(Vec<Op>),
     Checkpoint,
     Vacuum,
+    /// Two-phase commit: prepare under a gid (`c…` will commit, `r…` roll back).
+    Prepare(&'static str, Vec<Op>),
+    /// The decision for a prepared gid.
+    Decide(&'static str),
+    /// Close and reopen the database.
+    Reopen,
+}
+
+fn commits(gid: &str) -> bool {
+    gid.starts_with('c')
 }
 
 fn put(k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>) -> Op {
@@ -49,8 +59,18 @@ fn put(k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>) -> Op {
 fn states(steps: &[Step]) -> Vec<Model> {
     let mut m = Model::new();
     let mut out = vec![m.clone()];
+    let mut prepared = std::collections::HashMap::new();
     for step in steps {
-        if let Step::Txn(ops) = step {
+        let ops = match step {
+            Step::Txn(ops) => Some(ops),
+            Step::Prepare(gid, ops) => {
+                prepared.insert(*gid, ops);
+                None
+            }
+            Step::Decide(gid) if commits(gid) => prepared.get(gid).copied(),
+            _ => None,
+        };
+        if let Some(ops) = ops {
             for op in ops {
                 match op {
                     Op::Put(k, v) => {
@@ -81,14 +101,32 @@ fn apply(tx: &mut strata::Transaction, t: &strata::Table, ops: &[Op]) -> strata:
     Ok(())
 }
 
-/// Runs the workload until the first error; returns acknowledged commits.
-fn run(fs: &FaultFs, steps: &[Step]) -> u64 {
-    let Ok(db) = Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts()) else {
-        return 0;
+fn done() -> strata::CommitInfo {
+    strata::CommitInfo {
+        xid: strata::Xid::NONE,
+        lsn: strata::Lsn(0),
+    }
+}
+
+/// Acknowledged commits, and the gid whose prepare was acknowledged but
+/// not its decision (with whether the decision was attempted).
+type Acked = (u64, Option<(&'static str, bool)>);
+
+/// Runs the workload until the first error.
+fn run(fs: &FaultFs, steps: &[Step]) -> Acked {
+    let open = || Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts());
+    let Ok(mut db) = open() else {
+        return (0, None);
     };
-    let Ok(t) = db.table("t") else { return 0 };
+    let Ok(mut t) = db.table("t") else {
+        return (0, None);
+    };
     let mut acked = 0u64;
+    let mut pending = None;
     for step in steps {
+        if let (Step::Decide(gid), Some((p, _))) = (step, pending) {
+            pending = Some((p, p == *gid));
+        }
         let r = match step {
             Step::Txn(ops) => db.begin().and_then(|mut tx| {
                 apply(&mut tx, &t, ops)?;
@@ -98,35 +136,74 @@ fn run(fs: &FaultFs, steps: &[Step]) -> u64 {
             Step::Rollback(ops) => db.begin().and_then(|mut tx| {
                 apply(&mut tx, &t, ops)?;
                 tx.rollback()?;
-                Ok(strata::CommitInfo {
-                    xid: strata::Xid::NONE,
-                    lsn: strata::Lsn(0),
-                })
+                Ok(done())
             }),
-            Step::Checkpoint => db.checkpoint().map(|_| strata::CommitInfo {
-                xid: strata::Xid::NONE,
-                lsn: strata::Lsn(0),
+            Step::Checkpoint => db.checkpoint().map(|_| done()),
+            Step::Vacuum => db.vacuum().map(|_| done()),
+            Step::Prepare(gid, ops) => db.begin().and_then(|mut tx| {
+                apply(&mut tx, &t, ops)?;
+                tx.put(&t, b"~counter", (acked + 1).to_le_bytes())?;
+                tx.prepare(gid).map(|_| done())
             }),
-            Step::Vacuum => db.vacuum().map(|_| strata::CommitInfo {
-                xid: strata::Xid::NONE,
-                lsn: strata::Lsn(0),
-            }),
+            Step::Decide(gid) if commits(gid) => db.commit_prepared(gid).map(|_| done()),
+            Step::Decide(gid) => db.rollback_prepared(gid).map(|_| done()),
+            Step::Reopen => {
+                drop(db);
+                match open().and_then(|d| Ok((d.table("t")?, d))) {
+                    Ok((table, d)) => {
+                        (t, db) = (table, d);
+                        continue;
+                    }
+                    Err(_) => return (acked, pending),
+                }
+            }
         };
         match (r, step) {
             (Ok(_), Step::Txn(_)) => acked += 1,
+            (Ok(_), Step::Prepare(gid, _)) => pending = Some((*gid, false)),
+            (Ok(_), Step::Decide(gid)) => {
+                pending = None;
+                acked += u64::from(commits(gid));
+            }
             (Ok(_), _) => {}
             (Err(_), _) => break,
         }
     }
-    acked
+    (acked, pending)
 }
 
-/// Opens an image and checks it against the model.
-fn verify(img: &FaultFs, states: &[Model], acked: u64, what: &str) {
+/// Opens an image and checks it against the model. A transaction left in
+/// doubt must be the one whose prepare was acknowledged (if its decision
+/// was not); it is decided here and must then be whole.
+fn verify(img: &FaultFs, states: &[Model], acked: Acked, what: &str) {
     let db = match Db::open_vfs(Arc::new(img.clone()), Path::new(DIR), opts()) {
         Ok(db) => db,
         Err(e) => panic!("{what}: recovery failed: {e}"),
     };
+    let in_doubt: Vec<String> = db
+        .prepared_transactions()
+        .unwrap_or_else(|e| panic!("{what}: prepared: {e}"))
+        .into_iter()
+        .map(|p| p.gid)
+        .collect();
+    assert!(in_doubt.len() <= 1, "{what}: in doubt: {in_doubt:?}");
+    let (mut acked, pending) = acked;
+    if let Some((g, deciding)) = pending {
+        if !in_doubt.iter().any(|d| d == g) {
+            assert!(deciding, "{what}: acknowledged prepare {g} lost");
+            // Decided durably before the crash: a commit must show.
+            acked += u64::from(commits(g));
+        }
+    }
+    for gid in &in_doubt {
+        if commits(gid) {
+            db.commit_prepared(gid)
+                .unwrap_or_else(|e| panic!("{what}: commit {gid}: {e}"));
+        } else {
+            db.rollback_prepared(gid)
+                .unwrap_or_else(|e| panic!("{what}: rollback {gid}: {e}"));
+        }
+    }
     let t = db
         .table("t")
         .unwrap_or_else(|e| panic!("{what}: table: {e}"));
@@ -161,7 +238,7 @@ fn explore(name: &str, steps: &[Step]) -> FaultFs {
     let full = FaultFs::new();
     let acked = run(&full, steps);
     assert_eq!(
-        acked as usize,
+        acked.0 as usize,
         model.len() - 1,
         "{name}: the workload fails without faults"
     );
@@ -335,6 +412,8 @@ fn run_through_faults(fs: &FaultFs, steps: &[Step]) -> (Model, Option<Model>, bo
             }),
             Step::Checkpoint => db.checkpoint(),
             Step::Vacuum => db.vacuum().map(drop),
+            // The fault-injection workloads have no two-phase steps.
+            Step::Prepare(..) | Step::Decide(_) | Step::Reopen => Ok(()),
         };
         if let Err(e) = r {
             if matches!(e, strata::Error::Poisoned) || db.poison_cause().is_some() {
@@ -551,4 +630,30 @@ fn concurrent_writers() {
         "concurrent writers: {total} operations, {points} crash points, {} images",
         points * 2
     );
+}
+
+/// Two-phase commit on one participant: prepares, decisions both ways, a
+/// restart and a checkpoint while a transaction is in doubt. (Every
+/// transaction writes `~counter`, so nothing else commits while one is in
+/// doubt: it holds that row's lock.)
+#[test]
+fn prepared_transactions() {
+    let ops = |r: u32| -> Vec<Op> {
+        (0..15u32)
+            .map(|i| put(format!("k{:02}", (i * 7 + r) % 40), vec![r as u8; 90]))
+            .collect()
+    };
+    let steps = vec![
+        Step::Txn(ops(0)),
+        Step::Prepare("c1", ops(1)),
+        Step::Reopen,
+        Step::Decide("c1"),
+        Step::Prepare("r2", ops(2)),
+        Step::Decide("r2"),
+        Step::Prepare("c3", ops(3)),
+        Step::Checkpoint,
+        Step::Decide("c3"),
+        Step::Vacuum,
+    ];
+    explore("two-phase", &steps);
 }

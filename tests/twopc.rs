@@ -92,7 +92,8 @@ fn prepared_transactions_survive_kill_nine_holding_their_locks() {
         "g1 still holds its row lock on a"
     );
     drop(w);
-    db.checkpoint().expect("a checkpoint keeps what in-doubt transactions need");
+    db.checkpoint()
+        .expect("a checkpoint keeps what in-doubt transactions need");
 
     db.rollback_prepared("g2").expect("rollback g2");
     db.commit_prepared("g1").expect("commit g1");
@@ -347,9 +348,8 @@ mod coordinator {
                         .read_file(Path::new(LOG))
                         .map(|b| parse(Path::new(LOG), &b).expect("log parses").0)
                         .unwrap_or_default();
-                    let decided_commit = logged
-                        .iter()
-                        .any(|r| matches!(r, Record::Committed { .. }));
+                    let decided_commit =
+                        logged.iter().any(|r| matches!(r, Record::Committed { .. }));
                     let c = coordinator(&log_fs, &shards, false);
                     drop(c);
                     let got = (balance(&shards[0]), balance(&shards[1]));

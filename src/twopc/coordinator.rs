@@ -86,10 +86,14 @@ impl<P: Participant> Coordinator<P> {
         timing: Timing,
     ) -> Result<Self> {
         if name.is_empty() || name.len() > 64 || name.contains('/') {
-            return Err(Error::Unsupported("coordinator names are 1..=64 bytes, no '/'"));
+            return Err(Error::Unsupported(
+                "coordinator names are 1..=64 bytes, no '/'",
+            ));
         }
         if participants.len() > TWOPC_PARTICIPANTS_MAX {
-            return Err(Error::Unsupported("more participants than TWOPC_PARTICIPANTS_MAX"));
+            return Err(Error::Unsupported(
+                "more participants than TWOPC_PARTICIPANTS_MAX",
+            ));
         }
         let (log, records) = DecisionLog::open(vfs, log_path)?;
         let machine = Machine::restore(
@@ -119,7 +123,10 @@ impl<P: Participant> Coordinator<P> {
             // An unreachable participant keeps its in-doubt transactions
             // until a later open reaches it.
             if let Ok(gids) = p.in_doubt() {
-                let gids = gids.into_iter().filter(|g| g.starts_with(&prefix)).collect();
+                let gids = gids
+                    .into_iter()
+                    .filter(|g| g.starts_with(&prefix))
+                    .collect();
                 c.machine.step(Input::InDoubt {
                     from: i as Pid,
                     gids,
@@ -171,7 +178,9 @@ impl<P: Participant> Coordinator<P> {
                 }
             }
             if !self.step()? {
-                return Err(Error::Unsupported("transaction unknown to this coordinator"));
+                return Err(Error::Unsupported(
+                    "transaction unknown to this coordinator",
+                ));
             }
         }
     }

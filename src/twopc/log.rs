@@ -77,7 +77,10 @@ fn decode(p: &[u8]) -> Option<(Record, &[u8])> {
                 .chunks_exact(4)
                 .map(|c| c.try_into().ok().map(Pid::from_le_bytes))
                 .collect::<Option<Vec<_>>>()?;
-            Some((Record::Prepared { gid, participants }, &rest[2 + 4 * count..]))
+            Some((
+                Record::Prepared { gid, participants },
+                &rest[2 + 4 * count..],
+            ))
         }
         2 => Some((Record::Committed { gid }, rest)),
         3 => Some((Record::Aborted { gid }, rest)),
@@ -267,7 +270,8 @@ mod tests {
         bytes.extend(frame(&sample()[2..]));
         let mut torn = bytes.clone();
         torn[first.len() + 9] ^= 0xFF;
-        let (r, end) = parse(Path::new("log"), &torn).expect("damage in the last frame is a torn tail");
+        let (r, end) =
+            parse(Path::new("log"), &torn).expect("damage in the last frame is a torn tail");
         assert_eq!((r.len(), end), (2, first.len() as u64));
         bytes[9] ^= 0xFF;
         match parse(Path::new("log"), &bytes) {

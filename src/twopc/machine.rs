@@ -145,8 +145,15 @@ pub enum Input {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Phase {
-    Voting { yes: BTreeSet<Pid>, deadline: u64 },
-    Deciding { outcome: Outcome, acked: BTreeSet<Pid>, resend_at: u64 },
+    Voting {
+        yes: BTreeSet<Pid>,
+        deadline: u64,
+    },
+    Deciding {
+        outcome: Outcome,
+        acked: BTreeSet<Pid>,
+        resend_at: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -442,7 +449,10 @@ mod tests {
         let r = begin(&mut m, "g", 2);
         assert_eq!(r.persist.len(), 1, "PREPARED first");
         assert_eq!(r.send.len(), 2, "prepare to both");
-        assert!(vote(&mut m, "g", 0, true).is_empty(), "one vote decides nothing");
+        assert!(
+            vote(&mut m, "g", 0, true).is_empty(),
+            "one vote decides nothing"
+        );
         let r = vote(&mut m, "g", 1, true);
         assert_eq!(
             r.persist,

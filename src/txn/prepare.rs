@@ -33,10 +33,10 @@ use crate::btree::{self, Dir};
 use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
 use crate::buffer::page::PageType;
 use crate::codec::{u16_at, u32_at, u64_at};
+use crate::db::Inner;
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
 use crate::limits::{GID_MAX, PREPARED_MAX, PREPARED_TABLES_MAX};
-use crate::db::Inner;
 use crate::mvcc::{clog, Status};
 use crate::store::meta::{self, Field, META};
 use crate::sync::{Mutex, Ordering};
@@ -214,7 +214,11 @@ fn decode(acc: &impl PageAccess, gid: &[u8], v: &[u8]) -> Result<Entry> {
         n if (n as usize) <= PREPARED_TABLES_MAX && v.len() == 18 + 4 * n as usize => {
             Reads::Tables(
                 (0..n as usize)
-                    .map(|i| u32_at(v, 18 + 4 * i).map(PageId).ok_or_else(|| bad("table list")))
+                    .map(|i| {
+                        u32_at(v, 18 + 4 * i)
+                            .map(PageId)
+                            .ok_or_else(|| bad("table list"))
+                    })
                     .collect::<Result<Vec<_>>>()?,
             )
         }
@@ -239,7 +243,11 @@ pub fn init(mtr: &mut Mtr<'_>) -> Result<()> {
 fn root(acc: &mut impl PageAccess) -> Result<PageId> {
     let r = acc.with_page(META, |m| meta::get(m, Field::PreparedRoot))?;
     if r == 0 {
-        return Err(Error::corruption(acc.file(), 0, "no prepared-transaction root"));
+        return Err(Error::corruption(
+            acc.file(),
+            0,
+            "no prepared-transaction root",
+        ));
     }
     Ok(PageId(r))
 }
@@ -396,7 +404,10 @@ mod tests {
         let t = r.decide("a").expect("decide");
         assert_eq!(t.xid, Xid(5));
         assert!(matches!(r.decide("a"), Err(Error::UnknownTransaction)));
-        assert!(r.list().is_empty(), "a transaction being decided is not listed");
+        assert!(
+            r.list().is_empty(),
+            "a transaction being decided is not listed"
+        );
         r.release("a");
         r.reserve("a").expect("a decided gid can be used again");
     }
