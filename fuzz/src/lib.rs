@@ -256,3 +256,173 @@ pub fn decoders(data: &[u8]) {
     let _ = heap::page::insert(&mut h, &[1; 40]);
     heap::page::remove(&mut h, SlotId(0));
 }
+
+/// The two-phase-commit coordinator's state machine under a hostile
+/// schedule: messages delivered out of order, duplicated or lost, votes
+/// either way, time passing, the coordinator crashing (restored from its
+/// decision log, possibly with a torn last append whose messages were
+/// never sent) and participants losing their in-flight messages. Then the
+/// network heals; every transaction must end with one outcome at every
+/// participant, the logged one.
+pub fn coordinator(data: &[u8]) {
+    use strata::twopc::{frame, parse, Input, Machine, Message, Record};
+
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum P {
+        Prepared,
+        Committed,
+        Aborted,
+    }
+    let mut bytes = data.iter().copied();
+    let mut next = move || bytes.next();
+    let n = 1 + next().unwrap_or(0) as u32 % 4;
+    let txns = 1 + next().unwrap_or(0) as usize % 3;
+    let (timeout, resend) = (50, 10);
+    let mut m = Machine::new(timeout, resend);
+    // The decision log's bytes; where its last append starts; whether a
+    // message of that append went out (then it cannot be torn).
+    #[derive(Default)]
+    struct Disk {
+        log: Vec<u8>,
+        last_frame: usize,
+        last_sent: bool,
+    }
+    fn pump(m: &mut Machine, net: &mut Vec<(u32, Message)>, d: &mut Disk) {
+        let r = m.ready();
+        if !r.persist.is_empty() {
+            d.last_frame = d.log.len();
+            d.log.extend(frame(&r.persist));
+            d.last_sent = r.send.is_empty();
+        }
+        net.extend(r.send);
+    }
+    let mut disk = Disk {
+        last_sent: true,
+        ..Disk::default()
+    };
+    let mut net: Vec<(u32, Message)> = Vec::new();
+    let mut state: BTreeMap<(String, u32), P> = BTreeMap::new();
+    let mut now = 0u64;
+    for t in 0..txns {
+        m.step(Input::Begin {
+            gid: format!("g{t}"),
+            participants: (0..n).collect(),
+        });
+    }
+    let path = Path::new("decisions");
+    let deliver = |m: &mut Machine,
+                   state: &mut BTreeMap<(String, u32), P>,
+                   to: u32,
+                   msg: Message,
+                   yes: bool| {
+        match msg {
+            Message::Prepare(g) => {
+                let s = state.entry((g.clone(), to)).or_insert(if yes {
+                    P::Prepared
+                } else {
+                    P::Aborted
+                });
+                let vote = *s == P::Prepared;
+                if *s != P::Committed {
+                    m.step(Input::Vote {
+                        gid: g,
+                        from: to,
+                        yes: vote,
+                    });
+                }
+            }
+            Message::Commit(g) => {
+                let s = state.entry((g.clone(), to)).or_insert(P::Aborted);
+                assert!(
+                    *s != P::Aborted,
+                    "commit sent to a participant that never prepared {g}"
+                );
+                *s = P::Committed;
+                m.step(Input::Ack { gid: g, from: to });
+            }
+            Message::Rollback(g) => {
+                let s = state.entry((g.clone(), to)).or_insert(P::Aborted);
+                assert!(*s != P::Committed, "rollback of committed {g}");
+                *s = P::Aborted;
+                m.step(Input::Ack { gid: g, from: to });
+            }
+        }
+    };
+    while let Some(op) = next() {
+        pump(&mut m, &mut net, &mut disk);
+        match op % 8 {
+            0..=3 if !net.is_empty() => {
+                let i = next().unwrap_or(0) as usize % net.len();
+                let (to, msg) = if op % 8 == 3 {
+                    net[i].clone() // duplicated
+                } else {
+                    net.swap_remove(i)
+                };
+                disk.last_sent = true;
+                if op % 8 != 2 {
+                    let yes = next().unwrap_or(0) % 4 != 0;
+                    deliver(&mut m, &mut state, to, msg, yes);
+                } // else lost
+            }
+            4 => {
+                now += u64::from(next().unwrap_or(0));
+                m.step(Input::Tick(now));
+            }
+            5 => {
+                // The coordinator crashes; a torn last append is possible
+                // only if none of its messages went out.
+                if !disk.last_sent && next().unwrap_or(0) % 2 == 0 {
+                    let span = disk.log.len() - disk.last_frame;
+                    let cut = disk.last_frame + next().unwrap_or(0) as usize % span;
+                    disk.log.truncate(cut);
+                }
+                let (records, end) = parse(path, &disk.log).expect("the decision log parses");
+                disk.log.truncate(end as usize);
+                net.clear();
+                m = Machine::restore(&records, now, timeout, resend);
+                disk.last_sent = true;
+            }
+            6 => {
+                // A participant restarts: its in-flight messages are lost,
+                // then it reports what it holds in doubt.
+                let p = u32::from(next().unwrap_or(0)) % n;
+                net.retain(|(to, _)| *to != p);
+                let gids = state
+                    .iter()
+                    .filter(|((_, q), s)| *q == p && **s == P::Prepared)
+                    .map(|((g, _), _)| g.clone())
+                    .collect();
+                m.step(Input::InDoubt { from: p, gids });
+            }
+            _ => {}
+        }
+    }
+    // The network heals.
+    for _ in 0..10_000 {
+        pump(&mut m, &mut net, &mut disk);
+        if let Some((to, msg)) = net.pop() {
+            deliver(&mut m, &mut state, to, msg, true);
+        } else if m.open() == 0 {
+            break;
+        } else {
+            now += resend;
+            m.step(Input::Tick(now));
+        }
+    }
+    assert_eq!(m.open(), 0, "the coordinator never finished");
+    let (records, _) = parse(path, &disk.log).expect("the decision log parses");
+    for t in 0..txns {
+        let g = format!("g{t}");
+        let committed = records
+            .iter()
+            .any(|r| matches!(r, Record::Committed { gid } if *gid == g));
+        for p in 0..n {
+            let s = state.get(&(g.clone(), p)).copied();
+            match s {
+                Some(P::Committed) => assert!(committed, "{g} committed at {p} without a decision"),
+                Some(P::Prepared) => panic!("{g} left in doubt at {p}"),
+                Some(P::Aborted) | None => assert!(!committed, "{g} logged committed, not at {p}"),
+            }
+        }
+    }
+}

@@ -79,4 +79,18 @@ fn main() {
         "rollback",
         &[1, 5, 9, 5, 0, 2, 6, 4, 0, 8, 1, 3],
     );
+    // Schedules for the coordinator's state machine: pseudo-random bytes
+    // (the target reads every byte as a choice).
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for (i, len) in [16usize, 64, 256, 1024].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        write("coordinator", &format!("schedule-{i}"), &bytes);
+    }
 }
