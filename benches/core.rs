@@ -67,6 +67,59 @@ fn put_get_rates() -> (f64, f64) {
     (puts, gets)
 }
 
+/// Median latency in microseconds of a one-row durable transaction, three
+/// ways: a plain commit; prepare + commit_prepared on the same database;
+/// the coordinator across two databases (log fsync + two prepares + two
+/// commits).
+fn twopc_latency() -> (f64, f64, f64) {
+    let tmp = bench_dir();
+    let opts = || Options::default().durability(Durability::Immediate);
+    let a = Db::open_with(tmp.path().join("a"), opts()).expect("open");
+    let b = Db::open_with(tmp.path().join("b"), opts()).expect("open");
+    let (ta, tb) = (a.table("t").expect("t"), b.table("t").expect("t"));
+    let n = 200u64;
+    let time = |f: &mut dyn FnMut(u64)| {
+        let mut us: Vec<f64> = (0..n)
+            .map(|i| {
+                let t = Instant::now();
+                f(i);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        us.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
+        us[us.len() / 2]
+    };
+    let plain = time(&mut |i| {
+        let mut tx = a.begin().expect("begin");
+        tx.put(&ta, key(i), [1u8; 100]).expect("put");
+        tx.commit().expect("commit");
+    });
+    let prepared = time(&mut |i| {
+        let mut tx = a.begin().expect("begin");
+        tx.put(&ta, key(i), [2u8; 100]).expect("put");
+        let gid = format!("bench-{i}");
+        tx.prepare(&gid).expect("prepare");
+        a.commit_prepared(&gid).expect("commit prepared");
+    });
+    let mut c = strata::twopc::Coordinator::open(
+        std::sync::Arc::new(strata::io::RealFs),
+        &tmp.path().join("coordinator.log"),
+        "bench",
+        vec![a.clone(), b.clone()],
+        strata::twopc::Timing::default(),
+    )
+    .expect("coordinator");
+    let coordinated = time(&mut |i| {
+        let mut x = a.begin().expect("begin");
+        x.put(&ta, key(i), [3u8; 100]).expect("put");
+        let mut y = b.begin().expect("begin");
+        y.put(&tb, key(i), [3u8; 100]).expect("put");
+        let o = c.execute(vec![x, y]).expect("execute");
+        assert_eq!(o, strata::twopc::Outcome::Committed);
+    });
+    (plain, prepared, coordinated)
+}
+
 /// Durable commits per second and commits per log fsync.
 fn durable_commits_per_sec(threads: u64) -> (f64, f64) {
     let tmp = bench_dir();
@@ -255,6 +308,23 @@ fn mixed(level: strata::Isolation, durability: Durability, per_thread: u64) -> (
     )
 }
 
+fn twopc_rows() -> Vec<String> {
+    let runs: Vec<_> = (0..3).map(|_| twopc_latency()).collect();
+    let med = |f: fn(&(f64, f64, f64)) -> f64| median(runs.iter().map(f).collect());
+    let (plain, prepared, coordinated) = (med(|r| r.0), med(|r| r.1), med(|r| r.2));
+    vec![
+        format!("| one-row durable commit, median latency | {plain:.0} µs |"),
+        format!(
+            "| prepare + commit_prepared, median latency | {prepared:.0} µs ({:.2}x) |",
+            prepared / plain
+        ),
+        format!(
+            "| coordinator across two databases, median latency | {coordinated:.0} µs ({:.2}x) |",
+            coordinated / plain
+        ),
+    ]
+}
+
 const LEVELS: [strata::Isolation; 2] =
     [strata::Isolation::Snapshot, strata::Isolation::Serializable];
 
@@ -301,6 +371,12 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::var_os("STRATA_BENCH_ONLY_TWOPC").is_some() {
+        for row in twopc_rows() {
+            println!("{row}");
+        }
         return;
     }
     if let Some(only) = std::env::var_os("STRATA_BENCH_ONLY_MIXED") {
@@ -360,6 +436,9 @@ fn main() {
         .into_iter()
         .chain(mixed_rows(&LEVELS, Durability::Immediate, 250))
     {
+        println!("{row}");
+    }
+    for row in twopc_rows() {
         println!("{row}");
     }
     let amp = median((0..3).map(|_| space_amplification()).collect());
