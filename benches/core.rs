@@ -67,6 +67,19 @@ fn put_get_rates() -> (f64, f64) {
     (puts, gets)
 }
 
+/// Median of `n` timings of `f`, in microseconds.
+fn median_us(n: u64, f: &mut dyn FnMut(u64)) -> f64 {
+    median(
+        (0..n)
+            .map(|i| {
+                let t = Instant::now();
+                f(i);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect(),
+    )
+}
+
 /// Median latency in microseconds of a one-row durable transaction, three
 /// ways: a plain commit; prepare + commit_prepared on the same database;
 /// the coordinator across two databases (log fsync + two prepares + two
@@ -76,48 +89,46 @@ fn twopc_latency() -> (f64, f64, f64) {
     let opts = || Options::default().durability(Durability::Immediate);
     let a = Db::open_with(tmp.path().join("a"), opts()).expect("open");
     let b = Db::open_with(tmp.path().join("b"), opts()).expect("open");
-    let (ta, tb) = (a.table("t").expect("t"), b.table("t").expect("t"));
-    let n = 200u64;
-    let time = |f: &mut dyn FnMut(u64)| {
-        let mut us: Vec<f64> = (0..n)
-            .map(|i| {
-                let t = Instant::now();
-                f(i);
-                t.elapsed().as_secs_f64() * 1e6
-            })
-            .collect();
-        us.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
-        us[us.len() / 2]
-    };
-    let plain = time(&mut |i| {
+    let ta = a.table("t").expect("t");
+    let plain = median_us(200, &mut |i| {
         let mut tx = a.begin().expect("begin");
         tx.put(&ta, key(i), [1u8; 100]).expect("put");
         tx.commit().expect("commit");
     });
-    let prepared = time(&mut |i| {
+    let prepared = median_us(200, &mut |i| {
         let mut tx = a.begin().expect("begin");
         tx.put(&ta, key(i), [2u8; 100]).expect("put");
         let gid = format!("bench-{i}");
         tx.prepare(&gid).expect("prepare");
         a.commit_prepared(&gid).expect("commit prepared");
     });
+    (plain, prepared, coordinated_latency(tmp.path(), &a, &b))
+}
+
+#[cfg(feature = "twopc")]
+fn coordinated_latency(dir: &Path, a: &Db, b: &Db) -> f64 {
+    let (ta, tb) = (a.table("t").expect("t"), b.table("t").expect("t"));
     let mut c = strata::twopc::Coordinator::open(
         std::sync::Arc::new(strata::io::RealFs),
-        &tmp.path().join("coordinator.log"),
+        &dir.join("coordinator.log"),
         "bench",
         vec![a.clone(), b.clone()],
         strata::twopc::Timing::default(),
     )
     .expect("coordinator");
-    let coordinated = time(&mut |i| {
+    median_us(200, &mut |i| {
         let mut x = a.begin().expect("begin");
         x.put(&ta, key(i), [3u8; 100]).expect("put");
         let mut y = b.begin().expect("begin");
         y.put(&tb, key(i), [3u8; 100]).expect("put");
         let o = c.execute(vec![x, y]).expect("execute");
         assert_eq!(o, strata::twopc::Outcome::Committed);
-    });
-    (plain, prepared, coordinated)
+    })
+}
+
+#[cfg(not(feature = "twopc"))]
+fn coordinated_latency(_: &Path, _: &Db, _: &Db) -> f64 {
+    f64::NAN
 }
 
 /// Durable commits per second and commits per log fsync.

@@ -214,6 +214,7 @@ fn recovered_prepared_transactions_are_conflicts_out() {
 
 // ---- The coordinator, crashed at every step -------------------------
 
+#[cfg(feature = "twopc")]
 mod coordinator {
     use std::path::Path;
     use std::sync::Arc;

@@ -119,6 +119,7 @@ impl Transaction {
     }
 
     /// Whether the transaction runs on `db`.
+    #[cfg(feature = "twopc")]
     pub(crate) fn belongs_to(&self, db: &Db) -> bool {
         self.db.inner().id == db.inner().id
     }
