@@ -94,6 +94,12 @@ fn prepared_transactions_survive_kill_nine_holding_their_locks() {
     drop(w);
     db.checkpoint()
         .expect("a checkpoint keeps what in-doubt transactions need");
+    db.vacuum().expect("so does vacuum");
+    assert_eq!(
+        value(&db, "a").as_deref(),
+        Some(&b"1"[..]),
+        "the version g1 replaces survives vacuum while g1 is in doubt"
+    );
 
     db.rollback_prepared("g2").expect("rollback g2");
     db.commit_prepared("g1").expect("commit g1");
