@@ -80,6 +80,7 @@ mod codec;
 mod control;
 mod db;
 mod error;
+mod hash;
 pub mod heap;
 pub mod ids;
 mod integrity;

@@ -32,6 +32,8 @@ pub const XID_BATCH: u64 = 1024;
 pub const VACUUM_BATCH: usize = 64;
 /// Rows a scan fetches per latch acquisition.
 pub const SCAN_BATCH: usize = 128;
+/// Rows of a scan's first batch (later batches double up to `SCAN_BATCH`).
+pub const SCAN_BATCH_FIRST: usize = 16;
 /// Key and value bytes after which a scan batch stops early.
 pub const SCAN_BATCH_BYTES: usize = 1 << 20;
 /// Key marks one serializable transaction keeps on one table before they

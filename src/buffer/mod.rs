@@ -18,7 +18,9 @@
 pub mod mtr;
 pub mod page;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use crate::hash::IntMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -44,7 +46,7 @@ struct Frame {
 }
 
 struct Table {
-    map: HashMap<PageId, usize>,
+    map: IntMap<PageId, usize>,
     hand: usize,
 }
 
@@ -114,7 +116,7 @@ impl BufferPool {
         BufferPool {
             frames,
             table: Mutex::new(Table {
-                map: HashMap::with_capacity(n),
+                map: IntMap::with_capacity_and_hasher(n, Default::default()),
                 hand: 0,
             }),
             file,

@@ -12,7 +12,7 @@ use super::Transaction;
 use crate::btree::{self, Dir};
 use crate::db::Table;
 use crate::error::Result;
-use crate::limits::{SCAN_BATCH, SCAN_BATCH_BYTES};
+use crate::limits::{SCAN_BATCH, SCAN_BATCH_BYTES, SCAN_BATCH_FIRST};
 use crate::mvcc::chain;
 use crate::mvcc::Snapshot;
 
@@ -91,6 +91,9 @@ pub struct Scan<'t> {
     back: VecDeque<Row>,
     exhausted: bool,
     failed: bool,
+    /// Keys the next batch fetches: small first (most scans stop early),
+    /// doubling up to `SCAN_BATCH`.
+    batch: usize,
 }
 
 impl<'t> Scan<'t> {
@@ -118,10 +121,10 @@ impl<'t> Scan<'t> {
             back: VecDeque::new(),
             exhausted: empty,
             failed: false,
+            batch: SCAN_BATCH_FIRST,
         }
     }
 
-    /// Fetches the next batch from one end; false when the range is used up.
     /// Fetches the next batch from one end: at most `SCAN_BATCH` keys and
     /// about `SCAN_BATCH_BYTES` of values, so one batch never holds the
     /// latch for long.
@@ -137,9 +140,10 @@ impl<'t> Scan<'t> {
             lo,
             hi,
             dir,
-            SCAN_BATCH,
+            self.batch,
             &mut entries,
         )?;
+        self.batch = (self.batch * 2).min(SCAN_BATCH);
         let total = entries.len();
         let mut bytes = 0;
         let mut taken = 0;

@@ -11,11 +11,9 @@
 //! per mark, and equal memory for every key length. Two keys with the same
 //! hash share a mark, which can only add conflicts, never lose one.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::hash::IntMap;
 use crate::ids::PageId;
 use crate::limits::SIREAD_PARTITIONS;
 use crate::sync::Mutex;
@@ -24,39 +22,6 @@ use crate::sync::Mutex;
 pub fn key_hash(table: PageId, key: &[u8]) -> u64 {
     xxh3_64_with_seed(key, u64::from(table.0))
 }
-
-/// Hashes integer keys (transaction ids, xids, key hashes) with one
-/// multiplication: SSI's maps are on the path of every operation, and their
-/// keys are not chosen by an adversary.
-#[derive(Default, Clone, Copy)]
-pub struct IntHasher(u64);
-
-impl Hasher for IntHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(self.0 ^ u64::from(b));
-        }
-    }
-
-    fn write_u32(&mut self, x: u32) {
-        self.write_u64(u64::from(x));
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        // Fibonacci hashing: spreads sequential ids into the high bits,
-        // which hashbrown uses for its control bytes.
-        self.0 = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A map keyed by integers, hashed with [`IntHasher`].
-pub type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
-/// A set of integers, hashed with [`IntHasher`].
-pub type IntSet<K> = std::collections::HashSet<K, BuildHasherDefault<IntHasher>>;
 
 /// The transactions holding a mark on one key: almost always one.
 enum Holders {

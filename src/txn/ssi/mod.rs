@@ -55,8 +55,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use crate::hash::{IntMap, IntSet};
 pub use marks::{key_hash, KeyMarks};
-use marks::{IntMap, IntSet};
 pub use reads::{Coarsening, ReadSet};
 
 use crate::error::{Error, Result};

@@ -15,8 +15,9 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::marks::{key_hash, IntMap, KeyMarks};
+use super::marks::{key_hash, KeyMarks};
 use super::{covers, Range};
+use crate::hash::IntMap;
 use crate::ids::PageId;
 use crate::limits::{
     SIREAD_KEYS_PER_TABLE_MAX, SIREAD_RANGES_PER_COARSENING, SIREAD_RANGES_PER_TABLE_MAX,
