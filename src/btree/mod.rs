@@ -139,14 +139,34 @@ fn descend(acc: &mut impl PageAccess, root: PageId, seek: Seek<'_>) -> Result<De
     }
 }
 
+/// The leaf that holds `key`, without the path and fences `descend`
+/// collects for writers: a lookup allocates nothing on the way down.
+fn leaf_of(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<PageId> {
+    let mut pid = root;
+    for _ in 0..=DEPTH_MAX {
+        let next = acc.with_page(pid, |p| {
+            if node::is_leaf(p)? {
+                return Some(None);
+            }
+            node::child(p, child_index(p, Seek::At(key))?).map(Some)
+        })?;
+        match next {
+            Some(None) => return Ok(pid),
+            Some(Some(child)) if child.0 != 0 => pid = child,
+            _ => return Err(corrupt(acc, pid, "not a valid B+tree node")),
+        }
+    }
+    Err(corrupt(acc, pid, "tree too deep"))
+}
+
 /// The value stored under `key`.
 pub fn get(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-    let d = descend(acc, root, Seek::At(key))?;
-    let found = acc.with_page(d.leaf, |p| match node::search(p, key)? {
+    let leaf = leaf_of(acc, root, key)?;
+    let found = acc.with_page(leaf, |p| match node::search(p, key)? {
         Ok(i) => Some(Some(node::value(p, i)?.to_vec())),
         Err(_) => Some(None),
     })?;
-    found.ok_or_else(|| corrupt(acc, d.leaf, "malformed leaf"))
+    found.ok_or_else(|| corrupt(acc, leaf, "malformed leaf"))
 }
 
 /// Inserts or replaces `key` → `value`.

@@ -53,7 +53,10 @@ struct Table {
 /// The bounded page cache.
 pub struct BufferPool {
     frames: Box<[Frame]>,
-    table: Mutex<Table>,
+    /// Page → frame. Hits take it shared: a reader pins its frame while
+    /// holding it, and eviction (exclusive) skips pinned frames, so a hit
+    /// can never see its frame taken.
+    table: RwLock<Table>,
     file: Box<dyn VfsFile>,
     path: PathBuf,
     wal: OnceLock<Arc<Wal>>,
@@ -115,7 +118,7 @@ impl BufferPool {
             .collect();
         BufferPool {
             frames,
-            table: Mutex::new(Table {
+            table: RwLock::new(Table {
                 map: IntMap::with_capacity_and_hasher(n, Default::default()),
                 hand: 0,
             }),
@@ -184,11 +187,23 @@ impl BufferPool {
                 format!("reference to reserved page id {pid}"),
             ));
         }
-        let mut table = self.table.lock();
-        if let Some(&idx) = table.map.get(&pid) {
-            let f = &self.frames[idx];
-            f.pins.fetch_add(1, Ordering::AcqRel);
-            f.referenced.store(true, Ordering::Release);
+        let hit = |table: &Table| {
+            table.map.get(&pid).map(|&idx| {
+                let f = &self.frames[idx];
+                f.pins.fetch_add(1, Ordering::AcqRel);
+                f.referenced.store(true, Ordering::Release);
+                idx
+            })
+        };
+        if let Some(idx) = hit(&self.table.read()) {
+            return Ok(Pinned {
+                pool: self,
+                idx,
+                pid,
+            });
+        }
+        let mut table = self.table.write();
+        if let Some(idx) = hit(&table) {
             return Ok(Pinned {
                 pool: self,
                 idx,

@@ -122,6 +122,23 @@ pub fn read(acc: &mut impl PageAccess, tid: Tid) -> Result<Vec<u8>> {
     bytes.ok_or_else(|| corrupt(acc, tid, "missing or malformed"))
 }
 
+/// Runs `f` on the decoded tuple at `tid`, in place in its page.
+pub fn with_tuple<R>(
+    acc: &mut impl PageAccess,
+    tid: Tid,
+    f: impl FnOnce(&tuple::Tuple<'_>) -> R,
+) -> Result<R> {
+    let r = acc.with_page(tid.page, |p| {
+        if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
+            return None;
+        }
+        page::get(p, tid.slot)
+            .and_then(tuple::Tuple::decode)
+            .map(|t| f(&t))
+    })?;
+    r.ok_or_else(|| corrupt(acc, tid, "missing or malformed"))
+}
+
 /// Runs `f` on the tuple's bytes for modification.
 pub fn modify(mtr: &mut Mtr<'_>, tid: Tid, f: impl FnOnce(&mut [u8])) -> Result<()> {
     let p = mtr.page_mut(tid.page)?;

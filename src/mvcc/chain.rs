@@ -80,6 +80,15 @@ pub fn head(acc: &impl PageAccess, entry: &[u8]) -> Result<Tid> {
 }
 
 /// The value a reader sees for the key whose index entry is `entry`.
+///
+/// `unseen` collects the writers whose change of this key the reader does
+/// not see — the creator of every newer version it skips, and the deleter
+/// of the version it sees — rolled-back ones excepted: the rw-antidependencies
+/// serializable snapshot isolation needs.
+///
+/// Each version is judged where it lies in its page, and only the value
+/// seen is copied out: a lookup copies one value, not every tuple it
+/// passes.
 pub fn read_visible(
     acc: &mut impl PageAccess,
     entry: &[u8],
@@ -88,43 +97,50 @@ pub fn read_visible(
     clog: &impl StatusOf,
     unseen: &mut Vec<Xid>,
 ) -> Result<Option<Vec<u8>>> {
-    let head = head(acc, entry)?;
-    match find_visible(acc, head, snap, me, clog, unseen)? {
-        Some((tid, bytes)) => value(acc, &bytes, tid).map(Some),
-        None => Ok(None),
+    enum Step {
+        Inline(Vec<u8>),
+        Overflow(PageId, u32),
+        Gone,
+        Older(Tid),
     }
-}
-
-/// The tuple bytes of the version `snap` sees, starting at `head`.
-///
-/// `unseen` collects the writers whose change of this key the reader does
-/// not see — the creator of every newer version it skips, and the deleter
-/// of the version it sees — rolled-back ones excepted: the rw-antidependencies
-/// serializable snapshot isolation needs.
-pub fn find_visible(
-    acc: &mut impl PageAccess,
-    head: Tid,
-    snap: &Snapshot,
-    me: Xid,
-    clog: &impl StatusOf,
-    unseen: &mut Vec<Xid>,
-) -> Result<Option<(Tid, Vec<u8>)>> {
-    let mut c = Cursor::new(head);
     let live = |x: Xid| x != Xid::NONE && x != me && clog.status(x) != Status::Aborted;
-    while let Some((v, bytes)) = c.step(acc)? {
-        match visible(v.xmin, v.xmax, snap, me, clog) {
+    let mut at = head(acc, entry)?;
+    for _ in 0..CHAIN_MAX {
+        if at.is_null() {
+            return Ok(None);
+        }
+        let step = heap::with_tuple(acc, at, |t| match visible(t.xmin, t.xmax, snap, me, clog) {
             Seen::Visible => {
-                if live(v.xmax) && !snap.sees(v.xmax, me, clog) {
-                    unseen.push(v.xmax);
+                if live(t.xmax) && !snap.sees(t.xmax, me, clog) {
+                    unseen.push(t.xmax);
                 }
-                return Ok(Some((v.tid, bytes)));
+                match t.overflow() {
+                    None => Step::Inline(t.body.to_vec()),
+                    Some(first) => Step::Overflow(first, t.vlen),
+                }
             }
-            Seen::Deleted => return Ok(None),
-            Seen::Invisible if live(v.xmin) => unseen.push(v.xmin),
-            Seen::Invisible => {}
+            Seen::Deleted => Step::Gone,
+            Seen::Invisible => {
+                if live(t.xmin) {
+                    unseen.push(t.xmin);
+                }
+                Step::Older(t.prev)
+            }
+        })?;
+        match step {
+            Step::Inline(v) => return Ok(Some(v)),
+            Step::Overflow(first, len) => {
+                return overflow::read(acc, first, len as usize).map(Some)
+            }
+            Step::Gone => return Ok(None),
+            Step::Older(prev) => at = prev,
         }
     }
-    Ok(None)
+    Err(Error::corruption(
+        acc.file(),
+        at.page.0 as u64 * PAGE_SIZE as u64,
+        "version chain does not end",
+    ))
 }
 
 /// Decodes tuple bytes read from `tid`, reporting damage as corruption.
@@ -136,13 +152,4 @@ pub fn decode<'b>(acc: &impl PageAccess, bytes: &'b [u8], tid: Tid) -> Result<Tu
             format!("tuple {tid} malformed"),
         )
     })
-}
-
-/// The value held by tuple bytes (reading overflow pages if needed).
-pub fn value(acc: &mut impl PageAccess, bytes: &[u8], at: Tid) -> Result<Vec<u8>> {
-    let t = decode(acc, bytes, at)?;
-    match t.overflow() {
-        None => Ok(t.body.to_vec()),
-        Some(first) => overflow::read(acc, first, t.vlen as usize),
-    }
 }

@@ -14,7 +14,7 @@
 //! Aborts are not logged: an xid below the crash horizon (the first xid
 //! handed out after the last restart) with no recorded outcome is aborted.
 
-use std::collections::HashMap;
+use crate::hash::IntMap;
 
 use crate::sync::RwLock;
 
@@ -46,7 +46,7 @@ pub type Chunks = Vec<(u64, Box<[u8]>)>;
 /// exists, so memory follows the xids actually used, whatever numbers
 /// damaged input might claim.
 pub struct Clog {
-    chunks: RwLock<HashMap<u64, Box<[u8]>>>,
+    chunks: RwLock<IntMap<u64, Box<[u8]>>>,
     crash_horizon: Xid,
     /// Prepared transactions found at open: below the horizon, yet still
     /// in progress until `commit_prepared` or `rollback_prepared`.

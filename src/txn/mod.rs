@@ -268,7 +268,9 @@ impl Transaction {
                 }
             }
         }
-        if self.serializable() {
+        // A safe read-only snapshot takes no marks (and skips the SSI lock).
+        let tracked = self.reads.borrow().as_ref().is_some_and(|r| !r.is_safe());
+        if tracked {
             let range = (lo.clone(), hi.clone());
             self.db
                 .inner()
