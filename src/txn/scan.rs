@@ -147,10 +147,18 @@ impl<'t> Scan<'t> {
         let total = entries.len();
         let mut bytes = 0;
         let mut taken = 0;
-        let mut last = None;
+        // The last key examined bounds the next batch: kept here when no
+        // row carries it, else copied from the row at the end.
+        let mut last: Option<Vec<u8>> = None;
+        let mut last_is_row = false;
         let mut unseen = Vec::new();
         for (key, entry) in entries {
             taken += 1;
+            let rows = if dir == Dir::Forward {
+                &mut self.front
+            } else {
+                &mut self.back
+            };
             let seen = chain::read_visible(
                 &mut r.view,
                 &entry,
@@ -159,16 +167,14 @@ impl<'t> Scan<'t> {
                 inner.mgr.clog(),
                 &mut unseen,
             )?;
-            if let Some(value) = seen {
-                bytes += key.len() + value.len();
-                let rows = if dir == Dir::Forward {
-                    &mut self.front
-                } else {
-                    &mut self.back
-                };
-                rows.push_back((key.clone(), value));
+            last_is_row = seen.is_some();
+            match seen {
+                Some(value) => {
+                    bytes += key.len() + value.len();
+                    rows.push_back((key, value));
+                }
+                None => last = Some(key),
             }
-            last = Some(key);
             if bytes >= SCAN_BATCH_BYTES {
                 break;
             }
@@ -177,6 +183,14 @@ impl<'t> Scan<'t> {
         self.tx.ssi_unseen(&unseen)?;
         if done && taken == total {
             self.exhausted = true;
+        }
+        if last_is_row {
+            let rows = if dir == Dir::Forward {
+                &self.front
+            } else {
+                &self.back
+            };
+            last = rows.back().map(|(k, _)| k.clone());
         }
         if let Some(last) = last {
             match dir {
