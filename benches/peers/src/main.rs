@@ -259,6 +259,91 @@ fn main() {
         .map(|l| l.split(',').map(str::to_lowercase).collect())
         .unwrap_or_default();
     let s = if quick { &QUICK } else { &FULL };
+    // `--runs N`: medians of N whole runs (default 3, 1 with --quick).
+    let runs: usize = std::env::args()
+        .skip_while(|a| a != "--runs")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick { 1 } else { 3 });
+    let results: Vec<Run> = (0..runs.max(1)).map(|_| run_once(s, &only)).collect();
+    let first = &results[0];
+    let rows: Vec<Row> = first
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(r, row)| Row {
+            name: row.name.clone(),
+            unit: row.unit,
+            values: (0..row.values.len())
+                .map(|i| {
+                    let mut v: Vec<f64> =
+                        results.iter().filter_map(|x| x.rows[r].values[i]).collect();
+                    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+                    v.get(v.len() / 2).copied()
+                })
+                .collect(),
+        })
+        .collect();
+    let median = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = results.iter().map(f).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        v[v.len() / 2]
+    };
+    let snap = (median(|r| r.levels.0), median(|r| r.levels.1));
+    let fsyncs = median(|r| r.fsyncs);
+    println!("strata-bench, medians of {} run(s)", results.len());
+    print_table(&first.names, &rows, quick);
+    println!();
+    println!(
+        "strata alone: the same mix at Snapshot isolation {:.0} commits/s, at Serializable {:.0} ({:.1}%)",
+        snap.0,
+        snap.1,
+        100.0 * snap.1 / snap.0
+    );
+    let one = rows
+        .iter()
+        .find(|r| r.name.starts_with("durable 1-row commits, 1 thread"))
+        .and_then(|r| r.values[0]);
+    if let Some(one) = one {
+        println!(
+            "file system: 4 KiB write + fdatasync {fsyncs:.0}/s; strata's one-thread durable commits reach {:.0}% of it",
+            100.0 * one / fsyncs
+        );
+    }
+    println!();
+    println!("How each engine is configured:");
+    for c in &first.configs {
+        println!("{c}");
+    }
+}
+
+/// The file system's own durable-write rate: 4 KiB written and
+/// fdatasync'ed, 500 times; writes per second.
+fn fsync_probe(dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).expect("dir");
+    let mut f = std::fs::File::create(dir.join("probe")).expect("probe");
+    let block = [7u8; 4096];
+    let t = Instant::now();
+    for _ in 0..500 {
+        f.write_all(&block).expect("write");
+        f.sync_data().expect("fdatasync");
+    }
+    500.0 / t.elapsed().as_secs_f64()
+}
+
+/// What one run measured.
+struct Run {
+    names: Vec<&'static str>,
+    configs: Vec<String>,
+    rows: Vec<Row>,
+    /// strata's mix at Snapshot and at Serializable.
+    levels: (f64, f64),
+    /// `fsync_probe`.
+    fsyncs: f64,
+}
+
+fn run_once(s: &Scale, only: &[String]) -> Run {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut names = Vec::new();
     let mut configs = Vec::new();
@@ -272,7 +357,7 @@ fn main() {
             rows.push(Row { name, unit, values });
         }
     };
-    for (i, e) in engines::all(&tmp.path().join("suite"), &only)
+    for (i, e) in engines::all(&tmp.path().join("suite"), only)
         .into_iter()
         .enumerate()
     {
@@ -286,7 +371,7 @@ fn main() {
     }
     let n = names.len();
     for threads in [1usize, 4, 16] {
-        for (i, e) in engines::all(&tmp.path().join(format!("commits{threads}")), &only)
+        for (i, e) in engines::all(&tmp.path().join(format!("commits{threads}")), only)
             .into_iter()
             .enumerate()
         {
@@ -304,7 +389,7 @@ fn main() {
     let mut rng = Rng(42);
     let base = pairs(&mut rng, 20_000);
     let keys: Vec<Vec<u8>> = base.iter().map(|kv| kv.0.clone()).collect();
-    for (i, e) in engines::all(&tmp.path().join("mixed"), &only)
+    for (i, e) in engines::all(&tmp.path().join("mixed"), only)
         .into_iter()
         .enumerate()
     {
@@ -328,14 +413,19 @@ fn main() {
             Some(grown),
         );
     }
-    let snap = strata_levels(&tmp.path().join("levels"), &keys, &base, s.mixed);
-    print_table(&names[..n], &rows, quick);
-    println!();
-    println!("strata alone: the same mix at Snapshot isolation {:.0} commits/s, at Serializable {:.0} ({:.1}%)", snap.0, snap.1, 100.0 * snap.1 / snap.0);
-    println!();
-    println!("How each engine is configured:");
-    for c in configs {
-        println!("{c}");
+    let levels = strata_levels(&tmp.path().join("levels"), &keys, &base, s.mixed);
+    let n = n.min(names.len());
+    names.truncate(n);
+    for r in &mut rows {
+        r.values.truncate(n);
+    }
+    let fsyncs = fsync_probe(&tmp.path().join("probe"));
+    Run {
+        names,
+        configs,
+        rows,
+        levels,
+        fsyncs,
     }
 }
 
@@ -372,8 +462,8 @@ fn fmt(v: f64, unit: Unit) -> String {
 
 fn print_table(names: &[&str], rows: &[Row], quick: bool) {
     println!(
-        "strata-bench{}: each peer's cell shows strata's advantage over it (×1.5: strata 1.5 times faster or smaller)\n",
-        if quick { " --quick" } else { "" }
+        "{}each peer's cell shows strata's advantage over it (×1.5: strata 1.5 times faster or smaller)\n",
+        if quick { "--quick: " } else { "" }
     );
     println!("| workload | {} |", names.join(" | "));
     println!("|---|{}", "---|".repeat(names.len()));
