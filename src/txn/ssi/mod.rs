@@ -339,7 +339,8 @@ impl Ssi {
         self.marks.holders(key_hash(table, key), &mut readers);
         if let Some(ranges) = self.range_marks.get(&table) {
             for (&r, rs) in ranges {
-                if rs.iter().any(|range| covers(range, key)) {
+                // A transaction's own marks never make an edge.
+                if r != id && rs.iter().any(|range| covers(range, key)) {
                     readers.push(r);
                 }
             }

@@ -35,6 +35,25 @@ struct TableReads {
     whole: bool,
 }
 
+/// A coarsened range's first key (they are all `Included`).
+fn lower(r: &Range) -> &[u8] {
+    match &r.0 {
+        Bound::Included(k) | Bound::Excluded(k) => k,
+        Bound::Unbounded => &[],
+    }
+}
+
+impl TableReads {
+    /// Whether a coarsened range covers `key`. Ranges are sorted by their
+    /// first key and only the last one starting at or below `key` is
+    /// asked: with overlapping ranges an earlier one might cover it too,
+    /// and then the key gets a mark of its own — redundant, never missing.
+    fn covered(&self, key: &[u8]) -> bool {
+        let i = self.ranges.partition_point(|r| lower(r) <= key);
+        i > 0 && covers(&self.ranges[i - 1], key)
+    }
+}
+
 /// The key marks of one serializable transaction.
 pub struct ReadSet {
     id: u64,
@@ -87,7 +106,7 @@ impl ReadSet {
             bytes: Vec::with_capacity(16 * 32),
             ..Default::default()
         });
-        if t.whole || t.ranges.iter().any(|r| covers(r, key)) {
+        if t.whole || t.covered(key) {
             return None;
         }
         let h = key_hash(table, key);
@@ -121,6 +140,7 @@ impl ReadSet {
             ranges = vec![(Bound::Unbounded, Bound::Unbounded)];
         } else {
             t.ranges.extend(ranges.iter().cloned());
+            t.ranges.sort_by(|a, b| lower(a).cmp(lower(b)));
         }
         Some(Coarsening {
             table,
