@@ -6,7 +6,8 @@
 //! The workloads of redb's benchmark (24-byte random keys, 150-byte
 //! values), scaled to fit a few minutes on two cores, then what it does not
 //! measure: durable commits from several threads, a read-write mix, space
-//! held by a long-running reader. Each engine gets a fresh directory, makes
+//! held by a long-running reader, open time after `kill -9` with a large
+//! log. Each engine gets a fresh directory, makes
 //! every commit durable (fsync) and a 64 MiB cache where it has one.
 //! Printed: a markdown table; each peer's cell carries strata's advantage
 //! over it (`×2.0`: strata twice as fast or half the size; below 1: the peer
@@ -27,6 +28,7 @@ struct Scale {
     ranges: usize,
     commits: usize,
     mixed: usize,
+    kill_mib: usize,
 }
 
 const FULL: Scale = Scale {
@@ -37,6 +39,7 @@ const FULL: Scale = Scale {
     ranges: 50_000,
     commits: 1_000,
     mixed: 2_000,
+    kill_mib: 128,
 };
 
 const QUICK: Scale = Scale {
@@ -47,6 +50,7 @@ const QUICK: Scale = Scale {
     ranges: 10_000,
     commits: 300,
     mixed: 400,
+    kill_mib: 16,
 };
 
 /// How a figure compares: lower is better (time, bytes) or higher (rates).
@@ -250,7 +254,57 @@ fn reader_space(e: &dyn Engine, dir: &std::path::Path, keys: &[Kv]) -> f64 {
     mib(dir_size(dir).saturating_sub(before))
 }
 
+/// The child of the open-after-kill workload: writes `mib` MiB of rows in
+/// 1 000-row durable commits, with the engine's log left to grow, says so
+/// on stdout and waits for its `kill -9`.
+fn child(args: &[String]) {
+    let (name, dir, mib) = (&args[0], std::path::Path::new(&args[1]), &args[2]);
+    let mib: usize = mib.parse().expect("MiB");
+    let e = engines::open_named(name, dir, true);
+    let mut rng = Rng(99);
+    let mut written = 0;
+    while written < mib << 20 {
+        let kv = pairs(&mut rng, 1_000);
+        e.insert(&kv);
+        written += kv.len() * 174;
+    }
+    println!("filled");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Opens an engine after `kill -9` of a process that wrote `mib` MiB since
+/// it last checkpointed (where the engine has a log): milliseconds to open
+/// and read one row.
+fn open_after_kill(name: &str, dir: &std::path::Path, mib: usize) -> f64 {
+    use std::io::BufRead;
+    let mut c = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--child", name])
+        .arg(dir)
+        .arg(mib.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let out = c.stdout.take().expect("stdout");
+    let filled = std::io::BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l == "filled");
+    c.kill().expect("kill -9");
+    c.wait().expect("wait");
+    assert!(filled, "{name}: the child did not finish writing");
+    let t = Instant::now();
+    let e = engines::open_named(name, dir, false);
+    e.reads(&[vec![0u8; 24]]);
+    t.elapsed().as_secs_f64() * 1e3
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "--child") {
+        return child(&args[2..]);
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     // `--engines strata,redb` runs only those.
     let only: Vec<String> = std::env::args()
@@ -411,6 +465,18 @@ fn run_once(s: &Scale, only: &[String]) -> Run {
             "growth while a reader stays open (5 × 20 000 overwrites, MiB)".into(),
             Unit::MiB,
             Some(grown),
+        );
+    }
+    for (i, name) in names.iter().enumerate() {
+        eprintln!("{name}: open after kill -9");
+        let mib = s.kill_mib;
+        let ms = open_after_kill(name, &tmp.path().join("kill").join(dir_name(name)), mib);
+        put(
+            &mut rows,
+            i,
+            format!("open after kill -9, {mib} MiB written since the last checkpoint (ms)"),
+            Unit::Ms,
+            Some(ms),
         );
     }
     let levels = strata_levels(&tmp.path().join("levels"), &keys, &base, s.mixed);

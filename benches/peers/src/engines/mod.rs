@@ -60,6 +60,28 @@ pub fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Opens the engine named `name` (as `Engine::name` gives it) in `dir`.
+/// With `big_log`, an engine that checkpoints its log on its own is told
+/// not to, so the log grows (for the open-after-kill workload).
+pub fn open_named(name: &str, dir: &Path, big_log: bool) -> Box<dyn Engine> {
+    match name {
+        "strata" => Box::new(strata::Strata::open_logging(dir, big_log)),
+        "redb" => Box::new(redb::Redb::open(dir)),
+        "LMDB" => Box::new(lmdb::Lmdb::open(dir)),
+        "SQLite" => {
+            let s = sqlite::Sqlite::open(dir);
+            if big_log {
+                s.keep_wal();
+            }
+            Box::new(s)
+        }
+        "fjall" => Box::new(fjall::Fjall::open(dir)),
+        #[cfg(feature = "rocksdb")]
+        "RocksDB" => Box::new(rocks::Rocks::open(dir)),
+        other => panic!("no engine named {other}"),
+    }
+}
+
 /// Opens every engine built in (or those named in `only`, lower case),
 /// each in its own directory below `dir`.
 pub fn all(dir: &Path, only: &[String]) -> Vec<Box<dyn Engine>> {

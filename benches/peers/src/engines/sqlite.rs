@@ -42,6 +42,14 @@ impl Sqlite {
         s
     }
 
+    /// No automatic checkpoints on this thread's connection: the WAL grows.
+    pub fn keep_wal(&self) {
+        self.with(|c| {
+            c.execute_batch("PRAGMA wal_autocheckpoint = 0")
+                .expect("pragma")
+        });
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
         CONNS.with(|m| {
             let mut m = m.borrow_mut();

@@ -16,13 +16,28 @@ impl Strata {
 
     /// Read-write transactions at `level`.
     pub fn open_at(dir: &Path, level: Isolation) -> Strata {
-        let db = Db::open_with(
-            dir,
-            Options::default()
-                .cache_size(CACHE_BYTES)
-                .durability(Durability::Immediate),
-        )
-        .expect("open strata");
+        Self::open_with(dir, level, Self::options())
+    }
+
+    /// With `big_log`, no checkpoints: the log grows until the next open.
+    pub fn open_logging(dir: &Path, big_log: bool) -> Strata {
+        let mut o = Self::options();
+        if big_log {
+            o = o
+                .checkpoint_interval(std::time::Duration::from_secs(3600))
+                .checkpoint_wal_bytes(u64::MAX);
+        }
+        Self::open_with(dir, Isolation::Serializable, o)
+    }
+
+    fn options() -> Options {
+        Options::default()
+            .cache_size(CACHE_BYTES)
+            .durability(Durability::Immediate)
+    }
+
+    fn open_with(dir: &Path, level: Isolation, o: Options) -> Strata {
+        let db = Db::open_with(dir, o).expect("open strata");
         let t = db.table("t").expect("table");
         Strata { db, t, level }
     }
