@@ -101,7 +101,21 @@ impl Record {
 
     /// Encodes the payload (without frame).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(PAYLOAD_HDR + 64);
+        // Sized exactly up front: records are encoded for every change.
+        let size = PAYLOAD_HDR
+            + self
+                .pages
+                .iter()
+                .map(|(_, ch)| {
+                    5 + match ch {
+                        Change::Full(bytes) => bytes.len(),
+                        Change::Delta(ranges) => {
+                            2 + ranges.iter().map(|(_, b)| 4 + b.len()).sum::<usize>()
+                        }
+                    }
+                })
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
         out.push(self.kind as u8);
         out.push(self.op);
         out.extend_from_slice(&self.xid.0.to_le_bytes());
@@ -126,6 +140,7 @@ impl Record {
                 }
             }
         }
+        debug_assert_eq!(out.len(), size);
         out
     }
 
