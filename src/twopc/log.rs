@@ -14,7 +14,7 @@
 //! transactions (through a temporary file and a rename), so it stays as
 //! small as the work in flight.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::machine::{Pid, Record};
@@ -149,8 +149,6 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, u64)> {
 
 /// The decision log of one coordinator.
 pub struct DecisionLog {
-    vfs: Arc<dyn Vfs>,
-    path: PathBuf,
     file: Box<dyn VfsFile>,
     end: u64,
 }
@@ -201,8 +199,6 @@ impl DecisionLog {
         let file = vfs.open(path, false)?;
         Ok((
             DecisionLog {
-                vfs,
-                path: path.to_path_buf(),
                 file,
                 end: bytes.len() as u64,
             },
@@ -220,16 +216,6 @@ impl DecisionLog {
         self.file.sync()?;
         self.end += bytes.len() as u64;
         Ok(())
-    }
-
-    /// The log's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The file system it lives on.
-    pub fn vfs(&self) -> &Arc<dyn Vfs> {
-        &self.vfs
     }
 }
 

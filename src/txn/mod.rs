@@ -85,7 +85,9 @@ impl Transaction {
     pub(crate) fn begin_read(db: Db) -> Result<Transaction> {
         let mut tx = Self::begin(db, Isolation::Serializable)?;
         tx.read_only = true;
-        tx.db.inner().ssi.lock().read_only(tx.token);
+        if let Some(reads) = tx.reads.get_mut().as_mut() {
+            tx.db.inner().ssi.lock().read_only(tx.token, reads);
+        }
         Ok(tx)
     }
 

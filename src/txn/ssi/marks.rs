@@ -53,21 +53,11 @@ impl KeyMarks {
     /// Marks `h` for transaction `id`.
     pub fn add(&self, h: u64, id: u64) {
         let mut p = self.part(h).lock();
-        match p.get_mut(&h) {
-            None => {
-                p.insert(h, Holders::One(id));
-            }
-            Some(Holders::One(x)) if *x == id => {}
-            Some(hs @ Holders::One(_)) => {
-                if let Holders::One(x) = *hs {
-                    *hs = Holders::Many(vec![x, id]);
-                }
-            }
-            Some(Holders::Many(ids)) => {
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
+        let hs = p.entry(h).or_insert(Holders::One(id));
+        match hs {
+            Holders::One(x) if *x != id => *hs = Holders::Many(vec![*x, id]),
+            Holders::Many(ids) if !ids.contains(&id) => ids.push(id),
+            _ => {}
         }
     }
 

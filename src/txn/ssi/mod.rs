@@ -92,8 +92,9 @@ struct Entry {
     /// A watched transaction led out to one committed before this
     /// read-only entry's snapshot: the snapshot will never be safe.
     unsafe_snapshot: bool,
-    /// Shared with the transaction's `ReadSet`: set when it became safe.
-    safe: Arc<AtomicBool>,
+    /// Shared with a read-only transaction's `ReadSet`: set when its
+    /// snapshot became safe.
+    safe: Option<Arc<AtomicBool>>,
     /// Readers with an edge to this transaction (reader → self).
     ins: IntSet<u64>,
     /// Writers this transaction has an edge to (self → writer).
@@ -165,22 +166,22 @@ impl Ssi {
     /// returned set of its marks and hands it back when it ends.
     pub fn begin(&mut self, id: u64) -> ReadSet {
         self.counter += 1;
-        let safe = Arc::new(AtomicBool::new(false));
         self.running.insert(self.counter, id);
         self.entries.insert(
             id,
             Entry {
                 snapshot: self.counter,
-                safe: safe.clone(),
                 ..Default::default()
             },
         );
-        ReadSet::new(id, safe)
+        ReadSet::new(id)
     }
 
-    /// Declares `id` read-only: the read-only rule applies to it at once,
-    /// and once its snapshot is known safe it leaves SSI altogether.
-    pub fn read_only(&mut self, id: u64) {
+    /// Declares `id` (whose marks are `reads`) read-only: the read-only
+    /// rule applies to it at once, and once its snapshot is known safe it
+    /// leaves SSI altogether and `reads` stops marking.
+    pub fn read_only(&mut self, id: u64, reads: &mut ReadSet) {
+        let safe = reads.watch_safety();
         let watch: IntSet<u64> = self
             .running
             .values()
@@ -190,6 +191,7 @@ impl Ssi {
         if let Some(e) = self.entries.get_mut(&id) {
             e.read_only = true;
             e.watch = watch;
+            e.safe = Some(safe);
             self.watchers.insert(id);
         }
         self.settle(id);
@@ -203,8 +205,8 @@ impl Ssi {
             .get(&id)
             .is_some_and(|e| e.read_only && !e.unsafe_snapshot && e.watch.is_empty() && !e.doomed);
         if done {
-            if let Some(e) = self.entries.get(&id) {
-                e.safe.store(true, Ordering::Release);
+            if let Some(safe) = self.entries.get(&id).and_then(|e| e.safe.as_ref()) {
+                safe.store(true, Ordering::Release);
             }
             self.remove(id, false);
         }
@@ -776,6 +778,11 @@ mod tests {
         fn committed(&mut self, id: u64) {
             let r = self.reads.remove(&id).expect("a running transaction");
             self.s.committed(id, r);
+        }
+
+        fn read_only(&mut self, id: u64) {
+            let r = self.reads.get_mut(&id).expect("a running transaction");
+            self.s.read_only(id, r);
         }
 
         fn is_safe(&self, id: u64) -> bool {

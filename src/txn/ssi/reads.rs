@@ -57,8 +57,9 @@ impl TableReads {
 /// The key marks of one serializable transaction.
 pub struct ReadSet {
     id: u64,
-    /// Set by the graph once a read-only transaction's snapshot is safe.
-    safe: Arc<AtomicBool>,
+    /// For a read-only transaction: set by the graph once its snapshot is
+    /// safe (only read-only transactions pay for the allocation).
+    safe: Option<Arc<AtomicBool>>,
     tables: IntMap<PageId, TableReads>,
 }
 
@@ -73,10 +74,10 @@ pub struct Coarsening {
 }
 
 impl ReadSet {
-    pub(super) fn new(id: u64, safe: Arc<AtomicBool>) -> ReadSet {
+    pub(super) fn new(id: u64) -> ReadSet {
         ReadSet {
             id,
-            safe,
+            safe: None,
             tables: IntMap::default(),
         }
     }
@@ -89,7 +90,17 @@ impl ReadSet {
     /// Whether the transaction runs on a snapshot known to be safe: it
     /// takes no marks and SSI never aborts it.
     pub fn is_safe(&self) -> bool {
-        self.safe.load(Ordering::Acquire)
+        self.safe
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Acquire))
+    }
+
+    /// The flag the graph sets when this read-only transaction's snapshot
+    /// turns out safe.
+    pub(super) fn watch_safety(&mut self) -> Arc<AtomicBool> {
+        self.safe
+            .get_or_insert_with(|| Arc::new(AtomicBool::new(false)))
+            .clone()
     }
 
     /// Marks a read of `key` (found or absent) before the read happens.
