@@ -72,6 +72,9 @@ pub struct Mtr<'a> {
     pool: &'a BufferPool,
     redo: Lsn,
     touched: Vec<Touched<'a>>,
+    /// Buffers for before-images, borrowed from the pool for the
+    /// mini-transaction's life.
+    spares: Vec<Box<PageBuf>>,
     done: bool,
 }
 
@@ -83,7 +86,18 @@ impl<'a> Mtr<'a> {
             pool,
             redo,
             touched: Vec::new(),
+            spares: pool.take_spares(),
             done: false,
+        }
+    }
+
+    /// Saves page `i`'s before-image, once.
+    fn keep_before(&mut self, i: usize) {
+        let t = &mut self.touched[i];
+        if t.before.is_none() {
+            let mut b = self.spares.pop().unwrap_or_else(page::zeroed);
+            *b = **t.guard;
+            t.before = Some(b);
         }
     }
 
@@ -125,21 +139,16 @@ impl<'a> Mtr<'a> {
     /// Modifies a page.
     pub fn page_mut(&mut self, pid: PageId) -> Result<&mut PageBuf> {
         let i = self.index(pid, true)?;
-        let t = &mut self.touched[i];
-        if t.before.is_none() {
-            t.before = Some(t.guard.clone());
-        }
-        Ok(&mut t.guard)
+        self.keep_before(i);
+        Ok(&mut self.touched[i].guard)
     }
 
     /// Starts page `pid` afresh as type `ty` (a newly allocated page); it
     /// is logged as a full image.
     pub fn new_page(&mut self, pid: PageId, ty: PageType) -> Result<&mut PageBuf> {
         let i = self.index(pid, false)?;
+        self.keep_before(i);
         let t = &mut self.touched[i];
-        if t.before.is_none() {
-            t.before = Some(t.guard.clone());
-        }
         t.fresh = true;
         page::init(&mut t.guard, pid, ty);
         Ok(&mut t.guard)
@@ -197,14 +206,15 @@ impl PageAccess for Mtr<'_> {
 
 impl Drop for Mtr<'_> {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
         for t in &mut self.touched {
             if let Some(before) = t.before.take() {
-                **t.guard = *before;
+                if !self.done {
+                    **t.guard = *before;
+                }
+                self.spares.push(before);
             }
         }
+        self.pool.return_spares(std::mem::take(&mut self.spares));
     }
 }
 
