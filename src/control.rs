@@ -88,7 +88,7 @@ pub fn read(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Control>> {
     if !vfs.exists(&path)? {
         return Ok(None);
     }
-    let f = vfs.open(&path, false)?;
+    let f = vfs.open_read(&path)?;
     let mut b = [0u8; LEN];
     let n = f.read_at(&mut b, 0)?;
     decode(&b[..n], &path).map(Some)

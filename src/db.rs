@@ -101,7 +101,17 @@ pub(crate) struct Inner {
     pub(crate) keys_last_vacuum: AtomicU64,
     checkpointing: Mutex<()>,
     pub(crate) vacuuming: Mutex<()>,
-    _lock: Box<dyn VfsLock>,
+    _lock: Option<Box<dyn VfsLock>>,
+}
+
+impl Inner {
+    /// `Error::ReadOnly` for a database opened read-only.
+    pub(crate) fn writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
 }
 
 struct Worker {
@@ -149,7 +159,7 @@ impl Db {
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
-        let thread = if inner.opts.background {
+        let thread = if inner.opts.background && !inner.opts.read_only {
             let (inner, worker) = (inner.clone(), worker.clone());
             let spawned = std::thread::Builder::new()
                 .name("strata-maintenance".into())
@@ -261,6 +271,13 @@ impl Db {
         )
     }
 
+    /// Figures about the database: sizes, log range, tables with their
+    /// rows, versions and dead versions, prepared transactions. Walks every
+    /// table (a full read); writers are not blocked.
+    pub fn stats(&self) -> Result<crate::Stats> {
+        crate::stat::collect(self.inner())
+    }
+
     /// Why the database was poisoned (the first failed write or fsync), if it was.
     pub fn poison_cause(&self) -> Option<String> {
         self.inner().store.wal.poison_cause()
@@ -284,7 +301,7 @@ impl Drop for Shared {
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
-        if !self.inner.store.wal.is_poisoned() {
+        if !self.inner.store.wal.is_poisoned() && !self.inner.opts.read_only {
             // A clean close: best effort, since recovery covers a failure.
             let _ = checkpoint(&self.inner);
         }
@@ -292,37 +309,66 @@ impl Drop for Shared {
 }
 
 fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
-    vfs.create_dir_all(dir)?;
-    let lock = vfs.lock(&dir.join(LOCK_FILE))?;
+    let read_only = opts.read_only;
     let wal_dir = dir.join(WAL_DIR);
-    vfs.create_dir_all(&wal_dir)?;
     let data_path = dir.join(DATA_FILE);
-    let control = control::read(vfs.as_ref(), dir)?;
-    if control.is_none() {
-        // Never completely created: nothing in here was ever acknowledged.
-        for s in segment::list(vfs.as_ref(), &wal_dir)? {
-            vfs.remove(&segment::path(&wal_dir, s))?;
+    let (lock, control, data) = if read_only {
+        let not_a_db = || Error::NotADatabase {
+            path: dir.to_path_buf(),
+        };
+        if !vfs.exists(&dir.join(control::NAME))? {
+            return Err(not_a_db());
         }
-        if vfs.exists(&data_path)? {
-            vfs.remove(&data_path)?;
+        // Never creates the lock file: a copy of a database (without one)
+        // is not open anywhere.
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = if vfs.exists(&lock_path)? {
+            Some(vfs.lock(&lock_path)?)
+        } else {
+            None
+        };
+        let control = control::read(vfs.as_ref(), dir)?.ok_or_else(not_a_db)?;
+        let data = vfs.open_read(&data_path)?;
+        (lock, Some(control), data)
+    } else {
+        vfs.create_dir_all(dir)?;
+        let lock = Some(vfs.lock(&dir.join(LOCK_FILE))?);
+        vfs.create_dir_all(&wal_dir)?;
+        let control = control::read(vfs.as_ref(), dir)?;
+        if control.is_none() {
+            // Never completely created: nothing in here was ever acknowledged.
+            for s in segment::list(vfs.as_ref(), &wal_dir)? {
+                vfs.remove(&segment::path(&wal_dir, s))?;
+            }
+            if vfs.exists(&data_path)? {
+                vfs.remove(&data_path)?;
+            }
         }
+        let data = vfs.open(&data_path, true)?;
+        if control.is_none() {
+            // The data file and log directory must exist durably before the
+            // control file can name them.
+            vfs.sync_dir(dir)?;
+        }
+        (lock, control, data)
+    };
+    let mut pool = BufferPool::new(data, data_path, opts.cache_size);
+    if read_only {
+        pool = pool.read_only();
     }
-    let data = vfs.open(&data_path, true)?;
-    if control.is_none() {
-        // The data file and log directory must exist durably before the
-        // control file can name them.
-        vfs.sync_dir(dir)?;
-    }
-    let pool = BufferPool::new(data, data_path, opts.cache_size);
     let (redo, next_xid, end, replayed) = match control {
         Some(c) => {
-            let r = recovery::replay(vfs.as_ref(), &wal_dir, c.redo, &pool)?;
+            let r = recovery::replay(vfs.as_ref(), &wal_dir, c.redo, &pool, read_only)?;
             (c.redo, c.next_xid.max(r.next_xid), r.end, r.records > 0)
         }
         None => (Lsn(0), Xid::FIRST, Lsn(0), false),
     };
-    let wal =
-        Arc::new(Wal::resume(vfs.clone(), &wal_dir, end)?.with_segment_size(opts.wal_segment_size));
+    let wal = if read_only {
+        Wal::read_only(vfs.clone(), &wal_dir, end)?
+    } else {
+        Wal::resume(vfs.clone(), &wal_dir, end)?.with_segment_size(opts.wal_segment_size)
+    };
+    let wal = Arc::new(wal);
     pool.attach_wal(wal.clone());
     let store = Store::new(pool, wal, redo);
     if control.is_none() {
@@ -355,7 +401,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         _lock: lock,
     };
     crate::txn::prepare::adopt(&inner)?;
-    if control.is_none() || replayed {
+    if !read_only && (control.is_none() || replayed) {
         checkpoint(&inner)?;
     }
     Ok(inner)
@@ -373,6 +419,7 @@ fn init_pages(store: &Store) -> Result<()> {
 }
 
 pub(crate) fn checkpoint(inner: &Inner) -> Result<()> {
+    inner.writable()?;
     let _one = inner.checkpointing.lock();
     let store = &inner.store;
     if store.wal.is_poisoned() {

@@ -64,6 +64,14 @@ pub enum Error {
     ForeignTable,
     /// A write in a transaction begun with `Db::begin_read`.
     ReadOnlyTransaction,
+    /// A change (write, checkpoint, vacuum, decision, new table) to a
+    /// database opened with `Options::read_only`.
+    ReadOnly,
+    /// `Options::read_only` on a directory that holds no strata database.
+    NotADatabase {
+        /// The directory.
+        path: PathBuf,
+    },
     /// No prepared transaction with that global id exists.
     UnknownTransaction,
     /// A prepared transaction with that global id already exists.
@@ -129,7 +137,7 @@ impl fmt::Display for Error {
             ),
             Error::Locked { path } => write!(
                 f,
-                "database {} is already open (in this or another process)",
+                "database {} is already open (in this or another process); close that handle or process first",
                 path.display()
             ),
             Error::IncompatibleFormat { reason } => write!(f, "incompatible format: {reason}"),
@@ -152,6 +160,15 @@ impl fmt::Display for Error {
             Error::ReadOnlyTransaction => write!(
                 f,
                 "cannot write in a read-only transaction (begun with begin_read)"
+            ),
+            Error::ReadOnly => write!(
+                f,
+                "the database was opened read-only; open it without read_only to change it"
+            ),
+            Error::NotADatabase { path } => write!(
+                f,
+                "{} holds no strata database (no control file)",
+                path.display()
             ),
             Error::UnknownTransaction => write!(f, "no such prepared transaction"),
             Error::DuplicateTransaction => {

@@ -90,6 +90,7 @@ pub mod mvcc;
 mod options;
 mod policy;
 mod recovery;
+mod stat;
 pub mod store;
 mod sync;
 #[cfg(feature = "twopc")]
@@ -103,5 +104,6 @@ pub use error::{Error, Result};
 pub use ids::{Lsn, Xid};
 pub use integrity::IntegrityReport;
 pub use options::{Durability, Isolation, Options};
+pub use stat::{Stats, TableStats};
 pub use txn::prepare::PreparedTransaction;
 pub use txn::{KeyRange, Scan, Transaction};

@@ -66,6 +66,7 @@ pub struct Options {
     pub(crate) vacuum_threshold: u64,
     pub(crate) background: bool,
     pub(crate) wal_segment_size: u64,
+    pub(crate) read_only: bool,
 }
 
 impl Default for Options {
@@ -80,6 +81,7 @@ impl Default for Options {
             vacuum_threshold: 10_000,
             background: true,
             wal_segment_size: crate::limits::WAL_SEGMENT_SIZE,
+            read_only: false,
         }
     }
 }
@@ -147,6 +149,21 @@ impl Options {
     /// (default 10 000; 0 disables background vacuum).
     pub fn vacuum_threshold(mut self, n: u64) -> Self {
         self.vacuum_threshold = n;
+        self
+    }
+
+    /// Opens an existing database without changing a byte of its files
+    /// (default false): for inspection tools and for copies on read-only
+    /// media. The log since the last checkpoint is replayed into memory
+    /// only (pages it changes stay in memory, beyond the cache size, until
+    /// the database is closed); no torn tail is cut, nothing is
+    /// checkpointed or vacuumed, no background thread runs. Writes,
+    /// `checkpoint`, `vacuum`, decisions on prepared transactions and new
+    /// tables fail with [`crate::Error::ReadOnly`]; read transactions work
+    /// as usual. The directory lock is still taken, so a database open
+    /// elsewhere gives [`crate::Error::Locked`].
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
         self
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! 1. fsync every retained log segment (checkpoints remove the older ones): what we
 //!    are about to replay must not vanish in a later power loss after
-//!    pages reflecting it were written;
+//!    pages reflecting it were written (a read-only open writes no pages
+//!    and skips this);
 //! 2. read records from the control file's redo point; apply each page
 //!    change to pages whose LSN is below the record's end LSN (so replay
 //!    is idempotent and may itself be interrupted and rerun);
@@ -42,10 +43,19 @@ pub struct Replayed {
     pub bytes: u64,
 }
 
-/// Replays the log in `wal_dir` from `redo` onto the pages of `pool`.
-pub fn replay(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -> Result<Replayed> {
-    for start in segment::list(vfs, wal_dir)? {
-        vfs.open(&segment::path(wal_dir, start), false)?.sync()?;
+/// Replays the log in `wal_dir` from `redo` onto the pages of `pool`
+/// (`read_only`: without syncing the log first; the pool keeps its pages).
+pub fn replay(
+    vfs: &dyn Vfs,
+    wal_dir: &Path,
+    redo: Lsn,
+    pool: &BufferPool,
+    read_only: bool,
+) -> Result<Replayed> {
+    if !read_only {
+        for start in segment::list(vfs, wal_dir)? {
+            vfs.open(&segment::path(wal_dir, start), false)?.sync()?;
+        }
     }
     pool.set_recovering(true);
     let result = replay_records(vfs, wal_dir, redo, pool);

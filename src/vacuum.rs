@@ -39,13 +39,14 @@ const FSM_MIN_FREE: usize = 256;
 /// Rounds per key per pass (a pass never loops forever on one key).
 const ROUNDS_MAX: usize = 1 << 16;
 
-struct Views {
+pub(crate) struct Views {
     list: Vec<(Snapshot, Xid)>,
-    now: Snapshot,
+    pub(crate) now: Snapshot,
 }
 
 /// One full pass over every table.
 pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
+    inner.writable()?;
     let _one = inner.vacuuming.lock();
     if inner.store.wal.is_poisoned() {
         return Err(Error::Poisoned);
@@ -88,7 +89,7 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
     Ok(stats)
 }
 
-fn gather(inner: &Inner) -> Views {
+pub(crate) fn gather(inner: &Inner) -> Views {
     let (live, now) = inner.mgr.views();
     let mut list: Vec<(Snapshot, Xid)> = live
         .into_iter()
@@ -141,7 +142,7 @@ fn walk(mtr: &mut Mtr<'_>, fsm: &heap::Fsm, head: Tid) -> Result<(Vec<Version>, 
 
 /// Which versions of the window someone needs. Versions past the window
 /// are never freed in this round, whoever needs them.
-fn needed(versions: &[Version], views: &Views, clog: &impl StatusOf) -> Vec<bool> {
+pub(crate) fn needed(versions: &[Version], views: &Views, clog: &impl StatusOf) -> Vec<bool> {
     let mut need: Vec<bool> = versions
         .iter()
         .map(|v| clog.status(v.xmin) != Status::Aborted && !views.now.sees(v.xmin, Xid::NONE, clog))

@@ -7,21 +7,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{open, rows};
+use common::{copy_dir, open, rows};
 use strata::Error;
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read_dir") {
-        let e = e.expect("entry");
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else if e.file_name() != "LOCK" {
-            fs::copy(&p, to.join(e.file_name())).expect("copy");
-        }
-    }
-}
 
 fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;

@@ -18,7 +18,7 @@
 pub mod mtr;
 pub mod page;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::hash::IntMap;
 use std::path::PathBuf;
@@ -66,6 +66,10 @@ pub struct BufferPool {
     /// mini-transactions: a page-sized allocation per changed page was a
     /// seventh of an insert's cost.
     spares: Mutex<Vec<Box<PageBuf>>>,
+    /// Read-only pools never write the data file: a dirty page leaving the
+    /// cache (changed by replay) is kept here instead, and read back from
+    /// here.
+    overlay: Option<Mutex<HashMap<PageId, Box<PageBuf>>>>,
 }
 
 /// A pinned page: it stays in its frame until this is dropped.
@@ -132,7 +136,15 @@ impl BufferPool {
             recovering: AtomicBool::new(false),
             torn: Mutex::new(HashSet::new()),
             spares: Mutex::new(Vec::new()),
+            overlay: None,
         }
+    }
+
+    /// Makes the pool read-only: the data file is never written or synced;
+    /// evicted dirty pages are kept in memory.
+    pub(crate) fn read_only(mut self) -> Self {
+        self.overlay = Some(Mutex::new(HashMap::new()));
+        self
     }
 
     /// Takes the kept before-image buffers (for one mini-transaction).
@@ -148,6 +160,11 @@ impl BufferPool {
         if kept.len() < bufs.len() {
             *kept = bufs;
         }
+    }
+
+    /// Bytes of page cache (frames × page size).
+    pub fn capacity_bytes(&self) -> usize {
+        self.frames.len() * PAGE_SIZE
     }
 
     /// The data file's path, for error messages.
@@ -253,6 +270,14 @@ impl BufferPool {
     }
 
     fn read_page(&self, pid: PageId, data: &mut PageBuf) -> Result<()> {
+        if let Some(overlay) = &self.overlay {
+            // Kept for good: a clean copy of it may be evicted later
+            // without being written anywhere.
+            if let Some(kept) = overlay.lock().get(&pid) {
+                *data = **kept;
+                return Ok(());
+            }
+        }
         let off = pid.0 as u64 * PAGE_SIZE as u64;
         self.file.read_at(data, off)?;
         if let Err(why) = page::verify(data, pid) {
@@ -303,6 +328,10 @@ impl BufferPool {
             return Ok(());
         }
         let pid = PageId(f.pid.load(Ordering::Acquire));
+        if let Some(overlay) = &self.overlay {
+            overlay.lock().insert(pid, data.clone());
+            return Ok(());
+        }
         let mut copy = data.clone();
         let r = self.write_page(pid, &mut copy);
         if r.is_err() {
@@ -322,6 +351,9 @@ impl BufferPool {
     /// Writes every dirty page and fsyncs the data file (a checkpoint's
     /// flush). Pages dirtied meanwhile stay dirty for the next one.
     pub fn flush_all(&self) -> Result<usize> {
+        if self.overlay.is_some() {
+            return Err(Error::ReadOnly);
+        }
         let mut written = 0;
         for f in self.frames.iter() {
             if f.dirty.load(Ordering::Acquire) && f.pid.load(Ordering::Acquire) != NO_PAGE {

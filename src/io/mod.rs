@@ -43,6 +43,11 @@ pub trait VfsLock: Send + Sync {}
 pub trait Vfs: Send + Sync {
     /// Opens a file for reading and writing, creating it if `create`.
     fn open(&self, path: &Path, create: bool) -> Result<Box<dyn VfsFile>>;
+    /// Opens an existing file for reading only (writes through the handle
+    /// fail).
+    fn open_read(&self, path: &Path) -> Result<Box<dyn VfsFile>> {
+        self.open(path, false)
+    }
     /// Atomically replaces `to` with `from`.
     fn rename(&self, from: &Path, to: &Path) -> Result<()>;
     /// Removes a file.

@@ -62,6 +62,10 @@ impl Vfs for RealFs {
         Ok(Box::new(RealFile(f)))
     }
 
+    fn open_read(&self, path: &Path) -> Result<Box<dyn VfsFile>> {
+        Ok(Box::new(RealFile(File::open(path)?)))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         Ok(fs::rename(from, to)?)
     }

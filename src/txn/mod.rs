@@ -367,6 +367,7 @@ impl Transaction {
         if let Some(d) = self.doomed.get() {
             return Err(d.error());
         }
+        self.db.inner().writable()?;
         self.db.inner().prepared.reserve(gid)?;
         self.finished = true;
         let r = self.prepare_reserved(gid);

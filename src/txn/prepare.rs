@@ -290,6 +290,7 @@ pub(crate) fn load(view: &mut ReadView<'_>) -> Result<Vec<Entry>> {
 
 /// Commits (`commit`) or rolls back prepared transaction `gid`.
 pub(crate) fn decide(inner: &Inner, gid: &str, commit: bool) -> Result<()> {
+    inner.writable()?;
     let t = inner.prepared.decide(gid)?;
     let logged = (|| {
         let lsn = {

@@ -64,6 +64,7 @@ pub(super) fn write(
             return Err(Error::ValueTooLarge { len: v.len() });
         }
     }
+    tx.db.inner().writable()?;
     let me = tx.ensure_xid()?;
     let db = tx.db.clone();
     let inner = db.inner();

@@ -65,6 +65,8 @@ pub struct Wal {
     cause: Mutex<Option<String>>,
     syncs: AtomicU64,
     segment_size: u64,
+    /// Opened by `read_only`: appends fail with `Error::ReadOnly`.
+    read_only: bool,
 }
 
 impl Wal {
@@ -100,11 +102,32 @@ impl Wal {
         };
         let end = end.0.max(seg.start + SEG_HDR);
         vfs.sync_dir(dir)?;
-        Ok(Wal {
+        Ok(Self::with(vfs, dir, seg, end, false))
+    }
+
+    /// Opens the log without changing it (for a read-only database): the
+    /// segment holding `end` is opened for reading, nothing is cut or
+    /// removed, and every append fails with `Error::ReadOnly`.
+    pub fn read_only(vfs: Arc<dyn Vfs>, dir: &Path, end: Lsn) -> Result<Wal> {
+        let starts = segment::list(vfs.as_ref(), dir)?;
+        let Some(&start) = starts.iter().rev().find(|&&s| s <= end.0) else {
+            return Err(Error::corruption(
+                segment::path(dir, end.0),
+                0,
+                format!("no log segment holds the end of the log {end}"),
+            ));
+        };
+        let file = vfs.open_read(&segment::path(dir, start))?;
+        let end = end.0.max(start + SEG_HDR);
+        Ok(Self::with(vfs, dir, Segment { start, file }, end, true))
+    }
+
+    fn with(vfs: Arc<dyn Vfs>, dir: &Path, seg: Segment, end: u64, read_only: bool) -> Wal {
+        Wal {
             vfs,
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
-                buf: Vec::with_capacity(WAL_BUFFER_MAX),
+                buf: Vec::with_capacity(if read_only { 0 } else { WAL_BUFFER_MAX }),
                 buf_lsn: end,
                 end,
                 seg: Arc::new(seg),
@@ -117,7 +140,8 @@ impl Wal {
             cause: Mutex::new(None),
             syncs: AtomicU64::new(0),
             segment_size: WAL_SEGMENT_SIZE,
-        })
+            read_only,
+        }
     }
 
     /// Closes segments once they pass `bytes` (default 16 MiB).
@@ -163,6 +187,9 @@ impl Wal {
 
     /// Appends a record; returns the LSN just past it. Not yet durable.
     pub fn append(&self, rec: &Record) -> Result<Lsn> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
         self.check()?;
         let payload = rec.encode();
         let mut inner = self.inner.lock();

@@ -81,7 +81,7 @@ impl<'a> LogReader<'a> {
     fn open_segment(&mut self) -> Result<()> {
         let start = self.segments[self.seg_idx];
         let p = segment::path(&self.dir, start);
-        let f = self.vfs.open(&p, false)?;
+        let f = self.vfs.open_read(&p)?;
         if !segment::header_ok(f.as_ref(), &p, start)? {
             if self.is_last() {
                 self.file = None;

@@ -1,0 +1,232 @@
+//! `Db::stats`: what a database holds and how much of it is dead, for
+//! inspection tools (`strata stat`) and for deciding when to vacuum.
+//!
+//! The figures come from one walk over every table's index and version
+//! chains (so they cost a full read of the tables), a walk of the free
+//! list, and the log directory's listing. A version counts as dead when
+//! vacuum would remove it now: the same views and the same test vacuum
+//! uses (`vacuum::gather`, `vacuum::needed`), so the two never disagree.
+//! Rows are keys whose newest committed version is live for a snapshot
+//! taken at the start of the walk.
+
+use std::collections::HashSet;
+use std::ops::Bound;
+
+use crate::btree::{self, Dir};
+use crate::buffer::mtr::PageAccess;
+use crate::catalog;
+use crate::codec::u32_at;
+use crate::db::Inner;
+use crate::error::Result;
+use crate::heap;
+use crate::ids::{Lsn, PageId, Xid};
+use crate::limits::{PAGE_SIZE, VACUUM_BATCH};
+use crate::mvcc::chain::{self, Cursor};
+use crate::mvcc::{visible, Seen};
+use crate::store::meta::{self, Field, FORMAT_VERSION};
+use crate::txn::prepare::PreparedTransaction;
+use crate::vacuum;
+use crate::wal::segment;
+
+/// Versions of one chain judged together (bounds memory on long chains).
+const WINDOW: usize = 1024;
+
+/// Figures about one open database (`Db::stats`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Stats {
+    /// On-disk format version (FORMAT.md).
+    pub format_version: u32,
+    /// Bytes per page.
+    pub page_size: usize,
+    /// Length of the data file.
+    pub data_file_bytes: u64,
+    /// Pages allocated in the data file (the meta page's count).
+    pub pages: u64,
+    /// Pages on the free list, waiting for reuse.
+    pub free_pages: u64,
+    /// Heap pages holding the tables' versions.
+    pub heap_pages: u64,
+    /// Unused bytes inside those heap pages.
+    pub heap_free_bytes: u64,
+    /// Log segment files.
+    pub wal_segments: u64,
+    /// Bytes in them.
+    pub wal_bytes: u64,
+    /// First LSN the log still holds.
+    pub wal_start: Lsn,
+    /// LSN just past the last record.
+    pub wal_end: Lsn,
+    /// Redo point of the last checkpoint: recovery replays from here.
+    pub checkpoint_redo: Lsn,
+    /// Next transaction id to be handed out.
+    pub next_xid: Xid,
+    /// Every table, in name order.
+    pub tables: Vec<TableStats>,
+    /// Prepared transactions waiting for a decision.
+    pub prepared: Vec<PreparedTransaction>,
+    /// Page cache size in bytes.
+    pub cache_bytes: usize,
+    /// Whether the database was opened read-only.
+    pub read_only: bool,
+}
+
+/// Figures about one table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TableStats {
+    /// Its name.
+    pub name: String,
+    /// Keys with a live newest version.
+    pub rows: u64,
+    /// Index entries (keys with any version, live or not).
+    pub keys: u64,
+    /// Tuple versions in all chains.
+    pub versions: u64,
+    /// Versions vacuum would remove now.
+    pub dead_versions: u64,
+}
+
+impl Stats {
+    /// Share of all versions that are dead (0 for an empty database).
+    pub fn dead_share(&self) -> f64 {
+        let all: u64 = self.tables.iter().map(|t| t.versions).sum();
+        let dead: u64 = self.tables.iter().map(|t| t.dead_versions).sum();
+        if all == 0 {
+            0.0
+        } else {
+            dead as f64 / all as f64
+        }
+    }
+}
+
+pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
+    let store = &inner.store;
+    let (pages, free_pages) = {
+        let mut r = store.read();
+        let m = r.view.read_meta()?;
+        let mut free = 0u64;
+        let mut pid = PageId(meta::get(&m, Field::FreeHead));
+        // Bounded by the page count: a damaged, cyclic list ends here.
+        while pid.0 != 0 && free < meta::get(&m, Field::PageCount) as u64 {
+            free += 1;
+            pid = PageId(
+                r.view
+                    .with_page(pid, |p| u32_at(p, crate::buffer::page::HDR).unwrap_or(0))?,
+            );
+        }
+        (meta::get(&m, Field::PageCount) as u64, free)
+    };
+    let mut heap_pages = HashSet::new();
+    let mut heap_free_bytes = 0u64;
+    let mut tables = Vec::new();
+    let list = catalog::list(&mut store.read().view)?;
+    for (name, root) in list {
+        let mut t = TableStats {
+            name,
+            ..TableStats::default()
+        };
+        walk_table(inner, root, &mut t, &mut |pid, free| {
+            if heap_pages.insert(pid) {
+                heap_free_bytes += free as u64;
+            }
+        })?;
+        tables.push(t);
+    }
+    let wal_dir = inner.dir.join(crate::db::WAL_DIR);
+    let starts = segment::list(inner.vfs.as_ref(), &wal_dir)?;
+    let mut wal_bytes = 0;
+    for &s in &starts {
+        wal_bytes += inner.vfs.open_read(&segment::path(&wal_dir, s))?.len()?;
+    }
+    Ok(Stats {
+        format_version: FORMAT_VERSION,
+        page_size: PAGE_SIZE,
+        data_file_bytes: store.pool.file_pages()? * PAGE_SIZE as u64,
+        pages,
+        free_pages,
+        heap_pages: heap_pages.len() as u64,
+        heap_free_bytes,
+        wal_segments: starts.len() as u64,
+        wal_bytes,
+        wal_start: Lsn(starts.first().copied().unwrap_or(0)),
+        wal_end: store.wal.end(),
+        checkpoint_redo: store.redo(),
+        next_xid: inner.mgr.high_water(),
+        tables,
+        prepared: inner.prepared.list(),
+        cache_bytes: store.pool.capacity_bytes(),
+        read_only: inner.opts.read_only,
+    })
+}
+
+/// Counts one table's keys, rows and versions, a batch of keys per read
+/// latch; reports each heap page visited with its free space.
+fn walk_table(
+    inner: &Inner,
+    root: PageId,
+    t: &mut TableStats,
+    heap_page: &mut dyn FnMut(PageId, usize),
+) -> Result<()> {
+    let views = vacuum::gather(inner);
+    let clog = inner.mgr.clog();
+    let mut cursor: Bound<Vec<u8>> = Bound::Unbounded;
+    loop {
+        let mut batch = Vec::new();
+        let mut r = inner.store.read();
+        let lo = cursor.as_ref().map(Vec::as_slice);
+        let done = btree::range(
+            &mut r.view,
+            root,
+            lo,
+            Bound::Unbounded,
+            Dir::Forward,
+            VACUUM_BATCH,
+            &mut batch,
+        )?;
+        for (_, entry) in &batch {
+            t.keys += 1;
+            let mut c = Cursor::new(chain::head(&r.view, entry)?);
+            let mut window = Vec::new();
+            let mut row_decided = false;
+            loop {
+                let at = c.at();
+                if !at.is_null() {
+                    let free = r.view.with_page(at.page, heap::page::free_space)?;
+                    heap_page(at.page, free);
+                }
+                let Some((v, _)) = c.step(&mut r.view)? else {
+                    break;
+                };
+                t.versions += 1;
+                if !row_decided {
+                    match visible(v.xmin, v.xmax, &views.now, Xid::NONE, clog) {
+                        Seen::Visible => {
+                            t.rows += 1;
+                            row_decided = true;
+                        }
+                        Seen::Deleted => row_decided = true,
+                        Seen::Invisible => {}
+                    }
+                }
+                window.push(v);
+                if window.len() == WINDOW {
+                    t.dead_versions += dead(&window, &views, clog);
+                    window.clear();
+                }
+            }
+            t.dead_versions += dead(&window, &views, clog);
+        }
+        match batch.pop() {
+            Some((last, _)) if !done => cursor = Bound::Excluded(last),
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn dead(window: &[chain::Version], views: &vacuum::Views, clog: &crate::mvcc::clog::Clog) -> u64 {
+    vacuum::needed(window, views, clog)
+        .iter()
+        .filter(|&&n| !n)
+        .count() as u64
+}

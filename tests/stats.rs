@@ -1,0 +1,93 @@
+//! `Db::stats`: row, version and dead-version counts agree with what was
+//! written and with what vacuum removes; log and prepared figures.
+
+mod common;
+
+use common::open;
+
+fn table<'a>(s: &'a strata::Stats, name: &str) -> &'a strata::TableStats {
+    s.tables
+        .iter()
+        .find(|t| t.name == name)
+        .expect("table listed")
+}
+
+#[test]
+fn stats_count_rows_versions_and_what_vacuum_would_remove() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("a").expect("a");
+    db.table("empty").expect("empty");
+    let mut tx = db.begin().expect("begin");
+    for i in 0..100 {
+        tx.put(&t, format!("k{i:03}"), "v0").expect("put");
+    }
+    tx.commit().expect("commit");
+    let reader = db.begin_read().expect("reader");
+    let mut tx = db.begin().expect("begin");
+    for i in 0..30 {
+        tx.put(&t, format!("k{i:03}"), "v1").expect("update");
+    }
+    for i in 90..100 {
+        assert!(tx.delete(&t, format!("k{i:03}")).expect("delete"));
+    }
+    tx.commit().expect("commit");
+
+    let s = db.stats().expect("stats");
+    let a = table(&s, "a");
+    assert_eq!((a.rows, a.keys, a.versions), (90, 100, 130));
+    assert_eq!(
+        a.dead_versions, 0,
+        "the open reader still sees every old version"
+    );
+    let e = table(&s, "empty");
+    assert_eq!((e.rows, e.keys, e.versions, e.dead_versions), (0, 0, 0, 0));
+    assert_eq!(s.tables.len(), 2);
+
+    drop(reader);
+    let s = db.stats().expect("stats");
+    assert_eq!(
+        table(&s, "a").dead_versions,
+        40,
+        "30 overwritten + 10 deleted"
+    );
+    assert!((s.dead_share() - 40.0 / 130.0).abs() < 1e-9);
+
+    db.vacuum().expect("vacuum");
+    let s = db.stats().expect("stats");
+    let a = table(&s, "a");
+    assert_eq!(
+        (a.rows, a.keys, a.versions, a.dead_versions),
+        (90, 90, 90, 0)
+    );
+    assert!(s.heap_pages >= 1 && s.heap_free_bytes > 0);
+    assert!(s.pages >= s.heap_pages + s.free_pages);
+}
+
+#[test]
+fn stats_report_the_log_range_the_checkpoint_and_prepared_transactions() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("a").expect("a");
+    db.checkpoint().expect("checkpoint");
+    let s = db.stats().expect("stats");
+    assert_eq!(
+        s.checkpoint_redo, s.wal_end,
+        "nothing logged since the checkpoint"
+    );
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "k", "v").expect("put");
+    tx.prepare("gid-1").expect("prepare");
+    let s = db.stats().expect("stats");
+    assert!(s.wal_end > s.checkpoint_redo);
+    assert!(s.wal_start <= s.checkpoint_redo);
+    assert!(s.wal_segments >= 1 && s.wal_bytes >= s.wal_end.0 - s.wal_start.0);
+    assert_eq!(s.prepared.len(), 1);
+    assert_eq!(s.prepared[0].gid, "gid-1");
+    assert_eq!(table(&s, "a").rows, 0, "in doubt is not yet a row");
+    assert_eq!(s.format_version, 3);
+    assert_eq!(s.page_size, strata::limits::PAGE_SIZE);
+    assert!(s.data_file_bytes >= s.pages * s.page_size as u64 - s.page_size as u64);
+    db.commit_prepared("gid-1").expect("commit");
+    assert_eq!(table(&db.stats().expect("stats"), "a").rows, 1);
+}
