@@ -262,12 +262,22 @@ impl Db {
     /// Walks every page, tuple and index entry and verifies them (see
     /// `IntegrityReport`). Writers wait while it runs; readers do not.
     pub fn check_integrity(&self) -> Result<crate::IntegrityReport> {
+        self.check_integrity_with(&mut |_, _| {})
+    }
+
+    /// `check_integrity`, telling `progress` (pages reached, page count)
+    /// as it goes, for progress bars.
+    pub fn check_integrity_with(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<crate::IntegrityReport> {
         let inner = self.inner();
         let r = inner.store.read();
         crate::integrity::check(
             r.view,
             inner.store.pool.path().to_path_buf(),
             inner.mgr.high_water(),
+            progress,
         )
     }
 

@@ -71,7 +71,7 @@ enum Owner {
     Overflow,
 }
 
-struct Checker<'a> {
+struct Checker<'a, 'p> {
     view: ReadView<'a>,
     file: PathBuf,
     count: u32,
@@ -79,10 +79,20 @@ struct Checker<'a> {
     tuples: HashSet<Tid>,
     next_xid: Xid,
     report: IntegrityReport,
+    /// Told (pages reached, page count) every `PROGRESS_EVERY` pages.
+    progress: &'p mut dyn FnMut(u64, u64),
 }
 
-/// Runs the check over a consistent view (the caller holds the store latch).
-pub fn check(view: ReadView<'_>, file: PathBuf, next_xid: Xid) -> Result<IntegrityReport> {
+const PROGRESS_EVERY: usize = 1024;
+
+/// Runs the check over a consistent view (the caller holds the store
+/// latch), telling `progress` how many of the pages it has reached.
+pub fn check(
+    view: ReadView<'_>,
+    file: PathBuf,
+    next_xid: Xid,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<IntegrityReport> {
     let mut view = view;
     let m = view.read_meta()?;
     meta::validate(&m)?;
@@ -98,6 +108,7 @@ pub fn check(view: ReadView<'_>, file: PathBuf, next_xid: Xid) -> Result<Integri
             pages: count as u64,
             ..Default::default()
         },
+        progress,
     };
     c.claim(META, Owner::Meta)?;
     c.free_list(PageId(meta::get(&m, Field::FreeHead)))?;
@@ -130,10 +141,11 @@ pub fn check(view: ReadView<'_>, file: PathBuf, next_xid: Xid) -> Result<Integri
     }
     c.heap_pages()?;
     c.report.leaked_pages = count as u64 - c.owner.len() as u64;
+    (c.progress)(count as u64, count as u64);
     Ok(c.report)
 }
 
-impl Checker<'_> {
+impl Checker<'_, '_> {
     fn err(&self, pid: PageId, what: String) -> Error {
         Error::corruption(&self.file, pid.0 as u64 * PAGE_SIZE as u64, what)
     }
@@ -150,6 +162,9 @@ impl Checker<'_> {
             None => {}
             Some(Owner::Heap) if owner == Owner::Heap => return Ok(()),
             Some(_) => return Err(self.err(pid, format!("page {pid} is referenced twice"))),
+        }
+        if self.owner.len().is_multiple_of(PROGRESS_EVERY) {
+            (self.progress)(self.owner.len() as u64, self.count as u64);
         }
         match owner {
             Owner::Tree => self.report.btree_pages += 1,

@@ -99,7 +99,7 @@ pub mod txn;
 mod vacuum;
 pub mod wal;
 
-pub use db::{CommitInfo, Db, Table, VacuumStats};
+pub use db::{CommitInfo, Db, Table, VacuumStats, DATA_FILE, WAL_DIR};
 pub use error::{Error, Result};
 pub use ids::{Lsn, Xid};
 pub use integrity::IntegrityReport;

@@ -63,6 +63,24 @@ pub enum Op {
     Prepared = 8,
 }
 
+impl Op {
+    /// Decodes an op byte (`None` for one this version does not know).
+    pub fn from_u8(b: u8) -> Option<Op> {
+        Some(match b {
+            0 => Op::Other,
+            1 => Op::Init,
+            2 => Op::CreateTable,
+            3 => Op::Put,
+            4 => Op::Delete,
+            5 => Op::Overflow,
+            6 => Op::Vacuum,
+            7 => Op::Clog,
+            8 => Op::Prepared,
+            _ => return None,
+        })
+    }
+}
+
 /// One page's change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {

@@ -1,0 +1,345 @@
+//! `strata`: look inside, verify, dump, load and edit a strata database.
+//!
+//! Every subcommand takes the database directory first. `stat`, `verify`,
+//! `dump`, `waldump`, `get` and `scan` open it read-only (they never change
+//! a byte, even when the log needs replaying); the others open it for
+//! writing. Errors are one line on stderr saying what went wrong and what
+//! to do, and the exit status is 0 on success, 1 when the command failed
+//! (for `verify`: the database is damaged), 2 when the database could not
+//! be opened or the command line was wrong.
+
+mod dump;
+mod escape;
+mod report;
+mod shell;
+mod waldump;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strata::{Db, Error, Isolation, Options, Table};
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Inspect, verify, dump, load and edit a strata database",
+    after_help = "Keys and values are written with escapes: \\\\, \\t, \\n, \\r and \\xHH stand for bytes; \
+                  other printable ASCII stands for itself."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Format, sizes, tables with rows and versions, log range, prepared transactions.
+    Stat {
+        /// Database directory.
+        dir: PathBuf,
+    },
+    /// Check every page, tuple and index entry; exit 0 clean, 1 damaged, 2 could not open.
+    Verify {
+        /// Database directory.
+        dir: PathBuf,
+    },
+    /// Write every row (or one table's) as portable text to stdout.
+    Dump {
+        /// Database directory.
+        dir: PathBuf,
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Read a dump from stdin into the database (created if missing), in batches.
+    Load {
+        /// Database directory.
+        dir: PathBuf,
+        /// Rows per committed batch.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
+    /// One line per log record from the oldest retained one (or --from).
+    Waldump {
+        /// Database directory.
+        dir: PathBuf,
+        /// First LSN to show.
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Print one key's value.
+    Get {
+        /// Database directory.
+        dir: PathBuf,
+        /// Table name.
+        table: String,
+        /// Key (escaped).
+        key: String,
+        /// Write the value's raw bytes instead of its escaped form.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Set one key (one durable transaction).
+    Put {
+        /// Database directory.
+        dir: PathBuf,
+        /// Table name (created if missing).
+        table: String,
+        /// Key (escaped).
+        key: String,
+        /// Value (escaped).
+        value: String,
+    },
+    /// Delete one key (one durable transaction).
+    Delete {
+        /// Database directory.
+        dir: PathBuf,
+        /// Table name.
+        table: String,
+        /// Key (escaped).
+        key: String,
+    },
+    /// Print the rows of a key range, one `key<TAB>value` line each.
+    Scan {
+        /// Database directory.
+        dir: PathBuf,
+        /// Table name.
+        table: String,
+        /// First key (inclusive, escaped).
+        #[arg(long)]
+        from: Option<String>,
+        /// End key (exclusive, escaped).
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// An interactive prompt: begin/commit/rollback, get/put/delete/scan, isolation.
+    Shell {
+        /// Database directory (created if missing).
+        dir: PathBuf,
+    },
+    /// Write every dirty page and trim the log.
+    Checkpoint {
+        /// Database directory.
+        dir: PathBuf,
+    },
+    /// Remove versions no transaction can see and return their space.
+    Vacuum {
+        /// Database directory.
+        dir: PathBuf,
+    },
+}
+
+/// A failure and the exit status it earns.
+pub struct Failure {
+    message: String,
+    status: u8,
+}
+
+impl Failure {
+    /// A failed command (status 1).
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            status: 1,
+        }
+    }
+
+    /// A database that could not be opened (status 2, or 1 when it is
+    /// damaged).
+    fn open(dir: &Path, e: Error) -> Failure {
+        let status = if matches!(e, Error::Corruption { .. }) {
+            1
+        } else {
+            2
+        };
+        let hint = match &e {
+            Error::Locked { .. } => " (stop the program using it, then try again)",
+            Error::Corruption { .. } => {
+                " (the database is damaged; `strata verify` reports what it can)"
+            }
+            Error::IncompatibleFormat { .. } => " (written by another version of strata)",
+            _ => "",
+        };
+        Failure {
+            message: format!("cannot open {}: {e}{hint}", dir.display()),
+            status,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::new(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // The reader went away (`strata dump | head`): nothing to say.
+            return Failure {
+                message: String::new(),
+                status: 1,
+            };
+        }
+        Failure::new(format!("I/O error: {e}"))
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("strata: {}", f.message);
+            }
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+fn run(command: Command) -> Outcome {
+    match command {
+        Command::Stat { dir } => report::stat(&open_read(&dir)?, &dir),
+        Command::Verify { dir } => report::verify(&dir),
+        Command::Dump { dir, table } => dump::dump(&open_read(&dir)?, table.as_deref()),
+        Command::Load { dir, batch } => dump::load(&open_write(&dir)?, batch.max(1)),
+        Command::Waldump { dir, from } => waldump::run(&dir, from),
+        Command::Get {
+            dir,
+            table,
+            key,
+            raw,
+        } => get(&open_read(&dir)?, &table, &key, raw),
+        Command::Put {
+            dir,
+            table,
+            key,
+            value,
+        } => {
+            let db = open_write(&dir)?;
+            let t = db.table(&table)?;
+            let mut tx = db.begin()?;
+            tx.put(&t, arg(&key)?, arg(&value)?)?;
+            tx.commit()?;
+            Ok(())
+        }
+        Command::Delete { dir, table, key } => {
+            let db = open_write(&dir)?;
+            let t = existing_table(&db, &table)?;
+            let mut tx = db.begin()?;
+            let existed = tx.delete(&t, arg(&key)?)?;
+            tx.commit()?;
+            if existed {
+                Ok(())
+            } else {
+                Err(Failure::new(format!("no key {key} in table {table}")))
+            }
+        }
+        Command::Scan {
+            dir,
+            table,
+            from,
+            to,
+            limit,
+        } => scan(&open_read(&dir)?, &table, from, to, limit),
+        Command::Shell { dir } => shell::run(open_write(&dir)?),
+        Command::Checkpoint { dir } => Ok(open_write(&dir)?.checkpoint()?),
+        Command::Vacuum { dir } => {
+            let s = open_write(&dir)?.vacuum()?;
+            println!(
+                "examined {} keys; removed {} versions and {} keys; freed {} heap and {} overflow pages",
+                s.keys, s.versions_removed, s.keys_removed, s.heap_pages_freed, s.overflow_pages_freed
+            );
+            Ok(())
+        }
+    }
+}
+
+fn open_read(dir: &Path) -> Result<Db, Failure> {
+    Db::open_with(dir, Options::default().read_only(true)).map_err(|e| Failure::open(dir, e))
+}
+
+fn open_write(dir: &Path) -> Result<Db, Failure> {
+    Db::open_with(dir, Options::default()).map_err(|e| Failure::open(dir, e))
+}
+
+// Reads run at Snapshot isolation: one consistent snapshot, and no
+// serialization failure from prepared transactions recovered in doubt
+// (which Serializable readers of their tables must avoid).
+
+/// A key or value from the command line.
+pub fn arg(text: &str) -> Result<Vec<u8>, Failure> {
+    escape::unescape(text).map_err(Failure::new)
+}
+
+/// The table `name`, which must exist (listing the ones that do).
+pub fn existing_table(db: &Db, name: &str) -> Result<Table, Failure> {
+    let names = db.table_names()?;
+    if names.iter().any(|n| n == name) {
+        return Ok(db.table(name)?);
+    }
+    let known = if names.is_empty() {
+        "it has no tables".to_string()
+    } else {
+        format!("its tables: {}", names.join(", "))
+    };
+    Err(Failure::new(format!(
+        "no table {name:?} in {}; {known}",
+        db.path().display()
+    )))
+}
+
+fn get(db: &Db, table: &str, key: &str, raw: bool) -> Outcome {
+    let t = existing_table(db, table)?;
+    let tx = db.begin_with(Isolation::Snapshot)?;
+    match tx.get(&t, arg(key)?)? {
+        Some(v) if raw => {
+            use std::io::Write;
+            std::io::stdout().write_all(&v)?;
+            Ok(())
+        }
+        Some(v) => {
+            println!("{}", escape::escape(&v));
+            Ok(())
+        }
+        None => Err(Failure::new(format!("no key {key} in table {table}"))),
+    }
+}
+
+fn scan(
+    db: &Db,
+    table: &str,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+) -> Outcome {
+    use std::io::Write;
+    use std::ops::Bound;
+    let t = existing_table(db, table)?;
+    let lo = match from {
+        Some(k) => Bound::Included(arg(&k)?),
+        None => Bound::Unbounded,
+    };
+    let hi = match to {
+        Some(k) => Bound::Excluded(arg(&k)?),
+        None => Bound::Unbounded,
+    };
+    let tx = db.begin_with(Isolation::Snapshot)?;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    for row in tx.scan(&t, (lo, hi))?.take(limit.unwrap_or(usize::MAX)) {
+        let (k, v) = row?;
+        writeln!(out, "{}\t{}", escape::escape(&k), escape::escape(&v))?;
+    }
+    out.flush()?;
+    Ok(())
+}

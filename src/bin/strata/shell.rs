@@ -1,0 +1,295 @@
+//! `strata shell`: an interactive prompt over one open database.
+//!
+//! Outside `begin` … `commit`/`rollback` every command runs in its own
+//! transaction (autocommit). Arguments are separated by spaces; a
+//! double-quoted argument may hold spaces; escapes (escape.rs) give any
+//! byte. Line editing and history come from rustyline; with stdin not a
+//! terminal, commands are read line by line (scripts, tests).
+
+use std::ops::Bound;
+
+use rustyline::error::ReadlineError;
+use rustyline::DefaultEditor;
+use strata::{Db, Isolation, Transaction};
+
+use crate::escape::{escape, unescape};
+use crate::{existing_table, Failure, Outcome};
+
+const HELP: &str = "\
+commands:
+  tables                          list the tables
+  get TABLE KEY                   print a value
+  put TABLE KEY VALUE             set a key (creates the table)
+  delete TABLE KEY                remove a key
+  scan TABLE [FROM [TO]] [limit N]   rows with FROM <= key < TO (default limit 100)
+  begin [LEVEL]                   start a transaction (LEVEL: serializable, snapshot, read-committed)
+  commit | rollback               end it
+  isolation [LEVEL]               show or set the level for begin and autocommit
+  help | quit
+keys and values: \\\\ \\t \\n \\r \\xHH escapes; \"double quotes\" keep spaces";
+
+/// History kept between interactive sessions (`$STRATA_HISTORY`, else
+/// `~/.strata_history`); scripts piped in leave none.
+fn history_file() -> Option<std::path::PathBuf> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    std::env::var_os("STRATA_HISTORY")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".strata_history"))
+        })
+}
+
+pub fn run(db: Db) -> Outcome {
+    let mut editor = DefaultEditor::new().map_err(|e| Failure::new(format!("terminal: {e}")))?;
+    let history = history_file();
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    let mut session = Session {
+        db,
+        tx: None,
+        level: Isolation::Serializable,
+    };
+    println!(
+        "strata shell on {} — `help` lists commands",
+        session.db.path().display()
+    );
+    loop {
+        let prompt = if session.tx.is_some() {
+            "strata*> "
+        } else {
+            "strata> "
+        };
+        let line = match editor.readline(prompt) {
+            Ok(l) => l,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(Failure::new(format!("reading input: {e}"))),
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(line);
+        match words(line) {
+            Ok(w) if matches!(w.first().map(String::as_str), Some("quit" | "exit")) => break,
+            Ok(w) => {
+                if let Err(e) = session.command(&w) {
+                    println!("error: {}", e.message);
+                }
+            }
+            Err(e) => println!("error: {e}"),
+        }
+    }
+    if session.tx.take().is_some() {
+        println!("open transaction rolled back");
+    }
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    Ok(())
+}
+
+/// Splits a line into arguments: spaces separate, double quotes group.
+fn words(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut started = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    out.push(std::mem::take(&mut cur));
+                    started = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                started = true;
+            }
+        }
+    }
+    if quoted {
+        return Err("unclosed double quote".into());
+    }
+    if started {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+struct Session {
+    db: Db,
+    tx: Option<Transaction>,
+    level: Isolation,
+}
+
+fn level(word: &str) -> Result<Isolation, Failure> {
+    match word.to_ascii_lowercase().as_str() {
+        "serializable" | "ser" => Ok(Isolation::Serializable),
+        "snapshot" | "si" | "repeatable-read" => Ok(Isolation::Snapshot),
+        "read-committed" | "rc" => Ok(Isolation::ReadCommitted),
+        _ => Err(Failure::new(format!(
+            "unknown isolation level {word:?}: serializable, snapshot or read-committed"
+        ))),
+    }
+}
+
+fn bytes(word: &str) -> Result<Vec<u8>, Failure> {
+    unescape(word).map_err(Failure::new)
+}
+
+impl Session {
+    fn command(&mut self, w: &[String]) -> Result<(), Failure> {
+        let args: Vec<&str> = w.iter().map(String::as_str).collect();
+        match args.as_slice() {
+            ["help"] => println!("{HELP}"),
+            ["tables"] => {
+                for n in self.db.table_names()? {
+                    println!("{}", escape(n.as_bytes()));
+                }
+            }
+            ["isolation"] => println!("{:?}", self.level),
+            ["isolation", l] => self.level = level(l)?,
+            ["begin"] | ["begin", _] => {
+                if self.tx.is_some() {
+                    return Err(Failure::new(
+                        "a transaction is already open: commit or rollback first",
+                    ));
+                }
+                let l = match args.get(1) {
+                    Some(l) => level(l)?,
+                    None => self.level,
+                };
+                self.tx = Some(self.db.begin_with(l)?);
+            }
+            ["commit"] => {
+                let tx = self
+                    .tx
+                    .take()
+                    .ok_or_else(|| Failure::new("no open transaction"))?;
+                let info = tx.commit()?;
+                println!("committed (xid {}, lsn {})", info.xid, info.lsn);
+            }
+            ["rollback"] => {
+                let tx = self
+                    .tx
+                    .take()
+                    .ok_or_else(|| Failure::new("no open transaction"))?;
+                tx.rollback()?;
+                println!("rolled back");
+            }
+            ["get", t, k] => {
+                let t = existing_table(&self.db, t)?;
+                let k = bytes(k)?;
+                match self.run(|tx| tx.get(&t, &k))? {
+                    Some(v) => println!("{}", escape(&v)),
+                    None => println!("(not found)"),
+                }
+            }
+            ["put", t, k, v] => {
+                let t = self.db.table(t)?;
+                let (k, v) = (bytes(k)?, bytes(v)?);
+                self.run(|tx| tx.put(&t, &k, &v))?;
+                println!("ok");
+            }
+            ["delete", t, k] => {
+                let t = existing_table(&self.db, t)?;
+                let k = bytes(k)?;
+                let existed = self.run(|tx| tx.delete(&t, &k))?;
+                println!("{}", if existed { "deleted" } else { "(not found)" });
+            }
+            ["scan", t, rest @ ..] => self.scan(t, rest)?,
+            _ => {
+                return Err(Failure::new(format!(
+                    "unknown command or wrong arguments: {}; `help` lists commands",
+                    w.join(" ")
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in the open transaction, or in one of its own committed
+    /// right after (autocommit). A retryable error dooms an open
+    /// transaction: say so.
+    fn run<R>(
+        &mut self,
+        f: impl FnOnce(&mut Transaction) -> strata::Result<R>,
+    ) -> Result<R, Failure> {
+        let doomed = |e: strata::Error| {
+            if e.is_retryable() {
+                Failure::new(format!("{e}; the transaction can only roll back now"))
+            } else {
+                e.into()
+            }
+        };
+        match &mut self.tx {
+            Some(tx) => f(tx).map_err(doomed),
+            None => {
+                let mut tx = self.db.begin_with(self.level)?;
+                let r = f(&mut tx)?;
+                tx.commit()?;
+                Ok(r)
+            }
+        }
+    }
+
+    fn scan(&mut self, table: &str, rest: &[&str]) -> Result<(), Failure> {
+        let (bounds, limit) = match rest {
+            [b @ .., "limit", n] => (
+                b,
+                n.parse::<usize>()
+                    .map_err(|_| Failure::new(format!("bad limit {n:?}")))?,
+            ),
+            b => (b, 100),
+        };
+        let lo = match bounds.first() {
+            Some(k) => Bound::Included(bytes(k)?),
+            None => Bound::Unbounded,
+        };
+        let hi = match bounds.get(1) {
+            Some(k) => Bound::Excluded(bytes(k)?),
+            None => Bound::Unbounded,
+        };
+        if bounds.len() > 2 {
+            return Err(Failure::new("scan TABLE [FROM [TO]] [limit N]"));
+        }
+        let t = existing_table(&self.db, table)?;
+        let rows = self.run(|tx| {
+            tx.scan(&t, (lo, hi))?
+                .take(limit + 1)
+                .collect::<strata::Result<Vec<_>>>()
+        })?;
+        for (k, v) in rows.iter().take(limit) {
+            println!("{}\t{}", escape(k), escape(v));
+        }
+        if rows.len() > limit {
+            println!("(more rows; raise the limit)");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::words;
+
+    #[test]
+    fn words_split_on_spaces_and_quotes_group() {
+        assert_eq!(words("put t  k v").expect("ok"), ["put", "t", "k", "v"]);
+        assert_eq!(
+            words("put t \"a b\" \"\"").expect("ok"),
+            ["put", "t", "a b", ""]
+        );
+        assert!(words("get t \"open").is_err());
+    }
+}
