@@ -54,6 +54,12 @@ impl Table {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// How log records name the table (the `aux` of its put and delete
+    /// records, FORMAT.md §3.3): its root page, fixed for its life.
+    pub fn log_id(&self) -> u64 {
+        self.root.0 as u64
+    }
 }
 
 /// What a successful commit reports.

@@ -157,12 +157,27 @@ impl<'a> Mtr<'a> {
     /// Logs the changes as one record and publishes them. Returns the
     /// record's end LSN, or `None` if nothing changed and `kind` is
     /// `Pages`.
-    pub fn commit(mut self, wal: &Wal, kind: Kind, op: u8, xid: Xid) -> Result<Option<Lsn>> {
+    pub fn commit(self, wal: &Wal, kind: Kind, op: u8, xid: Xid) -> Result<Option<Lsn>> {
+        self.commit_noted(wal, kind, op, xid, PageId(0), &[])
+    }
+
+    /// `commit`, naming the table (by its root page) and key the change
+    /// is for, so log dumps can show them.
+    pub fn commit_noted(
+        mut self,
+        wal: &Wal,
+        kind: Kind,
+        op: u8,
+        xid: Xid,
+        table: PageId,
+        key: &[u8],
+    ) -> Result<Option<Lsn>> {
         let mut rec = Record {
             kind,
             op,
             xid,
-            aux: 0,
+            aux: table.0 as u64,
+            key: key.to_vec(),
             pages: Vec::new(),
         };
         for t in &self.touched {

@@ -21,7 +21,7 @@ use crate::buffer::mtr::{Mtr, ReadView};
 use crate::buffer::BufferPool;
 use crate::error::Result;
 use crate::heap::Fsm;
-use crate::ids::{Lsn, Xid};
+use crate::ids::{Lsn, PageId, Xid};
 use crate::wal::record::Kind;
 use crate::wal::Wal;
 
@@ -58,6 +58,12 @@ impl Writer<'_> {
     /// Logs and publishes the changes.
     pub fn commit(self, kind: Kind, op: u8, xid: Xid) -> Result<Option<Lsn>> {
         self.mtr.commit(self.wal, kind, op, xid)
+    }
+
+    /// `commit` of a write of `key` in the table rooted at `table`.
+    pub fn commit_write(self, op: u8, xid: Xid, table: PageId, key: &[u8]) -> Result<Option<Lsn>> {
+        self.mtr
+            .commit_noted(self.wal, Kind::Pages, op, xid, table, key)
     }
 }
 

@@ -29,7 +29,7 @@ use crate::mvcc::chain::{self, Cursor, Version};
 use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
 use crate::options::Isolation;
 use crate::store::meta;
-use crate::wal::record::{Kind, Op};
+use crate::wal::record::Op;
 
 /// One put or delete, as the write path sees it.
 struct Write<'a> {
@@ -103,7 +103,7 @@ fn write_loop(tx: &mut Transaction, inner: &Inner, w: &Write<'_>) -> Result<bool
             let mut latch = inner.store.write();
             let snap = tx.snapshot_now();
             let step = apply(&mut latch.mtr, inner, w, &snap, tx.level)?;
-            latch.commit(Kind::Pages, op as u8, w.me)?;
+            latch.commit_write(op as u8, w.me, w.table.root, w.key)?;
             step
         };
         match step {

@@ -16,12 +16,12 @@
 use crate::buffer::page::{PageBuf, LOGGED_FROM};
 use crate::codec::{u16_at, u32_at, u64_at};
 use crate::ids::{PageId, Xid};
-use crate::limits::{PAGE_SIZE, WAL_RECORD_MAX};
+use crate::limits::{KEY_MAX, PAGE_SIZE, WAL_RECORD_MAX};
 
 /// Bytes of frame header before the payload.
 pub const FRAME_HDR: usize = 8;
-/// Bytes of a payload without page changes.
-pub const PAYLOAD_HDR: usize = 20;
+/// Bytes of a payload without key and page changes.
+pub const PAYLOAD_HDR: usize = 22;
 
 /// What a record means beyond its page changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,8 +99,13 @@ pub struct Record {
     pub op: u8,
     /// Transaction the record belongs to (0 for none).
     pub xid: Xid,
-    /// Kind-specific number (the high-water xid for `XidHighWater`).
+    /// Kind-specific number (the high-water xid for `XidHighWater`; the
+    /// table's root page for `Pages` records of op `Put` and `Delete`).
     pub aux: u64,
+    /// The key written, for `Pages` records of op `Put` and `Delete`
+    /// (empty otherwise): for log dumps and, later, logical decoding;
+    /// recovery does not read it.
+    pub key: Vec<u8>,
     /// Page changes, applied in order.
     pub pages: Vec<(PageId, Change)>,
 }
@@ -113,6 +118,7 @@ impl Record {
             op: 0,
             xid,
             aux,
+            key: Vec::new(),
             pages: Vec::new(),
         }
     }
@@ -121,6 +127,7 @@ impl Record {
     pub fn encode(&self) -> Vec<u8> {
         // Sized exactly up front: records are encoded for every change.
         let size = PAYLOAD_HDR
+            + self.key.len()
             + self
                 .pages
                 .iter()
@@ -139,6 +146,9 @@ impl Record {
         out.extend_from_slice(&self.xid.0.to_le_bytes());
         out.extend_from_slice(&self.aux.to_le_bytes());
         out.extend_from_slice(&(self.pages.len() as u16).to_le_bytes());
+        debug_assert!(self.key.len() <= KEY_MAX);
+        out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+        out.extend_from_slice(&self.key);
         for (pid, ch) in &self.pages {
             out.extend_from_slice(&pid.0.to_le_bytes());
             match ch {
@@ -177,7 +187,15 @@ impl Record {
         let xid = Xid(u64_at(b, 2).ok_or_else(short)?);
         let aux = u64_at(b, 10).ok_or_else(short)?;
         let n = u16_at(b, 18).ok_or_else(short)? as usize;
-        let mut pos = PAYLOAD_HDR;
+        let klen = u16_at(b, 20).ok_or_else(short)? as usize;
+        if klen > KEY_MAX {
+            return Err(format!("key of {klen} bytes, beyond the limit"));
+        }
+        let key = b
+            .get(PAYLOAD_HDR..PAYLOAD_HDR + klen)
+            .ok_or_else(short)?
+            .to_vec();
+        let mut pos = PAYLOAD_HDR + klen;
         let mut pages = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
             let pid = PageId(u32_at(b, pos).ok_or_else(short)?);
@@ -222,6 +240,7 @@ impl Record {
             op,
             xid,
             aux,
+            key,
             pages,
         })
     }
@@ -357,6 +376,7 @@ mod tests {
             op: Op::Clog as u8,
             xid: Xid(77),
             aux: 5,
+            key: b"the key".to_vec(),
             pages: vec![
                 (PageId(3), Change::Full(full.into())),
                 (

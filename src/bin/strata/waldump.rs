@@ -4,9 +4,11 @@
 //! a database that will not open, and on one in use (whose last record may
 //! then be cut off mid-write: that is where the dump ends).
 //!
-//! The log is physical: a record names the pages it changes, not the table
-//! and key, so lines show pages and sizes. `op` says why a page record was
-//! written (put, delete, vacuum, ...).
+//! The log is physical: a record holds the page changes recovery applies.
+//! `op` says why a page record was written (put, delete, vacuum, ...), and
+//! put and delete records also name their table and key. Table names come
+//! from opening the database read-only; when it cannot be opened (in use,
+//! damaged) tables show as `#<id>`.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -17,7 +19,23 @@ use strata::wal::record::{Change, Kind, Op};
 use strata::wal::segment;
 use strata::Lsn;
 
+use crate::escape::escape;
 use crate::{Failure, Outcome};
+
+/// (log id, name) of every table, if the database opens read-only.
+fn table_names(dir: &Path) -> Vec<(u64, String)> {
+    let opened =
+        strata::Db::open_with(dir, strata::Options::default().read_only(true)).and_then(|db| {
+            db.table_names()?
+                .into_iter()
+                .map(|n| Ok((db.table(&n)?.log_id(), n)))
+                .collect::<strata::Result<Vec<_>>>()
+        });
+    opened.unwrap_or_else(|e| {
+        eprintln!("(table names unavailable, shown as #id: {e})");
+        Vec::new()
+    })
+}
 
 pub fn run(dir: &Path, from: Option<u64>) -> Outcome {
     let wal_dir = dir.join(strata::WAL_DIR);
@@ -45,6 +63,7 @@ pub fn run(dir: &Path, from: Option<u64>) -> Outcome {
             "LSN {from} is older than the log: it starts at {first}"
         )));
     };
+    let names = table_names(dir);
     let mut reader = LogReader::open(&RealFs, &wal_dir, Lsn(seg))?;
     let out = std::io::stdout();
     let mut out = BufWriter::new(out.lock());
@@ -59,9 +78,16 @@ pub fn run(dir: &Path, from: Option<u64>) -> Outcome {
             (Kind::Pages, None) => format!(" op=unknown({})", r.op),
             _ => String::new(),
         };
-        let aux = match r.kind {
-            Kind::XidHighWater => format!(" below_xid={}", r.aux),
-            Kind::DurableMark => format!(" durable_to={}", r.aux),
+        let aux = match (r.kind, Op::from_u8(r.op)) {
+            (Kind::XidHighWater, _) => format!(" below_xid={}", r.aux),
+            (Kind::DurableMark, _) => format!(" durable_to={}", r.aux),
+            (Kind::Pages, Some(Op::Put | Op::Delete)) => {
+                let table = names
+                    .iter()
+                    .find(|(id, _)| *id == r.aux)
+                    .map_or_else(|| format!("#{}", r.aux), |(_, n)| escape(n.as_bytes()));
+                format!(" table={table} key={}", escape(&r.key))
+            }
             _ => String::new(),
         };
         let mut pages = String::new();
