@@ -53,6 +53,18 @@ pub fn dump(db: &Db, only: Option<&str>) -> Outcome {
     Ok(())
 }
 
+/// Refuses a terminal as the dump to load (a forgotten `< dump`), before
+/// anything is opened or created.
+pub fn stdin_is_a_dump() -> Outcome {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Err(Failure::new(
+            "load reads a dump from stdin: strata load DIR < dump (or strata dump OTHER | strata load DIR)",
+        ));
+    }
+    Ok(())
+}
+
 pub fn load(db: &Db, batch: usize) -> Outcome {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(

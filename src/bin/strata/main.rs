@@ -211,7 +211,10 @@ fn run(command: Command) -> Outcome {
         Command::Stat { dir } => report::stat(&open_read(&dir)?, &dir),
         Command::Verify { dir } => report::verify(&dir),
         Command::Dump { dir, table } => dump::dump(&open_read(&dir)?, table.as_deref()),
-        Command::Load { dir, batch } => dump::load(&open_write(&dir)?, batch.max(1)),
+        Command::Load { dir, batch } => {
+            dump::stdin_is_a_dump()?;
+            dump::load(&open_write(&dir)?, batch.max(1))
+        }
         Command::Waldump { dir, from } => waldump::run(&dir, from),
         Command::Get {
             dir,
