@@ -441,7 +441,7 @@ pub(crate) fn checkpoint(inner: &Inner) -> Result<()> {
     if store.wal.is_poisoned() {
         return Err(Error::Poisoned);
     }
-    let redo = store.begin_checkpoint();
+    let redo = store.begin_checkpoint()?;
     let next_xid = inner.mgr.high_water();
     store.pool.flush_all()?;
     store.wal.flush(redo, true)?;

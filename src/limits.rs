@@ -17,6 +17,10 @@ pub const TUPLE_INLINE_MAX: usize = 4000;
 pub const OVERFLOW_PAGES_PER_RECORD: usize = 32;
 /// A WAL segment is closed once it grows past this many bytes.
 pub const WAL_SEGMENT_SIZE: u64 = 16 << 20;
+/// A checkpoint closes the current log segment when it holds at least
+/// this much, so the segment can be deleted once the checkpoint is
+/// durable (smaller ones wait: a file per checkpoint is not worth it).
+pub const WAL_ROLL_AT_CHECKPOINT: u64 = 1 << 20;
 /// Largest WAL record payload; anything longer on disk is damage.
 pub const WAL_RECORD_MAX: usize = 4 << 20;
 /// Pages a single mini-transaction may touch.
@@ -76,3 +80,4 @@ const _: () = assert!(MTR_PAGES_MAX * (PAGE_SIZE + 16) < WAL_RECORD_MAX);
 const _: () = assert!(OVERFLOW_PAGES_PER_RECORD + 4 <= MTR_PAGES_MAX);
 const _: () = assert!(VACUUM_BATCH * 3 / 2 <= MTR_PAGES_MAX);
 const _: () = assert!(WAL_RECORD_MAX as u64 <= WAL_SEGMENT_SIZE);
+const _: () = assert!(WAL_ROLL_AT_CHECKPOINT < WAL_SEGMENT_SIZE);

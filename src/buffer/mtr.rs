@@ -262,7 +262,7 @@ mod tests {
     fn first_change_after_redo_point_is_a_full_image_then_deltas() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = testing::store(tmp.path(), 1 << 20);
-        let redo = store.begin_checkpoint();
+        let redo = store.begin_checkpoint().expect("checkpoint");
         for i in 0..3u8 {
             store
                 .with_mtr(0, Xid::NONE, |m| {

@@ -22,6 +22,7 @@ use crate::buffer::BufferPool;
 use crate::error::Result;
 use crate::heap::Fsm;
 use crate::ids::{Lsn, PageId, Xid};
+use crate::limits::WAL_ROLL_AT_CHECKPOINT;
 use crate::wal::record::Kind;
 use crate::wal::Wal;
 
@@ -117,12 +118,15 @@ impl Store {
     }
 
     /// Starts a checkpoint: with no mini-transaction in flight, the end of
-    /// the log becomes the new redo point. Returns it.
-    pub fn begin_checkpoint(&self) -> Lsn {
+    /// the log becomes the new redo point. Returns it. A log segment
+    /// holding `WAL_ROLL_AT_CHECKPOINT` bytes or more is closed first, so
+    /// that once the checkpoint is durable the whole segment can go.
+    pub fn begin_checkpoint(&self) -> Result<Lsn> {
         let _latch = self.latch.write();
+        self.wal.roll_if_over(WAL_ROLL_AT_CHECKPOINT)?;
         let redo = self.wal.end();
         self.redo.store(redo.0, Ordering::Release);
-        redo
+        Ok(redo)
     }
 }
 

@@ -228,6 +228,24 @@ impl Wal {
         Ok(())
     }
 
+    /// Starts a new segment if the current one holds at least `bytes`, so
+    /// a checkpoint can delete the old one whole (otherwise a quiet database
+    /// keeps up to a segment of log it no longer needs). Returns whether it
+    /// rolled.
+    pub fn roll_if_over(&self, bytes: u64) -> Result<bool> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.check()?;
+        let mut inner = self.inner.lock();
+        if inner.end - inner.seg.start < bytes.max(SEG_HDR + 1) {
+            return Ok(false);
+        }
+        let r = self.roll(&mut inner);
+        self.fail(r)?;
+        Ok(true)
+    }
+
     /// Closes the current segment (written and fsynced) and starts the next.
     fn roll(&self, inner: &mut Inner) -> Result<()> {
         Self::write_out(inner)?;
