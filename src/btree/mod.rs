@@ -173,10 +173,15 @@ pub fn get(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<Option
 pub fn insert(mtr: &mut Mtr<'_>, root: PageId, key: &[u8], value: &[u8]) -> Result<()> {
     let mut d = descend(mtr, root, Seek::At(key))?;
     let leaf = d.leaf;
-    let p = mtr.page_mut(leaf)?;
-    let pos = match node::search(p, key) {
+    let pos = match node::search(mtr.page(leaf)?, key) {
         Some(Ok(i)) => {
-            node::remove(p, i).ok_or_else(|| corrupt(mtr, leaf, "malformed leaf"))?;
+            if let Some(changed) = node::replace_value(mtr.page_mut(leaf)?, i, value) {
+                mtr.changed(leaf, &[changed]);
+                return Ok(());
+            }
+            let removed = node::remove_noted(mtr.page_mut(leaf)?, i);
+            let changed = removed.ok_or_else(|| corrupt(mtr, leaf, "malformed leaf"))?;
+            mtr.changed(leaf, &changed);
             i
         }
         Some(Err(i)) => i,
@@ -186,9 +191,13 @@ pub fn insert(mtr: &mut Mtr<'_>, root: PageId, key: &[u8], value: &[u8]) -> Resu
     loop {
         let (pid, pos, cell) = pending;
         let p = mtr.page_mut(pid)?;
-        match node::insert(p, pos, &cell) {
-            Some(true) => return Ok(()),
-            Some(false) => {}
+        match node::insert_noted(p, pos, &cell) {
+            Some(node::Inserted::At(changed)) => {
+                mtr.changed(pid, &changed);
+                return Ok(());
+            }
+            Some(node::Inserted::Rebuilt) => return Ok(()),
+            Some(node::Inserted::NoRoom) => {}
             None => return Err(corrupt(mtr, pid, "malformed node")),
         }
         let is_root = d.path.is_empty();

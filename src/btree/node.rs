@@ -202,14 +202,29 @@ pub fn rebuild(p: &mut PageBuf, cells: &[Vec<u8>]) {
     set_upper(p, up);
 }
 
+/// What `insert_noted` did.
+pub enum Inserted {
+    /// The node has no room for the cell.
+    NoRoom,
+    /// Inserted in place, changing these byte ranges (header, slots, cell).
+    At([(usize, usize); 3]),
+    /// Inserted after rewriting the whole node.
+    Rebuilt,
+}
+
 /// Inserts `c` as cell `i`; false if the node has no room for it.
 pub fn insert(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<bool> {
+    insert_noted(p, i, c).map(|r| !matches!(r, Inserted::NoRoom))
+}
+
+/// `insert`, saying which bytes it changed (for the log).
+pub fn insert_noted(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<Inserted> {
     if !header_ok(p) || i > count(p) {
         return None;
     }
     let n = count(p);
     if free_space(p) < c.len() + 2 {
-        return Some(false);
+        return Some(Inserted::NoRoom);
     }
     if upper(p) < SLOTS + 2 * (n + 1) + c.len() {
         let mut all = cells(p)?;
@@ -218,7 +233,7 @@ pub fn insert(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<bool> {
             return None; // damaged slots overlap
         }
         rebuild(p, &all);
-        return Some(true);
+        return Some(Inserted::Rebuilt);
     }
     let up = upper(p) - c.len();
     p[up..up + c.len()].copy_from_slice(c);
@@ -226,11 +241,39 @@ pub fn insert(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<bool> {
     put_u16(p, SLOTS + 2 * i, up as u16);
     put_u16(p, COUNT, (n + 1) as u16);
     set_upper(p, up);
-    Some(true)
+    Some(Inserted::At([
+        (HDR, SLOTS),
+        (SLOTS + 2 * i, SLOTS + 2 * (n + 1)),
+        (up, up + c.len()),
+    ]))
+}
+
+/// Overwrites the value of leaf cell `i` with `v` of the same length (a
+/// table index repointing a key at its new version); returns the byte
+/// range changed, or `None` if the lengths differ or the cell is damaged.
+pub fn replace_value(p: &mut PageBuf, i: usize, v: &[u8]) -> Option<(usize, usize)> {
+    let n = count(p);
+    if SLOTS + 2 * n > PAGE_SIZE || !is_leaf(p)? {
+        return None;
+    }
+    let old = value(p, i)?;
+    if old.len() != v.len() {
+        return None;
+    }
+    let off = u16_at(p, SLOTS + 2 * i)? as usize;
+    let klen = u16_at(p, off)? as usize;
+    let start = off + 4 + klen;
+    p.get_mut(start..start + v.len())?.copy_from_slice(v);
+    Some((start, start + v.len()))
 }
 
 /// Removes cell `i`.
 pub fn remove(p: &mut PageBuf, i: usize) -> Option<()> {
+    remove_noted(p, i).map(|_| ())
+}
+
+/// `remove`, returning the byte ranges it changed (header, slots).
+pub fn remove_noted(p: &mut PageBuf, i: usize) -> Option<[(usize, usize); 2]> {
     if !header_ok(p) {
         return None;
     }
@@ -241,7 +284,7 @@ pub fn remove(p: &mut PageBuf, i: usize) -> Option<()> {
     put_u16(p, COUNT, (n - 1) as u16);
     let frag = u16_at(p, FRAG)? as usize + len;
     put_u16(p, FRAG, frag as u16);
-    Some(())
+    Some([(HDR, SLOTS), (SLOTS + 2 * i, SLOTS + 2 * n)])
 }
 
 #[cfg(test)]

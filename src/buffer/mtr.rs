@@ -8,6 +8,13 @@
 //! commit — an error halfway through a B+tree split, say — it puts the
 //! before-images back, so memory never holds a change the log lacks.
 //!
+//! Finding the byte ranges means comparing two whole pages — a quarter of
+//! an insert's cost. So the hot paths (tuple insert and stamp, leaf insert
+//! and remove, commit-log bits) say which ranges they changed
+//! ([`Mtr::changed`]) and the page is not compared; a page changed through
+//! [`Mtr::page_mut`] without such a note is compared as before. Debug
+//! builds compare anyway and assert the note covered every change.
+//!
 //! Callers hold the store's write latch, so at most one mini-transaction
 //! runs at a time; readers take the latch shared and see whole ones only.
 
@@ -65,6 +72,12 @@ struct Touched<'a> {
     before: Option<Box<PageBuf>>,
     fresh: bool,
     pin: Pinned<'a>,
+    /// Byte ranges declared changed through `changed`.
+    ranges: Vec<(usize, usize)>,
+    /// Handed out by `page_mut` and not yet followed by `changed`.
+    undeclared: bool,
+    /// Some change was never declared: compare the whole page.
+    compare: bool,
 }
 
 /// An atomic group of page changes.
@@ -121,6 +134,9 @@ impl<'a> Mtr<'a> {
             before: None,
             fresh: !read,
             pin,
+            ranges: Vec::new(),
+            undeclared: false,
+            compare: false,
         });
         Ok(self.touched.len() - 1)
     }
@@ -140,7 +156,24 @@ impl<'a> Mtr<'a> {
     pub fn page_mut(&mut self, pid: PageId) -> Result<&mut PageBuf> {
         let i = self.index(pid, true)?;
         self.keep_before(i);
-        Ok(&mut self.touched[i].guard)
+        let t = &mut self.touched[i];
+        t.compare |= t.undeclared;
+        t.undeclared = true;
+        Ok(&mut t.guard)
+    }
+
+    /// Declares the byte ranges (`start..end`) that the change made through
+    /// the last `page_mut(pid)` touched; the log then carries exactly
+    /// those instead of a comparison of the whole page. A range too small
+    /// loses redo, so only code that knows its page layout calls this, and
+    /// debug builds check it at commit.
+    pub fn changed(&mut self, pid: PageId, ranges: &[(usize, usize)]) {
+        if let Some(t) = self.touched.iter_mut().find(|t| t.pin.pid() == pid) {
+            if t.undeclared {
+                t.undeclared = false;
+                t.ranges.extend_from_slice(ranges);
+            }
+        }
     }
 
     /// Starts page `pid` afresh as type `ty` (a newly allocated page); it
@@ -182,14 +215,24 @@ impl<'a> Mtr<'a> {
         };
         for t in &self.touched {
             let Some(before) = &t.before else { continue };
-            let change = if t.fresh || page::lsn(before) <= self.redo {
-                Change::Full(t.guard[page::LOGGED_FROM..].into())
+            let delta = if t.fresh || page::lsn(before) <= self.redo {
+                None
+            } else if t.compare || t.undeclared {
+                diff(before, &t.guard)
             } else {
-                match diff(before, &t.guard) {
-                    Some(r) if r.is_empty() => continue,
-                    Some(r) => Change::Delta(r),
-                    None => Change::Full(t.guard[page::LOGGED_FROM..].into()),
-                }
+                let declared = declared(&t.guard, &t.ranges);
+                debug_assert!(
+                    covers(before, &t.guard, declared.as_ref()),
+                    "page {} changed outside its declared ranges {:?}",
+                    t.pin.pid(),
+                    t.ranges
+                );
+                declared
+            };
+            let change = match delta {
+                Some(r) if r.is_empty() => continue,
+                Some(r) => Change::Delta(r),
+                None => Change::Full(t.guard[page::LOGGED_FROM..].into()),
             };
             rec.pages.push((t.pin.pid(), change));
         }
@@ -207,6 +250,43 @@ impl<'a> Mtr<'a> {
         self.done = true;
         Ok(Some(end))
     }
+}
+
+/// The declared ranges as a delta: sorted, clipped to the logged part of
+/// the page, overlapping and adjacent ones merged. `None` when a full
+/// image is smaller.
+fn declared(after: &PageBuf, ranges: &[(usize, usize)]) -> Option<Vec<(u16, Vec<u8>)>> {
+    let mut rs: Vec<(usize, usize)> = ranges
+        .iter()
+        .map(|&(s, e)| (s.max(page::LOGGED_FROM), e.min(after.len())))
+        .filter(|(s, e)| s < e)
+        .collect();
+    rs.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(rs.len());
+    for (s, e) in rs {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    let bytes: usize = merged.iter().map(|(s, e)| e - s + 4).sum();
+    if bytes >= after.len() / 2 {
+        return None;
+    }
+    Some(
+        merged
+            .into_iter()
+            .map(|(s, e)| (s as u16, after[s..e].to_vec()))
+            .collect(),
+    )
+}
+
+/// Whether `delta` (a full image when `None`) turns `before` into `after`.
+fn covers(before: &PageBuf, after: &PageBuf, delta: Option<&Vec<(u16, Vec<u8>)>>) -> bool {
+    let Some(delta) = delta else { return true };
+    let mut p = Box::new(*before);
+    crate::wal::record::apply(&mut p, &Change::Delta(delta.clone()));
+    p[page::LOGGED_FROM..] == after[page::LOGGED_FROM..]
 }
 
 impl PageAccess for Mtr<'_> {

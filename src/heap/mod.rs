@@ -94,8 +94,11 @@ pub fn insert(mtr: &mut Mtr<'_>, fsm: &Fsm, t: &[u8]) -> Result<Tid> {
             continue;
         }
         let p = mtr.page_mut(pid)?;
-        if let Some(slot) = page::insert(p, t) {
+        if let Some((slot, changed)) = page::insert_noted(p, t) {
             fsm.set(pid, page::free_space(p));
+            if let Some(ranges) = changed {
+                mtr.changed(pid, &ranges);
+            }
             return Ok(Tid { page: pid, slot });
         }
         fsm.set(pid, 0);
@@ -143,9 +146,18 @@ pub fn with_tuple<R>(
 pub fn modify(mtr: &mut Mtr<'_>, tid: Tid, f: impl FnOnce(&mut [u8])) -> Result<()> {
     let p = mtr.page_mut(tid.page)?;
     let ok = crate::buffer::page::page_type(p) == Some(PageType::Heap);
-    match page::get_mut(p, tid.slot).filter(|_| ok) {
-        Some(b) => {
+    let start = page::tuple_range(p, tid.slot).map(|(s, _)| s);
+    match page::get_mut(p, tid.slot).filter(|_| ok).zip(start) {
+        Some((b, start)) => {
+            // Stamps change a few header bytes of a tuple of hundreds: log
+            // just the bytes that differ.
+            let before = b.to_vec();
             f(b);
+            let differs = |(x, y): (&u8, &u8)| x != y;
+            let first = before.iter().zip(b.iter()).position(differs);
+            let last = before.iter().zip(b.iter()).rposition(differs);
+            let range = first.zip(last).map(|(f, l)| (start + f, start + l + 1));
+            mtr.changed(tid.page, range.as_slice());
             Ok(())
         }
         None => Err(corrupt(mtr, tid, "missing")),

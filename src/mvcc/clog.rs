@@ -185,6 +185,7 @@ pub fn set_committed(mtr: &mut Mtr<'_>, xid: Xid) -> Result<()> {
     }
     let (byte, shift) = (HDR + bit / 4, (bit % 4) * 2);
     p[byte] = (p[byte] & !(3 << shift)) | (COMMITTED << shift);
+    mtr.changed(clog, &[(byte, byte + 1)]);
     Ok(())
 }
 
