@@ -339,6 +339,57 @@ mod tests {
     }
 
     #[test]
+    fn declared_changes_are_logged_as_declared_and_undeclared_ones_compared() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = testing::store(tmp.path(), 1 << 20);
+        store.begin_checkpoint().expect("checkpoint");
+        // The first change after the redo point is a full image; deltas follow.
+        store
+            .with_mtr(0, Xid::NONE, |m| {
+                m.page_mut(meta::META)?[HDR + 1000] = 1;
+                Ok(())
+            })
+            .expect("mtr");
+        let start = store.wal.end();
+        store
+            .with_mtr(0, Xid::NONE, |m| {
+                m.page_mut(meta::META)?[3000..3010].fill(1);
+                m.changed(meta::META, &[(3000, 3010)]);
+                Ok(())
+            })
+            .expect("declared");
+        store
+            .with_mtr(0, Xid::NONE, |m| {
+                m.page_mut(meta::META)?[4000] = 9; // never declared
+                m.page_mut(meta::META)?[5000] = 7;
+                m.changed(meta::META, &[(5000, 5001)]);
+                Ok(())
+            })
+            .expect("undeclared");
+        store.wal.flush(store.wal.end(), true).expect("flush");
+        let mut r = LogReader::open(&crate::io::RealFs, tmp.path(), start).expect("reader");
+        let mut deltas = Vec::new();
+        while let Some(e) = r.next_entry().expect("entry") {
+            for (_, c) in e.record.pages {
+                if let Change::Delta(ranges) = c {
+                    deltas.push(
+                        ranges
+                            .iter()
+                            .map(|(at, b)| (*at, b.len()))
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+        }
+        assert_eq!(deltas[0], [(3000, 10)], "declared range logged as is");
+        assert_eq!(
+            deltas[1],
+            [(4000, 1), (5000, 1)],
+            "an undeclared change is found by comparison"
+        );
+    }
+
+    #[test]
     fn first_change_after_redo_point_is_a_full_image_then_deltas() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = testing::store(tmp.path(), 1 << 20);
