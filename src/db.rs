@@ -324,49 +324,68 @@ impl Drop for Shared {
     }
 }
 
+/// The lock (if any), control file and data file of an existing or new
+/// database.
+type Files = (
+    Option<Box<dyn VfsLock>>,
+    Option<Control>,
+    Box<dyn crate::io::VfsFile>,
+);
+
+/// Opens the files of a database for writing, creating (and, after an
+/// interrupted creation, clearing) them as needed.
+fn open_writable(vfs: &dyn Vfs, dir: &Path) -> Result<Files> {
+    let (wal_dir, data_path) = (dir.join(WAL_DIR), dir.join(DATA_FILE));
+    vfs.create_dir_all(dir)?;
+    let lock = vfs.lock(&dir.join(LOCK_FILE))?;
+    vfs.create_dir_all(&wal_dir)?;
+    let control = control::read(vfs, dir)?;
+    if control.is_none() {
+        // Never completely created: nothing in here was ever acknowledged.
+        for s in segment::list(vfs, &wal_dir)? {
+            vfs.remove(&segment::path(&wal_dir, s))?;
+        }
+        if vfs.exists(&data_path)? {
+            vfs.remove(&data_path)?;
+        }
+    }
+    let data = vfs.open(&data_path, true)?;
+    if control.is_none() {
+        // The data file and log directory must exist durably before the
+        // control file can name them.
+        vfs.sync_dir(dir)?;
+    }
+    Ok((Some(lock), control, data))
+}
+
+/// Opens the files of an existing database without creating or changing
+/// any, not even the lock file (a copy of a database has none and is open
+/// nowhere).
+fn open_read_only(vfs: &dyn Vfs, dir: &Path) -> Result<Files> {
+    let not_a_db = || Error::NotADatabase {
+        path: dir.to_path_buf(),
+    };
+    if !vfs.exists(&dir.join(control::NAME))? {
+        return Err(not_a_db());
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = if vfs.exists(&lock_path)? {
+        Some(vfs.lock(&lock_path)?)
+    } else {
+        None
+    };
+    let control = control::read(vfs, dir)?.ok_or_else(not_a_db)?;
+    let data = vfs.open_read(&dir.join(DATA_FILE))?;
+    Ok((lock, Some(control), data))
+}
+
 fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
     let read_only = opts.read_only;
-    let wal_dir = dir.join(WAL_DIR);
-    let data_path = dir.join(DATA_FILE);
+    let (wal_dir, data_path) = (dir.join(WAL_DIR), dir.join(DATA_FILE));
     let (lock, control, data) = if read_only {
-        let not_a_db = || Error::NotADatabase {
-            path: dir.to_path_buf(),
-        };
-        if !vfs.exists(&dir.join(control::NAME))? {
-            return Err(not_a_db());
-        }
-        // Never creates the lock file: a copy of a database (without one)
-        // is not open anywhere.
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = if vfs.exists(&lock_path)? {
-            Some(vfs.lock(&lock_path)?)
-        } else {
-            None
-        };
-        let control = control::read(vfs.as_ref(), dir)?.ok_or_else(not_a_db)?;
-        let data = vfs.open_read(&data_path)?;
-        (lock, Some(control), data)
+        open_read_only(vfs.as_ref(), dir)?
     } else {
-        vfs.create_dir_all(dir)?;
-        let lock = Some(vfs.lock(&dir.join(LOCK_FILE))?);
-        vfs.create_dir_all(&wal_dir)?;
-        let control = control::read(vfs.as_ref(), dir)?;
-        if control.is_none() {
-            // Never completely created: nothing in here was ever acknowledged.
-            for s in segment::list(vfs.as_ref(), &wal_dir)? {
-                vfs.remove(&segment::path(&wal_dir, s))?;
-            }
-            if vfs.exists(&data_path)? {
-                vfs.remove(&data_path)?;
-            }
-        }
-        let data = vfs.open(&data_path, true)?;
-        if control.is_none() {
-            // The data file and log directory must exist durably before the
-            // control file can name them.
-            vfs.sync_dir(dir)?;
-        }
-        (lock, control, data)
+        open_writable(vfs.as_ref(), dir)?
     };
     let mut pool = BufferPool::new(data, data_path, opts.cache_size);
     if read_only {
