@@ -173,15 +173,18 @@ pub fn get(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<Option
 pub fn insert(mtr: &mut Mtr<'_>, root: PageId, key: &[u8], value: &[u8]) -> Result<()> {
     let mut d = descend(mtr, root, Seek::At(key))?;
     let leaf = d.leaf;
-    let pos = match node::search(mtr.page(leaf)?, key) {
+    let p = mtr.page(leaf)?;
+    let pos = match node::search(p, key) {
         Some(Ok(i)) => {
-            if let Some(changed) = node::replace_value(mtr.page_mut(leaf)?, i, value) {
-                mtr.changed(leaf, &[changed]);
+            if let Some((s, e)) = node::value_range(p, i, value.len()) {
+                mtr.page_mut_in(leaf, &[(s, e)])?[s..e].copy_from_slice(value);
                 return Ok(());
             }
-            let removed = node::remove_noted(mtr.page_mut(leaf)?, i);
-            let changed = removed.ok_or_else(|| corrupt(mtr, leaf, "malformed leaf"))?;
-            mtr.changed(leaf, &changed);
+            let p = match node::remove_ranges(p, i) {
+                Some(r) => mtr.page_mut_in(leaf, &r)?,
+                None => mtr.page_mut(leaf)?,
+            };
+            node::remove(p, i).ok_or_else(|| corrupt(mtr, leaf, "malformed leaf"))?;
             i
         }
         Some(Err(i)) => i,
@@ -190,14 +193,13 @@ pub fn insert(mtr: &mut Mtr<'_>, root: PageId, key: &[u8], value: &[u8]) -> Resu
     let mut pending = (leaf, pos, node::leaf_cell(key, value));
     loop {
         let (pid, pos, cell) = pending;
-        let p = mtr.page_mut(pid)?;
-        match node::insert_noted(p, pos, &cell) {
-            Some(node::Inserted::At(changed)) => {
-                mtr.changed(pid, &changed);
-                return Ok(());
-            }
-            Some(node::Inserted::Rebuilt) => return Ok(()),
-            Some(node::Inserted::NoRoom) => {}
+        let p = match node::insert_ranges(mtr.page(pid)?, pos, cell.len()) {
+            Some(r) => mtr.page_mut_in(pid, &r)?,
+            None => mtr.page_mut(pid)?,
+        };
+        match node::insert(p, pos, &cell) {
+            Some(true) => return Ok(()),
+            Some(false) => {}
             None => return Err(corrupt(mtr, pid, "malformed node")),
         }
         let is_root = d.path.is_empty();

@@ -202,29 +202,14 @@ pub fn rebuild(p: &mut PageBuf, cells: &[Vec<u8>]) {
     set_upper(p, up);
 }
 
-/// What `insert_noted` did.
-pub enum Inserted {
-    /// The node has no room for the cell.
-    NoRoom,
-    /// Inserted in place, changing these byte ranges (header, slots, cell).
-    At([(usize, usize); 3]),
-    /// Inserted after rewriting the whole node.
-    Rebuilt,
-}
-
 /// Inserts `c` as cell `i`; false if the node has no room for it.
 pub fn insert(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<bool> {
-    insert_noted(p, i, c).map(|r| !matches!(r, Inserted::NoRoom))
-}
-
-/// `insert`, saying which bytes it changed (for the log).
-pub fn insert_noted(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<Inserted> {
     if !header_ok(p) || i > count(p) {
         return None;
     }
     let n = count(p);
     if free_space(p) < c.len() + 2 {
-        return Some(Inserted::NoRoom);
+        return Some(false);
     }
     if upper(p) < SLOTS + 2 * (n + 1) + c.len() {
         let mut all = cells(p)?;
@@ -233,7 +218,7 @@ pub fn insert_noted(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<Inserted> {
             return None; // damaged slots overlap
         }
         rebuild(p, &all);
-        return Some(Inserted::Rebuilt);
+        return Some(true);
     }
     let up = upper(p) - c.len();
     p[up..up + c.len()].copy_from_slice(c);
@@ -241,39 +226,52 @@ pub fn insert_noted(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<Inserted> {
     put_u16(p, SLOTS + 2 * i, up as u16);
     put_u16(p, COUNT, (n + 1) as u16);
     set_upper(p, up);
-    Some(Inserted::At([
-        (HDR, SLOTS),
-        (SLOTS + 2 * i, SLOTS + 2 * (n + 1)),
-        (up, up + c.len()),
-    ]))
+    Some(true)
 }
 
-/// Overwrites the value of leaf cell `i` with `v` of the same length (a
-/// table index repointing a key at its new version); returns the byte
-/// range changed, or `None` if the lengths differ or the cell is damaged.
-pub fn replace_value(p: &mut PageBuf, i: usize, v: &[u8]) -> Option<(usize, usize)> {
+/// The bytes `insert(p, i, c)` of a `len`-byte cell will change when it
+/// inserts in place (header, slots, cell); `None` when it would rebuild
+/// the node or has no room.
+pub fn insert_ranges(p: &PageBuf, i: usize, len: usize) -> Option<[(usize, usize); 3]> {
     let n = count(p);
-    if SLOTS + 2 * n > PAGE_SIZE || !is_leaf(p)? {
+    if !header_ok(p) || i > n || free_space(p) < len + 2 {
         return None;
     }
-    let old = value(p, i)?;
-    if old.len() != v.len() {
+    let up = upper(p).checked_sub(len)?;
+    if up < SLOTS + 2 * (n + 1) {
         return None;
     }
-    let off = u16_at(p, SLOTS + 2 * i)? as usize;
-    let klen = u16_at(p, off)? as usize;
-    let start = off + 4 + klen;
-    p.get_mut(start..start + v.len())?.copy_from_slice(v);
-    Some((start, start + v.len()))
+    Some([
+        (HDR, SLOTS),
+        (SLOTS + 2 * i, SLOTS + 2 * (n + 1)),
+        (up, up + len),
+    ])
+}
+
+/// The bytes `remove(p, i)` will change (header, slots).
+pub fn remove_ranges(p: &PageBuf, i: usize) -> Option<[(usize, usize); 2]> {
+    let n = count(p);
+    if !header_ok(p) || i >= n {
+        return None;
+    }
+    Some([(HDR, SLOTS), (SLOTS + 2 * i, SLOTS + 2 * n)])
+}
+
+/// Where the value of leaf cell `i` lies in the page, if it is `len`
+/// bytes long: a table index repoints a key at its new version by
+/// overwriting it there.
+pub fn value_range(p: &PageBuf, i: usize, len: usize) -> Option<(usize, usize)> {
+    let c = cell(p, i)?;
+    let klen = u16_at(c, 0)? as usize;
+    if c.len() != 4 + klen + len || !is_leaf(p)? {
+        return None;
+    }
+    let start = u16_at(p, SLOTS + 2 * i)? as usize + 4 + klen;
+    Some((start, start + len))
 }
 
 /// Removes cell `i`.
 pub fn remove(p: &mut PageBuf, i: usize) -> Option<()> {
-    remove_noted(p, i).map(|_| ())
-}
-
-/// `remove`, returning the byte ranges it changed (header, slots).
-pub fn remove_noted(p: &mut PageBuf, i: usize) -> Option<[(usize, usize); 2]> {
     if !header_ok(p) {
         return None;
     }
@@ -284,7 +282,7 @@ pub fn remove_noted(p: &mut PageBuf, i: usize) -> Option<[(usize, usize); 2]> {
     put_u16(p, COUNT, (n - 1) as u16);
     let frag = u16_at(p, FRAG)? as usize + len;
     put_u16(p, FRAG, frag as u16);
-    Some([(HDR, SLOTS), (SLOTS + 2 * i, SLOTS + 2 * n)])
+    Some(())
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use crate::sync::{
 use crate::error::{Error, Result};
 use crate::ids::PageId;
 use crate::io::VfsFile;
-use crate::limits::{CACHE_PAGES_MIN, PAGE_SIZE};
+use crate::limits::{CACHE_PAGES_MIN, MTR_PAGES_MAX, PAGE_SIZE};
 use crate::wal::Wal;
 use page::PageBuf;
 
@@ -66,6 +66,8 @@ pub struct BufferPool {
     /// mini-transactions: a page-sized allocation per changed page was a
     /// seventh of an insert's cost.
     spares: Mutex<Vec<Box<PageBuf>>>,
+    /// The same for mini-transactions' undo entries and their arena.
+    undo: Mutex<(Vec<mtr::Undo>, Vec<u8>)>,
     /// Read-only pools never write the data file: a dirty page leaving the
     /// cache (changed by replay) is kept here instead, and read back from
     /// here.
@@ -136,6 +138,7 @@ impl BufferPool {
             recovering: AtomicBool::new(false),
             torn: Mutex::new(HashSet::new()),
             spares: Mutex::new(Vec::new()),
+            undo: Mutex::new((Vec::new(), Vec::new())),
             overlay: None,
         }
     }
@@ -159,6 +162,21 @@ impl BufferPool {
         let mut kept = self.spares.lock();
         if kept.len() < bufs.len() {
             *kept = bufs;
+        }
+    }
+
+    /// Takes the kept undo list and arena (for one mini-transaction).
+    pub(crate) fn take_undo(&self) -> (Vec<mtr::Undo>, Vec<u8>) {
+        std::mem::take(&mut *self.undo.lock())
+    }
+
+    /// Gives the undo list and arena back, emptied, unless they grew past
+    /// what an ordinary mini-transaction needs.
+    pub(crate) fn return_undo(&self, mut undo: Vec<mtr::Undo>, mut arena: Vec<u8>) {
+        if arena.capacity() <= 4 * PAGE_SIZE && undo.capacity() <= 4 * MTR_PAGES_MAX {
+            undo.clear();
+            arena.clear();
+            *self.undo.lock() = (undo, arena);
         }
     }
 

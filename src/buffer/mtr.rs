@@ -8,12 +8,15 @@
 //! commit — an error halfway through a B+tree split, say — it puts the
 //! before-images back, so memory never holds a change the log lacks.
 //!
-//! Finding the byte ranges means comparing two whole pages — a quarter of
-//! an insert's cost. So the hot paths (tuple insert and stamp, leaf insert
-//! and remove, commit-log bits) say which ranges they changed
-//! ([`Mtr::changed`]) and the page is not compared; a page changed through
-//! [`Mtr::page_mut`] without such a note is compared as before. Debug
-//! builds compare anyway and assert the note covered every change.
+//! A whole before-image costs an 8 KiB copy and, at commit, an 8 KiB
+//! comparison per page — together most of a small write's cost. So the
+//! hot paths (tuple insert, xmax stamp, leaf insert and remove, repointing
+//! an index entry, commit-log bits) say up front which byte ranges they
+//! will change ([`Mtr::page_mut_in`]): only those bytes are kept (in one
+//! arena reused across mini-transactions) and logged. [`Mtr::page_mut`]
+//! keeps the whole page and compares it at commit, as any change may
+//! follow. Debug builds keep the whole page always and panic if anything
+//! outside the declared ranges changed.
 //!
 //! Callers hold the store's write latch, so at most one mini-transaction
 //! runs at a time; readers take the latch shared and see whole ones only.
@@ -25,6 +28,7 @@ use super::{BufferPool, Pinned};
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::MTR_PAGES_MAX;
+use crate::limits::PAGE_SIZE;
 use crate::wal::record::{diff, Change, Kind, Record};
 use crate::wal::Wal;
 
@@ -67,27 +71,50 @@ impl PageAccess for ReadView<'_> {
     }
 }
 
+/// What a mini-transaction keeps of a page it changes, to undo the
+/// changes and to log them.
+enum Before {
+    /// Not changed.
+    Untouched,
+    /// Changed within declared ranges only: their old bytes are the
+    /// mini-transaction's undo entries for this page.
+    Ranges,
+    /// The whole page as it was.
+    Page(Box<PageBuf>),
+}
+
 struct Touched<'a> {
     guard: RwLockWriteGuard<'a, Box<PageBuf>>,
-    before: Option<Box<PageBuf>>,
+    before: Before,
     fresh: bool,
     pin: Pinned<'a>,
-    /// Byte ranges declared changed through `changed`.
-    ranges: Vec<(usize, usize)>,
-    /// Handed out by `page_mut` and not yet followed by `changed`.
-    undeclared: bool,
-    /// Some change was never declared: compare the whole page.
-    compare: bool,
+    /// Debug builds: the whole page as it was, to check declarations.
+    #[cfg(debug_assertions)]
+    check: Option<Box<PageBuf>>,
 }
+
+impl Touched<'_> {
+    fn changed(&self) -> bool {
+        !matches!(self.before, Before::Untouched)
+    }
+}
+
+/// Old bytes of a declared range: (touched index, page offset, length,
+/// arena offset).
+pub(crate) type Undo = (u32, u32, u32, u32);
 
 /// An atomic group of page changes.
 pub struct Mtr<'a> {
     pool: &'a BufferPool,
     redo: Lsn,
     touched: Vec<Touched<'a>>,
-    /// Buffers for before-images, borrowed from the pool for the
+    /// Buffers for whole before-images, borrowed from the pool for the
     /// mini-transaction's life.
     spares: Vec<Box<PageBuf>>,
+    /// Declared ranges' old bytes, in declaration order, and the arena
+    /// holding them (both borrowed from the pool like `spares`).
+    undo: Vec<Undo>,
+    arena: Vec<u8>,
     done: bool,
 }
 
@@ -95,23 +122,47 @@ impl<'a> Mtr<'a> {
     /// Starts a mini-transaction; pages last changed at or before `redo`
     /// (the latest checkpoint's redo point) are logged as full images.
     pub fn new(pool: &'a BufferPool, redo: Lsn) -> Self {
+        let (undo, arena) = pool.take_undo();
         Mtr {
             pool,
             redo,
             touched: Vec::new(),
             spares: pool.take_spares(),
+            undo,
+            arena,
             done: false,
         }
     }
 
-    /// Saves page `i`'s before-image, once.
-    fn keep_before(&mut self, i: usize) {
-        let t = &mut self.touched[i];
-        if t.before.is_none() {
-            let mut b = self.spares.pop().unwrap_or_else(page::zeroed);
-            *b = **t.guard;
-            t.before = Some(b);
+    /// Undo entries of page `i`, in declaration order.
+    fn undo_of(&self, i: usize) -> impl DoubleEndedIterator<Item = (usize, &[u8])> + '_ {
+        self.undo
+            .iter()
+            .filter(move |u| u.0 as usize == i)
+            .map(|&(_, at, len, off)| {
+                let (at, len, off) = (at as usize, len as usize, off as usize);
+                (at, &self.arena[off..off + len])
+            })
+    }
+
+    /// Keeps page `i`'s whole before-image, once.
+    fn keep_page(&mut self, i: usize) {
+        if matches!(self.touched[i].before, Before::Page(_)) {
+            return;
         }
+        let mut b = self.spares.pop().unwrap_or_else(page::zeroed);
+        *b = **self.touched[i].guard;
+        if let Before::Ranges = self.touched[i].before {
+            for (at, old) in self.undo_of(i).rev() {
+                b[at..at + old.len()].copy_from_slice(old);
+            }
+        }
+        let t = &mut self.touched[i];
+        #[cfg(debug_assertions)]
+        if t.check.is_none() {
+            t.check = Some(b.clone());
+        }
+        t.before = Before::Page(b);
     }
 
     fn index(&mut self, pid: PageId, read: bool) -> Result<usize> {
@@ -131,12 +182,11 @@ impl<'a> Mtr<'a> {
         let guard = pin.write_guard();
         self.touched.push(Touched {
             guard,
-            before: None,
+            before: Before::Untouched,
             fresh: !read,
             pin,
-            ranges: Vec::new(),
-            undeclared: false,
-            compare: false,
+            #[cfg(debug_assertions)]
+            check: None,
         });
         Ok(self.touched.len() - 1)
     }
@@ -152,35 +202,47 @@ impl<'a> Mtr<'a> {
         Ok(&self.touched[i].guard)
     }
 
-    /// Modifies a page.
+    /// Modifies a page (any byte of it).
     pub fn page_mut(&mut self, pid: PageId) -> Result<&mut PageBuf> {
         let i = self.index(pid, true)?;
-        self.keep_before(i);
-        let t = &mut self.touched[i];
-        t.compare |= t.undeclared;
-        t.undeclared = true;
-        Ok(&mut t.guard)
+        self.keep_page(i);
+        Ok(&mut self.touched[i].guard)
     }
 
-    /// Declares the byte ranges (`start..end`) that the change made through
-    /// the last `page_mut(pid)` touched; the log then carries exactly
-    /// those instead of a comparison of the whole page. A range too small
-    /// loses redo, so only code that knows its page layout calls this, and
-    /// debug builds check it at commit.
-    pub fn changed(&mut self, pid: PageId, ranges: &[(usize, usize)]) {
-        if let Some(t) = self.touched.iter_mut().find(|t| t.pin.pid() == pid) {
-            if t.undeclared {
-                t.undeclared = false;
-                t.ranges.extend_from_slice(ranges);
+    /// Modifies a page within `ranges` (`start..end` byte offsets) only:
+    /// just those bytes are kept for undo and logged. A change outside
+    /// them would be missing from the log, so only code that knows its page
+    /// layout calls this, with ranges from that layout (debug builds check
+    /// every declaration at commit).
+    pub fn page_mut_in(&mut self, pid: PageId, ranges: &[(usize, usize)]) -> Result<&mut PageBuf> {
+        let i = self.index(pid, true)?;
+        let t = &mut self.touched[i];
+        #[cfg(debug_assertions)]
+        if t.check.is_none() {
+            t.check = Some(t.guard.clone());
+        }
+        if let Before::Untouched = t.before {
+            t.before = Before::Ranges;
+        }
+        if let Before::Ranges = t.before {
+            for &(s, e) in ranges {
+                let (s, e) = (s.min(PAGE_SIZE), e.min(PAGE_SIZE));
+                if s < e {
+                    let off = self.arena.len();
+                    self.arena.extend_from_slice(&t.guard[s..e]);
+                    self.undo
+                        .push((i as u32, s as u32, (e - s) as u32, off as u32));
+                }
             }
         }
+        Ok(&mut t.guard)
     }
 
     /// Starts page `pid` afresh as type `ty` (a newly allocated page); it
     /// is logged as a full image.
     pub fn new_page(&mut self, pid: PageId, ty: PageType) -> Result<&mut PageBuf> {
         let i = self.index(pid, false)?;
-        self.keep_before(i);
+        self.keep_page(i);
         let t = &mut self.touched[i];
         t.fresh = true;
         page::init(&mut t.guard, pid, ty);
@@ -213,21 +275,23 @@ impl<'a> Mtr<'a> {
             key: key.to_vec(),
             pages: Vec::new(),
         };
-        for t in &self.touched {
-            let Some(before) = &t.before else { continue };
-            let delta = if t.fresh || page::lsn(before) <= self.redo {
-                None
-            } else if t.compare || t.undeclared {
-                diff(before, &t.guard)
-            } else {
-                let declared = declared(&t.guard, &t.ranges);
-                debug_assert!(
-                    covers(before, &t.guard, declared.as_ref()),
-                    "page {} changed outside its declared ranges {:?}",
-                    t.pin.pid(),
-                    t.ranges
-                );
-                declared
+        for (i, t) in self.touched.iter().enumerate() {
+            let delta = match &t.before {
+                Before::Untouched => continue,
+                _ if t.fresh || page::lsn(&t.guard) <= self.redo => None,
+                Before::Page(b) => diff(b, &t.guard),
+                Before::Ranges => {
+                    let ranges = merged(self.undo_of(i).map(|(at, old)| (at, at + old.len())));
+                    #[cfg(debug_assertions)]
+                    if let Some(check) = &t.check {
+                        assert!(
+                            only_within(check, &t.guard, &ranges),
+                            "page {} changed outside its declared ranges {ranges:?}",
+                            t.pin.pid()
+                        );
+                    }
+                    crate::wal::record::delta(&t.guard, ranges.into_iter())
+                }
             };
             let change = match delta {
                 Some(r) if r.is_empty() => continue,
@@ -242,7 +306,7 @@ impl<'a> Mtr<'a> {
         }
         let end = wal.append(&rec)?;
         for t in &mut self.touched {
-            if t.before.is_some() {
+            if t.changed() {
                 page::set_lsn(&mut t.guard, end);
                 t.pin.mark_dirty();
             }
@@ -252,41 +316,32 @@ impl<'a> Mtr<'a> {
     }
 }
 
-/// The declared ranges as a delta: sorted, clipped to the logged part of
-/// the page, overlapping and adjacent ones merged. `None` when a full
-/// image is smaller.
-fn declared(after: &PageBuf, ranges: &[(usize, usize)]) -> Option<Vec<(u16, Vec<u8>)>> {
+/// Ranges sorted, clipped to the logged part of a page, overlapping and
+/// adjacent ones merged.
+fn merged(ranges: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize)> {
     let mut rs: Vec<(usize, usize)> = ranges
-        .iter()
-        .map(|&(s, e)| (s.max(page::LOGGED_FROM), e.min(after.len())))
+        .map(|(s, e)| (s.max(page::LOGGED_FROM), e))
         .filter(|(s, e)| s < e)
         .collect();
     rs.sort_unstable();
-    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(rs.len());
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(rs.len());
     for (s, e) in rs {
-        match merged.last_mut() {
+        match out.last_mut() {
             Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => merged.push((s, e)),
+            _ => out.push((s, e)),
         }
     }
-    let bytes: usize = merged.iter().map(|(s, e)| e - s + 4).sum();
-    if bytes >= after.len() / 2 {
-        return None;
-    }
-    Some(
-        merged
-            .into_iter()
-            .map(|(s, e)| (s as u16, after[s..e].to_vec()))
-            .collect(),
-    )
+    out
 }
 
-/// Whether `delta` (a full image when `None`) turns `before` into `after`.
-fn covers(before: &PageBuf, after: &PageBuf, delta: Option<&Vec<(u16, Vec<u8>)>>) -> bool {
-    let Some(delta) = delta else { return true };
-    let mut p = Box::new(*before);
-    crate::wal::record::apply(&mut p, &Change::Delta(delta.clone()));
-    p[page::LOGGED_FROM..] == after[page::LOGGED_FROM..]
+/// Whether `after` differs from `before` only within `ranges`.
+#[cfg(debug_assertions)]
+fn only_within(before: &PageBuf, after: &PageBuf, ranges: &[(usize, usize)]) -> bool {
+    let mut p = Box::new(*after);
+    for &(s, e) in ranges {
+        p[s..e].copy_from_slice(&before[s..e]);
+    }
+    p[page::LOGGED_FROM..] == before[page::LOGGED_FROM..]
 }
 
 impl PageAccess for Mtr<'_> {
@@ -301,22 +356,43 @@ impl PageAccess for Mtr<'_> {
 
 impl Drop for Mtr<'_> {
     fn drop(&mut self) {
-        for t in &mut self.touched {
-            if let Some(before) = t.before.take() {
-                if !self.done {
-                    **t.guard = *before;
+        if !self.done {
+            for &(i, at, len, off) in self.undo.iter().rev() {
+                let t = &mut self.touched[i as usize];
+                if let Before::Ranges = t.before {
+                    let (at, len, off) = (at as usize, len as usize, off as usize);
+                    t.guard[at..at + len].copy_from_slice(&self.arena[off..off + len]);
                 }
-                self.spares.push(before);
+            }
+        }
+        for t in &mut self.touched {
+            if let Before::Page(b) = std::mem::replace(&mut t.before, Before::Untouched) {
+                if !self.done {
+                    **t.guard = *b;
+                }
+                self.spares.push(b);
+            }
+            #[cfg(debug_assertions)]
+            if let (false, Some(check)) = (self.done, &t.check) {
+                debug_assert!(
+                    **t.guard == **check,
+                    "undo did not restore page {}",
+                    t.pin.pid()
+                );
             }
         }
         self.pool.return_spares(std::mem::take(&mut self.spares));
+        self.pool.return_undo(
+            std::mem::take(&mut self.undo),
+            std::mem::take(&mut self.arena),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::page::HDR;
+    use crate::buffer::page::{HDR, LOGGED_FROM};
     use crate::store::{meta, testing};
     use crate::wal::reader::LogReader;
 
@@ -339,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn declared_changes_are_logged_as_declared_and_undeclared_ones_compared() {
+    fn declared_ranges_are_undone_and_logged_exactly() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = testing::store(tmp.path(), 1 << 20);
         store.begin_checkpoint().expect("checkpoint");
@@ -350,27 +426,45 @@ mod tests {
                 Ok(())
             })
             .expect("mtr");
+        let original = store.read().view.read_meta().expect("meta");
+        let edit = |m: &mut Mtr<'_>| -> Result<()> {
+            m.page_mut_in(meta::META, &[(3000, 3010)])?[3000..3010].fill(1);
+            // Overlapping the first: its undo must still restore the
+            // original bytes.
+            let p = m.page_mut_in(meta::META, &[(3005, 3020)])?;
+            p[3005..3020].fill(2);
+            Ok(())
+        };
+        {
+            let mut w = store.write();
+            edit(&mut w.mtr).expect("edit");
+            // dropped without commit: undone
+        }
+        assert_eq!(store.read().view.read_meta().expect("meta"), original);
+        {
+            // Declared, then the whole page taken: undo restores both.
+            let mut w = store.write();
+            edit(&mut w.mtr).expect("edit");
+            w.mtr.page_mut(meta::META).expect("meta")[5000] = 9;
+        }
+        assert_eq!(store.read().view.read_meta().expect("meta"), original);
         let start = store.wal.end();
+        store.with_mtr(0, Xid::NONE, edit).expect("declared");
         store
             .with_mtr(0, Xid::NONE, |m| {
-                m.page_mut(meta::META)?[3000..3010].fill(1);
-                m.changed(meta::META, &[(3000, 3010)]);
+                m.page_mut_in(meta::META, &[(4000, 4001)])?[4000] = 3;
+                m.page_mut(meta::META)?[6000] = 7; // now compared as a whole
                 Ok(())
             })
-            .expect("declared");
-        store
-            .with_mtr(0, Xid::NONE, |m| {
-                m.page_mut(meta::META)?[4000] = 9; // never declared
-                m.page_mut(meta::META)?[5000] = 7;
-                m.changed(meta::META, &[(5000, 5001)]);
-                Ok(())
-            })
-            .expect("undeclared");
+            .expect("declared then whole");
+        let after = store.read().view.read_meta().expect("meta");
         store.wal.flush(store.wal.end(), true).expect("flush");
         let mut r = LogReader::open(&crate::io::RealFs, tmp.path(), start).expect("reader");
         let mut deltas = Vec::new();
+        let mut replayed = original.clone();
         while let Some(e) = r.next_entry().expect("entry") {
             for (_, c) in e.record.pages {
+                crate::wal::record::apply(&mut replayed, &c);
                 if let Change::Delta(ranges) = c {
                     deltas.push(
                         ranges
@@ -381,12 +475,9 @@ mod tests {
                 }
             }
         }
-        assert_eq!(deltas[0], [(3000, 10)], "declared range logged as is");
-        assert_eq!(
-            deltas[1],
-            [(4000, 1), (5000, 1)],
-            "an undeclared change is found by comparison"
-        );
+        assert_eq!(deltas[0], [(3000, 20)], "the union of the declared ranges");
+        assert_eq!(deltas[1], [(4000, 1), (6000, 1)], "whole-page comparison");
+        assert_eq!(replayed[LOGGED_FROM..], after[LOGGED_FROM..]);
     }
 
     #[test]

@@ -93,12 +93,12 @@ pub fn insert(mtr: &mut Mtr<'_>, fsm: &Fsm, t: &[u8]) -> Result<Tid> {
             fsm.set(pid, free);
             continue;
         }
-        let p = mtr.page_mut(pid)?;
-        if let Some((slot, changed)) = page::insert_noted(p, t) {
+        let p = match page::insert_ranges(p, t.len()) {
+            Some(r) => mtr.page_mut_in(pid, &r)?,
+            None => mtr.page_mut(pid)?,
+        };
+        if let Some(slot) = page::insert(p, t) {
             fsm.set(pid, page::free_space(p));
-            if let Some(ranges) = changed {
-                mtr.changed(pid, &ranges);
-            }
             return Ok(Tid { page: pid, slot });
         }
         fsm.set(pid, 0);
@@ -146,18 +146,28 @@ pub fn with_tuple<R>(
 pub fn modify(mtr: &mut Mtr<'_>, tid: Tid, f: impl FnOnce(&mut [u8])) -> Result<()> {
     let p = mtr.page_mut(tid.page)?;
     let ok = crate::buffer::page::page_type(p) == Some(PageType::Heap);
-    let start = page::tuple_range(p, tid.slot).map(|(s, _)| s);
-    match page::get_mut(p, tid.slot).filter(|_| ok).zip(start) {
-        Some((b, start)) => {
-            // Stamps change a few header bytes of a tuple of hundreds: log
-            // just the bytes that differ.
-            let before = b.to_vec();
+    match page::get_mut(p, tid.slot).filter(|_| ok) {
+        Some(b) => {
             f(b);
-            let differs = |(x, y): (&u8, &u8)| x != y;
-            let first = before.iter().zip(b.iter()).position(differs);
-            let last = before.iter().zip(b.iter()).rposition(differs);
-            let range = first.zip(last).map(|(f, l)| (start + f, start + l + 1));
-            mtr.changed(tid.page, range.as_slice());
+            Ok(())
+        }
+        None => Err(corrupt(mtr, tid, "missing")),
+    }
+}
+
+/// Stamps `xmax` on the tuple at `tid` (a delete or a newer version): the
+/// eight bytes of the field are all that change, kept and logged.
+pub fn stamp_xmax(mtr: &mut Mtr<'_>, tid: Tid, xmax: crate::ids::Xid) -> Result<()> {
+    let p = mtr.page(tid.page)?;
+    let heap = crate::buffer::page::page_type(p) == Some(PageType::Heap);
+    let Some((start, _)) = page::tuple_range(p, tid.slot).filter(|_| heap) else {
+        return Err(corrupt(mtr, tid, "missing"));
+    };
+    let field = tuple::XMAX;
+    let p = mtr.page_mut_in(tid.page, &[(start + field.start, start + field.end)])?;
+    match page::get_mut(p, tid.slot) {
+        Some(b) => {
+            tuple::set_xmax(b, xmax);
             Ok(())
         }
         None => Err(corrupt(mtr, tid, "missing")),

@@ -90,31 +90,37 @@ pub fn get_mut(p: &mut PageBuf, s: SlotId) -> Option<&mut [u8]> {
     p.get_mut(off..off + len)
 }
 
-/// Stores `t`; `None` if the page lacks room.
-pub fn insert(p: &mut PageBuf, t: &[u8]) -> Option<SlotId> {
-    insert_noted(p, t).map(|(s, _)| s)
+/// The bytes `insert` of a `len`-byte tuple will change when it fits
+/// without compacting (header, slot, tuple); `None` otherwise.
+pub fn insert_ranges(p: &PageBuf, len: usize) -> Option<[(usize, usize); 3]> {
+    if !header_ok(p) || free_space(p) < len {
+        return None;
+    }
+    let n = nslots(p);
+    let reuse = free_slot(p);
+    let slot_cost = if reuse.is_some() { 0 } else { 4 };
+    let off = upper(p).checked_sub(len)?;
+    if off < SLOTS + 4 * n + slot_cost {
+        return None;
+    }
+    let at = SLOTS + 4 * reuse.unwrap_or(n);
+    Some([(HDR, SLOTS), (at, at + 4), (off, off + len)])
 }
 
-/// Byte ranges a page change touched (for the log); `None`: unknown.
-pub type Changed = Option<[(usize, usize); 3]>;
-
-/// `insert`, also returning the byte ranges it changed (header, slot,
-/// tuple) for the log — `None` when it compacted the page first.
-pub fn insert_noted(p: &mut PageBuf, t: &[u8]) -> Option<(SlotId, Changed)> {
+/// Stores `t`; `None` if the page lacks room.
+pub fn insert(p: &mut PageBuf, t: &[u8]) -> Option<SlotId> {
     if free_space(p) < t.len() {
         return None;
     }
-    let mut compacted = false;
     let reuse = free_slot(p);
     let n = nslots(p);
     let slot_cost = if reuse.is_some() { 0 } else { 4 };
     // Squeeze out holes first: growing the slot array must not run into
     // tuple bytes.
-    if upper(p) < SLOTS + 4 * n + slot_cost + t.len() {
-        compacted = true;
-        if !compact(p) || upper(p) < SLOTS + 4 * n + slot_cost + t.len() {
-            return None;
-        }
+    if upper(p) < SLOTS + 4 * n + slot_cost + t.len()
+        && (!compact(p) || upper(p) < SLOTS + 4 * n + slot_cost + t.len())
+    {
+        return None;
     }
     let s = match reuse {
         Some(s) => s,
@@ -131,9 +137,7 @@ pub fn insert_noted(p: &mut PageBuf, t: &[u8]) -> Option<(SlotId, Changed)> {
     p[off..off + t.len()].copy_from_slice(t);
     set_slot(p, s, off, t.len());
     put_u16(p, UPPER, off as u16);
-    let at = SLOTS + 4 * s;
-    let changed = [(HDR, SLOTS), (at, at + 4), (off, off + t.len())];
-    Some((SlotId(s as u16), (!compacted).then_some(changed)))
+    Some(SlotId(s as u16))
 }
 
 /// The bytes of slot `s`'s tuple, as a range of the page (for noting a

@@ -14,6 +14,8 @@ use crate::ids::{PageId, Tid, Xid};
 
 /// Header bytes before the key.
 pub const HEADER: usize = 30;
+/// Where `xmax` lies in a tuple.
+pub const XMAX: std::ops::Range<usize> = 8..16;
 /// The value is stored in overflow pages.
 pub const OVERFLOW: u16 = 1;
 
@@ -102,7 +104,7 @@ pub enum Inline<'a> {
 
 /// Stamps `xmax` on tuple bytes.
 pub fn set_xmax(b: &mut [u8], xmax: Xid) {
-    put_u64(b, 8, xmax.0);
+    put_u64(b, XMAX.start, xmax.0);
 }
 
 /// Rewrites the link to the older version.

@@ -179,13 +179,12 @@ pub fn set_committed(mtr: &mut Mtr<'_>, xid: Xid) -> Result<()> {
         };
     };
     let bit = (xid.0 % XIDS_PER_PAGE) as usize;
-    let p = mtr.page_mut(clog)?;
-    if page::page_type(p) != Some(PageType::Clog) {
+    if page::page_type(mtr.page(clog)?) != Some(PageType::Clog) {
         return Err(corrupt(mtr, clog, "not a commit-log page"));
     }
     let (byte, shift) = (HDR + bit / 4, (bit % 4) * 2);
+    let p = mtr.page_mut_in(clog, &[(byte, byte + 1)])?;
     p[byte] = (p[byte] & !(3 << shift)) | (COMMITTED << shift);
-    mtr.changed(clog, &[(byte, byte + 1)]);
     Ok(())
 }
 

@@ -176,7 +176,7 @@ fn apply(
             let Some(v) = live else {
                 return Ok(Step::Done { existed: false });
             };
-            heap::modify(mtr, v.tid, |b| tuple::set_xmax(b, me))?;
+            heap::stamp_xmax(mtr, v.tid, me)?;
         }
         Some(value) => {
             let body = match w.big {
@@ -189,7 +189,7 @@ fn apply(
             let bytes = tuple::encode(me, head, w.key, body);
             let tid = heap::insert(mtr, &inner.store.fsm, &bytes)?;
             if let Some(v) = live.filter(|v| v.xmax != me) {
-                heap::modify(mtr, v.tid, |b| tuple::set_xmax(b, me))?;
+                heap::stamp_xmax(mtr, v.tid, me)?;
             }
             btree::insert(mtr, w.table.root, w.key, &tid.encode())?;
         }

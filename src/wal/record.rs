@@ -338,13 +338,21 @@ pub fn diff(before: &PageBuf, after: &PageBuf) -> Option<Vec<(u16, Vec<u8>)>> {
         ranges.push((start, end));
         i = end;
     }
-    let bytes: usize = ranges.iter().map(|(s, e)| e - s + 4).sum();
+    delta(after, ranges.into_iter())
+}
+
+/// The page's bytes in `ranges` (sorted, disjoint `start..end`) as a
+/// delta; `None` when a full image is smaller.
+pub fn delta(
+    after: &PageBuf,
+    ranges: impl Iterator<Item = (usize, usize)> + Clone,
+) -> Option<Vec<(u16, Vec<u8>)>> {
+    let bytes: usize = ranges.clone().map(|(s, e)| e - s + 4).sum();
     if bytes >= PAGE_SIZE / 2 {
         return None;
     }
     Some(
         ranges
-            .into_iter()
             .map(|(s, e)| (s as u16, after[s..e].to_vec()))
             .collect(),
     )
