@@ -70,10 +70,24 @@ struct Descent {
     leaf: PageId,
     /// (internal page, child index taken)
     path: Vec<(PageId, usize)>,
-    /// Smallest separator greater than every key of the leaf, if any.
-    upper_fence: Option<Vec<u8>>,
-    /// Separator at or below every key of the leaf, if any.
-    lower_fence: Option<Vec<u8>>,
+    /// Where the smallest separator greater than every key of the leaf
+    /// lies (internal page, cell), if any. Positions, not copies: writers
+    /// descend for every put and never need the keys.
+    upper_fence: Option<(PageId, usize)>,
+    /// Where the separator at or below every key of the leaf lies, if any.
+    lower_fence: Option<(PageId, usize)>,
+}
+
+impl Descent {
+    /// The key of a fence, read from its page (within the same latch hold
+    /// as the descent).
+    fn fence(acc: &mut impl PageAccess, at: Option<(PageId, usize)>) -> Result<Option<Vec<u8>>> {
+        let Some((pid, i)) = at else { return Ok(None) };
+        match acc.with_page(pid, |p| node::key(p, i).map(<[u8]>::to_vec))? {
+            Some(k) => Ok(Some(k)),
+            None => Err(corrupt(acc, pid, "not a valid B+tree node")),
+        }
+    }
 }
 
 fn child_index(p: &PageBuf, seek: Seek<'_>) -> Option<usize> {
@@ -99,29 +113,19 @@ fn descend(acc: &mut impl PageAccess, root: PageId, seek: Seek<'_>) -> Result<De
     };
     loop {
         let pid = d.leaf;
-        type Step = Option<(bool, usize, PageId, Option<Vec<u8>>, Option<Vec<u8>>)>;
-        let step: Step = acc.with_page(pid, |p| {
+        let step = acc.with_page(pid, |p| {
             let leaf = node::is_leaf(p)?;
             if leaf {
-                return Some((true, 0, pid, None, None));
+                return Some((true, 0, pid, 0));
             }
             let i = child_index(p, seek)?;
-            let child = node::child(p, i)?;
-            let upper = if i < node::count(p) {
-                Some(node::key(p, i)?.to_vec())
-            } else {
-                None
-            };
-            let lower = if i > 0 {
-                Some(node::key(p, i - 1)?.to_vec())
-            } else {
-                None
-            };
-            Some((false, i, child, upper, lower))
+            Some((false, i, node::child(p, i)?, node::count(p)))
         })?;
-        let Some((leaf, i, child, upper, lower)) = step else {
+        let Some((leaf, i, child, n)) = step else {
             return Err(corrupt(acc, pid, "not a valid B+tree node"));
         };
+        let upper = (i < n).then_some((pid, i));
+        let lower = (i > 0).then(|| (pid, i - 1));
         if leaf {
             return Ok(d);
         }
@@ -169,13 +173,49 @@ pub fn get(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<Option
     found.ok_or_else(|| corrupt(acc, leaf, "malformed leaf"))
 }
 
+/// Where a key is, or would go, in a tree: found by one descent, valid
+/// while the mini-transaction that found it changes no page of the tree.
+/// A put looks its key up and then inserts it through the same place, so
+/// it descends once.
+pub struct Place {
+    d: Descent,
+    /// `Ok(i)`: cell `i` of the leaf holds the key; `Err(i)`: it would go there.
+    pos: Result<usize, usize>,
+}
+
+/// Finds `key`'s place in the tree rooted at `root`.
+pub fn place(mtr: &mut Mtr<'_>, root: PageId, key: &[u8]) -> Result<Place> {
+    let d = descend(mtr, root, Seek::At(key))?;
+    match node::search(mtr.page(d.leaf)?, key) {
+        Some(pos) => Ok(Place { d, pos }),
+        None => Err(corrupt(mtr, d.leaf, "malformed leaf")),
+    }
+}
+
+impl Place {
+    /// The value stored under the key, if it is there.
+    pub fn value(&self, mtr: &mut Mtr<'_>) -> Result<Option<Vec<u8>>> {
+        let Ok(i) = self.pos else { return Ok(None) };
+        match node::value(mtr.page(self.d.leaf)?, i) {
+            Some(v) => Ok(Some(v.to_vec())),
+            None => Err(corrupt(mtr, self.d.leaf, "malformed leaf")),
+        }
+    }
+}
+
 /// Inserts or replaces `key` → `value`.
 pub fn insert(mtr: &mut Mtr<'_>, root: PageId, key: &[u8], value: &[u8]) -> Result<()> {
-    let mut d = descend(mtr, root, Seek::At(key))?;
+    let at = place(mtr, root, key)?;
+    insert_at(mtr, at, key, value)
+}
+
+/// Inserts or replaces `key` → `value` at the place `place` found for it.
+pub fn insert_at(mtr: &mut Mtr<'_>, at: Place, key: &[u8], value: &[u8]) -> Result<()> {
+    let Place { mut d, pos } = at;
     let leaf = d.leaf;
     let p = mtr.page(leaf)?;
-    let pos = match node::search(p, key) {
-        Some(Ok(i)) => {
+    let pos = match pos {
+        Ok(i) => {
             if let Some((s, e)) = node::value_range(p, i, value.len()) {
                 mtr.page_mut_in(leaf, &[(s, e)])?[s..e].copy_from_slice(value);
                 return Ok(());
@@ -187,8 +227,7 @@ pub fn insert(mtr: &mut Mtr<'_>, root: PageId, key: &[u8], value: &[u8]) -> Resu
             node::remove(p, i).ok_or_else(|| corrupt(mtr, leaf, "malformed leaf"))?;
             i
         }
-        Some(Err(i)) => i,
-        None => return Err(corrupt(mtr, leaf, "malformed leaf")),
+        Err(i) => i,
     };
     let mut pending = (leaf, pos, node::leaf_cell(key, value));
     loop {
@@ -432,8 +471,8 @@ pub fn range(
             Some(false) => {}
         }
         let next = match dir {
-            Dir::Forward => d.upper_fence.map(Bound::Included),
-            Dir::Reverse => d.lower_fence.map(Bound::Excluded),
+            Dir::Forward => Descent::fence(acc, d.upper_fence)?.map(Bound::Included),
+            Dir::Reverse => Descent::fence(acc, d.lower_fence)?.map(Bound::Excluded),
         };
         match next {
             None => return Ok(true),

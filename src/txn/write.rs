@@ -121,21 +121,26 @@ fn write_loop(tx: &mut Transaction, inner: &Inner, w: &Write<'_>) -> Result<bool
     }
 }
 
-/// The key's newest version not rolled back (by someone else), and the
-/// chain head.
-fn newest(mtr: &mut Mtr<'_>, inner: &Inner, w: &Write<'_>) -> Result<(Tid, Option<Version>)> {
-    let Some(entry) = btree::get(mtr, w.table.root, w.key)? else {
-        return Ok((Tid::NULL, None));
+/// The key's place in the index, its newest version not rolled back (by
+/// someone else), and the chain head.
+fn newest(
+    mtr: &mut Mtr<'_>,
+    inner: &Inner,
+    w: &Write<'_>,
+) -> Result<(btree::Place, Tid, Option<Version>)> {
+    let place = btree::place(mtr, w.table.root, w.key)?;
+    let Some(entry) = place.value(mtr)? else {
+        return Ok((place, Tid::NULL, None));
     };
     let head = chain::head(mtr, &entry)?;
     let clog = inner.mgr.clog();
     let mut c = Cursor::new(head);
     while let Some((v, _)) = c.step(mtr)? {
         if v.xmin == w.me || clog.status(v.xmin) != Status::Aborted {
-            return Ok((head, Some(v)));
+            return Ok((place, head, Some(v)));
         }
     }
-    Ok((head, None))
+    Ok((place, head, None))
 }
 
 /// Decides and, unless the row is held or in conflict, writes.
@@ -148,7 +153,9 @@ fn apply(
 ) -> Result<Step> {
     let clog = inner.mgr.clog();
     let me = w.me;
-    let (head, newest) = newest(mtr, inner, w)?;
+    // The heap pages and the meta page change below, never the index's:
+    // the key's place stays valid until the insert.
+    let (place, head, newest) = newest(mtr, inner, w)?;
     let mut live = None;
     if let Some(v) = newest {
         if v.xmin != me && clog.status(v.xmin) == Status::InProgress {
@@ -191,7 +198,7 @@ fn apply(
             if let Some(v) = live.filter(|v| v.xmax != me) {
                 heap::stamp_xmax(mtr, v.tid, me)?;
             }
-            btree::insert(mtr, w.table.root, w.key, &tid.encode())?;
+            btree::insert_at(mtr, place, w.key, &tid.encode())?;
         }
     }
     Ok(Step::Done {
