@@ -317,8 +317,9 @@ impl Drop for Shared {
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
-        if !self.inner.store.wal.is_poisoned() && !self.inner.opts.read_only {
-            // A clean close: best effort, since recovery covers a failure.
+        if !self.inner.store.wal.is_poisoned() {
+            // A clean close: best effort, since recovery covers a failure
+            // (and a read-only database refuses it).
             let _ = checkpoint(&self.inner);
         }
     }

@@ -193,7 +193,7 @@ impl Checker<'_, '_> {
         while pid.0 != 0 {
             self.claim(pid, Owner::Free)?;
             self.expect_type(pid, PageType::FreeList)?;
-            pid = PageId(self.view.with_page(pid, |p| u32_at(p, HDR).unwrap_or(0))?);
+            pid = PageId(self.view.with_page(pid, meta::free_next)?);
         }
         Ok(())
     }

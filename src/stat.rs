@@ -10,12 +10,10 @@
 //! taken at the start of the walk.
 
 use std::collections::HashSet;
-use std::ops::Bound;
 
-use crate::btree::{self, Dir};
+use crate::btree;
 use crate::buffer::mtr::PageAccess;
 use crate::catalog;
-use crate::codec::u32_at;
 use crate::db::Inner;
 use crate::error::Result;
 use crate::heap;
@@ -110,10 +108,7 @@ pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
         // Bounded by the page count: a damaged, cyclic list ends here.
         while pid.0 != 0 && free < meta::get(&m, Field::PageCount) as u64 {
             free += 1;
-            pid = PageId(
-                r.view
-                    .with_page(pid, |p| u32_at(p, crate::buffer::page::HDR).unwrap_or(0))?,
-            );
+            pid = PageId(r.view.with_page(pid, meta::free_next)?);
         }
         (meta::get(&m, Field::PageCount) as u64, free)
     };
@@ -170,20 +165,14 @@ fn walk_table(
 ) -> Result<()> {
     let views = vacuum::gather(inner);
     let clog = inner.mgr.clog();
-    let mut cursor: Bound<Vec<u8>> = Bound::Unbounded;
+    let mut keys = btree::Batches::new(root);
     loop {
-        let mut batch = Vec::new();
+        // Chains are read under the same latch as their index entries.
         let mut r = inner.store.read();
-        let lo = cursor.as_ref().map(Vec::as_slice);
-        let done = btree::range(
-            &mut r.view,
-            root,
-            lo,
-            Bound::Unbounded,
-            Dir::Forward,
-            VACUUM_BATCH,
-            &mut batch,
-        )?;
+        let batch = keys.next(&mut r.view, VACUUM_BATCH)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
         for (_, entry) in &batch {
             t.keys += 1;
             let mut c = Cursor::new(chain::head(&r.view, entry)?);
@@ -216,10 +205,6 @@ fn walk_table(
                 }
             }
             t.dead_versions += dead(&window, &views, clog);
-        }
-        match batch.pop() {
-            Some((last, _)) if !done => cursor = Bound::Excluded(last),
-            _ => return Ok(()),
         }
     }
 }

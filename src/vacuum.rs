@@ -17,9 +17,8 @@
 //! point loses no space and no data.
 
 use crate::sync::Ordering;
-use std::ops::Bound;
 
-use crate::btree::{self, Dir};
+use crate::btree;
 use crate::buffer::mtr::Mtr;
 use crate::catalog;
 use crate::db::{Inner, VacuumStats};
@@ -58,30 +57,17 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
     };
     let mut stats = VacuumStats::default();
     for root in roots {
-        let mut cursor: Bound<Vec<u8>> = Bound::Unbounded;
+        let mut keys = btree::Batches::new(root);
         loop {
-            let mut batch = Vec::new();
-            let done = {
-                let mut r = inner.store.read();
-                let lo = cursor.as_ref().map(Vec::as_slice);
-                btree::range(
-                    &mut r.view,
-                    root,
-                    lo,
-                    Bound::Unbounded,
-                    Dir::Forward,
-                    VACUUM_BATCH,
-                    &mut batch,
-                )?
-            };
+            // The latch is released before the batch is worked on.
+            let batch = keys.next(&mut inner.store.read().view, VACUUM_BATCH)?;
+            if batch.is_empty() {
+                break;
+            }
             let views = gather(inner);
             for (key, _) in &batch {
                 stats.keys += 1;
                 vacuum_key(inner, root, key, &views, &mut stats)?;
-            }
-            match batch.pop() {
-                Some((last, _)) if !done => cursor = Bound::Excluded(last),
-                _ => break,
             }
         }
     }

@@ -410,6 +410,53 @@ fn within(k: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
     above && below
 }
 
+/// A tree's entries in key order, a batch per call, for passes over a
+/// whole table (vacuum, statistics). Where it stopped is kept as a key, so
+/// the tree may change between batches and no latch is held across them.
+pub struct Batches {
+    root: PageId,
+    after: Bound<Vec<u8>>,
+    done: bool,
+}
+
+impl Batches {
+    /// A pass over the tree rooted at `root`.
+    pub fn new(root: PageId) -> Batches {
+        Batches {
+            root,
+            after: Bound::Unbounded,
+            done: false,
+        }
+    }
+
+    /// The next (key, value) entries, at most `limit`; empty at the end.
+    pub fn next(
+        &mut self,
+        acc: &mut impl PageAccess,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if self.done {
+            return Ok(out);
+        }
+        let lo = self.after.as_ref().map(Vec::as_slice);
+        self.done = range(
+            acc,
+            self.root,
+            lo,
+            Bound::Unbounded,
+            Dir::Forward,
+            limit,
+            &mut out,
+        )?;
+        match out.last() {
+            Some((last, _)) => self.after = Bound::Excluded(last.clone()),
+            None => self.done = true,
+        }
+        Ok(out)
+    }
+}
+
 /// Entries with keys in (`lo`, `hi`), in direction `dir`, at most `limit`
 /// of them, appended to `out`. Returns true when the range is exhausted;
 /// otherwise resume with the last key returned as an excluded bound.

@@ -31,7 +31,7 @@ use crate::sync::{
 use crate::error::{Error, Result};
 use crate::ids::PageId;
 use crate::io::VfsFile;
-use crate::limits::{CACHE_PAGES_MIN, MTR_PAGES_MAX, PAGE_SIZE};
+use crate::limits::{CACHE_PAGES_MIN, PAGE_SIZE};
 use crate::wal::Wal;
 use page::PageBuf;
 
@@ -62,12 +62,9 @@ pub struct BufferPool {
     wal: OnceLock<Arc<Wal>>,
     recovering: AtomicBool,
     torn: Mutex<HashSet<PageId>>,
-    /// Page buffers for mini-transactions' before-images, kept between
-    /// mini-transactions: a page-sized allocation per changed page was a
-    /// seventh of an insert's cost.
-    spares: Mutex<Vec<Box<PageBuf>>>,
-    /// The same for mini-transactions' undo entries and their arena.
-    undo: Mutex<(Vec<mtr::Undo>, Vec<u8>)>,
+    /// Before-images and undo bytes, kept between mini-transactions so a
+    /// write does not allocate them anew.
+    buffers: Mutex<mtr::Buffers>,
     /// Read-only pools never write the data file: a dirty page leaving the
     /// cache (changed by replay) is kept here instead, and read back from
     /// here.
@@ -137,8 +134,7 @@ impl BufferPool {
             wal: OnceLock::new(),
             recovering: AtomicBool::new(false),
             torn: Mutex::new(HashSet::new()),
-            spares: Mutex::new(Vec::new()),
-            undo: Mutex::new((Vec::new(), Vec::new())),
+            buffers: Mutex::new(mtr::Buffers::default()),
             overlay: None,
         }
     }
@@ -150,34 +146,15 @@ impl BufferPool {
         self
     }
 
-    /// Takes the kept before-image buffers (for one mini-transaction).
-    pub(crate) fn take_spares(&self) -> Vec<Box<PageBuf>> {
-        std::mem::take(&mut *self.spares.lock())
+    /// Takes the kept mini-transaction buffers (for one mini-transaction).
+    pub(crate) fn take_buffers(&self) -> mtr::Buffers {
+        std::mem::take(&mut *self.buffers.lock())
     }
 
-    /// Gives before-image buffers back, keeping at most a mini-transaction's
-    /// worth.
-    pub(crate) fn return_spares(&self, mut bufs: Vec<Box<PageBuf>>) {
-        bufs.truncate(crate::limits::MTR_PAGES_MAX);
-        let mut kept = self.spares.lock();
-        if kept.len() < bufs.len() {
-            *kept = bufs;
-        }
-    }
-
-    /// Takes the kept undo list and arena (for one mini-transaction).
-    pub(crate) fn take_undo(&self) -> (Vec<mtr::Undo>, Vec<u8>) {
-        std::mem::take(&mut *self.undo.lock())
-    }
-
-    /// Gives the undo list and arena back, emptied, unless they grew past
-    /// what an ordinary mini-transaction needs.
-    pub(crate) fn return_undo(&self, mut undo: Vec<mtr::Undo>, mut arena: Vec<u8>) {
-        if arena.capacity() <= 4 * PAGE_SIZE && undo.capacity() <= 4 * MTR_PAGES_MAX {
-            undo.clear();
-            arena.clear();
-            *self.undo.lock() = (undo, arena);
-        }
+    /// Gives a mini-transaction's buffers back for the next one.
+    pub(crate) fn return_buffers(&self, mut b: mtr::Buffers) {
+        b.reset();
+        *self.buffers.lock() = b;
     }
 
     /// Bytes of page cache (frames × page size).

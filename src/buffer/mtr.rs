@@ -27,8 +27,7 @@ use super::page::{self, PageBuf, PageType};
 use super::{BufferPool, Pinned};
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
-use crate::limits::MTR_PAGES_MAX;
-use crate::limits::PAGE_SIZE;
+use crate::limits::{MTR_PAGES_MAX, PAGE_SIZE};
 use crate::wal::record::{diff, Change, Kind, Record};
 use crate::wal::Wal;
 
@@ -101,20 +100,40 @@ impl Touched<'_> {
 
 /// Old bytes of a declared range: (touched index, page offset, length,
 /// arena offset).
-pub(crate) type Undo = (u32, u32, u32, u32);
+type Undo = (u32, u32, u32, u32);
+
+/// The memory a mini-transaction keeps what it changes in, kept by the
+/// pool between mini-transactions so that a small write allocates nothing.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    /// Whole before-images.
+    pages: Vec<Box<PageBuf>>,
+    /// Declared ranges' old bytes, in declaration order...
+    undo: Vec<Undo>,
+    /// ...held here.
+    arena: Vec<u8>,
+}
+
+impl Buffers {
+    /// Empties them for the next mini-transaction, dropping what grew past
+    /// an ordinary one's needs.
+    pub(crate) fn reset(&mut self) {
+        self.pages.truncate(MTR_PAGES_MAX);
+        if self.arena.capacity() > 4 * PAGE_SIZE || self.undo.capacity() > 4 * MTR_PAGES_MAX {
+            (self.undo, self.arena) = Default::default();
+        }
+        self.undo.clear();
+        self.arena.clear();
+    }
+}
 
 /// An atomic group of page changes.
 pub struct Mtr<'a> {
     pool: &'a BufferPool,
     redo: Lsn,
     touched: Vec<Touched<'a>>,
-    /// Buffers for whole before-images, borrowed from the pool for the
-    /// mini-transaction's life.
-    spares: Vec<Box<PageBuf>>,
-    /// Declared ranges' old bytes, in declaration order, and the arena
-    /// holding them (both borrowed from the pool like `spares`).
-    undo: Vec<Undo>,
-    arena: Vec<u8>,
+    /// Borrowed from the pool for the mini-transaction's life.
+    bufs: Buffers,
     done: bool,
 }
 
@@ -122,26 +141,24 @@ impl<'a> Mtr<'a> {
     /// Starts a mini-transaction; pages last changed at or before `redo`
     /// (the latest checkpoint's redo point) are logged as full images.
     pub fn new(pool: &'a BufferPool, redo: Lsn) -> Self {
-        let (undo, arena) = pool.take_undo();
         Mtr {
             pool,
             redo,
             touched: Vec::new(),
-            spares: pool.take_spares(),
-            undo,
-            arena,
+            bufs: pool.take_buffers(),
             done: false,
         }
     }
 
     /// Undo entries of page `i`, in declaration order.
     fn undo_of(&self, i: usize) -> impl DoubleEndedIterator<Item = (usize, &[u8])> + '_ {
-        self.undo
+        self.bufs
+            .undo
             .iter()
             .filter(move |u| u.0 as usize == i)
             .map(|&(_, at, len, off)| {
                 let (at, len, off) = (at as usize, len as usize, off as usize);
-                (at, &self.arena[off..off + len])
+                (at, &self.bufs.arena[off..off + len])
             })
     }
 
@@ -150,7 +167,7 @@ impl<'a> Mtr<'a> {
         if matches!(self.touched[i].before, Before::Page(_)) {
             return;
         }
-        let mut b = self.spares.pop().unwrap_or_else(page::zeroed);
+        let mut b = self.bufs.pages.pop().unwrap_or_else(page::zeroed);
         *b = **self.touched[i].guard;
         if let Before::Ranges = self.touched[i].before {
             for (at, old) in self.undo_of(i).rev() {
@@ -228,9 +245,10 @@ impl<'a> Mtr<'a> {
             for &(s, e) in ranges {
                 let (s, e) = (s.min(PAGE_SIZE), e.min(PAGE_SIZE));
                 if s < e {
-                    let off = self.arena.len();
-                    self.arena.extend_from_slice(&t.guard[s..e]);
-                    self.undo
+                    let off = self.bufs.arena.len();
+                    self.bufs.arena.extend_from_slice(&t.guard[s..e]);
+                    self.bufs
+                        .undo
                         .push((i as u32, s as u32, (e - s) as u32, off as u32));
                 }
             }
@@ -356,21 +374,22 @@ impl PageAccess for Mtr<'_> {
 
 impl Drop for Mtr<'_> {
     fn drop(&mut self) {
+        let b = &mut self.bufs;
         if !self.done {
-            for &(i, at, len, off) in self.undo.iter().rev() {
+            for &(i, at, len, off) in b.undo.iter().rev() {
                 let t = &mut self.touched[i as usize];
                 if let Before::Ranges = t.before {
                     let (at, len, off) = (at as usize, len as usize, off as usize);
-                    t.guard[at..at + len].copy_from_slice(&self.arena[off..off + len]);
+                    t.guard[at..at + len].copy_from_slice(&b.arena[off..off + len]);
                 }
             }
         }
         for t in &mut self.touched {
-            if let Before::Page(b) = std::mem::replace(&mut t.before, Before::Untouched) {
+            if let Before::Page(p) = std::mem::replace(&mut t.before, Before::Untouched) {
                 if !self.done {
-                    **t.guard = *b;
+                    **t.guard = *p;
                 }
-                self.spares.push(b);
+                b.pages.push(p);
             }
             #[cfg(debug_assertions)]
             if let (false, Some(check)) = (self.done, &t.check) {
@@ -381,11 +400,7 @@ impl Drop for Mtr<'_> {
                 );
             }
         }
-        self.pool.return_spares(std::mem::take(&mut self.spares));
-        self.pool.return_undo(
-            std::mem::take(&mut self.undo),
-            std::mem::take(&mut self.arena),
-        );
+        self.pool.return_buffers(std::mem::take(b));
     }
 }
 

@@ -160,18 +160,14 @@ pub fn modify(mtr: &mut Mtr<'_>, tid: Tid, f: impl FnOnce(&mut [u8])) -> Result<
 pub fn stamp_xmax(mtr: &mut Mtr<'_>, tid: Tid, xmax: crate::ids::Xid) -> Result<()> {
     let p = mtr.page(tid.page)?;
     let heap = crate::buffer::page::page_type(p) == Some(PageType::Heap);
-    let Some((start, _)) = page::tuple_range(p, tid.slot).filter(|_| heap) else {
+    let range = page::tuple_range(p, tid.slot).filter(|(s, e)| heap && e - s >= tuple::HEADER);
+    let Some((start, end)) = range else {
         return Err(corrupt(mtr, tid, "missing"));
     };
-    let field = tuple::XMAX;
-    let p = mtr.page_mut_in(tid.page, &[(start + field.start, start + field.end)])?;
-    match page::get_mut(p, tid.slot) {
-        Some(b) => {
-            tuple::set_xmax(b, xmax);
-            Ok(())
-        }
-        None => Err(corrupt(mtr, tid, "missing")),
-    }
+    let field = (start + tuple::XMAX.start, start + tuple::XMAX.end);
+    let p = mtr.page_mut_in(tid.page, &[field])?;
+    tuple::set_xmax(&mut p[start..end], xmax);
+    Ok(())
 }
 
 /// Removes the tuple at `tid` and updates the free-space hint.

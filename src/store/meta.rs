@@ -117,7 +117,7 @@ pub fn alloc(mtr: &mut Mtr<'_>, ty: PageType) -> Result<PageId> {
             ));
         }
         let next = mtr.with_page(PageId(head), |p| {
-            (page::page_type(p) == Some(PageType::FreeList)).then(|| u32_at(p, HDR).unwrap_or(0))
+            (page::page_type(p) == Some(PageType::FreeList)).then(|| free_next(p))
         })?;
         let Some(next) = next else {
             return Err(Error::corruption(
@@ -137,6 +137,11 @@ pub fn alloc(mtr: &mut Mtr<'_>, ty: PageType) -> Result<PageId> {
     };
     mtr.new_page(pid, ty)?;
     Ok(pid)
+}
+
+/// The page after `p` on the free list (0: none).
+pub fn free_next(p: &PageBuf) -> u32 {
+    u32_at(p, HDR).unwrap_or(0)
 }
 
 /// Returns a page to the free list.
