@@ -14,6 +14,7 @@ mod report;
 mod shell;
 mod waldump;
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -267,8 +268,13 @@ fn run(command: Command) -> Outcome {
     }
 }
 
+/// Opens `dir` without changing any of its files.
+pub fn read_only(dir: &Path) -> strata::Result<Db> {
+    Db::open_with(dir, Options::default().read_only(true))
+}
+
 fn open_read(dir: &Path) -> Result<Db, Failure> {
-    Db::open_with(dir, Options::default().read_only(true)).map_err(|e| Failure::open(dir, e))
+    read_only(dir).map_err(|e| Failure::open(dir, e))
 }
 
 fn open_write(dir: &Path) -> Result<Db, Failure> {
@@ -282,6 +288,23 @@ fn open_write(dir: &Path) -> Result<Db, Failure> {
 /// A key or value from the command line.
 pub fn arg(text: &str) -> Result<Vec<u8>, Failure> {
     escape::unescape(text).map_err(Failure::new)
+}
+
+/// Bounds of a key range, as `Transaction::scan` takes them.
+pub type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The keys `from` (inclusive) up to `to` (exclusive), escaped; either end
+/// may be open.
+pub fn key_range(from: Option<&str>, to: Option<&str>) -> Result<KeyBounds, Failure> {
+    let lo = match from {
+        Some(k) => Bound::Included(arg(k)?),
+        None => Bound::Unbounded,
+    };
+    let hi = match to {
+        Some(k) => Bound::Excluded(arg(k)?),
+        None => Bound::Unbounded,
+    };
+    Ok((lo, hi))
 }
 
 /// The table `name`, which must exist (listing the ones that do).
@@ -326,16 +349,8 @@ fn scan(
     limit: Option<usize>,
 ) -> Outcome {
     use std::io::Write;
-    use std::ops::Bound;
     let t = existing_table(db, table)?;
-    let lo = match from {
-        Some(k) => Bound::Included(arg(&k)?),
-        None => Bound::Unbounded,
-    };
-    let hi = match to {
-        Some(k) => Bound::Excluded(arg(&k)?),
-        None => Bound::Unbounded,
-    };
+    let (lo, hi) = key_range(from.as_deref(), to.as_deref())?;
     let tx = db.begin_with(Isolation::Snapshot)?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use strata::{Db, Error, Options};
+use strata::{Db, Error};
 
 use crate::{Failure, Outcome};
 
@@ -86,7 +86,7 @@ pub fn stat(db: &Db, dir: &Path) -> Outcome {
 
 pub fn verify(dir: &Path) -> Outcome {
     // Damage found while opening (replaying the log) is damage too.
-    let db = match Db::open_with(dir, Options::default().read_only(true)) {
+    let db = match crate::read_only(dir) {
         Ok(db) => db,
         Err(e @ Error::Corruption { .. }) => return Err(damaged(e)),
         Err(e) => return Err(Failure::open(dir, e)),

@@ -6,14 +6,12 @@
 //! byte. Line editing and history come from rustyline; with stdin not a
 //! terminal, commands are read line by line (scripts, tests).
 
-use std::ops::Bound;
-
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 use strata::{Db, Isolation, Transaction};
 
-use crate::escape::{escape, unescape};
-use crate::{existing_table, Failure, Outcome};
+use crate::escape::escape;
+use crate::{arg, existing_table, key_range, Failure, Outcome};
 
 const HELP: &str = "\
 commands:
@@ -143,10 +141,6 @@ fn level(word: &str) -> Result<Isolation, Failure> {
     }
 }
 
-fn bytes(word: &str) -> Result<Vec<u8>, Failure> {
-    unescape(word).map_err(Failure::new)
-}
-
 impl Session {
     fn command(&mut self, w: &[String]) -> Result<(), Failure> {
         let args: Vec<&str> = w.iter().map(String::as_str).collect();
@@ -189,7 +183,7 @@ impl Session {
             }
             ["get", t, k] => {
                 let t = existing_table(&self.db, t)?;
-                let k = bytes(k)?;
+                let k = arg(k)?;
                 match self.run(|tx| tx.get(&t, &k))? {
                     Some(v) => println!("{}", escape(&v)),
                     None => println!("(not found)"),
@@ -197,13 +191,13 @@ impl Session {
             }
             ["put", t, k, v] => {
                 let t = self.db.table(t)?;
-                let (k, v) = (bytes(k)?, bytes(v)?);
+                let (k, v) = (arg(k)?, arg(v)?);
                 self.run(|tx| tx.put(&t, &k, &v))?;
                 println!("ok");
             }
             ["delete", t, k] => {
                 let t = existing_table(&self.db, t)?;
-                let k = bytes(k)?;
+                let k = arg(k)?;
                 let existed = self.run(|tx| tx.delete(&t, &k))?;
                 println!("{}", if existed { "deleted" } else { "(not found)" });
             }
@@ -252,17 +246,10 @@ impl Session {
             ),
             b => (b, 100),
         };
-        let lo = match bounds.first() {
-            Some(k) => Bound::Included(bytes(k)?),
-            None => Bound::Unbounded,
-        };
-        let hi = match bounds.get(1) {
-            Some(k) => Bound::Excluded(bytes(k)?),
-            None => Bound::Unbounded,
-        };
         if bounds.len() > 2 {
             return Err(Failure::new("scan TABLE [FROM [TO]] [limit N]"));
         }
+        let (lo, hi) = key_range(bounds.first().copied(), bounds.get(1).copied())?;
         let t = existing_table(&self.db, table)?;
         let rows = self.run(|tx| {
             tx.scan(&t, (lo, hi))?

@@ -24,13 +24,12 @@ use crate::{Failure, Outcome};
 
 /// (log id, name) of every table, if the database opens read-only.
 fn table_names(dir: &Path) -> Vec<(u64, String)> {
-    let opened =
-        strata::Db::open_with(dir, strata::Options::default().read_only(true)).and_then(|db| {
-            db.table_names()?
-                .into_iter()
-                .map(|n| Ok((db.table(&n)?.log_id(), n)))
-                .collect::<strata::Result<Vec<_>>>()
-        });
+    let opened = crate::read_only(dir).and_then(|db| {
+        db.table_names()?
+            .into_iter()
+            .map(|n| Ok((db.table(&n)?.log_id(), n)))
+            .collect::<strata::Result<Vec<_>>>()
+    });
     opened.unwrap_or_else(|e| {
         eprintln!("(table names unavailable, shown as #id: {e})");
         Vec::new()
