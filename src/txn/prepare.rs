@@ -43,6 +43,7 @@ use crate::sync::{Mutex, Ordering};
 use crate::wal::record::{Kind, Op};
 
 use super::ssi::ReadSet;
+use super::Versions;
 
 /// A transaction prepared for two-phase commit and waiting for the
 /// decision (`Db::prepared_transactions`).
@@ -65,8 +66,8 @@ pub(crate) struct InDoubt {
     /// Its SSI marks, if it runs under SSI (recovered ones hold table marks
     /// in the graph and an empty set here).
     pub reads: Option<ReadSet>,
-    /// Versions it wrote (counted as dead if it rolls back).
-    pub writes: u64,
+    /// Versions it wrote and replaced, counted as dead by the decision.
+    pub versions: Versions,
 }
 
 enum Slot {
@@ -327,9 +328,12 @@ pub(crate) fn decide(inner: &Inner, gid: &str, commit: bool) -> Result<()> {
             ssi.aborted(t.token, reads);
         }
     }
-    if !commit {
-        inner.dead.fetch_add(t.writes, Ordering::Relaxed);
-    }
+    let dead = if commit {
+        t.versions.dead_if_committed()
+    } else {
+        t.versions.dead_if_aborted()
+    };
+    inner.dead.fetch_add(dead, Ordering::Relaxed);
     inner.waits.finished();
     inner.prepared.release(gid);
     Ok(())
@@ -368,7 +372,7 @@ pub(crate) fn adopt(inner: &Inner) -> Result<()> {
                 xid: e.xid,
                 prepared_at: e.prepared_at,
                 reads,
-                writes: 0,
+                versions: Versions::default(),
             },
         );
     }
@@ -398,7 +402,7 @@ mod tests {
                 xid: Xid(5),
                 prepared_at: UNIX_EPOCH,
                 reads: None,
-                writes: 0,
+                versions: Versions::default(),
             },
         );
         assert_eq!(r.list().len(), 1);

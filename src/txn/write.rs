@@ -14,7 +14,6 @@
 //! Large values are written to overflow pages before the latch is taken,
 //! and freed again if the write fails.
 
-use crate::sync::Ordering;
 use std::time::Instant;
 
 use super::Transaction;
@@ -108,10 +107,8 @@ fn write_loop(tx: &mut Transaction, inner: &Inner, w: &Write<'_>) -> Result<bool
         };
         match step {
             Step::Done { existed } => {
-                tx.writes += 1;
-                if existed {
-                    inner.dead.fetch_add(1, Ordering::Relaxed);
-                }
+                tx.versions.written += u64::from(w.value.is_some());
+                tx.versions.superseded += u64::from(existed);
                 return Ok(existed);
             }
             Step::Wait(holder) => inner
