@@ -242,6 +242,9 @@ impl Checker<'_, '_> {
                 let n = node::count(p);
                 let mut cells = Vec::with_capacity(n);
                 for i in 0..n {
+                    if !node::head_ok(p, i) {
+                        return None;
+                    }
                     let k = node::key(p, i)?.to_vec();
                     let v = if is_leaf {
                         node::value(p, i)?.to_vec()

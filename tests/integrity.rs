@@ -66,10 +66,10 @@ fn sound_database_checks_clean_before_and_after_vacuum() {
     );
 }
 
-#[test]
-fn damage_that_passes_checksums_is_still_found() {
-    // Rewrite a heap tuple's key with a valid page checksum: only the
-    // cross-check between index and heap can notice.
+/// Edits the first page of type `ty` in a checkpointed copy of
+/// `populated`, re-stamps its checksum, and returns the page's offset and
+/// what `check_integrity` says.
+fn damaged(ty: u8, edit: impl FnOnce(&mut [u8])) -> (u64, strata::Result<strata::IntegrityReport>) {
     let tmp = tempfile::tempdir().expect("tmp");
     {
         let db = populated(tmp.path());
@@ -79,12 +79,10 @@ fn damage_that_passes_checksums_is_still_found() {
     let bytes = std::fs::read(&path).expect("read");
     let page_size = 8192;
     let target = (0..bytes.len() / page_size)
-        .find(|&i| bytes[i * page_size + 16] == 2)
-        .expect("a heap page");
+        .find(|&i| bytes[i * page_size + 16] == ty)
+        .expect("a page of that type");
     let mut page = bytes[target * page_size..(target + 1) * page_size].to_vec();
-    // First slot's tuple: key starts 30 bytes into the tuple.
-    let off = u16::from_le_bytes([page[32], page[33]]) as usize;
-    page[off + 30] ^= 0x01;
+    edit(&mut page);
     let crc = common::crc32c(&page[4..]);
     page[..4].copy_from_slice(&crc.to_le_bytes());
     let f = std::fs::OpenOptions::new()
@@ -95,9 +93,36 @@ fn damage_that_passes_checksums_is_still_found() {
         .expect("write");
     drop(f);
     let db = open(tmp.path());
-    match db.check_integrity() {
+    ((target * page_size) as u64, db.check_integrity())
+}
+
+#[test]
+fn damage_that_passes_checksums_is_still_found() {
+    // Rewrite a heap tuple's key with a valid page checksum: only the
+    // cross-check between index and heap can notice.
+    let (at, found) = damaged(2, |page| {
+        // First slot's tuple: key starts 30 bytes into the tuple.
+        let off = u16::from_le_bytes([page[32], page[33]]) as usize;
+        page[off + 30] ^= 0x01;
+    });
+    match found {
+        Err(Error::Corruption { offset, reason, .. }) => assert_eq!(offset, at, "{reason}"),
+        other => panic!("damage not found: {other:?}"),
+    }
+}
+
+#[test]
+fn a_slot_head_that_disagrees_with_its_key_is_found() {
+    // A wrong head misdirects searches without breaking the key order, so
+    // only comparing each head with its cell's key can notice.
+    let (at, found) = damaged(3, |page| {
+        // First slot (byte 36): offset u16, then the head u32.
+        page[38] ^= 0x01;
+    });
+    match found {
         Err(Error::Corruption { offset, reason, .. }) => {
-            assert_eq!(offset, (target * page_size) as u64, "{reason}");
+            assert_eq!(offset, at, "{reason}");
+            assert!(reason.contains("malformed"), "{reason}");
         }
         other => panic!("damage not found: {other:?}"),
     }

@@ -268,7 +268,7 @@ fn split(
     let link = node::link(p);
     let mut cells = node::cells(p).ok_or_else(|| corrupt_in(pool.path(), pid, "malformed node"))?;
     cells.insert(pos, cell);
-    let total: usize = cells.iter().map(|c| c.len() + 2).sum();
+    let total: usize = cells.iter().map(|c| c.len() + node::SLOT).sum();
     // Key limits guarantee at least three cells per full node, and halves
     // that fit; anything else means the node's cells were damaged.
     let enough = cells.len() >= 3 || leaf && cells.len() >= 2;
@@ -279,8 +279,8 @@ fn split(
     }
     let mut acc = 0;
     let mut m = 0;
-    while m < cells.len() - 1 && acc + cells[m].len() + 2 <= total / 2 {
-        acc += cells[m].len() + 2;
+    while m < cells.len() - 1 && acc + cells[m].len() + node::SLOT <= total / 2 {
+        acc += cells[m].len() + node::SLOT;
         m += 1;
     }
     let m = m.clamp(1, cells.len() - if leaf { 1 } else { 2 });
