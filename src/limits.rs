@@ -34,12 +34,10 @@ pub const CACHE_PAGES_MIN: usize = if cfg!(loom) { 2 } else { 4 * MTR_PAGES_MAX 
 pub const XID_BATCH: u64 = 1024;
 /// Index entries vacuum examines while holding the write latch once.
 pub const VACUUM_BATCH: usize = 64;
-/// Rows a scan fetches per latch acquisition.
+/// Index entries a scan fetches per latch acquisition.
 pub const SCAN_BATCH: usize = 128;
-/// Rows of a scan's first batch (later batches double up to `SCAN_BATCH`).
+/// Entries of a scan's first batch (later batches double up to `SCAN_BATCH`).
 pub const SCAN_BATCH_FIRST: usize = 16;
-/// Key and value bytes after which a scan batch stops early.
-pub const SCAN_BATCH_BYTES: usize = 1 << 20;
 /// Key marks one serializable transaction keeps on one table before they
 /// are coarsened into range marks.
 pub const SIREAD_KEYS_PER_TABLE_MAX: usize = 4096;

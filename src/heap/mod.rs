@@ -16,7 +16,7 @@ pub mod tuple;
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::sync::Mutex;
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::buffer::page::{PageBuf, PageType};
@@ -28,10 +28,11 @@ use crate::store::meta;
 /// Free-space hints tried per insert before a new page is taken.
 const FSM_TRIES: usize = 4;
 
-/// In-memory free-space hints.
+/// In-memory free-space hints, and a count of tuples removed.
 #[derive(Default)]
 pub struct Fsm {
     inner: Mutex<FsmInner>,
+    removed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -56,6 +57,13 @@ impl Fsm {
         if let Some(old) = f.space.remove(&pid) {
             f.by_space.remove(&(old, pid));
         }
+    }
+
+    /// Tuples removed so far (by vacuum: nothing else frees a slot). A
+    /// reader that keeps tuple ids across latch releases trusts them only
+    /// while this is unchanged; read it under the store latch.
+    pub fn removals(&self) -> u64 {
+        self.removed.load(Ordering::Relaxed)
     }
 
     /// A page believed to have at least `need` free bytes: the fullest such
@@ -174,6 +182,7 @@ pub fn stamp_xmax(mtr: &mut Mtr<'_>, tid: Tid, xmax: crate::ids::Xid) -> Result<
 pub fn remove(mtr: &mut Mtr<'_>, fsm: &Fsm, tid: Tid) -> Result<()> {
     let p: &mut PageBuf = mtr.page_mut(tid.page)?;
     page::remove(p, tid.slot);
+    fsm.removed.fetch_add(1, Ordering::Relaxed);
     fsm.set(tid.page, page::free_space(p));
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Range scans: a double-ended iterator over the rows a transaction sees.
 //!
-//! A scan holds no latch between calls. It fetches rows in batches (a
-//! shared-latch visit to the B+tree and the version chains each), and
-//! remembers how far each end got as a key, so the tree may change freely
-//! between batches: the scan's snapshot decides what it sees.
+//! A scan holds no latch between calls. It fetches index entries in
+//! batches (one shared-latch visit to the B+tree each) and remembers how
+//! far each end got as a key, so the tree may change freely between
+//! batches; each row's version chain is read when the row is taken, under
+//! the latch again, and the scan's snapshot decides what it sees.
 
 use std::collections::VecDeque;
 use std::ops::{Bound, Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, RangeToInclusive};
@@ -12,7 +13,7 @@ use super::Transaction;
 use crate::btree::{self, Dir};
 use crate::db::Table;
 use crate::error::Result;
-use crate::limits::{SCAN_BATCH, SCAN_BATCH_BYTES, SCAN_BATCH_FIRST};
+use crate::limits::{SCAN_BATCH, SCAN_BATCH_FIRST};
 use crate::mvcc::chain;
 use crate::mvcc::Snapshot;
 
@@ -79,6 +80,14 @@ impl<K: AsRef<[u8]>> KeyRange for (Bound<K>, Bound<K>) {
 
 type Row = (Vec<u8>, Vec<u8>);
 
+/// An index entry fetched but not yet read: the key, the tid of its
+/// newest version then, and the heap's removal count at that moment.
+struct Pending {
+    key: Vec<u8>,
+    entry: Vec<u8>,
+    removals: u64,
+}
+
 /// Iterator over `Result<(key, value)>` in key order (or reverse with `.rev()`).
 pub struct Scan<'t> {
     tx: &'t Transaction,
@@ -87,12 +96,12 @@ pub struct Scan<'t> {
     /// Everything below (forward end) / above (back end) was fetched.
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
-    front: VecDeque<Row>,
-    back: VecDeque<Row>,
+    front: VecDeque<Pending>,
+    back: VecDeque<Pending>,
     exhausted: bool,
     failed: bool,
-    /// Keys the next batch fetches: small first (most scans stop early),
-    /// doubling up to `SCAN_BATCH`.
+    /// Entries the next batch fetches: small first (most scans stop
+    /// early), doubling up to `SCAN_BATCH`.
     batch: usize,
 }
 
@@ -125,103 +134,119 @@ impl<'t> Scan<'t> {
         }
     }
 
-    /// Fetches the next batch from one end: at most `SCAN_BATCH` keys and
-    /// about `SCAN_BATCH_BYTES` of values, so one batch never holds the
-    /// latch for long.
+    /// Fetches the next batch of index entries from one end, at most
+    /// `batch` of them. Their versions are read one row at a time as the
+    /// caller takes rows, so a scan that stops early reads no more heap
+    /// tuples than rows it returns.
     fn fill(&mut self, dir: Dir) -> Result<()> {
         let inner = self.tx.db.inner();
-        let mut r = inner.store.read();
         let mut entries = Vec::new();
         let lo = self.lo.as_ref().map(Vec::as_slice);
         let hi = self.hi.as_ref().map(Vec::as_slice);
-        let done = btree::range(
-            &mut r.view,
-            self.table.root,
-            lo,
-            hi,
-            dir,
-            self.batch,
-            &mut entries,
-        )?;
-        self.batch = (self.batch * 2).min(SCAN_BATCH);
-        let total = entries.len();
-        let mut bytes = 0;
-        let mut taken = 0;
-        // The last key examined bounds the next batch: kept here when no
-        // row carries it, else copied from the row at the end.
-        let mut last: Option<Vec<u8>> = None;
-        let mut last_is_row = false;
-        let mut unseen = Vec::new();
-        for (key, entry) in entries {
-            taken += 1;
-            let rows = if dir == Dir::Forward {
-                &mut self.front
-            } else {
-                &mut self.back
-            };
-            let seen = chain::read_visible(
+        let (done, removals) = {
+            let mut r = inner.store.read();
+            let done = btree::range(
                 &mut r.view,
-                &entry,
+                self.table.root,
+                lo,
+                hi,
+                dir,
+                self.batch,
+                &mut entries,
+            )?;
+            (done, inner.store.fsm.removals())
+        };
+        self.batch = (self.batch * 2).min(SCAN_BATCH);
+        self.exhausted = done;
+        if let Some((last, _)) = entries.last() {
+            match dir {
+                Dir::Forward => self.lo = Bound::Excluded(last.clone()),
+                Dir::Reverse => self.hi = Bound::Excluded(last.clone()),
+            }
+        }
+        let side = match dir {
+            Dir::Forward => &mut self.front,
+            Dir::Reverse => &mut self.back,
+        };
+        side.extend(entries.into_iter().map(|(key, entry)| Pending {
+            key,
+            entry,
+            removals,
+        }));
+        Ok(())
+    }
+
+    /// The value this scan's snapshot sees for a fetched entry. The tid is
+    /// trusted only if vacuum removed no tuple since it was fetched (a
+    /// removed slot may hold another key's tuple by now); otherwise the
+    /// key is looked up again. A head that is no longer the newest version
+    /// is still a right place to start: versions newer than the fetch were
+    /// written after this scan's snapshot and its SSI marks, so they are
+    /// neither visible nor needed to detect a conflict.
+    fn resolve(&self, p: &Pending) -> Result<Option<Vec<u8>>> {
+        let inner = self.tx.db.inner();
+        let mut unseen = Vec::new();
+        let value = {
+            let mut r = inner.store.read();
+            let again;
+            let entry = if inner.store.fsm.removals() == p.removals {
+                &p.entry
+            } else {
+                match btree::get(&mut r.view, self.table.root, &p.key)? {
+                    Some(e) => {
+                        again = e;
+                        &again
+                    }
+                    None => return Ok(None),
+                }
+            };
+            chain::read_visible(
+                &mut r.view,
+                entry,
                 &self.snap,
                 self.tx.xid,
                 inner.mgr.clog(),
                 &mut unseen,
-            )?;
-            last_is_row = seen.is_some();
-            match seen {
-                Some(value) => {
-                    bytes += key.len() + value.len();
-                    rows.push_back((key, value));
-                }
-                None => last = Some(key),
-            }
-            if bytes >= SCAN_BATCH_BYTES {
-                break;
-            }
-        }
-        drop(r);
+            )?
+        };
         self.tx.ssi_unseen(&unseen)?;
-        if done && taken == total {
-            self.exhausted = true;
-        }
-        if last_is_row {
-            let rows = if dir == Dir::Forward {
-                &self.front
-            } else {
-                &self.back
+        Ok(value)
+    }
+
+    fn next_pending(&mut self, dir: Dir) -> Result<Option<Pending>> {
+        loop {
+            let (mine, other) = match dir {
+                Dir::Forward => (&mut self.front, &mut self.back),
+                Dir::Reverse => (&mut self.back, &mut self.front),
             };
-            last = rows.back().map(|(k, _)| k.clone());
-        }
-        if let Some(last) = last {
-            match dir {
-                Dir::Forward => self.lo = Bound::Excluded(last),
-                Dir::Reverse => self.hi = Bound::Excluded(last),
+            if let Some(p) = mine.pop_front() {
+                return Ok(Some(p));
             }
+            if self.exhausted {
+                // The other end may hold entries fetched from its side.
+                return Ok(other.pop_back());
+            }
+            self.fill(dir)?;
         }
-        Ok(())
     }
 
     fn next_from(&mut self, dir: Dir) -> Option<Result<Row>> {
         if self.failed {
             return None;
         }
-        loop {
-            let (mine, other) = match dir {
-                Dir::Forward => (&mut self.front, &mut self.back),
-                Dir::Reverse => (&mut self.back, &mut self.front),
-            };
-            if let Some(row) = mine.pop_front() {
-                return Some(Ok(row));
-            }
-            if self.exhausted {
-                // The other end may hold rows fetched from its side.
-                return other.pop_back().map(Ok);
-            }
-            if let Err(e) = self.fill(dir) {
-                self.failed = true;
-                return Some(Err(e));
+        let r = self.next_row(dir);
+        self.failed = r.is_err();
+        r.transpose()
+    }
+
+    /// The next row visible to the scan's snapshot; `None` at the end.
+    fn next_row(&mut self, dir: Dir) -> Result<Option<Row>> {
+        while let Some(p) = self.next_pending(dir)? {
+            if let Some(value) = self.resolve(&p)? {
+                return Ok(Some((p.key, value)));
             }
         }
+        Ok(None)
     }
 }
 
