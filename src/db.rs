@@ -81,10 +81,13 @@ pub struct VacuumStats {
     pub versions_removed: u64,
     /// Keys removed from the index (every version dead).
     pub keys_removed: u64,
-    /// Overflow pages returned to the free list.
+    /// Overflow pages freed.
     pub overflow_pages_freed: u64,
-    /// Emptied heap pages returned to the free list.
+    /// Emptied heap pages freed.
     pub heap_pages_freed: u64,
+    /// Free pages cut off the end of the data file (the file itself is
+    /// cut at the next checkpoint).
+    pub pages_cut: u64,
 }
 
 pub(crate) struct Inner {
@@ -468,7 +471,7 @@ pub(crate) fn checkpoint(inner: &Inner) -> Result<()> {
     let r = control::write(inner.vfs.as_ref(), &inner.dir, &Control { redo, next_xid });
     store.wal.fail(r)?;
     store.wal.recycle(redo)?;
-    Ok(())
+    store.cut_file()
 }
 
 fn maintenance(inner: &Inner, worker: &Worker) {

@@ -11,7 +11,8 @@
 //!   overflow chains as long as their tuples say;
 //! - heap pages: every tuple in use belongs to some chain, and the header's
 //!   free-space accounting adds up;
-//! - the free list and the commit-log directory are well formed.
+//! - the free map marks only freed pages, and the commit-log directory is
+//!   well formed.
 //!
 //! Pages no structure reaches are counted as leaked (space, not data: for
 //! example overflow pages of a large value whose tuple was never written
@@ -29,6 +30,7 @@ use crate::heap::{self, overflow};
 use crate::ids::{PageId, Tid, Xid};
 use crate::limits::PAGE_SIZE;
 use crate::mvcc::chain::{self, Cursor};
+use crate::store::freemap::{self, MAP_BITS};
 use crate::store::meta::{self, Field, META};
 
 /// What the check found in a sound database.
@@ -46,8 +48,10 @@ pub struct IntegrityReport {
     pub overflow_pages: u64,
     /// Commit-log pages and their directories.
     pub clog_pages: u64,
-    /// Pages on the free list.
+    /// Free pages, waiting for reuse.
     pub free_pages: u64,
+    /// Free-map pages (one bit per page).
+    pub free_map_pages: u64,
     /// Allocated pages nothing refers to.
     pub leaked_pages: u64,
     /// Tables.
@@ -64,6 +68,7 @@ type LeafFn<'f, C> = dyn FnMut(&mut C, &[u8], &[u8]) -> Result<()> + 'f;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Owner {
     Meta,
+    Map,
     Free,
     Clog,
     Tree,
@@ -111,7 +116,7 @@ pub fn check(
         progress,
     };
     c.claim(META, Owner::Meta)?;
-    c.free_list(PageId(meta::get(&m, Field::FreeHead)))?;
+    c.free_map(meta::get(&m, Field::FreeHint))?;
     c.clog(PageId(meta::get(&m, Field::ClogDir)))?;
     let mut tables = Vec::new();
     c.tree(
@@ -172,6 +177,7 @@ impl Checker<'_, '_> {
             Owner::Overflow => self.report.overflow_pages += 1,
             Owner::Clog => self.report.clog_pages += 1,
             Owner::Free => self.report.free_pages += 1,
+            Owner::Map => self.report.free_map_pages += 1,
             Owner::Meta => {}
         }
         Ok(())
@@ -189,11 +195,33 @@ impl Checker<'_, '_> {
         Ok(())
     }
 
-    fn free_list(&mut self, mut pid: PageId) -> Result<()> {
-        while pid.0 != 0 {
-            self.claim(pid, Owner::Free)?;
-            self.expect_type(pid, PageType::FreeList)?;
-            pid = PageId(self.view.with_page(pid, meta::free_next)?);
+    /// Every map page below the count, and every page they mark free.
+    fn free_map(&mut self, hint: u32) -> Result<()> {
+        let mut k = 0;
+        while k * MAP_BITS < self.count {
+            let map = freemap::map_of(PageId(k * MAP_BITS));
+            if map.0 < self.count {
+                self.claim(map, Owner::Map)?;
+                self.expect_type(map, PageType::FreeMap)?;
+            }
+            let (lo, hi) = (k * MAP_BITS, (k + 1) * MAP_BITS);
+            let free: Vec<u32> = self.view.with_page(map, |p| {
+                (lo..hi)
+                    .filter(|&pid| freemap::is_free(p, PageId(pid)))
+                    .collect()
+            })?;
+            for pid in free.into_iter().map(PageId) {
+                if pid.0 >= self.count || pid.0 < hint || pid == META || freemap::is_map(pid) {
+                    let what = format!(
+                        "free map {map} marks page {pid} free (count {}, hint {hint})",
+                        self.count
+                    );
+                    return Err(self.err(map, what));
+                }
+                self.claim(pid, Owner::Free)?;
+                self.expect_type(pid, PageType::Freed)?;
+            }
+            k += 1;
         }
         Ok(())
     }

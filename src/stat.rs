@@ -21,6 +21,7 @@ use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::{PAGE_SIZE, VACUUM_BATCH};
 use crate::mvcc::chain::{self, Cursor};
 use crate::mvcc::{visible, Seen};
+use crate::store::freemap;
 use crate::store::meta::{self, Field, FORMAT_VERSION};
 use crate::txn::prepare::PreparedTransaction;
 use crate::vacuum;
@@ -41,7 +42,7 @@ pub struct Stats {
     pub data_file_bytes: u64,
     /// Pages allocated in the data file (the meta page's count).
     pub pages: u64,
-    /// Pages on the free list, waiting for reuse.
+    /// Free pages, waiting for reuse.
     pub free_pages: u64,
     /// Heap pages holding the tables' versions.
     pub heap_pages: u64,
@@ -103,14 +104,8 @@ pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
     let (pages, free_pages) = {
         let mut r = store.read();
         let m = r.view.read_meta()?;
-        let mut free = 0u64;
-        let mut pid = PageId(meta::get(&m, Field::FreeHead));
-        // Bounded by the page count: a damaged, cyclic list ends here.
-        while pid.0 != 0 && free < meta::get(&m, Field::PageCount) as u64 {
-            free += 1;
-            pid = PageId(r.view.with_page(pid, meta::free_next)?);
-        }
-        (meta::get(&m, Field::PageCount) as u64, free)
+        let count = meta::get(&m, Field::PageCount);
+        (count as u64, freemap::count_free(&mut r.view, count)?)
     };
     let mut heap_pages = HashSet::new();
     let mut heap_free_bytes = 0u64;

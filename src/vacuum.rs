@@ -71,6 +71,15 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
             }
         }
     }
+    loop {
+        let (cut, _) = inner
+            .store
+            .with_mtr(Op::Vacuum as u8, Xid::NONE, meta::shrink)?;
+        if cut == 0 {
+            break;
+        }
+        stats.pages_cut += u64::from(cut);
+    }
     inner.keys_last_vacuum.store(stats.keys, Ordering::Relaxed);
     Ok(stats)
 }

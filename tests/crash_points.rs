@@ -337,6 +337,40 @@ fn updates_deletes_and_vacuum() {
 }
 
 #[test]
+fn the_data_file_is_cut_and_grows_again() {
+    let big = |i: u32, b: u8| put(format!("big{i}"), vec![b; 20_000]);
+    let steps = vec![
+        Step::Txn(
+            (0..40u32)
+                .map(|i| put(format!("k{i:03}"), vec![1; 100]))
+                .collect(),
+        ),
+        Step::Txn((0..6u32).map(|i| big(i, 2)).collect()),
+        Step::Checkpoint,
+        Step::Txn(
+            (0..6u32)
+                .map(|i| Op::Del(format!("big{i}").into_bytes()))
+                .collect(),
+        ),
+        Step::Vacuum,
+        Step::Checkpoint,
+        Step::Txn((0..3u32).map(|i| big(i, 3)).collect()),
+        Step::Checkpoint,
+    ];
+    let fs = explore("cut-and-grow", &steps);
+    let len = |fs: &FaultFs| {
+        fs.read_file(&Path::new(DIR).join(strata::DATA_FILE))
+            .map_or(0, |d| d.len())
+    };
+    // At its peak the file held 26 pages; uncut, it would end there.
+    assert!(
+        len(&fs) <= 20 * 8192,
+        "the workload never cut the data file ({} bytes)",
+        len(&fs)
+    );
+}
+
+#[test]
 fn checkpoints_recycle_the_log() {
     let mut steps = Vec::new();
     for r in 0..8u32 {

@@ -56,7 +56,13 @@ fn sound_database_checks_clean_before_and_after_vacuum() {
     assert_eq!(r.leaked_pages, 0, "{r:?}");
     assert_eq!(
         r.pages,
-        r.btree_pages + r.heap_pages + r.overflow_pages + r.clog_pages + r.free_pages + 1
+        r.btree_pages
+            + r.heap_pages
+            + r.overflow_pages
+            + r.clog_pages
+            + r.free_pages
+            + r.free_map_pages
+            + 1
     );
     drop(db);
     let db = open(tmp.path());

@@ -72,8 +72,9 @@ fn damaged_page_without_image_is_reported_with_file_and_offset() {
     db.checkpoint().expect("checkpoint");
     copy_dir(tmp.path(), img.path());
     drop(db);
-    // Page 1 is the catalog root: untouched since the checkpoint.
-    write_at(&img.path().join("data.strata"), 8192 + 100, &[0xFF; 16]);
+    // Page 2 is the catalog root (page 1 is the free map): untouched
+    // since the checkpoint.
+    write_at(&img.path().join("data.strata"), 2 * 8192 + 100, &[0xFF; 16]);
     let err = match strata::Db::open(img.path()).and_then(|db| db.table("t").map(|_| db)) {
         Err(e) => e,
         Ok(_) => panic!("damage went unnoticed"),
@@ -81,7 +82,7 @@ fn damaged_page_without_image_is_reported_with_file_and_offset() {
     match err {
         Error::Corruption { file, offset, .. } => {
             assert!(file.ends_with("data.strata"), "{file:?}");
-            assert_eq!(offset, 8192);
+            assert_eq!(offset, 2 * 8192);
         }
         other => panic!("expected corruption, got {other}"),
     }

@@ -360,6 +360,33 @@ impl BufferPool {
         Ok(written)
     }
 
+    /// Drops pages `from` and beyond: their frames are emptied unwritten
+    /// and the file is cut to `from` pages. Nothing may hold them; a frame
+    /// still pinned leaves the file as it is.
+    pub(crate) fn cut(&self, from: PageId) -> Result<()> {
+        let mut table = self.table.write();
+        let gone: Vec<(PageId, usize)> = table
+            .map
+            .iter()
+            .filter(|(pid, _)| pid.0 >= from.0)
+            .map(|(&pid, &idx)| (pid, idx))
+            .collect();
+        if gone
+            .iter()
+            .any(|&(_, idx)| self.frames[idx].pins.load(Ordering::Acquire) > 0)
+        {
+            return Ok(());
+        }
+        for (pid, idx) in gone {
+            let f = &self.frames[idx];
+            f.dirty.store(false, Ordering::Release);
+            f.pid.store(NO_PAGE, Ordering::Release);
+            table.map.remove(&pid);
+        }
+        let r = self.file.set_len(u64::from(from.0) * PAGE_SIZE as u64);
+        self.fail(r)
+    }
+
     /// Length of the data file in pages.
     pub fn file_pages(&self) -> Result<u64> {
         Ok(self.file.len()?.div_ceil(PAGE_SIZE as u64))

@@ -47,8 +47,10 @@ pub enum PageType {
     Clog = 6,
     /// Directory of commit-log pages.
     ClogDir = 7,
-    /// On the free list, waiting for reuse.
-    FreeList = 8,
+    /// Freed, waiting for reuse (its free-map bit is set).
+    Freed = 8,
+    /// A free map: one bit per page.
+    FreeMap = 9,
 }
 
 impl PageType {
@@ -63,7 +65,8 @@ impl PageType {
             5 => PageType::Overflow,
             6 => PageType::Clog,
             7 => PageType::ClogDir,
-            8 => PageType::FreeList,
+            8 => PageType::Freed,
+            9 => PageType::FreeMap,
             _ => return None,
         })
     }

@@ -187,7 +187,7 @@ pub fn remove(mtr: &mut Mtr<'_>, fsm: &Fsm, tid: Tid) -> Result<()> {
     Ok(())
 }
 
-/// Returns `pid` to the free list if it is a heap page with no tuples
+/// Frees `pid` if it is a heap page with no tuples
 /// left, so any kind of page can reuse it.
 pub fn release_if_empty(mtr: &mut Mtr<'_>, fsm: &Fsm, pid: PageId) -> Result<bool> {
     let p = mtr.page(pid)?;

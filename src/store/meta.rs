@@ -2,14 +2,14 @@
 //!
 //! ```text
 //!  24        32        36         40           44          48             52             56              60
-//!  | magic 8 | version | page size | page count | free head | catalog root | clog dir head | next table id | prepared root |
+//!  | magic 8 | version | page size | page count | free hint | catalog root | clog dir head | next table id | prepared root |
 //! ```
-//! `page count` is the high-water mark: pages [0, count) exist. Freed pages
-//! form a singly linked list through their first body word (type
-//! `FreeList`), headed by `free head` (0: empty). Every change to this page
-//! goes through a mini-transaction, so allocation is logged with the
-//! operation that needed the page.
+//! `page count` is the high-water mark: pages [0, count) exist. Which of
+//! them are free the free map says (`freemap`); no page below `free hint`
+//! is free. Every change to this page goes through a mini-transaction, so
+//! allocation is logged with the operation that needed the page.
 
+use super::freemap;
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::buffer::page::{self, PageBuf, PageType, HDR};
 use crate::codec::{put_u32, u32_at};
@@ -27,7 +27,7 @@ pub const FORMAT_VERSION: u32 = 5;
 const VERSION: usize = HDR + 8;
 const PAGE_SIZE_AT: usize = HDR + 12;
 const PAGE_COUNT: usize = HDR + 16;
-const FREE_HEAD: usize = HDR + 20;
+const FREE_HINT: usize = HDR + 20;
 const CATALOG_ROOT: usize = HDR + 24;
 const CLOG_DIR: usize = HDR + 28;
 const NEXT_TABLE: usize = HDR + 32;
@@ -38,8 +38,8 @@ const PREPARED_ROOT: usize = HDR + 36;
 pub enum Field {
     /// High-water mark of allocated pages.
     PageCount,
-    /// First page of the free list.
-    FreeHead,
+    /// No page below it is free.
+    FreeHint,
     /// Root of the catalog B+tree.
     CatalogRoot,
     /// First commit-log directory page.
@@ -53,7 +53,7 @@ pub enum Field {
 fn offset(f: Field) -> usize {
     match f {
         Field::PageCount => PAGE_COUNT,
-        Field::FreeHead => FREE_HEAD,
+        Field::FreeHint => FREE_HINT,
         Field::CatalogRoot => CATALOG_ROOT,
         Field::ClogDir => CLOG_DIR,
         Field::NextTable => NEXT_TABLE,
@@ -78,6 +78,7 @@ pub fn init(p: &mut PageBuf) {
     put_u32(p, VERSION, FORMAT_VERSION);
     put_u32(p, PAGE_SIZE_AT, PAGE_SIZE as u32);
     set(p, Field::PageCount, 1);
+    set(p, Field::FreeHint, 1);
 }
 
 /// Checks magic, version and page size.
@@ -102,54 +103,97 @@ pub fn validate(p: &PageBuf) -> Result<()> {
     Ok(())
 }
 
-/// Allocates a page (free list first, then the high-water mark) and starts
-/// it as type `ty`.
+/// Writes a field through a declared range.
+fn set_in(mtr: &mut Mtr<'_>, f: Field, v: u32) -> Result<()> {
+    let at = offset(f);
+    put_u32(mtr.page_mut_in(META, &[(at, at + 4)])?, at, v);
+    Ok(())
+}
+
+/// Allocates a page (the lowest free one, else one past the count) and
+/// starts it as type `ty`.
 pub fn alloc(mtr: &mut Mtr<'_>, ty: PageType) -> Result<PageId> {
     let meta = mtr.page(META)?;
-    let head = get(meta, Field::FreeHead);
+    let hint = get(meta, Field::FreeHint);
     let count = get(meta, Field::PageCount);
-    let pid = if head != 0 {
-        if head >= count {
-            return Err(Error::corruption(
-                mtr.file(),
-                0,
-                format!("free list head {head} beyond page count {count}"),
-            ));
+    let pid = match freemap::lowest(mtr, hint, count)? {
+        Some(pid) => {
+            // A map bit is no licence to overwrite a live page.
+            let freed = mtr.with_page(pid, |p| page::page_type(p) == Some(PageType::Freed))?;
+            if !freed || pid == META || freemap::is_map(pid) {
+                return Err(Error::corruption(
+                    mtr.file(),
+                    pid.0 as u64 * PAGE_SIZE as u64,
+                    format!("page {pid} is marked free but is not a freed page"),
+                ));
+            }
+            freemap::mark_used(mtr, pid)?;
+            set_in(mtr, Field::FreeHint, pid.0 + 1)?;
+            pid
         }
-        let next = mtr.with_page(PageId(head), |p| {
-            (page::page_type(p) == Some(PageType::FreeList)).then(|| free_next(p))
-        })?;
-        let Some(next) = next else {
-            return Err(Error::corruption(
-                mtr.file(),
-                head as u64 * PAGE_SIZE as u64,
-                format!("page {head} is on the free list but is not a free page"),
-            ));
-        };
-        set(mtr.page_mut(META)?, Field::FreeHead, next);
-        PageId(head)
-    } else {
-        if count == u32::MAX - 1 {
-            return Err(Error::Unsupported("data file reached its page limit"));
+        None => {
+            let mut next = count;
+            if freemap::is_map(PageId(next)) {
+                freemap::create(mtr, PageId(next))?;
+                next += 1;
+            }
+            if next >= u32::MAX - 1 {
+                return Err(Error::Unsupported("data file reached its page limit"));
+            }
+            set_in(mtr, Field::PageCount, next + 1)?;
+            set_in(mtr, Field::FreeHint, next + 1)?;
+            PageId(next)
         }
-        set(mtr.page_mut(META)?, Field::PageCount, count + 1);
-        PageId(count)
     };
     mtr.new_page(pid, ty)?;
     Ok(pid)
 }
 
-/// The page after `p` on the free list (0: none).
-pub fn free_next(p: &PageBuf) -> u32 {
-    u32_at(p, HDR).unwrap_or(0)
-}
-
-/// Returns a page to the free list.
+/// Frees a page: it is marked `Freed` and in the free map.
 pub fn free(mtr: &mut Mtr<'_>, pid: PageId) -> Result<()> {
-    assert!(pid != META, "the meta page is never freed");
-    let head = get(mtr.page(META)?, Field::FreeHead);
-    let p = mtr.new_page(pid, PageType::FreeList)?;
-    put_u32(p, HDR, head);
-    set(mtr.page_mut(META)?, Field::FreeHead, pid.0);
+    assert!(
+        pid != META && !freemap::is_map(pid),
+        "the meta page and the free maps are never freed"
+    );
+    let hint = get(mtr.page(META)?, Field::FreeHint);
+    mtr.new_page(pid, PageType::Freed)?;
+    freemap::mark_free(mtr, pid)?;
+    if pid.0 < hint {
+        set_in(mtr, Field::FreeHint, pid.0)?;
+    }
     Ok(())
 }
+
+/// Cuts free pages off the end: lowers the count past the trailing run of
+/// free pages (and map pages left with nothing after them), at most
+/// `SHRINK_MAX` of them. Returns how many went. The data file keeps its
+/// length until the next checkpoint cuts it.
+pub fn shrink(mtr: &mut Mtr<'_>) -> Result<u32> {
+    let meta = mtr.page(META)?;
+    let count = get(meta, Field::PageCount);
+    let hint = get(meta, Field::FreeHint);
+    let mut new = count;
+    // Pages 0 (meta) and 1 (the first map) always stay.
+    while new > 2 && count - new < SHRINK_MAX {
+        let p = PageId(new - 1);
+        let gone =
+            freemap::is_map(p) || mtr.with_page(freemap::map_of(p), |m| freemap::is_free(m, p))?;
+        if !gone {
+            break;
+        }
+        new -= 1;
+    }
+    if new == count {
+        return Ok(0);
+    }
+    freemap::clear(mtr, new, count)?;
+    set_in(mtr, Field::PageCount, new)?;
+    if hint > new {
+        set_in(mtr, Field::FreeHint, new)?;
+    }
+    Ok(count - new)
+}
+
+/// Pages one `shrink` cuts at most (one mini-transaction's worth of map
+/// changes: the bits of this many pages lie in at most two map pages).
+pub const SHRINK_MAX: u32 = 4096;

@@ -11,6 +11,7 @@
 //! transaction is many short mini-transactions. The latch is held for
 //! microseconds (never across a lock wait or an fsync).
 
+pub mod freemap;
 pub mod meta;
 
 use std::sync::Arc;
@@ -110,6 +111,25 @@ impl Store {
         let r = f(&mut w.mtr)?;
         let lsn = w.commit(Kind::Pages, op, xid)?;
         Ok((r, lsn))
+    }
+
+    /// Cuts the data file back to the meta page's page count, once the
+    /// log that lowered the count is durable (else a crash could bring
+    /// back a count naming pages the file no longer has). Pages past the
+    /// count are free and unreferenced; their cached copies are dropped
+    /// unwritten.
+    pub fn cut_file(&self) -> Result<()> {
+        let _latch = self.latch.write();
+        let count = {
+            let p = self.pool.fetch(meta::META)?;
+            let count = meta::get(&p.read(), meta::Field::PageCount);
+            count
+        };
+        if self.pool.file_pages()? <= u64::from(count) {
+            return Ok(());
+        }
+        self.wal.flush(self.wal.end(), true)?;
+        self.pool.cut(PageId(count))
     }
 
     /// Current redo point.

@@ -212,7 +212,7 @@ fn write_overflow(inner: &Inner, me: Xid, v: &[u8]) -> Result<PageId> {
     })
 }
 
-/// Returns an overflow chain's pages to the free list.
+/// Frees an overflow chain's pages.
 pub(crate) fn free_overflow(inner: &Inner, first: PageId, len: usize) -> Result<u64> {
     let pages = {
         let mut r = inner.store.read();
