@@ -85,6 +85,10 @@ pub struct VacuumStats {
     pub overflow_pages_freed: u64,
     /// Emptied heap pages freed.
     pub heap_pages_freed: u64,
+    /// Versions moved down the file to let its end go.
+    pub versions_moved: u64,
+    /// B+tree nodes moved down the file likewise.
+    pub nodes_moved: u64,
     /// Free pages cut off the end of the data file (the file itself is
     /// cut at the next checkpoint).
     pub pages_cut: u64,

@@ -77,6 +77,7 @@ pub mod btree;
 pub mod buffer;
 mod catalog;
 mod codec;
+mod compact;
 mod control;
 mod db;
 mod error;

@@ -15,6 +15,10 @@
 //! Dead large values are first freed a group of overflow pages per round.
 //! Every round leaves a consistent, fully linked chain, so a crash at any
 //! point loses no space and no data.
+//!
+//! A pass ends by compacting (`compact`: moving live pages down when the
+//! file could lose an eighth of itself) and cutting the free pages off the
+//! end of the file.
 
 use crate::sync::Ordering;
 
@@ -71,6 +75,7 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
             }
         }
     }
+    crate::compact::run(inner, &mut stats)?;
     loop {
         let (cut, _) = inner
             .store

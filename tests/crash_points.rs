@@ -371,6 +371,38 @@ fn the_data_file_is_cut_and_grows_again() {
 }
 
 #[test]
+fn compaction_moves_rows_nodes_and_commit_log_pages() {
+    let key = |i: u32| format!("{:08x}", i.wrapping_mul(2_654_435_761));
+    let mut steps = vec![Step::Txn(
+        (0..900u32).map(|i| put(key(i), vec![1; 150])).collect(),
+    )];
+    steps.push(Step::Txn(
+        (0..900u32).map(|i| put(key(i), vec![2; 150])).collect(),
+    ));
+    steps.push(Step::Vacuum);
+    steps.push(Step::Txn(
+        (0..900u32)
+            .step_by(2)
+            .map(|i| Op::Del(key(i).into_bytes()))
+            .collect(),
+    ));
+    steps.push(Step::Vacuum);
+    steps.push(Step::Checkpoint);
+    steps.push(Step::Txn(
+        (0..50u32).map(|i| put(key(i), vec![3; 150])).collect(),
+    ));
+    let fs = explore("compaction", &steps);
+    let len = fs
+        .read_file(&Path::new(DIR).join(strata::DATA_FILE))
+        .map_or(0, |d| d.len());
+    // Uncompacted, the file ends at 54 pages.
+    assert!(
+        len <= 40 * 8192,
+        "the workload never compacted ({len} bytes)"
+    );
+}
+
+#[test]
 fn checkpoints_recycle_the_log() {
     let mut steps = Vec::new();
     for r in 0..8u32 {

@@ -410,6 +410,68 @@ fn within(k: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
     above && below
 }
 
+/// The children of node `pid`, or `None` if it is a leaf.
+pub fn children(acc: &mut impl PageAccess, pid: PageId) -> Result<Option<Vec<PageId>>> {
+    let kids = acc.with_page(pid, |p| match node::is_leaf(p)? {
+        true => Some(None),
+        false => (0..=node::count(p))
+            .map(|i| node::child(p, i))
+            .collect::<Option<Vec<_>>>()
+            .map(Some),
+    })?;
+    kids.ok_or_else(|| corrupt(acc, pid, "malformed node"))
+}
+
+/// Adds the page of every node in the tree at `root` to `out`, reading
+/// only internal nodes (a level's first node says whether it is of leaves).
+pub fn node_pages(
+    acc: &mut impl PageAccess,
+    root: PageId,
+    out: &mut std::collections::HashSet<PageId>,
+) -> Result<()> {
+    let mut level = vec![root];
+    out.insert(root);
+    for _ in 0..DEPTH_MAX {
+        let Some(first) = level.first() else { break };
+        if children(acc, *first)?.is_none() {
+            return Ok(());
+        }
+        let mut next = Vec::new();
+        for pid in level {
+            next.extend(children(acc, pid)?.unwrap_or_default());
+        }
+        out.extend(next.iter().copied());
+        level = next;
+    }
+    Err(corrupt(acc, root, "tree too deep"))
+}
+
+/// Moves child `old` of internal node `parent` to the page `alloc` gives
+/// (a copy of it, then `old` is freed). `None`, with nothing changed, if
+/// `old` is no longer a child of `parent` (a split moved it meanwhile).
+pub fn move_child(mtr: &mut Mtr<'_>, parent: PageId, old: PageId) -> Result<Option<PageId>> {
+    let Some(kids) = children(mtr, parent)? else {
+        return Ok(None);
+    };
+    let Some(i) = kids.iter().position(|&c| c == old) else {
+        return Ok(None);
+    };
+    let pool = mtr.pool();
+    let (ty, body) = {
+        let p = mtr.page(old)?;
+        let ty = crate::buffer::page::page_type(p)
+            .filter(|t| matches!(t, PageType::Leaf | PageType::Internal))
+            .ok_or_else(|| corrupt_in(pool.path(), old, "not a node"))?;
+        (ty, p[crate::buffer::page::HDR..].to_vec())
+    };
+    let new = meta::alloc(mtr, ty)?;
+    mtr.page_mut(new)?[crate::buffer::page::HDR..].copy_from_slice(&body);
+    node::set_child(mtr.page_mut(parent)?, i, new)
+        .ok_or_else(|| corrupt_in(pool.path(), parent, "malformed node"))?;
+    meta::free(mtr, old)?;
+    Ok(Some(new))
+}
+
 /// A tree's entries in key order, a batch per call, for passes over a
 /// whole table (vacuum, statistics). Where it stopped is kept as a key, so
 /// the tree may change between batches and no latch is held across them.

@@ -165,6 +165,18 @@ pub fn child(p: &PageBuf, i: usize) -> Option<PageId> {
     Some(PageId(u32_at(c, 2)?))
 }
 
+/// Points child `i` (0..=count) of an internal node at `pid`.
+pub fn set_child(p: &mut PageBuf, i: usize, pid: PageId) -> Option<()> {
+    if i == 0 {
+        set_link(p, pid);
+        return Some(());
+    }
+    cell_in(p, i - 1, count(p), false)?;
+    let off = u16_at(p, slot_at(i - 1))? as usize;
+    put_u32(p, off + 2, pid.0);
+    Some(())
+}
+
 /// Binary search: `Ok(i)` if cell i holds `k`, `Err(i)` where it would go.
 pub fn search(p: &PageBuf, k: &[u8]) -> Option<Result<usize, usize>> {
     let n = count(p);

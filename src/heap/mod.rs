@@ -39,16 +39,45 @@ pub struct Fsm {
 struct FsmInner {
     by_space: BTreeSet<(usize, PageId)>,
     space: HashMap<PageId, usize>,
+    /// Pages at or past it are not offered (they are being emptied).
+    ceiling: Option<PageId>,
 }
 
 impl Fsm {
     /// Records that `pid` has `free` bytes.
     pub fn set(&self, pid: PageId, free: usize) {
         let mut f = self.inner.lock();
-        if let Some(old) = f.space.insert(pid, free) {
+        if let Some(old) = f.space.remove(&pid) {
             f.by_space.remove(&(old, pid));
         }
-        f.by_space.insert((free, pid));
+        if f.ceiling.is_none_or(|c| pid < c) {
+            f.space.insert(pid, free);
+            f.by_space.insert((free, pid));
+        }
+    }
+
+    /// Offers only pages below `ceiling` (all pages with `None`), while
+    /// compaction empties the pages past it.
+    pub fn set_ceiling(&self, ceiling: Option<PageId>) {
+        let mut f = self.inner.lock();
+        f.ceiling = ceiling;
+        if let Some(c) = ceiling {
+            let gone: Vec<(PageId, usize)> = f
+                .space
+                .iter()
+                .filter(|(&pid, _)| pid >= c)
+                .map(|(&pid, &free)| (pid, free))
+                .collect();
+            for (pid, free) in gone {
+                f.space.remove(&pid);
+                f.by_space.remove(&(free, pid));
+            }
+        }
+    }
+
+    /// Every hint: page → free bytes.
+    pub fn snapshot(&self) -> HashMap<PageId, usize> {
+        self.inner.lock().space.clone()
     }
 
     /// Forgets `pid` (it is no longer a heap page).
@@ -87,10 +116,28 @@ fn corrupt(acc: &impl PageAccess, tid: Tid, what: &str) -> Error {
 
 /// Stores tuple bytes somewhere with room; returns its id.
 pub fn insert(mtr: &mut Mtr<'_>, fsm: &Fsm, t: &[u8]) -> Result<Tid> {
+    match insert_below(mtr, fsm, t, None)? {
+        Some(tid) => Ok(tid),
+        None => Err(Error::Unsupported("tuple larger than a page")),
+    }
+}
+
+/// `insert`, on a page below `limit` only (the free-space hints must not
+/// offer pages past it): `None`, with nothing changed, if no such page has
+/// room and none below it is free.
+pub fn insert_below(
+    mtr: &mut Mtr<'_>,
+    fsm: &Fsm,
+    t: &[u8],
+    limit: Option<PageId>,
+) -> Result<Option<Tid>> {
     // A few stale hints are corrected on the way; past that, a new page
     // keeps the mini-transaction small.
     for _ in 0..FSM_TRIES {
         let Some(pid) = fsm.find(t.len()) else { break };
+        if limit.is_some_and(|l| pid >= l) {
+            break;
+        }
         let p = mtr.page(pid)?;
         if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
             fsm.forget(pid);
@@ -107,9 +154,14 @@ pub fn insert(mtr: &mut Mtr<'_>, fsm: &Fsm, t: &[u8]) -> Result<Tid> {
         };
         if let Some(slot) = page::insert(p, t) {
             fsm.set(pid, page::free_space(p));
-            return Ok(Tid { page: pid, slot });
+            return Ok(Some(Tid { page: pid, slot }));
         }
         fsm.set(pid, 0);
+    }
+    if let Some(limit) = limit {
+        if meta::lowest_free(mtr, limit)?.is_none() {
+            return Ok(None);
+        }
     }
     let pid = meta::alloc(mtr, PageType::Heap)?;
     let p = mtr.page_mut(pid)?;
@@ -117,7 +169,7 @@ pub fn insert(mtr: &mut Mtr<'_>, fsm: &Fsm, t: &[u8]) -> Result<Tid> {
     // Callers bound tuples by TUPLE_INLINE_MAX, which always fits an empty page.
     let slot = page::insert(p, t).ok_or(Error::Unsupported("tuple larger than a page"))?;
     fsm.set(pid, page::free_space(p));
-    Ok(Tid { page: pid, slot })
+    Ok(Some(Tid { page: pid, slot }))
 }
 
 /// Copies out the tuple at `tid`, checking it decodes.

@@ -188,6 +188,56 @@ pub fn set_committed(mtr: &mut Mtr<'_>, xid: Xid) -> Result<()> {
     Ok(())
 }
 
+/// Moves the first commit-log or directory page found at or past `limit`
+/// to the page `meta::alloc` gives (compaction), repointing the directory
+/// entry or link that named it. False if none lies past the limit.
+pub fn move_one(mtr: &mut Mtr<'_>, limit: PageId) -> Result<bool> {
+    // Where the current directory page is named: the meta page, or the
+    // previous directory's `next`.
+    let mut named_at: Option<PageId> = None;
+    let mut dir = PageId(meta::get(mtr.page(META)?, Field::ClogDir));
+    let mut hops = 0;
+    while dir.0 != 0 {
+        if dir >= limit {
+            let new = relocate(mtr, dir, PageType::ClogDir)?;
+            match named_at {
+                None => meta::set(mtr.page_mut(META)?, Field::ClogDir, new.0),
+                Some(prev) => put_u32(mtr.page_mut(prev)?, DIR_NEXT, new.0),
+            }
+            return Ok(true);
+        }
+        let (count, _, next) = dir_entry(mtr, dir, 0)?;
+        for i in 0..count {
+            let (_, entry, _) = dir_entry(mtr, dir, i)?;
+            if entry >= limit {
+                let new = relocate(mtr, entry, PageType::Clog)?;
+                put_u32(mtr.page_mut(dir)?, DIR_ENTRIES + 4 * i, new.0);
+                return Ok(true);
+            }
+        }
+        hops += 1;
+        if hops > 1 << 20 {
+            return Err(corrupt(mtr, dir, "directory chain does not end"));
+        }
+        named_at = Some(dir);
+        dir = next;
+    }
+    Ok(false)
+}
+
+/// Copies page `old` (of type `ty`) to a newly allocated page and frees it.
+fn relocate(mtr: &mut Mtr<'_>, old: PageId, ty: PageType) -> Result<PageId> {
+    let p = mtr.page(old)?;
+    if page::page_type(p) != Some(ty) {
+        return Err(corrupt(mtr, old, "not a commit-log page"));
+    }
+    let body = p[HDR..].to_vec();
+    let new = meta::alloc(mtr, ty)?;
+    mtr.page_mut(new)?[HDR..].copy_from_slice(&body);
+    meta::free(mtr, old)?;
+    Ok(new)
+}
+
 /// Reads every commit-log page. Directory `d`'s entry `i` covers
 /// commit-log page `d * DIR_MAX + i`; a directory may be partly filled when
 /// xids were skipped. Entries for xids at or above `next_xid` cannot exist

@@ -149,6 +149,14 @@ pub fn alloc(mtr: &mut Mtr<'_>, ty: PageType) -> Result<PageId> {
     Ok(pid)
 }
 
+/// The free page `alloc` would take next, if it lies below `limit`.
+pub fn lowest_free(mtr: &mut Mtr<'_>, limit: PageId) -> Result<Option<PageId>> {
+    let meta = mtr.page(META)?;
+    let hint = get(meta, Field::FreeHint);
+    let count = get(meta, Field::PageCount);
+    freemap::lowest(mtr, hint, count.min(limit.0))
+}
+
 /// Frees a page: it is marked `Freed` and in the free map.
 pub fn free(mtr: &mut Mtr<'_>, pid: PageId) -> Result<()> {
     assert!(
