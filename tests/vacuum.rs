@@ -314,7 +314,10 @@ fn compaction_moves_live_rows_down_and_the_file_shrinks() {
     let mut scan = reader.scan(&t, ..).expect("scan");
     let first = scan.next().expect("row").expect("row");
     let s = db.vacuum().expect("vacuum");
-    assert!(s.versions_moved > 0 && s.nodes_moved > 0, "{s:?}");
+    assert!(
+        s.versions_moved > 0 && s.leaves_merged > 0 && s.nodes_moved > 0,
+        "{s:?}"
+    );
     assert!(s.pages_cut > 0, "{s:?}");
     db.checkpoint().expect("checkpoint");
     let after = file_len(tmp.path());

@@ -13,9 +13,9 @@
 //! - Inserts split full nodes bottom-up within one mini-transaction, so a
 //!   split is logged as a single record and replays whole.
 //! - Removal deletes a leaf once it is empty and unlinks it from its parent
-//!   (collapsing the root when it is left with one child). Non-empty
-//!   underfull nodes are not merged: like PostgreSQL's nbtree, space comes
-//!   back when pages empty, which keeps deletion simple and crash-safe.
+//!   (collapsing the root when it is left with one child). Deletion itself
+//!   does not merge underfull nodes, which keeps it simple; vacuum's
+//!   compaction merges sparse neighbouring leaves (`merge_leaves`).
 //! - Leaves have no sibling links; iteration re-descends from the root at
 //!   each leaf boundary using the separator "fences" seen on the way down.
 //!   That costs a few cached page lookups per leaf and frees deletion from
@@ -444,6 +444,107 @@ pub fn node_pages(
         level = next;
     }
     Err(corrupt(acc, root, "tree too deep"))
+}
+
+/// What `merge_leaves` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// Child `i + 1` went into child `i`.
+    Merged,
+    /// Child `i` took the first cells of child `i + 1`.
+    Shifted,
+    /// The two stay apart (too full together, not leaves, or the parent
+    /// would be left without a separator).
+    Kept,
+    /// `parent` has no child `i + 1`.
+    End,
+}
+
+/// Leaves merged hold at most this many bytes, so the next few inserts do
+/// not split them again at once.
+const MERGED_MAX: usize = (PAGE_SIZE - node::SLOTS) * 19 / 20;
+
+/// Merges leaf child `i + 1` of internal node `parent` into leaf child `i`
+/// when both fit in one leaf with room to spare: the right leaf's cells
+/// join the left's, their separator leaves the parent, the right leaf is
+/// freed. Leaves that vacuum left sparse give their pages back this way.
+pub fn merge_leaves(mtr: &mut Mtr<'_>, parent: PageId, i: usize) -> Result<Merge> {
+    let Some(kids) = children(mtr, parent)? else {
+        return Ok(Merge::End);
+    };
+    if i + 1 >= kids.len() {
+        return Ok(Merge::End);
+    }
+    // A parent keeps at least one separator (two children).
+    if kids.len() < 3 {
+        return Ok(Merge::Kept);
+    }
+    let (l, r) = (kids[i], kids[i + 1]);
+    let pool = mtr.pool();
+    let mut cells = Vec::new();
+    for pid in [l, r] {
+        let p = mtr.page(pid)?;
+        if node::is_leaf(p) != Some(true) {
+            return Ok(Merge::Kept);
+        }
+        cells.extend(node::cells(p).ok_or_else(|| corrupt_in(pool.path(), pid, "malformed leaf"))?);
+    }
+    let size = |cs: &[Vec<u8>]| cs.iter().map(|c| c.len() + node::SLOT).sum::<usize>();
+    if size(&cells) > MERGED_MAX {
+        return shift(mtr, parent, i, (l, r), cells);
+    }
+    node::rebuild(mtr.page_mut(l)?, &cells);
+    node::remove(mtr.page_mut(parent)?, i)
+        .ok_or_else(|| corrupt_in(pool.path(), parent, "malformed node"))?;
+    meta::free(mtr, r)?;
+    Ok(Merge::Merged)
+}
+
+/// Fills leaf `l` up to `MERGED_MAX` with the first cells of its right
+/// neighbour `r` (both children of `parent`, `cells` all of theirs in key
+/// order) and moves their separator, so that `r`, smaller now, may merge
+/// with the leaf after it. `Kept` if that would move little, or if the new
+/// separator does not fit the parent.
+fn shift(
+    mtr: &mut Mtr<'_>,
+    parent: PageId,
+    i: usize,
+    (l, r): (PageId, PageId),
+    cells: Vec<Vec<u8>>,
+) -> Result<Merge> {
+    let pool = mtr.pool();
+    let left_len = node::count(mtr.page(l)?);
+    let mut fill = 0;
+    let mut take = 0;
+    for c in &cells {
+        if fill + c.len() + node::SLOT > MERGED_MAX {
+            break;
+        }
+        fill += c.len() + node::SLOT;
+        take += 1;
+    }
+    // Worth a record only if a sixteenth of a leaf moves.
+    let moved: usize = cells[left_len.min(take)..take]
+        .iter()
+        .map(|c| c.len() + node::SLOT)
+        .sum();
+    if take <= left_len || take >= cells.len() || moved < PAGE_SIZE / 16 {
+        return Ok(Merge::Kept);
+    }
+    let sep = node::cell_key(&cells[take], true).to_vec();
+    let mut above = node::cells(mtr.page(parent)?)
+        .ok_or_else(|| corrupt_in(pool.path(), parent, "malformed node"))?;
+    let Some(slot) = above.get_mut(i) else {
+        return Err(corrupt_in(pool.path(), parent, "separator missing"));
+    };
+    *slot = node::internal_cell(&sep, r);
+    if node::SLOTS + above.iter().map(|c| c.len() + node::SLOT).sum::<usize>() > PAGE_SIZE {
+        return Ok(Merge::Kept);
+    }
+    node::rebuild(mtr.page_mut(parent)?, &above);
+    node::rebuild(mtr.page_mut(l)?, &cells[..take]);
+    node::rebuild(mtr.page_mut(r)?, &cells[take..]);
+    Ok(Merge::Shifted)
 }
 
 /// Moves child `old` of internal node `parent` to the page `alloc` gives

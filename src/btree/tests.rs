@@ -199,3 +199,114 @@ proptest! {
         prop_assert_eq!(&rev, &want);
     }
 }
+
+/// Runs `merge_leaves` over every pair of leaves, as compaction does.
+fn merge_all(store: &Store, root: PageId) -> (u64, u64) {
+    let (mut merged, mut shifted) = (0, 0);
+    let mut todo = vec![root];
+    while let Some(parent) = todo.pop() {
+        let kids = {
+            let mut r = store.read();
+            match children(&mut r.view, parent).expect("children") {
+                None => continue,
+                Some(k) => k,
+            }
+        };
+        if children(&mut store.read().view, kids[0])
+            .expect("children")
+            .is_some()
+        {
+            todo.extend(kids);
+            continue;
+        }
+        let mut i = 0;
+        loop {
+            let (m, _) = store
+                .with_mtr(0, crate::ids::Xid::NONE, |m| merge_leaves(m, parent, i))
+                .expect("merge");
+            match m {
+                Merge::Merged => merged += 1,
+                Merge::Shifted => {
+                    shifted += 1;
+                    i += 1;
+                }
+                Merge::Kept => i += 1,
+                Merge::End => break,
+            }
+        }
+    }
+    (merged, shifted)
+}
+
+#[test]
+fn sparse_leaves_merge_and_every_key_stays_in_order() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = testing::store(tmp.path(), 4 << 20);
+    let root = new_tree(&store);
+    let mut model = BTreeMap::new();
+    let key = |i: u32| i.wrapping_mul(2_654_435_761).to_be_bytes().repeat(3);
+    for i in 0..6000u32 {
+        put(&store, root, &key(i), &i.to_le_bytes());
+        model.insert(key(i), i.to_le_bytes().to_vec());
+    }
+    let leaves_before = leaf_count(&store, root);
+    // Two keys in five go: leaves under half full, so pairs merge and the
+    // next leaf lends the merged one its first cells.
+    for i in (0..6000u32).filter(|i| i % 5 < 2) {
+        assert!(del(&store, root, &key(i)));
+        model.remove(&key(i));
+    }
+    let (merged, shifted) = merge_all(&store, root);
+    assert!(
+        merged > 0 && shifted > 0,
+        "merged {merged}, shifted {shifted}"
+    );
+    let leaves_after = leaf_count(&store, root);
+    assert!(
+        leaves_after * 10 < leaves_before * 8,
+        "{leaves_after} leaves of {leaves_before}"
+    );
+    let want: Vec<_> = model.into_iter().collect();
+    let fwd = all(
+        &store,
+        root,
+        Bound::Unbounded,
+        Bound::Unbounded,
+        Dir::Forward,
+        7,
+    );
+    assert_eq!(fwd, want);
+    let mut r = store.read();
+    for (k, v) in &want {
+        assert_eq!(get(&mut r.view, root, k).expect("get").as_ref(), Some(v));
+    }
+    drop(r);
+    // The tree keeps working: new keys land in the merged leaves.
+    for i in 0..2000u32 {
+        put(&store, root, &key(i + 10_000), b"new");
+    }
+    let n = all(
+        &store,
+        root,
+        Bound::Unbounded,
+        Bound::Unbounded,
+        Dir::Reverse,
+        50,
+    )
+    .len();
+    assert_eq!(n, want.len() + 2000);
+}
+
+fn leaf_count(store: &Store, root: PageId) -> usize {
+    let mut pages = std::collections::HashSet::new();
+    node_pages(&mut store.read().view, root, &mut pages).expect("pages");
+    let mut r = store.read();
+    pages
+        .into_iter()
+        .filter(|&p| {
+            r.view
+                .with_page(p, |b| node::is_leaf(b) == Some(true))
+                .expect("page")
+        })
+        .count()
+}
