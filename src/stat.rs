@@ -179,7 +179,7 @@ fn walk_table(
                     let free = r.view.with_page(at.page, heap::page::free_space)?;
                     heap_page(at.page, free);
                 }
-                let Some((v, _)) = c.step(&mut r.view)? else {
+                let Some(v) = c.next(&mut r.view)? else {
                     break;
                 };
                 t.versions += 1;

@@ -132,8 +132,8 @@ fn walk(mtr: &mut Mtr<'_>, fsm: &heap::Fsm, head: Tid) -> Result<(Vec<Version>, 
                 fsm.set(at.page, free);
             }
         }
-        match c.step(mtr)? {
-            Some((v, _)) => out.push(v),
+        match c.next(mtr)? {
+            Some(v) => out.push(v),
             None => break,
         }
     }

@@ -44,8 +44,9 @@ impl Cursor {
         self.at
     }
 
-    /// The next older version and its tuple bytes; `None` past the oldest.
-    pub fn step(&mut self, acc: &mut impl PageAccess) -> Result<Option<(Version, Vec<u8>)>> {
+    /// The next older version (its header, read in place); `None` past the
+    /// oldest.
+    pub fn next(&mut self, acc: &mut impl PageAccess) -> Result<Option<Version>> {
         let tid = self.at;
         if tid.is_null() {
             return Ok(None);
@@ -58,17 +59,24 @@ impl Cursor {
                 "version chain does not end",
             ));
         }
-        let bytes = heap::read(acc, tid)?;
-        let t = decode(acc, &bytes, tid)?;
-        let v = Version {
+        let v = heap::with_tuple(acc, tid, |t| Version {
             tid,
             xmin: t.xmin,
             xmax: t.xmax,
             prev: t.prev,
             overflow: t.overflow().map(|p| (p, t.vlen)),
+        })?;
+        self.at = v.prev;
+        Ok(Some(v))
+    }
+
+    /// `next`, with a copy of the version's tuple bytes.
+    pub fn step(&mut self, acc: &mut impl PageAccess) -> Result<Option<(Version, Vec<u8>)>> {
+        let tid = self.at;
+        let Some(v) = self.next(acc)? else {
+            return Ok(None);
         };
-        self.at = t.prev;
-        Ok(Some((v, bytes)))
+        Ok(Some((v, heap::read(acc, tid)?)))
     }
 }
 

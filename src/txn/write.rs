@@ -132,7 +132,7 @@ fn newest(
     let head = chain::head(mtr, &entry)?;
     let clog = inner.mgr.clog();
     let mut c = Cursor::new(head);
-    while let Some((v, _)) = c.step(mtr)? {
+    while let Some(v) = c.next(mtr)? {
         if v.xmin == w.me || clog.status(v.xmin) != Status::Aborted {
             return Ok((place, head, Some(v)));
         }
