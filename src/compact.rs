@@ -48,6 +48,8 @@ use crate::wal::record::{self, Op};
 const MOVES_PER_ROUND: usize = 4;
 /// Versions of one chain examined per round.
 const WINDOW: usize = 256;
+/// Pages the plan reads under one hold of the store latch.
+const PLAN_READS_PER_LATCH: u32 = 256;
 
 /// What a page is, as far as planning a compaction goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,19 +136,26 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
             merge_leaves(inner, root, stats)?;
         }
     }
-    let mut r = inner.store.read();
-    let m = r.view.read_meta()?;
-    let count = meta::get(&m, Field::PageCount);
-    let free = freemap::count_free(&mut r.view, count)?;
-    let mut nodes = HashSet::new();
-    for &root in &roots {
-        btree::node_pages(&mut r.view, root, &mut nodes)?;
-    }
+    let (count, free, mut nodes) = {
+        let mut r = inner.store.read();
+        let m = r.view.read_meta()?;
+        let count = meta::get(&m, Field::PageCount);
+        let free = freemap::count_free(&mut r.view, count)?;
+        let mut nodes = HashSet::new();
+        for &root in &roots {
+            btree::node_pages(&mut r.view, root, &mut nodes)?;
+        }
+        (count, free, nodes)
+    };
     for root in &roots {
         nodes.remove(root);
     }
     let hints = inner.store.fsm.snapshot();
     let heap_free = hints.values().map(|&f| f as u64).sum();
+    // The plan is an estimate (each move checks again), so the latch is
+    // let go now and then: writers are not held up by a long scan.
+    let mut r = inner.store.read();
+    let mut reads = 0u32;
     let limit = plan(count, free, heap_free, |p| {
         if freemap::is_map(p) {
             return Ok(PageKind::Gone);
@@ -160,6 +169,10 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
                 used: PAGE_SIZE as u64 - f,
                 free: f,
             });
+        }
+        reads += 1;
+        if reads.is_multiple_of(PLAN_READS_PER_LATCH) {
+            drop(std::mem::replace(&mut r, inner.store.read()));
         }
         r.view.with_page(p, |b| match page::page_type(b) {
             Some(PageType::Freed) => PageKind::Free,

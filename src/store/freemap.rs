@@ -176,10 +176,23 @@ pub fn count_free(acc: &mut impl PageAccess, count: u32) -> Result<u64> {
     let mut k = 0;
     while k * MAP_BITS < count {
         let hi = (count - k * MAP_BITS).min(MAP_BITS);
-        n += acc.with_page(map_page(k), |p| {
-            (0..hi)
-                .filter(|&i| p[HDR + (i / 8) as usize] & (1 << (i % 8)) != 0)
-                .count() as u64
+        let map = map_page(k);
+        if map.0 >= count {
+            break;
+        }
+        let bits = acc.with_page(map, |p| {
+            (crate::buffer::page::page_type(p) == Some(PageType::FreeMap)).then(|| {
+                (0..hi)
+                    .filter(|&i| p[HDR + (i / 8) as usize] & (1 << (i % 8)) != 0)
+                    .count() as u64
+            })
+        })?;
+        n += bits.ok_or_else(|| {
+            Error::corruption(
+                acc.file(),
+                map.0 as u64 * PAGE_SIZE as u64,
+                format!("page {map} should be a free map"),
+            )
         })?;
         k += 1;
     }
