@@ -154,7 +154,7 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
     let heap_free = hints.values().map(|&f| f as u64).sum();
     // The plan is an estimate (each move checks again), so the latch is
     // let go now and then: writers are not held up by a long scan.
-    let mut r = inner.store.read();
+    let mut latch = None;
     let mut reads = 0u32;
     let limit = plan(count, free, heap_free, |p| {
         if freemap::is_map(p) {
@@ -172,8 +172,11 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
         }
         reads += 1;
         if reads.is_multiple_of(PLAN_READS_PER_LATCH) {
-            drop(std::mem::replace(&mut r, inner.store.read()));
+            // Let go before taking it again: a writer waiting in between
+            // would otherwise wait for us while we wait for it.
+            latch = None;
         }
+        let r = latch.get_or_insert_with(|| inner.store.read());
         r.view.with_page(p, |b| match page::page_type(b) {
             Some(PageType::Freed) => PageKind::Free,
             Some(PageType::Heap) => {
@@ -187,7 +190,7 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
             _ => PageKind::Fixed,
         })
     })?;
-    drop(r);
+    drop(latch);
     let Some(limits) = limit else {
         return Ok(());
     };

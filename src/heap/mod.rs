@@ -37,54 +37,54 @@ pub struct Fsm {
 
 #[derive(Default)]
 struct FsmInner {
+    /// Pages below the ceiling (all, without one) by free bytes.
     by_space: BTreeSet<(usize, PageId)>,
+    /// Pages at or past the ceiling by free bytes: offered only when no
+    /// other has room (they are being emptied).
+    above: BTreeSet<(usize, PageId)>,
     space: HashMap<PageId, usize>,
-    /// Pages at or past it are not offered (they are being emptied).
     ceiling: Option<PageId>,
+}
+
+impl FsmInner {
+    fn set_of(&mut self, pid: PageId) -> &mut BTreeSet<(usize, PageId)> {
+        if self.ceiling.is_some_and(|c| pid >= c) {
+            &mut self.above
+        } else {
+            &mut self.by_space
+        }
+    }
 }
 
 impl Fsm {
     /// Records that `pid` has `free` bytes.
     pub fn set(&self, pid: PageId, free: usize) {
         let mut f = self.inner.lock();
-        if let Some(old) = f.space.remove(&pid) {
-            f.by_space.remove(&(old, pid));
+        if let Some(old) = f.space.insert(pid, free) {
+            f.set_of(pid).remove(&(old, pid));
         }
-        if f.ceiling.is_none_or(|c| pid < c) {
-            f.space.insert(pid, free);
-            f.by_space.insert((free, pid));
-        }
+        f.set_of(pid).insert((free, pid));
     }
 
-    /// Offers only pages below `ceiling` (all pages with `None`), while
+    /// Prefers pages below `ceiling` (no preference with `None`), while
     /// compaction empties the pages past it.
     pub fn set_ceiling(&self, ceiling: Option<PageId>) {
-        let mut f = self.inner.lock();
+        let f = &mut *self.inner.lock();
+        let mut all: Vec<(usize, PageId)> = f.above.iter().copied().collect();
+        all.extend(f.by_space.iter().copied());
+        f.above.clear();
+        f.by_space.clear();
         f.ceiling = ceiling;
-        if let Some(c) = ceiling {
-            let gone: Vec<(PageId, usize)> = f
-                .space
-                .iter()
-                .filter(|(&pid, _)| pid >= c)
-                .map(|(&pid, &free)| (pid, free))
-                .collect();
-            for (pid, free) in gone {
-                f.space.remove(&pid);
-                f.by_space.remove(&(free, pid));
-            }
+        for e in all {
+            f.set_of(e.1).insert(e);
         }
-    }
-
-    /// Every hint: page → free bytes.
-    pub fn snapshot(&self) -> HashMap<PageId, usize> {
-        self.inner.lock().space.clone()
     }
 
     /// Forgets `pid` (it is no longer a heap page).
     pub fn forget(&self, pid: PageId) {
         let mut f = self.inner.lock();
         if let Some(old) = f.space.remove(&pid) {
-            f.by_space.remove(&(old, pid));
+            f.set_of(pid).remove(&(old, pid));
         }
     }
 
@@ -95,14 +95,24 @@ impl Fsm {
         self.removed.load(Ordering::Relaxed)
     }
 
+    /// Every hint: page → free bytes.
+    pub fn snapshot(&self) -> HashMap<PageId, usize> {
+        self.inner.lock().space.clone()
+    }
+
     /// A page believed to have at least `need` free bytes: the fullest such
-    /// page, so free space is packed rather than spread.
-    pub fn find(&self, need: usize) -> Option<PageId> {
+    /// page, so free space is packed rather than spread. With `below` (the
+    /// ceiling, during compaction), only a page below it; without,
+    /// preferably one below the ceiling, else one past it rather than a new
+    /// page for every insert.
+    pub fn find(&self, need: usize, below: Option<PageId>) -> Option<PageId> {
         let f = self.inner.lock();
-        f.by_space
-            .range((need, PageId(0))..)
-            .next()
-            .map(|&(_, pid)| pid)
+        let fits = |set: &BTreeSet<(usize, PageId)>| {
+            set.range((need, PageId(0))..)
+                .map(|&(_, pid)| pid)
+                .find(|&pid| below.is_none_or(|l| pid < l))
+        };
+        fits(&f.by_space).or_else(|| fits(&f.above).filter(|_| below.is_none()))
     }
 }
 
@@ -122,9 +132,8 @@ pub fn insert(mtr: &mut Mtr<'_>, fsm: &Fsm, t: &[u8]) -> Result<Tid> {
     }
 }
 
-/// `insert`, on a page below `limit` only (the free-space hints must not
-/// offer pages past it): `None`, with nothing changed, if no such page has
-/// room and none below it is free.
+/// `insert`, on a page below `limit` only: `None`, with nothing changed, if
+/// no such page has room and none below it is free.
 pub fn insert_below(
     mtr: &mut Mtr<'_>,
     fsm: &Fsm,
@@ -134,10 +143,9 @@ pub fn insert_below(
     // A few stale hints are corrected on the way; past that, a new page
     // keeps the mini-transaction small.
     for _ in 0..FSM_TRIES {
-        let Some(pid) = fsm.find(t.len()) else { break };
-        if limit.is_some_and(|l| pid >= l) {
+        let Some(pid) = fsm.find(t.len(), limit) else {
             break;
-        }
+        };
         let p = mtr.page(pid)?;
         if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
             fsm.forget(pid);
@@ -249,4 +257,39 @@ pub fn release_if_empty(mtr: &mut Mtr<'_>, fsm: &Fsm, pid: PageId) -> Result<boo
     fsm.forget(pid);
     meta::free(mtr, pid)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_prefer_pages_below_the_ceiling_and_limits_are_kept() {
+        let fsm = Fsm::default();
+        fsm.set(PageId(10), 500);
+        fsm.set(PageId(90), 300);
+        assert_eq!(
+            fsm.find(200, None),
+            Some(PageId(90)),
+            "the fullest page that fits"
+        );
+        fsm.set_ceiling(Some(PageId(50)));
+        assert_eq!(
+            fsm.find(200, None),
+            Some(PageId(10)),
+            "below the ceiling first"
+        );
+        assert_eq!(fsm.find(400, None), Some(PageId(10)));
+        assert_eq!(fsm.find(200, Some(PageId(50))), Some(PageId(10)));
+        fsm.set(PageId(10), 100);
+        assert_eq!(
+            fsm.find(200, None),
+            Some(PageId(90)),
+            "past the ceiling rather than a new page for every insert"
+        );
+        assert_eq!(fsm.find(200, Some(PageId(50))), None, "a limit is a limit");
+        fsm.set_ceiling(None);
+        fsm.forget(PageId(90));
+        assert_eq!(fsm.find(200, None), None);
+    }
 }
