@@ -263,13 +263,17 @@ impl Db {
         Ok(self.inner().prepared.list())
     }
 
-    /// Writes every dirty page, records a new redo point and drops log
-    /// segments no longer needed.
+    /// Writes every dirty page, records a new redo point, drops log
+    /// segments no longer needed and cuts the data file back to the pages
+    /// in use (after a vacuum freed its end).
     pub fn checkpoint(&self) -> Result<()> {
         checkpoint(self.inner())
     }
 
-    /// Removes versions no transaction can see any more and returns their space.
+    /// Removes versions no transaction can see any more and returns their
+    /// space. When that leaves the file sparse, it merges sparse leaves,
+    /// moves live rows and nodes down the file and frees its end, which the
+    /// next checkpoint cuts off.
     pub fn vacuum(&self) -> Result<VacuumStats> {
         crate::vacuum::run(self.inner())
     }
