@@ -18,13 +18,17 @@
 //!                                                   limit ^
 //!   after:   [meta|map|..live..|full|.full.|..live..]  free ... free   → cut
 //! ```
+//! Before planning, a pass that removed keys merges sparse neighbouring
+//! leaves (`btree::merge_pass`), which frees pages for the plan to count.
+//!
 //! Readers never notice: nothing keeps a tuple id or a node id across latch
 //! releases except a scan's fetched entries, and those check the heap's
 //! removal count (moving a version removes its old copy). Writers find
-//! versions through the index, as always. The free-space hints offer no
-//! page past the limit while compaction runs, so new versions land below
-//! it too. Commit-log pages move like nodes. Overflow pages and roots are
-//! not moved: one of them near the end stops the cut there.
+//! versions through the index, as always. While compaction runs, the
+//! free-space hints offer ordinary inserts a page past the limit only when
+//! none below has room, and never offer one to compaction's own moves.
+//! Commit-log pages move like nodes. Overflow pages and roots are not
+//! moved: one of them near the end stops the cut there.
 
 use std::collections::HashSet;
 
@@ -56,13 +60,14 @@ const PLAN_READS_PER_LATCH: u32 = 256;
 pub(crate) enum PageKind {
     /// Free: room for a node or a heap page.
     Free,
-    /// A B+tree node that can move (not a root).
+    /// A whole page that can move: a B+tree node (not a root) or a
+    /// commit-log page.
     Node,
     /// A heap page: bytes in use and free.
     Heap { used: u64, free: u64 },
     /// Goes with the cut, nothing to move (a free map past the limit).
     Gone,
-    /// Cannot move: meta page, roots, overflow and commit-log pages.
+    /// Cannot move: the meta page, roots, overflow pages.
     Fixed,
 }
 
@@ -133,7 +138,8 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
     let (roots, tables) = roots(inner)?;
     if stats.keys_removed > 0 {
         for &root in &tables {
-            merge_leaves(inner, root, stats)?;
+            let (merged, _) = btree::merge_pass(&inner.store, root, Op::Vacuum as u8)?;
+            stats.leaves_merged += merged;
         }
     }
     let (count, free, mut nodes) = {
@@ -261,37 +267,6 @@ fn move_all(
     }
 }
 
-/// Merges neighbouring leaves of the tree at `root` that fit in one.
-fn merge_leaves(inner: &Inner, root: PageId, stats: &mut VacuumStats) -> Result<()> {
-    let mut todo = vec![root];
-    while let Some(parent) = todo.pop() {
-        let kids = {
-            let mut r = inner.store.read();
-            match btree::children(&mut r.view, parent)? {
-                Some(kids) if btree::children(&mut r.view, kids[0])?.is_some() => kids,
-                Some(_) => Vec::new(),
-                None => continue,
-            }
-        };
-        if !kids.is_empty() {
-            todo.extend(kids);
-            continue;
-        }
-        let mut i = 0;
-        loop {
-            let mut w = inner.store.write();
-            let m = btree::merge_leaves(&mut w.mtr, parent, i)?;
-            w.commit(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
-            match m {
-                btree::Merge::Merged => stats.leaves_merged += 1,
-                btree::Merge::Shifted | btree::Merge::Kept => i += 1,
-                btree::Merge::End => break,
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Moves the nodes of one tree found past `limit`, top down. False once no
 /// free page below the limit is left.
 fn move_nodes(inner: &Inner, root: PageId, limit: PageId, stats: &mut VacuumStats) -> Result<bool> {
@@ -362,13 +337,14 @@ fn move_round(
     let mut newer: Option<Tid> = None;
     let mut moved = 0;
     for _ in 0..WINDOW {
-        let Some((v, bytes)) = c.step(mtr)? else {
+        let Some(v) = c.next(mtr)? else {
             break;
         };
         if v.tid.page < limit {
             newer = Some(v.tid);
             continue;
         }
+        let bytes = heap::read(mtr, v.tid)?;
         let Some(to) = heap::insert_below(mtr, fsm, &bytes, Some(limit))? else {
             return Ok((moved, false));
         };

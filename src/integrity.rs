@@ -197,17 +197,17 @@ impl Checker<'_, '_> {
 
     /// Every map page below the count, and every page they mark free.
     fn free_map(&mut self, hint: u32) -> Result<()> {
-        let mut k = 0;
-        while k * MAP_BITS < self.count {
-            let map = freemap::map_of(PageId(k * MAP_BITS));
+        for k in freemap::maps(self.count) {
+            let pages = freemap::range_of(k, self.count);
+            let map = freemap::map_of(PageId(pages.start));
             if map.0 < self.count {
                 self.claim(map, Owner::Map)?;
                 self.expect_type(map, PageType::FreeMap)?;
             }
-            let (lo, hi) = (k * MAP_BITS, (k + 1) * MAP_BITS);
+            // The whole range: a bit set past the count is damage too.
+            let all = pages.start..pages.start.saturating_add(MAP_BITS);
             let free: Vec<u32> = self.view.with_page(map, |p| {
-                (lo..hi)
-                    .filter(|&pid| freemap::is_free(p, PageId(pid)))
+                all.filter(|&pid| freemap::is_free(p, PageId(pid)))
                     .collect()
             })?;
             for pid in free.into_iter().map(PageId) {
@@ -221,7 +221,6 @@ impl Checker<'_, '_> {
                 self.claim(pid, Owner::Free)?;
                 self.expect_type(pid, PageType::Freed)?;
             }
-            k += 1;
         }
         Ok(())
     }

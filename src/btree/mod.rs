@@ -15,7 +15,7 @@
 //! - Removal deletes a leaf once it is empty and unlinks it from its parent
 //!   (collapsing the root when it is left with one child). Deletion itself
 //!   does not merge underfull nodes, which keeps it simple; vacuum's
-//!   compaction merges sparse neighbouring leaves (`merge_leaves`).
+//!   compaction merges sparse neighbouring leaves (`merge_pass`).
 //! - Leaves have no sibling links; iteration re-descends from the root at
 //!   each leaf boundary using the separator "fences" seen on the way down.
 //!   That costs a few cached page lookups per leaf and frees deletion from
@@ -28,9 +28,9 @@ use std::ops::Bound;
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::buffer::page::{PageBuf, PageType};
 use crate::error::{Error, Result};
-use crate::ids::PageId;
+use crate::ids::{PageId, Xid};
 use crate::limits::{BTREE_CELL_MAX, PAGE_SIZE};
-use crate::store::meta;
+use crate::store::{meta, Store};
 
 /// Deepest tree accepted; deeper means a cycle in damaged pages.
 const DEPTH_MAX: usize = 32;
@@ -448,7 +448,7 @@ pub fn node_pages(
 
 /// What `merge_leaves` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Merge {
+enum Merge {
     /// Child `i + 1` went into child `i`.
     Merged,
     /// Child `i` took the first cells of child `i + 1`.
@@ -468,7 +468,7 @@ const MERGED_MAX: usize = (PAGE_SIZE - node::SLOTS) * 19 / 20;
 /// when both fit in one leaf with room to spare: the right leaf's cells
 /// join the left's, their separator leaves the parent, the right leaf is
 /// freed. Leaves that vacuum left sparse give their pages back this way.
-pub fn merge_leaves(mtr: &mut Mtr<'_>, parent: PageId, i: usize) -> Result<Merge> {
+fn merge_leaves(mtr: &mut Mtr<'_>, parent: PageId, i: usize) -> Result<Merge> {
     let Some(kids) = children(mtr, parent)? else {
         return Ok(Merge::End);
     };
@@ -498,6 +498,44 @@ pub fn merge_leaves(mtr: &mut Mtr<'_>, parent: PageId, i: usize) -> Result<Merge
         .ok_or_else(|| corrupt_in(pool.path(), parent, "malformed node"))?;
     meta::free(mtr, r)?;
     Ok(Merge::Merged)
+}
+
+/// Runs `merge_leaves` over every pair of neighbouring leaves of the tree
+/// at `root`, one mini-transaction (logged with `op`) per pair, the latch
+/// let go between them. Returns how many pairs merged and how many leaves
+/// took cells from their right neighbour.
+pub fn merge_pass(store: &Store, root: PageId, op: u8) -> Result<(u64, u64)> {
+    let (mut merged, mut shifted) = (0, 0);
+    let mut todo = vec![root];
+    while let Some(parent) = todo.pop() {
+        let kids = {
+            let mut r = store.read();
+            match children(&mut r.view, parent)? {
+                Some(kids) if children(&mut r.view, kids[0])?.is_some() => kids,
+                Some(_) => Vec::new(),
+                None => continue,
+            }
+        };
+        if !kids.is_empty() {
+            todo.extend(kids);
+            continue;
+        }
+        // `parent`'s children are leaves.
+        let mut i = 0;
+        loop {
+            let (m, _) = store.with_mtr(op, Xid::NONE, |mtr| merge_leaves(mtr, parent, i))?;
+            match m {
+                Merge::Merged => merged += 1,
+                Merge::Shifted => {
+                    shifted += 1;
+                    i += 1;
+                }
+                Merge::Kept => i += 1,
+                Merge::End => break,
+            }
+        }
+    }
+    Ok((merged, shifted))
 }
 
 /// Fills leaf `l` up to `MERGED_MAX` with the first cells of its right
@@ -558,18 +596,12 @@ pub fn move_child(mtr: &mut Mtr<'_>, parent: PageId, old: PageId) -> Result<Opti
         return Ok(None);
     };
     let pool = mtr.pool();
-    let (ty, body) = {
-        let p = mtr.page(old)?;
-        let ty = crate::buffer::page::page_type(p)
-            .filter(|t| matches!(t, PageType::Leaf | PageType::Internal))
-            .ok_or_else(|| corrupt_in(pool.path(), old, "not a node"))?;
-        (ty, p[crate::buffer::page::HDR..].to_vec())
-    };
-    let new = meta::alloc(mtr, ty)?;
-    mtr.page_mut(new)?[crate::buffer::page::HDR..].copy_from_slice(&body);
+    let ty = crate::buffer::page::page_type(mtr.page(old)?)
+        .filter(|t| matches!(t, PageType::Leaf | PageType::Internal))
+        .ok_or_else(|| corrupt_in(pool.path(), old, "not a node"))?;
+    let new = meta::relocate(mtr, old, ty)?;
     node::set_child(mtr.page_mut(parent)?, i, new)
         .ok_or_else(|| corrupt_in(pool.path(), parent, "malformed node"))?;
-    meta::free(mtr, old)?;
     Ok(Some(new))
 }
 

@@ -189,12 +189,7 @@ pub fn search(p: &PageBuf, k: &[u8]) -> Option<Result<usize, usize>> {
     while lo < hi {
         let mid = (lo + hi) / 2;
         let ord = match u32_at(p, slot_at(mid) + 2)?.cmp(&want) {
-            std::cmp::Ordering::Equal => {
-                let c = cell_in(p, mid, n, leaf)?;
-                let start = if leaf { 4 } else { 6 };
-                let klen = u16_at(c, 0)? as usize;
-                c.get(start..start + klen)?.cmp(k)
-            }
+            std::cmp::Ordering::Equal => cell_key(cell_in(p, mid, n, leaf)?, leaf).cmp(k),
             o => o,
         };
         match ord {

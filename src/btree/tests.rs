@@ -200,44 +200,6 @@ proptest! {
     }
 }
 
-/// Runs `merge_leaves` over every pair of leaves, as compaction does.
-fn merge_all(store: &Store, root: PageId) -> (u64, u64) {
-    let (mut merged, mut shifted) = (0, 0);
-    let mut todo = vec![root];
-    while let Some(parent) = todo.pop() {
-        let kids = {
-            let mut r = store.read();
-            match children(&mut r.view, parent).expect("children") {
-                None => continue,
-                Some(k) => k,
-            }
-        };
-        if children(&mut store.read().view, kids[0])
-            .expect("children")
-            .is_some()
-        {
-            todo.extend(kids);
-            continue;
-        }
-        let mut i = 0;
-        loop {
-            let (m, _) = store
-                .with_mtr(0, crate::ids::Xid::NONE, |m| merge_leaves(m, parent, i))
-                .expect("merge");
-            match m {
-                Merge::Merged => merged += 1,
-                Merge::Shifted => {
-                    shifted += 1;
-                    i += 1;
-                }
-                Merge::Kept => i += 1,
-                Merge::End => break,
-            }
-        }
-    }
-    (merged, shifted)
-}
-
 #[test]
 fn sparse_leaves_merge_and_every_key_stays_in_order() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -256,7 +218,7 @@ fn sparse_leaves_merge_and_every_key_stays_in_order() {
         assert!(del(&store, root, &key(i)));
         model.remove(&key(i));
     }
-    let (merged, shifted) = merge_all(&store, root);
+    let (merged, shifted) = merge_pass(&store, root, 0).expect("merge pass");
     assert!(
         merged > 0 && shifted > 0,
         "merged {merged}, shifted {shifted}"

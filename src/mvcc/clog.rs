@@ -225,17 +225,12 @@ pub fn move_one(mtr: &mut Mtr<'_>, limit: PageId) -> Result<bool> {
     Ok(false)
 }
 
-/// Copies page `old` (of type `ty`) to a newly allocated page and frees it.
+/// Checks `old` is of type `ty` and relocates it.
 fn relocate(mtr: &mut Mtr<'_>, old: PageId, ty: PageType) -> Result<PageId> {
-    let p = mtr.page(old)?;
-    if page::page_type(p) != Some(ty) {
+    if page::page_type(mtr.page(old)?) != Some(ty) {
         return Err(corrupt(mtr, old, "not a commit-log page"));
     }
-    let body = p[HDR..].to_vec();
-    let new = meta::alloc(mtr, ty)?;
-    mtr.page_mut(new)?[HDR..].copy_from_slice(&body);
-    meta::free(mtr, old)?;
-    Ok(new)
+    meta::relocate(mtr, old, ty)
 }
 
 /// Reads every commit-log page. Directory `d`'s entry `i` covers

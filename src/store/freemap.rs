@@ -30,6 +30,18 @@ use crate::limits::PAGE_SIZE;
 /// Pages one map page covers.
 pub const MAP_BITS: u32 = ((PAGE_SIZE - HDR) * 8) as u32;
 
+/// The maps that pages [0, `count`) need, by number: `k` covers pages
+/// [k·MAP_BITS, (k+1)·MAP_BITS).
+pub fn maps(count: u32) -> std::ops::Range<u32> {
+    0..count.div_ceil(MAP_BITS)
+}
+
+/// The pages map `k` covers, cut at `count`.
+pub fn range_of(k: u32, count: u32) -> std::ops::Range<u32> {
+    let lo = k.saturating_mul(MAP_BITS);
+    lo..count.min(lo.saturating_add(MAP_BITS))
+}
+
 /// The map page covering `pid`.
 pub fn map_of(pid: PageId) -> PageId {
     map_page(pid.0 / MAP_BITS)
@@ -86,7 +98,7 @@ pub fn clear(mtr: &mut Mtr<'_>, from: u32, to: u32) -> Result<()> {
     let mut lo = from;
     while lo < to {
         let k = lo / MAP_BITS;
-        let hi = to.min((k + 1) * MAP_BITS);
+        let hi = range_of(k, to).end;
         let map = map_page(k);
         if map.0 < from {
             check_map(mtr, map)?;
@@ -131,7 +143,7 @@ pub fn lowest(acc: &mut impl PageAccess, from: u32, count: u32) -> Result<Option
     let mut start = from.max(2);
     while start < count {
         let k = start / MAP_BITS;
-        let end = count.min((k + 1) * MAP_BITS);
+        let end = range_of(k, count).end;
         let map = map_page(k);
         let found = acc.with_page(map, |p| {
             (crate::buffer::page::page_type(p) == Some(PageType::FreeMap))
@@ -173,17 +185,15 @@ fn first_set(p: &PageBuf, lo: u32, hi: u32) -> Option<u32> {
 /// Free pages marked in [0, `count`).
 pub fn count_free(acc: &mut impl PageAccess, count: u32) -> Result<u64> {
     let mut n = 0u64;
-    let mut k = 0;
-    while k * MAP_BITS < count {
-        let hi = (count - k * MAP_BITS).min(MAP_BITS);
+    for k in maps(count) {
         let map = map_page(k);
         if map.0 >= count {
             break;
         }
         let bits = acc.with_page(map, |p| {
             (crate::buffer::page::page_type(p) == Some(PageType::FreeMap)).then(|| {
-                (0..hi)
-                    .filter(|&i| p[HDR + (i / 8) as usize] & (1 << (i % 8)) != 0)
+                range_of(k, count)
+                    .filter(|&pid| is_free(p, PageId(pid)))
                     .count() as u64
             })
         })?;
@@ -194,7 +204,6 @@ pub fn count_free(acc: &mut impl PageAccess, count: u32) -> Result<u64> {
                 format!("page {map} should be a free map"),
             )
         })?;
-        k += 1;
     }
     Ok(n)
 }
@@ -212,6 +221,20 @@ mod tests {
         assert_eq!(map_of(PageId(3 * MAP_BITS + 7)), PageId(3 * MAP_BITS));
         assert!(is_map(PageId(1)) && is_map(PageId(2 * MAP_BITS)));
         assert!(!is_map(PageId(0)) && !is_map(PageId(2)) && !is_map(PageId(MAP_BITS + 1)));
+    }
+
+    #[test]
+    fn ranges_stop_at_the_count_even_at_the_largest_one() {
+        assert_eq!(maps(1), 0..1);
+        assert_eq!(maps(MAP_BITS + 1), 0..2);
+        assert_eq!(range_of(1, MAP_BITS + 5), MAP_BITS..MAP_BITS + 5);
+        let top = u32::MAX - 1;
+        let last = maps(top).end - 1;
+        assert_eq!(
+            range_of(last, top).end,
+            top,
+            "no overflow past the last map"
+        );
     }
 
     #[test]

@@ -172,6 +172,17 @@ pub fn free(mtr: &mut Mtr<'_>, pid: PageId) -> Result<()> {
     Ok(())
 }
 
+/// Moves page `old` (of type `ty`, header aside) to a newly allocated page
+/// and frees `old`; the caller repoints what named it in the same
+/// mini-transaction. Compaction moves nodes and commit-log pages this way.
+pub fn relocate(mtr: &mut Mtr<'_>, old: PageId, ty: PageType) -> Result<PageId> {
+    let body = mtr.page(old)?[HDR..].to_vec();
+    let new = alloc(mtr, ty)?;
+    mtr.page_mut(new)?[HDR..].copy_from_slice(&body);
+    free(mtr, old)?;
+    Ok(new)
+}
+
 /// Cuts free pages off the end: lowers the count past the trailing run of
 /// free pages (and map pages left with nothing after them), at most
 /// `SHRINK_MAX` of them. Returns how many went. The data file keeps its

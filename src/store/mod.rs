@@ -117,19 +117,26 @@ impl Store {
     /// log that lowered the count is durable (else a crash could bring
     /// back a count naming pages the file no longer has). Pages past the
     /// count are free and unreferenced; their cached copies are dropped
-    /// unwritten.
+    /// unwritten. The log is fsynced outside the latch: the cut keeps the
+    /// pages past both the count it made durable and the count now (an
+    /// allocation meanwhile may have raised it again).
     pub fn cut_file(&self) -> Result<()> {
-        let _latch = self.latch.write();
-        let count = {
+        let count_now = || -> Result<u32> {
             let p = self.pool.fetch(meta::META)?;
             let count = meta::get(&p.read(), meta::Field::PageCount);
-            count
+            Ok(count)
         };
-        if self.pool.file_pages()? <= u64::from(count) {
+        let (durable, end) = {
+            let _latch = self.latch.write();
+            (count_now()?, self.wal.end())
+        };
+        if self.pool.file_pages()? <= u64::from(durable) {
             return Ok(());
         }
-        self.wal.flush(self.wal.end(), true)?;
-        self.pool.cut(PageId(count))
+        self.wal.flush(end, true)?;
+        let _latch = self.latch.write();
+        let keep = durable.max(count_now()?);
+        self.pool.cut(PageId(keep))
     }
 
     /// Current redo point.

@@ -150,23 +150,27 @@ impl Record {
     /// page's hole: a fresh page, a freed one, and the gap between a
     /// slotted page's slots and its cells cost the log nothing.
     pub fn encode(&self) -> Vec<u8> {
+        // Each full image's hole, found once.
+        let holes: Vec<Option<(usize, usize)>> = self
+            .pages
+            .iter()
+            .map(|(_, ch)| match ch {
+                Change::Full(bytes) => Some(hole(bytes)).filter(|&(_, len)| len >= HOLE_MIN),
+                Change::Delta(_) => None,
+            })
+            .collect();
         // Sized exactly up front: records are encoded for every change.
         let size = PAYLOAD_HDR
             + self.key.len()
             + self
                 .pages
                 .iter()
-                .map(|(_, ch)| {
-                    5 + match ch {
-                        Change::Full(bytes) => {
-                            let (_, hole) = hole(bytes);
-                            if hole >= HOLE_MIN {
-                                4 + bytes.len() - hole
-                            } else {
-                                bytes.len()
-                            }
-                        }
-                        Change::Delta(ranges) => {
+                .zip(&holes)
+                .map(|((_, ch), hole)| {
+                    5 + match (ch, hole) {
+                        (Change::Full(bytes), Some((_, len))) => 4 + bytes.len() - len,
+                        (Change::Full(bytes), None) => bytes.len(),
+                        (Change::Delta(ranges), _) => {
                             2 + ranges.iter().map(|(_, b)| 4 + b.len()).sum::<usize>()
                         }
                     }
@@ -181,13 +185,12 @@ impl Record {
         debug_assert!(self.key.len() <= KEY_MAX);
         out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
         out.extend_from_slice(&self.key);
-        for (pid, ch) in &self.pages {
+        for ((pid, ch), hole) in self.pages.iter().zip(holes) {
             out.extend_from_slice(&pid.0.to_le_bytes());
             match ch {
                 Change::Full(bytes) => {
                     debug_assert_eq!(bytes.len(), PAGE_SIZE - LOGGED_FROM);
-                    let (at, len) = hole(bytes);
-                    if len >= HOLE_MIN {
+                    if let Some((at, len)) = hole {
                         out.push(3);
                         out.extend_from_slice(&(at as u16).to_le_bytes());
                         out.extend_from_slice(&(len as u16).to_le_bytes());
