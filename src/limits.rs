@@ -21,6 +21,14 @@ pub const WAL_SEGMENT_SIZE: u64 = 16 << 20;
 /// this much, so the segment can be deleted once the checkpoint is
 /// durable (smaller ones wait: a file per checkpoint is not worth it).
 pub const WAL_ROLL_AT_CHECKPOINT: u64 = 1 << 20;
+/// The log file is zero-filled ahead of its end in extents of the bytes
+/// the segment already holds, between these bounds: an fdatasync of
+/// blocks a file already has skips the journal commit that one of a
+/// growing file waits for (as PostgreSQL zero-fills its segments), while a
+/// quiet database keeps little more log on disk than it wrote.
+pub const WAL_EXTENT_MIN: u64 = 64 << 10;
+/// See [`WAL_EXTENT_MIN`].
+pub const WAL_EXTENT_MAX: u64 = 1 << 20;
 /// Largest WAL record payload; anything longer on disk is damage.
 pub const WAL_RECORD_MAX: usize = 4 << 20;
 /// Pages a single mini-transaction may touch.
@@ -79,3 +87,4 @@ const _: () = assert!(OVERFLOW_PAGES_PER_RECORD + 4 <= MTR_PAGES_MAX);
 const _: () = assert!(VACUUM_BATCH * 3 / 2 <= MTR_PAGES_MAX);
 const _: () = assert!(WAL_RECORD_MAX as u64 <= WAL_SEGMENT_SIZE);
 const _: () = assert!(WAL_ROLL_AT_CHECKPOINT < WAL_SEGMENT_SIZE);
+const _: () = assert!(WAL_EXTENT_MIN <= WAL_EXTENT_MAX && WAL_EXTENT_MAX <= WAL_SEGMENT_SIZE);

@@ -88,6 +88,51 @@ fn damaged_page_without_image_is_reported_with_file_and_offset() {
     }
 }
 
+/// The last log segment of the copy of `db` in `img`, and the offset in it
+/// where `db`'s log ends (zeros written ahead follow).
+fn log_end(db: &strata::Db, img: &Path) -> (std::path::PathBuf, u64) {
+    let end = db.stats().expect("stats").wal_end.0;
+    let mut segs: Vec<_> = fs::read_dir(img.join("wal"))
+        .expect("wal")
+        .map(|e| e.expect("e").path())
+        .collect();
+    segs.sort();
+    let last = segs.pop().expect("segment");
+    let start = last
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .expect("segment name");
+    assert!(
+        fs::metadata(&last).expect("meta").len() > end - start,
+        "the log is zero-filled ahead of its end"
+    );
+    (last, end - start)
+}
+
+#[test]
+fn an_unacknowledged_write_into_the_zeros_past_the_log_is_cut() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let img = tempfile::tempdir().expect("img");
+    let db = open(tmp.path());
+    fill(&db, 100, "a");
+    copy_dir(tmp.path(), img.path());
+    let (last, end) = log_end(&db, img.path());
+    // A write that reached the disk without the zeros before it.
+    write_at(&last, end + 1000, &[0xa5; 700]);
+    let db2 = open(img.path());
+    let r = rows(&db2.begin().expect("begin"), &db2.table("t").expect("t"));
+    assert_eq!(r.len(), 100);
+    assert!(r.iter().all(|(_, v)| v.starts_with(b"a-")));
+    fill(&db2, 10, "c");
+    drop(db2);
+    let db3 = open(img.path());
+    let r = rows(&db3.begin().expect("begin"), &db3.table("t").expect("t"));
+    assert_eq!(r.len(), 100);
+    assert_eq!(r[5].1, b"c-5");
+    assert_eq!(r[50].1, b"a-50");
+}
+
 #[test]
 fn torn_log_tail_is_cut_silently() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -97,21 +142,14 @@ fn torn_log_tail_is_cut_silently() {
     db.checkpoint().expect("checkpoint");
     fill(&db, 100, "b");
     copy_dir(tmp.path(), img.path());
-    let wal = img.path().join("wal");
-    let mut segs: Vec<_> = fs::read_dir(&wal)
-        .expect("wal")
-        .map(|e| e.expect("e").path())
-        .collect();
-    segs.sort();
-    let last = segs.last().expect("segment");
-    let len = fs::metadata(last).expect("meta").len();
+    let (last, end) = log_end(&db, img.path());
     // Cut into the commit record of the "b" transaction: the flush that
     // made it durable ended with a 28-byte durable mark after it.
     fs::OpenOptions::new()
         .write(true)
-        .open(last)
+        .open(&last)
         .expect("open")
-        .set_len(len - 28 - 3)
+        .set_len(end - 28 - 3)
         .expect("truncate");
     let db2 = open(img.path());
     let tx = db2.begin().expect("begin");

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::ids::Lsn;
 use crate::ids::Xid;
 use crate::io::{Vfs, VfsFile};
-use crate::limits::{WAL_BUFFER_MAX, WAL_SEGMENT_SIZE};
+use crate::limits::{WAL_BUFFER_MAX, WAL_EXTENT_MAX, WAL_EXTENT_MIN, WAL_SEGMENT_SIZE};
 use record::{frame, Kind, Record, FRAME_HDR};
 use segment::SEG_HDR;
 
@@ -47,6 +47,9 @@ struct Inner {
     /// LSN just past the last appended byte.
     end: u64,
     seg: Arc<Segment>,
+    /// Length of the current segment's file: its log, then zeros written
+    /// ahead (see [`WAL_EXTENT_MIN`]).
+    seg_len: u64,
 }
 
 /// The log writer.
@@ -102,7 +105,8 @@ impl Wal {
         };
         let end = end.0.max(seg.start + SEG_HDR);
         vfs.sync_dir(dir)?;
-        Ok(Self::with(vfs, dir, seg, end, false))
+        let len = end - seg.start;
+        Ok(Self::with(vfs, dir, seg, end, len, false))
     }
 
     /// Opens the log without changing it (for a read-only database): the
@@ -119,10 +123,25 @@ impl Wal {
         };
         let file = vfs.open_read(&segment::path(dir, start))?;
         let end = end.0.max(start + SEG_HDR);
-        Ok(Self::with(vfs, dir, Segment { start, file }, end, true))
+        let len = file.len()?;
+        Ok(Self::with(
+            vfs,
+            dir,
+            Segment { start, file },
+            end,
+            len,
+            true,
+        ))
     }
 
-    fn with(vfs: Arc<dyn Vfs>, dir: &Path, seg: Segment, end: u64, read_only: bool) -> Wal {
+    fn with(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        seg: Segment,
+        end: u64,
+        seg_len: u64,
+        read_only: bool,
+    ) -> Wal {
         Wal {
             vfs,
             dir: dir.to_path_buf(),
@@ -131,6 +150,7 @@ impl Wal {
                 buf_lsn: end,
                 end,
                 seg: Arc::new(seg),
+                seg_len,
             }),
             flush_lock: Mutex::new(false),
             flushed: Condvar::new(),
@@ -215,6 +235,9 @@ impl Wal {
         inner.end
     }
 
+    /// Writes the buffer to the segment file, then zeros ahead of it when
+    /// it reached the file's end: the next fdatasyncs overwrite blocks the
+    /// file has, and do not wait for the journal to record a new length.
     fn write_out(inner: &mut Inner) -> Result<()> {
         if inner.buf.is_empty() {
             return Ok(());
@@ -225,6 +248,14 @@ impl Wal {
             .write_at(&inner.buf, inner.buf_lsn - inner.seg.start)?;
         inner.buf_lsn = inner.end;
         inner.buf.clear();
+        let at = inner.end - inner.seg.start;
+        if at >= inner.seg_len {
+            let ahead = at.clamp(WAL_EXTENT_MIN, WAL_EXTENT_MAX);
+            let len = (at + ahead).next_multiple_of(WAL_EXTENT_MIN);
+            let zeros = vec![0u8; (len - at) as usize];
+            inner.seg.file.write_at(&zeros, at)?;
+            inner.seg_len = len;
+        }
         Ok(())
     }
 
@@ -249,11 +280,15 @@ impl Wal {
     /// Closes the current segment (written and fsynced) and starts the next.
     fn roll(&self, inner: &mut Inner) -> Result<()> {
         Self::write_out(inner)?;
+        // A closed segment ends at its last frame: zeros are the end of
+        // the log only in the last one.
+        inner.seg.file.set_len(inner.end - inner.seg.start)?;
         inner.seg.file.sync()?;
         let start = inner.end;
         let file = segment::create(self.vfs.as_ref(), &self.dir, start)?;
         self.vfs.sync_dir(&self.dir)?;
         inner.seg = Arc::new(Segment { start, file });
+        inner.seg_len = SEG_HDR;
         inner.end = start + SEG_HDR;
         inner.buf_lsn = inner.end;
         self.durable.fetch_max(start, Ordering::AcqRel);
