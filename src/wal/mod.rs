@@ -297,9 +297,10 @@ impl Wal {
 
     /// Makes the log durable (`sync`) or written to the OS (`!sync`) at
     /// least up to `upto`. One caller (the leader) writes and fsyncs for
-    /// everyone; the others wait on a condition variable and are released
-    /// together, so a batch never drains through a lock one waiter at a
-    /// time.
+    /// everyone; the others wait on a condition variable, woken together
+    /// when the round ends (parking_lot hands them the mutex in turn, each
+    /// holding it for a load; waking each by its own unpark, without the
+    /// mutex, measured no faster with 16 committers on 2 cores).
     pub fn flush(&self, upto: Lsn, sync: bool) -> Result<()> {
         let mark = if sync { &self.durable } else { &self.written };
         loop {
