@@ -401,7 +401,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
     } else {
         open_writable(vfs.as_ref(), dir)?
     };
-    let mut pool = BufferPool::new(data, data_path, opts.cache_size);
+    let mut pool = BufferPool::new(data, data_path, opts.cache_size)?;
     if read_only {
         pool = pool.read_only();
     }

@@ -177,11 +177,14 @@ fn pinned_pages_are_never_evicted() {
             page::seal(&mut buf);
             file.write_at(&buf[..], p as u64 * 8192).expect("write");
         }
-        let pool = Arc::new(BufferPool::new(
-            fs.open(Path::new("/data"), false).expect("open"),
-            "/data".into(),
-            0,
-        ));
+        let pool = Arc::new(
+            BufferPool::new(
+                fs.open(Path::new("/data"), false).expect("open"),
+                "/data".into(),
+                0,
+            )
+            .expect("pool"),
+        );
         let reader = {
             let pool = pool.clone();
             thread::spawn(move || {

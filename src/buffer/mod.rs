@@ -2,8 +2,10 @@
 //!
 //! ```text
 //!  page table (mutex)        frames
-//!  PageId -> frame idx  ──►  [ RwLock<page> | pin | ref bit | dirty ] * n
-//!                                 ▲ clock hand sweeps for an unpinned frame
+//!  PageId -> frame idx  ──►  [ RwLock<slot> | pin | ref bit | dirty ] * n
+//!                                 │  ▲ clock hand sweeps for an unpinned frame
+//!                                 ▼
+//!                            one mapping of n pages (huge pages advised: frames.rs)
 //! ```
 //! Invariants:
 //! - a pinned frame is never evicted, and its page id does not change;
@@ -15,6 +17,7 @@
 //! remembered as torn: the first log record that touches it must carry a
 //! full image, or recovery reports corruption.
 
+mod frames;
 pub mod mtr;
 pub mod page;
 
@@ -24,21 +27,20 @@ use crate::hash::IntMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::sync::{
-    AtomicBool, AtomicU32, Mutex, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
-};
+use crate::sync::{AtomicBool, AtomicU32, Mutex, Ordering, RwLock};
 
 use crate::error::{Error, Result};
 use crate::ids::PageId;
 use crate::io::VfsFile;
 use crate::limits::{CACHE_PAGES_MIN, PAGE_SIZE};
 use crate::wal::Wal;
+pub use frames::{PageMut, PageRef};
 use page::PageBuf;
 
 const NO_PAGE: u32 = u32::MAX;
 
 struct Frame {
-    data: RwLock<Box<PageBuf>>,
+    data: RwLock<frames::Slot>,
     pid: AtomicU32,
     pins: AtomicU32,
     referenced: AtomicBool,
@@ -53,6 +55,8 @@ struct Table {
 /// The bounded page cache.
 pub struct BufferPool {
     frames: Box<[Frame]>,
+    /// The memory of every frame's page.
+    _memory: frames::Memory,
     /// Page → frame. Hits take it shared: a reader pins its frame while
     /// holding it, and eviction (exclusive) skips pinned frames, so a hit
     /// can never see its frame taken.
@@ -85,14 +89,14 @@ impl<'a> Pinned<'a> {
     }
 
     /// Shared access to the page bytes.
-    pub fn read(&self) -> RwLockReadGuard<'_, Box<PageBuf>> {
-        self.pool.frames[self.idx].data.read()
+    pub fn read(&self) -> PageRef<'_> {
+        frames::read(&self.pool.frames[self.idx].data)
     }
 
     /// Exclusive access, for the lifetime of the pool borrow (the caller
     /// keeps the pin alive at least as long as the guard).
-    pub(crate) fn write_guard(&self) -> RwLockWriteGuard<'a, Box<PageBuf>> {
-        self.pool.frames[self.idx].data.write()
+    pub(crate) fn write_guard(&self) -> PageMut<'a> {
+        frames::write(&self.pool.frames[self.idx].data)
     }
 
     pub(crate) fn mark_dirty(&self) {
@@ -112,19 +116,23 @@ impl Drop for Pinned<'_> {
 
 impl BufferPool {
     /// A cache of `bytes` (at least `CACHE_PAGES_MIN` pages) over `file`.
-    pub fn new(file: Box<dyn VfsFile>, path: PathBuf, bytes: usize) -> BufferPool {
+    pub fn new(file: Box<dyn VfsFile>, path: PathBuf, bytes: usize) -> Result<BufferPool> {
         let n = (bytes / PAGE_SIZE).max(CACHE_PAGES_MIN);
-        let frames = (0..n)
-            .map(|_| Frame {
-                data: RwLock::new(page::zeroed()),
+        let mut memory = frames::Memory::new(n)?;
+        let frames = memory
+            .take_slots()
+            .into_iter()
+            .map(|slot| Frame {
+                data: RwLock::new(slot),
                 pid: AtomicU32::new(NO_PAGE),
                 pins: AtomicU32::new(0),
                 referenced: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
             })
             .collect();
-        BufferPool {
+        Ok(BufferPool {
             frames,
+            _memory: memory,
             table: RwLock::new(Table {
                 map: IntMap::with_capacity_and_hasher(n, Default::default()),
                 hand: 0,
@@ -136,7 +144,7 @@ impl BufferPool {
             torn: Mutex::new(HashSet::new()),
             buffers: Mutex::new(mtr::Buffers::default()),
             overlay: None,
-        }
+        })
     }
 
     /// Makes the pool read-only: the data file is never written or synced;
@@ -245,7 +253,7 @@ impl BufferPool {
         let idx = self.victim(&mut table)?;
         let f = &self.frames[idx];
         {
-            let mut data = f.data.write();
+            let mut data = frames::write(&f.data);
             if read {
                 self.read_page(pid, &mut data)?;
             } else {
@@ -318,16 +326,16 @@ impl BufferPool {
     /// durable. The frame stays read-locked through the write, so an
     /// eviction cannot reload the page from disk before it lands.
     fn write_frame(&self, f: &Frame) -> Result<()> {
-        let data = f.data.read();
+        let data = frames::read(&f.data);
         if !f.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
         let pid = PageId(f.pid.load(Ordering::Acquire));
         if let Some(overlay) = &self.overlay {
-            overlay.lock().insert(pid, data.clone());
+            overlay.lock().insert(pid, Box::new(*data));
             return Ok(());
         }
-        let mut copy = data.clone();
+        let mut copy: Box<PageBuf> = Box::new(*data);
         let r = self.write_page(pid, &mut copy);
         if r.is_err() {
             f.dirty.store(true, Ordering::Release);

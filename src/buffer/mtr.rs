@@ -21,10 +21,8 @@
 //! Callers hold the store's write latch, so at most one mini-transaction
 //! runs at a time; readers take the latch shared and see whole ones only.
 
-use crate::sync::RwLockWriteGuard;
-
 use super::page::{self, PageBuf, PageType};
-use super::{BufferPool, Pinned};
+use super::{BufferPool, PageMut, Pinned};
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::{MTR_PAGES_MAX, PAGE_SIZE};
@@ -83,7 +81,7 @@ enum Before {
 }
 
 struct Touched<'a> {
-    guard: RwLockWriteGuard<'a, Box<PageBuf>>,
+    guard: PageMut<'a>,
     before: Before,
     fresh: bool,
     pin: Pinned<'a>,
@@ -168,7 +166,7 @@ impl<'a> Mtr<'a> {
             return;
         }
         let mut b = self.bufs.pages.pop().unwrap_or_else(page::zeroed);
-        *b = **self.touched[i].guard;
+        *b = *self.touched[i].guard;
         if let Before::Ranges = self.touched[i].before {
             for (at, old) in self.undo_of(i).rev() {
                 b[at..at + old.len()].copy_from_slice(old);
@@ -236,7 +234,7 @@ impl<'a> Mtr<'a> {
         let t = &mut self.touched[i];
         #[cfg(debug_assertions)]
         if t.check.is_none() {
-            t.check = Some(t.guard.clone());
+            t.check = Some(Box::new(*t.guard));
         }
         if let Before::Untouched = t.before {
             t.before = Before::Ranges;
@@ -387,14 +385,14 @@ impl Drop for Mtr<'_> {
         for t in &mut self.touched {
             if let Before::Page(p) = std::mem::replace(&mut t.before, Before::Untouched) {
                 if !self.done {
-                    **t.guard = *p;
+                    *t.guard = *p;
                 }
                 b.pages.push(p);
             }
             #[cfg(debug_assertions)]
             if let (false, Some(check)) = (self.done, &t.check) {
                 debug_assert!(
-                    **t.guard == **check,
+                    *t.guard == **check,
                     "undo did not restore page {}",
                     t.pin.pid()
                 );

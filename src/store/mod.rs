@@ -168,7 +168,7 @@ pub(crate) mod testing {
         let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
         let data = vfs.open(&dir.join("data"), true).expect("data file");
         let wal = Arc::new(Wal::resume(vfs.clone(), dir, Lsn(0)).expect("wal"));
-        let pool = BufferPool::new(data, dir.join("data"), cache_bytes);
+        let pool = BufferPool::new(data, dir.join("data"), cache_bytes).expect("pool");
         pool.attach_wal(wal.clone());
         let store = Store::new(pool, wal, Lsn(0));
         store
