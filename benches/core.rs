@@ -32,10 +32,10 @@ fn key(i: u64) -> [u8; 16] {
 
 /// The file system's fastest durable write: a 4 KiB block of a file
 /// already zero-filled (no new length to journal) overwritten and
-/// fdatasync'ed, 500 times; writes per second.
+/// fdatasync'ed, 2 000 times; writes per second.
 fn fsync_per_sec(dir: &Path) -> f64 {
     use std::os::unix::fs::FileExt;
-    const N: usize = 500;
+    const N: usize = 2000;
     let f = std::fs::File::create(dir.join("fsync-probe")).expect("probe");
     f.write_all_at(&vec![0u8; N * 4096], 0).expect("zero-fill");
     f.sync_all().expect("fsync");
@@ -145,7 +145,7 @@ fn durable_commits_per_sec(threads: u64) -> (f64, f64) {
     )
     .expect("open");
     let t = db.table("t").expect("t");
-    let per_thread = 2000 / threads.max(1) + 200;
+    let per_thread = 4000 / threads.max(1) + 200;
     let start = Instant::now();
     std::thread::scope(|s| {
         for th in 0..threads {
