@@ -448,6 +448,47 @@ mod tests {
     }
 
     #[test]
+    fn the_log_is_zero_filled_ahead_and_closed_segments_end_at_their_last_frame() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
+        let wal = Wal::resume(vfs.clone(), tmp.path(), Lsn(0)).expect("create");
+        let big = big_record();
+        let mut lens = Vec::new();
+        while segment::list(vfs.as_ref(), tmp.path()).expect("list").len() < 2 {
+            wal.append(&big).expect("append");
+            wal.flush(wal.end(), true).expect("flush");
+            let starts = segment::list(vfs.as_ref(), tmp.path()).expect("list");
+            let last = *starts.last().expect("segment");
+            let len = vfs
+                .open_read(&segment::path(tmp.path(), last))
+                .and_then(|f| f.len())
+                .expect("len");
+            let at = wal.end().0 - last;
+            assert!(len > at, "zeros ahead of the log: file {len}, log {at}");
+            assert_eq!(len % WAL_EXTENT_MIN, 0);
+            assert!(len - at <= WAL_EXTENT_MAX + WAL_EXTENT_MIN);
+            if last == 0 {
+                lens.push(len);
+            }
+        }
+        assert!(lens.windows(2).all(|w| w[0] <= w[1]));
+        assert!(
+            lens.iter().any(|&l| l >= 2 * WAL_EXTENT_MAX),
+            "extents grow"
+        );
+        let starts = segment::list(vfs.as_ref(), tmp.path()).expect("list");
+        let closed = vfs
+            .open_read(&segment::path(tmp.path(), starts[0]))
+            .and_then(|f| f.len())
+            .expect("len");
+        assert_eq!(
+            starts[0] + closed,
+            starts[1],
+            "a closed segment is cut to its last frame"
+        );
+    }
+
+    #[test]
     fn torn_tail_is_cut_and_log_continues() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
