@@ -84,22 +84,52 @@ impl Op {
 /// Zero runs shorter than this are logged as they are.
 const HOLE_MIN: usize = 16;
 
-/// The longest run of zero bytes in `b`: (start, length).
+/// The longest run of zero bytes in `b`, as (start, length), the first if
+/// several tie — exact for runs of 8 bytes or more. (Shorter ones are no
+/// hole, so runs inside one word are not looked at: the scan goes a word
+/// at a time; byte by byte it was a twentieth of a bulk load's time.)
 fn hole(b: &[u8]) -> (usize, usize) {
-    let (mut best, mut at, mut run) = ((0, 0), 0, 0);
-    for (i, &x) in b.iter().enumerate() {
-        if x == 0 {
+    let mut best = (0, 0);
+    let (mut at, mut run) = (0, 0);
+    let mut end_run = |at: usize, run: usize| {
+        if run > best.1 {
+            best = (at, run);
+        }
+    };
+    let words = b.chunks_exact(8);
+    let tail = words.remainder();
+    for (k, w) in words.enumerate() {
+        let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let i = 8 * k;
+        if v == 0 {
             if run == 0 {
                 at = i;
             }
-            run += 1;
-            if run > best.1 {
-                best = (at, run);
+            run += 8;
+            continue;
+        }
+        // Little-endian: the word's first bytes are its low ones.
+        let lead = (v.trailing_zeros() / 8) as usize;
+        if run == 0 {
+            at = i;
+        }
+        end_run(at, run + lead);
+        run = (v.leading_zeros() / 8) as usize;
+        at = i + 8 - run;
+    }
+    let base = b.len() - tail.len();
+    for (j, &x) in tail.iter().enumerate() {
+        if x == 0 {
+            if run == 0 {
+                at = base + j;
             }
+            run += 1;
         } else {
+            end_run(at, run);
             run = 0;
         }
     }
+    end_run(at, run);
     best
 }
 
@@ -459,6 +489,48 @@ mod tests {
         let mut page = vec![0u8; PAGE_SIZE - LOGGED_FROM];
         page[at..at + bytes.len()].copy_from_slice(bytes);
         Change::Full(page.into())
+    }
+
+    /// `hole`, byte by byte: the reference the word-wise scan must match.
+    fn hole_bytewise(b: &[u8]) -> (usize, usize) {
+        let (mut best, mut at, mut run) = ((0, 0), 0, 0);
+        for (i, &x) in b.iter().enumerate() {
+            if x == 0 {
+                if run == 0 {
+                    at = i;
+                }
+                run += 1;
+                if run > best.1 {
+                    best = (at, run);
+                }
+            } else {
+                run = 0;
+            }
+        }
+        best
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hole_finds_the_first_longest_zero_run(
+            runs in proptest::collection::vec((0usize..40, 1u8..=255, 0usize..5), 0..60),
+            len in 0usize..8180,
+        ) {
+            // Zero runs of many lengths between non-zero bytes, cut anywhere.
+            let mut b = Vec::new();
+            for (zeros, x, more) in runs {
+                b.extend(std::iter::repeat_n(0u8, zeros));
+                b.extend(std::iter::repeat_n(x, more + 1));
+            }
+            b.resize(b.len().max(len), 0);
+            let want = hole_bytewise(&b);
+            let got = hole(&b);
+            if want.1 >= 8 {
+                proptest::prop_assert_eq!(got, want);
+            } else {
+                proptest::prop_assert!(got.1 < 8);
+            }
+        }
     }
 
     #[test]
