@@ -26,7 +26,7 @@ use super::{BufferPool, PageMut, Pinned};
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::{MTR_PAGES_MAX, PAGE_SIZE};
-use crate::wal::record::{diff, Change, Kind, Record};
+use crate::wal::record::{diff, encode_into, fits_delta, ChangeRef, Head, Kind};
 use crate::wal::Wal;
 
 /// Read access to pages, shared by readers and mini-transactions so that
@@ -110,6 +110,8 @@ pub(crate) struct Buffers {
     undo: Vec<Undo>,
     /// ...held here.
     arena: Vec<u8>,
+    /// The log record being encoded.
+    log: Vec<u8>,
 }
 
 impl Buffers {
@@ -119,6 +121,9 @@ impl Buffers {
         self.pages.truncate(MTR_PAGES_MAX);
         if self.arena.capacity() > 4 * PAGE_SIZE || self.undo.capacity() > 4 * MTR_PAGES_MAX {
             (self.undo, self.arena) = Default::default();
+        }
+        if self.log.capacity() > 16 * PAGE_SIZE {
+            self.log = Vec::new();
         }
         self.undo.clear();
         self.arena.clear();
@@ -283,16 +288,11 @@ impl<'a> Mtr<'a> {
         table: PageId,
         key: &[u8],
     ) -> Result<Option<Lsn>> {
-        let mut rec = Record {
-            kind,
-            op,
-            xid,
-            aux: table.0 as u64,
-            key: key.to_vec(),
-            pages: Vec::new(),
-        };
+        // Each changed page (by index), logged by its changed ranges or
+        // (`None`) whole.
+        let mut logged: Vec<(usize, Option<Ranges>)> = Vec::new();
         for (i, t) in self.touched.iter().enumerate() {
-            let delta = match &t.before {
+            let ranges = match &t.before {
                 Before::Untouched => continue,
                 _ if t.fresh || page::lsn(&t.guard) <= self.redo => None,
                 Before::Page(b) => diff(b, &t.guard),
@@ -306,21 +306,45 @@ impl<'a> Mtr<'a> {
                             t.pin.pid()
                         );
                     }
-                    crate::wal::record::delta(&t.guard, ranges.into_iter())
+                    fits_delta(&ranges).then_some(ranges)
                 }
             };
-            let change = match delta {
+            match ranges {
                 Some(r) if r.is_empty() => continue,
-                Some(r) => Change::Delta(r),
-                None => Change::Full(t.guard[page::LOGGED_FROM..].into()),
-            };
-            rec.pages.push((t.pin.pid(), change));
+                r => logged.push((i, r)),
+            }
         }
-        if rec.pages.is_empty() && kind == Kind::Pages {
+        if logged.is_empty() && kind == Kind::Pages {
             self.done = true;
             return Ok(None);
         }
-        let end = wal.append(&rec)?;
+        let pages: Vec<(PageId, ChangeRef<'_>)> = logged
+            .iter()
+            .map(|(i, ranges)| {
+                let t = &self.touched[*i];
+                let change = match ranges {
+                    Some(r) => ChangeRef::Ranges(&t.guard, r),
+                    None => ChangeRef::Full(&t.guard[page::LOGGED_FROM..]),
+                };
+                (t.pin.pid(), change)
+            })
+            .collect();
+        let head = Head {
+            kind,
+            op,
+            xid,
+            aux: u64::from(table.0),
+            key,
+        };
+        // Encoded straight from the pages into a buffer kept across
+        // mini-transactions.
+        let mut payload = std::mem::take(&mut self.bufs.log);
+        payload.clear();
+        encode_into(&head, &pages, &mut payload);
+        drop(pages);
+        let appended = wal.append_payload(&payload);
+        self.bufs.log = payload;
+        let end = appended?;
         for t in &mut self.touched {
             if t.changed() {
                 page::set_lsn(&mut t.guard, end);
@@ -331,6 +355,9 @@ impl<'a> Mtr<'a> {
         Ok(Some(end))
     }
 }
+
+/// Byte ranges of a page: `start..end` pairs.
+type Ranges = Vec<(usize, usize)>;
 
 /// Ranges sorted, clipped to the logged part of a page, overlapping and
 /// adjacent ones merged.
@@ -408,6 +435,7 @@ mod tests {
     use crate::buffer::page::{HDR, LOGGED_FROM};
     use crate::store::{meta, testing};
     use crate::wal::reader::LogReader;
+    use crate::wal::record::Change;
 
     #[test]
     fn dropped_mtr_puts_pages_back() {

@@ -207,11 +207,16 @@ impl Wal {
 
     /// Appends a record; returns the LSN just past it. Not yet durable.
     pub fn append(&self, rec: &Record) -> Result<Lsn> {
+        self.append_payload(&rec.encode())
+    }
+
+    /// Appends an encoded record (`record::encode_into`); returns the LSN
+    /// just past it.
+    pub fn append_payload(&self, payload: &[u8]) -> Result<Lsn> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
         self.check()?;
-        let payload = rec.encode();
         let mut inner = self.inner.lock();
         let size = (FRAME_HDR + payload.len()) as u64;
         if inner.end + size - inner.seg.start > self.segment_size
@@ -220,7 +225,7 @@ impl Wal {
             let r = self.roll(&mut inner);
             self.fail(r)?;
         }
-        let end = Self::push(&mut inner, &payload);
+        let end = Self::push(&mut inner, payload);
         if inner.buf.len() >= WAL_BUFFER_MAX {
             let r = Self::write_out(&mut inner);
             self.fail(r)?;

@@ -142,6 +142,122 @@ pub enum Change {
     Delta(Vec<(u16, Vec<u8>)>),
 }
 
+/// A record's fields before its page changes, borrowed.
+pub struct Head<'a> {
+    /// Meaning.
+    pub kind: Kind,
+    /// Purpose, for `Pages` records.
+    pub op: u8,
+    /// Transaction (0 for none).
+    pub xid: Xid,
+    /// Kind-specific number.
+    pub aux: u64,
+    /// The key written, or empty.
+    pub key: &'a [u8],
+}
+
+/// One page's change as the encoder reads it: borrowed, so a
+/// mini-transaction logs straight from its pages, with no copy of the
+/// changed bytes in between.
+#[derive(Clone, Copy)]
+pub enum ChangeRef<'a> {
+    /// The page's bytes from `LOGGED_FROM` on.
+    Full(&'a [u8]),
+    /// The bytes of `page` in each range (sorted, disjoint `start..end`).
+    Ranges(&'a PageBuf, &'a [(usize, usize)]),
+    /// Byte runs already cut out: (offset, bytes).
+    Runs(&'a [(u16, Vec<u8>)]),
+}
+
+impl ChangeRef<'_> {
+    /// The delta's runs: (offset, bytes).
+    fn runs(&self) -> impl Iterator<Item = (u16, &[u8])> {
+        let in_page = match *self {
+            ChangeRef::Ranges(page, ranges) => Some((page, ranges)),
+            _ => None,
+        };
+        let owned: &[(u16, Vec<u8>)] = match *self {
+            ChangeRef::Runs(runs) => runs,
+            _ => &[],
+        };
+        in_page
+            .into_iter()
+            .flat_map(|(page, ranges)| {
+                ranges
+                    .iter()
+                    .filter_map(move |&(s, e)| Some((s as u16, page.get(s..e)?)))
+            })
+            .chain(owned.iter().map(|(off, b)| (*off, b.as_slice())))
+    }
+}
+
+/// Appends the payload (without frame) of a record to `out`. A full image
+/// leaves out its longest run of zero bytes (form 3), as PostgreSQL leaves
+/// out a page's hole: a fresh page, a freed one, and the gap between a
+/// slotted page's slots and its cells cost the log nothing.
+pub fn encode_into(head: &Head<'_>, pages: &[(PageId, ChangeRef<'_>)], out: &mut Vec<u8>) {
+    // Each full image's hole, found once.
+    let holes: Vec<Option<(usize, usize)>> = pages
+        .iter()
+        .map(|(_, ch)| match ch {
+            ChangeRef::Full(bytes) => Some(hole(bytes)).filter(|&(_, len)| len >= HOLE_MIN),
+            _ => None,
+        })
+        .collect();
+    // Sized exactly up front: records are encoded for every change.
+    let size = PAYLOAD_HDR
+        + head.key.len()
+        + pages
+            .iter()
+            .zip(&holes)
+            .map(|((_, ch), hole)| {
+                5 + match (ch, hole) {
+                    (ChangeRef::Full(bytes), Some((_, len))) => 4 + bytes.len() - len,
+                    (ChangeRef::Full(bytes), None) => bytes.len(),
+                    (delta, _) => 2 + delta.runs().map(|(_, b)| 4 + b.len()).sum::<usize>(),
+                }
+            })
+            .sum::<usize>();
+    let start = out.len();
+    out.reserve(size);
+    out.push(head.kind as u8);
+    out.push(head.op);
+    out.extend_from_slice(&head.xid.0.to_le_bytes());
+    out.extend_from_slice(&head.aux.to_le_bytes());
+    out.extend_from_slice(&(pages.len() as u16).to_le_bytes());
+    debug_assert!(head.key.len() <= KEY_MAX);
+    out.extend_from_slice(&(head.key.len() as u16).to_le_bytes());
+    out.extend_from_slice(head.key);
+    for ((pid, ch), hole) in pages.iter().zip(holes) {
+        out.extend_from_slice(&pid.0.to_le_bytes());
+        match ch {
+            ChangeRef::Full(bytes) => {
+                debug_assert_eq!(bytes.len(), PAGE_SIZE - LOGGED_FROM);
+                if let Some((at, len)) = hole {
+                    out.push(3);
+                    out.extend_from_slice(&(at as u16).to_le_bytes());
+                    out.extend_from_slice(&(len as u16).to_le_bytes());
+                    out.extend_from_slice(&bytes[..at]);
+                    out.extend_from_slice(&bytes[at + len..]);
+                } else {
+                    out.push(1);
+                    out.extend_from_slice(bytes);
+                }
+            }
+            delta => {
+                out.push(2);
+                out.extend_from_slice(&(delta.runs().count() as u16).to_le_bytes());
+                for (off, bytes) in delta.runs() {
+                    out.extend_from_slice(&off.to_le_bytes());
+                    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+    }
+    debug_assert_eq!(out.len() - start, size);
+}
+
 /// A decoded log record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -175,75 +291,33 @@ impl Record {
         }
     }
 
-    /// Encodes the payload (without frame). A full image leaves out its
-    /// longest run of zero bytes (form 3), as PostgreSQL leaves out a
-    /// page's hole: a fresh page, a freed one, and the gap between a
-    /// slotted page's slots and its cells cost the log nothing.
+    /// Encodes the payload (without frame); see [`encode_into`].
     pub fn encode(&self) -> Vec<u8> {
-        // Each full image's hole, found once.
-        let holes: Vec<Option<(usize, usize)>> = self
+        let pages: Vec<(PageId, ChangeRef<'_>)> = self
             .pages
             .iter()
-            .map(|(_, ch)| match ch {
-                Change::Full(bytes) => Some(hole(bytes)).filter(|&(_, len)| len >= HOLE_MIN),
-                Change::Delta(_) => None,
+            .map(|(pid, ch)| {
+                let ch = match ch {
+                    Change::Full(bytes) => ChangeRef::Full(bytes),
+                    Change::Delta(runs) => ChangeRef::Runs(runs),
+                };
+                (*pid, ch)
             })
             .collect();
-        // Sized exactly up front: records are encoded for every change.
-        let size = PAYLOAD_HDR
-            + self.key.len()
-            + self
-                .pages
-                .iter()
-                .zip(&holes)
-                .map(|((_, ch), hole)| {
-                    5 + match (ch, hole) {
-                        (Change::Full(bytes), Some((_, len))) => 4 + bytes.len() - len,
-                        (Change::Full(bytes), None) => bytes.len(),
-                        (Change::Delta(ranges), _) => {
-                            2 + ranges.iter().map(|(_, b)| 4 + b.len()).sum::<usize>()
-                        }
-                    }
-                })
-                .sum::<usize>();
-        let mut out = Vec::with_capacity(size);
-        out.push(self.kind as u8);
-        out.push(self.op);
-        out.extend_from_slice(&self.xid.0.to_le_bytes());
-        out.extend_from_slice(&self.aux.to_le_bytes());
-        out.extend_from_slice(&(self.pages.len() as u16).to_le_bytes());
-        debug_assert!(self.key.len() <= KEY_MAX);
-        out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
-        out.extend_from_slice(&self.key);
-        for ((pid, ch), hole) in self.pages.iter().zip(holes) {
-            out.extend_from_slice(&pid.0.to_le_bytes());
-            match ch {
-                Change::Full(bytes) => {
-                    debug_assert_eq!(bytes.len(), PAGE_SIZE - LOGGED_FROM);
-                    if let Some((at, len)) = hole {
-                        out.push(3);
-                        out.extend_from_slice(&(at as u16).to_le_bytes());
-                        out.extend_from_slice(&(len as u16).to_le_bytes());
-                        out.extend_from_slice(&bytes[..at]);
-                        out.extend_from_slice(&bytes[at + len..]);
-                    } else {
-                        out.push(1);
-                        out.extend_from_slice(bytes);
-                    }
-                }
-                Change::Delta(ranges) => {
-                    out.push(2);
-                    out.extend_from_slice(&(ranges.len() as u16).to_le_bytes());
-                    for (off, bytes) in ranges {
-                        out.extend_from_slice(&off.to_le_bytes());
-                        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
-                        out.extend_from_slice(bytes);
-                    }
-                }
-            }
-        }
-        debug_assert_eq!(out.len(), size);
+        let mut out = Vec::new();
+        encode_into(&self.head(), &pages, &mut out);
         out
+    }
+
+    /// The fields before the page changes.
+    pub fn head(&self) -> Head<'_> {
+        Head {
+            kind: self.kind,
+            op: self.op,
+            xid: self.xid,
+            aux: self.aux,
+            key: &self.key,
+        }
     }
 
     /// Decodes and validates a payload; the error says what is malformed.
@@ -396,7 +470,7 @@ pub fn unframe(b: &[u8]) -> Framed<'_> {
 /// Byte ranges where `after` differs from `before`, from `LOGGED_FROM` on;
 /// ranges closer than 8 bytes are merged. `None` when a full image is
 /// smaller.
-pub fn diff(before: &PageBuf, after: &PageBuf) -> Option<Vec<(u16, Vec<u8>)>> {
+pub fn diff(before: &PageBuf, after: &PageBuf) -> Option<Vec<(usize, usize)>> {
     const GAP: usize = 8;
     let differs = |i: usize| before[i] != after[i];
     let mut ranges: Vec<(usize, usize)> = Vec::new();
@@ -428,24 +502,12 @@ pub fn diff(before: &PageBuf, after: &PageBuf) -> Option<Vec<(u16, Vec<u8>)>> {
         ranges.push((start, end));
         i = end;
     }
-    delta(after, ranges.into_iter())
+    fits_delta(&ranges).then_some(ranges)
 }
 
-/// The page's bytes in `ranges` (sorted, disjoint `start..end`) as a
-/// delta; `None` when a full image is smaller.
-pub fn delta(
-    after: &PageBuf,
-    ranges: impl Iterator<Item = (usize, usize)> + Clone,
-) -> Option<Vec<(u16, Vec<u8>)>> {
-    let bytes: usize = ranges.clone().map(|(s, e)| e - s + 4).sum();
-    if bytes >= PAGE_SIZE / 2 {
-        return None;
-    }
-    Some(
-        ranges
-            .map(|(s, e)| (s as u16, after[s..e].to_vec()))
-            .collect(),
-    )
+/// Whether logging the bytes in `ranges` costs less than a full image.
+pub fn fits_delta(ranges: &[(usize, usize)]) -> bool {
+    ranges.iter().map(|(s, e)| e - s + 4).sum::<usize>() < PAGE_SIZE / 2
 }
 
 /// Applies a change to a page body.
@@ -630,9 +692,18 @@ mod tests {
             let mut after = before;
             for (i, v) in edits { after[i] = v; }
             let mut replayed = before;
-            match diff(&before, &after) {
-                Some(ranges) => apply(&mut replayed, &Change::Delta(ranges)),
-                None => apply(&mut replayed, &Change::Full(after[LOGGED_FROM..].into())),
+            // Through the encoder, as a mini-transaction logs it.
+            let ranges = diff(&before, &after);
+            let change = match &ranges {
+                Some(r) => ChangeRef::Ranges(&after, r),
+                None => ChangeRef::Full(&after[LOGGED_FROM..]),
+            };
+            let head = Record::bare(Kind::Pages, Xid(1), 0);
+            let mut payload = Vec::new();
+            encode_into(&head.head(), &[(PageId(3), change)], &mut payload);
+            let rec = Record::decode(&payload).expect("decodes");
+            for (_, ch) in &rec.pages {
+                apply(&mut replayed, ch);
             }
             prop_assert_eq!(&replayed[..], &after[..]);
         }
