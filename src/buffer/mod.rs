@@ -118,9 +118,8 @@ impl BufferPool {
     /// A cache of `bytes` (at least `CACHE_PAGES_MIN` pages) over `file`.
     pub fn new(file: Box<dyn VfsFile>, path: PathBuf, bytes: usize) -> Result<BufferPool> {
         let n = (bytes / PAGE_SIZE).max(CACHE_PAGES_MIN);
-        let mut memory = frames::Memory::new(n)?;
-        let frames = memory
-            .take_slots()
+        let (memory, slots) = frames::Memory::new(n)?;
+        let frames = slots
             .into_iter()
             .map(|slot| Frame {
                 data: RwLock::new(slot),

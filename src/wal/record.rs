@@ -180,13 +180,12 @@ impl ChangeRef<'_> {
             ChangeRef::Runs(runs) => runs,
             _ => &[],
         };
+        // A range is the page's own (clipped to it where declared or found
+        // by `diff`): indexing cannot fail, and a range skipped instead would
+        // be a change missing from the log.
         in_page
             .into_iter()
-            .flat_map(|(page, ranges)| {
-                ranges
-                    .iter()
-                    .filter_map(move |&(s, e)| Some((s as u16, page.get(s..e)?)))
-            })
+            .flat_map(|(page, ranges)| ranges.iter().map(move |&(s, e)| (s as u16, &page[s..e])))
             .chain(owned.iter().map(|(off, b)| (*off, b.as_slice())))
     }
 }
