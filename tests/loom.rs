@@ -204,6 +204,47 @@ fn pinned_pages_are_never_evicted() {
     });
 }
 
+/// Buffer pool: a hit takes no lock, so it races evictions. Two threads
+/// fetch different pages through a two-frame pool, each evicting the
+/// other's page when it is unpinned; whatever interleaving, every pin
+/// holds the page it asked for.
+#[test]
+fn lock_free_hits_never_pin_a_frame_changing_pages() {
+    loom::model(|| {
+        let fs = FaultFs::new();
+        let file = fs.open(Path::new("/data"), true).expect("file");
+        for p in 1..=3u32 {
+            let mut buf = page::zeroed();
+            page::init(&mut buf, PageId(p), PageType::Heap);
+            buf[100] = p as u8;
+            page::seal(&mut buf);
+            file.write_at(&buf[..], p as u64 * 8192).expect("write");
+        }
+        let pool = Arc::new(
+            BufferPool::new(
+                fs.open(Path::new("/data"), false).expect("open"),
+                "/data".into(),
+                0,
+            )
+            .expect("pool"),
+        );
+        let other = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                for p in [1u32, 1] {
+                    let pin = pool.fetch(PageId(p)).expect("fetch");
+                    assert_eq!(pin.read()[100], p as u8, "pinned the wrong page");
+                }
+            })
+        };
+        for p in [2u32, 3] {
+            let pin = pool.fetch(PageId(p)).expect("fetch");
+            assert_eq!(pin.read()[100], p as u8, "pinned the wrong page");
+        }
+        other.join().expect("other");
+    });
+}
+
 /// SSI conflict marking: a reader marks a key (in its partition of the
 /// mark table, without the graph's lock) and then reads it; a writer writes
 /// the key and then, under the graph's lock, checks the marks. In every

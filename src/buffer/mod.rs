@@ -1,12 +1,17 @@
 //! The page cache: a fixed set of frames over the data file.
 //!
 //! ```text
-//!  page table (mutex)        frames
-//!  PageId -> frame idx  ──►  [ RwLock<slot> | pin | ref bit | dirty ] * n
-//!                                 │  ▲ clock hand sweeps for an unpinned frame
+//!  page table (lock-free)    frames
+//!  PageId -> frame idx  ──►  [ RwLock<slot> | pid | pins | ref bit | dirty ] * n
+//!  (table.rs)                     │  ▲ clock hand (miss lock) claims an unpinned frame
 //!                                 ▼
 //!                            one mapping of n pages (huge pages advised: frames.rs)
 //! ```
+//! A hit takes no lock: it finds the frame in the table, pins it, and
+//! checks that the frame still holds its page. A miss takes the miss lock,
+//! claims a victim (its pin count from 0 to `CLAIMED`, which turns hits on
+//! it away), writes it out if dirty, reads the page in and publishes it.
+//!
 //! Invariants:
 //! - a pinned frame is never evicted, and its page id does not change;
 //! - a dirty page is written only after the log is durable up to the
@@ -20,10 +25,10 @@
 mod frames;
 pub mod mtr;
 pub mod page;
+mod table;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::hash::IntMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -39,17 +44,32 @@ use page::PageBuf;
 
 const NO_PAGE: u32 = u32::MAX;
 
+/// A frame's pin count while the miss lock's holder evicts or loads it:
+/// a hit that pins it sees the bit and backs off.
+const CLAIMED: u32 = 1 << 31;
+
 struct Frame {
     data: RwLock<frames::Slot>,
     pid: AtomicU32,
+    /// Pins, plus `CLAIMED` while the frame changes pages.
     pins: AtomicU32,
     referenced: AtomicBool,
     dirty: AtomicBool,
 }
 
-struct Table {
-    map: IntMap<PageId, usize>,
-    hand: usize,
+impl Frame {
+    /// Claims an unpinned frame for eviction.
+    fn claim(&self) -> bool {
+        self.pins
+            .compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Ends a claim, leaving `pins` pins (0 or 1). Hits that bumped the
+    /// count meanwhile take their pin back themselves.
+    fn release(&self, pins: u32) {
+        self.pins.fetch_sub(CLAIMED - pins, Ordering::AcqRel);
+    }
 }
 
 /// The bounded page cache.
@@ -57,10 +77,11 @@ pub struct BufferPool {
     frames: Box<[Frame]>,
     /// The memory of every frame's page.
     _memory: frames::Memory,
-    /// Page → frame. Hits take it shared: a reader pins its frame while
-    /// holding it, and eviction (exclusive) skips pinned frames, so a hit
-    /// can never see its frame taken.
-    table: RwLock<Table>,
+    /// Page → frame, read without a lock (table.rs).
+    table: table::PageTable,
+    /// Held by the one thread at a time that changes the table: a miss
+    /// (its clock hand), a cut.
+    miss: Mutex<usize>,
     file: Box<dyn VfsFile>,
     path: PathBuf,
     wal: OnceLock<Arc<Wal>>,
@@ -132,10 +153,8 @@ impl BufferPool {
         Ok(BufferPool {
             frames,
             _memory: memory,
-            table: RwLock::new(Table {
-                map: IntMap::with_capacity_and_hasher(n, Default::default()),
-                hand: 0,
-            }),
+            table: table::PageTable::new(n),
+            miss: Mutex::new(0),
             file,
             path,
             wal: OnceLock::new(),
@@ -226,49 +245,62 @@ impl BufferPool {
                 format!("reference to reserved page id {pid}"),
             ));
         }
-        let hit = |table: &Table| {
-            table.map.get(&pid).map(|&idx| {
-                let f = &self.frames[idx];
-                f.pins.fetch_add(1, Ordering::AcqRel);
-                f.referenced.store(true, Ordering::Release);
-                idx
-            })
-        };
-        if let Some(idx) = hit(&self.table.read()) {
+        if let Some(idx) = self.hit(pid) {
             return Ok(Pinned {
                 pool: self,
                 idx,
                 pid,
             });
         }
-        let mut table = self.table.write();
-        if let Some(idx) = hit(&table) {
+        let mut hand = self.miss.lock();
+        // Whoever held the lock may have loaded it.
+        if let Some(idx) = self.hit(pid) {
             return Ok(Pinned {
                 pool: self,
                 idx,
                 pid,
             });
         }
-        let idx = self.victim(&mut table)?;
+        let idx = self.victim(&mut hand)?;
         let f = &self.frames[idx];
         {
             let mut data = frames::write(&f.data);
-            if read {
-                self.read_page(pid, &mut data)?;
+            let r = if read {
+                self.read_page(pid, &mut data)
             } else {
                 data.fill(0);
+                Ok(())
+            };
+            if let Err(e) = r {
+                drop(data);
+                f.release(0);
+                return Err(e);
             }
             f.pid.store(pid.0, Ordering::Release);
         }
-        f.pins.store(1, Ordering::Release);
         f.referenced.store(true, Ordering::Release);
         f.dirty.store(false, Ordering::Release);
-        table.map.insert(pid, idx);
+        self.table.insert(pid, idx);
+        f.release(1);
         Ok(Pinned {
             pool: self,
             idx,
             pid,
         })
+    }
+
+    /// Pins `pid`'s frame if the page is cached, without a lock: the pin
+    /// holds only if the frame was not claimed and still holds the page.
+    fn hit(&self, pid: PageId) -> Option<usize> {
+        let idx = self.table.find(pid)?;
+        let f = self.frames.get(idx)?;
+        let before = f.pins.fetch_add(1, Ordering::AcqRel);
+        if before & CLAIMED == 0 && f.pid.load(Ordering::Acquire) == pid.0 {
+            f.referenced.store(true, Ordering::Release);
+            return Some(idx);
+        }
+        f.pins.fetch_sub(1, Ordering::AcqRel);
+        None
     }
 
     fn read_page(&self, pid: PageId, data: &mut PageBuf) -> Result<()> {
@@ -293,12 +325,13 @@ impl BufferPool {
         Ok(())
     }
 
-    /// Finds a frame to reuse (clock), writing its page out if dirty.
-    fn victim(&self, table: &mut Table) -> Result<usize> {
+    /// Claims a frame to reuse (clock), writing its page out if dirty and
+    /// taking it out of the table. The caller holds the miss lock (`hand`).
+    fn victim(&self, hand: &mut usize) -> Result<usize> {
         let n = self.frames.len();
         for _ in 0..3 * n {
-            let idx = table.hand;
-            table.hand = (table.hand + 1) % n;
+            let idx = *hand;
+            *hand = (*hand + 1) % n;
             let f = &self.frames[idx];
             if f.pins.load(Ordering::Acquire) > 0 {
                 continue;
@@ -306,12 +339,18 @@ impl BufferPool {
             if f.referenced.swap(false, Ordering::AcqRel) {
                 continue;
             }
+            if !f.claim() {
+                continue;
+            }
             let old = f.pid.load(Ordering::Acquire);
             if old != NO_PAGE {
                 if f.dirty.load(Ordering::Acquire) {
-                    self.write_frame(f)?;
+                    if let Err(e) = self.write_frame(f) {
+                        f.release(0);
+                        return Err(e);
+                    }
                 }
-                table.map.remove(&PageId(old));
+                self.table.remove(PageId(old));
                 f.pid.store(NO_PAGE, Ordering::Release);
             }
             return Ok(idx);
@@ -323,13 +362,16 @@ impl BufferPool {
 
     /// Writes one frame's page if dirty, after the log covering it is
     /// durable. The frame stays read-locked through the write, so an
-    /// eviction cannot reload the page from disk before it lands.
+    /// eviction cannot reload the page from disk before it lands; its page
+    /// id is read under that lock before the dirty bit is taken, so it is
+    /// the id of the bytes written even if an eviction that found the page
+    /// clean (this write having taken the bit) clears it meanwhile.
     fn write_frame(&self, f: &Frame) -> Result<()> {
         let data = frames::read(&f.data);
-        if !f.dirty.swap(false, Ordering::AcqRel) {
+        let pid = PageId(f.pid.load(Ordering::Acquire));
+        if pid.0 == NO_PAGE || !f.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let pid = PageId(f.pid.load(Ordering::Acquire));
         if let Some(overlay) = &self.overlay {
             overlay.lock().insert(pid, Box::new(*data));
             return Ok(());
@@ -371,24 +413,27 @@ impl BufferPool {
     /// and the file is cut to `from` pages. Nothing may hold them; a frame
     /// still pinned leaves the file as it is.
     pub(crate) fn cut(&self, from: PageId) -> Result<()> {
-        let mut table = self.table.write();
-        let gone: Vec<(PageId, usize)> = table
-            .map
-            .iter()
-            .filter(|(pid, _)| pid.0 >= from.0)
-            .map(|(&pid, &idx)| (pid, idx))
-            .collect();
-        if gone
-            .iter()
-            .any(|&(_, idx)| self.frames[idx].pins.load(Ordering::Acquire) > 0)
-        {
-            return Ok(());
+        let _hand = self.miss.lock();
+        let mut gone = Vec::new();
+        for f in self.frames.iter() {
+            let pid = f.pid.load(Ordering::Acquire);
+            if pid == NO_PAGE || pid < from.0 {
+                continue;
+            }
+            if !f.claim() {
+                for g in gone {
+                    Frame::release(g, 0);
+                }
+                return Ok(());
+            }
+            gone.push(f);
         }
-        for (pid, idx) in gone {
-            let f = &self.frames[idx];
+        for f in gone {
+            let pid = f.pid.load(Ordering::Acquire);
             f.dirty.store(false, Ordering::Release);
             f.pid.store(NO_PAGE, Ordering::Release);
-            table.map.remove(&pid);
+            self.table.remove(PageId(pid));
+            f.release(0);
         }
         let r = self.file.set_len(u64::from(from.0) * PAGE_SIZE as u64);
         self.fail(r)
