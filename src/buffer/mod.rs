@@ -76,7 +76,7 @@ impl Frame {
 pub struct BufferPool {
     frames: Box<[Frame]>,
     /// The memory of every frame's page.
-    _memory: frames::Memory,
+    memory: frames::Memory,
     /// Page → frame, read without a lock (table.rs).
     table: table::PageTable,
     /// Held by the one thread at a time that changes the table: a miss
@@ -152,7 +152,7 @@ impl BufferPool {
             .collect();
         Ok(BufferPool {
             frames,
-            _memory: memory,
+            memory,
             table: table::PageTable::new(n),
             miss: Mutex::new(0),
             file,
@@ -293,6 +293,7 @@ impl BufferPool {
     /// holds only if the frame was not claimed and still holds the page.
     fn hit(&self, pid: PageId) -> Option<usize> {
         let idx = self.table.find(pid)?;
+        self.memory.prefetch(idx);
         let f = self.frames.get(idx)?;
         let before = f.pins.fetch_add(1, Ordering::AcqRel);
         if before & CLAIMED == 0 && f.pid.load(Ordering::Acquire) == pid.0 {
