@@ -138,7 +138,7 @@ fn apply_change(
     }
     match change {
         Change::Full(_) => pool.repaired(pid),
-        Change::Delta(_) if pool.is_torn(pid) => {
+        Change::Delta(_) | Change::Shifted(..) if pool.is_torn(pid) => {
             return Err(Error::corruption(
                 pool.path(),
                 pid.0 as u64 * PAGE_SIZE as u64,
@@ -147,7 +147,7 @@ fn apply_change(
                 ),
             ))
         }
-        Change::Delta(_) => {}
+        Change::Delta(_) | Change::Shifted(..) => {}
     }
     apply(&mut g, change);
     page::set_lsn(&mut g, end);

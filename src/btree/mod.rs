@@ -221,7 +221,7 @@ pub fn insert_at(mtr: &mut Mtr<'_>, at: Place, key: &[u8], value: &[u8]) -> Resu
                 return Ok(());
             }
             let p = match node::remove_ranges(p, i) {
-                Some(r) => mtr.page_mut_in(leaf, &r)?,
+                Some((shift, r)) => mtr.page_mut_shift(leaf, shift, &r)?,
                 None => mtr.page_mut(leaf)?,
             };
             node::remove(p, i).ok_or_else(|| corrupt(mtr, leaf, "malformed leaf"))?;
@@ -233,7 +233,7 @@ pub fn insert_at(mtr: &mut Mtr<'_>, at: Place, key: &[u8], value: &[u8]) -> Resu
     loop {
         let (pid, pos, cell) = pending;
         let p = match node::insert_ranges(mtr.page(pid)?, pos, cell.len()) {
-            Some(r) => mtr.page_mut_in(pid, &r)?,
+            Some((shift, r)) => mtr.page_mut_shift(pid, shift, &r)?,
             None => mtr.page_mut(pid)?,
         };
         match node::insert(p, pos, &cell) {
@@ -330,11 +330,15 @@ pub fn remove(mtr: &mut Mtr<'_>, root: PageId, key: &[u8]) -> Result<bool> {
     let pool = mtr.pool();
     let mut d = descend(mtr, root, Seek::At(key))?;
     let leaf = d.leaf;
-    let p = mtr.page_mut(leaf)?;
+    let p = mtr.page(leaf)?;
     let i = match node::search(p, key) {
         Some(Ok(i)) => i,
         Some(Err(_)) => return Ok(false),
         None => return Err(corrupt(mtr, leaf, "malformed leaf")),
+    };
+    let p = match node::remove_ranges(p, i) {
+        Some((shift, r)) => mtr.page_mut_shift(leaf, shift, &r)?,
+        None => mtr.page_mut(leaf)?,
     };
     node::remove(p, i).ok_or_else(|| corrupt_in(pool.path(), leaf, "malformed leaf"))?;
     if node::count(p) > 0 || d.path.is_empty() {

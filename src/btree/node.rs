@@ -24,6 +24,7 @@
 //! Readers treat every field as untrusted: accessors return `None` for an
 //! offset or length outside the page, which callers report as corruption.
 
+use crate::buffer::mtr::Shift;
 use crate::buffer::page::{self, PageBuf, PageType, HDR};
 use crate::codec::{put_u16, put_u32, u16_at, u32_at};
 use crate::ids::PageId;
@@ -347,10 +348,11 @@ pub fn insert(p: &mut PageBuf, i: usize, c: &[u8]) -> Option<bool> {
     Some(true)
 }
 
-/// The bytes `insert(p, i, c)` of a `len`-byte cell will change when it
-/// inserts in place (header, slots, cell); `None` when it would rebuild
-/// the node or has no room.
-pub fn insert_ranges(p: &PageBuf, i: usize, len: usize) -> Option<[(usize, usize); 3]> {
+/// What `insert(p, i, c)` of a `len`-byte cell will change when it
+/// inserts in place: the slots after `i` shift up one, then the header,
+/// slot `i` and the cell are written. `None` when it would rebuild the
+/// node or has no room.
+pub fn insert_ranges(p: &PageBuf, i: usize, len: usize) -> Option<(Shift, [(usize, usize); 3])> {
     let n = count(p);
     if !header_ok(p) || i > n || free_space(p) < len + SLOT {
         return None;
@@ -359,16 +361,30 @@ pub fn insert_ranges(p: &PageBuf, i: usize, len: usize) -> Option<[(usize, usize
     if up < slot_at(n + 1) {
         return None;
     }
-    Some([(HDR, SLOTS), (slot_at(i), slot_at(n + 1)), (up, up + len)])
+    let shift = Shift {
+        from: slot_at(i),
+        to: slot_at(i + 1),
+        len: slot_at(n) - slot_at(i),
+    };
+    Some((
+        shift,
+        [(HDR, SLOTS), (slot_at(i), slot_at(i + 1)), (up, up + len)],
+    ))
 }
 
-/// The bytes `remove(p, i)` will change (header, slots).
-pub fn remove_ranges(p: &PageBuf, i: usize) -> Option<[(usize, usize); 2]> {
+/// What `remove(p, i)` will change: the slots after `i` shift down one,
+/// then the header and the freed last slot are written.
+pub fn remove_ranges(p: &PageBuf, i: usize) -> Option<(Shift, [(usize, usize); 2])> {
     let n = count(p);
-    if !header_ok(p) || i >= n {
+    if !header_ok(p) || i >= n || slot_at(n) > PAGE_SIZE {
         return None;
     }
-    Some([(HDR, SLOTS), (slot_at(i), slot_at(n))])
+    let shift = Shift {
+        from: slot_at(i + 1),
+        to: slot_at(i),
+        len: slot_at(n) - slot_at(i + 1),
+    };
+    Some((shift, [(HDR, SLOTS), (slot_at(n - 1), slot_at(n))]))
 }
 
 /// Where the value of leaf cell `i` lies in the page, if it is `len`

@@ -26,6 +26,7 @@ use super::{BufferPool, PageMut, Pinned};
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::{MTR_PAGES_MAX, PAGE_SIZE};
+pub use crate::wal::record::Shift;
 use crate::wal::record::{diff, encode_into, fits_delta, ChangeRef, Head, Kind};
 use crate::wal::Wal;
 
@@ -83,6 +84,9 @@ enum Before {
 struct Touched<'a> {
     guard: PageMut<'a>,
     before: Before,
+    /// A shift declared as the page's first change in this
+    /// mini-transaction: logged as a move ahead of the declared ranges.
+    shift: Option<Shift>,
     fresh: bool,
     pin: Pinned<'a>,
     /// Debug builds: the whole page as it was, to check declarations.
@@ -97,8 +101,11 @@ impl Touched<'_> {
 }
 
 /// Old bytes of a declared range: (touched index, page offset, length,
-/// arena offset).
+/// arena offset). The index carries `SHIFTED` for a shift's destination:
+/// restored on rollback like any range, but logged as the shift.
 type Undo = (u32, u32, u32, u32);
+
+const SHIFTED: u32 = 1 << 31;
 
 /// The memory a mini-transaction keeps what it changes in, kept by the
 /// pool between mini-transactions so that a small write allocates nothing.
@@ -158,7 +165,7 @@ impl<'a> Mtr<'a> {
         self.bufs
             .undo
             .iter()
-            .filter(move |u| u.0 as usize == i)
+            .filter(move |u| (u.0 & !SHIFTED) as usize == i)
             .map(|&(_, at, len, off)| {
                 let (at, len, off) = (at as usize, len as usize, off as usize);
                 (at, &self.bufs.arena[off..off + len])
@@ -182,6 +189,9 @@ impl<'a> Mtr<'a> {
         if t.check.is_none() {
             t.check = Some(b.clone());
         }
+        // The whole page is compared at commit: a shift is logged as the
+        // bytes it changed.
+        t.shift = None;
         t.before = Before::Page(b);
     }
 
@@ -203,6 +213,7 @@ impl<'a> Mtr<'a> {
         self.touched.push(Touched {
             guard,
             before: Before::Untouched,
+            shift: None,
             fresh: !read,
             pin,
             #[cfg(debug_assertions)]
@@ -246,17 +257,39 @@ impl<'a> Mtr<'a> {
         }
         if let Before::Ranges = t.before {
             for &(s, e) in ranges {
-                let (s, e) = (s.min(PAGE_SIZE), e.min(PAGE_SIZE));
-                if s < e {
-                    let off = self.bufs.arena.len();
-                    self.bufs.arena.extend_from_slice(&t.guard[s..e]);
-                    self.bufs
-                        .undo
-                        .push((i as u32, s as u32, (e - s) as u32, off as u32));
-                }
+                keep_range(&mut self.bufs, &t.guard, i as u32, s, e);
             }
         }
         Ok(&mut t.guard)
+    }
+
+    /// Modifies a page by `shift` first and then within `ranges` only, as
+    /// `page_mut_in` (the caller moves the bytes itself). When the shift is
+    /// the page's first change in this mini-transaction it is logged as a
+    /// move; otherwise its destination is logged as bytes, like a range
+    /// (replay moves bytes before writing ranges, so a move is exact only
+    /// on the page as it was before the mini-transaction).
+    pub fn page_mut_shift(
+        &mut self,
+        pid: PageId,
+        shift: Shift,
+        ranges: &[(usize, usize)],
+    ) -> Result<&mut PageBuf> {
+        let i = self.index(pid, true)?;
+        let dst = (shift.to, shift.to + shift.len);
+        let t = &mut self.touched[i];
+        if matches!(t.before, Before::Untouched) && shift.len > 0 && shift.in_page() {
+            #[cfg(debug_assertions)]
+            if t.check.is_none() {
+                t.check = Some(Box::new(*t.guard));
+            }
+            t.before = Before::Ranges;
+            t.shift = Some(shift);
+            keep_range(&mut self.bufs, &t.guard, i as u32 | SHIFTED, dst.0, dst.1);
+            return self.page_mut_in(pid, ranges);
+        }
+        self.page_mut_in(pid, &[dst])?;
+        self.page_mut_in(pid, ranges)
     }
 
     /// Starts page `pid` afresh as type `ty` (a newly allocated page); it
@@ -297,13 +330,20 @@ impl<'a> Mtr<'a> {
                 _ if t.fresh || page::lsn(&t.guard) <= self.redo => None,
                 Before::Page(b) => diff(b, &t.guard),
                 Before::Ranges => {
-                    let ranges = merged(self.undo_of(i).map(|(at, old)| (at, at + old.len())));
+                    let ranges = merged(
+                        self.bufs
+                            .undo
+                            .iter()
+                            .filter(|u| u.0 as usize == i)
+                            .map(|&(_, at, len, _)| (at as usize, (at + len) as usize)),
+                    );
                     #[cfg(debug_assertions)]
                     if let Some(check) = &t.check {
                         assert!(
-                            only_within(check, &t.guard, &ranges),
-                            "page {} changed outside its declared ranges {ranges:?}",
-                            t.pin.pid()
+                            replays_to(check, &t.guard, t.shift, &ranges),
+                            "page {} changed outside its declared shift {:?} and ranges {ranges:?}",
+                            t.pin.pid(),
+                            t.shift
                         );
                     }
                     fits_delta(&ranges).then_some(ranges)
@@ -323,7 +363,7 @@ impl<'a> Mtr<'a> {
             .map(|(i, ranges)| {
                 let t = &self.touched[*i];
                 let change = match ranges {
-                    Some(r) => ChangeRef::Ranges(&t.guard, r),
+                    Some(r) => ChangeRef::Ranges(&t.guard, r, t.shift),
                     None => ChangeRef::Full(&t.guard[page::LOGGED_FROM..]),
                 };
                 (t.pin.pid(), change)
@@ -377,14 +417,34 @@ fn merged(ranges: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize)> {
     out
 }
 
-/// Whether `after` differs from `before` only within `ranges`.
+/// Whether replaying what is logged — `shift` on `before`, then `ranges`
+/// copied from `after` — gives `after`: a change outside them would be
+/// missing from the log.
 #[cfg(debug_assertions)]
-fn only_within(before: &PageBuf, after: &PageBuf, ranges: &[(usize, usize)]) -> bool {
-    let mut p = Box::new(*after);
-    for &(s, e) in ranges {
-        p[s..e].copy_from_slice(&before[s..e]);
+fn replays_to(
+    before: &PageBuf,
+    after: &PageBuf,
+    shift: Option<Shift>,
+    ranges: &[(usize, usize)],
+) -> bool {
+    let mut p = Box::new(*before);
+    if let Some(sh) = shift {
+        sh.apply(&mut p);
     }
-    p[page::LOGGED_FROM..] == before[page::LOGGED_FROM..]
+    for &(s, e) in ranges {
+        p[s..e].copy_from_slice(&after[s..e]);
+    }
+    p[page::LOGGED_FROM..] == after[page::LOGGED_FROM..]
+}
+
+/// Keeps the old bytes of `s..e` (clipped to the page) for undo.
+fn keep_range(bufs: &mut Buffers, page: &PageBuf, tag: u32, s: usize, e: usize) {
+    let (s, e) = (s.min(PAGE_SIZE), e.min(PAGE_SIZE));
+    if s < e {
+        let off = bufs.arena.len();
+        bufs.arena.extend_from_slice(&page[s..e]);
+        bufs.undo.push((tag, s as u32, (e - s) as u32, off as u32));
+    }
 }
 
 impl PageAccess for Mtr<'_> {
@@ -402,7 +462,7 @@ impl Drop for Mtr<'_> {
         let b = &mut self.bufs;
         if !self.done {
             for &(i, at, len, off) in b.undo.iter().rev() {
-                let t = &mut self.touched[i as usize];
+                let t = &mut self.touched[(i & !SHIFTED) as usize];
                 if let Before::Ranges = t.before {
                     let (at, len, off) = (at as usize, len as usize, off as usize);
                     t.guard[at..at + len].copy_from_slice(&b.arena[off..off + len]);
@@ -518,6 +578,73 @@ mod tests {
         }
         assert_eq!(deltas[0], [(3000, 20)], "the union of the declared ranges");
         assert_eq!(deltas[1], [(4000, 1), (6000, 1)], "whole-page comparison");
+        assert_eq!(replayed[LOGGED_FROM..], after[LOGGED_FROM..]);
+    }
+
+    #[test]
+    fn a_first_shift_is_logged_as_a_move_a_later_one_as_bytes() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = testing::store(tmp.path(), 1 << 20);
+        store.begin_checkpoint().expect("checkpoint");
+        store
+            .with_mtr(0, Xid::NONE, |m| {
+                let p = m.page_mut(meta::META)?;
+                for (i, b) in p[3000..4000].iter_mut().enumerate() {
+                    *b = i as u8;
+                }
+                Ok(())
+            })
+            .expect("full image");
+        let original = store.read().view.read_meta().expect("meta");
+        let sh = Shift {
+            from: 3000,
+            to: 3006,
+            len: 600,
+        };
+        let edit = |m: &mut Mtr<'_>| -> Result<()> {
+            let p = m.page_mut_shift(meta::META, sh, &[(3000, 3006)])?;
+            sh.apply(p);
+            p[3000..3006].fill(0xEE);
+            Ok(())
+        };
+        {
+            let mut w = store.write();
+            edit(&mut w.mtr).expect("edit");
+            // dropped without commit: undone
+        }
+        assert_eq!(store.read().view.read_meta().expect("meta"), original);
+        let start = store.wal.end();
+        store.with_mtr(0, Xid::NONE, edit).expect("shift first");
+        store
+            .with_mtr(0, Xid::NONE, |m| {
+                m.page_mut_in(meta::META, &[(5000, 5001)])?[5000] = 1;
+                edit(m)
+            })
+            .expect("shift after a change");
+        let after = store.read().view.read_meta().expect("meta");
+        store.wal.flush(store.wal.end(), true).expect("flush");
+        let mut r = LogReader::open(&crate::io::RealFs, tmp.path(), start).expect("reader");
+        let mut changes = Vec::new();
+        let mut replayed = original.clone();
+        while let Some(e) = r.next_entry().expect("entry") {
+            for (_, c) in e.record.pages {
+                crate::wal::record::apply(&mut replayed, &c);
+                changes.push(c);
+            }
+        }
+        assert_eq!(
+            changes[0],
+            Change::Shifted(sh, vec![(3000, vec![0xEE; 6])]),
+            "a move and the one slot written"
+        );
+        let Change::Delta(runs) = &changes[1] else {
+            panic!(
+                "a shift after another change is logged as bytes: {:?}",
+                changes[1]
+            );
+        };
+        let spans: Vec<(u16, usize)> = runs.iter().map(|(at, b)| (*at, b.len())).collect();
+        assert_eq!(spans, [(3000, 606), (5000, 1)]);
         assert_eq!(replayed[LOGGED_FROM..], after[LOGGED_FROM..]);
     }
 

@@ -22,7 +22,7 @@ pub const META: PageId = PageId(0);
 /// Magic bytes identifying a strata data file.
 pub const MAGIC: &[u8; 8] = b"STRATADB";
 /// Version of the on-disk format described in FORMAT.md.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 const VERSION: usize = HDR + 8;
 const PAGE_SIZE_AT: usize = HDR + 12;

@@ -6,9 +6,12 @@
 //! payload: | kind u8 | op u8 | xid u64 | aux u64 | pages u16 | page change * |
 //! change:  | page u32 | form u8 | form 1 (full): bytes 12..PAGE_SIZE of the page
 //!                                | form 2 (delta): n u16, (offset u16, len u16, bytes) * n
+//!                                | form 3 (full image with a hole): at u16, len u16, bytes
+//!                                | form 4 (shift, then delta): from u16, to u16, len u16, then as form 2
 //! ```
-//! Every change to pages is physical: a full image or byte ranges (the
-//! approach of PostgreSQL's generic WAL). Access methods therefore need no
+//! Every change to pages is physical: a full image, byte ranges, or a move
+//! of bytes within the page followed by byte ranges (the approach of
+//! PostgreSQL's generic WAL, plus the move it lacks). Access methods therefore need no
 //! redo code of their own, and a multi-page operation (a B+tree split, an
 //! update touching heap and index) is one record, so replay never sees half
 //! of it.
@@ -140,6 +143,35 @@ pub enum Change {
     Full(Box<[u8]>),
     /// Byte ranges: (offset, new bytes).
     Delta(Vec<(u16, Vec<u8>)>),
+    /// Bytes moved within the page, then byte ranges written.
+    Shifted(Shift, Vec<(u16, Vec<u8>)>),
+}
+
+/// `len` bytes of a page moved from `from` to `to` (as by `copy_within`):
+/// a slotted page's slots moving over to make or close a gap. Logged as a
+/// move, not as the moved bytes: a B+tree insert or removal shifts half a
+/// node's slot array (about 600 bytes in a full leaf of short keys) to
+/// change one slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shift {
+    /// Where the bytes were.
+    pub from: usize,
+    /// Where they go.
+    pub to: usize,
+    /// How many.
+    pub len: usize,
+}
+
+impl Shift {
+    /// Whether it lies within the logged part of a page.
+    pub fn in_page(&self) -> bool {
+        self.from.min(self.to) >= LOGGED_FROM && self.from.max(self.to) + self.len <= PAGE_SIZE
+    }
+
+    /// Moves the bytes.
+    pub fn apply(&self, page: &mut PageBuf) {
+        page.copy_within(self.from..self.from + self.len, self.to);
+    }
 }
 
 /// A record's fields before its page changes, borrowed.
@@ -163,21 +195,31 @@ pub struct Head<'a> {
 pub enum ChangeRef<'a> {
     /// The page's bytes from `LOGGED_FROM` on.
     Full(&'a [u8]),
-    /// The bytes of `page` in each range (sorted, disjoint `start..end`).
-    Ranges(&'a PageBuf, &'a [(usize, usize)]),
-    /// Byte runs already cut out: (offset, bytes).
-    Runs(&'a [(u16, Vec<u8>)]),
+    /// The bytes of `page` in each range (sorted, disjoint `start..end`),
+    /// after a shift if there is one.
+    Ranges(&'a PageBuf, &'a [(usize, usize)], Option<Shift>),
+    /// Byte runs already cut out: (offset, bytes), after a shift if there
+    /// is one.
+    Runs(&'a [(u16, Vec<u8>)], Option<Shift>),
 }
 
 impl ChangeRef<'_> {
+    /// The delta's shift, if any.
+    fn shift(&self) -> Option<Shift> {
+        match *self {
+            ChangeRef::Ranges(_, _, sh) | ChangeRef::Runs(_, sh) => sh,
+            ChangeRef::Full(_) => None,
+        }
+    }
+
     /// The delta's runs: (offset, bytes).
     fn runs(&self) -> impl Iterator<Item = (u16, &[u8])> {
         let in_page = match *self {
-            ChangeRef::Ranges(page, ranges) => Some((page, ranges)),
+            ChangeRef::Ranges(page, ranges, _) => Some((page, ranges)),
             _ => None,
         };
         let owned: &[(u16, Vec<u8>)] = match *self {
-            ChangeRef::Runs(runs) => runs,
+            ChangeRef::Runs(runs, _) => runs,
             _ => &[],
         };
         // A range is the page's own (clipped to it where declared or found
@@ -213,7 +255,10 @@ pub fn encode_into(head: &Head<'_>, pages: &[(PageId, ChangeRef<'_>)], out: &mut
                 5 + match (ch, hole) {
                     (ChangeRef::Full(bytes), Some((_, len))) => 4 + bytes.len() - len,
                     (ChangeRef::Full(bytes), None) => bytes.len(),
-                    (delta, _) => 2 + delta.runs().map(|(_, b)| 4 + b.len()).sum::<usize>(),
+                    (delta, _) => {
+                        let shift = if delta.shift().is_some() { 6 } else { 0 };
+                        shift + 2 + delta.runs().map(|(_, b)| 4 + b.len()).sum::<usize>()
+                    }
                 }
             })
             .sum::<usize>();
@@ -244,7 +289,16 @@ pub fn encode_into(head: &Head<'_>, pages: &[(PageId, ChangeRef<'_>)], out: &mut
                 }
             }
             delta => {
-                out.push(2);
+                match delta.shift() {
+                    Some(sh) => {
+                        debug_assert!(sh.in_page());
+                        out.push(4);
+                        for f in [sh.from, sh.to, sh.len] {
+                            out.extend_from_slice(&(f as u16).to_le_bytes());
+                        }
+                    }
+                    None => out.push(2),
+                }
                 out.extend_from_slice(&(delta.runs().count() as u16).to_le_bytes());
                 for (off, bytes) in delta.runs() {
                     out.extend_from_slice(&off.to_le_bytes());
@@ -298,7 +352,8 @@ impl Record {
             .map(|(pid, ch)| {
                 let ch = match ch {
                     Change::Full(bytes) => ChangeRef::Full(bytes),
-                    Change::Delta(runs) => ChangeRef::Runs(runs),
+                    Change::Delta(runs) => ChangeRef::Runs(runs, None),
+                    Change::Shifted(sh, runs) => ChangeRef::Runs(runs, Some(*sh)),
                 };
                 (*pid, ch)
             })
@@ -371,7 +426,25 @@ impl Record {
                     page[at + len..].copy_from_slice(&bytes[at..]);
                     Change::Full(page.into())
                 }
-                2 => {
+                2 | 4 => {
+                    let shift = if form == 4 {
+                        let field = |i: usize| u16_at(b, pos + 2 * i).map(usize::from);
+                        let sh = Shift {
+                            from: field(0).ok_or_else(short)?,
+                            to: field(1).ok_or_else(short)?,
+                            len: field(2).ok_or_else(short)?,
+                        };
+                        if !sh.in_page() {
+                            return Err(format!(
+                                "shift of {} bytes from {} to {} outside the page body",
+                                sh.len, sh.from, sh.to
+                            ));
+                        }
+                        pos += 6;
+                        Some(sh)
+                    } else {
+                        None
+                    };
                     let nr = u16_at(b, pos).ok_or_else(short)? as usize;
                     pos += 2;
                     let mut ranges = Vec::with_capacity(nr.min(PAGE_SIZE));
@@ -386,7 +459,10 @@ impl Record {
                         pos += len;
                         ranges.push((off, bytes.to_vec()));
                     }
-                    Change::Delta(ranges)
+                    match shift {
+                        Some(sh) => Change::Shifted(sh, ranges),
+                        None => Change::Delta(ranges),
+                    }
                 }
                 f => return Err(format!("unknown page change form {f}")),
             };
@@ -513,12 +589,18 @@ pub fn fits_delta(ranges: &[(usize, usize)]) -> bool {
 pub fn apply(page: &mut PageBuf, change: &Change) {
     match change {
         Change::Full(bytes) => page[LOGGED_FROM..].copy_from_slice(bytes),
-        Change::Delta(ranges) => {
-            for (off, bytes) in ranges {
-                let off = *off as usize;
-                page[off..off + bytes.len()].copy_from_slice(bytes);
-            }
+        Change::Delta(ranges) => write_runs(page, ranges),
+        Change::Shifted(sh, ranges) => {
+            sh.apply(page);
+            write_runs(page, ranges);
         }
+    }
+}
+
+fn write_runs(page: &mut PageBuf, runs: &[(u16, Vec<u8>)]) {
+    for (off, bytes) in runs {
+        let off = *off as usize;
+        page[off..off + bytes.len()].copy_from_slice(bytes);
     }
 }
 
@@ -541,6 +623,17 @@ mod tests {
                 (
                     PageId(4),
                     Change::Delta(vec![(12, vec![1, 2, 3]), (8000, vec![4])]),
+                ),
+                (
+                    PageId(5),
+                    Change::Shifted(
+                        Shift {
+                            from: 40,
+                            to: 46,
+                            len: 600,
+                        },
+                        vec![(40, vec![5; 6])],
+                    ),
                 ),
             ],
         }
@@ -682,19 +775,53 @@ mod tests {
             Record::decode(&rec.encode()).is_err(),
             "delta over the lsn field accepted"
         );
+        // Shift fields written over a valid record's (the encoder asserts
+        // its shifts are in the page).
+        let sh = Shift {
+            from: 40,
+            to: 46,
+            len: 8,
+        };
+        rec.pages = vec![(PageId(1), Change::Shifted(sh, Vec::new()))];
+        let good = rec.encode();
+        assert_eq!(Record::decode(&good).map(|r| r.pages), Ok(rec.pages));
+        let at = PAYLOAD_HDR + rec.key.len() + 5;
+        for (from, to, len) in [
+            (8000u16, 8100u16, 100u16),
+            (4, 40, 8),
+            (40, 4, 8),
+            (100, 8190, 3),
+        ] {
+            let mut bad = good.clone();
+            for (i, f) in [from, to, len].into_iter().enumerate() {
+                bad[at + 2 * i..at + 2 * i + 2].copy_from_slice(&f.to_le_bytes());
+            }
+            assert!(
+                Record::decode(&bad).is_err(),
+                "shift {len}@{from}->{to} accepted"
+            );
+        }
     }
 
     proptest! {
         #[test]
-        fn diff_then_apply_reproduces_the_page(edits in proptest::collection::vec((LOGGED_FROM..PAGE_SIZE, any::<u8>()), 0..200)) {
-            let before = [7u8; PAGE_SIZE];
+        fn shift_diff_then_apply_reproduces_the_page(
+            shift in proptest::option::of((LOGGED_FROM..PAGE_SIZE, LOGGED_FROM..PAGE_SIZE, 0usize..3000)),
+            edits in proptest::collection::vec((LOGGED_FROM..PAGE_SIZE, any::<u8>()), 0..200),
+        ) {
+            let mut before = [0u8; PAGE_SIZE];
+            for (i, b) in before.iter_mut().enumerate() { *b = (i % 251) as u8; }
+            let shift = shift.map(|(from, to, len)| Shift { from, to, len: len.min(PAGE_SIZE - from.max(to)) });
             let mut after = before;
+            if let Some(sh) = shift { sh.apply(&mut after); }
+            let shifted = after;
             for (i, v) in edits { after[i] = v; }
             let mut replayed = before;
-            // Through the encoder, as a mini-transaction logs it.
-            let ranges = diff(&before, &after);
+            // Through the encoder, as a mini-transaction logs it: the
+            // shift, then the bytes changed after it.
+            let ranges = diff(&shifted, &after);
             let change = match &ranges {
-                Some(r) => ChangeRef::Ranges(&after, r),
+                Some(r) => ChangeRef::Ranges(&after, r, shift),
                 None => ChangeRef::Full(&after[LOGGED_FROM..]),
             };
             let head = Record::bare(Kind::Pages, Xid(1), 0);

@@ -97,10 +97,16 @@ pub fn run(dir: &Path, from: Option<u64>) -> Outcome {
                     bytes += b.len();
                     pages.push_str(&format!(" {pid}:full"));
                 }
-                Change::Delta(ranges) => {
+                Change::Delta(ranges) | Change::Shifted(_, ranges) => {
                     let n: usize = ranges.iter().map(|(_, b)| b.len()).sum();
                     bytes += n;
-                    pages.push_str(&format!(" {pid}:{}x{n}B", ranges.len()));
+                    let shift = match change {
+                        Change::Shifted(sh, _) => {
+                            format!("shift{}@{}->{}+", sh.len, sh.from, sh.to)
+                        }
+                        _ => String::new(),
+                    };
+                    pages.push_str(&format!(" {pid}:{shift}{}x{n}B", ranges.len()));
                 }
             }
         }
