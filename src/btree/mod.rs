@@ -145,18 +145,34 @@ fn descend(acc: &mut impl PageAccess, root: PageId, seek: Seek<'_>) -> Result<De
 
 /// The leaf that holds `key`, without the path and fences `descend`
 /// collects for writers: a lookup allocates nothing on the way down.
-fn leaf_of(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<PageId> {
+/// Runs `f` on the leaf that holds or would hold `key`, in the same visit
+/// that finds the page is a leaf (a lookup visits each page once); `f`
+/// returns `None` if the leaf is malformed.
+fn at_leaf<R>(
+    acc: &mut impl PageAccess,
+    root: PageId,
+    key: &[u8],
+    f: impl FnOnce(&PageBuf) -> Option<R>,
+) -> Result<R> {
+    enum Step<R> {
+        Leaf(Option<R>),
+        Child(PageId),
+        Bad,
+    }
+    let mut f = Some(f);
     let mut pid = root;
     for _ in 0..=DEPTH_MAX {
-        let next = acc.with_page(pid, |p| {
-            if node::is_leaf(p)? {
-                return Some(None);
-            }
-            node::child(p, child_index(p, Seek::At(key))?).map(Some)
+        let step = acc.with_page(pid, |p| match node::is_leaf(p) {
+            Some(true) => Step::Leaf(f.take().and_then(|f| f(p))),
+            Some(false) => child_index(p, Seek::At(key))
+                .and_then(|i| node::child(p, i))
+                .map_or(Step::Bad, Step::Child),
+            None => Step::Bad,
         })?;
-        match next {
-            Some(None) => return Ok(pid),
-            Some(Some(child)) if child.0 != 0 => pid = child,
+        match step {
+            Step::Leaf(Some(r)) => return Ok(r),
+            Step::Leaf(None) => return Err(corrupt(acc, pid, "malformed leaf")),
+            Step::Child(child) if child.0 != 0 => pid = child,
             _ => return Err(corrupt(acc, pid, "not a valid B+tree node")),
         }
     }
@@ -165,12 +181,10 @@ fn leaf_of(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<PageId
 
 /// The value stored under `key`.
 pub fn get(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-    let leaf = leaf_of(acc, root, key)?;
-    let found = acc.with_page(leaf, |p| match node::search(p, key)? {
+    at_leaf(acc, root, key, |p| match node::search(p, key)? {
         Ok(i) => Some(Some(node::value(p, i)?.to_vec())),
         Err(_) => Some(None),
-    })?;
-    found.ok_or_else(|| corrupt(acc, leaf, "malformed leaf"))
+    })
 }
 
 /// Where a key is, or would go, in a tree: found by one descent, valid

@@ -62,24 +62,31 @@ impl Memory {
         Ok((Memory { map }, slots))
     }
 
-    /// Starts loading the first line of frame `i`'s page into the CPU
-    /// cache: a hit calls it as soon as it knows the frame, so the page
-    /// header's miss overlaps the frame's own (pin count, lock) instead of
+    /// Starts loading the line at byte `at` of frame `i`'s page into the
+    /// CPU cache: a hit calls it as soon as it knows the frame, so the
+    /// page's misses overlap the frame's own (pin count, lock) instead of
     /// following it.
     #[inline]
-    pub fn prefetch(&self, i: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if i * PAGE_SIZE < self.map.len() {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let at = self.map.as_ptr().wrapping_add(i * PAGE_SIZE).cast::<i8>();
-            // SAFETY: a prefetch is a hint that reads nothing into the
-            // program and never faults; SSE, which it needs, is part of
-            // every x86_64 target. The address is inside the mapping.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at) };
+    pub fn prefetch(&self, i: usize, at: usize) {
+        if at < PAGE_SIZE && i * PAGE_SIZE < self.map.len() {
+            prefetch(self.map.as_ptr().wrapping_add(i * PAGE_SIZE + at));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
     }
+}
+
+/// Starts loading the cache line holding `at` (any address: a hint).
+#[inline]
+pub fn prefetch<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint that reads nothing into the program
+        // and never faults, whatever the address; SSE, which it needs, is
+        // part of every x86_64 target.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// A frame's page, locked for reading.

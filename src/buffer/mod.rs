@@ -228,16 +228,37 @@ impl BufferPool {
 
     /// Pins page `pid`, reading it from disk if it is not cached.
     pub fn fetch(&self, pid: PageId) -> Result<Pinned<'_>> {
-        self.get(pid, true)
+        self.get(pid, true, 0)
+    }
+
+    /// `fetch`, for a caller that will read the page at byte `near` next
+    /// (a heap slot, say): on a hit, that line is loaded alongside the
+    /// header.
+    pub fn fetch_near(&self, pid: PageId, near: usize) -> Result<Pinned<'_>> {
+        self.get(pid, true, near)
+    }
+
+    /// Starts loading what a fetch of `pid` that reads byte `near` first
+    /// will touch (its frame, the page's header and that line), if the
+    /// page is cached: a scan calls it for the row after the one it reads,
+    /// so that row's misses overlap this one's work.
+    pub fn prefetch(&self, pid: PageId, near: usize) {
+        if let Some(idx) = self.table.find(pid) {
+            if let Some(f) = self.frames.get(idx) {
+                frames::prefetch(f);
+            }
+            self.memory.prefetch(idx, 0);
+            self.memory.prefetch(idx, near);
+        }
     }
 
     /// Pins page `pid` without reading it: for freshly allocated pages,
     /// whose old bytes do not matter.
     pub fn fetch_new(&self, pid: PageId) -> Result<Pinned<'_>> {
-        self.get(pid, false)
+        self.get(pid, false, 0)
     }
 
-    fn get(&self, pid: PageId, read: bool) -> Result<Pinned<'_>> {
+    fn get(&self, pid: PageId, read: bool, near: usize) -> Result<Pinned<'_>> {
         if pid.0 == NO_PAGE {
             return Err(Error::corruption(
                 &self.path,
@@ -245,7 +266,7 @@ impl BufferPool {
                 format!("reference to reserved page id {pid}"),
             ));
         }
-        if let Some(idx) = self.hit(pid) {
+        if let Some(idx) = self.hit(pid, near) {
             return Ok(Pinned {
                 pool: self,
                 idx,
@@ -254,7 +275,7 @@ impl BufferPool {
         }
         let mut hand = self.miss.lock();
         // Whoever held the lock may have loaded it.
-        if let Some(idx) = self.hit(pid) {
+        if let Some(idx) = self.hit(pid, near) {
             return Ok(Pinned {
                 pool: self,
                 idx,
@@ -291,9 +312,12 @@ impl BufferPool {
 
     /// Pins `pid`'s frame if the page is cached, without a lock: the pin
     /// holds only if the frame was not claimed and still holds the page.
-    fn hit(&self, pid: PageId) -> Option<usize> {
+    fn hit(&self, pid: PageId, near: usize) -> Option<usize> {
         let idx = self.table.find(pid)?;
-        self.memory.prefetch(idx);
+        self.memory.prefetch(idx, 0);
+        if near > 0 {
+            self.memory.prefetch(idx, near);
+        }
         let f = self.frames.get(idx)?;
         let before = f.pins.fetch_add(1, Ordering::AcqRel);
         if before & CLAIMED == 0 && f.pid.load(Ordering::Acquire) == pid.0 {

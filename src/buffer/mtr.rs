@@ -35,6 +35,17 @@ use crate::wal::Wal;
 pub trait PageAccess {
     /// Runs `f` on the bytes of page `pid`.
     fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R>;
+    /// `with_page`, where `f` reads the page at byte `near` first: a hint
+    /// that lets a reader start loading that line early.
+    fn with_page_near<R>(
+        &mut self,
+        pid: PageId,
+        near: usize,
+        f: impl FnOnce(&PageBuf) -> R,
+    ) -> Result<R> {
+        let _ = near;
+        self.with_page(pid, f)
+    }
     /// Path of the data file, for corruption reports.
     fn file(&self) -> &std::path::Path;
 }
@@ -60,6 +71,17 @@ impl<'a> ReadView<'a> {
 impl PageAccess for ReadView<'_> {
     fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R> {
         let p = self.pool.fetch(pid)?;
+        let g = p.read();
+        Ok(f(&g))
+    }
+
+    fn with_page_near<R>(
+        &mut self,
+        pid: PageId,
+        near: usize,
+        f: impl FnOnce(&PageBuf) -> R,
+    ) -> Result<R> {
+        let p = self.pool.fetch_near(pid, near)?;
         let g = p.read();
         Ok(f(&g))
     }

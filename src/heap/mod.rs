@@ -199,7 +199,7 @@ pub fn with_tuple<R>(
     tid: Tid,
     f: impl FnOnce(&tuple::Tuple<'_>) -> R,
 ) -> Result<R> {
-    let r = acc.with_page(tid.page, |p| {
+    let r = acc.with_page_near(tid.page, page::slot_offset(tid.slot), |p| {
         if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
             return None;
         }

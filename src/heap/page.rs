@@ -42,6 +42,11 @@ fn upper(p: &PageBuf) -> usize {
     (u16_at(p, UPPER).unwrap_or(0) as usize).min(PAGE_SIZE)
 }
 
+/// Where slot `s` lies in the page.
+pub fn slot_offset(s: SlotId) -> usize {
+    SLOTS + 4 * s.0 as usize
+}
+
 fn slot(p: &PageBuf, s: usize) -> (usize, usize) {
     let at = SLOTS + 4 * s;
     (
