@@ -146,33 +146,44 @@ fn descend(acc: &mut impl PageAccess, root: PageId, seek: Seek<'_>) -> Result<De
 /// The leaf that holds `key`, without the path and fences `descend`
 /// collects for writers: a lookup allocates nothing on the way down.
 /// Runs `f` on the leaf that holds or would hold `key`, in the same visit
-/// that finds the page is a leaf (a lookup visits each page once); `f`
-/// returns `None` if the leaf is malformed.
+/// that finds the page is a leaf (a lookup visits each page once), with
+/// the bounds its parent's separators put on its heads (for
+/// `node::search_within`); `f` returns `None` if the leaf is malformed.
 fn at_leaf<R>(
     acc: &mut impl PageAccess,
     root: PageId,
     key: &[u8],
-    f: impl FnOnce(&PageBuf) -> Option<R>,
+    f: impl FnOnce(&PageBuf, (Option<u32>, Option<u32>)) -> Option<R>,
 ) -> Result<R> {
     enum Step<R> {
         Leaf(Option<R>),
-        Child(PageId),
+        Child(PageId, Bounds),
         Bad,
     }
+    type Bounds = (Option<u32>, Option<u32>);
     let mut f = Some(f);
     let mut pid = root;
+    let mut bounds: Bounds = (None, None);
     for _ in 0..=DEPTH_MAX {
         let step = acc.with_page(pid, |p| match node::is_leaf(p) {
-            Some(true) => Step::Leaf(f.take().and_then(|f| f(p))),
-            Some(false) => child_index(p, Seek::At(key))
-                .and_then(|i| node::child(p, i))
-                .map_or(Step::Bad, Step::Child),
+            Some(true) => Step::Leaf(f.take().and_then(|f| f(p, bounds))),
+            Some(false) => {
+                let child = match node::search_within(p, key, bounds) {
+                    Some(Ok(i)) => i + 1,
+                    Some(Err(i)) => i,
+                    None => return Step::Bad,
+                };
+                // The separators either side of the child bound its keys.
+                let below = child.checked_sub(1).and_then(|i| node::head_at(p, i));
+                let above = node::head_at(p, child);
+                node::child(p, child).map_or(Step::Bad, |c| Step::Child(c, (below, above)))
+            }
             None => Step::Bad,
         })?;
         match step {
             Step::Leaf(Some(r)) => return Ok(r),
             Step::Leaf(None) => return Err(corrupt(acc, pid, "malformed leaf")),
-            Step::Child(child) if child.0 != 0 => pid = child,
+            Step::Child(child, b) if child.0 != 0 => (pid, bounds) = (child, b),
             _ => return Err(corrupt(acc, pid, "not a valid B+tree node")),
         }
     }
@@ -181,9 +192,21 @@ fn at_leaf<R>(
 
 /// The value stored under `key`.
 pub fn get(acc: &mut impl PageAccess, root: PageId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-    at_leaf(acc, root, key, |p| match node::search(p, key)? {
-        Ok(i) => Some(Some(node::value(p, i)?.to_vec())),
-        Err(_) => Some(None),
+    get_with(acc, root, key, <[u8]>::to_vec)
+}
+
+/// `f` of the value stored under `key`, read in place.
+pub fn get_with<R>(
+    acc: &mut impl PageAccess,
+    root: PageId,
+    key: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<Option<R>> {
+    at_leaf(acc, root, key, |p, bounds| {
+        match node::search_within(p, key, bounds)? {
+            Ok(i) => Some(Some(f(node::value(p, i)?))),
+            Err(_) => Some(None),
+        }
     })
 }
 

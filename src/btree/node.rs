@@ -188,6 +188,22 @@ pub fn set_child(p: &mut PageBuf, i: usize, pid: PageId) -> Option<()> {
 /// across all of it; keys that share their heads make the first probe no
 /// worse than a halving's.
 pub fn search(p: &PageBuf, k: &[u8]) -> Option<Result<usize, usize>> {
+    search_within(p, k, (None, None))
+}
+
+/// The head of cell `i`'s key, from its slot.
+pub fn head_at(p: &PageBuf, i: usize) -> Option<u32> {
+    (i < count(p)).then(|| u32_at(p, slot_at(i) + 2)).flatten()
+}
+
+/// `search`, told bounds on the node's heads (from the separators in its
+/// parent that route to it), which stand in for its first and last heads:
+/// the first probe then needs no read of the slot array's far end.
+pub fn search_within(
+    p: &PageBuf,
+    k: &[u8],
+    bounds: (Option<u32>, Option<u32>),
+) -> Option<Result<usize, usize>> {
     use std::cmp::Ordering::{Equal, Greater, Less};
     let n = count(p);
     let leaf = is_leaf(p)?;
@@ -204,7 +220,14 @@ pub fn search(p: &PageBuf, k: &[u8]) -> Option<Result<usize, usize>> {
     };
     let (mut lo, mut hi) = (0, n);
     if n > 8 {
-        let (first, last) = (head_of(0)?, head_of(n - 1)?);
+        let first = match bounds.0 {
+            Some(h) => h,
+            None => head_of(0)?,
+        };
+        let last = match bounds.1 {
+            Some(h) => h,
+            None => head_of(n - 1)?,
+        };
         if first < want && want < last {
             let span = u64::from(last - first);
             let guess = (u64::from(want - first) * (n - 1) as u64 / span) as usize;
@@ -517,6 +540,7 @@ mod tests {
             keys in proptest::collection::btree_set(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..10), 1..300),
             probes in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..10), 0..50),
             prefix in proptest::prelude::any::<bool>(),
+            bounds in (proptest::option::of(proptest::prelude::any::<u32>()), proptest::option::of(proptest::prelude::any::<u32>())),
         ) {
             let keys: Vec<Vec<u8>> = keys
                 .into_iter()
@@ -532,6 +556,8 @@ mod tests {
             let stored: Vec<Vec<u8>> = (0..count(&p)).filter_map(|i| key(&p, i).map(<[u8]>::to_vec)).collect();
             for k in stored.iter().chain(probes.iter()) {
                 proptest::prop_assert_eq!(search(&p, k), Some(stored.binary_search(k)), "key {:?}", k);
+                // Bounds only steer the probes, even wrong ones.
+                proptest::prop_assert_eq!(search_within(&p, k, bounds), Some(stored.binary_search(k)), "key {:?} within {:?}", k, bounds);
             }
         }
 

@@ -82,9 +82,17 @@ impl Cursor {
 
 /// Decodes an index entry: the tid of a key's newest version.
 pub fn head(acc: &impl PageAccess, entry: &[u8]) -> Result<Tid> {
-    Tid::decode(entry)
-        .filter(|t| entry.len() == Tid::LEN && !t.is_null())
-        .ok_or_else(|| Error::corruption(acc.file(), 0, "index entry holds a malformed tuple id"))
+    valid(acc, tid_of(entry))
+}
+
+/// The tuple id an index entry holds, if it is well formed.
+pub fn tid_of(entry: &[u8]) -> Option<Tid> {
+    Tid::decode(entry).filter(|t| entry.len() == Tid::LEN && !t.is_null())
+}
+
+/// `tid`, or the corruption of an index entry that held none.
+pub fn valid(acc: &impl PageAccess, tid: Option<Tid>) -> Result<Tid> {
+    tid.ok_or_else(|| Error::corruption(acc.file(), 0, "index entry holds a malformed tuple id"))
 }
 
 /// The value a reader sees for the key whose index entry is `entry`.
@@ -99,7 +107,7 @@ pub fn head(acc: &impl PageAccess, entry: &[u8]) -> Result<Tid> {
 /// passes.
 pub fn read_visible(
     acc: &mut impl PageAccess,
-    entry: &[u8],
+    head: Tid,
     snap: &Snapshot,
     me: Xid,
     clog: &impl StatusOf,
@@ -112,7 +120,7 @@ pub fn read_visible(
         Older(Tid),
     }
     let live = |x: Xid| x != Xid::NONE && x != me && clog.status(x) != Status::Aborted;
-    let mut at = head(acc, entry)?;
+    let mut at = head;
     for _ in 0..CHAIN_MAX {
         if at.is_null() {
             return Ok(None);

@@ -240,15 +240,18 @@ impl Transaction {
         let mut unseen = Vec::new();
         let value = {
             let mut r = inner.store.read();
-            match crate::btree::get(&mut r.view, table.root, key)? {
-                Some(entry) => chain::read_visible(
-                    &mut r.view,
-                    &entry,
-                    &snap,
-                    self.xid,
-                    inner.mgr.clog(),
-                    &mut unseen,
-                )?,
+            match crate::btree::get_with(&mut r.view, table.root, key, chain::tid_of)? {
+                Some(tid) => {
+                    let head = chain::valid(&r.view, tid)?;
+                    chain::read_visible(
+                        &mut r.view,
+                        head,
+                        &snap,
+                        self.xid,
+                        inner.mgr.clog(),
+                        &mut unseen,
+                    )?
+                }
                 None => None,
             }
         };

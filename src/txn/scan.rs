@@ -202,9 +202,10 @@ impl<'t> Scan<'t> {
                     None => return Ok(None),
                 }
             };
+            let head = chain::head(&r.view, entry)?;
             chain::read_visible(
                 &mut r.view,
-                entry,
+                head,
                 &self.snap,
                 self.tx.xid,
                 inner.mgr.clog(),
