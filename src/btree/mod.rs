@@ -76,6 +76,21 @@ struct Descent {
     upper_fence: Option<(PageId, usize)>,
     /// Where the separator at or below every key of the leaf lies, if any.
     lower_fence: Option<(PageId, usize)>,
+    /// The heads of the separators either side of the leaf in its parent.
+    bounds: Bounds,
+}
+
+/// Bounds on a node's heads: the heads of the separators in its parent
+/// either side of it (`node::search_within`).
+type Bounds = (Option<u32>, Option<u32>);
+
+/// The bounds the separators either side of child `c` of internal node
+/// `p` put on the child's heads.
+fn child_bounds(p: &PageBuf, c: usize) -> Bounds {
+    (
+        c.checked_sub(1).and_then(|i| node::head_at(p, i)),
+        node::head_at(p, c),
+    )
 }
 
 impl Descent {
@@ -90,13 +105,13 @@ impl Descent {
     }
 }
 
-fn child_index(p: &PageBuf, seek: Seek<'_>) -> Option<usize> {
+fn child_index(p: &PageBuf, seek: Seek<'_>, bounds: Bounds) -> Option<usize> {
     Some(match seek {
-        Seek::At(k) => match node::search(p, k)? {
+        Seek::At(k) => match node::search_within(p, k, bounds)? {
             Ok(i) => i + 1,
             Err(i) => i,
         },
-        Seek::Below(k) => match node::search(p, k)? {
+        Seek::Below(k) => match node::search_within(p, k, bounds)? {
             Ok(i) | Err(i) => i,
         },
         Seek::First => 0,
@@ -110,18 +125,26 @@ fn descend(acc: &mut impl PageAccess, root: PageId, seek: Seek<'_>) -> Result<De
         path: Vec::new(),
         upper_fence: None,
         lower_fence: None,
+        bounds: (None, None),
     };
     loop {
         let pid = d.leaf;
+        let bounds = d.bounds;
         let step = acc.with_page(pid, |p| {
             let leaf = node::is_leaf(p)?;
             if leaf {
-                return Some((true, 0, pid, 0));
+                return Some((true, 0, pid, 0, bounds));
             }
-            let i = child_index(p, seek)?;
-            Some((false, i, node::child(p, i)?, node::count(p)))
+            let i = child_index(p, seek, bounds)?;
+            Some((
+                false,
+                i,
+                node::child(p, i)?,
+                node::count(p),
+                child_bounds(p, i),
+            ))
         })?;
-        let Some((leaf, i, child, n)) = step else {
+        let Some((leaf, i, child, n, bounds)) = step else {
             return Err(corrupt(acc, pid, "not a valid B+tree node"));
         };
         let upper = (i < n).then_some((pid, i));
@@ -140,6 +163,7 @@ fn descend(acc: &mut impl PageAccess, root: PageId, seek: Seek<'_>) -> Result<De
             d.lower_fence = lower;
         }
         d.leaf = child;
+        d.bounds = bounds;
     }
 }
 
@@ -153,31 +177,25 @@ fn at_leaf<R>(
     acc: &mut impl PageAccess,
     root: PageId,
     key: &[u8],
-    f: impl FnOnce(&PageBuf, (Option<u32>, Option<u32>)) -> Option<R>,
+    f: impl FnOnce(&PageBuf, Bounds) -> Option<R>,
 ) -> Result<R> {
     enum Step<R> {
         Leaf(Option<R>),
         Child(PageId, Bounds),
         Bad,
     }
-    type Bounds = (Option<u32>, Option<u32>);
     let mut f = Some(f);
     let mut pid = root;
     let mut bounds: Bounds = (None, None);
     for _ in 0..=DEPTH_MAX {
         let step = acc.with_page(pid, |p| match node::is_leaf(p) {
             Some(true) => Step::Leaf(f.take().and_then(|f| f(p, bounds))),
-            Some(false) => {
-                let child = match node::search_within(p, key, bounds) {
-                    Some(Ok(i)) => i + 1,
-                    Some(Err(i)) => i,
-                    None => return Step::Bad,
-                };
-                // The separators either side of the child bound its keys.
-                let below = child.checked_sub(1).and_then(|i| node::head_at(p, i));
-                let above = node::head_at(p, child);
-                node::child(p, child).map_or(Step::Bad, |c| Step::Child(c, (below, above)))
-            }
+            Some(false) => match child_index(p, Seek::At(key), bounds) {
+                Some(i) => {
+                    node::child(p, i).map_or(Step::Bad, |c| Step::Child(c, child_bounds(p, i)))
+                }
+                None => Step::Bad,
+            },
             None => Step::Bad,
         })?;
         match step {
@@ -223,7 +241,7 @@ pub struct Place {
 /// Finds `key`'s place in the tree rooted at `root`.
 pub fn place(mtr: &mut Mtr<'_>, root: PageId, key: &[u8]) -> Result<Place> {
     let d = descend(mtr, root, Seek::At(key))?;
-    match node::search(mtr.page(d.leaf)?, key) {
+    match node::search_within(mtr.page(d.leaf)?, key, d.bounds) {
         Some(pos) => Ok(Place { d, pos }),
         None => Err(corrupt(mtr, d.leaf, "malformed leaf")),
     }

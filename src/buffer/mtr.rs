@@ -218,6 +218,11 @@ impl<'a> Mtr<'a> {
     }
 
     fn index(&mut self, pid: PageId, read: bool) -> Result<usize> {
+        self.index_near(pid, read, 0)
+    }
+
+    /// `index`, for a first read at byte `near` (`BufferPool::fetch_near`).
+    fn index_near(&mut self, pid: PageId, read: bool, near: usize) -> Result<usize> {
         if let Some(i) = self.touched.iter().position(|t| t.pin.pid() == pid) {
             return Ok(i);
         }
@@ -227,7 +232,7 @@ impl<'a> Mtr<'a> {
             ));
         }
         let pin = if read {
-            self.pool.fetch(pid)?
+            self.pool.fetch_near(pid, near)?
         } else {
             self.pool.fetch_new(pid)?
         };
@@ -472,6 +477,16 @@ fn keep_range(bufs: &mut Buffers, page: &PageBuf, tag: u32, s: usize, e: usize) 
 impl PageAccess for Mtr<'_> {
     fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R> {
         Ok(f(self.page(pid)?))
+    }
+
+    fn with_page_near<R>(
+        &mut self,
+        pid: PageId,
+        near: usize,
+        f: impl FnOnce(&PageBuf) -> R,
+    ) -> Result<R> {
+        let i = self.index_near(pid, true, near)?;
+        Ok(f(&self.touched[i].guard))
     }
 
     fn file(&self) -> &std::path::Path {
