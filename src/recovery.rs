@@ -79,6 +79,10 @@ fn replay_records(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -
         records: 0,
         bytes: 0,
     };
+    // The data file only grows during replay (pages written out as the
+    // cache evicts them): its length is asked again only when a record
+    // names a page past what it last was.
+    let mut file_pages = pool.file_pages()?;
     while let Some(entry) = reader.next_entry()? {
         out.records += 1;
         out.bytes += entry.end.0 - entry.start.0;
@@ -89,22 +93,33 @@ fn replay_records(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -
         if rec.xid != Xid::NONE {
             out.next_xid = out.next_xid.max(Xid(rec.xid.0 + 1));
         }
-        apply_record(pool, rec, entry.start, entry.end)?;
+        apply_record(pool, rec, entry.start, entry.end, &mut file_pages)?;
     }
     out.end = reader.end.unwrap_or(out.end);
     Ok(out)
 }
 
-fn apply_record(pool: &BufferPool, rec: &Record, start: Lsn, end: Lsn) -> Result<()> {
-    // A record may name pages up to the meta page's count plus what it
-    // allocates itself; anything further is damage (and replaying it would
-    // grow the data file without bound).
-    let limit = {
+fn apply_record(
+    pool: &BufferPool,
+    rec: &Record,
+    start: Lsn,
+    end: Lsn,
+    file_pages: &mut u64,
+) -> Result<()> {
+    // A record may name pages up to the meta page's count (or the file's
+    // length) plus what it allocates itself; anything further is damage
+    // (and replaying it would grow the data file without bound).
+    let count = {
         let meta = pool.fetch(META)?;
-        let count = meta::get(&meta.read(), Field::PageCount) as u64;
-        count.max(pool.file_pages()?) + MTR_PAGES_MAX as u64
+        let page = meta.read();
+        meta::get(&page, Field::PageCount) as u64
     };
+    let mut limit = count.max(*file_pages) + MTR_PAGES_MAX as u64;
     for (pid, change) in &rec.pages {
+        if pid.0 as u64 >= limit {
+            *file_pages = pool.file_pages()?;
+            limit = count.max(*file_pages) + MTR_PAGES_MAX as u64;
+        }
         if pid.0 as u64 >= limit {
             return Err(Error::corruption(
                 pool.path(),
