@@ -163,28 +163,34 @@ fn lock_waiter_always_wakes() {
     });
 }
 
+/// A two-frame pool (the smallest under loom) over a file of pages 1-3,
+/// page p holding byte p at offset 100.
+fn three_page_pool() -> Arc<BufferPool> {
+    let fs = FaultFs::new();
+    let file = fs.open(Path::new("/data"), true).expect("file");
+    for p in 1..=3u32 {
+        let mut buf = page::zeroed();
+        page::init(&mut buf, PageId(p), PageType::Heap);
+        buf[100] = p as u8;
+        page::seal(&mut buf);
+        file.write_at(&buf[..], p as u64 * 8192).expect("write");
+    }
+    Arc::new(
+        BufferPool::new(
+            fs.open(Path::new("/data"), false).expect("open"),
+            "/data".into(),
+            0,
+        )
+        .expect("pool"),
+    )
+}
+
 /// Buffer pool: a pinned page keeps its contents while other threads'
 /// fetches force evictions through a two-frame pool.
 #[test]
 fn pinned_pages_are_never_evicted() {
     loom::model(|| {
-        let fs = FaultFs::new();
-        let file = fs.open(Path::new("/data"), true).expect("file");
-        for p in 1..=3u32 {
-            let mut buf = page::zeroed();
-            page::init(&mut buf, PageId(p), PageType::Heap);
-            buf[100] = p as u8;
-            page::seal(&mut buf);
-            file.write_at(&buf[..], p as u64 * 8192).expect("write");
-        }
-        let pool = Arc::new(
-            BufferPool::new(
-                fs.open(Path::new("/data"), false).expect("open"),
-                "/data".into(),
-                0,
-            )
-            .expect("pool"),
-        );
+        let pool = three_page_pool();
         let reader = {
             let pool = pool.clone();
             thread::spawn(move || {
@@ -211,23 +217,7 @@ fn pinned_pages_are_never_evicted() {
 #[test]
 fn lock_free_hits_never_pin_a_frame_changing_pages() {
     loom::model(|| {
-        let fs = FaultFs::new();
-        let file = fs.open(Path::new("/data"), true).expect("file");
-        for p in 1..=3u32 {
-            let mut buf = page::zeroed();
-            page::init(&mut buf, PageId(p), PageType::Heap);
-            buf[100] = p as u8;
-            page::seal(&mut buf);
-            file.write_at(&buf[..], p as u64 * 8192).expect("write");
-        }
-        let pool = Arc::new(
-            BufferPool::new(
-                fs.open(Path::new("/data"), false).expect("open"),
-                "/data".into(),
-                0,
-            )
-            .expect("pool"),
-        );
+        let pool = three_page_pool();
         let other = {
             let pool = pool.clone();
             thread::spawn(move || {

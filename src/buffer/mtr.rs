@@ -552,6 +552,26 @@ mod tests {
         assert_eq!(store.wal.end(), end, "an mtr without changes logs nothing");
     }
 
+    /// The page changes logged since `start`, each also applied to `page`
+    /// (they all change the meta page).
+    fn logged_since(
+        store: &crate::store::Store,
+        dir: &std::path::Path,
+        start: Lsn,
+        page: &mut PageBuf,
+    ) -> Vec<Change> {
+        store.wal.flush(store.wal.end(), true).expect("flush");
+        let mut r = LogReader::open(&crate::io::RealFs, dir, start).expect("reader");
+        let mut changes = Vec::new();
+        while let Some(e) = r.next_entry().expect("entry") {
+            for (_, c) in e.record.pages {
+                crate::wal::record::apply(page, &c);
+                changes.push(c);
+            }
+        }
+        changes
+    }
+
     #[test]
     fn declared_ranges_are_undone_and_logged_exactly() {
         let tmp = tempfile::tempdir().expect("tmp");
@@ -596,23 +616,16 @@ mod tests {
             })
             .expect("declared then whole");
         let after = store.read().view.read_meta().expect("meta");
-        store.wal.flush(store.wal.end(), true).expect("flush");
-        let mut r = LogReader::open(&crate::io::RealFs, tmp.path(), start).expect("reader");
-        let mut deltas = Vec::new();
         let mut replayed = original.clone();
-        while let Some(e) = r.next_entry().expect("entry") {
-            for (_, c) in e.record.pages {
-                crate::wal::record::apply(&mut replayed, &c);
-                if let Change::Delta(ranges) = c {
-                    deltas.push(
-                        ranges
-                            .iter()
-                            .map(|(at, b)| (*at, b.len()))
-                            .collect::<Vec<_>>(),
-                    );
+        let deltas: Vec<Vec<(u16, usize)>> = logged_since(&store, tmp.path(), start, &mut replayed)
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::Delta(ranges) => {
+                    Some(ranges.iter().map(|(at, b)| (*at, b.len())).collect())
                 }
-            }
-        }
+                _ => None,
+            })
+            .collect();
         assert_eq!(deltas[0], [(3000, 20)], "the union of the declared ranges");
         assert_eq!(deltas[1], [(4000, 1), (6000, 1)], "whole-page comparison");
         assert_eq!(replayed[LOGGED_FROM..], after[LOGGED_FROM..]);
@@ -659,16 +672,8 @@ mod tests {
             })
             .expect("shift after a change");
         let after = store.read().view.read_meta().expect("meta");
-        store.wal.flush(store.wal.end(), true).expect("flush");
-        let mut r = LogReader::open(&crate::io::RealFs, tmp.path(), start).expect("reader");
-        let mut changes = Vec::new();
         let mut replayed = original.clone();
-        while let Some(e) = r.next_entry().expect("entry") {
-            for (_, c) in e.record.pages {
-                crate::wal::record::apply(&mut replayed, &c);
-                changes.push(c);
-            }
-        }
+        let changes = logged_since(&store, tmp.path(), start, &mut replayed);
         assert_eq!(
             changes[0],
             Change::Shifted(sh, vec![(3000, vec![0xEE; 6])]),
