@@ -73,6 +73,13 @@ impl PageTable {
         None
     }
 
+    /// Starts loading the entry where a lookup of `pid` begins (a hint).
+    pub fn prefetch(&self, pid: PageId) {
+        if let Some(e) = self.slots.get(self.home(pid.0)) {
+            super::frames::prefetch(e);
+        }
+    }
+
     /// Records `pid` in `frame`. The caller holds the miss lock and knows
     /// `pid` is absent.
     pub fn insert(&self, pid: PageId, frame: usize) {

@@ -242,17 +242,22 @@ impl<'t> Scan<'t> {
         r.transpose()
     }
 
-    /// Starts loading the heap page of the entry after the one being
+    /// Starts loading the heap page of the entries after the one being
     /// resolved: rows in key order lie on pages in no order, so each is a
-    /// few cache misses, and this lets the next row's overlap this one's
-    /// work. A hint only: the entry is checked when it is resolved.
+    /// few cache misses, and this lets the next rows' overlap this one's
+    /// work. A hint only: an entry is checked when it is resolved.
     fn warm_next(&self, dir: Dir) {
-        let next = match dir {
-            Dir::Forward => self.front.front(),
-            Dir::Reverse => self.back.front(),
+        let side = match dir {
+            Dir::Forward => &self.front,
+            Dir::Reverse => &self.back,
         };
-        if let Some(tid) = next.and_then(|n| Tid::decode(&n.entry)) {
-            let pool = &self.tx.db.inner().store.pool;
+        let pool = &self.tx.db.inner().store.pool;
+        // Two rows ahead, only the page-table entry (loading it is what the
+        // lookup one row ahead would wait for); one row ahead, the rest.
+        if let Some(tid) = side.get(1).and_then(|n| Tid::decode(&n.entry)) {
+            pool.prefetch_lookup(tid.page);
+        }
+        if let Some(tid) = side.front().and_then(|n| Tid::decode(&n.entry)) {
             pool.prefetch(tid.page, heap::page::slot_offset(tid.slot));
         }
     }
