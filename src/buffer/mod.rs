@@ -446,7 +446,7 @@ impl BufferPool {
     /// still pinned leaves the file as it is.
     pub(crate) fn cut(&self, from: PageId) -> Result<()> {
         let _hand = self.miss.lock();
-        let mut gone = Vec::new();
+        let mut gone: Vec<&Frame> = Vec::new();
         for f in self.frames.iter() {
             let pid = f.pid.load(Ordering::Acquire);
             if pid == NO_PAGE || pid < from.0 {
@@ -454,7 +454,7 @@ impl BufferPool {
             }
             if !f.claim() {
                 for g in gone {
-                    Frame::release(g, 0);
+                    g.release(0);
                 }
                 return Ok(());
             }

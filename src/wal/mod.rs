@@ -458,16 +458,18 @@ mod tests {
         let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
         let wal = Wal::resume(vfs.clone(), tmp.path(), Lsn(0)).expect("create");
         let big = big_record();
+        let seg_len = |start: u64| {
+            vfs.open_read(&segment::path(tmp.path(), start))
+                .and_then(|f| f.len())
+                .expect("len")
+        };
         let mut lens = Vec::new();
         while segment::list(vfs.as_ref(), tmp.path()).expect("list").len() < 2 {
             wal.append(&big).expect("append");
             wal.flush(wal.end(), true).expect("flush");
             let starts = segment::list(vfs.as_ref(), tmp.path()).expect("list");
             let last = *starts.last().expect("segment");
-            let len = vfs
-                .open_read(&segment::path(tmp.path(), last))
-                .and_then(|f| f.len())
-                .expect("len");
+            let len = seg_len(last);
             let at = wal.end().0 - last;
             assert!(len > at, "zeros ahead of the log: file {len}, log {at}");
             assert_eq!(len % WAL_EXTENT_MIN, 0);
@@ -482,12 +484,8 @@ mod tests {
             "extents grow"
         );
         let starts = segment::list(vfs.as_ref(), tmp.path()).expect("list");
-        let closed = vfs
-            .open_read(&segment::path(tmp.path(), starts[0]))
-            .and_then(|f| f.len())
-            .expect("len");
         assert_eq!(
-            starts[0] + closed,
+            starts[0] + seg_len(starts[0]),
             starts[1],
             "a closed segment is cut to its last frame"
         );
