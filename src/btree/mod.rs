@@ -455,6 +455,33 @@ pub enum Dir {
     Reverse,
 }
 
+/// The first cell of leaf `p` at or after the forward cursor `from`: a
+/// search, not a walk from the leaf's first cell, so a short range costs a
+/// few key comparisons wherever it starts.
+fn first_at_or_after(p: &PageBuf, from: &Bound<Vec<u8>>, bounds: Bounds) -> Option<usize> {
+    Some(match from {
+        Bound::Unbounded => 0,
+        Bound::Included(k) => node::search_within(p, k, bounds)?.unwrap_or_else(|i| i),
+        Bound::Excluded(k) => match node::search_within(p, k, bounds)? {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        },
+    })
+}
+
+/// One past the last cell of leaf `p` at or before the reverse cursor
+/// `from`.
+fn end_at_or_before(p: &PageBuf, from: &Bound<Vec<u8>>, bounds: Bounds) -> Option<usize> {
+    Some(match from {
+        Bound::Unbounded => node::count(p),
+        Bound::Included(k) => match node::search_within(p, k, bounds)? {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        },
+        Bound::Excluded(k) => node::search_within(p, k, bounds)?.unwrap_or_else(|i| i),
+    })
+}
+
 fn within(k: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
     let above = match lo {
         Bound::Included(b) => k >= b,
@@ -723,11 +750,26 @@ pub fn range(
     limit: usize,
     out: &mut Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<bool> {
+    range_with(acc, root, (lo, hi), dir, limit, |k, v| {
+        out.push((k.to_vec(), v.to_vec()))
+    })
+}
+
+/// `range`, handing each entry to `take` where it lies in its leaf, so a
+/// caller keeps only what it needs of it.
+pub fn range_with(
+    acc: &mut impl PageAccess,
+    root: PageId,
+    (lo, hi): (Bound<&[u8]>, Bound<&[u8]>),
+    dir: Dir,
+    limit: usize,
+    mut take: impl FnMut(&[u8], &[u8]),
+) -> Result<bool> {
     let mut cursor: Bound<Vec<u8>> = match dir {
         Dir::Forward => lo.map(<[u8]>::to_vec),
         Dir::Reverse => hi.map(<[u8]>::to_vec),
     };
-    let start = out.len();
+    let mut taken = 0;
     loop {
         let seek = match (&cursor, dir) {
             (Bound::Unbounded, Dir::Forward) => Seek::First,
@@ -743,16 +785,16 @@ pub fn range(
         };
         let full = acc.with_page(d.leaf, |p| {
             let n = node::count(p);
-            let order: Box<dyn Iterator<Item = usize>> = if dir == Dir::Forward {
-                Box::new(0..n)
-            } else {
-                Box::new((0..n).rev())
+            let order: Box<dyn Iterator<Item = usize>> = match dir {
+                Dir::Forward => Box::new(first_at_or_after(p, &cursor, d.bounds)?..n),
+                Dir::Reverse => Box::new((0..end_at_or_before(p, &cursor, d.bounds)?).rev()),
             };
             for i in order {
                 let k = node::key(p, i)?;
                 if within(k, lo_now, hi_now) {
-                    out.push((k.to_vec(), node::value(p, i)?.to_vec()));
-                    if out.len() - start >= limit {
+                    take(k, node::value(p, i)?);
+                    taken += 1;
+                    if taken >= limit {
                         return Some(true);
                     }
                 } else if (dir == Dir::Forward && !within(k, Bound::Unbounded, hi))
@@ -766,7 +808,7 @@ pub fn range(
         match full {
             None => return Err(corrupt(acc, d.leaf, "malformed leaf")),
             Some(true) => {
-                let past_end = out.len() - start < limit;
+                let past_end = taken < limit;
                 return Ok(past_end);
             }
             Some(false) => {}

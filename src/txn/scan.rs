@@ -83,10 +83,11 @@ impl<K: AsRef<[u8]>> KeyRange for (Bound<K>, Bound<K>) {
 type Row = (Vec<u8>, Vec<u8>);
 
 /// An index entry fetched but not yet read: the key, the tid of its
-/// newest version then, and the heap's removal count at that moment.
+/// newest version then (`None`: the entry was malformed), and the heap's
+/// removal count at that moment.
 struct Pending {
     key: Vec<u8>,
-    entry: Vec<u8>,
+    tid: Option<Tid>,
     removals: u64,
 }
 
@@ -142,39 +143,45 @@ impl<'t> Scan<'t> {
     /// tuples than rows it returns.
     fn fill(&mut self, dir: Dir) -> Result<()> {
         let inner = self.tx.db.inner();
-        let mut entries = Vec::new();
-        let lo = self.lo.as_ref().map(Vec::as_slice);
-        let hi = self.hi.as_ref().map(Vec::as_slice);
-        let (done, removals) = {
-            let mut r = inner.store.read();
-            let done = btree::range(
-                &mut r.view,
-                self.table.root,
-                lo,
-                hi,
-                dir,
-                self.batch,
-                &mut entries,
-            )?;
-            (done, inner.store.fsm.removals())
-        };
-        self.batch = (self.batch * 2).min(SCAN_BATCH);
-        self.exhausted = done;
-        if let Some((last, _)) = entries.last() {
-            match dir {
-                Dir::Forward => self.lo = Bound::Excluded(last.clone()),
-                Dir::Reverse => self.hi = Bound::Excluded(last.clone()),
-            }
-        }
         let side = match dir {
             Dir::Forward => &mut self.front,
             Dir::Reverse => &mut self.back,
         };
-        side.extend(entries.into_iter().map(|(key, entry)| Pending {
-            key,
-            entry,
-            removals,
-        }));
+        let before = side.len();
+        let bounds = (
+            self.lo.as_ref().map(Vec::as_slice),
+            self.hi.as_ref().map(Vec::as_slice),
+        );
+        let mut r = inner.store.read();
+        // Read under the latch that the entries are read under: a removal
+        // after it makes them suspect (`resolve`).
+        let removals = inner.store.fsm.removals();
+        let done = btree::range_with(
+            &mut r.view,
+            self.table.root,
+            bounds,
+            dir,
+            self.batch,
+            |k, e| {
+                side.push_back(Pending {
+                    key: k.to_vec(),
+                    tid: chain::tid_of(e),
+                    removals,
+                })
+            },
+        )?;
+        drop(r);
+        self.batch = (self.batch * 2).min(SCAN_BATCH);
+        self.exhausted = done;
+        if side.len() > before {
+            if let Some(last) = side.back() {
+                let past = Bound::Excluded(last.key.clone());
+                match dir {
+                    Dir::Forward => self.lo = past,
+                    Dir::Reverse => self.hi = past,
+                }
+            }
+        }
         Ok(())
     }
 
@@ -190,19 +197,15 @@ impl<'t> Scan<'t> {
         let mut unseen = Vec::new();
         let value = {
             let mut r = inner.store.read();
-            let again;
-            let entry = if inner.store.fsm.removals() == p.removals {
-                &p.entry
+            let tid = if inner.store.fsm.removals() == p.removals {
+                p.tid
             } else {
-                match btree::get(&mut r.view, self.table.root, &p.key)? {
-                    Some(e) => {
-                        again = e;
-                        &again
-                    }
+                match btree::get_with(&mut r.view, self.table.root, &p.key, chain::tid_of)? {
+                    Some(t) => t,
                     None => return Ok(None),
                 }
             };
-            let head = chain::head(&r.view, entry)?;
+            let head = chain::valid(&r.view, tid)?;
             chain::read_visible(
                 &mut r.view,
                 head,
@@ -254,10 +257,10 @@ impl<'t> Scan<'t> {
         let pool = &self.tx.db.inner().store.pool;
         // Two rows ahead, only the page-table entry (loading it is what the
         // lookup one row ahead would wait for); one row ahead, the rest.
-        if let Some(tid) = side.get(1).and_then(|n| Tid::decode(&n.entry)) {
+        if let Some(tid) = side.get(1).and_then(|n| n.tid) {
             pool.prefetch_lookup(tid.page);
         }
-        if let Some(tid) = side.front().and_then(|n| Tid::decode(&n.entry)) {
+        if let Some(tid) = side.front().and_then(|n| n.tid) {
             pool.prefetch(tid.page, heap::page::slot_offset(tid.slot));
         }
     }
