@@ -14,6 +14,7 @@
 //! leads).
 
 mod engines;
+mod probe;
 
 use std::time::Instant;
 
@@ -338,17 +339,17 @@ fn main() {
                 .collect(),
         })
         .collect();
-    let median = |f: fn(&Run) -> f64| {
+    let median = |f: &dyn Fn(&Run) -> f64| {
         let mut v: Vec<f64> = results.iter().map(f).collect();
         v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
         v[v.len() / 2]
     };
     let snap = (
-        median(|r| r.levels.0),
-        median(|r| r.levels.1),
-        median(|r| r.levels.2),
+        median(&|r| r.levels.0),
+        median(&|r| r.levels.1),
+        median(&|r| r.levels.2),
     );
-    let fsyncs = median(|r| r.fsyncs);
+    let fsyncs = median(&|r| r.fsyncs);
     println!("strata-bench, medians of {} run(s)", results.len());
     print_table(&first.names, &rows, quick);
     println!();
@@ -358,14 +359,34 @@ fn main() {
         snap.1,
         100.0 * snap.2
     );
-    let one = rows
-        .iter()
-        .find(|r| r.name.starts_with("durable 1-row commits, 1 thread"))
-        .and_then(|r| r.values[0]);
-    if let Some(one) = one {
+    let strata_commits = |threads: &str| {
+        rows.iter()
+            .find(|r| {
+                r.name
+                    .starts_with(&format!("durable 1-row commits, {threads} thread"))
+            })
+            .and_then(|r| r.values[0])
+    };
+    if let Some(one) = strata_commits("1") {
         println!(
             "file system: 4 KiB overwrite + fdatasync {fsyncs:.0}/s; strata's one-thread durable commits reach {:.0}% of it",
             100.0 * one / fsyncs
+        );
+    }
+    let ceiling: Vec<f64> = (0..3).map(|i| median(&|r| r.ceiling[i])).collect();
+    println!(
+        "group commit with no database (128-byte records, one leader writes and fsyncs each batch): 1 thread {:.0}/s; 16 threads {:.0}/s ({:.1}×) with the leader writing at once, {:.0}/s ({:.1}×) with it waiting for all 16",
+        ceiling[0],
+        ceiling[1],
+        ceiling[1] / ceiling[0],
+        ceiling[2],
+        ceiling[2] / ceiling[0],
+    );
+    if let (Some(one), Some(sixteen)) = (strata_commits("1"), strata_commits("16")) {
+        println!(
+            "strata: 16 threads {:.1}× its one-thread rate, {:.0}% of the no-database rate with the leader writing at once",
+            sixteen / one,
+            100.0 * sixteen / ceiling[1]
         );
     }
     println!();
@@ -373,25 +394,6 @@ fn main() {
     for c in &first.configs {
         println!("{c}");
     }
-}
-
-/// The file system's fastest durable write: a 4 KiB block of a file
-/// already zero-filled (so no new length waits on the journal) overwritten
-/// and fdatasync'ed, 1 000 times; writes per second.
-fn fsync_probe(dir: &std::path::Path) -> f64 {
-    use std::os::unix::fs::FileExt;
-    const N: usize = 1000;
-    std::fs::create_dir_all(dir).expect("dir");
-    let f = std::fs::File::create(dir.join("probe")).expect("probe");
-    f.write_all_at(&vec![0u8; N * 4096], 0).expect("zero-fill");
-    f.sync_all().expect("fsync");
-    let block = [7u8; 4096];
-    let t = Instant::now();
-    for i in 0..N {
-        f.write_all_at(&block, (i * 4096) as u64).expect("write");
-        f.sync_data().expect("fdatasync");
-    }
-    N as f64 / t.elapsed().as_secs_f64()
 }
 
 /// What one run measured.
@@ -402,8 +404,11 @@ struct Run {
     /// strata's mix at Snapshot and at Serializable, and their ratio
     /// (`strata_levels`).
     levels: (f64, f64, f64),
-    /// `fsync_probe`.
+    /// `probe::fsync`.
     fsyncs: f64,
+    /// `probe::group_commit`: one thread, then 16 threads with the leader
+    /// writing at once and waiting for all.
+    ceiling: [f64; 3],
 }
 
 fn run_once(s: &Scale, only: &[String]) -> Run {
@@ -444,11 +449,11 @@ fn run_once(s: &Scale, only: &[String]) -> Run {
             // one-thread run: the disk's speed drifts within a run.
             let probe = threads == 1 && i == 0;
             if probe {
-                fsyncs += fsync_probe(&tmp.path().join("probe")) / 2.0;
+                fsyncs += probe::fsync(&tmp.path().join("probe")) / 2.0;
             }
             let rate = durable_commits(e.as_ref(), threads, s.commits);
             if probe {
-                fsyncs += fsync_probe(&tmp.path().join("probe")) / 2.0;
+                fsyncs += probe::fsync(&tmp.path().join("probe")) / 2.0;
             }
             put(
                 &mut rows,
@@ -459,6 +464,7 @@ fn run_once(s: &Scale, only: &[String]) -> Run {
             );
         }
     }
+    let ceiling = group_commit_ceiling(&tmp.path().join("probe"), s.commits);
     let mut rng = Rng(42);
     let base = pairs(&mut rng, 20_000);
     let keys: Vec<Vec<u8>> = base.iter().map(|kv| kv.0.clone()).collect();
@@ -510,7 +516,20 @@ fn run_once(s: &Scale, only: &[String]) -> Run {
         rows,
         levels,
         fsyncs,
+        ceiling,
     }
+}
+
+/// `probe::group_commit` at one thread and at 16 (both leaders), with four
+/// times the engines' commits: the probe is cheap, and short runs are noisy.
+fn group_commit_ceiling(dir: &std::path::Path, commits: usize) -> [f64; 3] {
+    eprintln!("group commit with no database");
+    let n = 4 * commits;
+    [
+        probe::group_commit(dir, 1, n, probe::Leader::AtOnce),
+        probe::group_commit(dir, 16, n, probe::Leader::AtOnce),
+        probe::group_commit(dir, 16, n, probe::Leader::WaitsForAll),
+    ]
 }
 
 /// Rounds of the Snapshot/Serializable comparison in each run.
