@@ -35,6 +35,9 @@ pub const WAL_RECORD_MAX: usize = 4 << 20;
 pub const MTR_PAGES_MAX: usize = 96;
 /// Bytes of log buffered before the writer pushes them to the OS.
 pub const WAL_BUFFER_MAX: usize = 1 << 20;
+/// Longest a group commit's leader waits for the committers it expects
+/// before it fsyncs (`Wal::gather`); never longer than its last fsync took.
+pub const GROUP_COMMIT_WAIT_MAX: std::time::Duration = std::time::Duration::from_micros(200);
 /// Smallest page cache, in pages: the deepest mini-transaction must fit
 /// pinned. (Loom models run the buffer pool with two frames.)
 pub const CACHE_PAGES_MIN: usize = if cfg!(loom) { 2 } else { 4 * MTR_PAGES_MAX };

@@ -12,6 +12,8 @@
 pub use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[cfg(not(loom))]
 pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+#[cfg(not(loom))]
+pub use std::thread;
 
 #[cfg(loom)]
 pub use self::model::*;
@@ -22,6 +24,7 @@ mod model {
     use std::time::{Duration, Instant};
 
     pub use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+    pub use loom::thread;
 
     /// loom's mutex with parking_lot's interface.
     #[derive(Debug, Default)]
