@@ -38,7 +38,7 @@ const FULL: Scale = Scale {
     batches: 100,
     reads: 200_000,
     ranges: 50_000,
-    commits: 1_000,
+    commits: 4_000,
     mixed: 2_000,
     kill_mib: 128,
 };
@@ -49,7 +49,7 @@ const QUICK: Scale = Scale {
     batches: 20,
     reads: 40_000,
     ranges: 10_000,
-    commits: 300,
+    commits: 1_000,
     mixed: 400,
     kill_mib: 16,
 };
@@ -520,11 +520,10 @@ fn run_once(s: &Scale, only: &[String]) -> Run {
     }
 }
 
-/// `probe::group_commit` at one thread and at 16 (both leaders), with four
-/// times the engines' commits: the probe is cheap, and short runs are noisy.
-fn group_commit_ceiling(dir: &std::path::Path, commits: usize) -> [f64; 3] {
+/// `probe::group_commit` at one thread and at 16 (both leaders), with as
+/// many commits as the engines make.
+fn group_commit_ceiling(dir: &std::path::Path, n: usize) -> [f64; 3] {
     eprintln!("group commit with no database");
-    let n = 4 * commits;
     [
         probe::group_commit(dir, 1, n, probe::Leader::AtOnce),
         probe::group_commit(dir, 16, n, probe::Leader::AtOnce),
