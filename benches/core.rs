@@ -263,6 +263,40 @@ fn space_amplification() -> f64 {
     dir_size(tmp.path()) as f64 / live as f64
 }
 
+/// Milliseconds to delete 100 000 of 200 000 rows in one transaction,
+/// with `db.vacuum()` at work on another thread removing 100 000 rows
+/// deleted before (`beside`), or with nothing else running: what a vacuum
+/// pass costs the writers it runs beside.
+fn deletes_ms(beside_vacuum: bool) -> f64 {
+    let tmp = bench_dir();
+    let db = Db::open_with(tmp.path(), Options::default().vacuum_threshold(0)).expect("open");
+    let t = db.table("t").expect("t");
+    let n = 200_000u64;
+    let mut tx = db.begin().expect("begin");
+    for i in 0..n {
+        tx.put(&t, key(i), [7u8; 150]).expect("put");
+    }
+    tx.commit().expect("commit");
+    let mut tx = db.begin().expect("begin");
+    for i in (0..n).step_by(2) {
+        tx.delete(&t, key(i)).expect("delete");
+    }
+    tx.commit().expect("commit");
+    std::thread::scope(|s| {
+        if beside_vacuum {
+            let db = db.clone();
+            s.spawn(move || db.vacuum().expect("vacuum"));
+        }
+        let start = Instant::now();
+        let mut tx = db.begin().expect("begin");
+        for i in (1..n).step_by(2) {
+            tx.delete(&t, key(i)).expect("delete");
+        }
+        tx.commit().expect("commit");
+        start.elapsed().as_secs_f64() * 1e3
+    })
+}
+
 /// The same read-write mix (4 threads; each transaction reads 4 random
 /// keys of 10 000 and updates 1) at `level`: committed transactions per
 /// second and the share that failed with a retryable error. Eventual
@@ -468,4 +502,10 @@ fn main() {
     }
     let amp = median((0..3).map(|_| space_amplification()).collect());
     println!("| directory size / live data after vacuum | {amp:.2} |");
+    let alone = median((0..3).map(|_| deletes_ms(false)).collect());
+    let beside = median((0..3).map(|_| deletes_ms(true)).collect());
+    println!(
+        "| 100k deletes in one transaction, alone / beside a vacuum pass | {alone:.0} / {beside:.0} ms ({:.1}x) |",
+        beside / alone
+    );
 }

@@ -259,7 +259,7 @@ fn move_all(
             return Ok(());
         }
         let moved = clog::move_one(&mut w.mtr, limits.nodes)?;
-        w.commit(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
+        w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
         if !moved {
             return Ok(());
         }
@@ -285,7 +285,7 @@ fn move_nodes(inner: &Inner, root: PageId, limit: PageId, stats: &mut VacuumStat
                 return Ok(false);
             }
             let moved = btree::move_child(&mut w.mtr, parent, kid)?;
-            w.commit(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
+            w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
             if let Some(new) = moved {
                 stats.nodes_moved += 1;
                 todo.push(new);
@@ -307,7 +307,7 @@ fn move_key(
     loop {
         let mut w = inner.store.write();
         let (moved, room) = move_round(&mut w.mtr, inner, root, key, limit)?;
-        w.commit(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
+        w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
         stats.versions_moved += moved as u64;
         if !room {
             return Ok(false);

@@ -15,6 +15,14 @@ pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub use std::thread;
 
+/// Releases an exclusive guard to the longest waiter, if any, rather than
+/// to whichever thread asks next (which is often the releasing thread
+/// itself, back for its next round).
+#[cfg(not(loom))]
+pub fn unlock_fair<T>(g: RwLockWriteGuard<'_, T>) {
+    RwLockWriteGuard::unlock_fair(g);
+}
+
 #[cfg(loom)]
 pub use self::model::*;
 
@@ -118,6 +126,11 @@ mod model {
         pub fn notify_one(&self) {
             self.0.notify_one();
         }
+    }
+
+    /// As the real `unlock_fair`; loom's scheduler picks who goes next.
+    pub fn unlock_fair<T>(g: RwLockWriteGuard<'_, T>) {
+        drop(g);
     }
 
     /// loom's reader-writer lock with parking_lot's interface.

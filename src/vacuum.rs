@@ -110,7 +110,7 @@ fn vacuum_key(
     for _ in 0..ROUNDS_MAX {
         let mut w = inner.store.write();
         let progressed = round(&mut w.mtr, inner, root, key, views, stats)?;
-        w.commit(Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
+        w.commit_yielding(Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
         if !progressed {
             break;
         }
