@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use strata::{Db, Durability, Options};
+use strata::{Db, Durability, Options, Table};
 
 const RUNS: usize = 5;
 
@@ -48,6 +48,19 @@ fn fsync_per_sec(dir: &Path) -> f64 {
     N as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Puts `value` under `key(i)` for every `i` of `keys` (`Some`), or deletes
+/// those keys (`None`), in one committed transaction.
+fn write_all(db: &Db, t: &Table, keys: impl Iterator<Item = u64>, value: Option<&[u8]>) {
+    let mut tx = db.begin().expect("begin");
+    for i in keys {
+        match value {
+            Some(v) => tx.put(t, key(i), v).map(drop).expect("put"),
+            None => tx.delete(t, key(i)).map(drop).expect("delete"),
+        }
+    }
+    tx.commit().expect("commit");
+}
+
 fn put_get_rates() -> (f64, f64) {
     let tmp = bench_dir();
     let db = Db::open(tmp.path()).expect("open");
@@ -55,11 +68,12 @@ fn put_get_rates() -> (f64, f64) {
     let n = 200_000u64;
     let start = Instant::now();
     for chunk in 0..n / 10_000 {
-        let mut tx = db.begin().expect("begin");
-        for i in chunk * 10_000..(chunk + 1) * 10_000 {
-            tx.put(&t, key(i), [1u8; 100]).expect("put");
-        }
-        tx.commit().expect("commit");
+        write_all(
+            &db,
+            &t,
+            chunk * 10_000..(chunk + 1) * 10_000,
+            Some(&[1u8; 100]),
+        );
     }
     let puts = n as f64 / start.elapsed().as_secs_f64();
     let tx = db.begin().expect("begin");
@@ -244,19 +258,16 @@ fn space_amplification() -> f64 {
     let n = 100_000u64;
     for round in 0..3u8 {
         for chunk in 0..n / 10_000 {
-            let mut tx = db.begin().expect("begin");
-            for i in chunk * 10_000..(chunk + 1) * 10_000 {
-                tx.put(&t, key(i), [round; 150]).expect("put");
-            }
-            tx.commit().expect("commit");
+            write_all(
+                &db,
+                &t,
+                chunk * 10_000..(chunk + 1) * 10_000,
+                Some(&[round; 150]),
+            );
         }
         db.vacuum().expect("vacuum");
     }
-    let mut tx = db.begin().expect("begin");
-    for i in (0..n).step_by(2) {
-        tx.delete(&t, key(i)).expect("delete");
-    }
-    tx.commit().expect("commit");
+    write_all(&db, &t, (0..n).step_by(2), None);
     db.vacuum().expect("vacuum");
     db.checkpoint().expect("checkpoint");
     let live = (n / 2) * (16 + 150);
@@ -265,34 +276,22 @@ fn space_amplification() -> f64 {
 
 /// Milliseconds to delete 100 000 of 200 000 rows in one transaction,
 /// with `db.vacuum()` at work on another thread removing 100 000 rows
-/// deleted before (`beside`), or with nothing else running: what a vacuum
-/// pass costs the writers it runs beside.
+/// deleted before (`beside_vacuum`), or with nothing else running: what a
+/// vacuum pass costs the writers it runs beside.
 fn deletes_ms(beside_vacuum: bool) -> f64 {
     let tmp = bench_dir();
     let db = Db::open_with(tmp.path(), Options::default().vacuum_threshold(0)).expect("open");
     let t = db.table("t").expect("t");
     let n = 200_000u64;
-    let mut tx = db.begin().expect("begin");
-    for i in 0..n {
-        tx.put(&t, key(i), [7u8; 150]).expect("put");
-    }
-    tx.commit().expect("commit");
-    let mut tx = db.begin().expect("begin");
-    for i in (0..n).step_by(2) {
-        tx.delete(&t, key(i)).expect("delete");
-    }
-    tx.commit().expect("commit");
+    write_all(&db, &t, 0..n, Some(&[7u8; 150]));
+    write_all(&db, &t, (0..n).step_by(2), None);
     std::thread::scope(|s| {
         if beside_vacuum {
             let db = db.clone();
             s.spawn(move || db.vacuum().expect("vacuum"));
         }
         let start = Instant::now();
-        let mut tx = db.begin().expect("begin");
-        for i in (1..n).step_by(2) {
-            tx.delete(&t, key(i)).expect("delete");
-        }
-        tx.commit().expect("commit");
+        write_all(&db, &t, (1..n).step_by(2), None);
         start.elapsed().as_secs_f64() * 1e3
     })
 }
@@ -311,11 +310,7 @@ fn mixed(level: strata::Isolation, durability: Durability, per_thread: u64) -> (
     let db = Db::open_with(tmp.path(), opts).expect("open");
     let t = db.table("t").expect("t");
     let keys = 10_000u64;
-    let mut tx = db.begin().expect("begin");
-    for i in 0..keys {
-        tx.put(&t, key(i), [0u8; 100]).expect("put");
-    }
-    tx.commit().expect("commit");
+    write_all(&db, &t, 0..keys, Some(&[0u8; 100]));
     let start = Instant::now();
     let failed: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4u64)

@@ -105,15 +105,19 @@ impl Descent {
     }
 }
 
+/// Where `k` cuts node `p`: the index of its first cell above `k` (`past`)
+/// or at or above it, found by a search.
+fn edge(p: &PageBuf, k: &[u8], past: bool, bounds: Bounds) -> Option<usize> {
+    Some(match node::search_within(p, k, bounds)? {
+        Ok(i) if past => i + 1,
+        Ok(i) | Err(i) => i,
+    })
+}
+
 fn child_index(p: &PageBuf, seek: Seek<'_>, bounds: Bounds) -> Option<usize> {
     Some(match seek {
-        Seek::At(k) => match node::search_within(p, k, bounds)? {
-            Ok(i) => i + 1,
-            Err(i) => i,
-        },
-        Seek::Below(k) => match node::search_within(p, k, bounds)? {
-            Ok(i) | Err(i) => i,
-        },
+        Seek::At(k) => edge(p, k, true, bounds)?,
+        Seek::Below(k) => edge(p, k, false, bounds)?,
         Seek::First => 0,
         Seek::Last => node::count(p),
     })
@@ -167,12 +171,12 @@ fn descend(acc: &mut impl PageAccess, root: PageId, seek: Seek<'_>) -> Result<De
     }
 }
 
-/// The leaf that holds `key`, without the path and fences `descend`
-/// collects for writers: a lookup allocates nothing on the way down.
 /// Runs `f` on the leaf that holds or would hold `key`, in the same visit
 /// that finds the page is a leaf (a lookup visits each page once), with
 /// the bounds its parent's separators put on its heads (for
 /// `node::search_within`); `f` returns `None` if the leaf is malformed.
+/// Unlike `descend`, it collects no path or fences: a lookup allocates
+/// nothing on the way down.
 fn at_leaf<R>(
     acc: &mut impl PageAccess,
     root: PageId,
@@ -453,33 +457,6 @@ pub enum Dir {
     Forward,
     /// Descending keys.
     Reverse,
-}
-
-/// The first cell of leaf `p` at or after the forward cursor `from`: a
-/// search, not a walk from the leaf's first cell, so a short range costs a
-/// few key comparisons wherever it starts.
-fn first_at_or_after(p: &PageBuf, from: &Bound<Vec<u8>>, bounds: Bounds) -> Option<usize> {
-    Some(match from {
-        Bound::Unbounded => 0,
-        Bound::Included(k) => node::search_within(p, k, bounds)?.unwrap_or_else(|i| i),
-        Bound::Excluded(k) => match node::search_within(p, k, bounds)? {
-            Ok(i) => i + 1,
-            Err(i) => i,
-        },
-    })
-}
-
-/// One past the last cell of leaf `p` at or before the reverse cursor
-/// `from`.
-fn end_at_or_before(p: &PageBuf, from: &Bound<Vec<u8>>, bounds: Bounds) -> Option<usize> {
-    Some(match from {
-        Bound::Unbounded => node::count(p),
-        Bound::Included(k) => match node::search_within(p, k, bounds)? {
-            Ok(i) => i + 1,
-            Err(i) => i,
-        },
-        Bound::Excluded(k) => node::search_within(p, k, bounds)?.unwrap_or_else(|i| i),
-    })
 }
 
 fn within(k: &[u8], lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
@@ -785,9 +762,17 @@ pub fn range_with(
         };
         let full = acc.with_page(d.leaf, |p| {
             let n = node::count(p);
+            // Where the cursor cuts the leaf, found by a search rather than
+            // a walk from its first cell: a short range costs a few key
+            // comparisons wherever it starts.
+            let from = match &cursor {
+                Bound::Unbounded => None,
+                Bound::Included(k) => Some(edge(p, k, dir == Dir::Reverse, d.bounds)?),
+                Bound::Excluded(k) => Some(edge(p, k, dir == Dir::Forward, d.bounds)?),
+            };
             let order: Box<dyn Iterator<Item = usize>> = match dir {
-                Dir::Forward => Box::new(first_at_or_after(p, &cursor, d.bounds)?..n),
-                Dir::Reverse => Box::new((0..end_at_or_before(p, &cursor, d.bounds)?).rev()),
+                Dir::Forward => Box::new(from.unwrap_or(0)..n),
+                Dir::Reverse => Box::new((0..from.unwrap_or(n)).rev()),
             };
             for i in order {
                 let k = node::key(p, i)?;

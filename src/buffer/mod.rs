@@ -247,7 +247,15 @@ impl BufferPool {
             if let Some(f) = self.frames.get(idx) {
                 frames::prefetch(f);
             }
-            self.memory.prefetch(idx, 0);
+            self.warm(idx, near);
+        }
+    }
+
+    /// Starts loading frame `idx`'s page header and the line at byte
+    /// `near`.
+    fn warm(&self, idx: usize, near: usize) {
+        self.memory.prefetch(idx, 0);
+        if near > 0 {
             self.memory.prefetch(idx, near);
         }
     }
@@ -321,10 +329,7 @@ impl BufferPool {
     /// holds only if the frame was not claimed and still holds the page.
     fn hit(&self, pid: PageId, near: usize) -> Option<usize> {
         let idx = self.table.find(pid)?;
-        self.memory.prefetch(idx, 0);
-        if near > 0 {
-            self.memory.prefetch(idx, near);
-        }
+        self.warm(idx, near);
         let f = self.frames.get(idx)?;
         let before = f.pins.fetch_add(1, Ordering::AcqRel);
         if before & CLAIMED == 0 && f.pid.load(Ordering::Acquire) == pid.0 {

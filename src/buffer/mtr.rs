@@ -34,7 +34,9 @@ use crate::wal::Wal;
 /// search code is written once.
 pub trait PageAccess {
     /// Runs `f` on the bytes of page `pid`.
-    fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R>;
+    fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R> {
+        self.with_page_near(pid, 0, f)
+    }
     /// `with_page`, where `f` reads the page at byte `near` first: a hint
     /// that lets a reader start loading that line early.
     fn with_page_near<R>(
@@ -42,10 +44,7 @@ pub trait PageAccess {
         pid: PageId,
         near: usize,
         f: impl FnOnce(&PageBuf) -> R,
-    ) -> Result<R> {
-        let _ = near;
-        self.with_page(pid, f)
-    }
+    ) -> Result<R>;
     /// Path of the data file, for corruption reports.
     fn file(&self) -> &std::path::Path;
 }
@@ -69,12 +68,6 @@ impl<'a> ReadView<'a> {
 }
 
 impl PageAccess for ReadView<'_> {
-    fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R> {
-        let p = self.pool.fetch(pid)?;
-        let g = p.read();
-        Ok(f(&g))
-    }
-
     fn with_page_near<R>(
         &mut self,
         pid: PageId,
@@ -475,10 +468,6 @@ fn keep_range(bufs: &mut Buffers, page: &PageBuf, tag: u32, s: usize, e: usize) 
 }
 
 impl PageAccess for Mtr<'_> {
-    fn with_page<R>(&mut self, pid: PageId, f: impl FnOnce(&PageBuf) -> R) -> Result<R> {
-        Ok(f(self.page(pid)?))
-    }
-
     fn with_page_near<R>(
         &mut self,
         pid: PageId,

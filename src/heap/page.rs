@@ -44,11 +44,15 @@ fn upper(p: &PageBuf) -> usize {
 
 /// Where slot `s` lies in the page.
 pub fn slot_offset(s: SlotId) -> usize {
-    SLOTS + 4 * s.0 as usize
+    slot_at(s.0 as usize)
+}
+
+fn slot_at(s: usize) -> usize {
+    SLOTS + 4 * s
 }
 
 fn slot(p: &PageBuf, s: usize) -> (usize, usize) {
-    let at = SLOTS + 4 * s;
+    let at = slot_at(s);
     (
         u16_at(p, at).unwrap_or(0) as usize,
         u16_at(p, at + 2).unwrap_or(0) as usize,
@@ -56,8 +60,8 @@ fn slot(p: &PageBuf, s: usize) -> (usize, usize) {
 }
 
 fn set_slot(p: &mut PageBuf, s: usize, off: usize, len: usize) {
-    put_u16(p, SLOTS + 4 * s, off as u16);
-    put_u16(p, SLOTS + 4 * s + 2, len as u16);
+    put_u16(p, slot_at(s), off as u16);
+    put_u16(p, slot_at(s) + 2, len as u16);
 }
 
 fn free_slot(p: &PageBuf) -> Option<usize> {

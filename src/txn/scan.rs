@@ -173,13 +173,11 @@ impl<'t> Scan<'t> {
         drop(r);
         self.batch = (self.batch * 2).min(SCAN_BATCH);
         self.exhausted = done;
-        if side.len() > before {
-            if let Some(last) = side.back() {
-                let past = Bound::Excluded(last.key.clone());
-                match dir {
-                    Dir::Forward => self.lo = past,
-                    Dir::Reverse => self.hi = past,
-                }
+        if let Some(last) = side.range(before..).next_back() {
+            let past = Bound::Excluded(last.key.clone());
+            match dir {
+                Dir::Forward => self.lo = past,
+                Dir::Reverse => self.hi = past,
             }
         }
         Ok(())
