@@ -27,7 +27,7 @@ use crate::io::Vfs;
 use crate::limits::{MTR_PAGES_MAX, PAGE_SIZE};
 use crate::store::meta::{self, Field, META};
 use crate::wal::reader::LogReader;
-use crate::wal::record::{apply, Change, Kind, Record};
+use crate::wal::record::{apply, ChangeView, Kind, RecordRef};
 use crate::wal::segment;
 
 /// What replay found.
@@ -83,7 +83,7 @@ fn replay_records(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -
     // cache evicts them): its length is asked again only when a record
     // names a page past what it last was.
     let mut file_pages = pool.file_pages()?;
-    while let Some(entry) = reader.next_entry()? {
+    while let Some(entry) = reader.next_ref()? {
         out.records += 1;
         out.bytes += entry.end.0 - entry.start.0;
         let rec = &entry.record;
@@ -101,7 +101,7 @@ fn replay_records(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -
 
 fn apply_record(
     pool: &BufferPool,
-    rec: &Record,
+    rec: &RecordRef<'_>,
     start: Lsn,
     end: Lsn,
     file_pages: &mut u64,
@@ -115,7 +115,7 @@ fn apply_record(
         meta::get(&page, Field::PageCount) as u64
     };
     let mut limit = count.max(*file_pages) + MTR_PAGES_MAX as u64;
-    for (pid, change) in &rec.pages {
+    for (pid, change) in rec.changes() {
         if pid.0 as u64 >= limit {
             *file_pages = pool.file_pages()?;
             limit = count.max(*file_pages) + MTR_PAGES_MAX as u64;
@@ -127,7 +127,7 @@ fn apply_record(
                 format!("log record at LSN {start} names page {pid}, beyond the {limit} pages that can exist"),
             ));
         }
-        apply_change(pool, *pid, change, start, end)?;
+        apply_change(pool, pid, &change, start, end)?;
     }
     Ok(())
 }
@@ -135,7 +135,7 @@ fn apply_record(
 fn apply_change(
     pool: &BufferPool,
     pid: PageId,
-    change: &Change,
+    change: &ChangeView<'_>,
     start: Lsn,
     end: Lsn,
 ) -> Result<()> {
@@ -152,8 +152,8 @@ fn apply_change(
         return Ok(());
     }
     match change {
-        Change::Full(_) => pool.repaired(pid),
-        Change::Delta(_) | Change::Shifted(..) if pool.is_torn(pid) => {
+        ChangeView::Full { .. } => pool.repaired(pid),
+        ChangeView::Runs { .. } if pool.is_torn(pid) => {
             return Err(Error::corruption(
                 pool.path(),
                 pid.0 as u64 * PAGE_SIZE as u64,
@@ -162,7 +162,7 @@ fn apply_change(
                 ),
             ))
         }
-        Change::Delta(_) | Change::Shifted(..) => {}
+        ChangeView::Runs { .. } => {}
     }
     apply(&mut g, change);
     page::set_lsn(&mut g, end);

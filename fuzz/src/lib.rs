@@ -225,11 +225,20 @@ pub fn decoders(data: &[u8]) {
     use strata::buffer::page::{self, PageBuf};
     use strata::heap;
     use strata::ids::{PageId, SlotId};
-    use strata::wal::record::{unframe, Framed, Record};
+    use strata::wal::record::{apply, unframe, Framed, Record, RecordRef};
 
     let _ = Record::decode(data);
-    if let Framed::Ok(payload, _) = unframe(data) {
-        let _ = Record::decode(payload);
+    let payload = match unframe(data) {
+        Framed::Ok(payload, _) => payload,
+        _ => data,
+    };
+    // What the decoder accepts, replay applies: no change may reach
+    // outside a page.
+    if let Ok(rec) = RecordRef::parse(payload) {
+        let mut page: Box<PageBuf> = page::zeroed();
+        for (_, change) in rec.changes() {
+            apply(&mut page, &change);
+        }
     }
     let mut p: Box<PageBuf> = page::zeroed();
     let n = data.len().min(p.len());

@@ -552,10 +552,10 @@ mod tests {
         store.wal.flush(store.wal.end(), true).expect("flush");
         let mut r = LogReader::open(&crate::io::RealFs, dir, start).expect("reader");
         let mut changes = Vec::new();
-        while let Some(e) = r.next_entry().expect("entry") {
-            for (_, c) in e.record.pages {
+        while let Some(e) = r.next_ref().expect("entry") {
+            for (_, c) in e.record.changes() {
                 crate::wal::record::apply(page, &c);
-                changes.push(c);
+                changes.push(c.to_owned());
             }
         }
         changes

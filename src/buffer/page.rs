@@ -111,7 +111,9 @@ pub fn seal(p: &mut PageBuf) {
 
 /// Checks a page read from disk: checksum, self-identifying page id, type.
 pub fn verify(p: &PageBuf, pid: PageId) -> Result<(), String> {
-    if p.iter().all(|&b| b == 0) {
+    // A word at a time: during replay every page the log allocates past
+    // the data file's end is read as zeros and checked here.
+    if p.chunks_exact(8).all(|w| w == [0; 8]) {
         return Ok(());
     }
     let stored = u32_at(p, CRC).unwrap_or(0);

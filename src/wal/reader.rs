@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::record::{unframe, Framed, Kind, Record, FRAME_HDR, PAYLOAD_HDR};
+use super::record::{unframe, Framed, Kind, Record, RecordRef, FRAME_HDR, PAYLOAD_HDR};
 use super::segment::{self, SEG_HDR};
 use crate::codec::u32_at;
 use crate::error::{Error, Result};
@@ -26,6 +26,17 @@ pub struct Entry {
     pub end: Lsn,
     /// The record.
     pub record: Record,
+}
+
+/// A record as read, borrowed from the reader's buffer until the next read.
+#[derive(Debug)]
+pub struct EntryRef<'r> {
+    /// LSN of the frame's first byte.
+    pub start: Lsn,
+    /// LSN just past the frame.
+    pub end: Lsn,
+    /// The record.
+    pub record: RecordRef<'r>,
 }
 
 /// Sequential reader over the segments of a log directory.
@@ -139,7 +150,7 @@ impl<'a> LogReader<'a> {
                     continue;
                 }
                 if let Framed::Ok(payload, _) = unframe(w) {
-                    if let Ok(rec) = Record::decode(payload) {
+                    if let Ok(rec) = RecordRef::parse(payload) {
                         if rec.aux > bad {
                             best = best.max(Some(rec.aux));
                         }
@@ -157,7 +168,17 @@ impl<'a> LogReader<'a> {
 
     /// The next record, or `None` at the end of the valid log.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
-        loop {
+        Ok(self.next_ref()?.map(|e| Entry {
+            start: e.start,
+            end: e.end,
+            record: e.record.to_owned(),
+        }))
+    }
+
+    /// The next record, decoded in place, or `None` at the end of the
+    /// valid log.
+    pub fn next_ref(&mut self) -> Result<Option<EntryRef<'_>>> {
+        let (start, len) = loop {
             if self.end.is_some() {
                 return Ok(None);
             }
@@ -191,22 +212,16 @@ impl<'a> LogReader<'a> {
             let start = self.pos;
             let last = self.is_last();
             let seg_start = self.segments[self.seg_idx];
-            let framed = unframe(self.bytes(want)?);
+            // What the frame holds, as an owned outcome: the payload is
+            // borrowed again below, once the reader has moved past it.
+            let framed = match unframe(self.bytes(want)?) {
+                Framed::Ok(payload, _) => Ok(payload.len()),
+                Framed::End => Err(None),
+                Framed::Bad(why) => Err(Some(why)),
+            };
             match framed {
-                Framed::Ok(payload, n) => {
-                    // The path is built only for an error: building it for
-                    // every record was a measurable share of replay.
-                    let record = Record::decode(payload);
-                    let record = record
-                        .map_err(|e| Error::corruption(self.seg_path(), start - seg_start, e))?;
-                    self.pos += n as u64;
-                    return Ok(Some(Entry {
-                        start: Lsn(start),
-                        end: Lsn(self.pos),
-                        record,
-                    }));
-                }
-                Framed::End | Framed::Bad(_) if last => {
+                Ok(len) => break (start, len),
+                Err(_) if last => {
                     if let Some(durable) = self.durable_beyond(start)? {
                         return Err(Error::corruption(
                             self.seg_path(),
@@ -217,17 +232,35 @@ impl<'a> LogReader<'a> {
                     self.end = Some(Lsn(start));
                     return Ok(None);
                 }
-                Framed::End => {
+                Err(None) => {
                     return Err(Error::corruption(
                         self.seg_path(),
                         start - seg_start,
                         "zero bytes inside a closed log segment",
                     ))
                 }
-                Framed::Bad(why) => {
+                Err(Some(why)) => {
                     return Err(Error::corruption(self.seg_path(), start - seg_start, why))
                 }
             }
+        };
+        self.pos = start + (FRAME_HDR + len) as u64;
+        // `bytes` left the frame in the buffer, from `buf_at` on.
+        let at = (start - self.buf_at) as usize + FRAME_HDR;
+        let payload = &self.buf[at..at + len];
+        match RecordRef::parse(payload) {
+            Ok(record) => Ok(Some(EntryRef {
+                start: Lsn(start),
+                end: Lsn(self.pos),
+                record,
+            })),
+            // The path is built only for an error: building it for every
+            // record was a measurable share of replay.
+            Err(e) => Err(Error::corruption(
+                self.seg_path(),
+                start - self.segments[self.seg_idx],
+                e,
+            )),
         }
     }
 }
