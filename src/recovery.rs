@@ -4,9 +4,10 @@
 //!    are about to replay must not vanish in a later power loss after
 //!    pages reflecting it were written (a read-only open writes no pages
 //!    and skips this);
-//! 2. read records from the control file's redo point; apply each page
-//!    change to pages whose LSN is below the record's end LSN (so replay
-//!    is idempotent and may itself be interrupted and rerun);
+//! 2. read records from the control file's redo point; restore each full
+//!    page image as it is, and apply each delta to a page whose LSN is
+//!    below the record's end LSN (so replay is idempotent and may itself
+//!    be interrupted and rerun);
 //! 3. a page whose checksum fails (a torn write) is taken as empty; the
 //!    first change to it after the redo point is always a full image,
 //!    which repairs it; if the next change is a delta instead, or nothing
@@ -146,24 +147,34 @@ fn apply_change(
             format!("log record at LSN {start} names page {pid}"),
         ));
     }
-    let pinned = pool.fetch(pid)?;
-    let mut g = pinned.write_guard();
-    if page::lsn(&g) >= end {
-        return Ok(());
-    }
-    match change {
-        ChangeView::Full { .. } => pool.repaired(pid),
-        ChangeView::Runs { .. } if pool.is_torn(pid) => {
-            return Err(Error::corruption(
-                pool.path(),
-                pid.0 as u64 * PAGE_SIZE as u64,
-                format!(
-                    "page {pid} is torn and the log record at LSN {start} carries no full image"
-                ),
-            ))
+    let pinned = match change {
+        // A full image is restored whatever the page held, without reading
+        // it (PostgreSQL restores its full-page images the same way): every
+        // later change to the page is further on in the log, and is applied
+        // over the image in turn. Nearly every page a log touches starts
+        // with one, so this spares recovery a read of each.
+        ChangeView::Full { .. } => {
+            pool.repaired(pid);
+            pool.fetch_new(pid)?
         }
-        ChangeView::Runs { .. } => {}
-    }
+        ChangeView::Runs { .. } => {
+            let pinned = pool.fetch(pid)?;
+            if page::lsn(&pinned.read()) >= end {
+                return Ok(());
+            }
+            if pool.is_torn(pid) {
+                return Err(Error::corruption(
+                    pool.path(),
+                    pid.0 as u64 * PAGE_SIZE as u64,
+                    format!(
+                        "page {pid} is torn and the log record at LSN {start} carries no full image"
+                    ),
+                ));
+            }
+            pinned
+        }
+    };
+    let mut g = pinned.write_guard();
     apply(&mut g, change);
     page::set_lsn(&mut g, end);
     drop(g);

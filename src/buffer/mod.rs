@@ -435,15 +435,21 @@ impl BufferPool {
         if self.overlay.is_some() {
             return Err(Error::ReadOnly);
         }
-        let mut written = 0;
-        for f in self.frames.iter() {
-            if f.dirty.load(Ordering::Acquire) && f.pid.load(Ordering::Acquire) != NO_PAGE {
-                self.write_frame(f)?;
-                written += 1;
-            }
+        // In page order, so the file is written front to back. (A frame
+        // may change pages before its turn: `write_frame` looks again.)
+        let mut dirty: Vec<(u32, &Frame)> = self
+            .frames
+            .iter()
+            .filter(|f| f.dirty.load(Ordering::Acquire))
+            .map(|f| (f.pid.load(Ordering::Acquire), f))
+            .filter(|&(pid, _)| pid != NO_PAGE)
+            .collect();
+        dirty.sort_unstable_by_key(|&(pid, _)| pid);
+        for &(_, f) in &dirty {
+            self.write_frame(f)?;
         }
         self.fail(self.file.sync())?;
-        Ok(written)
+        Ok(dirty.len())
     }
 
     /// Drops pages `from` and beyond: their frames are emptied unwritten
