@@ -252,11 +252,15 @@ pub fn place(mtr: &mut Mtr<'_>, root: PageId, key: &[u8]) -> Result<Place> {
 }
 
 impl Place {
-    /// The value stored under the key, if it is there.
-    pub fn value(&self, mtr: &mut Mtr<'_>) -> Result<Option<Vec<u8>>> {
+    /// `f` of the value stored under the key, read in place, if it is there.
+    pub fn value_with<R>(
+        &self,
+        mtr: &mut Mtr<'_>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
         let Ok(i) = self.pos else { return Ok(None) };
         match node::value(mtr.page(self.d.leaf)?, i) {
-            Some(v) => Ok(Some(v.to_vec())),
+            Some(v) => Ok(Some(f(v))),
             None => Err(corrupt(mtr, self.d.leaf, "malformed leaf")),
         }
     }

@@ -427,14 +427,15 @@ fn merged(ranges: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize)> {
         .filter(|(s, e)| s < e)
         .collect();
     rs.sort_unstable();
-    let mut out: Vec<(usize, usize)> = Vec::with_capacity(rs.len());
-    for (s, e) in rs {
-        match out.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => out.push((s, e)),
+    // In place: a range that starts within the one kept before it joins it.
+    rs.dedup_by(|next, kept| {
+        let joins = next.0 <= kept.1;
+        if joins {
+            kept.1 = kept.1.max(next.1);
         }
-    }
-    out
+        joins
+    });
+    rs
 }
 
 /// Whether replaying what is logged — `shift` on `before`, then `ranges`
@@ -474,8 +475,16 @@ impl PageAccess for Mtr<'_> {
         near: usize,
         f: impl FnOnce(&PageBuf) -> R,
     ) -> Result<R> {
-        let i = self.index_near(pid, true, near)?;
-        Ok(f(&self.touched[i].guard))
+        if let Some(t) = self.touched.iter().find(|t| t.pin.pid() == pid) {
+            return Ok(f(&t.guard));
+        }
+        // A page only read takes no place among the touched: no other
+        // writer can change it meanwhile (the mini-transaction runs under
+        // the store's exclusive latch), and a descent reads its inner
+        // nodes this way, then changes at most the leaf.
+        let p = self.pool.fetch_near(pid, near)?;
+        let g = p.read();
+        Ok(f(&g))
     }
 
     fn file(&self) -> &std::path::Path {

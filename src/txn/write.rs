@@ -132,10 +132,10 @@ fn newest(
     w: &Write<'_>,
 ) -> Result<(btree::Place, Tid, Option<Version>)> {
     let place = btree::place(mtr, w.table.root, w.key)?;
-    let Some(entry) = place.value(mtr)? else {
+    let Some(tid) = place.value_with(mtr, chain::tid_of)? else {
         return Ok((place, Tid::NULL, None));
     };
-    let head = chain::head(mtr, &entry)?;
+    let head = chain::valid(mtr, tid)?;
     let clog = inner.mgr.clog();
     let mut c = Cursor::new(head);
     while let Some(v) = c.next(mtr)? {
