@@ -169,7 +169,8 @@ impl Db {
 
     /// Opens the database through a custom file system (fault injection).
     pub fn open_vfs(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Db> {
-        let inner = Arc::new(open_inner(vfs, dir, opts)?);
+        let (inner, replayed) = open_inner(vfs, dir, opts)?;
+        let inner = Arc::new(inner);
         let worker = Arc::new(Worker {
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -178,7 +179,7 @@ impl Db {
             let (inner, worker) = (inner.clone(), worker.clone());
             let spawned = std::thread::Builder::new()
                 .name("strata-maintenance".into())
-                .spawn(move || maintenance(&inner, &worker))?;
+                .spawn(move || maintenance(&inner, &worker, replayed))?;
             Some(spawned)
         } else {
             None
@@ -393,7 +394,9 @@ fn open_read_only(vfs: &dyn Vfs, dir: &Path) -> Result<Files> {
     Ok((lock, Some(control), data))
 }
 
-fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
+/// Opens (recovering if need be) a database; also whether the log was
+/// replayed.
+fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Inner, bool)> {
     let read_only = opts.read_only;
     let (wal_dir, data_path) = (dir.join(WAL_DIR), dir.join(DATA_FILE));
     let (lock, control, data) = if read_only {
@@ -450,10 +453,15 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Inner> {
         _lock: lock,
     };
     crate::txn::prepare::adopt(&inner)?;
-    if !read_only && (control.is_none() || replayed) {
+    // After a replay, the maintenance thread checkpoints at its first
+    // turn, and the database is open meanwhile: until then the log it
+    // replayed stays, and a crash replays it again. Without that thread,
+    // here and now.
+    let background = inner.opts.background;
+    if !read_only && (control.is_none() || (replayed && !background)) {
         checkpoint(&inner)?;
     }
-    Ok(inner)
+    Ok((inner, replayed))
 }
 
 fn init_pages(store: &Store) -> Result<()> {
@@ -484,13 +492,16 @@ pub(crate) fn checkpoint(inner: &Inner) -> Result<()> {
     store.cut_file()
 }
 
-fn maintenance(inner: &Inner, worker: &Worker) {
+/// The background thread: log flushes, checkpoints (the first at once
+/// when the open replayed the log), vacuum.
+fn maintenance(inner: &Inner, worker: &Worker, replayed: bool) {
     let tick = if inner.opts.durability == crate::Durability::Eventual {
         inner.opts.flush_interval
     } else {
         Duration::from_millis(100)
     };
     let mut last_checkpoint = Instant::now();
+    let mut checkpoint_due = replayed;
     loop {
         {
             let mut stop = worker.stop.lock();
@@ -511,13 +522,16 @@ fn maintenance(inner: &Inner, worker: &Worker) {
         let _ = wal.flush(wal.end(), true);
         let since_redo = wal.end().0.saturating_sub(inner.store.redo().0);
         let opts = &inner.opts;
-        if policy::should_checkpoint(
-            last_checkpoint.elapsed(),
-            opts.checkpoint_interval,
-            since_redo,
-            opts.checkpoint_wal_bytes,
-        ) {
+        if checkpoint_due
+            || policy::should_checkpoint(
+                last_checkpoint.elapsed(),
+                opts.checkpoint_interval,
+                since_redo,
+                opts.checkpoint_wal_bytes,
+            )
+        {
             let _ = checkpoint(inner);
+            checkpoint_due = false;
             last_checkpoint = Instant::now();
         }
         let dead = inner.dead.load(Ordering::Relaxed);

@@ -304,3 +304,54 @@ fn replaying_over_already_recovered_pages_is_harmless() {
     assert_eq!(rows(&tx, &db2.table("t").expect("t")), want);
     assert_eq!(want.len(), 2000 - 667);
 }
+
+/// A crash image whose log holds commits past its checkpoint: its redo
+/// point and the data file's directory.
+fn image_with_log_past_checkpoint(tmp: &Path, img: &Path) -> strata::Lsn {
+    let db = open(tmp);
+    fill(&db, 2000, "a");
+    db.checkpoint().expect("checkpoint");
+    fill(&db, 2000, "b");
+    let redo = db.stats().expect("stats").checkpoint_redo;
+    copy_dir(tmp, img);
+    redo
+}
+
+/// Without a maintenance thread, opening checkpoints what it replayed
+/// before it returns.
+#[test]
+fn an_open_without_background_work_checkpoints_what_it_replayed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let img = tempfile::tempdir().expect("img");
+    let redo = image_with_log_past_checkpoint(tmp.path(), img.path());
+    let db = strata::Db::open_with(img.path(), strata::Options::default().background(false))
+        .expect("open");
+    assert!(db.stats().expect("stats").checkpoint_redo > redo);
+}
+
+/// With one, the open returns after replay and the maintenance thread
+/// checkpoints at its first turn (bounded here by a generous wait: the
+/// test is of liveness, not of speed).
+#[test]
+fn the_maintenance_thread_checkpoints_what_an_open_replayed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let img = tempfile::tempdir().expect("img");
+    let redo = image_with_log_past_checkpoint(tmp.path(), img.path());
+    // No checkpoint by the clock or the log's size: only the one owed.
+    let opts = strata::Options::default()
+        .checkpoint_interval(std::time::Duration::from_secs(3600))
+        .checkpoint_wal_bytes(u64::MAX);
+    let db = strata::Db::open_with(img.path(), opts).expect("open");
+    let tx = db.begin().expect("begin");
+    let r = rows(&tx, &db.table("t").expect("t"));
+    assert!(r.len() == 2000 && r.iter().all(|(_, v)| v.starts_with(b"b-")));
+    drop(tx);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db.stats().expect("stats").checkpoint_redo <= redo {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after the replay"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
