@@ -157,5 +157,10 @@ mod model {
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
             self.0.write().unwrap_or_else(|e| e.into_inner())
         }
+
+        /// Shared access if no writer holds or waits for the lock.
+        pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
+            self.0.try_read().ok()
+        }
     }
 }

@@ -100,6 +100,11 @@ pub fn read(lock: &RwLock<Slot>) -> PageRef<'_> {
     PageRef(lock.read())
 }
 
+/// Locks a frame's page for reading if that needs no wait.
+pub fn try_read(lock: &RwLock<Slot>) -> Option<PageRef<'_>> {
+    lock.try_read().map(PageRef)
+}
+
 /// Locks a frame's page for writing.
 pub fn write(lock: &RwLock<Slot>) -> PageMut<'_> {
     PageMut(lock.write())

@@ -251,6 +251,26 @@ impl BufferPool {
         }
     }
 
+    /// Starts loading the line at the byte `at` finds in `pid`'s page, if
+    /// the page is cached and its frame free to read at once (a hint: the
+    /// page may be leaving its frame; `at` reads it under the frame's
+    /// latch all the same). A scan calls it for the row after the one it
+    /// reads, whose slot line the previous call loaded, to start loading
+    /// the tuple that slot points at.
+    pub fn prefetch_within(&self, pid: PageId, at: impl FnOnce(&PageBuf) -> usize) {
+        let Some(idx) = self.table.find(pid) else {
+            return;
+        };
+        let Some(f) = self.frames.get(idx) else {
+            return;
+        };
+        if let Some(page) = frames::try_read(&f.data) {
+            if f.pid.load(Ordering::Acquire) == pid.0 {
+                self.memory.prefetch(idx, at(&page));
+            }
+        }
+    }
+
     /// Starts loading frame `idx`'s page header and the line at byte
     /// `near`.
     fn warm(&self, idx: usize, near: usize) {

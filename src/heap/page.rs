@@ -47,6 +47,16 @@ pub fn slot_offset(s: SlotId) -> usize {
     slot_at(s.0 as usize)
 }
 
+/// Where the tuple in slot `s` starts, as the slot says (0 for a slot the
+/// page does not have): a prefetch hint, not checked.
+pub fn tuple_offset(p: &PageBuf, s: SlotId) -> usize {
+    if (s.0 as usize) < nslots(p) {
+        slot(p, s.0 as usize).0
+    } else {
+        0
+    }
+}
+
 fn slot_at(s: usize) -> usize {
     SLOTS + 4 * s
 }

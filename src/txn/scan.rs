@@ -253,13 +253,17 @@ impl<'t> Scan<'t> {
             Dir::Reverse => &self.back,
         };
         let pool = &self.tx.db.inner().store.pool;
-        // Two rows ahead, only the page-table entry (loading it is what the
-        // lookup one row ahead would wait for); one row ahead, the rest.
-        if let Some(tid) = side.get(1).and_then(|n| n.tid) {
+        // A pipeline of the three misses a row costs: three rows ahead,
+        // the page-table entry; two ahead, the frame, the page header and
+        // the slot; one ahead, the tuple the slot (loaded by now) points at.
+        if let Some(tid) = side.get(2).and_then(|n| n.tid) {
             pool.prefetch_lookup(tid.page);
         }
-        if let Some(tid) = side.front().and_then(|n| n.tid) {
+        if let Some(tid) = side.get(1).and_then(|n| n.tid) {
             pool.prefetch(tid.page, heap::page::slot_offset(tid.slot));
+        }
+        if let Some(tid) = side.front().and_then(|n| n.tid) {
+            pool.prefetch_within(tid.page, |p| heap::page::tuple_offset(p, tid.slot));
         }
     }
 
