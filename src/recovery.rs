@@ -147,34 +147,33 @@ fn apply_change(
             format!("log record at LSN {start} names page {pid}"),
         ));
     }
-    let pinned = match change {
-        // A full image is restored whatever the page held, without reading
-        // it (PostgreSQL restores its full-page images the same way): every
-        // later change to the page is further on in the log, and is applied
-        // over the image in turn. Nearly every page a log touches starts
-        // with one, so this spares recovery a read of each.
-        ChangeView::Full { .. } => {
-            pool.repaired(pid);
-            pool.fetch_new(pid)?
-        }
-        ChangeView::Runs { .. } => {
-            let pinned = pool.fetch(pid)?;
-            if page::lsn(&pinned.read()) >= end {
-                return Ok(());
-            }
-            if pool.is_torn(pid) {
-                return Err(Error::corruption(
-                    pool.path(),
-                    pid.0 as u64 * PAGE_SIZE as u64,
-                    format!(
-                        "page {pid} is torn and the log record at LSN {start} carries no full image"
-                    ),
-                ));
-            }
-            pinned
-        }
+    // A full image is restored whatever the page held, without reading it
+    // (PostgreSQL restores its full-page images the same way): every later
+    // change to the page is further on in the log, and is applied over the
+    // image in turn. Nearly every page a log touches starts with one, so
+    // this spares recovery a read of each.
+    let full = matches!(change, ChangeView::Full { .. });
+    let pinned = if full {
+        pool.repaired(pid);
+        pool.fetch_new(pid)?
+    } else {
+        pool.fetch(pid)?
     };
     let mut g = pinned.write_guard();
+    if !full {
+        if page::lsn(&g) >= end {
+            return Ok(());
+        }
+        if pool.is_torn(pid) {
+            return Err(Error::corruption(
+                pool.path(),
+                pid.0 as u64 * PAGE_SIZE as u64,
+                format!(
+                    "page {pid} is torn and the log record at LSN {start} carries no full image"
+                ),
+            ));
+        }
+    }
     apply(&mut g, change);
     page::set_lsn(&mut g, end);
     drop(g);

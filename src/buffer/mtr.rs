@@ -214,9 +214,14 @@ impl<'a> Mtr<'a> {
         self.index_near(pid, read, 0)
     }
 
+    /// Where `pid` is among the touched pages, if it is.
+    fn touched_at(&self, pid: PageId) -> Option<usize> {
+        self.touched.iter().position(|t| t.pin.pid() == pid)
+    }
+
     /// `index`, for a first read at byte `near` (`BufferPool::fetch_near`).
     fn index_near(&mut self, pid: PageId, read: bool, near: usize) -> Result<usize> {
-        if let Some(i) = self.touched.iter().position(|t| t.pin.pid() == pid) {
+        if let Some(i) = self.touched_at(pid) {
             return Ok(i);
         }
         if self.touched.len() >= MTR_PAGES_MAX {
@@ -475,16 +480,14 @@ impl PageAccess for Mtr<'_> {
         near: usize,
         f: impl FnOnce(&PageBuf) -> R,
     ) -> Result<R> {
-        if let Some(t) = self.touched.iter().find(|t| t.pin.pid() == pid) {
-            return Ok(f(&t.guard));
+        if let Some(i) = self.touched_at(pid) {
+            return Ok(f(&self.touched[i].guard));
         }
         // A page only read takes no place among the touched: no other
         // writer can change it meanwhile (the mini-transaction runs under
         // the store's exclusive latch), and a descent reads its inner
         // nodes this way, then changes at most the leaf.
-        let p = self.pool.fetch_near(pid, near)?;
-        let g = p.read();
-        Ok(f(&g))
+        ReadView::new(self.pool).with_page_near(pid, near, f)
     }
 
     fn file(&self) -> &std::path::Path {
