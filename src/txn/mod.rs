@@ -19,6 +19,7 @@ mod write;
 pub use scan::{KeyRange, Scan};
 
 use crate::sync::Ordering;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 
 use crate::db::{CommitInfo, Db, Table};
@@ -30,6 +31,7 @@ use crate::mvcc::clog;
 use crate::mvcc::{Snapshot, Status};
 use crate::options::{Durability, Isolation};
 use crate::wal::record::{Kind, Op};
+use ssi::Coarsening;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Doom {
@@ -188,13 +190,24 @@ impl Transaction {
     /// the key's partition of the mark table, unless the marks of the
     /// table need coarsening.
     fn ssi_mark(&self, table: &Table, key: &[u8]) {
+        let c = self.ssi_mark_key(table, key);
+        self.ssi_coarsen(c);
+    }
+
+    /// The mark itself, which takes only a partition lock (so the write
+    /// path may take it under the store latch); the coarsening it may ask
+    /// for takes the graph's lock and is left to [`Self::ssi_coarsen`].
+    fn ssi_mark_key(&self, table: &Table, key: &[u8]) -> Option<Coarsening> {
         let inner = self.db.inner();
-        let coarsening = match self.reads.borrow_mut().as_mut() {
-            Some(reads) => reads.mark(&inner.siread, table.root, key),
-            None => return,
-        };
-        if let Some(c) = coarsening {
-            inner.ssi.lock().coarsen(self.token, c);
+        self.reads
+            .borrow_mut()
+            .as_mut()
+            .and_then(|reads| reads.mark(&inner.siread, table.root, key))
+    }
+
+    fn ssi_coarsen(&self, c: Option<Coarsening>) {
+        if let Some(c) = c {
+            self.db.inner().ssi.lock().coarsen(self.token, c);
         }
     }
 
@@ -217,10 +230,10 @@ impl Transaction {
     }
 
     /// The snapshot for one operation.
-    fn snapshot_now(&self) -> Snapshot {
+    fn snapshot_now(&self) -> Cow<'_, Snapshot> {
         match self.level {
-            Isolation::ReadCommitted => self.db.inner().mgr.snapshot(),
-            _ => self.snapshot.clone(),
+            Isolation::ReadCommitted => Cow::Owned(self.db.inner().mgr.snapshot()),
+            _ => Cow::Borrowed(&self.snapshot),
         }
     }
 
@@ -275,11 +288,14 @@ impl Transaction {
     /// Deletes `key`; returns whether it existed (for this transaction).
     pub fn delete(&mut self, table: &Table, key: impl AsRef<[u8]>) -> Result<bool> {
         self.check(table)?;
-        // Whether the key existed is a read, too (marked first, as in `get`).
-        self.ssi_mark(table, key.as_ref());
+        // Whether the key existed is a read, too. Finding no row, the write
+        // path marks the key; a row it stamps needs no mark (see there),
+        // and a delete that wrote nothing has no write to report.
         let r = write::write(self, table, key.as_ref(), None);
         let existed = self.note(r)?;
-        self.ssi_write(table, key.as_ref())?;
+        if existed {
+            self.ssi_write(table, key.as_ref())?;
+        }
         Ok(existed)
     }
 
@@ -305,7 +321,13 @@ impl Transaction {
                 .lock()
                 .read_range(self.token, table.root, range);
         }
-        Ok(Scan::new(self, table.clone(), self.snapshot_now(), lo, hi))
+        Ok(Scan::new(
+            self,
+            table.clone(),
+            self.snapshot_now().into_owned(),
+            lo,
+            hi,
+        ))
     }
 
     pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {

@@ -16,6 +16,7 @@
 
 use std::time::Instant;
 
+use super::ssi::Coarsening;
 use super::Transaction;
 use crate::btree;
 use crate::buffer::mtr::Mtr;
@@ -100,13 +101,15 @@ fn write_loop(tx: &mut Transaction, inner: &Inner, w: &Write<'_>) -> Result<bool
         Op::Delete
     };
     loop {
-        let step = {
+        let (step, coarsening) = {
             let mut latch = inner.store.write();
             let snap = tx.snapshot_now();
             let step = apply(&mut latch.mtr, inner, w, &snap, tx.level)?;
             latch.commit_write(op as u8, w.me, w.table.root, w.key)?;
-            step
+            let mark = absence_mark(tx, w, &step);
+            (step, mark)
         };
+        tx.ssi_coarsen(coarsening);
         match step {
             Step::Done { existed } => {
                 tx.versions.written += u64::from(w.value.is_some());
@@ -121,6 +124,20 @@ fn write_loop(tx: &mut Transaction, inner: &Inner, w: &Write<'_>) -> Result<bool
                     .wait_for(w.me, holder, inner.mgr.clog(), deadline)?
             }
         }
+    }
+}
+
+/// A delete's SIREAD mark. A delete that stamps a row takes none: every
+/// concurrent writer of the row meets the stamp and waits or fails
+/// (first updater wins), as PostgreSQL drops a tuple's SIREAD lock once
+/// the same transaction writes the tuple. A delete that finds no row has
+/// read the key's absence, and marks it before the store latch goes:
+/// every writer inserts under that latch and looks for marks after it,
+/// so none can slip in between the read and the mark.
+fn absence_mark(tx: &Transaction, w: &Write<'_>, step: &Step) -> Option<Coarsening> {
+    match (w.value, step) {
+        (None, Step::Done { existed: false }) => tx.ssi_mark_key(w.table, w.key),
+        _ => None,
     }
 }
 
