@@ -134,6 +134,11 @@ pub(crate) struct Buffers {
     arena: Vec<u8>,
     /// The log record being encoded.
     log: Vec<u8>,
+    /// At commit, the changed pages (by index into `touched`) with their
+    /// changed ranges (a span of `ranges`) or `None`, logged whole...
+    logged: Vec<(usize, Option<(usize, usize)>)>,
+    /// ...and every page's ranges, one after another.
+    ranges: Vec<(usize, usize)>,
 }
 
 impl Buffers {
@@ -141,8 +146,11 @@ impl Buffers {
     /// an ordinary one's needs.
     pub(crate) fn reset(&mut self) {
         self.pages.truncate(MTR_PAGES_MAX);
-        if self.arena.capacity() > 4 * PAGE_SIZE || self.undo.capacity() > 4 * MTR_PAGES_MAX {
-            (self.undo, self.arena) = Default::default();
+        if self.arena.capacity() > 4 * PAGE_SIZE
+            || self.undo.capacity() > 4 * MTR_PAGES_MAX
+            || self.ranges.capacity() > 4 * MTR_PAGES_MAX
+        {
+            (self.undo, self.arena, self.ranges) = Default::default();
         }
         if self.log.capacity() > 16 * PAGE_SIZE {
             self.log = Vec::new();
@@ -348,52 +356,58 @@ impl<'a> Mtr<'a> {
     ) -> Result<Option<Lsn>> {
         // Each changed page (by index), logged by its changed ranges or
         // (`None`) whole.
-        let mut logged: Vec<(usize, Option<Ranges>)> = Vec::new();
+        let mut logged = std::mem::take(&mut self.bufs.logged);
+        let mut ranges = std::mem::take(&mut self.bufs.ranges);
+        logged.clear();
+        ranges.clear();
         for (i, t) in self.touched.iter().enumerate() {
-            let ranges = match &t.before {
+            let from = ranges.len();
+            let delta = match &t.before {
                 Before::Untouched => continue,
-                _ if t.fresh || page::lsn(&t.guard) <= self.redo => None,
-                Before::Page(b) => diff(b, &t.guard),
+                _ if t.fresh || page::lsn(&t.guard) <= self.redo => false,
+                Before::Page(b) => diff(b, &t.guard, &mut ranges),
                 Before::Ranges => {
-                    let ranges = merged(
+                    merged(
                         self.bufs
                             .undo
                             .iter()
                             .filter(|u| u.0 as usize == i)
                             .map(|&(_, at, len, _)| (at as usize, (at + len) as usize)),
+                        &mut ranges,
                     );
                     #[cfg(debug_assertions)]
                     if let Some(check) = &t.check {
                         assert!(
-                            replays_to(check, &t.guard, t.shift, &ranges),
-                            "page {} changed outside its declared shift {:?} and ranges {ranges:?}",
+                            replays_to(check, &t.guard, t.shift, &ranges[from..]),
+                            "page {} changed outside its declared shift {:?} and ranges {:?}",
                             t.pin.pid(),
-                            t.shift
+                            t.shift,
+                            &ranges[from..]
                         );
                     }
-                    fits_delta(&ranges).then_some(ranges)
+                    fits_delta(&ranges[from..])
                 }
             };
-            match ranges {
-                Some(r) if r.is_empty() => continue,
-                r => logged.push((i, r)),
+            if !delta {
+                ranges.truncate(from);
+                logged.push((i, None));
+            } else if ranges.len() > from {
+                logged.push((i, Some((from, ranges.len()))));
             }
         }
         if logged.is_empty() && kind == Kind::Pages {
+            (self.bufs.logged, self.bufs.ranges) = (logged, ranges);
             self.done = true;
             return Ok(None);
         }
-        let pages: Vec<(PageId, ChangeRef<'_>)> = logged
-            .iter()
-            .map(|(i, ranges)| {
-                let t = &self.touched[*i];
-                let change = match ranges {
-                    Some(r) => ChangeRef::Ranges(&t.guard, r, t.shift),
-                    None => ChangeRef::Full(&t.guard[page::LOGGED_FROM..]),
-                };
-                (t.pin.pid(), change)
-            })
-            .collect();
+        let pages = logged.iter().map(|&(i, span)| {
+            let t = &self.touched[i];
+            let change = match span {
+                Some((a, b)) => ChangeRef::Ranges(&t.guard, &ranges[a..b], t.shift),
+                None => ChangeRef::Full(&t.guard[page::LOGGED_FROM..]),
+            };
+            (t.pin.pid(), change)
+        });
         let head = Head {
             kind,
             op,
@@ -405,10 +419,9 @@ impl<'a> Mtr<'a> {
         // mini-transactions.
         let mut payload = std::mem::take(&mut self.bufs.log);
         payload.clear();
-        encode_into(&head, &pages, &mut payload);
-        drop(pages);
+        encode_into(&head, pages, &mut payload);
         let appended = wal.append_payload(&payload);
-        self.bufs.log = payload;
+        (self.bufs.log, self.bufs.logged, self.bufs.ranges) = (payload, logged, ranges);
         let end = appended?;
         for t in &mut self.touched {
             if t.changed() {
@@ -422,25 +435,30 @@ impl<'a> Mtr<'a> {
 }
 
 /// Byte ranges of a page: `start..end` pairs.
-type Ranges = Vec<(usize, usize)>;
-
-/// Ranges sorted, clipped to the logged part of a page, overlapping and
-/// adjacent ones merged.
-fn merged(ranges: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize)> {
-    let mut rs: Vec<(usize, usize)> = ranges
-        .map(|(s, e)| (s.max(page::LOGGED_FROM), e))
-        .filter(|(s, e)| s < e)
-        .collect();
-    rs.sort_unstable();
+/// Appends `ranges` to `out` sorted, clipped to the logged part of a
+/// page, overlapping and adjacent ones merged.
+fn merged(ranges: impl Iterator<Item = (usize, usize)>, out: &mut Vec<(usize, usize)>) {
+    let from = out.len();
+    out.extend(
+        ranges
+            .map(|(s, e)| (s.max(page::LOGGED_FROM), e))
+            .filter(|(s, e)| s < e),
+    );
+    out[from..].sort_unstable();
     // In place: a range that starts within the one kept before it joins it.
-    rs.dedup_by(|next, kept| {
-        let joins = next.0 <= kept.1;
-        if joins {
-            kept.1 = kept.1.max(next.1);
+    let mut kept = from;
+    for i in from..out.len() {
+        let next = out[i];
+        if i > from && next.0 <= out[kept].1 {
+            out[kept].1 = out[kept].1.max(next.1);
+        } else {
+            if i > from {
+                kept += 1;
+            }
+            out[kept] = next;
         }
-        joins
-    });
-    rs
+    }
+    out.truncate((kept + 1).min(out.len()));
 }
 
 /// Whether replaying what is logged — `shift` on `before`, then `ranges`
@@ -744,6 +762,34 @@ mod tests {
                 seen += 1;
             }
             assert!(seen > crate::limits::CACHE_PAGES_MIN, "nothing was evicted");
+        }
+    }
+
+    proptest::proptest! {
+        /// `merged` appends exactly the bytes its ranges cover (clipped to
+        /// the logged part), as sorted ranges with gaps between them, and
+        /// leaves what `out` already held alone.
+        #[test]
+        fn merged_ranges_cover_the_same_bytes_sorted_and_apart(
+            held in proptest::collection::vec((0usize..64, 0usize..64), 0..3),
+            rs in proptest::collection::vec((0usize..256, 0usize..40), 0..12),
+        ) {
+            let rs: Vec<(usize, usize)> = rs.iter().map(|&(s, l)| (s, s + l)).collect();
+            let mut out = held.clone();
+            merged(rs.iter().copied(), &mut out);
+            proptest::prop_assert_eq!(&out[..held.len()], &held[..]);
+            let got = &out[held.len()..];
+            let covered = |ranges: &[(usize, usize)], b: usize| {
+                ranges.iter().any(|&(s, e)| s <= b && b < e)
+            };
+            for b in 0..300 {
+                let want = b >= LOGGED_FROM && covered(&rs, b);
+                proptest::prop_assert_eq!(covered(got, b), want, "byte {}", b);
+            }
+            for w in got.windows(2) {
+                proptest::prop_assert!(w[0].1 < w[1].0, "{:?} not apart", w);
+            }
+            proptest::prop_assert!(got.iter().all(|&(s, e)| s < e));
         }
     }
 }

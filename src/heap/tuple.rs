@@ -73,9 +73,13 @@ impl<'a> Tuple<'a> {
 
 /// Encodes a new version.
 pub fn encode(xmin: Xid, prev: Tid, key: &[u8], value: Inline<'_>) -> Vec<u8> {
-    let (flags, vlen, body): (u16, u32, Vec<u8>) = match value {
-        Inline::Bytes(v) => (0, v.len() as u32, v.to_vec()),
-        Inline::Overflow { first, len } => (OVERFLOW, len, first.0.to_le_bytes().to_vec()),
+    let page;
+    let (flags, vlen, body): (u16, u32, &[u8]) = match value {
+        Inline::Bytes(v) => (0, v.len() as u32, v),
+        Inline::Overflow { first, len } => {
+            page = first.0.to_le_bytes();
+            (OVERFLOW, len, &page)
+        }
     };
     let mut t = Vec::with_capacity(HEADER + key.len() + body.len());
     t.extend_from_slice(&xmin.0.to_le_bytes());
@@ -85,7 +89,7 @@ pub fn encode(xmin: Xid, prev: Tid, key: &[u8], value: Inline<'_>) -> Vec<u8> {
     t.extend_from_slice(&(key.len() as u16).to_le_bytes());
     t.extend_from_slice(&vlen.to_le_bytes());
     t.extend_from_slice(key);
-    t.extend_from_slice(&body);
+    t.extend_from_slice(body);
     t
 }
 

@@ -148,6 +148,8 @@ impl<'t> Scan<'t> {
             Dir::Reverse => &mut self.back,
         };
         let before = side.len();
+        // Grown once to the batch, not doubled up to it entry by entry.
+        side.reserve(self.batch);
         let bounds = (
             self.lo.as_ref().map(Vec::as_slice),
             self.hi.as_ref().map(Vec::as_slice),

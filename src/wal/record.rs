@@ -266,30 +266,40 @@ impl ChangeRef<'_> {
 /// leaves out its longest run of zero bytes (form 3), as PostgreSQL leaves
 /// out a page's hole: a fresh page, a freed one, and the gap between a
 /// slotted page's slots and its cells cost the log nothing.
-pub fn encode_into(head: &Head<'_>, pages: &[(PageId, ChangeRef<'_>)], out: &mut Vec<u8>) {
+///
+/// `pages` is walked more than once (hence `Clone`): a mini-transaction
+/// passes its pages as an iterator rather than collecting them, so that a
+/// small write allocates nothing.
+pub fn encode_into<'p>(
+    head: &Head<'_>,
+    pages: impl Iterator<Item = (PageId, ChangeRef<'p>)> + Clone,
+    out: &mut Vec<u8>,
+) {
     // Each full image's hole, found once (no list at all for a record of
     // deltas only, the usual one).
-    let holes: Vec<Option<(usize, usize)>> =
-        if pages.iter().any(|(_, ch)| matches!(ch, ChangeRef::Full(_))) {
-            pages
-                .iter()
-                .map(|(_, ch)| match ch {
-                    ChangeRef::Full(bytes) => Some(hole(bytes)).filter(|&(_, len)| len >= HOLE_MIN),
-                    _ => None,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+    let holes: Vec<Option<(usize, usize)>> = if pages
+        .clone()
+        .any(|(_, ch)| matches!(ch, ChangeRef::Full(_)))
+    {
+        pages
+            .clone()
+            .map(|(_, ch)| match ch {
+                ChangeRef::Full(bytes) => Some(hole(bytes)).filter(|&(_, len)| len >= HOLE_MIN),
+                _ => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let hole_of = |i: usize| holes.get(i).copied().flatten();
     // Sized exactly up front: records are encoded for every change.
     let size = PAYLOAD_HDR
         + head.key.len()
         + pages
-            .iter()
+            .clone()
             .enumerate()
             .map(|(i, (_, ch))| {
-                5 + match (ch, hole_of(i)) {
+                5 + match (&ch, hole_of(i)) {
                     (ChangeRef::Full(bytes), Some((_, len))) => 4 + bytes.len() - len,
                     (ChangeRef::Full(bytes), None) => bytes.len(),
                     (delta, _) => {
@@ -305,11 +315,11 @@ pub fn encode_into(head: &Head<'_>, pages: &[(PageId, ChangeRef<'_>)], out: &mut
     out.push(head.op);
     out.extend_from_slice(&head.xid.0.to_le_bytes());
     out.extend_from_slice(&head.aux.to_le_bytes());
-    out.extend_from_slice(&(pages.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(pages.clone().count() as u16).to_le_bytes());
     debug_assert!(head.key.len() <= KEY_MAX);
     out.extend_from_slice(&(head.key.len() as u16).to_le_bytes());
     out.extend_from_slice(head.key);
-    for (i, (pid, ch)) in pages.iter().enumerate() {
+    for (i, (pid, ch)) in pages.enumerate() {
         let hole = hole_of(i);
         out.extend_from_slice(&pid.0.to_le_bytes());
         match ch {
@@ -397,7 +407,7 @@ impl Record {
             })
             .collect();
         let mut out = Vec::new();
-        encode_into(&self.head(), &pages, &mut out);
+        encode_into(&self.head(), pages.into_iter(), &mut out);
         out
     }
 
@@ -709,13 +719,13 @@ pub fn unframe(b: &[u8]) -> Framed<'_> {
     Framed::Ok(payload, FRAME_HDR + len)
 }
 
-/// Byte ranges where `after` differs from `before`, from `LOGGED_FROM` on;
-/// ranges closer than 8 bytes are merged. `None` when a full image is
-/// smaller.
-pub fn diff(before: &PageBuf, after: &PageBuf) -> Option<Vec<(usize, usize)>> {
+/// Appends to `ranges` the byte ranges where `after` differs from
+/// `before`, from `LOGGED_FROM` on; ranges closer than 8 bytes are merged.
+/// Returns whether they cost less than a full image.
+pub fn diff(before: &PageBuf, after: &PageBuf, ranges: &mut Vec<(usize, usize)>) -> bool {
     const GAP: usize = 8;
     let differs = |i: usize| before[i] != after[i];
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let from = ranges.len();
     let mut i = LOGGED_FROM;
     while i < PAGE_SIZE {
         // Skip equal 64-byte blocks, then 8-byte words: pages differ in a
@@ -744,7 +754,7 @@ pub fn diff(before: &PageBuf, after: &PageBuf) -> Option<Vec<(usize, usize)>> {
         ranges.push((start, end));
         i = end;
     }
-    fits_delta(&ranges).then_some(ranges)
+    fits_delta(&ranges[from..])
 }
 
 /// Whether logging the bytes in `ranges` costs less than a full image.
@@ -988,14 +998,14 @@ mod tests {
             let mut replayed = before;
             // Through the encoder, as a mini-transaction logs it: the
             // shift, then the bytes changed after it.
-            let ranges = diff(&shifted, &after);
-            let change = match &ranges {
-                Some(r) => ChangeRef::Ranges(&after, r, shift),
-                None => ChangeRef::Full(&after[LOGGED_FROM..]),
+            let mut ranges = Vec::new();
+            let change = match diff(&shifted, &after, &mut ranges) {
+                true => ChangeRef::Ranges(&after, &ranges, shift),
+                false => ChangeRef::Full(&after[LOGGED_FROM..]),
             };
             let head = Record::bare(Kind::Pages, Xid(1), 0);
             let mut payload = Vec::new();
-            encode_into(&head.head(), &[(PageId(3), change)], &mut payload);
+            encode_into(&head.head(), [(PageId(3), change)].into_iter(), &mut payload);
             let rec = RecordRef::parse(&payload).expect("decodes");
             for (_, ch) in rec.changes() {
                 apply(&mut replayed, &ch);
