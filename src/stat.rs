@@ -66,6 +66,12 @@ pub struct Stats {
     pub prepared: Vec<PreparedTransaction>,
     /// Page cache size in bytes.
     pub cache_bytes: usize,
+    /// Pages read from the data file since the database was opened: the
+    /// page cache's misses. Many of them per operation mean the working
+    /// set outgrew `cache_size`. Taken before this call's own walk.
+    pub page_reads: u64,
+    /// Pages written to the data file since the database was opened.
+    pub page_writes: u64,
     /// Whether the database was opened read-only.
     pub read_only: bool,
 }
@@ -101,6 +107,7 @@ impl Stats {
 
 pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
     let store = &inner.store;
+    let (page_reads, page_writes) = store.pool.io_counts();
     let (pages, free_pages) = {
         let mut r = store.read();
         let m = r.view.read_meta()?;
@@ -146,6 +153,8 @@ pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
         tables,
         prepared: inner.prepared.list(),
         cache_bytes: store.pool.capacity_bytes(),
+        page_reads,
+        page_writes,
         read_only: inner.opts.read_only,
     })
 }

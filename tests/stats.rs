@@ -123,3 +123,65 @@ fn a_checkpoint_returns_the_log_it_no_longer_needs() {
     let tx = db.begin_read().expect("read");
     assert_eq!(common::rows(&tx, &db.table("a").expect("a")).len(), 20_000);
 }
+
+/// `page_reads` counts the page cache's misses: a table three times the
+/// cache is read back from the file when scanned, one the cache holds is
+/// not. `page_writes` counts what a checkpoint wrote.
+#[test]
+fn stats_count_page_reads_past_the_cache_and_none_within_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rows = |db: &strata::Db, t: &strata::Table| {
+        let r = db.begin_read().expect("reader");
+        r.scan(t, ..).expect("scan").count()
+    };
+    let cache_pages = {
+        let opts = strata::Options::default().cache_size(4 << 20);
+        let db = strata::Db::open_with(tmp.path(), opts).expect("open");
+        let t = db.table("t").expect("t");
+        let mut tx = db.begin().expect("begin");
+        for i in 0..60_000u32 {
+            tx.put(&t, format!("k{i:08}"), [7u8; 180]).expect("put");
+        }
+        tx.commit().expect("commit");
+        db.checkpoint().expect("checkpoint");
+        let s = db.stats().expect("stats");
+        assert!(
+            s.page_writes >= s.heap_pages,
+            "{} pages written, {} heap pages on disk",
+            s.page_writes,
+            s.heap_pages
+        );
+        let before = s.page_reads;
+        assert_eq!(rows(&db, &t), 60_000);
+        let s = db.stats().expect("stats");
+        let cache_pages = (s.cache_bytes / s.page_size) as u64;
+        assert!(
+            s.heap_pages > 3 * cache_pages,
+            "the table outgrows the cache"
+        );
+        assert!(
+            s.page_reads - before >= s.heap_pages - cache_pages,
+            "{} reads for {} heap pages through {} frames",
+            s.page_reads - before,
+            s.heap_pages,
+            cache_pages
+        );
+        cache_pages
+    };
+    let opts = strata::Options::default().cache_size(64 << 20);
+    let db = strata::Db::open_with(tmp.path(), opts).expect("reopen");
+    let t = db.table("t").expect("t");
+    db.stats().expect("stats");
+    assert_eq!(rows(&db, &t), 60_000);
+    let warm = db.stats().expect("stats");
+    assert!(
+        warm.page_reads > cache_pages,
+        "the first pass read the table"
+    );
+    assert_eq!(rows(&db, &t), 60_000);
+    assert_eq!(
+        db.stats().expect("stats").page_reads,
+        warm.page_reads,
+        "everything was cached"
+    );
+}

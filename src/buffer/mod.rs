@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::sync::{AtomicBool, AtomicU32, Mutex, Ordering, RwLock};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RwLock};
 
 use crate::error::{Error, Result};
 use crate::ids::PageId;
@@ -94,6 +94,9 @@ pub struct BufferPool {
     /// cache (changed by replay) is kept here instead, and read back from
     /// here.
     overlay: Option<Mutex<HashMap<PageId, Box<PageBuf>>>>,
+    /// Pages read from the data file (cache misses) and written to it,
+    /// since the pool was made (`Db::stats`).
+    io: [AtomicU64; 2],
 }
 
 /// A pinned page: it stays in its frame until this is dropped.
@@ -162,6 +165,7 @@ impl BufferPool {
             torn: Mutex::new(HashSet::new()),
             buffers: Mutex::new(mtr::Buffers::default()),
             overlay: None,
+            io: Default::default(),
         })
     }
 
@@ -186,6 +190,12 @@ impl BufferPool {
     /// Bytes of page cache (frames × page size).
     pub fn capacity_bytes(&self) -> usize {
         self.frames.len() * PAGE_SIZE
+    }
+
+    /// Pages read from the data file, and pages written to it, so far.
+    pub fn io_counts(&self) -> (u64, u64) {
+        let [r, w] = &self.io;
+        (r.load(Ordering::Relaxed), w.load(Ordering::Relaxed))
     }
 
     /// The data file's path, for error messages.
@@ -371,6 +381,7 @@ impl BufferPool {
         }
         let off = pid.0 as u64 * PAGE_SIZE as u64;
         self.file.read_at(data, off)?;
+        self.io[0].fetch_add(1, Ordering::Relaxed);
         if let Err(why) = page::verify(data, pid) {
             if self.recovering.load(Ordering::Acquire) {
                 data.fill(0);
@@ -446,7 +457,9 @@ impl BufferPool {
             w.flush(page::lsn(data), true)?;
         }
         page::seal(data);
-        self.file.write_at(data, pid.0 as u64 * PAGE_SIZE as u64)
+        self.file.write_at(data, pid.0 as u64 * PAGE_SIZE as u64)?;
+        self.io[1].fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Writes every dirty page and fsyncs the data file (a checkpoint's

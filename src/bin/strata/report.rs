@@ -43,8 +43,10 @@ pub fn stat(db: &Db, dir: &Path) -> Outcome {
     );
     println!("next xid      {}", s.next_xid);
     println!(
-        "cache         {:.0} MiB (this tool's open)",
-        mib(s.cache_bytes as u64)
+        "cache         {:.0} MiB (this tool's open: {} page reads, {} page writes)",
+        mib(s.cache_bytes as u64),
+        s.page_reads,
+        s.page_writes
     );
     println!(
         "dead versions {:.1}% of all versions (what vacuum would remove now)",
