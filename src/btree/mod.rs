@@ -23,6 +23,7 @@
 
 pub mod node;
 
+use std::borrow::Cow;
 use std::ops::Bound;
 
 use crate::buffer::mtr::{Mtr, PageAccess};
@@ -746,9 +747,11 @@ pub fn range_with(
     limit: usize,
     mut take: impl FnMut(&[u8], &[u8]),
 ) -> Result<bool> {
-    let mut cursor: Bound<Vec<u8>> = match dir {
-        Dir::Forward => lo.map(<[u8]>::to_vec),
-        Dir::Reverse => hi.map(<[u8]>::to_vec),
+    // Borrowed until the range crosses into a second leaf: most ranges
+    // end in their first.
+    let mut cursor: Bound<Cow<'_, [u8]>> = match dir {
+        Dir::Forward => lo.map(Cow::Borrowed),
+        Dir::Reverse => hi.map(Cow::Borrowed),
     };
     let mut taken = 0;
     loop {
@@ -761,8 +764,8 @@ pub fn range_with(
         };
         let d = descend(acc, root, seek)?;
         let (lo_now, hi_now) = match dir {
-            Dir::Forward => (cursor.as_ref().map(Vec::as_slice), hi),
-            Dir::Reverse => (lo, cursor.as_ref().map(Vec::as_slice)),
+            Dir::Forward => (cursor.as_ref().map(|k| &**k), hi),
+            Dir::Reverse => (lo, cursor.as_ref().map(|k| &**k)),
         };
         let full = acc.with_page(d.leaf, |p| {
             let n = node::count(p);
@@ -774,11 +777,16 @@ pub fn range_with(
                 Bound::Included(k) => Some(edge(p, k, dir == Dir::Reverse, d.bounds)?),
                 Bound::Excluded(k) => Some(edge(p, k, dir == Dir::Forward, d.bounds)?),
             };
-            let order: Box<dyn Iterator<Item = usize>> = match dir {
-                Dir::Forward => Box::new(from.unwrap_or(0)..n),
-                Dir::Reverse => Box::new((0..from.unwrap_or(n)).rev()),
+            // The j-th cell in the scan's direction.
+            let (start, cells) = match dir {
+                Dir::Forward => (from.unwrap_or(0), n.saturating_sub(from.unwrap_or(0))),
+                Dir::Reverse => (from.unwrap_or(n), from.unwrap_or(n)),
             };
-            for i in order {
+            for j in 0..cells {
+                let i = match dir {
+                    Dir::Forward => start + j,
+                    Dir::Reverse => start - 1 - j,
+                };
                 let k = node::key(p, i)?;
                 if within(k, lo_now, hi_now) {
                     take(k, node::value(p, i)?);
@@ -820,7 +828,7 @@ pub fn range_with(
                 if outside {
                     return Ok(true);
                 }
-                cursor = b;
+                cursor = b.map(Cow::Owned);
             }
         }
     }

@@ -82,13 +82,42 @@ impl<K: AsRef<[u8]>> KeyRange for (Bound<K>, Bound<K>) {
 
 type Row = (Vec<u8>, Vec<u8>);
 
-/// An index entry fetched but not yet read: the key, the tid of its
-/// newest version then (`None`: the entry was malformed), and the heap's
-/// removal count at that moment.
+/// Moves a scan's bound past `key` (exclusive), reusing the bound's buffer.
+fn past(bound: &mut Bound<Vec<u8>>, key: &[u8]) {
+    let mut buf = match std::mem::replace(bound, Bound::Unbounded) {
+        Bound::Included(b) | Bound::Excluded(b) => b,
+        Bound::Unbounded => Vec::new(),
+    };
+    buf.clear();
+    buf.extend_from_slice(key);
+    *bound = Bound::Excluded(buf);
+}
+
+/// An index entry fetched but not yet read: where its key lies in its
+/// end's key buffer, the tid of its newest version then (`None`: the entry
+/// was malformed), and the heap's removal count at that moment.
 struct Pending {
-    key: Vec<u8>,
+    key: (u32, u32),
     tid: Option<Tid>,
     removals: u64,
+}
+
+/// The entries fetched from one end of the range and not yet taken, with
+/// their keys in one buffer (a row's key is copied out only when the row
+/// is returned: a batch holds more entries than most scans take).
+#[derive(Default)]
+struct End {
+    pending: VecDeque<Pending>,
+    keys: Vec<u8>,
+}
+
+impl End {
+    fn key(&self, p: &Pending) -> &[u8] {
+        let (at, len) = (p.key.0 as usize, p.key.1 as usize);
+        // Offsets were taken from this buffer, which is cleared only when
+        // no entry is pending.
+        self.keys.get(at..at + len).unwrap_or_default()
+    }
 }
 
 /// Iterator over `Result<(key, value)>` in key order (or reverse with `.rev()`).
@@ -99,8 +128,8 @@ pub struct Scan<'t> {
     /// Everything below (forward end) / above (back end) was fetched.
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
-    front: VecDeque<Pending>,
-    back: VecDeque<Pending>,
+    front: End,
+    back: End,
     exhausted: bool,
     failed: bool,
     /// Entries the next batch fetches: small first (most scans stop
@@ -129,8 +158,8 @@ impl<'t> Scan<'t> {
             snap,
             lo,
             hi,
-            front: VecDeque::new(),
-            back: VecDeque::new(),
+            front: End::default(),
+            back: End::default(),
             exhausted: empty,
             failed: false,
             batch: SCAN_BATCH_FIRST,
@@ -147,9 +176,13 @@ impl<'t> Scan<'t> {
             Dir::Forward => &mut self.front,
             Dir::Reverse => &mut self.back,
         };
-        let before = side.len();
-        // Grown once to the batch, not doubled up to it entry by entry.
-        side.reserve(self.batch);
+        // Called only when this end has nothing pending.
+        debug_assert!(side.pending.is_empty());
+        side.keys.clear();
+        // Grown once to the batch (and keys of up to 32 bytes), not doubled
+        // up to it entry by entry.
+        side.pending.reserve(self.batch);
+        side.keys.reserve(self.batch * 32);
         let bounds = (
             self.lo.as_ref().map(Vec::as_slice),
             self.hi.as_ref().map(Vec::as_slice),
@@ -165,8 +198,12 @@ impl<'t> Scan<'t> {
             dir,
             self.batch,
             |k, e| {
-                side.push_back(Pending {
-                    key: k.to_vec(),
+                // Keys are at most KEY_MAX bytes and a batch at most
+                // SCAN_BATCH entries: offsets fit in u32.
+                let key = (side.keys.len() as u32, k.len() as u32);
+                side.keys.extend_from_slice(k);
+                side.pending.push_back(Pending {
+                    key,
                     tid: chain::tid_of(e),
                     removals,
                 })
@@ -175,12 +212,12 @@ impl<'t> Scan<'t> {
         drop(r);
         self.batch = (self.batch * 2).min(SCAN_BATCH);
         self.exhausted = done;
-        if let Some(last) = side.range(before..).next_back() {
-            let past = Bound::Excluded(last.key.clone());
-            match dir {
-                Dir::Forward => self.lo = past,
-                Dir::Reverse => self.hi = past,
-            }
+        if let Some(last) = side.pending.back() {
+            let bound = match dir {
+                Dir::Forward => &mut self.lo,
+                Dir::Reverse => &mut self.hi,
+            };
+            past(bound, side.key(last));
         }
         Ok(())
     }
@@ -192,7 +229,7 @@ impl<'t> Scan<'t> {
     /// is still a right place to start: versions newer than the fetch were
     /// written after this scan's snapshot and its SSI marks, so they are
     /// neither visible nor needed to detect a conflict.
-    fn resolve(&self, p: &Pending) -> Result<Option<Vec<u8>>> {
+    fn resolve(&self, p: &Pending, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let inner = self.tx.db.inner();
         let mut unseen = Vec::new();
         let value = {
@@ -200,7 +237,7 @@ impl<'t> Scan<'t> {
             let tid = if inner.store.fsm.removals() == p.removals {
                 p.tid
             } else {
-                match btree::get_with(&mut r.view, self.table.root, &p.key, chain::tid_of)? {
+                match btree::get_with(&mut r.view, self.table.root, key, chain::tid_of)? {
                     Some(t) => t,
                     None => return Ok(None),
                 }
@@ -219,20 +256,33 @@ impl<'t> Scan<'t> {
         Ok(value)
     }
 
-    fn next_pending(&mut self, dir: Dir) -> Result<Option<Pending>> {
+    /// The next entry from `dir`'s end, and the end whose buffer holds its
+    /// key.
+    fn next_pending(&mut self, dir: Dir) -> Result<Option<(Pending, Dir)>> {
+        let other_dir = match dir {
+            Dir::Forward => Dir::Reverse,
+            Dir::Reverse => Dir::Forward,
+        };
         loop {
-            let (mine, other) = match dir {
-                Dir::Forward => (&mut self.front, &mut self.back),
-                Dir::Reverse => (&mut self.back, &mut self.front),
-            };
-            if let Some(p) = mine.pop_front() {
-                return Ok(Some(p));
+            if let Some(p) = self.end(dir).pending.pop_front() {
+                return Ok(Some((p, dir)));
             }
             if self.exhausted {
                 // The other end may hold entries fetched from its side.
-                return Ok(other.pop_back());
+                return Ok(self
+                    .end(other_dir)
+                    .pending
+                    .pop_back()
+                    .map(|p| (p, other_dir)));
             }
             self.fill(dir)?;
+        }
+    }
+
+    fn end(&mut self, dir: Dir) -> &mut End {
+        match dir {
+            Dir::Forward => &mut self.front,
+            Dir::Reverse => &mut self.back,
         }
     }
 
@@ -251,8 +301,8 @@ impl<'t> Scan<'t> {
     /// work. A hint only: an entry is checked when it is resolved.
     fn warm_next(&self, dir: Dir) {
         let side = match dir {
-            Dir::Forward => &self.front,
-            Dir::Reverse => &self.back,
+            Dir::Forward => &self.front.pending,
+            Dir::Reverse => &self.back.pending,
         };
         let pool = &self.tx.db.inner().store.pool;
         // A pipeline of the three misses a row costs: three rows ahead,
@@ -271,10 +321,14 @@ impl<'t> Scan<'t> {
 
     /// The next row visible to the scan's snapshot; `None` at the end.
     fn next_row(&mut self, dir: Dir) -> Result<Option<Row>> {
-        while let Some(p) = self.next_pending(dir)? {
+        while let Some((p, from)) = self.next_pending(dir)? {
             self.warm_next(dir);
-            if let Some(value) = self.resolve(&p)? {
-                return Ok(Some((p.key, value)));
+            let key = match from {
+                Dir::Forward => self.front.key(&p),
+                Dir::Reverse => self.back.key(&p),
+            };
+            if let Some(value) = self.resolve(&p, key)? {
+                return Ok(Some((key.to_vec(), value)));
             }
         }
         Ok(None)
