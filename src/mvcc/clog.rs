@@ -14,9 +14,11 @@
 //! Aborts are not logged: an xid below the crash horizon (the first xid
 //! handed out after the last restart) with no recorded outcome is aborted.
 
+use std::cell::Cell;
+
 use crate::hash::IntMap;
 
-use crate::sync::RwLock;
+use crate::sync::{AtomicU64, Ordering, RwLock};
 
 use super::snapshot::{Status, StatusOf};
 use crate::buffer::mtr::{Mtr, PageAccess};
@@ -46,6 +48,9 @@ pub type Chunks = Vec<(u64, Box<[u8]>)>;
 /// exists, so memory follows the xids actually used, whatever numbers
 /// damaged input might claim.
 pub struct Clog {
+    /// Tells this commit log's entries in a thread's `LAST` apart from
+    /// another database's, and from its own before `keep_in_doubt`.
+    id: AtomicU64,
     chunks: RwLock<IntMap<u64, Box<[u8]>>>,
     crash_horizon: Xid,
     /// Prepared transactions found at open: below the horizon, yet still
@@ -64,6 +69,7 @@ impl Clog {
     /// outcome count as aborted.
     pub fn new(chunks: Chunks, crash_horizon: Xid) -> Clog {
         Clog {
+            id: AtomicU64::new(fresh_id()),
             chunks: RwLock::new(chunks.into_iter().collect()),
             crash_horizon,
             in_doubt: RwLock::new(Default::default()),
@@ -74,6 +80,9 @@ impl Clog {
     /// progress although it is below the crash horizon.
     pub fn keep_in_doubt(&self, xid: Xid) {
         self.in_doubt.write().insert(xid);
+        // Open calls this before any reader runs; a fresh id still makes
+        // sure no thread answers "aborted" for `xid` from `LAST`.
+        self.id.store(fresh_id(), Ordering::Release);
     }
 
     /// Records an outcome.
@@ -96,8 +105,39 @@ impl Clog {
     }
 }
 
+thread_local! {
+    /// The last final status this thread looked up: (commit log, xid,
+    /// status), as PostgreSQL keeps the last xid it fetched
+    /// (`cachedFetchXid`). Rows are mostly read in runs written by one
+    /// transaction, and a hit skips the chunk table's lock. Only final
+    /// outcomes are kept: an xid in progress may finish any moment, but
+    /// committed and aborted never change.
+    static LAST: Cell<(u64, Xid, Status)> = const { Cell::new((u64::MAX, Xid::NONE, Status::InProgress)) };
+}
+
+/// A commit-log id no other commit log in this process had.
+fn fresh_id() -> u64 {
+    static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl StatusOf for Clog {
     fn status(&self, xid: Xid) -> Status {
+        let id = self.id.load(Ordering::Acquire);
+        let last = LAST.with(Cell::get);
+        if last.0 == id && last.1 == xid {
+            return last.2;
+        }
+        let st = self.lookup(xid);
+        if st != Status::InProgress {
+            LAST.with(|l| l.set((id, xid, st)));
+        }
+        st
+    }
+}
+
+impl Clog {
+    fn lookup(&self, xid: Xid) -> Status {
         let (k, byte, shift) = locate(xid);
         let v = self
             .chunks
@@ -269,4 +309,33 @@ pub fn load(acc: &mut impl PageAccess, first_dir: PageId, next_xid: Xid) -> Resu
         }
     }
     Ok(chunks)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The one-entry cache answers only for its own commit log, never
+    /// keeps an xid in progress, and forgets an xid `keep_in_doubt`
+    /// turns back to in progress.
+    #[test]
+    fn the_last_status_cache_never_answers_wrongly() {
+        let a = Clog::new(Vec::new(), Xid(10));
+        let b = Clog::new(Vec::new(), Xid(0));
+        a.set(Xid(20), Status::Committed);
+        assert_eq!(a.status(Xid(20)), Status::Committed);
+        assert_eq!(b.status(Xid(20)), Status::InProgress, "another database");
+        assert_eq!(a.status(Xid(21)), Status::InProgress);
+        a.set(Xid(21), Status::Aborted);
+        assert_eq!(
+            a.status(Xid(21)),
+            Status::Aborted,
+            "in progress is not kept"
+        );
+        assert_eq!(a.status(Xid(5)), Status::Aborted, "below the crash horizon");
+        a.keep_in_doubt(Xid(5));
+        assert_eq!(a.status(Xid(5)), Status::InProgress, "prepared, in doubt");
+        a.set(Xid(5), Status::Committed);
+        assert_eq!(a.status(Xid(5)), Status::Committed);
+    }
 }
