@@ -434,9 +434,9 @@ impl<'a> Mtr<'a> {
     }
 }
 
-/// Byte ranges of a page: `start..end` pairs.
-/// Appends `ranges` to `out` sorted, clipped to the logged part of a
-/// page, overlapping and adjacent ones merged.
+/// Appends `ranges` (byte ranges of a page, `start..end`) to `out`
+/// sorted, clipped to the logged part of a page, overlapping and adjacent
+/// ones merged.
 fn merged(ranges: impl Iterator<Item = (usize, usize)>, out: &mut Vec<(usize, usize)>) {
     let from = out.len();
     out.extend(
