@@ -24,6 +24,14 @@
 //! second finds the other — as a mark, or as a version to skip — and no
 //! edge is lost. (Marking after reading lost edges: the bank test caught it.)
 //!
+//! A delete reads too (whether its key existed). If it stamped a row, it
+//! leaves no mark: every concurrent writer of the row meets the stamp and
+//! waits or fails first-updater-wins, as PostgreSQL drops a tuple's
+//! SIREAD lock once its transaction writes the tuple. If it found no row,
+//! it marks the key before letting go of the store latch under which it
+//! looked, which every writer holds while it writes and lets go of before
+//! it checks marks: the mark comes after the read, yet still first.
+//!
 //! Bookkeeping: each serializable transaction has an entry; one counter
 //! orders snapshots, commit starts ("prepared") and commit publications.
 //! A committed entry, with its marks, stays until no transaction
