@@ -280,3 +280,51 @@ fn ssi_marking_never_loses_an_edge() {
         );
     });
 }
+
+/// SSI and a delete that finds no row: the delete looks for the key under
+/// the store's exclusive latch and, finding nothing, marks the key before
+/// letting the latch go (`write::absence_mark`); an insert of the key
+/// writes under the same latch and checks the marks after letting it go.
+/// In every interleaving either the delete meets the new row (and waits
+/// for, or fails against, its writer) or the edge deleter → inserter is
+/// recorded. (A mark taken after the latch is let go loses the edge in
+/// some interleaving.)
+#[test]
+fn an_absent_key_delete_never_loses_its_edge() {
+    use strata::txn::ssi::Ssi;
+    loom::model(|| {
+        const TABLE: PageId = PageId(3);
+        let mut graph = Ssi::default();
+        let mut deleter = graph.begin(1);
+        let _inserter = graph.begin(2);
+        graph.assign(2, Xid(7));
+        let marks = graph.marks();
+        let ssi = Arc::new(loom::sync::Mutex::new(graph));
+        // The store latch over the key's row: 0 none, 7 the insert's.
+        let store = Arc::new(loom::sync::RwLock::new(0u64));
+        let inserter = {
+            let (ssi, store) = (ssi.clone(), store.clone());
+            thread::spawn(move || {
+                *store.write().expect("latch") = 7;
+                ssi.lock()
+                    .expect("ssi")
+                    .write(2, TABLE, b"k")
+                    .expect("write");
+            })
+        };
+        let found = {
+            let latch = store.write().expect("latch");
+            if *latch == 0 {
+                assert!(deleter.mark(&marks, TABLE, b"k").is_none());
+            }
+            *latch
+        };
+        inserter.join().expect("inserter");
+        if found == 0 {
+            assert!(
+                ssi.lock().expect("ssi").has_edge(1, 2),
+                "the absent key's rw-antidependency was lost"
+            );
+        }
+    });
+}
