@@ -235,6 +235,37 @@ fn lock_free_hits_never_pin_a_frame_changing_pages() {
     });
 }
 
+/// Buffer pool: a cached read holds the frame's read latch and no pin
+/// (`BufferPool::cached`), so evictions may claim its frame meanwhile. One
+/// thread reads page 1 that way, twice, while the other fetches pages 2
+/// and 3 through the two frames, evicting page 1 when it can; whatever
+/// interleaving, a cached read sees page 1's bytes, before and after a
+/// yield, or finds the page gone.
+#[test]
+fn unpinned_cached_reads_never_see_another_page() {
+    loom::model(|| {
+        let pool = three_page_pool();
+        drop(pool.fetch(PageId(1)).expect("load 1"));
+        let reader = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    if let Some(page) = pool.cached(PageId(1), 100) {
+                        let first = page[100];
+                        thread::yield_now();
+                        assert_eq!((first, page[100]), (1, 1), "read another page's bytes");
+                    }
+                }
+            })
+        };
+        for p in [2u32, 3] {
+            let pin = pool.fetch(PageId(p)).expect("fetch");
+            assert_eq!(pin.read()[100], p as u8, "pinned the wrong page");
+        }
+        reader.join().expect("reader");
+    });
+}
+
 /// SSI conflict marking: a reader marks a key (in its partition of the
 /// mark table, without the graph's lock) and then reads it; a writer writes
 /// the key and then, under the graph's lock, checks the marks. In every

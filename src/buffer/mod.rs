@@ -281,6 +281,29 @@ impl BufferPool {
         }
     }
 
+    /// `pid`'s page if it is cached, read-latched but not pinned. The
+    /// latch stands in for the pin (as in `prefetch_within`): an eviction
+    /// may claim the frame meanwhile, but it loads another page only under
+    /// the frame's write latch, so the bytes stay `pid`'s until the guard
+    /// is dropped. A hit then costs the latch's two atomic operations, not
+    /// the pin's two more, on a line every reader of the page shares (the
+    /// B+tree's root and inner nodes are read by every lookup). `None`: a
+    /// miss, or the frame is changing pages; pin it (`fetch_near`).
+    pub fn cached(&self, pid: PageId, near: usize) -> Option<PageRef<'_>> {
+        let idx = self.table.find(pid)?;
+        self.warm(idx, near);
+        let f = self.frames.get(idx)?;
+        let page = frames::read(&f.data);
+        if f.pid.load(Ordering::Acquire) != pid.0 {
+            return None;
+        }
+        // Read first: a store per hit would bounce the line between cores.
+        if !f.referenced.load(Ordering::Relaxed) {
+            f.referenced.store(true, Ordering::Release);
+        }
+        Some(page)
+    }
+
     /// Starts loading frame `idx`'s page header and the line at byte
     /// `near`.
     fn warm(&self, idx: usize, near: usize) {
