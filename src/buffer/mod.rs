@@ -281,27 +281,41 @@ impl BufferPool {
         }
     }
 
-    /// `pid`'s page if it is cached, read-latched but not pinned. The
-    /// latch stands in for the pin (as in `prefetch_within`): an eviction
-    /// may claim the frame meanwhile, but it loads another page only under
-    /// the frame's write latch, so the bytes stay `pid`'s until the guard
-    /// is dropped. A hit then costs the latch's two atomic operations, not
-    /// the pin's two more, on a line every reader of the page shares (the
-    /// B+tree's root and inner nodes are read by every lookup). `None`: a
-    /// miss, or the frame is changing pages; pin it (`fetch_near`).
-    pub fn cached(&self, pid: PageId, near: usize) -> Option<PageRef<'_>> {
-        let idx = self.table.find(pid)?;
+    /// Runs `f` on page `pid`, which on a hit is read-latched but not
+    /// pinned. The latch stands in for the pin (as in `prefetch_within`):
+    /// an eviction may claim the frame meanwhile, but it loads another
+    /// page only under the frame's write latch, so the bytes stay `pid`'s
+    /// until `f` returns. A hit then costs the latch's two atomic
+    /// operations, not the pin's two more, on a line every reader of the
+    /// page shares (the B+tree's root and inner nodes are read by every
+    /// lookup). A page not in the table is loaded without looking again;
+    /// a frame changing pages, pinned the usual way.
+    pub fn read_near<R>(
+        &self,
+        pid: PageId,
+        near: usize,
+        f: impl FnOnce(&PageBuf) -> R,
+    ) -> Result<R> {
+        let Some(idx) = self.table.find(pid) else {
+            let p = self.load(pid, true, near)?;
+            let g = p.read();
+            return Ok(f(&g));
+        };
         self.warm(idx, near);
-        let f = self.frames.get(idx)?;
-        let page = frames::read(&f.data);
-        if f.pid.load(Ordering::Acquire) != pid.0 {
-            return None;
+        if let Some(fr) = self.frames.get(idx) {
+            let page = frames::read(&fr.data);
+            if fr.pid.load(Ordering::Acquire) == pid.0 {
+                // Read first: a store per hit would bounce the line
+                // between cores.
+                if !fr.referenced.load(Ordering::Relaxed) {
+                    fr.referenced.store(true, Ordering::Release);
+                }
+                return Ok(f(&page));
+            }
         }
-        // Read first: a store per hit would bounce the line between cores.
-        if !f.referenced.load(Ordering::Relaxed) {
-            f.referenced.store(true, Ordering::Release);
-        }
-        Some(page)
+        let p = self.get(pid, true, near)?;
+        let g = p.read();
+        Ok(f(&g))
     }
 
     /// Starts loading frame `idx`'s page header and the line at byte
@@ -327,19 +341,25 @@ impl BufferPool {
     }
 
     fn get(&self, pid: PageId, read: bool, near: usize) -> Result<Pinned<'_>> {
-        if pid.0 == NO_PAGE {
-            return Err(Error::corruption(
-                &self.path,
-                0,
-                format!("reference to reserved page id {pid}"),
-            ));
-        }
         if let Some(idx) = self.hit(pid, near) {
             return Ok(Pinned {
                 pool: self,
                 idx,
                 pid,
             });
+        }
+        self.load(pid, read, near)
+    }
+
+    /// `get` after a lock-free look found no page: looks again under the
+    /// miss lock, then loads the page into a victim frame.
+    fn load(&self, pid: PageId, read: bool, near: usize) -> Result<Pinned<'_>> {
+        if pid.0 == NO_PAGE {
+            return Err(Error::corruption(
+                &self.path,
+                0,
+                format!("reference to reserved page id {pid}"),
+            ));
         }
         let mut hand = self.miss.lock();
         // Whoever held the lock may have loaded it.

@@ -74,12 +74,7 @@ impl PageAccess for ReadView<'_> {
         near: usize,
         f: impl FnOnce(&PageBuf) -> R,
     ) -> Result<R> {
-        if let Some(g) = self.pool.cached(pid, near) {
-            return Ok(f(&g));
-        }
-        let p = self.pool.fetch_near(pid, near)?;
-        let g = p.read();
-        Ok(f(&g))
+        self.pool.read_near(pid, near, f)
     }
 
     fn file(&self) -> &std::path::Path {
