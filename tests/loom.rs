@@ -269,6 +269,39 @@ fn unpinned_hits_never_see_another_page() {
     });
 }
 
+/// An SSI graph with a reader (1) and a writer (2, xid 7); the reader's
+/// read set and the mark table; and a thread that, as the writer, sets
+/// `row` to 7 under its lock, lets go, then reports the write of key "k"
+/// under the graph's lock.
+fn ssi_reader_and_writer(
+    row: &Arc<loom::sync::RwLock<u64>>,
+) -> (
+    strata::txn::ssi::ReadSet,
+    Arc<strata::txn::ssi::KeyMarks>,
+    Arc<loom::sync::Mutex<strata::txn::ssi::Ssi>>,
+    thread::JoinHandle<()>,
+) {
+    let mut graph = strata::txn::ssi::Ssi::default();
+    let reader = graph.begin(1);
+    let _writer = graph.begin(2);
+    graph.assign(2, Xid(7));
+    let marks = graph.marks();
+    let ssi = Arc::new(loom::sync::Mutex::new(graph));
+    let writer = {
+        let (ssi, row) = (ssi.clone(), row.clone());
+        thread::spawn(move || {
+            *row.write().expect("row") = 7;
+            ssi.lock()
+                .expect("ssi")
+                .write(2, SSI_TABLE, b"k")
+                .expect("write");
+        })
+    };
+    (reader, marks, ssi, writer)
+}
+
+const SSI_TABLE: PageId = PageId(3);
+
 /// SSI conflict marking: a reader marks a key (in its partition of the
 /// mark table, without the graph's lock) and then reads it; a writer writes
 /// the key and then, under the graph's lock, checks the marks. In every
@@ -277,28 +310,11 @@ fn unpinned_hits_never_see_another_page() {
 /// (Reading before marking loses the edge in some interleaving.)
 #[test]
 fn ssi_marking_never_loses_an_edge() {
-    use strata::txn::ssi::Ssi;
     loom::model(|| {
-        const TABLE: PageId = PageId(3);
-        let mut graph = Ssi::default();
-        let mut reader = graph.begin(1);
-        let _writer = graph.begin(2);
-        graph.assign(2, Xid(7));
-        let marks = graph.marks();
-        let ssi = Arc::new(loom::sync::Mutex::new(graph));
         // The key's newest version: 0 before the write, the writer's xid after.
         let heap = Arc::new(loom::sync::RwLock::new(0u64));
-        let writer = {
-            let (ssi, heap) = (ssi.clone(), heap.clone());
-            thread::spawn(move || {
-                *heap.write().expect("heap") = 7;
-                ssi.lock()
-                    .expect("ssi")
-                    .write(2, TABLE, b"k")
-                    .expect("write");
-            })
-        };
-        assert!(reader.mark(&marks, TABLE, b"k").is_none());
+        let (mut reader, marks, ssi, writer) = ssi_reader_and_writer(&heap);
+        assert!(reader.mark(&marks, SSI_TABLE, b"k").is_none());
         let newest = *heap.read().expect("heap");
         if newest == 7 {
             // The reader's snapshot predates the writer: it skips the version.
@@ -325,31 +341,14 @@ fn ssi_marking_never_loses_an_edge() {
 /// some interleaving.)
 #[test]
 fn an_absent_key_delete_never_loses_its_edge() {
-    use strata::txn::ssi::Ssi;
     loom::model(|| {
-        const TABLE: PageId = PageId(3);
-        let mut graph = Ssi::default();
-        let mut deleter = graph.begin(1);
-        let _inserter = graph.begin(2);
-        graph.assign(2, Xid(7));
-        let marks = graph.marks();
-        let ssi = Arc::new(loom::sync::Mutex::new(graph));
         // The store latch over the key's row: 0 none, 7 the insert's.
         let store = Arc::new(loom::sync::RwLock::new(0u64));
-        let inserter = {
-            let (ssi, store) = (ssi.clone(), store.clone());
-            thread::spawn(move || {
-                *store.write().expect("latch") = 7;
-                ssi.lock()
-                    .expect("ssi")
-                    .write(2, TABLE, b"k")
-                    .expect("write");
-            })
-        };
+        let (mut deleter, marks, ssi, inserter) = ssi_reader_and_writer(&store);
         let found = {
             let latch = store.write().expect("latch");
             if *latch == 0 {
-                assert!(deleter.mark(&marks, TABLE, b"k").is_none());
+                assert!(deleter.mark(&marks, SSI_TABLE, b"k").is_none());
             }
             *latch
         };
