@@ -70,6 +70,15 @@ impl Frame {
     fn release(&self, pins: u32) {
         self.pins.fetch_sub(CLAIMED - pins, Ordering::AcqRel);
     }
+
+    /// Sets the clock's reference bit for a hit. Read first: a store on
+    /// every hit would bounce the line between cores for pages every
+    /// reader visits.
+    fn touch(&self) {
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// The bounded page cache.
@@ -296,26 +305,40 @@ impl BufferPool {
         near: usize,
         f: impl FnOnce(&PageBuf) -> R,
     ) -> Result<R> {
-        let Some(idx) = self.table.find(pid) else {
-            let p = self.load(pid, true, near)?;
-            let g = p.read();
-            return Ok(f(&g));
-        };
-        self.warm(idx, near);
-        if let Some(fr) = self.frames.get(idx) {
-            let page = frames::read(&fr.data);
-            if fr.pid.load(Ordering::Acquire) == pid.0 {
-                // Read first: a store per hit would bounce the line
-                // between cores.
-                if !fr.referenced.load(Ordering::Relaxed) {
-                    fr.referenced.store(true, Ordering::Release);
-                }
-                return Ok(f(&page));
+        match self.latched(pid, near) {
+            Ok(page) => Ok(f(&page)),
+            Err(listed) => {
+                let pinned = self.pin_missed(pid, near, listed)?;
+                let g = pinned.read();
+                Ok(f(&g))
             }
         }
-        let p = self.get(pid, true, near)?;
-        let g = p.read();
-        Ok(f(&g))
+    }
+
+    /// `read_near`'s hit: the page read-latched, or whether the table
+    /// listed it (its frame was changing pages). Kept apart from the
+    /// generic caller so that the lookup and latch inline here.
+    fn latched(&self, pid: PageId, near: usize) -> std::result::Result<PageRef<'_>, bool> {
+        let idx = self.table.find(pid).ok_or(false)?;
+        self.warm(idx, near);
+        let f = self.frames.get(idx).ok_or(true)?;
+        let page = frames::read(&f.data);
+        if f.pid.load(Ordering::Acquire) != pid.0 {
+            return Err(true);
+        }
+        f.touch();
+        Ok(page)
+    }
+
+    /// `read_near`'s miss, pinned: a page the table did not list is
+    /// loaded without looking again.
+    #[cold]
+    fn pin_missed(&self, pid: PageId, near: usize, listed: bool) -> Result<Pinned<'_>> {
+        if listed {
+            self.get(pid, true, near)
+        } else {
+            self.load(pid, true, near)
+        }
     }
 
     /// Starts loading frame `idx`'s page header and the line at byte
@@ -406,7 +429,7 @@ impl BufferPool {
         let f = self.frames.get(idx)?;
         let before = f.pins.fetch_add(1, Ordering::AcqRel);
         if before & CLAIMED == 0 && f.pid.load(Ordering::Acquire) == pid.0 {
-            f.referenced.store(true, Ordering::Release);
+            f.touch();
             return Some(idx);
         }
         f.pins.fetch_sub(1, Ordering::AcqRel);

@@ -103,6 +103,24 @@ impl Clog {
             self.in_doubt.write().remove(&xid);
         }
     }
+
+    /// The status as the chunk table has it (`status` asks `LAST` first).
+    fn lookup(&self, xid: Xid) -> Status {
+        let (k, byte, shift) = locate(xid);
+        let v = self
+            .chunks
+            .read()
+            .get(&k)
+            .map_or(0, |c| (c[byte] >> shift) & 3);
+        match v {
+            COMMITTED => Status::Committed,
+            ABORTED => Status::Aborted,
+            _ if xid < self.crash_horizon && !self.in_doubt.read().contains(&xid) => {
+                Status::Aborted
+            }
+            _ => Status::InProgress,
+        }
+    }
 }
 
 thread_local! {
@@ -133,25 +151,6 @@ impl StatusOf for Clog {
             LAST.with(|l| l.set((id, xid, st)));
         }
         st
-    }
-}
-
-impl Clog {
-    fn lookup(&self, xid: Xid) -> Status {
-        let (k, byte, shift) = locate(xid);
-        let v = self
-            .chunks
-            .read()
-            .get(&k)
-            .map_or(0, |c| (c[byte] >> shift) & 3);
-        match v {
-            COMMITTED => Status::Committed,
-            ABORTED => Status::Aborted,
-            _ if xid < self.crash_horizon && !self.in_doubt.read().contains(&xid) => {
-                Status::Aborted
-            }
-            _ => Status::InProgress,
-        }
     }
 }
 

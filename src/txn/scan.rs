@@ -264,13 +264,13 @@ impl<'t> Scan<'t> {
             Dir::Reverse => Dir::Forward,
         };
         loop {
-            if let Some(p) = self.end(dir).pending.pop_front() {
+            if let Some(p) = self.end_mut(dir).pending.pop_front() {
                 return Ok(Some((p, dir)));
             }
             if self.exhausted {
                 // The other end may hold entries fetched from its side.
                 return Ok(self
-                    .end(other_dir)
+                    .end_mut(other_dir)
                     .pending
                     .pop_back()
                     .map(|p| (p, other_dir)));
@@ -279,7 +279,14 @@ impl<'t> Scan<'t> {
         }
     }
 
-    fn end(&mut self, dir: Dir) -> &mut End {
+    fn end(&self, dir: Dir) -> &End {
+        match dir {
+            Dir::Forward => &self.front,
+            Dir::Reverse => &self.back,
+        }
+    }
+
+    fn end_mut(&mut self, dir: Dir) -> &mut End {
         match dir {
             Dir::Forward => &mut self.front,
             Dir::Reverse => &mut self.back,
@@ -300,10 +307,7 @@ impl<'t> Scan<'t> {
     /// few cache misses, and this lets the next rows' overlap this one's
     /// work. A hint only: an entry is checked when it is resolved.
     fn warm_next(&self, dir: Dir) {
-        let side = match dir {
-            Dir::Forward => &self.front.pending,
-            Dir::Reverse => &self.back.pending,
-        };
+        let side = &self.end(dir).pending;
         let pool = &self.tx.db.inner().store.pool;
         // A pipeline of the three misses a row costs: three rows ahead,
         // the page-table entry; two ahead, the frame, the page header and
@@ -323,10 +327,7 @@ impl<'t> Scan<'t> {
     fn next_row(&mut self, dir: Dir) -> Result<Option<Row>> {
         while let Some((p, from)) = self.next_pending(dir)? {
             self.warm_next(dir);
-            let key = match from {
-                Dir::Forward => self.front.key(&p),
-                Dir::Reverse => self.back.key(&p),
-            };
+            let key = self.end(from).key(&p);
             if let Some(value) = self.resolve(&p, key)? {
                 return Ok(Some((key.to_vec(), value)));
             }
