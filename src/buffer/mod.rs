@@ -55,6 +55,11 @@ struct Frame {
     pins: AtomicU32,
     referenced: AtomicBool,
     dirty: AtomicBool,
+    /// Held from taking the dirty bit until the write that follows has
+    /// landed (PostgreSQL's I/O-in-progress state): a page whose bit is
+    /// clear may still be on its way to the file, and a checkpoint waits
+    /// here for such writes before its fsync.
+    io: Mutex<()>,
 }
 
 impl Frame {
@@ -160,6 +165,7 @@ impl BufferPool {
                 pins: AtomicU32::new(0),
                 referenced: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
+                io: Mutex::new(()),
             })
             .collect();
         Ok(BufferPool {
@@ -499,9 +505,11 @@ impl BufferPool {
     /// eviction cannot reload the page from disk before it lands; its page
     /// id is read under that lock before the dirty bit is taken, so it is
     /// the id of the bytes written even if an eviction that found the page
-    /// clean (this write having taken the bit) clears it meanwhile.
+    /// clean (this write having taken the bit) clears it meanwhile. The
+    /// bit is taken, and the write made, under the frame's `io` lock.
     fn write_frame(&self, f: &Frame) -> Result<()> {
         let data = frames::read(&f.data);
+        let _io = f.io.lock();
         let pid = PageId(f.pid.load(Ordering::Acquire));
         if pid.0 == NO_PAGE || !f.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
@@ -530,25 +538,59 @@ impl BufferPool {
 
     /// Writes every dirty page and fsyncs the data file (a checkpoint's
     /// flush). Pages dirtied meanwhile stay dirty for the next one.
+    ///
+    /// Every change made before the call is in the file and durable when
+    /// it returns, including changes to pages an eviction is writing
+    /// meanwhile: such a page's dirty bit is already clear, so the flush
+    /// would pass it by, and its write could land after the fsync — after
+    /// the checkpoint's CONTROL had moved the redo point past the changes.
+    /// The flush therefore waits on every frame's `io` lock before the
+    /// fsync, as PostgreSQL's checkpoint waits for a buffer's I/O in
+    /// progress.
     pub fn flush_all(&self) -> Result<usize> {
         if self.overlay.is_some() {
             return Err(Error::ReadOnly);
         }
         // In page order, so the file is written front to back. (A frame
         // may change pages before its turn: `write_frame` looks again.)
-        let mut dirty: Vec<(u32, &Frame)> = self
+        let mut dirty: Vec<(u32, usize)> = self
             .frames
             .iter()
-            .filter(|f| f.dirty.load(Ordering::Acquire))
-            .map(|f| (f.pid.load(Ordering::Acquire), f))
+            .enumerate()
+            .filter(|(_, f)| f.dirty.load(Ordering::Acquire))
+            .map(|(idx, f)| (f.pid.load(Ordering::Acquire), idx))
             .filter(|&(pid, _)| pid != NO_PAGE)
             .collect();
         dirty.sort_unstable_by_key(|&(pid, _)| pid);
-        for &(_, f) in &dirty {
-            self.write_frame(f)?;
+        for &(pid, idx) in &dirty {
+            // Pinned through the write, so a miss does not pick the frame
+            // and wait for its latch while the write waits for the log. A
+            // frame an eviction has claimed is written by whichever of the
+            // two takes its dirty bit first.
+            let pin = self.pin_frame(idx, PageId(pid));
+            self.write_frame(&self.frames[idx])?;
+            drop(pin);
+        }
+        for f in self.frames.iter() {
+            drop(f.io.lock());
         }
         self.fail(self.file.sync())?;
         Ok(dirty.len())
+    }
+
+    /// Pins frame `idx` whatever page it holds (`pid` is what the caller
+    /// expects it to be), unless an eviction has claimed it.
+    fn pin_frame(&self, idx: usize, pid: PageId) -> Option<Pinned<'_>> {
+        let f = &self.frames[idx];
+        if f.pins.fetch_add(1, Ordering::AcqRel) & CLAIMED != 0 {
+            f.pins.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Pinned {
+            pool: self,
+            idx,
+            pid,
+        })
     }
 
     /// Drops pages `from` and beyond: their frames are emptied unwritten

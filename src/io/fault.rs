@@ -19,12 +19,24 @@
 //! sync_dir) are numbered from 1. `crash_at(n)` makes operation n and every
 //! later one fail, as if the machine stopped there; `fail_at` injects EIO
 //! or ENOSPC at one operation or from it on.
+//!
+//! A failed fsync behaves as Linux's does: the writes it was to make
+//! durable are dropped from the durable path (their pages are marked clean
+//! and stay only in the page cache), and the next fsync reports success
+//! without them. An engine that retried the fsync and carried on would
+//! lose them, and a power-loss image shows it.
+//!
+//! `hold(op, until, timeout)` orders two threads' I/O: the first operation
+//! matching `op` waits, before it takes effect, until an operation
+//! matching `until` begins (or the timeout passes), so a test can make,
+//! say, an eviction's page write land after a checkpoint's CONTROL.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::{Vfs, VfsFile, VfsLock};
 use crate::error::{Error, Result};
@@ -60,6 +72,101 @@ enum NameOp {
     Unlink(PathBuf),
 }
 
+/// The kinds of mutating operation, for [`FaultFs::hold`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// A write to a file.
+    Write,
+    /// An fsync of a file.
+    Sync,
+    /// A truncation or extension of a file.
+    SetLen,
+    /// The creation of a file.
+    Create,
+    /// A rename (matched by its target's name).
+    Rename,
+    /// A file's removal.
+    Remove,
+    /// An fsync of a directory.
+    SyncDir,
+}
+
+/// An operation a hold names: its kind, on a path ending in `file` (the
+/// empty string matches every path).
+#[derive(Clone, Copy, Debug)]
+pub struct OpMatch {
+    /// The operation's kind.
+    pub kind: OpKind,
+    /// The end of the path it acts on, e.g. `"data.strata"` or `"CONTROL"`.
+    pub file: &'static str,
+}
+
+impl OpMatch {
+    fn matches(&self, kind: OpKind, path: &Path) -> bool {
+        self.kind == kind && path.to_string_lossy().ends_with(self.file)
+    }
+}
+
+/// Where a hold is: armed, holding a thread's operation, or done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Armed,
+    Holding,
+    /// Let go: `true` when the awaited operation completed, `false` when
+    /// the timeout passed first.
+    Released(bool),
+}
+
+struct HoldShared {
+    op: OpMatch,
+    until: OpMatch,
+    timeout: Duration,
+    phase: Mutex<Phase>,
+    changed: Condvar,
+}
+
+impl HoldShared {
+    fn set(&self, phase: Phase) {
+        *self.phase.lock() = phase;
+        self.changed.notify_all();
+    }
+}
+
+/// A hold set by [`FaultFs::hold`].
+pub struct Hold {
+    shared: Arc<HoldShared>,
+}
+
+impl Hold {
+    /// Waits (at most `timeout`) until an operation is being held; whether
+    /// one is.
+    pub fn wait_holding(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut phase = self.shared.phase.lock();
+        while *phase == Phase::Armed {
+            if self
+                .shared
+                .changed
+                .wait_until(&mut phase, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        *phase != Phase::Armed
+    }
+
+    /// `Some(true)` once the held operation was let go by the awaited one
+    /// beginning,
+    /// `Some(false)` if by the timeout, `None` while armed or holding.
+    pub fn released(&self) -> Option<bool> {
+        match *self.shared.phase.lock() {
+            Phase::Released(by_event) => Some(by_event),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Fault {
     at: u64,
@@ -79,6 +186,7 @@ struct State {
     fault: Option<Fault>,
     locks: HashMap<PathBuf, u64>,
     next_lock: u64,
+    holds: Vec<Arc<HoldShared>>,
 }
 
 /// The fault-injecting file system. Clones share one state.
@@ -105,6 +213,35 @@ fn apply_name(names: &mut BTreeMap<PathBuf, u64>, op: &NameOp) {
             names.remove(p);
         }
     }
+}
+
+/// Runs one mutating operation: lets go of the holds that waited for it
+/// to begin, then waits itself if a hold takes it. Both happen under the
+/// state lock, so an operation taken by one hold while it lets go of
+/// another is the one that lets go (no other can slip in between).
+fn mutate<T>(
+    state: &Mutex<State>,
+    kind: OpKind,
+    path: &Path,
+    f: impl FnOnce(&mut State) -> Result<T>,
+) -> Result<T> {
+    let held = {
+        let mut s = state.lock();
+        let held = s.take_hold(kind, path);
+        s.starting(kind, path, held.as_ref());
+        held
+    };
+    if let Some(h) = held {
+        let deadline = Instant::now() + h.timeout;
+        let mut phase = h.phase.lock();
+        while *phase == Phase::Holding {
+            if h.changed.wait_until(&mut phase, deadline).timed_out() {
+                *phase = Phase::Released(false);
+                h.changed.notify_all();
+            }
+        }
+    }
+    f(&mut state.lock())
 }
 
 fn write_into(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
@@ -152,6 +289,36 @@ impl State {
         Ok(())
     }
 
+    /// The hold, if any, that takes an operation about to start.
+    fn take_hold(&mut self, kind: OpKind, path: &Path) -> Option<Arc<HoldShared>> {
+        let h = self
+            .holds
+            .iter()
+            .find(|h| *h.phase.lock() == Phase::Armed && h.op.matches(kind, path))?;
+        h.set(Phase::Holding);
+        Some(h.clone())
+    }
+
+    /// Lets go of the operations held until one like this began (but not
+    /// of `own`, the hold that takes this very operation).
+    fn starting(&mut self, kind: OpKind, path: &Path, own: Option<&Arc<HoldShared>>) {
+        self.holds.retain(|h| {
+            if own.is_some_and(|o| Arc::ptr_eq(o, h)) {
+                return true;
+            }
+            let mut phase = h.phase.lock();
+            match *phase {
+                Phase::Holding if h.until.matches(kind, path) => {
+                    *phase = Phase::Released(true);
+                    h.changed.notify_all();
+                    false
+                }
+                Phase::Released(_) => false,
+                _ => true,
+            }
+        });
+    }
+
     fn lookup(&self, p: &Path) -> Result<u64> {
         self.names.get(p).copied().ok_or_else(|| {
             Error::Io(std::io::Error::new(
@@ -192,6 +359,21 @@ impl FaultFs {
         let mut s = self.state.lock();
         s.fault = None;
         s.crash_at = None;
+    }
+
+    /// Holds the first operation matching `op` (from any thread) before it
+    /// takes effect, until an operation matching `until` begins or
+    /// `timeout` passes. Images taken from this file system carry no holds.
+    pub fn hold(&self, op: OpMatch, until: OpMatch, timeout: Duration) -> Hold {
+        let shared = Arc::new(HoldShared {
+            op,
+            until,
+            timeout,
+            phase: Mutex::new(Phase::Armed),
+            changed: Condvar::new(),
+        });
+        self.state.lock().holds.push(shared.clone());
+        Hold { shared }
     }
 
     /// What a power loss now would leave on disk; `seed` picks which
@@ -245,6 +427,31 @@ impl FaultFs {
                 },
             );
         }
+        Self::image(names, inodes, s.next_inode)
+    }
+
+    /// What a power loss now would leave if nothing unsynced survived:
+    /// the durable content and names alone (the worst case, without
+    /// chance).
+    pub fn synced_image(&self) -> FaultFs {
+        let s = self.state.lock();
+        let names = s.durable_names.clone();
+        let inodes = names
+            .values()
+            .filter_map(|ino| {
+                s.inodes.get(ino).map(|n| {
+                    let data = n.durable.clone();
+                    (
+                        *ino,
+                        Inode {
+                            data: data.clone(),
+                            durable: data,
+                            pending: Vec::new(),
+                        },
+                    )
+                })
+            })
+            .collect();
         Self::image(names, inodes, s.next_inode)
     }
 
@@ -320,6 +527,31 @@ impl FaultFs {
 struct FaultFile {
     state: Arc<Mutex<State>>,
     ino: u64,
+    /// The name it was opened by (holds match on it).
+    path: PathBuf,
+}
+
+impl FaultFile {
+    fn mutate<T>(&self, kind: OpKind, f: impl FnOnce(&mut Inode) -> T) -> Result<T> {
+        mutate(&self.state, kind, &self.path, |s| {
+            s.op()?;
+            Ok(f(s.inodes.entry(self.ino).or_default()))
+        })
+    }
+}
+
+impl Inode {
+    /// Makes the pending changes durable, in order. (The content can still
+    /// differ from the durable bytes afterwards: writes dropped by a failed
+    /// fsync stay in the content alone.)
+    fn settle(&mut self) {
+        for p in std::mem::take(&mut self.pending) {
+            match p {
+                Pending::Write { offset, bytes } => write_into(&mut self.durable, offset, &bytes),
+                Pending::SetLen(len) => self.durable.resize(len as usize, 0),
+            }
+        }
+    }
 }
 
 impl VfsFile for FaultFile {
@@ -338,33 +570,37 @@ impl VfsFile for FaultFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        let mut s = self.state.lock();
-        s.op()?;
-        let node = s.inodes.entry(self.ino).or_default();
-        write_into(&mut node.data, offset, buf);
-        node.pending.push(Pending::Write {
-            offset,
-            bytes: buf.to_vec(),
-        });
-        Ok(())
+        self.mutate(OpKind::Write, |node| {
+            write_into(&mut node.data, offset, buf);
+            node.pending.push(Pending::Write {
+                offset,
+                bytes: buf.to_vec(),
+            });
+        })
     }
 
     fn sync(&self) -> Result<()> {
-        let mut s = self.state.lock();
-        s.op()?;
-        let node = s.inodes.entry(self.ino).or_default();
-        node.durable = node.data.clone();
-        node.pending.clear();
-        Ok(())
+        mutate(&self.state, OpKind::Sync, &self.path, |s| {
+            let stopped = s.crash_at.is_some_and(|c| s.ops + 1 >= c);
+            let r = s.op();
+            let node = s.inodes.entry(self.ino).or_default();
+            match r {
+                Ok(()) => node.settle(),
+                // Linux marks the pages clean after a failed fsync: what it
+                // was to make durable never reaches the disk unless written
+                // again, and the next fsync does not report it.
+                Err(_) if !stopped => node.pending.clear(),
+                Err(_) => {}
+            }
+            r
+        })
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
-        let mut s = self.state.lock();
-        s.op()?;
-        let node = s.inodes.entry(self.ino).or_default();
-        node.data.resize(len as usize, 0);
-        node.pending.push(Pending::SetLen(len));
-        Ok(())
+        self.mutate(OpKind::SetLen, |node| {
+            node.data.resize(len as usize, 0);
+            node.pending.push(Pending::SetLen(len));
+        })
     }
 
     fn len(&self) -> Result<u64> {
@@ -396,10 +632,10 @@ impl Drop for FaultLock {
 
 impl Vfs for FaultFs {
     fn open(&self, path: &Path, create: bool) -> Result<Box<dyn VfsFile>> {
-        let mut s = self.state.lock();
-        let ino = match s.names.get(path) {
-            Some(&ino) => ino,
-            None if create => {
+        let found = self.state.lock().names.get(path).copied();
+        let ino = match found {
+            Some(ino) => ino,
+            None if create => mutate(&self.state, OpKind::Create, path, |s| {
                 s.op()?;
                 s.next_inode += 1;
                 let ino = s.next_inode;
@@ -407,50 +643,54 @@ impl Vfs for FaultFs {
                 s.names.insert(path.to_path_buf(), ino);
                 s.pending_names
                     .push((parent(path), NameOp::Link(path.to_path_buf(), ino)));
-                ino
-            }
-            None => s.lookup(path)?,
+                Ok(ino)
+            })?,
+            None => self.state.lock().lookup(path)?,
         };
         Ok(Box::new(FaultFile {
             state: self.state.clone(),
             ino,
+            path: path.to_path_buf(),
         }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        let mut s = self.state.lock();
-        s.op()?;
-        let ino = s.lookup(from)?;
-        s.names.remove(from);
-        s.names.insert(to.to_path_buf(), ino);
-        s.pending_names.push((
-            parent(to),
-            NameOp::Rename(from.to_path_buf(), to.to_path_buf()),
-        ));
-        Ok(())
+        mutate(&self.state, OpKind::Rename, to, |s| {
+            s.op()?;
+            let ino = s.lookup(from)?;
+            s.names.remove(from);
+            s.names.insert(to.to_path_buf(), ino);
+            s.pending_names.push((
+                parent(to),
+                NameOp::Rename(from.to_path_buf(), to.to_path_buf()),
+            ));
+            Ok(())
+        })
     }
 
     fn remove(&self, path: &Path) -> Result<()> {
-        let mut s = self.state.lock();
-        s.op()?;
-        s.lookup(path)?;
-        s.names.remove(path);
-        s.pending_names
-            .push((parent(path), NameOp::Unlink(path.to_path_buf())));
-        Ok(())
+        mutate(&self.state, OpKind::Remove, path, |s| {
+            s.op()?;
+            s.lookup(path)?;
+            s.names.remove(path);
+            s.pending_names
+                .push((parent(path), NameOp::Unlink(path.to_path_buf())));
+            Ok(())
+        })
     }
 
     fn sync_dir(&self, dir: &Path) -> Result<()> {
-        let mut s = self.state.lock();
-        s.op()?;
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut s.pending_names)
-            .into_iter()
-            .partition(|(d, _)| d == dir);
-        for (_, op) in &mine {
-            apply_name(&mut s.durable_names, op);
-        }
-        s.pending_names = rest;
-        Ok(())
+        mutate(&self.state, OpKind::SyncDir, dir, |s| {
+            s.op()?;
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut s.pending_names)
+                .into_iter()
+                .partition(|(d, _)| d == dir);
+            for (_, op) in &mine {
+                apply_name(&mut s.durable_names, op);
+            }
+            s.pending_names = rest;
+            Ok(())
+        })
     }
 
     fn lock(&self, path: &Path) -> Result<Box<dyn VfsLock>> {
@@ -545,5 +785,88 @@ mod tests {
             f.sync().is_err() && f.write_at(b"y", 0).is_err(),
             "nothing works after the crash point"
         );
+    }
+
+    // Guards the fsyncgate model: a write whose fsync failed must not be
+    // made durable by a later fsync that succeeds.
+    #[test]
+    fn a_failed_fsync_drops_its_writes_as_linux_does() {
+        let fs = FaultFs::new();
+        let dir = Path::new("/db");
+        let f = fs.open(&dir.join("a"), true).expect("create");
+        f.write_at(b"old!", 0).expect("write");
+        f.sync().expect("sync");
+        fs.sync_dir(dir).expect("sync dir");
+        f.write_at(b"new!", 0).expect("write");
+        fs.fail_at(fs.ops() + 1, FaultKind::Io, false);
+        assert!(f.sync().is_err(), "the injected fsync failure");
+        f.sync().expect("the next fsync reports success");
+        for seed in 0..32 {
+            let img = fs.power_loss_image(seed);
+            assert_eq!(
+                img.read_file(&dir.join("a")).expect("file"),
+                b"old!",
+                "image {seed}: a write dropped by a failed fsync came back"
+            );
+        }
+        assert_eq!(
+            fs.process_crash_image().read_file(&dir.join("a")),
+            Some(b"new!".to_vec()),
+            "the page cache still holds it"
+        );
+        f.write_at(b"new!", 0).expect("write again");
+        f.sync().expect("sync");
+        assert_eq!(
+            fs.power_loss_image(1).read_file(&dir.join("a")),
+            Some(b"new!".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_hold_makes_one_operation_wait_for_another() {
+        let fs = FaultFs::new();
+        let a = fs.open(Path::new("/db/a"), true).expect("create");
+        let b = fs.open(Path::new("/db/b"), true).expect("create");
+        let hold = fs.hold(
+            OpMatch {
+                kind: OpKind::Write,
+                file: "a",
+            },
+            OpMatch {
+                kind: OpKind::Sync,
+                file: "b",
+            },
+            Duration::from_secs(60),
+        );
+        std::thread::scope(|s| {
+            let t = s.spawn(|| a.write_at(b"late", 0));
+            assert!(hold.wait_holding(Duration::from_secs(60)));
+            assert_eq!(
+                fs.read_file(Path::new("/db/a")),
+                Some(vec![]),
+                "held before it took effect"
+            );
+            b.write_at(b"x", 0).expect("write b");
+            assert_eq!(hold.released(), None, "a write of b does not let it go");
+            b.sync().expect("sync b");
+            t.join().expect("thread").expect("held write");
+        });
+        assert_eq!(hold.released(), Some(true));
+        assert_eq!(fs.read_file(Path::new("/db/a")), Some(b"late".to_vec()));
+        // Only the first matching operation is held; a timeout lets go too.
+        a.write_at(b"more", 0).expect("not held");
+        let h = fs.hold(
+            OpMatch {
+                kind: OpKind::Write,
+                file: "a",
+            },
+            OpMatch {
+                kind: OpKind::Remove,
+                file: "never",
+            },
+            Duration::from_millis(10),
+        );
+        a.write_at(b"t", 0).expect("held until the timeout");
+        assert_eq!(h.released(), Some(false));
     }
 }

@@ -10,7 +10,7 @@
 mod fault;
 mod real;
 
-pub use fault::{FaultFs, FaultKind};
+pub use fault::{FaultFs, FaultKind, Hold, OpKind, OpMatch};
 pub use real::RealFs;
 
 use std::path::{Path, PathBuf};
