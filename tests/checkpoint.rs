@@ -134,3 +134,179 @@ fn a_checkpoint_waits_for_an_eviction_write_in_flight() {
     }
     drop(db);
 }
+
+const KEYS: u32 = 6_000;
+const WRITERS: u32 = 2;
+const TXNS: u32 = 25;
+
+fn row_key(k: u32) -> Vec<u8> {
+    format!("row{k:05}").into_bytes()
+}
+
+/// The keys writer `w`'s transaction `i` updates (each writer its own).
+fn written(w: u32, i: u32) -> [u32; 3] {
+    let spread =
+        |n: u32| (i.wrapping_mul(2_654_435_761).wrapping_add(n) % (KEYS / WRITERS)) * WRITERS + w;
+    [spread(0), spread(7), spread(13)]
+}
+
+/// `KEYS` rows of 600 bytes (about 12 times the smallest cache), loaded
+/// and closed cleanly: each crash point starts from a copy of it.
+fn preloaded() -> FaultFs {
+    let fs = FaultFs::new();
+    let db = Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts()).expect("open");
+    let t = db.table("t").expect("table");
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1_000) {
+        let mut tx = db.begin().expect("begin");
+        for &k in chunk {
+            tx.put(&t, row_key(k), vec![0u8; 600]).expect("put");
+        }
+        tx.commit().expect("commit");
+    }
+    drop(db);
+    fs.process_crash_image()
+}
+
+/// Writers updating rows spread over the whole table, a reader scanning
+/// it (so pages leave the cache all the time), and the maintenance thread
+/// checkpointing every few milliseconds and vacuuming. Returns each
+/// writer's acknowledged transactions.
+fn busy(fs: &FaultFs) -> Vec<u32> {
+    let opts = opts()
+        .background(true)
+        .checkpoint_interval(Duration::from_millis(5))
+        .vacuum_threshold(200);
+    let Ok(db) = Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts) else {
+        return vec![0; WRITERS as usize];
+    };
+    let Ok(t) = db.table("t") else {
+        return vec![0; WRITERS as usize];
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..20 {
+                let Ok(tx) = db.begin_read() else { break };
+                let Ok(scan) = tx.scan(&t, ..) else { break };
+                if scan.take_while(|r| r.is_ok()).count() < KEYS as usize
+                    || stop.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    break;
+                }
+            }
+        });
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (db, t) = (&db, &t);
+                s.spawn(move || {
+                    let mut acked = 0;
+                    for i in 1..=TXNS {
+                        let r = db.begin().and_then(|mut tx| {
+                            for k in written(w, i) {
+                                let mut v = vec![i as u8; 600];
+                                v[..4].copy_from_slice(&i.to_le_bytes());
+                                tx.put(t, row_key(k), v)?;
+                            }
+                            tx.put(t, format!("counter{w}"), i.to_le_bytes())?;
+                            tx.commit()
+                        });
+                        match r {
+                            Ok(_) => acked = i,
+                            Err(_) => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let acked = writers
+            .into_iter()
+            .map(|h| h.join().expect("writer"))
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        acked
+    })
+}
+
+/// Checks an image: each writer's counter at least what was acknowledged,
+/// and every row as that many of its transactions left it.
+fn check_busy(img: FaultFs, acked: &[u32], what: &str) {
+    let db = Db::open_vfs(Arc::new(img), Path::new(DIR), opts())
+        .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
+    let t = db.table("t").expect("table");
+    let tx = db.begin_read().expect("begin");
+    let mut want: Vec<u32> = vec![0; KEYS as usize];
+    for w in 0..WRITERS {
+        let c = tx
+            .get(&t, format!("counter{w}"))
+            .unwrap_or_else(|e| panic!("{what}: get: {e}"))
+            .map_or(0, |v| {
+                u32::from_le_bytes(v[..4].try_into().expect("4 bytes"))
+            });
+        assert!(
+            c >= acked[w as usize],
+            "{what}: writer {w} acknowledged {} but recovered {c}",
+            acked[w as usize]
+        );
+        for i in 1..=c {
+            for k in written(w, i) {
+                want[k as usize] = i;
+            }
+        }
+    }
+    let mut n = 0;
+    for row in tx.scan(&t, row_key(0)..row_key(KEYS)).expect("scan") {
+        let (k, v) = row.unwrap_or_else(|e| panic!("{what}: row: {e}"));
+        assert_eq!(&*k, row_key(n).as_slice(), "{what}: row {n} missing");
+        let got = u32::from_le_bytes(v[..4].try_into().expect("4 bytes"));
+        assert_eq!(
+            got, want[n as usize],
+            "{what}: row {n} torn from its transaction"
+        );
+        n += 1;
+    }
+    assert_eq!(n, KEYS, "{what}: rows");
+    drop(tx);
+    let report = db
+        .check_integrity()
+        .unwrap_or_else(|e| panic!("{what}: integrity: {e}"));
+    assert_eq!(report.leaked_pages, 0, "{what}: leaked pages");
+}
+
+// Guards every acknowledged commit through crashes while checkpoints run
+// beside writers and a reader over data many times the cache: evictions,
+// checkpoint flushes, log flushes and segment recycling all interleave.
+#[test]
+fn crash_points_with_checkpoints_beside_writers_and_evictions() {
+    let base = preloaded();
+    let full = base.process_crash_image();
+    let acked = busy(&full);
+    assert_eq!(
+        acked,
+        vec![TXNS; WRITERS as usize],
+        "the workload fails without faults"
+    );
+    check_busy(full.process_crash_image(), &acked, "clean run");
+    let total = full.ops();
+    let points = if std::env::var("STRATA_CRASH_POINTS").is_ok_and(|v| v == "all") {
+        total
+    } else {
+        12
+    };
+    for p in 1..=points {
+        let n = p * total / points;
+        let fs = base.process_crash_image();
+        fs.crash_at(n);
+        let acked = busy(&fs);
+        check_busy(
+            fs.synced_image(),
+            &acked,
+            &format!("crash at op {n}/{total}, synced image"),
+        );
+        check_busy(
+            fs.power_loss_image(n),
+            &acked,
+            &format!("crash at op {n}/{total}, image"),
+        );
+    }
+}
