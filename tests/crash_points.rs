@@ -429,10 +429,10 @@ fn checkpoints_recycle_the_log() {
 }
 
 /// Runs the workload through errors: transactions whose commit fails are
-/// left out of the model; after the database reports `Poisoned`, nothing
-/// more is attempted. Returns the model of what committed, the in-doubt
-/// transaction (its commit failed after the record may have been written),
-/// and whether the database was poisoned.
+/// left out of the model; after the database reports `Poisoned` or
+/// `CommitOutcomeUnknown`, nothing more is attempted. Returns the model of
+/// what committed, the in-doubt transaction (its commit reported its
+/// outcome unknown), and whether the database was poisoned.
 fn run_through_faults(fs: &FaultFs, steps: &[Step], fault_at: u64) -> (Model, Option<Model>, bool) {
     let mut model = Model::new();
     let Ok(db) = Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts()) else {
@@ -468,7 +468,12 @@ fn run_through_faults(fs: &FaultFs, steps: &[Step], fault_at: u64) -> (Model, Op
                         model = after;
                         Ok(())
                     }
-                    Err(strata::Error::Poisoned) => return (model, Some(after), true),
+                    // Its record may or may not have reached the log.
+                    Err(strata::Error::CommitOutcomeUnknown { .. }) => {
+                        return (model, Some(after), true)
+                    }
+                    // Poisoned before its record was appended: not committed.
+                    Err(strata::Error::Poisoned) => return (model, None, true),
                     Err(e) => Err(e),
                 }
             }
