@@ -247,7 +247,8 @@ impl Db {
 
     /// Commits the prepared transaction `gid` (two-phase commit, phase
     /// two), durably whatever the durability setting. `UnknownTransaction`
-    /// if no transaction waits under that id (never prepared, or decided).
+    /// if no transaction waits under that id (never prepared, or decided);
+    /// `CommitOutcomeUnknown` as for `Transaction::commit`.
     pub fn commit_prepared(&self, gid: &str) -> Result<()> {
         crate::txn::prepare::decide(self.inner(), gid, true)
     }

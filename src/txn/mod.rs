@@ -342,6 +342,10 @@ impl Transaction {
     }
 
     /// Commits. With `Durability::Immediate` the commit is on disk when this returns.
+    ///
+    /// If writing or syncing the log fails once the commit record is
+    /// appended, `Error::CommitOutcomeUnknown`: the transaction may have
+    /// committed (reopen and read back); the database is poisoned.
     pub fn commit(mut self) -> Result<CommitInfo> {
         if let Some(d) = self.doomed.get() {
             return Err(d.error());
