@@ -755,7 +755,7 @@ fn commit_and_read_back(fs: &FaultFs, what: &str) {
     assert_eq!(got.as_deref(), Some(&b"v"[..]), "{what}: commit lost");
 }
 
-// Guards against creation leaving the new directory's entry in its parent unsynced: a power loss lost the directory and its commits.
+/// Guards against creation leaving the new directory's entry in its parent unsynced: a power loss lost the directory and its commits.
 #[test]
 fn a_new_database_directory_survives_power_loss() {
     let fs = FaultFs::new();
@@ -779,7 +779,7 @@ fn a_new_database_directory_survives_power_loss() {
     }
 }
 
-// Guards against a crash during creation leaving files that the next open refuses (a data file or log without CONTROL) or cannot use.
+/// Guards against a crash during creation leaving files that the next open refuses (a data file or log without CONTROL) or cannot use.
 #[test]
 fn a_crash_at_every_point_of_creation_leaves_a_directory_that_opens() {
     let full = FaultFs::new();

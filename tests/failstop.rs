@@ -126,7 +126,7 @@ fn an_open_transaction_cannot_commit_after_poisoning() {
     assert!(matches!(open_tx.commit(), Err(Error::Poisoned)));
 }
 
-// Guards against a commit whose log fsync failed reporting an error that reads as an abort.
+/// Guards against a commit whose log fsync failed reporting an error that reads as an abort.
 #[test]
 fn a_commit_whose_fsync_failed_reports_its_outcome_unknown() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -162,7 +162,7 @@ fn a_commit_whose_fsync_failed_reports_its_outcome_unknown() {
     assert_eq!(got.as_deref(), Some(&b"v"[..]));
 }
 
-// Guards against a commit_prepared whose log fsync failed reporting an error that reads as an abort.
+/// Guards against a commit_prepared whose log fsync failed reporting an error that reads as an abort.
 #[test]
 fn a_commit_prepared_whose_fsync_failed_reports_its_outcome_unknown() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -356,7 +356,7 @@ fn the_maintenance_thread_checkpoints_what_an_open_replayed() {
     }
 }
 
-// Guards against an open without CONTROL deleting the data file and the log of an existing database.
+/// Guards against an open without CONTROL deleting the data file and the log of an existing database.
 #[test]
 fn a_missing_control_file_is_refused_and_nothing_is_touched() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -218,7 +218,7 @@ fn recovered_prepared_transactions_are_conflicts_out() {
     assert_eq!(value(&db, "y").as_deref(), Some(&b"p"[..]));
 }
 
-// Guards against a recovered read-only prepared transaction leaving xid 0 in the running set for good.
+/// Guards against a recovered read-only prepared transaction leaving xid 0 in the running set for good.
 #[test]
 fn recovered_read_only_prepared_transactions_leave_nothing_running() {
     let tmp = tempfile::tempdir().expect("tmp");
