@@ -7,6 +7,13 @@
 //! Written whole to `CONTROL.tmp`, fsynced, renamed over `CONTROL`, and the
 //! directory fsynced: a crash leaves either the old or the new file, never
 //! a mix.
+//!
+//! Creating a database writes [`Control::CREATING`] (redo LSN 0) before any
+//! other file, and its first checkpoint replaces it. No checkpoint records
+//! LSN 0 (the log opens with a segment header), so a control file naming
+//! it marks a creation that has not finished, and database files without
+//! a control file were never made by creation: they are refused, not
+//! taken for an interrupted creation.
 
 use std::path::Path;
 
@@ -29,6 +36,20 @@ pub struct Control {
     pub redo: Lsn,
     /// Xids below this may be in use.
     pub next_xid: Xid,
+}
+
+impl Control {
+    /// What creation writes first: a creation under way. No open has
+    /// returned yet, so nothing in the directory was acknowledged.
+    pub const CREATING: Control = Control {
+        redo: Lsn(0),
+        next_xid: Xid::FIRST,
+    };
+
+    /// Whether this marks a creation that has not finished.
+    pub fn creating(&self) -> bool {
+        self.redo == Lsn(0)
+    }
 }
 
 fn encode(c: &Control) -> [u8; LEN] {
@@ -82,7 +103,7 @@ fn decode(b: &[u8], path: &Path) -> Result<Control> {
     })
 }
 
-/// Reads the control file; `None` if the database was never completely created.
+/// Reads the control file; `None` if there is none.
 pub fn read(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Control>> {
     let path = dir.join(NAME);
     if !vfs.exists(&path)? {

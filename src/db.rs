@@ -13,6 +13,7 @@ use crate::buffer::page::PageType;
 use crate::buffer::BufferPool;
 use crate::catalog;
 use crate::control::{self, Control};
+use crate::dir;
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::io::{RealFs, Vfs, VfsLock};
@@ -28,7 +29,7 @@ use crate::txn::locks::LockWaits;
 use crate::txn::prepare::PreparedTransaction;
 use crate::txn::Transaction;
 use crate::wal::record::{Kind, Op};
-use crate::wal::{segment, Wal};
+use crate::wal::Wal;
 
 /// File name of the data file.
 pub const DATA_FILE: &str = "data.strata";
@@ -246,7 +247,8 @@ impl Db {
 
     /// Commits the prepared transaction `gid` (two-phase commit, phase
     /// two), durably whatever the durability setting. `UnknownTransaction`
-    /// if no transaction waits under that id (never prepared, or decided).
+    /// if no transaction waits under that id (never prepared, or decided);
+    /// `CommitOutcomeUnknown` as for `Transaction::commit`.
     pub fn commit_prepared(&self, gid: &str) -> Result<()> {
         crate::txn::prepare::decide(self.inner(), gid, true)
     }
@@ -339,70 +341,15 @@ impl Drop for Shared {
     }
 }
 
-/// The lock (if any), control file and data file of an existing or new
-/// database.
-type Files = (
-    Option<Box<dyn VfsLock>>,
-    Option<Control>,
-    Box<dyn crate::io::VfsFile>,
-);
-
-/// Opens the files of a database for writing, creating (and, after an
-/// interrupted creation, clearing) them as needed.
-fn open_writable(vfs: &dyn Vfs, dir: &Path) -> Result<Files> {
-    let (wal_dir, data_path) = (dir.join(WAL_DIR), dir.join(DATA_FILE));
-    vfs.create_dir_all(dir)?;
-    let lock = vfs.lock(&dir.join(LOCK_FILE))?;
-    vfs.create_dir_all(&wal_dir)?;
-    let control = control::read(vfs, dir)?;
-    if control.is_none() {
-        // Never completely created: nothing in here was ever acknowledged.
-        for s in segment::list(vfs, &wal_dir)? {
-            vfs.remove(&segment::path(&wal_dir, s))?;
-        }
-        if vfs.exists(&data_path)? {
-            vfs.remove(&data_path)?;
-        }
-    }
-    let data = vfs.open(&data_path, true)?;
-    if control.is_none() {
-        // The data file and log directory must exist durably before the
-        // control file can name them.
-        vfs.sync_dir(dir)?;
-    }
-    Ok((Some(lock), control, data))
-}
-
-/// Opens the files of an existing database without creating or changing
-/// any, not even the lock file (a copy of a database has none and is open
-/// nowhere).
-fn open_read_only(vfs: &dyn Vfs, dir: &Path) -> Result<Files> {
-    let not_a_db = || Error::NotADatabase {
-        path: dir.to_path_buf(),
-    };
-    if !vfs.exists(&dir.join(control::NAME))? {
-        return Err(not_a_db());
-    }
-    let lock_path = dir.join(LOCK_FILE);
-    let lock = if vfs.exists(&lock_path)? {
-        Some(vfs.lock(&lock_path)?)
-    } else {
-        None
-    };
-    let control = control::read(vfs, dir)?.ok_or_else(not_a_db)?;
-    let data = vfs.open_read(&dir.join(DATA_FILE))?;
-    Ok((lock, Some(control), data))
-}
-
 /// Opens (recovering if need be) a database; also whether the log was
 /// replayed.
 fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Inner, bool)> {
     let read_only = opts.read_only;
     let (wal_dir, data_path) = (dir.join(WAL_DIR), dir.join(DATA_FILE));
     let (lock, control, data) = if read_only {
-        open_read_only(vfs.as_ref(), dir)?
+        dir::open_read_only(vfs.as_ref(), dir)?
     } else {
-        open_writable(vfs.as_ref(), dir)?
+        dir::open_writable(vfs.as_ref(), dir)?
     };
     let mut pool = BufferPool::new(data, data_path, opts.cache_size)?;
     if read_only {
@@ -483,6 +430,11 @@ pub(crate) fn checkpoint(inner: &Inner) -> Result<()> {
         return Err(Error::Poisoned);
     }
     let redo = store.begin_checkpoint()?;
+    // LSN 0 in the control file marks an unfinished creation.
+    assert!(
+        redo > Lsn(0),
+        "a checkpoint's redo point is past the log's first header"
+    );
     let next_xid = inner.mgr.high_water();
     store.pool.flush_all()?;
     store.wal.flush(redo, true)?;

@@ -3,7 +3,9 @@
 //! Subsystems fold their failures into [`Error`] at the boundary: a bad WAL
 //! frame or page checksum becomes [`Error::Corruption`] naming the file and
 //! byte offset, an I/O failure on the durability path becomes
-//! [`Error::Poisoned`] for every later write.
+//! [`Error::Poisoned`] for every later write (and
+//! [`Error::CommitOutcomeUnknown`] for the commit whose record it may have
+//! lost).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -37,6 +39,14 @@ pub enum Error {
     /// An earlier write or fsync failed; nothing more is acknowledged. Reopen
     /// the database to recover from the log.
     Poisoned,
+    /// Writing or syncing the log failed after this commit's record was
+    /// appended: the record may or may not be durable, so the transaction
+    /// may have committed. The database is poisoned (later calls return
+    /// `Poisoned`); reopen it and read back to learn the outcome.
+    CommitOutcomeUnknown {
+        /// The write or fsync failure that poisoned the database.
+        cause: String,
+    },
     /// The directory is open in this or another process.
     Locked {
         /// The database directory.
@@ -134,6 +144,10 @@ impl fmt::Display for Error {
             Error::Poisoned => write!(
                 f,
                 "database poisoned by an earlier write or fsync failure; reopen it to recover"
+            ),
+            Error::CommitOutcomeUnknown { cause } => write!(
+                f,
+                "the outcome of the commit is unknown: the log write or fsync failed ({cause}) after the commit record was appended, so it may or may not be durable; the database is poisoned: reopen it and read back to learn whether the transaction committed"
             ),
             Error::Locked { path } => write!(
                 f,

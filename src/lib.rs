@@ -80,6 +80,7 @@ mod codec;
 mod compact;
 mod control;
 mod db;
+mod dir;
 mod error;
 mod hash;
 pub mod heap;

@@ -60,6 +60,10 @@ pub struct Stats {
     pub checkpoint_redo: Lsn,
     /// Next transaction id to be handed out.
     pub next_xid: Xid,
+    /// Transactions holding an xid that have not finished: writers under
+    /// way and prepared transactions waiting for a decision. Every snapshot
+    /// lists them as in progress.
+    pub running_xids: u64,
     /// Every table, in name order.
     pub tables: Vec<TableStats>,
     /// Prepared transactions waiting for a decision.
@@ -150,6 +154,7 @@ pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
         wal_end: store.wal.end(),
         checkpoint_redo: store.redo(),
         next_xid: inner.mgr.high_water(),
+        running_xids: inner.mgr.running() as u64,
         tables,
         prepared: inner.prepared.list(),
         cache_bytes: store.pool.capacity_bytes(),

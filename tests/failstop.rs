@@ -85,7 +85,7 @@ fn fsync_failure_poisons_and_reopen_recovers() {
     let mut tx = db.begin().expect("begin");
     tx.put(&t, "during", "2").expect("put is buffered");
     let err = tx.commit().expect_err("commit must fail when fsync fails");
-    assert!(matches!(err, Error::Poisoned), "{err}");
+    assert!(matches!(err, Error::CommitOutcomeUnknown { .. }), "{err}");
     let cause = db.poison_cause().expect("a cause is kept");
     assert!(cause.contains("injected EIO"), "{cause}");
 
@@ -124,4 +124,67 @@ fn an_open_transaction_cannot_commit_after_poisoning() {
     fail.store(false, Ordering::SeqCst);
     assert!(matches!(open_tx.put(&t, "c", "3"), Err(Error::Poisoned)));
     assert!(matches!(open_tx.commit(), Err(Error::Poisoned)));
+}
+
+/// Guards against a commit whose log fsync failed reporting an error that reads as an abort.
+#[test]
+fn a_commit_whose_fsync_failed_reports_its_outcome_unknown() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let vfs = Arc::new(FailingSync::default());
+    let fail = vfs.fail.clone();
+    let opts = Options::default().background(false);
+    let db = Db::open_vfs(vfs, tmp.path(), opts.clone()).expect("open");
+    let t = db.table("t").expect("t");
+    fail.store(true, Ordering::SeqCst);
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "k", "v").expect("put");
+    let err = tx.commit().expect_err("the fsync fails");
+    assert!(
+        matches!(&err, Error::CommitOutcomeUnknown { cause } if cause.contains("injected EIO")),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("outcome of the commit is unknown"),
+        "{err}"
+    );
+    assert!(!err.is_retryable(), "it may have committed: no blind retry");
+    fail.store(false, Ordering::SeqCst);
+    let mut later = db.begin().map(|_| ()).expect_err("poisoned");
+    assert!(matches!(later, Error::Poisoned), "{later}");
+    later = db.checkpoint().expect_err("poisoned");
+    assert!(matches!(later, Error::Poisoned), "{later}");
+    drop(db);
+    // The record was written before its fsync failed, and the file
+    // system kept it: the transaction did commit.
+    let db = Db::open_with(tmp.path(), opts).expect("reopen");
+    let t = db.table("t").expect("t");
+    let got = db.begin().expect("begin").get(&t, "k").expect("get");
+    assert_eq!(got.as_deref(), Some(&b"v"[..]));
+}
+
+/// Guards against a commit_prepared whose log fsync failed reporting an error that reads as an abort.
+#[test]
+fn a_commit_prepared_whose_fsync_failed_reports_its_outcome_unknown() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let vfs = Arc::new(FailingSync::default());
+    let fail = vfs.fail.clone();
+    let opts = Options::default().background(false);
+    let db = Db::open_vfs(vfs, tmp.path(), opts.clone()).expect("open");
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "k", "v").expect("put");
+    tx.prepare("g").expect("prepare");
+    fail.store(true, Ordering::SeqCst);
+    let err = db.commit_prepared("g").expect_err("the fsync fails");
+    assert!(matches!(err, Error::CommitOutcomeUnknown { .. }), "{err:?}");
+    fail.store(false, Ordering::SeqCst);
+    drop(db);
+    let db = Db::open_with(tmp.path(), opts).expect("reopen");
+    assert!(
+        db.prepared_transactions().expect("list").is_empty(),
+        "the decision was written before its fsync failed: it holds"
+    );
+    let t = db.table("t").expect("t");
+    let got = db.begin().expect("begin").get(&t, "k").expect("get");
+    assert_eq!(got.as_deref(), Some(&b"v"[..]));
 }

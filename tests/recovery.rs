@@ -355,3 +355,40 @@ fn the_maintenance_thread_checkpoints_what_an_open_replayed() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Guards against an open without CONTROL deleting the data file and the log of an existing database.
+#[test]
+fn a_missing_control_file_is_refused_and_nothing_is_touched() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    drop(open_filled(tmp.path()));
+    let control = tmp.path().join("CONTROL");
+    let saved = fs::read(&control).expect("read");
+    fs::remove_file(&control).expect("remove");
+    let before = common::snapshot_files(tmp.path());
+    for read_only in [false, true] {
+        let opts = strata::Options::default().read_only(read_only);
+        let err = strata::Db::open_with(tmp.path(), opts).expect_err("refused");
+        match &err {
+            Error::Corruption { file, .. } => assert_eq!(file, &control, "{err}"),
+            _ => panic!("read_only {read_only}: {err:?}"),
+        }
+        assert!(err.to_string().contains("control file is missing"), "{err}");
+        assert_eq!(
+            common::snapshot_files(tmp.path()),
+            before,
+            "read_only {read_only}: a refused open changed the files"
+        );
+    }
+    fs::write(&control, saved).expect("restore");
+    let db = open(tmp.path());
+    let tx = db.begin().expect("begin");
+    assert_eq!(rows(&tx, &db.table("t").expect("t")).len(), 100);
+}
+
+fn open_filled(dir: &Path) -> strata::Db {
+    let db = open(dir);
+    fill(&db, 100, "a");
+    db.checkpoint().expect("checkpoint");
+    fill(&db, 100, "b");
+    db
+}

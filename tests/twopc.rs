@@ -218,6 +218,48 @@ fn recovered_prepared_transactions_are_conflicts_out() {
     assert_eq!(value(&db, "y").as_deref(), Some(&b"p"[..]));
 }
 
+/// Guards against a recovered read-only prepared transaction leaving xid 0 in the running set for good.
+#[test]
+fn recovered_read_only_prepared_transactions_leave_nothing_running() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    {
+        let db = Db::open_with(tmp.path(), options()).expect("open");
+        let t = db.table("t").expect("table");
+        let mut w = db.begin().expect("begin");
+        w.put(&t, "k", "w").expect("put");
+        w.prepare("writer").expect("prepare");
+        let r = db.begin_with(Isolation::Snapshot).expect("begin");
+        assert_eq!(r.get(&t, "x").expect("read"), None);
+        r.prepare("reader").expect("prepare");
+        let s = db.begin_read().expect("begin");
+        assert_eq!(s.get(&t, "x").expect("read"), None);
+        s.prepare("serializable-reader").expect("prepare");
+    }
+    let db = Db::open_with(tmp.path(), options()).expect("reopen");
+    let listed = db.prepared_transactions().expect("list");
+    assert_eq!(listed.len(), 3);
+    assert_eq!(
+        listed.iter().filter(|p| p.xid == Xid::NONE).count(),
+        2,
+        "the readers wrote nothing"
+    );
+    assert_eq!(
+        db.stats().expect("stats").running_xids,
+        1,
+        "only the writer holds an xid while in doubt"
+    );
+    db.commit_prepared("reader").expect("commit");
+    db.rollback_prepared("serializable-reader")
+        .expect("rollback");
+    db.commit_prepared("writer").expect("commit");
+    assert_eq!(
+        db.stats().expect("stats").running_xids,
+        0,
+        "every decided transaction left the running set"
+    );
+    assert_eq!(value(&db, "k").as_deref(), Some(&b"w"[..]));
+}
+
 // ---- The coordinator, crashed at every step -------------------------
 
 #[cfg(feature = "twopc")]

@@ -11,7 +11,9 @@
 //! torn (some of its 512-byte sectors kept), independently — so later
 //! writes can survive without earlier ones, which is how reordering looks
 //! on disk; every create, rename and remove since its directory's last
-//! sync is kept or lost. A *process-crash image* keeps everything written.
+//! sync is kept or lost. A directory made by `create_dir_all` is such a
+//! name in its parent: when it is lost, so is everything under it.
+//! A *process-crash image* keeps everything written.
 //! The choices come from a seeded generator: the same seed gives the same
 //! image.
 //!
@@ -31,7 +33,7 @@
 //! matching `until` begins (or the timeout passes), so a test can make,
 //! say, an eviction's page write land after a checkpoint's CONTROL.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -187,6 +189,8 @@ struct State {
     locks: HashMap<PathBuf, u64>,
     next_lock: u64,
     holds: Vec<Arc<HoldShared>>,
+    /// Directories made by `create_dir_all` (others are taken to exist).
+    dirs: BTreeSet<PathBuf>,
 }
 
 /// The fault-injecting file system. Clones share one state.
@@ -242,6 +246,21 @@ fn mutate<T>(
         }
     }
     f(&mut state.lock())
+}
+
+/// Drops the names under a made directory that is not among `names`
+/// (lost in a power loss); returns the made directories that remain.
+fn drop_orphans(names: &mut BTreeMap<PathBuf, u64>, dirs: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
+    let lost: Vec<PathBuf> = dirs
+        .iter()
+        .filter(|d| !names.contains_key(*d))
+        .cloned()
+        .collect();
+    names.retain(|p, _| !p.ancestors().skip(1).any(|a| lost.iter().any(|d| d == a)));
+    dirs.iter()
+        .filter(|d| names.contains_key(*d))
+        .cloned()
+        .collect()
 }
 
 fn write_into(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
@@ -387,6 +406,7 @@ impl FaultFs {
                 apply_name(&mut names, op);
             }
         }
+        let dirs = drop_orphans(&mut names, &s.dirs);
         let mut inodes = HashMap::new();
         for &ino in names.values() {
             let Some(node) = s.inodes.get(&ino) else {
@@ -427,7 +447,7 @@ impl FaultFs {
                 },
             );
         }
-        Self::image(names, inodes, s.next_inode)
+        Self::image(names, inodes, s.next_inode, dirs)
     }
 
     /// What a power loss now would leave if nothing unsynced survived:
@@ -435,7 +455,8 @@ impl FaultFs {
     /// chance).
     pub fn synced_image(&self) -> FaultFs {
         let s = self.state.lock();
-        let names = s.durable_names.clone();
+        let mut names = s.durable_names.clone();
+        let dirs = drop_orphans(&mut names, &s.dirs);
         let inodes = names
             .values()
             .filter_map(|ino| {
@@ -452,7 +473,7 @@ impl FaultFs {
                 })
             })
             .collect();
-        Self::image(names, inodes, s.next_inode)
+        Self::image(names, inodes, s.next_inode, dirs)
     }
 
     /// What killing the process now would leave: everything written.
@@ -474,19 +495,21 @@ impl FaultFs {
                 })
             })
             .collect();
-        Self::image(s.names.clone(), inodes, s.next_inode)
+        Self::image(s.names.clone(), inodes, s.next_inode, s.dirs.clone())
     }
 
     fn image(
         names: BTreeMap<PathBuf, u64>,
         inodes: HashMap<u64, Inode>,
         next_inode: u64,
+        dirs: BTreeSet<PathBuf>,
     ) -> FaultFs {
         let state = State {
             inodes,
             durable_names: names.clone(),
             names,
             next_inode,
+            dirs,
             ..Default::default()
         };
         FaultFs {
@@ -520,7 +543,12 @@ impl FaultFs {
 
     /// Paths of the files that exist now.
     pub fn files(&self) -> Vec<PathBuf> {
-        self.state.lock().names.keys().cloned().collect()
+        let s = self.state.lock();
+        s.names
+            .keys()
+            .filter(|p| !s.dirs.contains(*p))
+            .cloned()
+            .collect()
     }
 }
 
@@ -708,7 +736,23 @@ impl Vfs for FaultFs {
         }))
     }
 
-    fn create_dir_all(&self, _dir: &Path) -> Result<()> {
+    fn create_dir_all(&self, dir: &Path) -> Result<()> {
+        let mut s = self.state.lock();
+        let mut missing: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|a| a.parent().is_some() && !s.names.contains_key(*a))
+            .collect();
+        missing.reverse();
+        for d in missing {
+            s.op()?;
+            s.next_inode += 1;
+            let ino = s.next_inode;
+            s.inodes.insert(ino, Inode::default());
+            s.names.insert(d.to_path_buf(), ino);
+            s.pending_names
+                .push((parent(d), NameOp::Link(d.to_path_buf(), ino)));
+            s.dirs.insert(d.to_path_buf());
+        }
         Ok(())
     }
 
@@ -868,5 +912,23 @@ mod tests {
         );
         a.write_at(b"t", 0).expect("held until the timeout");
         assert_eq!(h.released(), Some(false));
+    }
+
+    #[test]
+    fn a_made_directory_is_lost_with_its_files_unless_its_parent_is_synced() {
+        let fs = FaultFs::new();
+        let dir = Path::new("/d/db");
+        fs.create_dir_all(dir).expect("mkdir");
+        let f = fs.open(&dir.join("a"), true).expect("create");
+        f.sync().expect("sync");
+        fs.sync_dir(dir).expect("sync dir");
+        let lost = (0..64)
+            .filter(|&s| fs.power_loss_image(s).read_file(&dir.join("a")).is_none())
+            .count();
+        assert!(lost > 0, "the file's directory was never made durable");
+        fs.sync_dir(Path::new("/")).expect("sync /");
+        fs.sync_dir(Path::new("/d")).expect("sync /d");
+        assert!((0..64).all(|s| fs.power_loss_image(s).read_file(&dir.join("a")).is_some()));
+        assert_eq!(fs.files(), vec![dir.join("a")], "directories are not files");
     }
 }

@@ -122,12 +122,18 @@ impl TxnManager {
     }
 
     /// Registers a prepared transaction found at open, writing as `xid`
-    /// (below the next xid) and holding no snapshot; returns its token.
+    /// (below the next xid; `Xid::NONE` if it wrote nothing) and holding no
+    /// snapshot; returns its token.
     pub fn adopt(&self, xid: Xid) -> u64 {
         let mut s = self.state.lock();
         s.next_token += 1;
         let token = s.next_token;
-        s.running.insert(xid);
+        // A read-only transaction has no xid to hold in progress, and
+        // `finish` removes none for it: `Xid::NONE` in the running set would
+        // stay there for good, the xmin of every later snapshot.
+        if xid != Xid::NONE {
+            s.running.insert(xid);
+        }
         s.views.insert(
             token,
             View {
@@ -161,6 +167,11 @@ impl TxnManager {
     /// Xids below this may have been handed out.
     pub fn high_water(&self) -> Xid {
         Xid(self.state.lock().high_water)
+    }
+
+    /// Number of transactions holding an xid that have not finished.
+    pub fn running(&self) -> usize {
+        self.state.lock().running.len()
     }
 
     /// Number of registered transactions.

@@ -342,6 +342,10 @@ impl Transaction {
     }
 
     /// Commits. With `Durability::Immediate` the commit is on disk when this returns.
+    ///
+    /// If writing or syncing the log fails once the commit record is
+    /// appended, `Error::CommitOutcomeUnknown`: the transaction may have
+    /// committed (reopen and read back); the database is poisoned.
     pub fn commit(mut self) -> Result<CommitInfo> {
         if let Some(d) = self.doomed.get() {
             return Err(d.error());
@@ -365,6 +369,7 @@ impl Transaction {
                 lsn: Lsn(0),
             });
         }
+        let poisoned_before = inner.store.wal.is_poisoned();
         let logged = (|| {
             let mut w = inner.store.write();
             clog::set_committed(&mut w.mtr, self.xid)?;
@@ -389,9 +394,7 @@ impl Transaction {
                 Ok(CommitInfo { xid: self.xid, lsn })
             }
             Err(e) => {
-                // The outcome is unknown to this process (the log is
-                // poisoned or the record never made it): treat it as
-                // aborted here; reopening decides from the log.
+                let e = outcome_unknown(&inner.store.wal, poisoned_before, e);
                 self.abort();
                 Err(e)
             }
@@ -484,6 +487,22 @@ impl Transaction {
                 .fetch_add(self.versions.dead_if_aborted(), Ordering::Relaxed);
             inner.waits.finished();
         }
+    }
+}
+
+/// What a failed commit (or `commit_prepared`) reports. If the log was
+/// poisoned after the commit began, its record may be on disk although the
+/// call failed: a failed write may have landed in part, and the kernel may
+/// still write back what a failed fsync left dirty, so reopening can find
+/// it committed. Reporting that as `Poisoned` would read as an abort. If
+/// the log was poisoned before, the record was never appended (appends
+/// fail first), and the transaction did not commit.
+pub(crate) fn outcome_unknown(wal: &crate::wal::Wal, poisoned_before: bool, e: Error) -> Error {
+    if poisoned_before || !wal.is_poisoned() {
+        return e;
+    }
+    Error::CommitOutcomeUnknown {
+        cause: wal.poison_cause().unwrap_or_else(|| e.to_string()),
     }
 }
 

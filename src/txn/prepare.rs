@@ -293,6 +293,7 @@ pub(crate) fn load(view: &mut ReadView<'_>) -> Result<Vec<Entry>> {
 pub(crate) fn decide(inner: &Inner, gid: &str, commit: bool) -> Result<()> {
     inner.writable()?;
     let t = inner.prepared.decide(gid)?;
+    let poisoned_before = inner.store.wal.is_poisoned();
     let logged = (|| {
         let lsn = {
             let mut w = inner.store.write();
@@ -312,6 +313,9 @@ pub(crate) fn decide(inner: &Inner, gid: &str, commit: bool) -> Result<()> {
         // Undecided as far as the disk knows: it stays in doubt here too
         // (the database is poisoned; reopening finds it prepared).
         inner.prepared.waiting(gid, t);
+        if commit {
+            return Err(super::outcome_unknown(&inner.store.wal, poisoned_before, e));
+        }
         return Err(e);
     }
     let outcome = if commit {
