@@ -107,24 +107,36 @@ impl std::fmt::Debug for Transaction {
 
 impl Transaction {
     pub(crate) fn begin_read(db: Db) -> Result<Transaction> {
-        let mut tx = Self::begin(db, Isolation::Serializable)?;
-        tx.read_only = true;
-        if let Some(reads) = tx.reads.get_mut().as_mut() {
-            tx.db.inner().ssi.lock().read_only(tx.token, reads);
-        }
-        Ok(tx)
+        Self::begin_as(db, Isolation::Serializable, true)
     }
 
     pub(crate) fn begin(db: Db, level: Isolation) -> Result<Transaction> {
+        Self::begin_as(db, level, false)
+    }
+
+    fn begin_as(db: Db, level: Isolation, read_only: bool) -> Result<Transaction> {
         if db.inner().store.wal.is_poisoned() {
             return Err(Error::Poisoned);
         }
         let inner = db.inner();
-        // Registered with SSI before the snapshot is taken: commits it
-        // counts as earlier are certainly in the snapshot.
         let token = inner.mgr.next_token();
-        let reads = (level == Isolation::Serializable).then(|| inner.ssi.lock().begin(token));
-        let snapshot = inner.mgr.begin(token, level == Isolation::ReadCommitted);
+        let per_operation = level == Isolation::ReadCommitted;
+        let (reads, snapshot) = if level == Isolation::Serializable {
+            // The snapshot is taken under SSI's lock, so SSI's order of
+            // commits and snapshots agrees with what the snapshot sees
+            // (see the ssi module's essay), and a read-only transaction's
+            // watch set is exactly the writers its snapshot does not
+            // count as finished.
+            let mut ssi = inner.ssi.lock();
+            let reads = if read_only {
+                ssi.begin_read_only(token)
+            } else {
+                ssi.begin(token)
+            };
+            (Some(reads), inner.mgr.begin(token, per_operation))
+        } else {
+            (None, inner.mgr.begin(token, per_operation))
+        };
         Ok(Transaction {
             db,
             token,
@@ -134,7 +146,7 @@ impl Transaction {
             versions: Versions::default(),
             doomed: Cell::new(None),
             finished: false,
-            read_only: false,
+            read_only,
             reads: RefCell::new(reads),
         })
     }
