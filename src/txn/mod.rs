@@ -29,7 +29,7 @@ use crate::limits::KEY_MAX;
 use crate::mvcc::chain;
 use crate::mvcc::clog;
 use crate::mvcc::{Snapshot, Status};
-use crate::options::{Durability, Isolation};
+use crate::options::{Durability, Isolation, RacePoint};
 use crate::wal::record::{Kind, Op};
 use ssi::Coarsening;
 
@@ -133,7 +133,10 @@ impl Transaction {
             } else {
                 ssi.begin(token)
             };
-            (Some(reads), inner.mgr.begin(token, per_operation))
+            inner.opts.race(RacePoint::BeforeSnapshot);
+            let snapshot = inner.mgr.begin(token, per_operation);
+            inner.opts.race(RacePoint::AfterSnapshot);
+            (Some(reads), snapshot)
         } else {
             (None, inner.mgr.begin(token, per_operation))
         };
@@ -393,6 +396,7 @@ impl Transaction {
         match durable {
             Ok(lsn) => {
                 inner.mgr.finish(self.token, self.xid, Status::Committed);
+                inner.opts.race(RacePoint::Published);
                 inner
                     .dead
                     .fetch_add(self.versions.dead_if_committed(), Ordering::Relaxed);

@@ -320,6 +320,7 @@ pub(crate) fn decide(inner: &Inner, gid: &str, commit: bool) -> Result<()> {
         Status::Aborted
     };
     inner.mgr.finish(t.token, t.xid, outcome);
+    inner.opts.race(crate::options::RacePoint::Published);
     if let Some(reads) = t.reads {
         let mut ssi = inner.ssi.lock();
         if commit {
