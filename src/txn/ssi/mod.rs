@@ -36,7 +36,7 @@
 //! orders snapshots, commit starts ("prepared") and commit publications.
 //! A committed entry, with its marks, stays until no transaction
 //! concurrent with it is running; its out-edges then live on as a summary
-//! (the earliest commit among the out-neighbours), as in PostgreSQL.
+//! (the earliest commit start among the out-neighbours), as in PostgreSQL.
 //! Too many key marks of one transaction on one table are coarsened into
 //! ranges, too many ranges into the whole table (see `reads`).
 //!
@@ -45,16 +45,51 @@
 //! lock is taken at begin, at each write, for scans, when a read skipped a
 //! version, and twice at commit.
 //!
+//! Order against MVCC. What a snapshot sees is decided by the MVCC
+//! manager, under its own lock; SSI keeps its own counter. The two must
+//! agree on "committed before the snapshot", and they do not take each
+//! other's locks at commit. A commit goes:
+//! ```text
+//!   SSI prepare (p = ++counter)  →  log  →  MVCC publish  →  SSI committed (c = ++counter)
+//! ```
+//! and a serializable `begin` takes its counter value `s` and its MVCC
+//! snapshot in one critical section of this graph's lock. So for every
+//! transaction T and snapshot S:
+//! - `c ≤ s` ⇒ S sees T: T was published before it was counted committed,
+//!   which was before S's critical section;
+//! - S sees T ⇒ `p ≤ s`: T was published before S's snapshot was taken,
+//!   and prepared before that, under this lock, which S held throughout.
+//!
+//! Between publication and `c` a commit is visible yet not counted
+//! committed; rules are written so that this window never matters. Where
+//! T must certainly be visible (a reader too old to be concurrent with a
+//! writer, an entry no running transaction can still conflict with), they
+//! compare `c`. Where T must possibly be visible (the read-only rule: T3
+//! committed before T1's snapshot; the safe-snapshot test), they compare
+//! `p`, as PostgreSQL compares `prepareSeqNo` with a snapshot's
+//! `lastCommitBeforeSnapshot`, taken under the lock its snapshot is taken
+//! under. The cost is a `begin` that copies the MVCC running set while
+//! holding this lock. Counting T committed before publishing it instead
+//! would break the first implication (a snapshot counted after T could
+//! still miss T), on which the concurrency test and cleanup rely;
+//! publishing under this lock would make every serializable commit hold
+//! it across its publication.
+//!
 //! A transaction declared read-only (`Db::begin_read`) is judged by the
 //! read-only rule from the start: as T1 of a structure it is in danger only
 //! if T3 committed before its snapshot. It watches the read-write
-//! transactions running when it began; once all finished without an
-//! out-conflict to a transaction committed before its snapshot, the
+//! transactions running when it began, a set taken in the critical section
+//! of its snapshot (a writer that finished before it is visible to it; one
+//! that finishes after it is watched). Once all finished without an
+//! out-conflict to a transaction prepared at or before its snapshot, the
 //! snapshot is *safe*: it leaves SSI (no marks, never aborted).
 //!
 //! When more than `SSI_COMMITTED_MAX` committed entries are retained (a
 //! long-running transaction keeps everything after it), the oldest are
-//! folded into one summary entry, conservatively, so memory stays bounded.
+//! folded into one summary entry, conservatively, so memory stays bounded:
+//! it keeps the earliest commit start of what it folded (as T3 it counts
+//! as committed before any snapshot one of them was before) and the latest
+//! commit (as T1 or T2 it stays concurrent with whatever one of them was).
 
 mod marks;
 mod reads;
