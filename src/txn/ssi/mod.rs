@@ -1072,6 +1072,53 @@ mod tests {
         );
     }
 
+    /// The read-only anomaly's shape with T3 published (visible to new
+    /// snapshots) but not yet counted committed when read-only 1 begins.
+    fn t3_published_then_read_only_t1(s: &mut Sim) {
+        s.begin(2);
+        s.assign(2, Xid(2));
+        s.begin(3);
+        s.assign(3, Xid(3));
+        s.read_key(2, T, b"y", &[]).expect("read");
+        s.write(3, T, b"y").expect("2 -> 3");
+        s.prepare(3).expect("prepare");
+        s.begin_read(1);
+    }
+
+    // Guards against the read-only rule comparing T3's commit, counted
+    // after MVCC publication, with T1's snapshot: T1 may see T3 before SSI
+    // counts T3 committed.
+    #[test]
+    fn read_only_rule_counts_a_t3_that_began_committing_before_the_snapshot() {
+        let mut s = Sim::default();
+        t3_published_then_read_only_t1(&mut s);
+        s.read_key(1, T, b"x", &[]).expect("read");
+        assert!(
+            s.write(2, T, b"x").is_err(),
+            "1 -> 2 -> 3 with 3 prepared before 1's snapshot: 2 is the victim"
+        );
+    }
+
+    // Guards against the safe-snapshot test looking only at out-neighbours
+    // counted committed: one published but not yet counted may be visible.
+    #[test]
+    fn read_only_snapshot_stays_unsafe_past_a_pivot_to_a_published_t3() {
+        let mut s = Sim::default();
+        t3_published_then_read_only_t1(&mut s);
+        s.write(2, T, b"x").expect("write");
+        s.prepare(2).expect("prepare");
+        s.committed(2);
+        s.committed(3);
+        assert!(
+            !s.is_safe(1),
+            "2 led out to 3, prepared before 1's snapshot and counted committed after 2"
+        );
+        assert!(
+            s.read_unseen(1, &[Xid(2)]).is_err(),
+            "1 skips 2's version of x: 1 -> 2 -> 3, and only 1 can go"
+        );
+    }
+
     #[test]
     fn many_key_marks_coarsen_to_ranges_then_to_the_table() {
         let key = |round: u32, i: u32| ((round << 24) | (2 * i)).to_be_bytes();
