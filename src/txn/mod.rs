@@ -29,7 +29,7 @@ use crate::limits::KEY_MAX;
 use crate::mvcc::chain;
 use crate::mvcc::clog;
 use crate::mvcc::{Snapshot, Status};
-use crate::options::{Durability, Isolation, RacePoint};
+use crate::options::{Durability, Isolation};
 use crate::wal::record::{Kind, Op};
 use ssi::Coarsening;
 
@@ -120,24 +120,11 @@ impl Transaction {
         }
         let inner = db.inner();
         let token = inner.mgr.next_token();
-        let per_operation = level == Isolation::ReadCommitted;
         let (reads, snapshot) = if level == Isolation::Serializable {
-            // The snapshot is taken under SSI's lock, so SSI's order of
-            // commits and snapshots agrees with what the snapshot sees
-            // (see the ssi module's essay), and a read-only transaction's
-            // watch set is exactly the writers its snapshot does not
-            // count as finished.
-            let mut ssi = inner.ssi.lock();
-            let reads = if read_only {
-                ssi.begin_read_only(token)
-            } else {
-                ssi.begin(token)
-            };
-            inner.opts.race(RacePoint::BeforeSnapshot);
-            let snapshot = inner.mgr.begin(token, per_operation);
-            inner.opts.race(RacePoint::AfterSnapshot);
+            let (reads, snapshot) = inner.ssi.begin(&inner.mgr, token, read_only, &inner.opts);
             (Some(reads), snapshot)
         } else {
+            let per_operation = level == Isolation::ReadCommitted;
             (None, inner.mgr.begin(token, per_operation))
         };
         Ok(Transaction {
@@ -373,8 +360,7 @@ impl Transaction {
             }
         }
         if self.xid == Xid::NONE {
-            inner.mgr.finish(self.token, Xid::NONE, Status::Committed);
-            self.ssi_committed();
+            self.finish(Status::Committed);
             return Ok(CommitInfo {
                 xid: Xid::NONE,
                 lsn: Lsn(0),
@@ -395,12 +381,10 @@ impl Transaction {
         });
         match durable {
             Ok(lsn) => {
-                inner.mgr.finish(self.token, self.xid, Status::Committed);
-                inner.opts.race(RacePoint::Published);
+                self.finish(Status::Committed);
                 inner
                     .dead
                     .fetch_add(self.versions.dead_if_committed(), Ordering::Relaxed);
-                self.ssi_committed();
                 inner.waits.finished();
                 Ok(CommitInfo { xid: self.xid, lsn })
             }
@@ -414,10 +398,18 @@ impl Transaction {
         }
     }
 
-    fn ssi_committed(&self) {
-        if let Some(reads) = self.reads.take() {
-            self.db.inner().ssi.lock().committed(self.token, reads);
-        }
+    /// Publishes the outcome to MVCC, then reports it to SSI.
+    fn finish(&self, outcome: Status) {
+        let inner = self.db.inner();
+        let reads = self.reads.take();
+        inner.ssi.finish(
+            &inner.mgr,
+            self.token,
+            self.xid,
+            outcome,
+            reads,
+            &inner.opts,
+        );
     }
 
     /// Prepares the transaction for two-phase commit under the global id
@@ -490,10 +482,7 @@ impl Transaction {
 
     fn abort(&mut self) {
         let inner = self.db.inner();
-        inner.mgr.finish(self.token, self.xid, Status::Aborted);
-        if let Some(reads) = self.reads.take() {
-            inner.ssi.lock().aborted(self.token, reads);
-        }
+        self.finish(Status::Aborted);
         if self.xid != Xid::NONE {
             inner
                 .dead

@@ -92,6 +92,7 @@
 //! commit (as T1 or T2 it stays concurrent with whatever one of them was).
 
 mod marks;
+mod order;
 mod reads;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -100,6 +101,7 @@ use std::sync::Arc;
 
 use crate::hash::{IntMap, IntSet};
 pub use marks::{key_hash, KeyMarks};
+pub use order::SsiLock;
 pub use reads::{Coarsening, ReadSet};
 
 use crate::error::{Error, Result};
