@@ -81,7 +81,8 @@ pub enum RacePoint {
     BeforeSnapshot,
     /// A serializable transaction has taken its MVCC snapshot.
     AfterSnapshot,
-    /// A commit is visible to new snapshots and not yet reported to SSI.
+    /// A transaction's outcome is published to MVCC (a commit is visible
+    /// to new snapshots) and not yet reported to SSI.
     Published,
 }
 
