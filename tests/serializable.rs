@@ -456,11 +456,11 @@ impl Rng {
 
 /// A race hook that pauses a thread at random at the engine's race points
 /// (around a serializable transaction's MVCC snapshot, and between a
-/// commit's publication and its report to SSI). Without it, a test must
-/// wait for the scheduler to preempt a thread inside a window of a few
-/// instructions: taking the watch set of a read-only transaction after its
-/// snapshot, outside SSI's lock, let no anomaly through in three runs of
-/// the test below without the hook, and dozens in every run with it.
+/// commit's publication and its report to SSI). Without it a test waits
+/// for the scheduler to preempt a thread inside a window of a few
+/// instructions, which on a small machine it seldom does: a read-only
+/// transaction's watch set taken after its snapshot, outside SSI's lock,
+/// then lets anomalies through too rarely for the test to notice.
 fn race_pauses(seed: u64) -> impl Fn(RacePoint) + Send + Sync + 'static {
     let calls = AtomicU64::new(0);
     move |_| {
