@@ -101,7 +101,7 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) mgr: TxnManager,
     pub(crate) waits: LockWaits,
-    pub(crate) ssi: Mutex<crate::txn::ssi::Ssi>,
+    pub(crate) ssi: crate::txn::ssi::SsiLock,
     /// The SSI key marks, taken by reads without the `ssi` lock.
     pub(crate) siread: Arc<crate::txn::ssi::KeyMarks>,
     /// Prepared transactions waiting for a decision.
@@ -386,7 +386,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Inner, bo
         mgr,
         waits: LockWaits::default(),
         siread: ssi.marks(),
-        ssi: Mutex::new(ssi),
+        ssi: crate::txn::ssi::SsiLock::new(ssi),
         prepared: Default::default(),
         opts,
         vfs,

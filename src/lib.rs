@@ -105,6 +105,8 @@ pub use db::{CommitInfo, Db, Table, VacuumStats, DATA_FILE, WAL_DIR};
 pub use error::{Error, Result};
 pub use ids::{Lsn, Xid};
 pub use integrity::IntegrityReport;
+#[doc(hidden)]
+pub use options::RacePoint;
 pub use options::{Durability, Isolation, Options};
 pub use stat::{Stats, TableStats};
 pub use txn::prepare::PreparedTransaction;

@@ -1,5 +1,6 @@
 //! Options a database is opened with, and the isolation levels.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// When `commit` returns relative to the fsync of its log record.
@@ -67,6 +68,32 @@ pub struct Options {
     pub(crate) background: bool,
     pub(crate) wal_segment_size: u64,
     pub(crate) read_only: bool,
+    pub(crate) race_hook: Option<RaceHook>,
+}
+
+/// A point on the begin and commit paths between two steps whose order
+/// against other threads matters, where [`Options::race_hook`] is called.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RacePoint {
+    /// A serializable transaction is registered with SSI and about to take
+    /// its MVCC snapshot.
+    BeforeSnapshot,
+    /// A serializable transaction has taken its MVCC snapshot.
+    AfterSnapshot,
+    /// A transaction's outcome is published to MVCC (a commit is visible
+    /// to new snapshots) and not yet reported to SSI.
+    Published,
+}
+
+/// The hook behind [`Options::race_hook`].
+#[derive(Clone)]
+pub(crate) struct RaceHook(Arc<dyn Fn(RacePoint) + Send + Sync>);
+
+impl std::fmt::Debug for RaceHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RaceHook")
+    }
 }
 
 impl Default for Options {
@@ -82,6 +109,7 @@ impl Default for Options {
             background: true,
             wal_segment_size: crate::limits::WAL_SEGMENT_SIZE,
             read_only: false,
+            race_hook: None,
         }
     }
 }
@@ -165,5 +193,24 @@ impl Options {
     pub fn read_only(mut self, on: bool) -> Self {
         self.read_only = on;
         self
+    }
+
+    /// For tests under real concurrency: `hook` is called at each
+    /// [`RacePoint`] and may pause the calling thread there. Races between
+    /// those steps and other threads last a few instructions, too short
+    /// for a test to hit often by chance; a pause makes them wide, so a
+    /// test fails within seconds if the order between the steps is not
+    /// sound. Not for production use.
+    #[doc(hidden)]
+    pub fn race_hook(mut self, hook: impl Fn(RacePoint) + Send + Sync + 'static) -> Self {
+        self.race_hook = Some(RaceHook(Arc::new(hook)));
+        self
+    }
+
+    /// Calls the race hook, if any, at `point`.
+    pub(crate) fn race(&self, point: RacePoint) {
+        if let Some(h) = &self.race_hook {
+            (h.0)(point);
+        }
     }
 }

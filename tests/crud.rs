@@ -226,9 +226,7 @@ fn serializable_is_the_default() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
     let t = db.table("t").expect("t");
-    let mut tx = db
-        .begin_with(Isolation::Serializable)
-        .expect("serializable begins");
+    let mut tx = db.begin().expect("begin");
     assert_eq!(tx.isolation(), Isolation::Serializable);
     tx.put(&t, "k", "v").expect("put");
     tx.commit().expect("commit");

@@ -510,3 +510,78 @@ fn a_bulk_delete_leaves_no_read_marks_on_the_keys_it_did_not_touch() {
     b.commit()
         .expect("b commits: b before a is a serial order of the two");
 }
+
+/// The read-only anomaly's first steps, with T3 folded into the SSI
+/// summary before T1 reads: x = y = 0; T2 reads x and y; T3 adds 20 to y
+/// and commits; read-only T1 begins; then more than `SSI_COMMITTED_MAX`
+/// small serializable commits (on another table) fold T3 into the
+/// summary of old committed transactions, while T2 keeps its out-edge to
+/// it. Returns T1, T2 (still running) and T2's reads.
+fn anomaly_with_t3_folded(db: &Db, t: &Table) -> (Transaction, Transaction, (i64, i64)) {
+    let mut init = db.begin().expect("begin");
+    set(&mut init, t, "x", 0).expect("x");
+    set(&mut init, t, "y", 0).expect("y");
+    init.commit().expect("init");
+    let t2 = db.begin().expect("t2");
+    let read = (num(&t2, t, "x").expect("x"), num(&t2, t, "y").expect("y"));
+    let mut t3 = db.begin().expect("t3");
+    let y = num(&t3, t, "y").expect("y");
+    set(&mut t3, t, "y", y + 20).expect("y");
+    t3.commit().expect("t3 commits first");
+    let t1 = db.begin_read().expect("t1");
+    let filler = db.table("filler").expect("filler");
+    for i in 0..strata::limits::SSI_COMMITTED_MAX + 8 {
+        let mut f = db.begin().expect("filler");
+        f.put(&filler, (i as u64).to_be_bytes(), b"f").expect("put");
+        f.commit()
+            .expect("a filler touches nothing the others read");
+    }
+    (t1, t2, read)
+}
+
+fn eventual(dir: &std::path::Path) -> Db {
+    Db::open_with(
+        dir,
+        strata::Options::default().durability(strata::Durability::Eventual),
+    )
+    .expect("open")
+}
+
+// Guards against the SSI summary hiding a folded T3 from the read-only
+// rule (it kept the latest commit of what it folded, after T1's snapshot).
+#[test]
+fn read_only_anomaly_is_caught_with_t3_folded_into_the_summary() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = eventual(tmp.path());
+    let t = db.table("test").expect("table");
+    let (t1, mut t2, (x, y)) = anomaly_with_t3_folded(&db, &t);
+    assert!(prevented(|| {
+        // T1 reads while T2 still runs: T1 -rw-> T2 -rw-> T3 (folded).
+        let seen = (num(&t1, &t, "x")?, num(&t1, &t, "y")?);
+        let penalty = if x + y - 10 < 0 { 1 } else { 0 };
+        set(&mut t2, &t, "x", x - 10 - penalty)?;
+        t2.commit()?;
+        t1.commit()?;
+        Ok(seen == (0, 20) && penalty == 1)
+    }));
+}
+
+// Guards against the safe-snapshot test trusting the SSI summary's latest
+// commit: a read-only T1 watching T2 was declared safe when T2 committed
+// with its out-edge to a folded T3, and then read unchecked.
+#[test]
+fn read_only_snapshot_is_not_declared_safe_past_a_folded_t3() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = eventual(tmp.path());
+    let t = db.table("test").expect("table");
+    let (t1, mut t2, (x, y)) = anomaly_with_t3_folded(&db, &t);
+    let penalty = if x + y - 10 < 0 { 1 } else { 0 };
+    set(&mut t2, &t, "x", x - 10 - penalty).expect("no reader marked x yet");
+    t2.commit().expect("T2 commits before T1 reads anything");
+    assert!(prevented(|| {
+        // T2 committed after T1's snapshot: T1 -rw-> T2 -rw-> T3 (folded).
+        let seen = (num(&t1, &t, "x")?, num(&t1, &t, "y")?);
+        t1.commit()?;
+        Ok(seen == (0, 20) && penalty == 1)
+    }));
+}

@@ -4,8 +4,9 @@
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --test loom
 //! ```
 //! Each model runs real engine components (the log, the transaction
-//! manager, the lock waits, the buffer pool) over the in-memory `FaultFs`,
-//! and loom explores the interleavings of their locks and atomics.
+//! manager, the lock waits, the buffer pool, the SSI graph behind its
+//! lock) over the in-memory `FaultFs`, and loom explores the interleavings
+//! of their locks and atomics.
 
 #![cfg(loom)]
 
@@ -21,10 +22,11 @@ use strata::mvcc::clog::Clog;
 use strata::mvcc::manager::TxnManager;
 use strata::mvcc::{Status, StatusOf};
 use strata::txn::locks::LockWaits;
+use strata::txn::ssi::SsiLock;
 use strata::wal::reader::LogReader;
 use strata::wal::record::{Kind, Record};
 use strata::wal::Wal;
-use strata::Error;
+use strata::{Error, Options};
 
 fn wal(fs: &FaultFs) -> Wal {
     Wal::resume(Arc::new(fs.clone()), Path::new("/wal"), Lsn(0)).expect("log")
@@ -357,6 +359,146 @@ fn an_absent_key_delete_never_loses_its_edge() {
             assert!(
                 ssi.lock().expect("ssi").has_edge(1, 2),
                 "the absent key's rw-antidependency was lost"
+            );
+        }
+    });
+}
+
+/// The anomaly's T2 and T3 for the SSI order models: T2 (token 1) has read
+/// y, T3 (token 2, writing as the returned xid) has written y, so T2 -rw->
+/// T3; both run serializable, begun through the engine's `SsiLock`.
+struct Fekete {
+    mgr: Arc<TxnManager>,
+    ssi: Arc<SsiLock>,
+    marks: Arc<strata::txn::ssi::KeyMarks>,
+    log: Arc<Wal>,
+    t2: (u64, strata::txn::ssi::ReadSet),
+    t3: (u64, strata::txn::ssi::ReadSet, Xid),
+}
+
+fn fekete(fs: &FaultFs) -> Fekete {
+    let mgr = Arc::new(TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1))));
+    let graph = strata::txn::ssi::Ssi::default();
+    let marks = graph.marks();
+    let ssi = Arc::new(SsiLock::new(graph));
+    let log = Arc::new(wal(fs));
+    let opts = Options::default();
+    let (t2, t3) = (mgr.next_token(), mgr.next_token());
+    let (mut r2, _) = ssi.begin(&mgr, t2, false, &opts);
+    let (r3, _) = ssi.begin(&mgr, t3, false, &opts);
+    assert!(r2.mark(&marks, SSI_TABLE, b"y").is_none());
+    let x3 = mgr.assign(t3, &log).expect("xid");
+    ssi.lock().assign(t3, x3);
+    ssi.lock().write(t3, SSI_TABLE, b"y").expect("T2 -rw-> T3");
+    Fekete {
+        mgr,
+        ssi,
+        marks,
+        log,
+        t2: (t2, r2),
+        t3: (t3, r3, x3),
+    }
+}
+
+/// SSI's order against MVCC publication: T3 commits (SSI prepare, MVCC
+/// publication, SSI commit) while read-only T1 begins. In every
+/// interleaving where T1's snapshot sees T3, SSI counts T3 as committed
+/// before it, so T1 reading x and T2 then writing x (T1 -rw-> T2 -rw-> T3)
+/// cannot all commit. (Taking the SSI registration outside the snapshot's
+/// critical section, or judging T3 by the commit SSI counts after
+/// publication, lets all three commit in some interleaving.)
+#[test]
+fn ssi_counts_every_commit_a_snapshot_sees() {
+    loom::model(|| {
+        let fs = FaultFs::new();
+        let Fekete {
+            mgr,
+            ssi,
+            marks,
+            log,
+            t2: (t2, _r2),
+            t3: (t3, r3, x3),
+        } = fekete(&fs);
+        let committer = {
+            let (mgr, ssi) = (mgr.clone(), ssi.clone());
+            thread::spawn(move || {
+                ssi.lock().prepare(t3).expect("T3 commits first");
+                ssi.finish(
+                    &mgr,
+                    t3,
+                    x3,
+                    Status::Committed,
+                    Some(r3),
+                    &Options::default(),
+                );
+            })
+        };
+        let t1 = mgr.next_token();
+        let (mut r1, snap) = ssi.begin(&mgr, t1, true, &Options::default());
+        committer.join().expect("committer");
+        let sees_t3 = snap.sees(x3, Xid::NONE, mgr.clog());
+        assert!(r1.mark(&marks, SSI_TABLE, b"x").is_none());
+        let x2 = mgr.assign(t2, &log).expect("xid");
+        ssi.lock().assign(t2, x2);
+        let all_commit = ssi.lock().write(t2, SSI_TABLE, b"x").is_ok()
+            && ssi.lock().prepare(t2).is_ok()
+            && ssi.lock().prepare(t1).is_ok();
+        assert!(
+            !(sees_t3 && all_commit),
+            "read-only anomaly: T1 saw T3, and T1, T2, T3 all committed"
+        );
+    });
+}
+
+/// A read-only transaction's watch set against a pivot's commit: T3 has
+/// committed; T2 (which read y before T3 wrote it, and wrote x) commits
+/// while read-only T1 begins. In every interleaving where T1's snapshot
+/// misses T2, T1 is not declared safe, and reading x (skipping T2's
+/// version) fails it. (Building the watch set after the snapshot, in a
+/// critical section of its own, lets T1 read unchecked in some
+/// interleaving.)
+#[test]
+fn ssi_watches_every_writer_a_snapshot_misses() {
+    loom::model(|| {
+        let fs = FaultFs::new();
+        let Fekete {
+            mgr,
+            ssi,
+            marks: _,
+            log,
+            t2: (t2, r2),
+            t3: (t3, r3, x3),
+        } = fekete(&fs);
+        let opts = Options::default();
+        ssi.lock().prepare(t3).expect("T3 commits first");
+        ssi.finish(&mgr, t3, x3, Status::Committed, Some(r3), &opts);
+        let x2 = mgr.assign(t2, &log).expect("xid");
+        ssi.lock().assign(t2, x2);
+        ssi.lock()
+            .write(t2, SSI_TABLE, b"x")
+            .expect("nobody read x");
+        let committer = {
+            let (mgr, ssi) = (mgr.clone(), ssi.clone());
+            thread::spawn(move || {
+                ssi.lock().prepare(t2).expect("T2 commits");
+                ssi.finish(
+                    &mgr,
+                    t2,
+                    x2,
+                    Status::Committed,
+                    Some(r2),
+                    &Options::default(),
+                );
+            })
+        };
+        let t1 = mgr.next_token();
+        let (_r1, snap) = ssi.begin(&mgr, t1, true, &opts);
+        committer.join().expect("committer");
+        assert!(snap.sees(x3, Xid::NONE, mgr.clog()), "T3 committed before");
+        if !snap.sees(x2, Xid::NONE, mgr.clog()) {
+            assert!(
+                ssi.lock().read_unseen(t1, &[x2]).is_err(),
+                "T1 read x past T2's version unchecked: T1 -rw-> T2 -rw-> T3"
             );
         }
     });

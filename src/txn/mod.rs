@@ -107,24 +107,26 @@ impl std::fmt::Debug for Transaction {
 
 impl Transaction {
     pub(crate) fn begin_read(db: Db) -> Result<Transaction> {
-        let mut tx = Self::begin(db, Isolation::Serializable)?;
-        tx.read_only = true;
-        if let Some(reads) = tx.reads.get_mut().as_mut() {
-            tx.db.inner().ssi.lock().read_only(tx.token, reads);
-        }
-        Ok(tx)
+        Self::begin_as(db, Isolation::Serializable, true)
     }
 
     pub(crate) fn begin(db: Db, level: Isolation) -> Result<Transaction> {
+        Self::begin_as(db, level, false)
+    }
+
+    fn begin_as(db: Db, level: Isolation, read_only: bool) -> Result<Transaction> {
         if db.inner().store.wal.is_poisoned() {
             return Err(Error::Poisoned);
         }
         let inner = db.inner();
-        // Registered with SSI before the snapshot is taken: commits it
-        // counts as earlier are certainly in the snapshot.
         let token = inner.mgr.next_token();
-        let reads = (level == Isolation::Serializable).then(|| inner.ssi.lock().begin(token));
-        let snapshot = inner.mgr.begin(token, level == Isolation::ReadCommitted);
+        let (reads, snapshot) = if level == Isolation::Serializable {
+            let (reads, snapshot) = inner.ssi.begin(&inner.mgr, token, read_only, &inner.opts);
+            (Some(reads), snapshot)
+        } else {
+            let per_operation = level == Isolation::ReadCommitted;
+            (None, inner.mgr.begin(token, per_operation))
+        };
         Ok(Transaction {
             db,
             token,
@@ -134,7 +136,7 @@ impl Transaction {
             versions: Versions::default(),
             doomed: Cell::new(None),
             finished: false,
-            read_only: false,
+            read_only,
             reads: RefCell::new(reads),
         })
     }
@@ -362,8 +364,7 @@ impl Transaction {
             }
         }
         if self.xid == Xid::NONE {
-            inner.mgr.finish(self.token, Xid::NONE, Status::Committed);
-            self.ssi_committed();
+            self.finish(Status::Committed);
             return Ok(CommitInfo {
                 xid: Xid::NONE,
                 lsn: Lsn(0),
@@ -385,11 +386,10 @@ impl Transaction {
         });
         match durable {
             Ok(lsn) => {
-                inner.mgr.finish(self.token, self.xid, Status::Committed);
+                self.finish(Status::Committed);
                 inner
                     .dead
                     .fetch_add(self.versions.dead_if_committed(), Ordering::Relaxed);
-                self.ssi_committed();
                 inner.waits.finished();
                 Ok(CommitInfo { xid: self.xid, lsn })
             }
@@ -401,10 +401,18 @@ impl Transaction {
         }
     }
 
-    fn ssi_committed(&self) {
-        if let Some(reads) = self.reads.take() {
-            self.db.inner().ssi.lock().committed(self.token, reads);
-        }
+    /// Publishes the outcome to MVCC, then reports it to SSI.
+    fn finish(&self, outcome: Status) {
+        let inner = self.db.inner();
+        let reads = self.reads.take();
+        inner.ssi.finish(
+            &inner.mgr,
+            self.token,
+            self.xid,
+            outcome,
+            reads,
+            &inner.opts,
+        );
     }
 
     /// Prepares the transaction for two-phase commit under the global id
@@ -477,10 +485,7 @@ impl Transaction {
 
     fn abort(&mut self) {
         let inner = self.db.inner();
-        inner.mgr.finish(self.token, self.xid, Status::Aborted);
-        if let Some(reads) = self.reads.take() {
-            inner.ssi.lock().aborted(self.token, reads);
-        }
+        self.finish(Status::Aborted);
         if self.xid != Xid::NONE {
             inner
                 .dead

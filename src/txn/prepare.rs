@@ -323,15 +323,9 @@ pub(crate) fn decide(inner: &Inner, gid: &str, commit: bool) -> Result<()> {
     } else {
         Status::Aborted
     };
-    inner.mgr.finish(t.token, t.xid, outcome);
-    if let Some(reads) = t.reads {
-        let mut ssi = inner.ssi.lock();
-        if commit {
-            ssi.committed(t.token, reads);
-        } else {
-            ssi.aborted(t.token, reads);
-        }
-    }
+    inner
+        .ssi
+        .finish(&inner.mgr, t.token, t.xid, outcome, t.reads, &inner.opts);
     let dead = if commit {
         t.versions.dead_if_committed()
     } else {

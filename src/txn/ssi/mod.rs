@@ -36,7 +36,7 @@
 //! orders snapshots, commit starts ("prepared") and commit publications.
 //! A committed entry, with its marks, stays until no transaction
 //! concurrent with it is running; its out-edges then live on as a summary
-//! (the earliest commit among the out-neighbours), as in PostgreSQL.
+//! (the earliest commit start among the out-neighbours), as in PostgreSQL.
 //! Too many key marks of one transaction on one table are coarsened into
 //! ranges, too many ranges into the whole table (see `reads`).
 //!
@@ -45,18 +45,54 @@
 //! lock is taken at begin, at each write, for scans, when a read skipped a
 //! version, and twice at commit.
 //!
+//! Order against MVCC. What a snapshot sees is decided by the MVCC
+//! manager, under its own lock; SSI keeps its own counter. The two must
+//! agree on "committed before the snapshot", and they do not take each
+//! other's locks at commit. A commit goes:
+//! ```text
+//!   SSI prepare (p = ++counter)  →  log  →  MVCC publish  →  SSI committed (c = ++counter)
+//! ```
+//! and a serializable `begin` takes its counter value `s` and its MVCC
+//! snapshot in one critical section of this graph's lock. So for every
+//! transaction T and snapshot S:
+//! - `c ≤ s` ⇒ S sees T: T was published before it was counted committed,
+//!   which was before S's critical section;
+//! - S sees T ⇒ `p ≤ s`: T was published before S's snapshot was taken,
+//!   and prepared before that, under this lock, which S held throughout.
+//!
+//! Between publication and `c` a commit is visible yet not counted
+//! committed; rules are written so that this window never matters. Where
+//! T must certainly be visible (a reader too old to be concurrent with a
+//! writer, an entry no running transaction can still conflict with), they
+//! compare `c`. Where T must possibly be visible (the read-only rule: T3
+//! committed before T1's snapshot; the safe-snapshot test), they compare
+//! `p`, as PostgreSQL compares `prepareSeqNo` with a snapshot's
+//! `lastCommitBeforeSnapshot`, taken under the lock its snapshot is taken
+//! under. The cost is a `begin` that copies the MVCC running set while
+//! holding this lock. Counting T committed before publishing it instead
+//! would break the first implication (a snapshot counted after T could
+//! still miss T), on which the concurrency test and cleanup rely;
+//! publishing under this lock would make every serializable commit hold
+//! it across its publication.
+//!
 //! A transaction declared read-only (`Db::begin_read`) is judged by the
 //! read-only rule from the start: as T1 of a structure it is in danger only
 //! if T3 committed before its snapshot. It watches the read-write
-//! transactions running when it began; once all finished without an
-//! out-conflict to a transaction committed before its snapshot, the
+//! transactions running when it began, a set taken in the critical section
+//! of its snapshot (a writer that finished before it is visible to it; one
+//! that finishes after it is watched). Once all finished without an
+//! out-conflict to a transaction prepared at or before its snapshot, the
 //! snapshot is *safe*: it leaves SSI (no marks, never aborted).
 //!
 //! When more than `SSI_COMMITTED_MAX` committed entries are retained (a
 //! long-running transaction keeps everything after it), the oldest are
-//! folded into one summary entry, conservatively, so memory stays bounded.
+//! folded into one summary entry, conservatively, so memory stays bounded:
+//! it keeps the earliest commit start of what it folded (as T3 it counts
+//! as committed before any snapshot one of them was before) and the latest
+//! commit (as T1 or T2 it stays concurrent with whatever one of them was).
 
 mod marks;
+mod order;
 mod reads;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -65,6 +101,7 @@ use std::sync::Arc;
 
 use crate::hash::{IntMap, IntSet};
 pub use marks::{key_hash, KeyMarks};
+pub use order::SsiLock;
 pub use reads::{Coarsening, ReadSet};
 
 use crate::error::{Error, Result};
@@ -82,8 +119,9 @@ pub type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 #[derive(Default)]
 struct Entry {
     xid: Xid,
-    /// Counter value when the snapshot was taken: transactions whose
-    /// commit was published at or below it are visible to it.
+    /// Counter value when the snapshot was taken (under this graph's
+    /// lock): a transaction counted committed at or below it is visible to
+    /// it, and one visible to it was prepared at or below it.
     snapshot: u64,
     /// Set when the commit begins; from then on it cannot be aborted.
     prepared: Option<u64>,
@@ -169,9 +207,11 @@ impl Ssi {
         self.marks.clone()
     }
 
-    /// Registers serializable transaction `id` (before its MVCC snapshot
-    /// is taken, so the order is conservative). The transaction keeps the
-    /// returned set of its marks and hands it back when it ends.
+    /// Registers serializable transaction `id`. The caller takes the
+    /// transaction's MVCC snapshot before it lets go of this graph's lock
+    /// (see the module's essay: the two must agree on which commits came
+    /// before the snapshot). The transaction keeps the returned set of its
+    /// marks and hands it back when it ends.
     pub fn begin(&mut self, id: u64) -> ReadSet {
         self.counter += 1;
         self.running.insert(self.counter, id);
@@ -185,17 +225,22 @@ impl Ssi {
         ReadSet::new(id)
     }
 
-    /// Declares `id` (whose marks are `reads`) read-only: the read-only
-    /// rule applies to it at once, and once its snapshot is known safe it
-    /// leaves SSI altogether and `reads` stops marking.
-    pub fn read_only(&mut self, id: u64, reads: &mut ReadSet) {
-        let safe = reads.watch_safety();
+    /// Registers `id` as a transaction declared read-only, under the same
+    /// rule as [`Ssi::begin`] for its snapshot: the read-only rule applies
+    /// to it at once, and once its snapshot is known safe it leaves SSI
+    /// altogether and the returned set stops marking. The read-write
+    /// transactions it must watch are the ones running now, in the
+    /// critical section of its snapshot: one that finishes later is
+    /// watched, one that finished earlier is visible to it.
+    pub fn begin_read_only(&mut self, id: u64) -> ReadSet {
         let watch: IntSet<u64> = self
             .running
             .values()
-            .filter(|&&w| w != id && self.entries.get(&w).is_some_and(|e| !e.read_only))
+            .filter(|&&w| self.entries.get(&w).is_some_and(|e| !e.read_only))
             .copied()
             .collect();
+        let mut reads = self.begin(id);
+        let safe = reads.watch_safety();
         if let Some(e) = self.entries.get_mut(&id) {
             e.read_only = true;
             e.watch = watch;
@@ -203,6 +248,7 @@ impl Ssi {
             self.watchers.insert(id);
         }
         self.settle(id);
+        reads
     }
 
     /// A read-only entry whose watch set emptied is safe: its marks and
@@ -221,8 +267,8 @@ impl Ssi {
     }
 
     /// A read-write transaction finished: update the read-only entries
-    /// watching it. `out_before` is the earliest commit (or summarised
-    /// commit start) among its out-neighbours, if it committed.
+    /// watching it. `out_before` is the earliest commit start among its
+    /// out-neighbours (summarised ones included), if it committed.
     fn unwatch(&mut self, w: u64, out_before: Option<u64>) {
         let watchers: Vec<u64> = self
             .watchers
@@ -234,10 +280,10 @@ impl Ssi {
             let Some(e) = self.entries.get_mut(&r) else {
                 continue;
             };
-            if out_before.is_some_and(|c| c <= e.snapshot) {
-                // W leads out to a transaction committed before R's
-                // snapshot: R's snapshot is not safe; it stays a normal
-                // read-only serializable transaction.
+            if out_before.is_some_and(|p| p <= e.snapshot) {
+                // W leads out to a transaction that may have committed
+                // before R's snapshot: R's snapshot is not safe; it stays
+                // a normal read-only serializable transaction.
                 e.watch.clear();
                 e.unsafe_snapshot = true;
                 self.watchers.remove(&r);
@@ -418,9 +464,13 @@ impl Ssi {
                 };
                 let Some(p3) = e3.prepared else { return Ok(()) }; // nobody committed yet
                 let before_t1 = t1 == t3 || Entry::committed_first(p3, e1);
-                // A read-only T1 is safe unless T3 committed before its snapshot.
+                // A read-only T1 is safe unless T3 committed before its
+                // snapshot. T3's commit start, not its commit, is what
+                // bounds it: a T3 that T1 sees began committing below T1's
+                // snapshot counter (see the module's essay), and for the
+                // summary entry it is the earliest of everything folded.
                 let read_only_t1 = e1.read_only || (e1.xid == Xid::NONE && e1.prepared.is_some());
-                let before_snapshot = e3.committed.is_some_and(|c| c <= e1.snapshot);
+                let before_snapshot = p3 <= e1.snapshot;
                 Entry::committed_first(p3, e2) && before_t1 && (!read_only_t1 || before_snapshot)
             }
             None => {
@@ -548,13 +598,16 @@ impl Ssi {
             }
         }
         if let Some(e) = self.entries.get(&id) {
-            for c in e
+            // Commit starts, as in the read-only rule. An out-neighbour
+            // that has started committing but is not yet counted committed
+            // here may already be visible to a watcher: it counts too.
+            for p in e
                 .outs
                 .iter()
                 .filter_map(|o| self.entries.get(o))
-                .filter_map(|o| o.committed)
+                .filter_map(|o| o.prepared)
             {
-                out_before = Some(out_before.map_or(c, |b: u64| b.min(c)));
+                out_before = Some(out_before.map_or(p, |b: u64| b.min(p)));
             }
         }
         self.unwatch(id, out_before);
@@ -617,9 +670,13 @@ impl Ssi {
     /// Folds the oldest committed entries into one summary entry once more
     /// than `SSI_COMMITTED_MAX` are retained (a long-running transaction
     /// keeps every later one): the summary takes over their marks, edges and
-    /// xids, with the earliest commit start and the latest commit, which
-    /// can only find more dangerous structures, never fewer. Memory then
-    /// follows the keys read, not the number of transactions.
+    /// xids. Each of its counters takes the value that can only find more
+    /// dangerous structures, never fewer: the earliest snapshot and commit
+    /// start (as T3 it committed as early as any of them, which the
+    /// read-only rule and the safe-snapshot test read), the latest commit
+    /// (as T1 or T2 it committed as late as any, and stays concurrent with
+    /// whoever any of them was concurrent with). Memory then follows the
+    /// keys read, not the number of transactions.
     fn summarise(&mut self) {
         if self.finished.len() <= SSI_COMMITTED_MAX {
             return;
@@ -788,9 +845,9 @@ mod tests {
             self.s.committed(id, r);
         }
 
-        fn read_only(&mut self, id: u64) {
-            let r = self.reads.get_mut(&id).expect("a running transaction");
-            self.s.read_only(id, r);
+        fn begin_read(&mut self, id: u64) {
+            let r = self.s.begin_read_only(id);
+            self.reads.insert(id, r);
         }
 
         fn is_safe(&self, id: u64) -> bool {
@@ -966,8 +1023,7 @@ mod tests {
     #[test]
     fn read_only_snapshot_without_concurrent_writers_is_safe_at_once() {
         let mut s = Sim::default();
-        s.begin(1);
-        s.read_only(1);
+        s.begin_read(1);
         assert!(s.is_safe(1));
         s.read_key(1, T, b"x", &[]).expect("read");
         s.read_range(1, T, (Bound::Unbounded, Bound::Unbounded));
@@ -985,8 +1041,7 @@ mod tests {
         let mut s = Sim::default();
         s.begin(2);
         s.assign(2, Xid(2));
-        s.begin(1);
-        s.read_only(1);
+        s.begin_read(1);
         assert!(!s.is_safe(1), "a read-write transaction was running");
         s.read_key(1, T, b"x", &[]).expect("read");
         s.write(2, T, b"x").expect("1 -> 2");
@@ -1009,14 +1064,60 @@ mod tests {
         s.write(3, T, b"y").expect("2 -> 3");
         s.prepare(3).expect("prepare");
         s.committed(3);
-        s.begin(1);
-        s.read_only(1);
+        s.begin_read(1);
         s.write(2, T, b"x").expect("write");
         s.prepare(2).expect("prepare");
         s.committed(2);
         assert!(
             !s.is_safe(1),
             "2 leads out to 3, committed before 1's snapshot"
+        );
+    }
+
+    /// The read-only anomaly's shape with T3 published (visible to new
+    /// snapshots) but not yet counted committed when read-only 1 begins.
+    fn t3_published_then_read_only_t1(s: &mut Sim) {
+        s.begin(2);
+        s.assign(2, Xid(2));
+        s.begin(3);
+        s.assign(3, Xid(3));
+        s.read_key(2, T, b"y", &[]).expect("read");
+        s.write(3, T, b"y").expect("2 -> 3");
+        s.prepare(3).expect("prepare");
+        s.begin_read(1);
+    }
+
+    // Guards against the read-only rule comparing T3's commit, counted
+    // after MVCC publication, with T1's snapshot: T1 may see T3 before SSI
+    // counts T3 committed.
+    #[test]
+    fn read_only_rule_counts_a_t3_that_began_committing_before_the_snapshot() {
+        let mut s = Sim::default();
+        t3_published_then_read_only_t1(&mut s);
+        s.read_key(1, T, b"x", &[]).expect("read");
+        assert!(
+            s.write(2, T, b"x").is_err(),
+            "1 -> 2 -> 3 with 3 prepared before 1's snapshot: 2 is the victim"
+        );
+    }
+
+    // Guards against the safe-snapshot test looking only at out-neighbours
+    // counted committed: one published but not yet counted may be visible.
+    #[test]
+    fn read_only_snapshot_stays_unsafe_past_a_pivot_to_a_published_t3() {
+        let mut s = Sim::default();
+        t3_published_then_read_only_t1(&mut s);
+        s.write(2, T, b"x").expect("write");
+        s.prepare(2).expect("prepare");
+        s.committed(2);
+        s.committed(3);
+        assert!(
+            !s.is_safe(1),
+            "2 led out to 3, prepared before 1's snapshot and counted committed after 2"
+        );
+        assert!(
+            s.read_unseen(1, &[Xid(2)]).is_err(),
+            "1 skips 2's version of x: 1 -> 2 -> 3, and only 1 can go"
         );
     }
 
