@@ -77,9 +77,7 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
     }
     crate::compact::run(inner, &mut stats)?;
     loop {
-        let (cut, _) = inner
-            .store
-            .with_mtr(Op::Vacuum as u8, Xid::NONE, meta::shrink)?;
+        let cut = inner.store.shrink(Op::Vacuum as u8)?;
         if cut == 0 {
             break;
         }

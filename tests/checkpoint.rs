@@ -310,3 +310,111 @@ fn crash_points_with_checkpoints_beside_writers_and_evictions() {
         );
     }
 }
+
+// Guards against a checkpoint cutting the data file below pages that log
+// records after its redo point name: rows on the last pages deleted while
+// it ran, then a vacuum shrank the file, the cut followed the new count,
+// and the next checkpoint wrote the meta page with that count; a crash
+// before that checkpoint's CONTROL left a log that recovery refused
+// ("names page N, beyond the pages that can exist").
+#[test]
+fn a_shrink_during_a_checkpoint_leaves_a_database_that_recovers() {
+    let fs = FaultFs::new();
+    let db = Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts()).expect("open");
+    let t = db.table("t").expect("table");
+    // Two rows a page: the last half of the rows fills the last half of
+    // the file, which they leave while the checkpoint runs. (A first
+    // commit places the commit log's page before them.)
+    let mut tx = db.begin().expect("begin");
+    tx.put(&db.table("first").expect("table"), b"k", b"v")
+        .expect("put");
+    tx.commit().expect("commit");
+    let rows = 1_200u32;
+    let big = |i: u32| {
+        let mut v = vec![1u8; 3_900];
+        v[..4].copy_from_slice(&i.to_le_bytes());
+        v
+    };
+    let mut tx = db.begin().expect("begin");
+    for i in 0..rows {
+        tx.put(&t, key(i), big(i)).expect("put");
+    }
+    tx.commit().expect("commit");
+    db.checkpoint().expect("checkpoint");
+    let bytes_before = db.stats().expect("stats").data_file_bytes;
+    let marker = Path::new("/marker");
+    let control_tmp = OpMatch {
+        kind: OpKind::Create,
+        file: "CONTROL.tmp",
+    };
+    let go = OpMatch {
+        kind: OpKind::Create,
+        file: "marker",
+    };
+    // The checkpoint stops after its page flush, before CONTROL.
+    let first = fs.hold(control_tmp, go, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let checkpoint = s.spawn(|| db.checkpoint());
+        assert!(
+            first.wait_holding(Duration::from_secs(60)),
+            "no CONTROL written"
+        );
+        let mut tx = db.begin().expect("begin");
+        for i in rows / 2..rows {
+            assert!(tx.delete(&t, key(i)).expect("delete"));
+        }
+        tx.commit().expect("commit");
+        let v = db.vacuum().expect("vacuum");
+        let cut = v.pages_cut;
+        // More than a record's own allocations, which recovery admits
+        // past the count.
+        assert!(cut > 96, "vacuum cut {cut} pages");
+        drop(strata::io::Vfs::open(&fs, marker, true).expect("marker"));
+        checkpoint
+            .join()
+            .expect("checkpoint thread")
+            .expect("checkpoint");
+    });
+    assert_eq!(first.released(), Some(true));
+    // The next checkpoint writes the meta page with the lowered count and
+    // stops before its CONTROL: the power fails there.
+    let second = fs.hold(control_tmp, go, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let checkpoint = s.spawn(|| db.checkpoint());
+        assert!(
+            second.wait_holding(Duration::from_secs(60)),
+            "no CONTROL written"
+        );
+        let images = [fs.synced_image(), fs.power_loss_image(7)];
+        drop(strata::io::Vfs::open(&fs, Path::new("/second-marker"), true).expect("marker"));
+        checkpoint
+            .join()
+            .expect("checkpoint thread")
+            .expect("checkpoint");
+        for (n, img) in images.into_iter().enumerate() {
+            let what = format!("image {n}");
+            let db = Db::open_vfs(Arc::new(img), Path::new(DIR), opts())
+                .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
+            let t = db.table("t").expect("table");
+            let tx = db.begin_read().expect("begin");
+            let got: Vec<u32> = tx
+                .scan(&t, ..)
+                .expect("scan")
+                .map(|r| {
+                    let (_, v) = r.unwrap_or_else(|e| panic!("{what}: row: {e}"));
+                    u32::from_le_bytes(v[..4].try_into().expect("4 bytes"))
+                })
+                .collect();
+            let want: Vec<u32> = (0..rows / 2).collect();
+            assert_eq!(got, want, "{what}: rows");
+            drop(tx);
+            db.check_integrity()
+                .unwrap_or_else(|e| panic!("{what}: integrity: {e}"));
+        }
+    });
+    assert_eq!(second.released(), Some(true));
+    assert!(
+        db.stats().expect("stats").data_file_bytes < bytes_before,
+        "the file never shrank"
+    );
+}

@@ -16,7 +16,7 @@ pub mod meta;
 
 use std::sync::Arc;
 
-use crate::sync::{AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::buffer::mtr::{Mtr, ReadView};
 use crate::buffer::BufferPool;
@@ -39,6 +39,11 @@ pub struct Store {
     /// Redo point of the latest checkpoint: pages last changed at or
     /// before it get a full image on their next change.
     redo: AtomicU64,
+    /// The highest page count since the latest checkpoint's redo point
+    /// (the count then, or one a shrink since lowered). Records after the
+    /// redo point may name pages up to it, and recovery bounds the pages a
+    /// record may name by the file's length, so a cut keeps them.
+    count_since_redo: AtomicU32,
 }
 
 /// Shared access to pages.
@@ -89,6 +94,7 @@ impl Store {
             fsm: Fsm::default(),
             latch: RwLock::new(()),
             redo: AtomicU64::new(redo.0),
+            count_since_redo: AtomicU32::new(u32::MAX),
         }
     }
 
@@ -124,13 +130,33 @@ impl Store {
         Ok((r, lsn))
     }
 
+    /// Lowers the page count past free pages at the end of the file (one
+    /// logged mini-transaction as `op`); returns how many pages it cut.
+    /// The count before is remembered for the next cut (`cut_file`).
+    pub fn shrink(&self, op: u8) -> Result<u32> {
+        let mut w = self.write();
+        let before = meta::get(w.mtr.page(meta::META)?, meta::Field::PageCount);
+        let cut = meta::shrink(&mut w.mtr)?;
+        // Before the latch goes (with the commit), so no cut sees the
+        // lower count without it.
+        if cut > 0 {
+            self.count_since_redo.fetch_max(before, Ordering::AcqRel);
+        }
+        w.commit(Kind::Pages, op, Xid::NONE)?;
+        Ok(cut)
+    }
+
     /// Cuts the data file back to the meta page's page count, once the
     /// log that lowered the count is durable (else a crash could bring
-    /// back a count naming pages the file no longer has). Pages past the
-    /// count are free and unreferenced; their cached copies are dropped
-    /// unwritten. The log is fsynced outside the latch: the cut keeps the
-    /// pages past both the count it made durable and the count now (an
-    /// allocation meanwhile may have raised it again).
+    /// back a count naming pages the file no longer has), but never below
+    /// a count the file had since the checkpoint's redo point: a crash
+    /// before the next checkpoint replays records from that point, and
+    /// they may name pages a later shrink gave up (the meta page on disk
+    /// can be newer than they are, so only the file's length admits
+    /// them). Pages past the cut are free and unreferenced; their cached
+    /// copies are dropped unwritten. The log is fsynced outside the latch:
+    /// the cut keeps the pages past both the count it made durable and the
+    /// count now (an allocation meanwhile may have raised it again).
     pub fn cut_file(&self) -> Result<()> {
         let count_now = || -> Result<u32> {
             let p = self.pool.fetch(meta::META)?;
@@ -139,7 +165,8 @@ impl Store {
         };
         let (durable, end) = {
             let _latch = self.latch.write();
-            (count_now()?, self.wal.end())
+            let since_redo = self.count_since_redo.load(Ordering::Acquire);
+            (count_now()?.max(since_redo), self.wal.end())
         };
         if self.pool.file_pages()? <= u64::from(durable) {
             return Ok(());
@@ -163,6 +190,8 @@ impl Store {
         let _latch = self.latch.write();
         self.wal.roll_if_over(WAL_ROLL_AT_CHECKPOINT)?;
         let redo = self.wal.end();
+        let count = meta::get(&self.pool.fetch(meta::META)?.read(), meta::Field::PageCount);
+        self.count_since_redo.store(count, Ordering::Release);
         self.redo.store(redo.0, Ordering::Release);
         Ok(redo)
     }
