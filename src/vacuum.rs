@@ -91,10 +91,11 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
 
 pub(crate) fn gather(inner: &Inner) -> Views {
     let (live, now) = inner.mgr.views();
-    let mut list: Vec<(Snapshot, Xid)> = live
-        .into_iter()
-        .map(|v| (v.snapshot.unwrap_or_else(|| now.clone()), v.xid))
-        .collect();
+    let mut list: Vec<(Snapshot, Xid)> = Vec::with_capacity(live.len() + 1);
+    for v in live {
+        list.extend(v.pinned.into_iter().map(|(_, s)| (s, v.xid)));
+        list.push((v.snapshot.unwrap_or_else(|| now.clone()), v.xid));
+    }
     list.push((now.clone(), Xid::NONE));
     list.dedup();
     Views { list, now }

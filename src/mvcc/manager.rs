@@ -24,11 +24,19 @@ use crate::wal::Wal;
 /// What vacuum must preserve for one live transaction.
 #[derive(Clone, Debug)]
 pub struct View {
-    /// The transaction's snapshot (`None`: it takes a fresh one per
-    /// operation, Read Committed).
+    /// The transaction's snapshot. A Read Committed transaction takes one
+    /// per operation: this is its latest get's (`None` before its first),
+    /// kept until the next operation replaces it, so vacuum never frees a
+    /// version a get is reading.
     pub snapshot: Option<Snapshot>,
+    /// Snapshots of a Read Committed transaction's scans still open, by
+    /// pin id: a scan outlives the operations begun while it runs.
+    pub pinned: Vec<(u64, Snapshot)>,
     /// Its xid, once it wrote.
     pub xid: Xid,
+    /// Serializable: SSI takes edges from the versions it skips, so
+    /// vacuum accounts for the writers it does not see (`vacuum`).
+    pub serializable: bool,
 }
 
 struct State {
@@ -81,7 +89,7 @@ impl TxnManager {
     /// Read Committed, its snapshot.
     pub fn begin_new(&self, per_operation: bool) -> (u64, Snapshot) {
         let token = self.next_token();
-        (token, self.begin(token, per_operation))
+        (token, self.begin(token, per_operation, false))
     }
 
     /// A fresh transaction token.
@@ -92,16 +100,55 @@ impl TxnManager {
     }
 
     /// Registers transaction `token` and takes its snapshot (kept for
-    /// vacuum unless `per_operation`, Read Committed).
-    pub fn begin(&self, token: u64, per_operation: bool) -> Snapshot {
+    /// vacuum unless `per_operation`, Read Committed, whose operations
+    /// register their own: [`Self::operation`], [`Self::pin`]).
+    pub fn begin(&self, token: u64, per_operation: bool, serializable: bool) -> Snapshot {
         let mut s = self.state.lock();
         let snap = Self::snapshot_locked(&s);
         let view = View {
             snapshot: (!per_operation).then(|| snap.clone()),
+            pinned: Vec::new(),
             xid: Xid::NONE,
+            serializable,
         };
         s.views.insert(token, view);
         snap
+    }
+
+    /// A snapshot for one operation of Read Committed transaction `token`,
+    /// registered in the same step (vacuum gathering views in between
+    /// would not know it): it stands for the transaction until its next
+    /// operation. Costs no lock beyond the one any snapshot takes.
+    pub fn operation(&self, token: u64) -> Snapshot {
+        let mut s = self.state.lock();
+        let snap = Self::snapshot_locked(&s);
+        if let Some(v) = s.views.get_mut(&token) {
+            v.snapshot = Some(snap.clone());
+        }
+        snap
+    }
+
+    /// A snapshot for a scan of Read Committed transaction `token`, held
+    /// for vacuum until [`Self::unpin`] with the returned id.
+    pub fn pin(&self, token: u64) -> (u64, Snapshot) {
+        let mut s = self.state.lock();
+        s.next_token += 1;
+        let id = s.next_token;
+        let snap = Self::snapshot_locked(&s);
+        if let Some(v) = s.views.get_mut(&token) {
+            // A transaction holds as many pins as it has open scans.
+            debug_assert!(v.pinned.iter().all(|(p, _)| *p != id));
+            v.pinned.push((id, snap.clone()));
+        }
+        (id, snap)
+    }
+
+    /// Releases a scan's snapshot.
+    pub fn unpin(&self, token: u64, id: u64) {
+        let mut s = self.state.lock();
+        if let Some(v) = s.views.get_mut(&token) {
+            v.pinned.retain(|(p, _)| *p != id);
+        }
     }
 
     /// Hands an xid to transaction `token`.
@@ -132,7 +179,9 @@ impl TxnManager {
             token,
             View {
                 snapshot: None,
+                pinned: Vec::new(),
                 xid,
+                serializable: false,
             },
         );
         token

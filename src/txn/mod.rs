@@ -124,7 +124,11 @@ impl Transaction {
         // counts as earlier are certainly in the snapshot.
         let token = inner.mgr.next_token();
         let reads = (level == Isolation::Serializable).then(|| inner.ssi.lock().begin(token));
-        let snapshot = inner.mgr.begin(token, level == Isolation::ReadCommitted);
+        let snapshot = inner.mgr.begin(
+            token,
+            level == Isolation::ReadCommitted,
+            level == Isolation::Serializable,
+        );
         Ok(Transaction {
             db,
             token,
@@ -229,7 +233,17 @@ impl Transaction {
         r
     }
 
-    /// The snapshot for one operation.
+    /// The snapshot for one read, registered for vacuum under Read
+    /// Committed (the view vacuum keeps for this transaction).
+    fn read_snapshot(&self) -> Cow<'_, Snapshot> {
+        match self.level {
+            Isolation::ReadCommitted => Cow::Owned(self.db.inner().mgr.operation(self.token)),
+            _ => Cow::Borrowed(&self.snapshot),
+        }
+    }
+
+    /// The snapshot for one write. Not registered: a write judges versions
+    /// under the store's write latch, which vacuum needs to free any.
     fn snapshot_now(&self) -> Cow<'_, Snapshot> {
         match self.level {
             Isolation::ReadCommitted => Cow::Owned(self.db.inner().mgr.snapshot()),
@@ -244,7 +258,7 @@ impl Transaction {
         if key.len() > KEY_MAX {
             return Err(Error::KeyTooLarge { len: key.len() });
         }
-        let snap = self.snapshot_now();
+        let snap = self.read_snapshot();
         let inner = self.db.inner();
         // Mark before reading (a writer writes before it checks marks):
         // of a concurrent read and write, whichever comes second sees the
@@ -321,13 +335,16 @@ impl Transaction {
                 .lock()
                 .read_range(self.token, table.root, range);
         }
-        Ok(Scan::new(
-            self,
-            table.clone(),
-            self.snapshot_now().into_owned(),
-            lo,
-            hi,
-        ))
+        // A scan's snapshot outlives the call: under Read Committed it is
+        // pinned for vacuum until the scan is dropped.
+        let (pin, snap) = match self.level {
+            Isolation::ReadCommitted => {
+                let (id, snap) = self.db.inner().mgr.pin(self.token);
+                (Some(id), snap)
+            }
+            _ => (None, self.snapshot.clone()),
+        };
+        Ok(Scan::new(self, table.clone(), snap, pin, lo, hi))
     }
 
     pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {

@@ -125,6 +125,8 @@ pub struct Scan<'t> {
     tx: &'t Transaction,
     table: Table,
     snap: Snapshot,
+    /// The id under which `snap` is pinned for vacuum (Read Committed).
+    pin: Option<u64>,
     /// Everything below (forward end) / above (back end) was fetched.
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
@@ -142,6 +144,7 @@ impl<'t> Scan<'t> {
         tx: &'t Transaction,
         table: Table,
         snap: Snapshot,
+        pin: Option<u64>,
         lo: Bound<Vec<u8>>,
         hi: Bound<Vec<u8>>,
     ) -> Self {
@@ -156,6 +159,7 @@ impl<'t> Scan<'t> {
             tx,
             table,
             snap,
+            pin,
             lo,
             hi,
             front: End::default(),
@@ -341,6 +345,14 @@ impl Iterator for Scan<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_from(Dir::Forward)
+    }
+}
+
+impl Drop for Scan<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.pin {
+            self.tx.db.inner().mgr.unpin(self.tx.token, id);
+        }
     }
 }
 
