@@ -282,8 +282,20 @@ impl Transaction {
                 None => None,
             }
         };
+        if self.serializable() {
+            inner.ledger.writers(table.root, key, &mut unseen);
+            self.keep_unseen(&snap, &mut unseen);
+        }
         self.ssi_unseen(&unseen)?;
         Ok(value)
+    }
+
+    /// Keeps, of writers met in the ledger of removed versions (after
+    /// those met in chains), the ones this read does not see: the chain
+    /// would have had it skip their versions.
+    fn keep_unseen(&self, snap: &Snapshot, xids: &mut Vec<Xid>) {
+        let clog = self.db.inner().mgr.clog();
+        xids.retain(|&x| x != self.xid && !snap.sees(x, self.xid, clog));
     }
 
     /// Inserts or replaces `key` → `value`.

@@ -216,12 +216,32 @@ impl<'t> Scan<'t> {
         drop(r);
         self.batch = (self.batch * 2).min(SCAN_BATCH);
         self.exhausted = done;
+        // Writers of versions vacuum removed before this batch was fetched,
+        // in the span the batch covered (later removals: `resolve`).
+        let mut unseen = Vec::new();
+        if self.tx.serializable() && !inner.ledger.is_empty() {
+            let last = side.pending.back().map(|p| side.key(p));
+            let lo = self.lo.as_ref().map(Vec::as_slice);
+            let hi = self.hi.as_ref().map(Vec::as_slice);
+            let (lo, hi) = match (dir, last, done) {
+                (Dir::Forward, Some(k), false) => (lo, Bound::Included(k)),
+                (Dir::Reverse, Some(k), false) => (Bound::Included(k), hi),
+                _ => (lo, hi),
+            };
+            inner
+                .ledger
+                .writers_in(self.table.root, lo, hi, &mut unseen);
+        }
         if let Some(last) = side.pending.back() {
             let bound = match dir {
                 Dir::Forward => &mut self.lo,
                 Dir::Reverse => &mut self.hi,
             };
             past(bound, side.key(last));
+        }
+        if !unseen.is_empty() {
+            self.tx.keep_unseen(&self.snap, &mut unseen);
+            self.tx.ssi_unseen(&unseen)?;
         }
         Ok(())
     }
@@ -236,11 +256,13 @@ impl<'t> Scan<'t> {
     fn resolve(&self, p: &Pending, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let inner = self.tx.db.inner();
         let mut unseen = Vec::new();
+        let mut removed = false;
         let value = {
             let mut r = inner.store.read();
             let tid = if inner.store.fsm.removals() == p.removals {
                 p.tid
             } else {
+                removed = true;
                 match btree::get_with(&mut r.view, self.table.root, key, chain::tid_of)? {
                     Some(t) => t,
                     None => return Ok(None),
@@ -256,6 +278,10 @@ impl<'t> Scan<'t> {
                 &mut unseen,
             )?
         };
+        if removed && self.tx.serializable() {
+            inner.ledger.writers(self.table.root, key, &mut unseen);
+            self.tx.keep_unseen(&self.snap, &mut unseen);
+        }
         self.tx.ssi_unseen(&unseen)?;
         Ok(value)
     }
