@@ -212,9 +212,11 @@ fn read_committed_reads_beside_vacuum_passes_see_committed_states() {
     db.check_integrity().expect("sound");
 }
 
-/// Seeds x and y, for the cycle R → W → T3 → R.
+/// Seeds x and y, for the cycle R → W → T3 → R (and a, a row that
+/// sorts before k).
 fn seed(db: &Db, t: &Table) {
     let mut tx = db.begin().expect("begin");
+    tx.put(t, "a", "0").expect("put");
     tx.put(t, "x", "0").expect("put");
     tx.put(t, "y", "0").expect("put");
     tx.commit().expect("commit");
@@ -242,9 +244,18 @@ fn pivot_w(db: &Db, t: &Table, w_writes: impl FnOnce(&mut strata::Transaction)) 
 /// R's side of the cycle: reads k (W's write is unseen: R →rw→ W), writes
 /// y (T3 read it: T3 →rw→ R), commits. True if R was stopped.
 fn r_closes_the_cycle(r: strata::Transaction, t: &Table) -> bool {
+    r_closes_the_cycle_reading(r, t, |r| r.get(t, "k").map(drop))
+}
+
+/// `r_closes_the_cycle`, with `read` for R's read of k.
+fn r_closes_the_cycle_reading(
+    r: strata::Transaction,
+    t: &Table,
+    read: impl FnOnce(&strata::Transaction) -> strata::Result<()>,
+) -> bool {
     let mut r = r;
     let attempt = (|| -> strata::Result<()> {
-        r.get(t, "k")?;
+        read(&r)?;
         r.put(t, "y", "r")?;
         r.commit().map(|_| ())
     })();
@@ -319,6 +330,54 @@ fn a_serializable_cycle_through_the_middle_of_a_chain_fails_after_vacuum() {
     s2.commit().expect("commit");
     db.vacuum().expect("vacuum");
     assert!(r_closes_the_cycle(r, &t), "the cycle committed");
+}
+
+// Guards the scan's side of the removed-version edge: a scan over k,
+// begun after the pass removed k entirely, must still meet W.
+#[test]
+fn a_serializable_scan_after_vacuum_meets_the_writer_of_a_removed_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open_manual(tmp.path());
+    let t = db.table("t").expect("t");
+    seed(&db, &t);
+    let r = db.begin().expect("r");
+    pivot_w(&db, &t, |w| w.put(&t, "k", "w").expect("w inserts k"));
+    let mut w2 = db.begin().expect("w2");
+    assert!(w2.delete(&t, "k").expect("w2 deletes k"));
+    w2.commit().expect("w2 commits");
+    db.vacuum().expect("vacuum");
+    let stopped = r_closes_the_cycle_reading(r, &t, |r| {
+        let keys: Vec<_> = r.scan(&t, "b".."m")?.collect::<strata::Result<_>>()?;
+        assert!(keys.is_empty(), "k is absent for R");
+        Ok(())
+    });
+    assert!(stopped, "the cycle committed");
+}
+
+// Guards a scan that fetched k's index entry before the pass removed k:
+// resolving the entry afterwards must still meet W.
+#[test]
+fn a_serializable_scan_across_a_vacuum_pass_meets_the_writer_of_a_removed_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open_manual(tmp.path());
+    let t = db.table("t").expect("t");
+    seed(&db, &t);
+    let r = db.begin().expect("r");
+    pivot_w(&db, &t, |w| w.put(&t, "k", "w").expect("w inserts k"));
+    let mut w2 = db.begin().expect("w2");
+    assert!(w2.delete(&t, "k").expect("w2 deletes k"));
+    w2.commit().expect("w2 commits");
+    let stopped = r_closes_the_cycle_reading(r, &t, |r| {
+        let mut scan = r.scan(&t, "a".."m")?;
+        let first = scan.next().expect("a row")?;
+        assert_eq!(first.0, b"a");
+        // k's entry is fetched (it shares the first batch with a).
+        let stats = db.vacuum().expect("vacuum");
+        assert!(stats.keys_removed >= 1, "{stats:?}");
+        assert!(scan.next().transpose()?.is_none(), "k is absent for R");
+        Ok(())
+    });
+    assert!(stopped, "the cycle committed");
 }
 
 // Guards the cycle through a deleted version with the background vacuum

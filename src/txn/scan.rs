@@ -260,23 +260,27 @@ impl<'t> Scan<'t> {
         let value = {
             let mut r = inner.store.read();
             let tid = if inner.store.fsm.removals() == p.removals {
-                p.tid
+                Some(p.tid)
             } else {
+                // The key's versions may all have gone since: not a row,
+                // but perhaps writers in the ledger.
                 removed = true;
-                match btree::get_with(&mut r.view, self.table.root, key, chain::tid_of)? {
-                    Some(t) => t,
-                    None => return Ok(None),
-                }
+                btree::get_with(&mut r.view, self.table.root, key, chain::tid_of)?
             };
-            let head = chain::valid(&r.view, tid)?;
-            chain::read_visible(
-                &mut r.view,
-                head,
-                &self.snap,
-                self.tx.xid,
-                inner.mgr.clog(),
-                &mut unseen,
-            )?
+            match tid {
+                Some(tid) => {
+                    let head = chain::valid(&r.view, tid)?;
+                    chain::read_visible(
+                        &mut r.view,
+                        head,
+                        &self.snap,
+                        self.tx.xid,
+                        inner.mgr.clog(),
+                        &mut unseen,
+                    )?
+                }
+                None => None,
+            }
         };
         if removed && self.tx.serializable() {
             inner.ledger.writers(self.table.root, key, &mut unseen);
