@@ -212,6 +212,63 @@ fn read_committed_reads_beside_vacuum_passes_see_committed_states() {
     db.check_integrity().expect("sound");
 }
 
+// Guards against vacuum freeing the version a Read Committed get is
+// about to read (its snapshot was not registered): a key that always
+// exists read as absent.
+#[test]
+fn read_committed_gets_beside_vacuum_passes_always_find_a_live_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open_manual(tmp.path());
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "hot", "0").expect("put");
+    tx.commit().expect("commit");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let running =
+        move |stop: &AtomicBool| !stop.load(Ordering::Relaxed) && Instant::now() < deadline;
+    let updater = {
+        let (db, t, stop) = (db.clone(), t.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for i in 1..200_000u32 {
+                if !running(&stop) {
+                    break;
+                }
+                let mut tx = db.begin_with(Isolation::ReadCommitted).expect("begin");
+                tx.put(&t, "hot", i.to_string()).expect("put");
+                tx.commit().expect("commit");
+            }
+        })
+    };
+    let vacuum = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for _ in 0..100_000 {
+                if !running(&stop) {
+                    break;
+                }
+                db.vacuum().expect("vacuum");
+            }
+        })
+    };
+    let rc = db.begin_with(Isolation::ReadCommitted).expect("rc");
+    let mut gets = 0;
+    for _ in 0..1_000_000 {
+        if !running(&stop) {
+            break;
+        }
+        let found = rc.get(&t, "hot").expect("get").is_some();
+        if !found {
+            stop.store(true, Ordering::Relaxed);
+        }
+        assert!(found, "hot vanished after {gets} gets");
+        gets += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    updater.join().expect("updater");
+    vacuum.join().expect("vacuum");
+}
+
 /// Seeds x and y, for the cycle R → W → T3 → R (and a, a row that
 /// sorts before k).
 fn seed(db: &Db, t: &Table) {
