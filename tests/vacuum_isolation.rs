@@ -252,8 +252,7 @@ fn read_committed_gets_beside_vacuum_passes_always_find_a_live_key() {
         })
     };
     let rc = db.begin_with(Isolation::ReadCommitted).expect("rc");
-    let mut gets = 0;
-    for _ in 0..1_000_000 {
+    for gets in 0..1_000_000 {
         if !running(&stop) {
             break;
         }
@@ -262,7 +261,6 @@ fn read_committed_gets_beside_vacuum_passes_always_find_a_live_key() {
             stop.store(true, Ordering::Relaxed);
         }
         assert!(found, "hot vanished after {gets} gets");
-        gets += 1;
     }
     stop.store(true, Ordering::Relaxed);
     updater.join().expect("updater");

@@ -48,11 +48,19 @@ struct State {
 }
 
 /// Writers of removed versions, by table and key.
-#[derive(Default)]
 pub struct Ledger {
     state: Mutex<State>,
     /// Entries held: readers skip the lock while it is zero.
     entries: AtomicU64,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            state: Mutex::new(State::default()),
+            entries: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Ledger {

@@ -352,7 +352,7 @@ impl Transaction {
         let (pin, snap) = match self.level {
             Isolation::ReadCommitted => {
                 let (id, snap) = self.db.inner().mgr.pin(self.token);
-                (Some(id), snap)
+                (Some(scan::Pin::new(self.db.clone(), self.token, id)), snap)
             }
             _ => (None, self.snapshot.clone()),
         };

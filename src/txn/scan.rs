@@ -11,7 +11,7 @@ use std::ops::{Bound, Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, Rang
 
 use super::Transaction;
 use crate::btree::{self, Dir};
-use crate::db::Table;
+use crate::db::{Db, Table};
 use crate::error::Result;
 use crate::heap;
 use crate::ids::Tid;
@@ -125,8 +125,8 @@ pub struct Scan<'t> {
     tx: &'t Transaction,
     table: Table,
     snap: Snapshot,
-    /// The id under which `snap` is pinned for vacuum (Read Committed).
-    pin: Option<u64>,
+    /// `snap`'s registration for vacuum (Read Committed).
+    _pin: Option<Pin>,
     /// Everything below (forward end) / above (back end) was fetched.
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
@@ -144,7 +144,7 @@ impl<'t> Scan<'t> {
         tx: &'t Transaction,
         table: Table,
         snap: Snapshot,
-        pin: Option<u64>,
+        pin: Option<Pin>,
         lo: Bound<Vec<u8>>,
         hi: Bound<Vec<u8>>,
     ) -> Self {
@@ -159,7 +159,7 @@ impl<'t> Scan<'t> {
             tx,
             table,
             snap,
-            pin,
+            _pin: pin,
             lo,
             hi,
             front: End::default(),
@@ -378,11 +378,25 @@ impl Iterator for Scan<'_> {
     }
 }
 
-impl Drop for Scan<'_> {
+/// A Read Committed scan's snapshot, registered with the transaction
+/// manager until the scan is dropped. It owns a handle on the database
+/// rather than borrowing the transaction, so a scan needs no drop glue
+/// that outlives its borrow (`tx.scan(..)?.count()` as a block's value).
+pub(super) struct Pin {
+    db: Db,
+    token: u64,
+    id: u64,
+}
+
+impl Pin {
+    pub(super) fn new(db: Db, token: u64, id: u64) -> Pin {
+        Pin { db, token, id }
+    }
+}
+
+impl Drop for Pin {
     fn drop(&mut self) {
-        if let Some(id) = self.pin {
-            self.tx.db.inner().mgr.unpin(self.tx.token, id);
-        }
+        self.db.inner().mgr.unpin(self.token, self.id);
     }
 }
 
