@@ -518,3 +518,259 @@ fn versions_the_full_ledger_cannot_take_stay_until_the_reader_ends() {
         "the rest go once the reader is gone: {rest:?}"
     );
 }
+
+/// One transaction of the register workload, as its thread saw it.
+#[derive(Clone, Debug, Default)]
+struct Rec {
+    id: u64,
+    /// Ticks of a shared counter around `begin` and `commit`: a commit
+    /// that returned before a begin was called is in its snapshot, one
+    /// called after a begin returned is not.
+    begin: (u64, u64),
+    commit: (u64, u64),
+    lsn: u64,
+    /// Key and the writer of the value read (`None`: absent).
+    reads: Vec<(u8, Option<u64>)>,
+    /// Key and whether the write was a put (else a delete).
+    writes: Vec<(u8, bool)>,
+}
+
+const REGS: u8 = 4;
+
+/// A worker of serializable transactions reading two registers and then
+/// overwriting or deleting a third; values name their writer.
+fn register_worker(
+    db: &Db,
+    t: &Table,
+    w: u64,
+    n: u64,
+    clock: &std::sync::atomic::AtomicU64,
+) -> Vec<Rec> {
+    let tick = || clock.fetch_add(1, Ordering::SeqCst);
+    let mut seed = (w + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rnd = move |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut rec = Rec {
+            id: (w << 32) | (i + 1),
+            ..Default::default()
+        };
+        let b0 = tick();
+        let mut tx = db.begin().expect("begin");
+        rec.begin = (b0, tick());
+        let result = (|| {
+            let (a, b, c) = (rnd(4) as u8, rnd(4) as u8, rnd(4) as u8);
+            if rnd(2) == 0 {
+                // An old snapshot: others commit, and vacuum passes,
+                // before this transaction reads.
+                std::thread::sleep(Duration::from_micros(1000));
+            }
+            for k in [a, b] {
+                let v = tx.get(t, [k])?;
+                let writer = v.map(|v| std::str::from_utf8(&v).expect("utf8").parse().expect("id"));
+                rec.reads.push((k, writer));
+                if rnd(4) == 0 {
+                    // Long enough for others to commit and vacuum to pass.
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            }
+            if rnd(3) == 0 {
+                if tx.delete(t, [c])? {
+                    rec.writes.push((c, false));
+                } else {
+                    rec.reads.push((c, None));
+                }
+            } else {
+                tx.put(t, [c], rec.id.to_string())?;
+                rec.writes.push((c, true));
+            }
+            let c0 = tick();
+            let info = tx.commit()?;
+            rec.commit = (c0, tick());
+            rec.lsn = info.lsn.0;
+            Ok::<_, strata::Error>(())
+        })();
+        match result {
+            Ok(()) => out.push(rec),
+            Err(e) if e.is_retryable() => {}
+            Err(e) => panic!("worker {w}: {e}"),
+        }
+    }
+    out
+}
+
+/// Dependency edges among committed transactions. Each register's
+/// versions are in its writers' commit order (a writer waits for the one
+/// before it); a read of a value sits on its writer's version, a read of
+/// absence on the one absent state the begin and commit ticks allow
+/// (several allowed: no edge — the checker only draws edges it is sure
+/// of). Returns the graph and how many absent reads were ambiguous.
+fn register_edges(recs: &[Rec]) -> (Vec<Vec<usize>>, usize) {
+    // Per register: writers in version order, and whether each deleted.
+    let mut order: Vec<Vec<(usize, bool)>> = vec![Vec::new(); REGS as usize];
+    for (i, r) in recs.iter().enumerate() {
+        for &(k, put) in &r.writes {
+            order[k as usize].push((i, put));
+        }
+    }
+    for o in &mut order {
+        o.sort_by_key(|&(i, _)| recs[i].lsn);
+    }
+    let by_id: std::collections::HashMap<u64, usize> =
+        recs.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    let mut g = vec![std::collections::BTreeSet::new(); recs.len()];
+    for o in &order {
+        for pair in o.windows(2) {
+            g[pair[0].0].insert(pair[1].0); // ww
+        }
+    }
+    let mut ambiguous = 0;
+    for (i, r) in recs.iter().enumerate() {
+        for &(k, seen) in &r.reads {
+            let o = &order[k as usize];
+            // Position in `o` of the version read (0: the initial absence).
+            let pos = match seen {
+                Some(id) => {
+                    let w = *by_id
+                        .get(&id)
+                        .unwrap_or_else(|| panic!("read {id}, which never committed"));
+                    let p = o.iter().position(|&(x, _)| x == w).expect("a writer of k");
+                    Some(p + 1)
+                }
+                None => {
+                    let visible = |j: usize| recs[j].commit.1 < r.begin.0;
+                    let invisible = |j: usize| recs[j].commit.0 > r.begin.1;
+                    let candidates: Vec<usize> = (0..=o.len())
+                        .filter(|&p| p == 0 || !o[p - 1].1)
+                        .filter(|&p| p == 0 || !invisible(o[p - 1].0))
+                        .filter(|&p| o.get(p).is_none_or(|&(j, _)| !visible(j) || j == i))
+                        .collect();
+                    assert!(
+                        !candidates.is_empty(),
+                        "T{i} read an absence no state had: {r:?}"
+                    );
+                    if candidates.len() > 1 {
+                        ambiguous += 1;
+                    }
+                    (candidates.len() == 1).then(|| candidates[0])
+                }
+            };
+            let Some(p) = pos else { continue };
+            if p > 0 && o[p - 1].0 != i {
+                g[o[p - 1].0].insert(i); // wr
+            }
+            if let Some(&(j, _)) = o.get(p) {
+                if j != i {
+                    g[i].insert(j); // rw
+                }
+            }
+        }
+    }
+    (
+        g.into_iter().map(|s| s.into_iter().collect()).collect(),
+        ambiguous,
+    )
+}
+
+/// A cycle in the graph, if any (iterative depth-first search).
+fn find_cycle(g: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let mut colour = vec![0u8; g.len()];
+    let mut parent = vec![usize::MAX; g.len()];
+    for start in 0..g.len() {
+        if colour[start] != 0 {
+            continue;
+        }
+        let mut stack = vec![(start, 0usize)];
+        colour[start] = 1;
+        while let Some((v, i)) = stack.pop() {
+            if i < g[v].len() {
+                stack.push((v, i + 1));
+                let u = g[v][i];
+                match colour[u] {
+                    0 => {
+                        colour[u] = 1;
+                        parent[u] = v;
+                        stack.push((u, 0));
+                    }
+                    1 => {
+                        let mut cycle = vec![u, v];
+                        let mut x = v;
+                        while x != u && parent[x] != usize::MAX {
+                            x = parent[x];
+                            cycle.push(x);
+                        }
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[v] = 2;
+            }
+        }
+    }
+    None
+}
+
+// Guards serializable histories with overwrites and deletes against
+// vacuum passes running beside them: no dependency cycle commits.
+#[test]
+fn serializable_register_histories_beside_vacuum_have_no_cycles() {
+    let rounds: usize = std::env::var("STRATA_HISTORY_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    for round in 0..rounds {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = Db::open_with(
+            tmp.path(),
+            Options::default()
+                .vacuum_threshold(0)
+                .durability(strata::Durability::Eventual)
+                .lock_timeout(Some(Duration::from_secs(2))),
+        )
+        .expect("open");
+        let t = db.table("t").expect("t");
+        let clock = std::sync::atomic::AtomicU64::new(0);
+        let done = AtomicBool::new(false);
+        let (recs, passes) = std::thread::scope(|s| {
+            let vac = s.spawn(|| {
+                let mut passes = 0;
+                while !done.load(Ordering::Relaxed) && passes < 100_000 {
+                    db.vacuum().expect("vacuum");
+                    passes += 1;
+                }
+                passes
+            });
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    let (db, t, clock) = (&db, &t, &clock);
+                    s.spawn(move || register_worker(db, t, w + 4 * round as u64, 250, clock))
+                })
+                .collect();
+            let recs: Vec<Rec> = workers
+                .into_iter()
+                .flat_map(|h| h.join().expect("worker"))
+                .collect();
+            done.store(true, Ordering::Relaxed);
+            (recs, vac.join().expect("vacuum"))
+        });
+        assert!(recs.len() > 100, "round {round}: {} committed", recs.len());
+        let (g, ambiguous) = register_edges(&recs);
+        if let Some(c) = find_cycle(&g) {
+            let detail: Vec<String> = c.iter().map(|&i| format!("T{i}: {:?}", recs[i])).collect();
+            panic!(
+                "round {round}: a cycle committed {c:?} ({passes} vacuum passes):\n{}",
+                detail.join("\n")
+            );
+        }
+        eprintln!(
+            "round {round}: {} committed, {ambiguous} ambiguous absent reads, {passes} vacuum passes",
+            recs.len()
+        );
+    }
+}
