@@ -438,6 +438,52 @@ fn a_serializable_scan_across_a_vacuum_pass_meets_the_writer_of_a_removed_key() 
     assert!(stopped, "the cycle committed");
 }
 
+// Guards the span a scan's batch looks up in the ledger: it must include
+// the batch's last key, whose chain lost W's version in its middle, from
+// either end of the range.
+#[test]
+fn a_serializable_scan_meets_a_removed_writer_of_a_batchs_last_key() {
+    for reverse in [false, true] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = open_manual(tmp.path());
+        let t = db.table("t").expect("t");
+        let s = db.table("s").expect("s");
+        seed(&db, &t);
+        // k is the last entry of the scan's first batch, and more follow.
+        let first = strata::limits::SCAN_BATCH_FIRST - 1;
+        let (before, after) = if reverse { (10, first) } else { (first, 10) };
+        let mut tx = db.begin().expect("begin");
+        for i in 0..before {
+            tx.put(&s, format!("a{i:02}"), "0").expect("put");
+        }
+        tx.put(&s, "k", "v0").expect("put");
+        for i in 0..after {
+            tx.put(&s, format!("m{i:02}"), "0").expect("put");
+        }
+        tx.commit().expect("commit");
+        let r = db.begin().expect("r");
+        let mut s1 = db.begin_with(Isolation::Snapshot).expect("s1");
+        s1.put(&s, "k", "s1").expect("put");
+        s1.commit().expect("commit");
+        pivot_w(&db, &t, |w| w.put(&s, "k", "w").expect("w overwrites k"));
+        let mut s2 = db.begin_with(Isolation::Snapshot).expect("s2");
+        s2.put(&s, "k", "s2").expect("put");
+        s2.commit().expect("commit");
+        db.vacuum().expect("vacuum");
+        let stopped = r_closes_the_cycle_reading(r, &t, |r| {
+            let scan = r.scan(&s, ..)?;
+            let rows: Vec<_> = if reverse {
+                scan.rev().collect::<strata::Result<_>>()?
+            } else {
+                scan.collect::<strata::Result<_>>()?
+            };
+            assert_eq!(rows.len(), before + after + 1);
+            Ok(())
+        });
+        assert!(stopped, "the cycle committed (reverse: {reverse})");
+    }
+}
+
 // Guards the cycle through a deleted version with the background vacuum
 // doing the removal.
 #[test]
