@@ -250,6 +250,31 @@ mod tests {
         assert_eq!(m.live(), 0);
     }
 
+    // Guards against a Read Committed transaction's reads standing in
+    // vacuum's views only as "now": each operation's snapshot must be
+    // there, and a scan's for as long as it is pinned.
+    #[test]
+    fn read_committed_operations_register_their_snapshots() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let wal = Wal::resume(Arc::new(RealFs), tmp.path(), crate::ids::Lsn(0)).expect("wal");
+        let m = TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1)));
+        let (rc, _) = m.begin_new(true);
+        let view = |m: &TxnManager| m.views().0.into_iter().next().expect("one view");
+        assert!(view(&m).snapshot.is_none(), "no operation yet");
+        let scan = m.pin(rc);
+        let get = m.operation(rc);
+        let (w, _) = m.begin_new(false);
+        let x = m.assign(w, &wal).expect("assign");
+        m.finish(w, x, Status::Committed);
+        let later = m.operation(rc);
+        assert!(!get.sees(x, Xid::NONE, &m.clog) && later.sees(x, Xid::NONE, &m.clog));
+        let v = view(&m);
+        assert_eq!(v.snapshot.as_ref(), Some(&later), "the latest operation's");
+        assert_eq!(v.pinned, vec![scan.clone()], "the scan's, while it runs");
+        m.unpin(rc, scan.0);
+        assert!(view(&m).pinned.is_empty());
+    }
+
     #[test]
     fn xids_are_unique_and_high_water_stays_ahead() {
         let tmp = tempfile::tempdir().expect("tmp");
