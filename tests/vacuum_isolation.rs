@@ -349,6 +349,37 @@ fn a_serializable_cycle_through_a_deleted_version_fails_after_vacuum() {
     }
 }
 
+// Guards the edge to a writer that was running when R began (its xid in
+// R's snapshot's in-progress list, below its xmax): W inserts k before R
+// begins and commits after; W2 deletes k; a pass removes W's version.
+#[test]
+fn a_serializable_cycle_through_a_writer_running_at_the_readers_begin_fails_after_vacuum() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open_manual(tmp.path());
+    let t = db.table("t").expect("t");
+    seed(&db, &t);
+    let mut w = db.begin().expect("w");
+    assert_eq!(
+        w.get(&t, "x").expect("w reads x").as_deref(),
+        Some(&b"0"[..])
+    );
+    w.put(&t, "k", "w").expect("w inserts k");
+    let r = db.begin().expect("r");
+    let mut t3 = db.begin().expect("t3");
+    assert_eq!(
+        t3.get(&t, "y").expect("t3 reads y").as_deref(),
+        Some(&b"0"[..])
+    );
+    t3.put(&t, "x", "3").expect("t3 writes x");
+    t3.commit().expect("t3 commits");
+    w.commit().expect("w commits");
+    let mut w2 = db.begin().expect("w2");
+    assert!(w2.delete(&t, "k").expect("w2 deletes k"));
+    w2.commit().expect("w2 commits");
+    db.vacuum().expect("vacuum");
+    assert!(r_closes_the_cycle(r, &t), "the cycle committed");
+}
+
 // Guards the same edge when the version W wrote is overwritten rather
 // than deleted.
 #[test]

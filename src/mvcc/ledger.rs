@@ -32,15 +32,19 @@ use std::ops::Bound;
 
 use crate::ids::{PageId, Xid};
 use crate::limits::LEDGER_BYTES_MAX;
+use crate::mvcc::Snapshot;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// Bytes charged for an entry beyond its key and xids (map node share,
 /// vector header).
 const ENTRY_OVERHEAD: usize = 64;
 
+/// Writers per key, per table.
+type Writers = BTreeMap<PageId, BTreeMap<Vec<u8>, Vec<Xid>>>;
+
 #[derive(Default)]
 struct State {
-    writers: BTreeMap<(PageId, Vec<u8>), Vec<Xid>>,
+    writers: Writers,
     bytes: usize,
     /// Lowest xid recorded (`None` when empty): pruning below a horizon
     /// that has not passed it has nothing to do.
@@ -50,23 +54,27 @@ struct State {
 /// Writers of removed versions, by table and key.
 pub struct Ledger {
     state: Mutex<State>,
-    /// Entries held: readers skip the lock while it is zero.
-    entries: AtomicU64,
+    /// Highest xid recorded (0: none). A reader whose snapshot sees every
+    /// xid up to it has nothing to look up, and skips the lock: in the
+    /// usual case every reader but an old one.
+    highest: AtomicU64,
 }
 
 impl Default for Ledger {
     fn default() -> Self {
         Ledger {
             state: Mutex::new(State::default()),
-            entries: AtomicU64::new(0),
+            highest: AtomicU64::new(0),
         }
     }
 }
 
 impl Ledger {
-    /// Whether the ledger is empty (readers' fast path).
-    pub fn is_empty(&self) -> bool {
-        self.entries.load(Ordering::Acquire) == 0
+    /// Whether a reader with snapshot `snap` might find a writer here it
+    /// does not see (every recorded writer committed, so one below the
+    /// snapshot's xmin is seen).
+    pub fn concerns(&self, snap: &Snapshot) -> bool {
+        self.highest.load(Ordering::Acquire) >= snap.xmin.0
     }
 
     /// Records that `xid` wrote a version of `key` in `table` that is about
@@ -76,7 +84,8 @@ impl Ledger {
         let mut guard = self.state.lock();
         let s = &mut *guard;
         let cost = std::mem::size_of::<Xid>();
-        match s.writers.get_mut(&(table, key.to_vec())) {
+        let keys = s.writers.entry(table).or_default();
+        match keys.get_mut(key) {
             Some(list) if list.contains(&xid) => return true,
             Some(list) => {
                 if s.bytes + cost > LEDGER_BYTES_MAX {
@@ -88,24 +97,24 @@ impl Ledger {
             None => {
                 let cost = cost + key.len() + ENTRY_OVERHEAD;
                 if s.bytes + cost > LEDGER_BYTES_MAX {
+                    if keys.is_empty() {
+                        s.writers.remove(&table);
+                    }
                     return false;
                 }
-                s.writers.insert((table, key.to_vec()), vec![xid]);
+                keys.insert(key.to_vec(), vec![xid]);
                 s.bytes += cost;
-                self.entries.fetch_add(1, Ordering::Release);
             }
         }
         s.lowest = Some(s.lowest.map_or(xid, |l| l.min(xid)));
+        self.highest.fetch_max(xid.0, Ordering::Release);
         true
     }
 
     /// Appends the recorded writers of `key` in `table` to `out`.
     pub fn writers(&self, table: PageId, key: &[u8], out: &mut Vec<Xid>) {
-        if self.is_empty() {
-            return;
-        }
         let s = self.state.lock();
-        if let Some(list) = s.writers.get(&(table, key.to_vec())) {
+        if let Some(list) = s.writers.get(&table).and_then(|keys| keys.get(key)) {
             out.extend_from_slice(list);
         }
     }
@@ -119,58 +128,59 @@ impl Ledger {
         hi: Bound<&[u8]>,
         out: &mut Vec<Xid>,
     ) {
-        if self.is_empty() {
-            return;
-        }
-        let at = |b: Bound<&[u8]>| b.map(|k| (table, k.to_vec()));
-        let lo = match at(lo) {
-            Bound::Unbounded => Bound::Included((table, Vec::new())),
-            b => b,
+        let empty = match (lo, hi) {
+            (Bound::Included(a), Bound::Included(b)) => a > b,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+                a >= b
+            }
+            _ => false,
         };
-        let hi = match at(hi) {
-            // Keys of the next table sort after every key of this one.
-            Bound::Unbounded => Bound::Excluded((PageId(table.0 + 1), Vec::new())),
-            b => b,
-        };
-        if matches!((&lo, &hi), (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) if a > b)
-        {
-            return;
+        if empty {
+            return; // BTreeMap::range panics on an inverted range
         }
         let s = self.state.lock();
-        for list in s.writers.range((lo, hi)).map(|(_, l)| l) {
-            out.extend_from_slice(list);
+        if let Some(keys) = s.writers.get(&table) {
+            for list in keys.range::<[u8], _>((lo, hi)).map(|(_, l)| l) {
+                out.extend_from_slice(list);
+            }
         }
     }
 
     /// Forgets every writer below `horizon`: each is seen by every live
     /// serializable snapshot (`None`: there is none, forget everything).
     pub fn prune(&self, horizon: Option<Xid>) {
-        if self.is_empty() {
+        if self.highest.load(Ordering::Acquire) == 0 {
             return;
         }
         let mut s = self.state.lock();
         let Some(h) = horizon else {
             *s = State::default();
-            self.entries.store(0, Ordering::Release);
+            self.highest.store(0, Ordering::Release);
             return;
         };
         if s.lowest.is_none_or(|l| l >= h) {
             return;
         }
         let mut freed = 0;
-        s.writers.retain(|(_, key), list| {
-            let before = list.len();
-            list.retain(|&x| x >= h);
-            freed += (before - list.len()) * std::mem::size_of::<Xid>();
-            if list.is_empty() {
-                freed += key.len() + ENTRY_OVERHEAD;
-            }
-            !list.is_empty()
-        });
+        for keys in s.writers.values_mut() {
+            keys.retain(|key, list| {
+                let before = list.len();
+                list.retain(|&x| x >= h);
+                freed += (before - list.len()) * std::mem::size_of::<Xid>();
+                if list.is_empty() {
+                    freed += key.len() + ENTRY_OVERHEAD;
+                }
+                !list.is_empty()
+            });
+        }
+        s.writers.retain(|_, keys| !keys.is_empty());
         s.bytes -= freed;
-        s.lowest = s.writers.values().flatten().min().copied();
-        self.entries
-            .store(s.writers.len() as u64, Ordering::Release);
+        let (lowest, highest) = {
+            let all = || s.writers.values().flat_map(|k| k.values()).flatten();
+            (all().min().copied(), all().max().map_or(0, |x| x.0))
+        };
+        s.lowest = lowest;
+        self.highest.store(highest, Ordering::Release);
         debug_assert!(s.writers.is_empty() == (s.bytes == 0));
     }
 
@@ -189,12 +199,23 @@ mod tests {
     #[test]
     fn writers_by_key_and_range_and_pruned_below_a_horizon() {
         let l = Ledger::default();
-        assert!(l.is_empty());
+        let old = Snapshot {
+            xmin: Xid(5),
+            xmax: Xid(5),
+            xip: Vec::new().into(),
+        };
+        let new = Snapshot {
+            xmin: Xid(10),
+            xmax: Xid(10),
+            xip: Vec::new().into(),
+        };
+        assert!(!l.concerns(&old));
         assert!(l.record(T, b"b", Xid(5)));
         assert!(l.record(T, b"b", Xid(9)));
         assert!(l.record(T, b"b", Xid(9)), "a repeat costs nothing");
         assert!(l.record(T, b"d", Xid(6)));
         assert!(l.record(PageId(8), b"a", Xid(4)));
+        assert!(l.concerns(&old) && !l.concerns(&new), "9 is the highest");
         let mut out = Vec::new();
         l.writers(T, b"b", &mut out);
         assert_eq!(out, [Xid(5), Xid(9)]);
@@ -209,7 +230,7 @@ mod tests {
         l.writers_in(T, Bound::Unbounded, Bound::Unbounded, &mut out);
         assert_eq!(out, [Xid(9), Xid(6)]);
         l.prune(None);
-        assert!(l.is_empty());
+        assert!(!l.concerns(&old));
         assert_eq!(l.bytes(), 0);
     }
 

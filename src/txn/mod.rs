@@ -282,7 +282,7 @@ impl Transaction {
                 None => None,
             }
         };
-        if self.serializable() {
+        if self.serializable() && inner.ledger.concerns(&snap) {
             inner.ledger.writers(table.root, key, &mut unseen);
             self.keep_unseen(&snap, &mut unseen);
         }

@@ -219,7 +219,7 @@ impl<'t> Scan<'t> {
         // Writers of versions vacuum removed before this batch was fetched,
         // in the span the batch covered (later removals: `resolve`).
         let mut unseen = Vec::new();
-        if self.tx.serializable() && !inner.ledger.is_empty() {
+        if self.tx.serializable() && inner.ledger.concerns(&self.snap) {
             let last = side.pending.back().map(|p| side.key(p));
             let lo = self.lo.as_ref().map(Vec::as_slice);
             let hi = self.hi.as_ref().map(Vec::as_slice);
@@ -282,7 +282,7 @@ impl<'t> Scan<'t> {
                 None => None,
             }
         };
-        if removed && self.tx.serializable() {
+        if removed && self.tx.serializable() && inner.ledger.concerns(&self.snap) {
             inner.ledger.writers(self.table.root, key, &mut unseen);
             self.tx.keep_unseen(&self.snap, &mut unseen);
         }
