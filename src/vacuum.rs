@@ -145,30 +145,39 @@ pub(crate) fn gather(inner: &Inner) -> Views {
     }
 }
 
+/// Whether a live serializable snapshot does not see the committed
+/// creator of `v`: its reads would skip `v` and take an edge to it.
+fn unseen_creator(v: &Version, views: &Views, clog: &impl StatusOf) -> bool {
+    clog.status(v.xmin) != Status::Aborted
+        && views
+            .serializable
+            .iter()
+            .any(|(s, me)| !s.sees(v.xmin, *me, clog))
+}
+
 /// Records in the ledger the creators of `versions` about to be freed
 /// that a live serializable snapshot does not see, so its reads still
-/// meet them (`mvcc::ledger`). A version the full ledger cannot take
-/// becomes needed: it stays in the heap.
+/// meet them (`mvcc::ledger`). With `dry`, only asks whether the ledger
+/// has room (before a large value's pages go). A version the full ledger
+/// cannot take becomes needed: it stays in the heap.
 fn record_unseen(
     inner: &Inner,
-    root: PageId,
-    key: &[u8],
+    (root, key): (PageId, &[u8]),
     versions: &[Version],
     need: &mut [bool],
     views: &Views,
+    dry: bool,
 ) {
     let clog = inner.mgr.clog();
     for (v, n) in versions.iter().zip(need.iter_mut()) {
-        if *n || clog.status(v.xmin) == Status::Aborted {
+        if *n || !unseen_creator(v, views, clog) {
             continue;
         }
-        let unseen = views
-            .serializable
-            .iter()
-            .any(|(s, me)| !s.sees(v.xmin, *me, clog));
-        if unseen && !inner.ledger.record(root, key, v.xmin) {
-            *n = true;
-        }
+        *n = if dry {
+            !inner.ledger.has_room(root, key)
+        } else {
+            !inner.ledger.record(root, key, v.xmin)
+        };
     }
 }
 
@@ -252,18 +261,22 @@ fn round(
     if need.iter().all(|&n| n) {
         return Ok(false);
     }
-    // Before anything is freed, under the latch readers take the chain
-    // under: a reader finds each creator in the chain or in the ledger.
-    record_unseen(inner, root, key, &versions, &mut need, views);
-    if need.iter().all(|&n| n) {
-        return Ok(false);
-    }
-    // A dead large value goes first, a group of pages per round.
+    // A dead large value goes first, a group of pages per round, if the
+    // ledger will take its creator when the version goes.
+    record_unseen(inner, (root, key), &versions, &mut need, views, true);
     for (v, _) in versions.iter().zip(&need).filter(|(_, &n)| !n) {
         if let Some((first, len)) = v.overflow.filter(|&(_, len)| len > 0) {
             shrink_overflow(mtr, v.tid, first, len as usize, stats)?;
             return Ok(true);
         }
+    }
+    // Before anything is freed, under the latch readers take the chain
+    // under: a reader finds each creator in the chain or in the ledger.
+    // (A version kept now may have lost its value's pages: no snapshot
+    // sees it, and a reader that skips it reads only its header.)
+    record_unseen(inner, (root, key), &versions, &mut need, views, false);
+    if need.iter().all(|&n| n) {
+        return Ok(false);
     }
     let survivors: Vec<&Version> = versions
         .iter()

@@ -35,16 +35,63 @@ use crate::limits::LEDGER_BYTES_MAX;
 use crate::mvcc::Snapshot;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
-/// Bytes charged for an entry beyond its key and xids (map node share,
-/// vector header).
+/// Bytes charged for a key's entry beyond its key and encoded xids (map
+/// node share, vector headers).
 const ENTRY_OVERHEAD: usize = 64;
 
+/// One key's writers, in the order recorded, as zigzag varint deltas:
+/// writers of one key are close in xid order, so most take one to three
+/// bytes instead of eight.
+#[derive(Default)]
+struct Xids {
+    bytes: Vec<u8>,
+    last: u64,
+}
+
+impl Xids {
+    /// Appends `x` (a repeat of the last one is dropped).
+    fn push(&mut self, x: Xid) {
+        if x.0 == self.last {
+            return;
+        }
+        let d = x.0.wrapping_sub(self.last) as i64;
+        let mut v = ((d << 1) ^ (d >> 63)) as u64;
+        while v >= 0x80 {
+            self.bytes.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.bytes.push(v as u8);
+        self.last = x.0;
+    }
+
+    fn each(&self, mut f: impl FnMut(Xid)) {
+        let (mut at, mut v, mut shift) = (0u64, 0u64, 0u32);
+        for &b in &self.bytes {
+            v |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                let d = ((v >> 1) as i64) ^ -((v & 1) as i64);
+                at = at.wrapping_add(d as u64);
+                f(Xid(at));
+                (v, shift) = (0, 0);
+            }
+        }
+    }
+
+    /// Memory held, as charged against `LEDGER_BYTES_MAX`.
+    fn cost(&self) -> usize {
+        self.bytes.capacity()
+    }
+}
+
 /// Writers per key, per table.
-type Writers = BTreeMap<PageId, BTreeMap<Vec<u8>, Vec<Xid>>>;
+type Writers = BTreeMap<PageId, BTreeMap<Vec<u8>, Xids>>;
 
 #[derive(Default)]
 struct State {
     writers: Writers,
+    /// Memory held: keys, encoded xids (their vectors' capacity), and
+    /// `ENTRY_OVERHEAD` per key.
     bytes: usize,
     /// Lowest xid recorded (`None` when empty): pruning below a horizon
     /// that has not passed it has nothing to do.
@@ -69,6 +116,19 @@ impl Default for Ledger {
     }
 }
 
+impl State {
+    /// Whether one more record of `key` surely fits: room for a new
+    /// entry, or for the key's vector to double.
+    fn fits(&self, table: PageId, key: &[u8]) -> bool {
+        let grows = self
+            .writers
+            .get(&table)
+            .and_then(|keys| keys.get(key))
+            .map_or(0, |x| x.bytes.capacity().max(16));
+        self.bytes + (key.len() + ENTRY_OVERHEAD + 16).max(grows) <= LEDGER_BYTES_MAX
+    }
+}
+
 impl Ledger {
     /// Whether a reader with snapshot `snap` might find a writer here it
     /// does not see (every recorded writer committed, so one below the
@@ -77,35 +137,32 @@ impl Ledger {
         self.highest.load(Ordering::Acquire) >= snap.xmin.0
     }
 
+    /// Whether a record of `key` in `table` would be taken now (vacuum
+    /// asks before it frees a large value's pages).
+    pub fn has_room(&self, table: PageId, key: &[u8]) -> bool {
+        self.state.lock().fits(table, key)
+    }
+
     /// Records that `xid` wrote a version of `key` in `table` that is about
     /// to be removed. False if the ledger is full: keep the version.
     pub fn record(&self, table: PageId, key: &[u8], xid: Xid) -> bool {
         assert!(xid != Xid::NONE);
         let mut guard = self.state.lock();
         let s = &mut *guard;
-        let cost = std::mem::size_of::<Xid>();
-        let keys = s.writers.entry(table).or_default();
-        match keys.get_mut(key) {
-            Some(list) if list.contains(&xid) => return true,
-            Some(list) => {
-                if s.bytes + cost > LEDGER_BYTES_MAX {
-                    return false;
-                }
-                list.push(xid);
-                s.bytes += cost;
-            }
-            None => {
-                let cost = cost + key.len() + ENTRY_OVERHEAD;
-                if s.bytes + cost > LEDGER_BYTES_MAX {
-                    if keys.is_empty() {
-                        s.writers.remove(&table);
-                    }
-                    return false;
-                }
-                keys.insert(key.to_vec(), vec![xid]);
-                s.bytes += cost;
-            }
+        if !s.fits(table, key) {
+            return false;
         }
+        let keys = s.writers.entry(table).or_default();
+        let before = keys.get(key).map_or(0, Xids::cost);
+        let xids = match keys.get_mut(key) {
+            Some(x) => x,
+            None => {
+                s.bytes += key.len() + ENTRY_OVERHEAD;
+                keys.entry(key.to_vec()).or_default()
+            }
+        };
+        xids.push(xid);
+        s.bytes = s.bytes + xids.cost() - before;
         s.lowest = Some(s.lowest.map_or(xid, |l| l.min(xid)));
         self.highest.fetch_max(xid.0, Ordering::Release);
         true
@@ -114,8 +171,8 @@ impl Ledger {
     /// Appends the recorded writers of `key` in `table` to `out`.
     pub fn writers(&self, table: PageId, key: &[u8], out: &mut Vec<Xid>) {
         let s = self.state.lock();
-        if let Some(list) = s.writers.get(&table).and_then(|keys| keys.get(key)) {
-            out.extend_from_slice(list);
+        if let Some(xids) = s.writers.get(&table).and_then(|keys| keys.get(key)) {
+            xids.each(|x| out.push(x));
         }
     }
 
@@ -140,8 +197,8 @@ impl Ledger {
         }
         let s = self.state.lock();
         if let Some(keys) = s.writers.get(&table) {
-            for list in keys.range::<[u8], _>((lo, hi)).map(|(_, l)| l) {
-                out.extend_from_slice(list);
+            for xids in keys.range::<[u8], _>((lo, hi)).map(|(_, x)| x) {
+                xids.each(|x| out.push(x));
             }
         }
     }
@@ -161,24 +218,28 @@ impl Ledger {
         if s.lowest.is_none_or(|l| l >= h) {
             return;
         }
-        let mut freed = 0;
+        let (mut bytes, mut lowest, mut highest) = (0, None::<Xid>, 0);
         for keys in s.writers.values_mut() {
-            keys.retain(|key, list| {
-                let before = list.len();
-                list.retain(|&x| x >= h);
-                freed += (before - list.len()) * std::mem::size_of::<Xid>();
-                if list.is_empty() {
-                    freed += key.len() + ENTRY_OVERHEAD;
+            keys.retain(|key, xids| {
+                let mut kept = Xids::default();
+                xids.each(|x| {
+                    if x >= h {
+                        kept.push(x);
+                        lowest = Some(lowest.map_or(x, |l| l.min(x)));
+                        highest = highest.max(x.0);
+                    }
+                });
+                kept.bytes.shrink_to_fit();
+                *xids = kept;
+                let keep = !xids.bytes.is_empty();
+                if keep {
+                    bytes += key.len() + ENTRY_OVERHEAD + xids.cost();
                 }
-                !list.is_empty()
+                keep
             });
         }
         s.writers.retain(|_, keys| !keys.is_empty());
-        s.bytes -= freed;
-        let (lowest, highest) = {
-            let all = || s.writers.values().flat_map(|k| k.values()).flatten();
-            (all().min().copied(), all().max().map_or(0, |x| x.0))
-        };
+        s.bytes = bytes;
         s.lowest = lowest;
         self.highest.store(highest, Ordering::Release);
         debug_assert!(s.writers.is_empty() == (s.bytes == 0));
@@ -232,6 +293,29 @@ mod tests {
         l.prune(None);
         assert!(!l.concerns(&old));
         assert_eq!(l.bytes(), 0);
+    }
+
+    #[test]
+    fn xids_round_trip_in_any_order() {
+        let mut x = Xids::default();
+        let want = [
+            Xid(1000),
+            Xid(990),
+            Xid(1 << 40),
+            Xid(3),
+            Xid(3),
+            Xid(u64::MAX),
+        ];
+        for w in want {
+            x.push(w);
+        }
+        let mut got = Vec::new();
+        x.each(|w| got.push(w));
+        assert_eq!(
+            got,
+            [Xid(1000), Xid(990), Xid(1 << 40), Xid(3), Xid(u64::MAX)]
+        );
+        assert!(x.bytes.len() < 8 * got.len());
     }
 
     #[test]
