@@ -157,9 +157,10 @@ fn unseen_creator(v: &Version, views: &Views, clog: &impl StatusOf) -> bool {
 
 /// Records in the ledger the creators of `versions` about to be freed
 /// that a live serializable snapshot does not see, so its reads still
-/// meet them (`mvcc::ledger`). With `dry`, only asks whether the ledger
-/// has room (before a large value's pages go). A version the full ledger
-/// cannot take becomes needed: it stays in the heap.
+/// meet them (`mvcc::ledger`). With `dry`, only asks, for versions whose
+/// large value still has pages, whether the ledger has room (before the
+/// pages go). A version the full ledger cannot take becomes needed: it
+/// stays in the heap.
 fn record_unseen(
     inner: &Inner,
     (root, key): (PageId, &[u8]),
@@ -168,16 +169,24 @@ fn record_unseen(
     views: &Views,
     dry: bool,
 ) {
+    if views.serializable.is_empty() {
+        return;
+    }
     let clog = inner.mgr.clog();
-    for (v, n) in versions.iter().zip(need.iter_mut()) {
-        if *n || !unseen_creator(v, views, clog) {
-            continue;
+    let mut unseen: Vec<usize> = (0..versions.len())
+        .filter(|&i| !need[i] && unseen_creator(&versions[i], views, clog))
+        .collect();
+    if dry {
+        unseen.retain(|&i| versions[i].overflow.is_some_and(|(_, len)| len > 0));
+        if !unseen.is_empty() && !inner.ledger.has_room(root, key) {
+            unseen.iter().for_each(|&i| need[i] = true);
         }
-        *n = if dry {
-            !inner.ledger.has_room(root, key)
-        } else {
-            !inner.ledger.record(root, key, v.xmin)
-        };
+        return;
+    }
+    let xids: Vec<Xid> = unseen.iter().map(|&i| versions[i].xmin).collect();
+    let taken = inner.ledger.record(root, key, &xids);
+    for &i in &unseen[taken..] {
+        need[i] = true;
     }
 }
 

@@ -143,29 +143,32 @@ impl Ledger {
         self.state.lock().fits(table, key)
     }
 
-    /// Records that `xid` wrote a version of `key` in `table` that is about
-    /// to be removed. False if the ledger is full: keep the version.
-    pub fn record(&self, table: PageId, key: &[u8], xid: Xid) -> bool {
-        assert!(xid != Xid::NONE);
+    /// Records that each of `xids`, in order, wrote a version of `key` in
+    /// `table` that is about to be removed. Returns how many were taken:
+    /// the rest did not fit (keep their versions).
+    pub fn record(&self, table: PageId, key: &[u8], xids: &[Xid]) -> usize {
         let mut guard = self.state.lock();
         let s = &mut *guard;
-        if !s.fits(table, key) {
-            return false;
-        }
-        let keys = s.writers.entry(table).or_default();
-        let before = keys.get(key).map_or(0, Xids::cost);
-        let xids = match keys.get_mut(key) {
-            Some(x) => x,
-            None => {
-                s.bytes += key.len() + ENTRY_OVERHEAD;
-                keys.entry(key.to_vec()).or_default()
+        for (taken, &xid) in xids.iter().enumerate() {
+            assert!(xid != Xid::NONE);
+            if !s.fits(table, key) {
+                return taken;
             }
-        };
-        xids.push(xid);
-        s.bytes = s.bytes + xids.cost() - before;
-        s.lowest = Some(s.lowest.map_or(xid, |l| l.min(xid)));
-        self.highest.fetch_max(xid.0, Ordering::Release);
-        true
+            let keys = s.writers.entry(table).or_default();
+            let before = keys.get(key).map_or(0, Xids::cost);
+            let list = match keys.get_mut(key) {
+                Some(x) => x,
+                None => {
+                    s.bytes += key.len() + ENTRY_OVERHEAD;
+                    keys.entry(key.to_vec()).or_default()
+                }
+            };
+            list.push(xid);
+            s.bytes = s.bytes + list.cost() - before;
+            s.lowest = Some(s.lowest.map_or(xid, |l| l.min(xid)));
+            self.highest.fetch_max(xid.0, Ordering::Release);
+        }
+        xids.len()
     }
 
     /// Appends the recorded writers of `key` in `table` to `out`.
@@ -271,11 +274,11 @@ mod tests {
             xip: Vec::new().into(),
         };
         assert!(!l.concerns(&old));
-        assert!(l.record(T, b"b", Xid(5)));
-        assert!(l.record(T, b"b", Xid(9)));
-        assert!(l.record(T, b"b", Xid(9)), "a repeat costs nothing");
-        assert!(l.record(T, b"d", Xid(6)));
-        assert!(l.record(PageId(8), b"a", Xid(4)));
+        assert_eq!(l.record(T, b"b", &[Xid(5)]), 1);
+        assert_eq!(l.record(T, b"b", &[Xid(9)]), 1);
+        assert_eq!(l.record(T, b"b", &[Xid(9)]), 1, "a repeat costs nothing");
+        assert_eq!(l.record(T, b"d", &[Xid(6)]), 1);
+        assert_eq!(l.record(PageId(8), b"a", &[Xid(4)]), 1);
         assert!(l.concerns(&old) && !l.concerns(&new), "9 is the highest");
         let mut out = Vec::new();
         l.writers(T, b"b", &mut out);
@@ -323,12 +326,12 @@ mod tests {
         let l = Ledger::default();
         let key = vec![1u8; 2000];
         let mut n = 0u64;
-        while l.record(T, &key[..(n % 2000) as usize], Xid(n + 1)) {
+        while l.record(T, &key[..(n % 2000) as usize], &[Xid(n + 1)]) == 1 {
             n += 1;
             assert!(n < 1 << 24, "never full");
         }
         assert!(l.bytes() <= LEDGER_BYTES_MAX);
         l.prune(Some(Xid(n / 2)));
-        assert!(l.record(T, b"x", Xid(n + 5)), "pruning makes room");
+        assert_eq!(l.record(T, b"x", &[Xid(n + 5)]), 1, "pruning makes room");
     }
 }
