@@ -1,7 +1,8 @@
 //! Transactions: the user-facing unit of work.
 //!
 //! A transaction holds a snapshot (taken at `begin` for Snapshot, per
-//! operation for Read Committed), takes an xid at its first write, and ends
+//! operation for Read Committed; either way registered with the manager,
+//! so vacuum keeps what it reads), takes an xid at its first write, and ends
 //! by publishing its outcome. Its writes go straight into the heap and
 //! index, stamped with its xid, so its own reads see them through the same
 //! visibility rule as everyone else's; rollback only has to mark the xid

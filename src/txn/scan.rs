@@ -5,6 +5,13 @@
 //! far each end got as a key, so the tree may change freely between
 //! batches; each row's version chain is read when the row is taken, under
 //! the latch again, and the scan's snapshot decides what it sees.
+//!
+//! Vacuum must not free what the scan will read. A Read Committed scan's
+//! snapshot is its own, so it is pinned with the transaction manager
+//! while the scan lives (`Pin`). A serializable scan also needs the
+//! writers of versions it would skip: for those vacuum has removed, it
+//! looks each batch's span up in the ledger of removed writes (and a
+//! fetched key whose versions went since, by itself).
 
 use std::collections::VecDeque;
 use std::ops::{Bound, Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, RangeToInclusive};
