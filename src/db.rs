@@ -104,6 +104,9 @@ pub(crate) struct Inner {
     pub(crate) ssi: crate::txn::ssi::SsiLock,
     /// The SSI key marks, taken by reads without the `ssi` lock.
     pub(crate) siread: Arc<crate::txn::ssi::KeyMarks>,
+    /// Writers of versions vacuum removed that a serializable reader
+    /// would have skipped.
+    pub(crate) ledger: crate::mvcc::ledger::Ledger,
     /// Prepared transactions waiting for a decision.
     pub(crate) prepared: crate::txn::prepare::Registry,
     pub(crate) opts: Options,
@@ -386,6 +389,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Inner, bo
         mgr,
         waits: LockWaits::default(),
         siread: ssi.marks(),
+        ledger: Default::default(),
         ssi: crate::txn::ssi::SsiLock::new(ssi),
         prepared: Default::default(),
         opts,

@@ -45,6 +45,9 @@ pub const CACHE_PAGES_MIN: usize = if cfg!(loom) { 2 } else { 4 * MTR_PAGES_MAX 
 pub const XID_BATCH: u64 = 1024;
 /// Index entries vacuum examines while holding the write latch once.
 pub const VACUUM_BATCH: usize = 64;
+/// Bytes the ledger of removed writes may hold (`mvcc::ledger`); past
+/// it, vacuum keeps the versions it would have recorded.
+pub const LEDGER_BYTES_MAX: usize = 4 << 20;
 /// Index entries a scan fetches per latch acquisition.
 pub const SCAN_BATCH: usize = 128;
 /// Entries of a scan's first batch (later batches double up to `SCAN_BATCH`).
@@ -82,6 +85,8 @@ const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);
 const _: () = assert!(3 * (BTREE_CELL_MAX + crate::btree::node::SLOT) + 64 < PAGE_SIZE);
 // A tuple whose value went to overflow must fit inline.
 const _: () = assert!(KEY_MAX + 64 < TUPLE_INLINE_MAX);
+// The ledger holds at least a few hundred writers of the longest keys.
+const _: () = assert!(LEDGER_BYTES_MAX >= 256 * (KEY_MAX + 128));
 const _: () = assert!(GID_MAX + 32 + 4 * PREPARED_TABLES_MAX <= BTREE_CELL_MAX);
 const _: () = assert!(TUPLE_INLINE_MAX + 64 < PAGE_SIZE);
 // A maximal mini-transaction, all full-page images, fits one record.

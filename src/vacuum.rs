@@ -9,6 +9,34 @@
 //! So a long-running reader holds back only the versions it can see, not
 //! everything newer than it.
 //!
+//! A Read Committed transaction has no snapshot of its own: each
+//! operation takes one and registers it in the same step (`TxnManager::
+//! operation`, and `pin` for a scan, which holds its snapshot until it is
+//! dropped). Its views are those; before its first read, the fresh
+//! snapshot stands for it.
+//!
+//! Seeing is not all a serializable reader needs. SSI takes its read-side
+//! edges from the versions a read *skips*: the creator of each newer
+//! version its snapshot does not see. Such a version may be invisible to
+//! every view, yet freeing it would hide a writer the reader must meet
+//! (a cycle R → W → T3 → R would commit). Two ways out:
+//!
+//! - PostgreSQL's: keep every version created or deleted by an xid at or
+//!   above the oldest live serializable snapshot's xmin. One long
+//!   serializable reader then holds back every later version of every key
+//!   it might read — all of a hot key's history for as long as it runs,
+//!   the unbounded growth the view rule above exists to avoid.
+//! - strata's: free the version, but first write its creator to the
+//!   ledger of removed writes (`mvcc::ledger`), keyed by table and key,
+//!   where serializable gets and scans meet it as if they had skipped the
+//!   version. An entry costs its key and an xid instead of a whole tuple,
+//!   lives in memory only while a serializable snapshot that does not see
+//!   its writer runs (pruned at each gathering of views), and the ledger
+//!   is bounded: when it is full, vacuum keeps such a version in the heap,
+//!   which is PostgreSQL's rule for that version. The deleter of a
+//!   version needs no entry: a reader takes an edge to it only from a
+//!   version it sees, and vacuum keeps those.
+//!
 //! Work proceeds key by key, in rounds of one mini-transaction each: a
 //! round looks at up to `WINDOW` versions from the head, frees the dead
 //! ones, relinks the survivors, and repoints or removes the index entry.
@@ -44,6 +72,8 @@ const ROUNDS_MAX: usize = 1 << 16;
 
 pub(crate) struct Views {
     list: Vec<(Snapshot, Xid)>,
+    /// The snapshots of live serializable transactions (with their xids).
+    serializable: Vec<(Snapshot, Xid)>,
     pub(crate) now: Snapshot,
 }
 
@@ -89,13 +119,73 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
 
 pub(crate) fn gather(inner: &Inner) -> Views {
     let (live, now) = inner.mgr.views();
-    let mut list: Vec<(Snapshot, Xid)> = live
-        .into_iter()
-        .map(|v| (v.snapshot.unwrap_or_else(|| now.clone()), v.xid))
-        .collect();
+    let mut list: Vec<(Snapshot, Xid)> = Vec::with_capacity(live.len() + 1);
+    let mut serializable = Vec::new();
+    for v in live {
+        list.extend(v.pinned.into_iter().map(|(_, s)| (s, v.xid)));
+        let snap = v.snapshot.unwrap_or_else(|| now.clone());
+        if v.serializable {
+            serializable.push((snap.clone(), v.xid));
+        }
+        list.push((snap, v.xid));
+    }
     list.push((now.clone(), Xid::NONE));
     list.dedup();
-    Views { list, now }
+    // Every serializable snapshot sees each committed xid below the
+    // oldest one's xmin: the ledger needs no writer below it.
+    inner
+        .ledger
+        .prune(serializable.iter().map(|(s, _)| s.xmin).min());
+    Views {
+        list,
+        serializable,
+        now,
+    }
+}
+
+/// Whether a live serializable snapshot does not see the committed
+/// creator of `v`: its reads would skip `v` and take an edge to it.
+fn unseen_creator(v: &Version, views: &Views, clog: &impl StatusOf) -> bool {
+    clog.status(v.xmin) != Status::Aborted
+        && views
+            .serializable
+            .iter()
+            .any(|(s, me)| !s.sees(v.xmin, *me, clog))
+}
+
+/// Records in the ledger the creators of `versions` about to be freed
+/// that a live serializable snapshot does not see, so its reads still
+/// meet them (`mvcc::ledger`). With `dry`, only asks, for versions whose
+/// large value still has pages, whether the ledger has room (before the
+/// pages go). A version the full ledger cannot take becomes needed: it
+/// stays in the heap.
+fn record_unseen(
+    inner: &Inner,
+    (root, key): (PageId, &[u8]),
+    versions: &[Version],
+    need: &mut [bool],
+    views: &Views,
+    dry: bool,
+) {
+    if views.serializable.is_empty() {
+        return;
+    }
+    let clog = inner.mgr.clog();
+    let mut unseen: Vec<usize> = (0..versions.len())
+        .filter(|&i| !need[i] && unseen_creator(&versions[i], views, clog))
+        .collect();
+    if dry {
+        unseen.retain(|&i| versions[i].overflow.is_some_and(|(_, len)| len > 0));
+        if !unseen.is_empty() && !inner.ledger.has_room(root, key) {
+            unseen.iter().for_each(|&i| need[i] = true);
+        }
+        return;
+    }
+    let xids: Vec<Xid> = unseen.iter().map(|&i| versions[i].xmin).collect();
+    let taken = inner.ledger.record(root, key, &xids);
+    for &i in &unseen[taken..] {
+        need[i] = true;
+    }
 }
 
 fn vacuum_key(
@@ -174,16 +264,26 @@ fn round(
     };
     let head = chain::head(mtr, &v)?;
     let (versions, tail) = walk(mtr, &inner.store.fsm, head)?;
-    let need = needed(&versions, views, inner.mgr.clog());
+    let mut need = needed(&versions, views, inner.mgr.clog());
     if need.iter().all(|&n| n) {
         return Ok(false);
     }
-    // A dead large value goes first, a group of pages per round.
+    // A dead large value goes first, a group of pages per round, if the
+    // ledger will take its creator when the version goes.
+    record_unseen(inner, (root, key), &versions, &mut need, views, true);
     for (v, _) in versions.iter().zip(&need).filter(|(_, &n)| !n) {
         if let Some((first, len)) = v.overflow.filter(|&(_, len)| len > 0) {
             shrink_overflow(mtr, v.tid, first, len as usize, stats)?;
             return Ok(true);
         }
+    }
+    // Before anything is freed, under the latch readers take the chain
+    // under: a reader finds each creator in the chain or in the ledger.
+    // (A version kept now may have lost its value's pages: no snapshot
+    // sees it, and a reader that skips it reads only its header.)
+    record_unseen(inner, (root, key), &versions, &mut need, views, false);
+    if need.iter().all(|&n| n) {
+        return Ok(false);
     }
     let survivors: Vec<&Version> = versions
         .iter()

@@ -24,11 +24,19 @@ use crate::wal::Wal;
 /// What vacuum must preserve for one live transaction.
 #[derive(Clone, Debug)]
 pub struct View {
-    /// The transaction's snapshot (`None`: it takes a fresh one per
-    /// operation, Read Committed).
+    /// The transaction's snapshot. A Read Committed transaction takes one
+    /// per operation: this is its latest get's (`None` before its first),
+    /// kept until the next operation replaces it, so vacuum never frees a
+    /// version a get is reading.
     pub snapshot: Option<Snapshot>,
+    /// Snapshots of a Read Committed transaction's scans still open, by
+    /// pin id: a scan outlives the operations begun while it runs.
+    pub pinned: Vec<(u64, Snapshot)>,
     /// Its xid, once it wrote.
     pub xid: Xid,
+    /// Serializable: SSI takes edges from the versions it skips, so
+    /// vacuum accounts for the writers it does not see (`vacuum`).
+    pub serializable: bool,
 }
 
 struct State {
@@ -81,7 +89,7 @@ impl TxnManager {
     /// Read Committed, its snapshot.
     pub fn begin_new(&self, per_operation: bool) -> (u64, Snapshot) {
         let token = self.next_token();
-        (token, self.begin(token, per_operation))
+        (token, self.begin(token, per_operation, false))
     }
 
     /// A fresh transaction token.
@@ -92,16 +100,55 @@ impl TxnManager {
     }
 
     /// Registers transaction `token` and takes its snapshot (kept for
-    /// vacuum unless `per_operation`, Read Committed).
-    pub fn begin(&self, token: u64, per_operation: bool) -> Snapshot {
+    /// vacuum unless `per_operation`, Read Committed, whose operations
+    /// register their own: [`Self::operation`], [`Self::pin`]).
+    pub fn begin(&self, token: u64, per_operation: bool, serializable: bool) -> Snapshot {
         let mut s = self.state.lock();
         let snap = Self::snapshot_locked(&s);
         let view = View {
             snapshot: (!per_operation).then(|| snap.clone()),
+            pinned: Vec::new(),
             xid: Xid::NONE,
+            serializable,
         };
         s.views.insert(token, view);
         snap
+    }
+
+    /// A snapshot for one operation of Read Committed transaction `token`,
+    /// registered in the same step (vacuum gathering views in between
+    /// would not know it): it stands for the transaction until its next
+    /// operation. Costs no lock beyond the one any snapshot takes.
+    pub fn operation(&self, token: u64) -> Snapshot {
+        let mut s = self.state.lock();
+        let snap = Self::snapshot_locked(&s);
+        if let Some(v) = s.views.get_mut(&token) {
+            v.snapshot = Some(snap.clone());
+        }
+        snap
+    }
+
+    /// A snapshot for a scan of Read Committed transaction `token`, held
+    /// for vacuum until [`Self::unpin`] with the returned id.
+    pub fn pin(&self, token: u64) -> (u64, Snapshot) {
+        let mut s = self.state.lock();
+        s.next_token += 1;
+        let id = s.next_token;
+        let snap = Self::snapshot_locked(&s);
+        if let Some(v) = s.views.get_mut(&token) {
+            // A transaction holds as many pins as it has open scans.
+            debug_assert!(v.pinned.iter().all(|(p, _)| *p != id));
+            v.pinned.push((id, snap.clone()));
+        }
+        (id, snap)
+    }
+
+    /// Releases a scan's snapshot.
+    pub fn unpin(&self, token: u64, id: u64) {
+        let mut s = self.state.lock();
+        if let Some(v) = s.views.get_mut(&token) {
+            v.pinned.retain(|(p, _)| *p != id);
+        }
     }
 
     /// Hands an xid to transaction `token`.
@@ -138,7 +185,9 @@ impl TxnManager {
             token,
             View {
                 snapshot: None,
+                pinned: Vec::new(),
                 xid,
+                serializable: false,
             },
         );
         token
@@ -210,6 +259,31 @@ mod tests {
         assert!(after.sees(x1, Xid::NONE, &m.clog));
         assert_eq!(m.clog.status(x1), Status::Committed);
         assert_eq!(m.live(), 0);
+    }
+
+    // Guards against a Read Committed transaction's reads standing in
+    // vacuum's views only as "now": each operation's snapshot must be
+    // there, and a scan's for as long as it is pinned.
+    #[test]
+    fn read_committed_operations_register_their_snapshots() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let wal = Wal::resume(Arc::new(RealFs), tmp.path(), crate::ids::Lsn(0)).expect("wal");
+        let m = TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1)));
+        let (rc, _) = m.begin_new(true);
+        let view = |m: &TxnManager| m.views().0.into_iter().next().expect("one view");
+        assert!(view(&m).snapshot.is_none(), "no operation yet");
+        let scan = m.pin(rc);
+        let get = m.operation(rc);
+        let (w, _) = m.begin_new(false);
+        let x = m.assign(w, &wal).expect("assign");
+        m.finish(w, x, Status::Committed);
+        let later = m.operation(rc);
+        assert!(!get.sees(x, Xid::NONE, &m.clog) && later.sees(x, Xid::NONE, &m.clog));
+        let v = view(&m);
+        assert_eq!(v.snapshot.as_ref(), Some(&later), "the latest operation's");
+        assert_eq!(v.pinned, vec![scan.clone()], "the scan's, while it runs");
+        m.unpin(rc, scan.0);
+        assert!(view(&m).pinned.is_empty());
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! - [`clog`]: the commit log, in memory and in pages.
 //! - [`snapshot`]: snapshots and `visible`, the one visibility rule.
 //! - [`chain`]: walking a key's versions to the visible one.
+//! - [`ledger`]: writers of versions vacuum removed that a serializable
+//!   reader would have skipped.
 
 pub mod chain;
 pub mod clog;
+pub mod ledger;
 pub mod manager;
 pub mod snapshot;
 

@@ -1,7 +1,8 @@
 //! Transactions: the user-facing unit of work.
 //!
 //! A transaction holds a snapshot (taken at `begin` for Snapshot, per
-//! operation for Read Committed), takes an xid at its first write, and ends
+//! operation for Read Committed; either way registered with the manager,
+//! so vacuum keeps what it reads), takes an xid at its first write, and ends
 //! by publishing its outcome. Its writes go straight into the heap and
 //! index, stamped with its xid, so its own reads see them through the same
 //! visibility rule as everyone else's; rollback only has to mark the xid
@@ -125,7 +126,7 @@ impl Transaction {
             (Some(reads), snapshot)
         } else {
             let per_operation = level == Isolation::ReadCommitted;
-            (None, inner.mgr.begin(token, per_operation))
+            (None, inner.mgr.begin(token, per_operation, false))
         };
         Ok(Transaction {
             db,
@@ -231,7 +232,17 @@ impl Transaction {
         r
     }
 
-    /// The snapshot for one operation.
+    /// The snapshot for one read, registered for vacuum under Read
+    /// Committed (the view vacuum keeps for this transaction).
+    fn read_snapshot(&self) -> Cow<'_, Snapshot> {
+        match self.level {
+            Isolation::ReadCommitted => Cow::Owned(self.db.inner().mgr.operation(self.token)),
+            _ => Cow::Borrowed(&self.snapshot),
+        }
+    }
+
+    /// The snapshot for one write. Not registered: a write judges versions
+    /// under the store's write latch, which vacuum needs to free any.
     fn snapshot_now(&self) -> Cow<'_, Snapshot> {
         match self.level {
             Isolation::ReadCommitted => Cow::Owned(self.db.inner().mgr.snapshot()),
@@ -246,7 +257,7 @@ impl Transaction {
         if key.len() > KEY_MAX {
             return Err(Error::KeyTooLarge { len: key.len() });
         }
-        let snap = self.snapshot_now();
+        let snap = self.read_snapshot();
         let inner = self.db.inner();
         // Mark before reading (a writer writes before it checks marks):
         // of a concurrent read and write, whichever comes second sees the
@@ -270,8 +281,20 @@ impl Transaction {
                 None => None,
             }
         };
+        if self.serializable() && inner.ledger.concerns(&snap) {
+            inner.ledger.writers(table.root, key, &mut unseen);
+            self.keep_unseen(&snap, &mut unseen);
+        }
         self.ssi_unseen(&unseen)?;
         Ok(value)
+    }
+
+    /// Keeps, of writers met in the ledger of removed versions (after
+    /// those met in chains), the ones this read does not see: the chain
+    /// would have had it skip their versions.
+    fn keep_unseen(&self, snap: &Snapshot, xids: &mut Vec<Xid>) {
+        let clog = self.db.inner().mgr.clog();
+        xids.retain(|&x| x != self.xid && !snap.sees(x, self.xid, clog));
     }
 
     /// Inserts or replaces `key` → `value`.
@@ -323,13 +346,16 @@ impl Transaction {
                 .lock()
                 .read_range(self.token, table.root, range);
         }
-        Ok(Scan::new(
-            self,
-            table.clone(),
-            self.snapshot_now().into_owned(),
-            lo,
-            hi,
-        ))
+        // A scan's snapshot outlives the call: under Read Committed it is
+        // pinned for vacuum until the scan is dropped.
+        let (pin, snap) = match self.level {
+            Isolation::ReadCommitted => {
+                let (id, snap) = self.db.inner().mgr.pin(self.token);
+                (Some(scan::Pin::new(self.db.clone(), self.token, id)), snap)
+            }
+            _ => (None, self.snapshot.clone()),
+        };
+        Ok(Scan::new(self, table.clone(), snap, pin, lo, hi))
     }
 
     pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {

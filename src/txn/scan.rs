@@ -5,13 +5,20 @@
 //! far each end got as a key, so the tree may change freely between
 //! batches; each row's version chain is read when the row is taken, under
 //! the latch again, and the scan's snapshot decides what it sees.
+//!
+//! Vacuum must not free what the scan will read. A Read Committed scan's
+//! snapshot is its own, so it is pinned with the transaction manager
+//! while the scan lives (`Pin`). A serializable scan also needs the
+//! writers of versions it would skip: for those vacuum has removed, it
+//! looks each batch's span up in the ledger of removed writes (and a
+//! fetched key whose versions went since, by itself).
 
 use std::collections::VecDeque;
 use std::ops::{Bound, Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, RangeToInclusive};
 
 use super::Transaction;
 use crate::btree::{self, Dir};
-use crate::db::Table;
+use crate::db::{Db, Table};
 use crate::error::Result;
 use crate::heap;
 use crate::ids::Tid;
@@ -125,6 +132,8 @@ pub struct Scan<'t> {
     tx: &'t Transaction,
     table: Table,
     snap: Snapshot,
+    /// `snap`'s registration for vacuum (Read Committed).
+    _pin: Option<Pin>,
     /// Everything below (forward end) / above (back end) was fetched.
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
@@ -142,6 +151,7 @@ impl<'t> Scan<'t> {
         tx: &'t Transaction,
         table: Table,
         snap: Snapshot,
+        pin: Option<Pin>,
         lo: Bound<Vec<u8>>,
         hi: Bound<Vec<u8>>,
     ) -> Self {
@@ -156,6 +166,7 @@ impl<'t> Scan<'t> {
             tx,
             table,
             snap,
+            _pin: pin,
             lo,
             hi,
             front: End::default(),
@@ -212,12 +223,32 @@ impl<'t> Scan<'t> {
         drop(r);
         self.batch = (self.batch * 2).min(SCAN_BATCH);
         self.exhausted = done;
+        // Writers of versions vacuum removed before this batch was fetched,
+        // in the span the batch covered (later removals: `resolve`).
+        let mut unseen = Vec::new();
+        if self.tx.serializable() && inner.ledger.concerns(&self.snap) {
+            let last = side.pending.back().map(|p| side.key(p));
+            let lo = self.lo.as_ref().map(Vec::as_slice);
+            let hi = self.hi.as_ref().map(Vec::as_slice);
+            let (lo, hi) = match (dir, last, done) {
+                (Dir::Forward, Some(k), false) => (lo, Bound::Included(k)),
+                (Dir::Reverse, Some(k), false) => (Bound::Included(k), hi),
+                _ => (lo, hi),
+            };
+            inner
+                .ledger
+                .writers_in(self.table.root, lo, hi, &mut unseen);
+        }
         if let Some(last) = side.pending.back() {
             let bound = match dir {
                 Dir::Forward => &mut self.lo,
                 Dir::Reverse => &mut self.hi,
             };
             past(bound, side.key(last));
+        }
+        if !unseen.is_empty() {
+            self.tx.keep_unseen(&self.snap, &mut unseen);
+            self.tx.ssi_unseen(&unseen)?;
         }
         Ok(())
     }
@@ -232,26 +263,36 @@ impl<'t> Scan<'t> {
     fn resolve(&self, p: &Pending, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let inner = self.tx.db.inner();
         let mut unseen = Vec::new();
+        let mut removed = false;
         let value = {
             let mut r = inner.store.read();
             let tid = if inner.store.fsm.removals() == p.removals {
-                p.tid
+                Some(p.tid)
             } else {
-                match btree::get_with(&mut r.view, self.table.root, key, chain::tid_of)? {
-                    Some(t) => t,
-                    None => return Ok(None),
-                }
+                // The key's versions may all have gone since: not a row,
+                // but perhaps writers in the ledger.
+                removed = true;
+                btree::get_with(&mut r.view, self.table.root, key, chain::tid_of)?
             };
-            let head = chain::valid(&r.view, tid)?;
-            chain::read_visible(
-                &mut r.view,
-                head,
-                &self.snap,
-                self.tx.xid,
-                inner.mgr.clog(),
-                &mut unseen,
-            )?
+            match tid {
+                Some(tid) => {
+                    let head = chain::valid(&r.view, tid)?;
+                    chain::read_visible(
+                        &mut r.view,
+                        head,
+                        &self.snap,
+                        self.tx.xid,
+                        inner.mgr.clog(),
+                        &mut unseen,
+                    )?
+                }
+                None => None,
+            }
         };
+        if removed && self.tx.serializable() && inner.ledger.concerns(&self.snap) {
+            inner.ledger.writers(self.table.root, key, &mut unseen);
+            self.tx.keep_unseen(&self.snap, &mut unseen);
+        }
         self.tx.ssi_unseen(&unseen)?;
         Ok(value)
     }
@@ -341,6 +382,28 @@ impl Iterator for Scan<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_from(Dir::Forward)
+    }
+}
+
+/// A Read Committed scan's snapshot, registered with the transaction
+/// manager until the scan is dropped. It owns a handle on the database
+/// rather than borrowing the transaction, so a scan needs no drop glue
+/// that outlives its borrow (`tx.scan(..)?.count()` as a block's value).
+pub(super) struct Pin {
+    db: Db,
+    token: u64,
+    id: u64,
+}
+
+impl Pin {
+    pub(super) fn new(db: Db, token: u64, id: u64) -> Pin {
+        Pin { db, token, id }
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.db.inner().mgr.unpin(self.token, self.id);
     }
 }
 

@@ -52,7 +52,7 @@ impl SsiLock {
             ssi.begin(token)
         };
         opts.race(RacePoint::BeforeSnapshot);
-        let snapshot = mgr.begin(token, false);
+        let snapshot = mgr.begin(token, false, true);
         opts.race(RacePoint::AfterSnapshot);
         drop(ssi);
         (reads, snapshot)
