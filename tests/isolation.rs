@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::open;
-use strata::{Db, Error, Isolation, Table, Transaction};
+use strata::{Db, Error, Isolation, Options, Table, Transaction};
 
 const LEVELS: [Isolation; 3] = [
     Isolation::ReadCommitted,
@@ -25,6 +25,11 @@ const LEVELS: [Isolation; 3] = [
 fn setup() -> (tempfile::TempDir, Db, Table) {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
+    fill(tmp, db)
+}
+
+/// Commits the rows every scenario starts from: 1 = 10, 2 = 20.
+fn fill(tmp: tempfile::TempDir, db: Db) -> (tempfile::TempDir, Db, Table) {
     let t = db.table("test").expect("table");
     let mut tx = db.begin().expect("begin");
     tx.put(&t, "1", "10").expect("put");
@@ -77,7 +82,15 @@ struct Run {
 
 impl Run {
     fn new() -> Run {
-        let (_dir, db, t) = setup();
+        // A wait in a scenario ends when its holder finishes, a few steps
+        // later; the long timeout keeps a slow machine from turning that
+        // into a `LockTimeout`.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let opts = Options::default()
+            .cache_size(4 << 20)
+            .lock_timeout(Some(Duration::from_secs(20)));
+        let db = Db::open_with(tmp.path(), opts).expect("open");
+        let (_dir, db, t) = fill(tmp, db);
         let failures = Failures::default();
         Run {
             _dir,
