@@ -667,6 +667,7 @@ fn write_skew_is_caught_after_marks_are_coarsened() {
         a.set("2", sum);
         // a -rw-> b: b writes into a gap between keys a read.
         b.set("k000001", seen);
+        // `&`, not `&&`: b commits (or fails) whatever became of a.
         let both = a.commit() & b.commit();
         let o = run.outcome(both);
         assert!(
