@@ -1,13 +1,20 @@
 //! The anomaly suite: one scenario per anomaly of Adya's and Berenson's
 //! taxonomies (the ones Hermitage tests against PostgreSQL), run at each
-//! isolation level, with the outcome each level must give. "Prevented"
-//! means the anomalous history cannot complete: a read returns the
-//! non-anomalous value, or a transaction fails with a retryable error.
+//! isolation level, with the outcome each level must give: either every
+//! transaction finishes as scripted and the anomaly shows (the level
+//! allows it) or does not (the level's reads or waits keep it out), or one
+//! named transaction fails with one named retryable error and every other
+//! finishes as scripted. An engine that aborted everything would fail the
+//! suite as surely as one that let an anomaly through.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
 use common::open;
-use strata::{Db, Error, Isolation, Table, Transaction};
+use strata::{Db, Error, Isolation, Options, Table, Transaction};
 
 const LEVELS: [Isolation; 3] = [
     Isolation::ReadCommitted,
@@ -18,6 +25,11 @@ const LEVELS: [Isolation; 3] = [
 fn setup() -> (tempfile::TempDir, Db, Table) {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
+    fill(tmp, db)
+}
+
+/// Commits the rows every scenario starts from: 1 = 10, 2 = 20.
+fn fill(tmp: tempfile::TempDir, db: Db) -> (tempfile::TempDir, Db, Table) {
     let t = db.table("test").expect("table");
     let mut tx = db.begin().expect("begin");
     tx.put(&t, "1", "10").expect("put");
@@ -40,247 +52,486 @@ fn keys_in(tx: &Transaction, t: &Table, lo: &str, hi: &str) -> strata::Result<Ve
     tx.scan(t, lo..hi)?.map(|r| r.map(|(k, _)| k)).collect()
 }
 
-/// Runs `f`; a retryable error means the anomaly was prevented.
-fn prevented(f: impl FnOnce() -> strata::Result<bool>) -> bool {
-    match f() {
-        Ok(anomaly) => !anomaly,
-        Err(e) if e.is_retryable() => true,
-        Err(e) => panic!("unexpected error: {e}"),
+/// The retryable errors, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fail {
+    Serialization,
+    Deadlock,
+    LockTimeout,
+}
+
+fn fail_of(e: &Error) -> Fail {
+    match e {
+        Error::SerializationFailure => Fail::Serialization,
+        Error::Deadlock => Fail::Deadlock,
+        Error::LockTimeout => Fail::LockTimeout,
+        e => panic!("not a retryable error: {e}"),
     }
 }
 
-/// G0, write cycles: two transactions' writes to x and y interleave.
-fn g0(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let mut t1 = db.begin_with(level)?;
-        let mut t2 = db.begin_with(level)?;
-        set(&mut t1, &t, "1", 11)?;
-        set(&mut t1, &t, "2", 21)?;
-        t1.commit()?;
-        set(&mut t2, &t, "1", 12)?;
-        set(&mut t2, &t, "2", 22)?;
-        t2.commit()?;
-        let r = db.begin()?;
-        // A write cycle would leave the two keys from different transactions.
-        Ok((num(&r, &t, "1")?, num(&r, &t, "2")?) != (12, 22))
-    })
+/// Which transactions failed, and how, in one run of a scenario.
+type Failures = Arc<Mutex<Vec<(u8, Fail)>>>;
+
+/// One database and the failures of the transactions a scenario runs on it.
+struct Run {
+    _dir: tempfile::TempDir,
+    db: Db,
+    t: Table,
+    failures: Failures,
+}
+
+impl Run {
+    fn new() -> Run {
+        // A wait in a scenario ends when its holder finishes, a few steps
+        // later; the long timeout keeps a slow machine from turning that
+        // into a `LockTimeout`.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let opts = Options::default()
+            .cache_size(4 << 20)
+            .lock_timeout(Some(Duration::from_secs(20)));
+        let db = Db::open_with(tmp.path(), opts).expect("open");
+        let (_dir, db, t) = fill(tmp, db);
+        let failures = Failures::default();
+        Run {
+            _dir,
+            db,
+            t,
+            failures,
+        }
+    }
+
+    /// Transaction `n` of the scenario.
+    fn begin(&self, n: u8, level: Isolation) -> Tx {
+        self.wrap(n, self.db.begin_with(level).expect("begin"))
+    }
+
+    /// Transaction `n`, declared read-only.
+    fn begin_read(&self, n: u8) -> Tx {
+        self.wrap(n, self.db.begin_read().expect("begin_read"))
+    }
+
+    fn wrap(&self, n: u8, tx: Transaction) -> Tx {
+        Tx {
+            n,
+            tx: Some(tx),
+            t: self.t.clone(),
+            failures: self.failures.clone(),
+            finished: false,
+        }
+    }
+
+    /// The committed value of `k` now.
+    fn value(&self, k: &str) -> i64 {
+        num(&self.db.begin().expect("begin"), &self.t, k).expect("read")
+    }
+
+    fn keys(&self, lo: &str, hi: &str) -> Vec<Vec<u8>> {
+        keys_in(&self.db.begin().expect("begin"), &self.t, lo, hi).expect("scan")
+    }
+
+    fn outcome(&self, anomaly: bool) -> Outcome {
+        Outcome {
+            failed: self.failures.lock().expect("failures").clone(),
+            anomaly,
+        }
+    }
+}
+
+/// A transaction of a scenario. Its first error ends it: the error must be
+/// retryable (anything else fails the test at once), is recorded against
+/// the transaction's number, and later steps of the transaction do nothing.
+struct Tx {
+    n: u8,
+    tx: Option<Transaction>,
+    t: Table,
+    failures: Failures,
+    /// Committed or rolled back as the script says.
+    finished: bool,
+}
+
+impl Tx {
+    fn step<T>(
+        &mut self,
+        f: impl FnOnce(&mut Transaction, &Table) -> strata::Result<T>,
+    ) -> Option<T> {
+        let r = f(self.tx.as_mut()?, &self.t);
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let fail = fail_of(&e);
+                self.failures.lock().expect("failures").push((self.n, fail));
+                self.tx = None; // rolls back, releasing its row locks
+                None
+            }
+        }
+    }
+
+    fn get(&mut self, k: &str) -> Option<i64> {
+        self.step(|tx, t| num(tx, t, k))
+    }
+
+    fn set(&mut self, k: &str, v: i64) {
+        self.step(|tx, t| set(tx, t, k, v));
+    }
+
+    fn keys(&mut self, lo: &str, hi: &str) -> Option<Vec<Vec<u8>>> {
+        self.step(|tx, t| keys_in(tx, t, lo, hi))
+    }
+
+    fn commit(&mut self) -> bool {
+        let Some(tx) = self.tx.take() else {
+            return false;
+        };
+        let r = tx.commit();
+        if let Err(e) = r {
+            let fail = fail_of(&e);
+            self.failures.lock().expect("failures").push((self.n, fail));
+            return false;
+        }
+        self.finished = true;
+        true
+    }
+
+    fn rollback(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            tx.rollback().expect("rollback");
+            self.finished = true;
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        // A script that leaves a transaction open proves nothing about it.
+        if self.tx.is_some() && !thread::panicking() {
+            panic!("T{} left open by its scenario", self.n);
+        }
+    }
+}
+
+/// What one run of a scenario gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Outcome {
+    failed: Vec<(u8, Fail)>,
+    anomaly: bool,
+}
+
+/// What a scenario must give at one level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Every transaction finishes as scripted and the anomaly shows.
+    Anomaly,
+    /// Every transaction finishes as scripted and no anomaly shows.
+    Clean,
+    /// Transaction `n` fails with this error, every other finishes as
+    /// scripted, and no anomaly shows.
+    Fails(u8, Fail),
+    /// Exactly one transaction fails, with this error (which one depends
+    /// on which of two threads gets there first); no anomaly shows.
+    OneFails(Fail),
+}
+
+impl Expect {
+    fn met_by(self, o: &Outcome) -> bool {
+        match self {
+            Expect::Anomaly => o.failed.is_empty() && o.anomaly,
+            Expect::Clean => o.failed.is_empty() && !o.anomaly,
+            Expect::Fails(n, f) => o.failed == [(n, f)] && !o.anomaly,
+            Expect::OneFails(f) => o.failed.len() == 1 && o.failed[0].1 == f && !o.anomaly,
+        }
+    }
+}
+
+/// G0, write cycles: T1 writes x, T2 writes y, T1 writes y (and waits for
+/// T2), T2 writes x: a cycle of waits at every level, so one of them fails
+/// with `Deadlock` at once and the other goes on. No dirty write: the two
+/// keys end as one transaction left them.
+fn g0(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    t1.set("1", 11);
+    t2.set("2", 22);
+    let waiter = thread::spawn(move || {
+        t1.set("2", 21);
+        t1
+    });
+    // Lets T1 reach its wait first, so T2 usually closes the cycle; if T2
+    // gets there first, T1 closes it, which is as good an outcome.
+    thread::sleep(Duration::from_millis(50));
+    t2.set("1", 12);
+    let t2_done = t2.commit();
+    let mut t1 = waiter.join().expect("T1's thread");
+    let t1_done = t1.commit();
+    let end = (run.value("1"), run.value("2"));
+    let serial = match (t1_done, t2_done) {
+        (true, true) => vec![(11, 21), (12, 22)],
+        (true, false) => vec![(11, 21)],
+        (false, true) => vec![(12, 22)],
+        (false, false) => vec![(10, 20)],
+    };
+    run.outcome(!serial.contains(&end))
+}
+
+/// G0 with the holder committing (Hermitage's G0): T1 writes x, T2's write
+/// of x waits for T1, T1 writes y and commits, then T2 writes y and
+/// commits. Read Committed lets T2 go on over T1's versions (T1 then T2);
+/// Snapshot and Serializable fail T2, first updater wins.
+fn g0_holder_commits(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    t1.set("1", 11);
+    let waiter = thread::spawn(move || {
+        t2.set("1", 12);
+        t2
+    });
+    thread::sleep(Duration::from_millis(50));
+    t1.set("2", 21);
+    let t1_done = t1.commit();
+    let mut t2 = waiter.join().expect("T2's thread");
+    t2.set("2", 22);
+    let t2_done = t2.commit();
+    let end = (run.value("1"), run.value("2"));
+    let serial = match (t1_done, t2_done) {
+        (true, true) => (12, 22),
+        (true, false) => (11, 21),
+        (false, true) => (12, 22),
+        (false, false) => (10, 20),
+    };
+    run.outcome(end != serial)
 }
 
 /// G1a, aborted reads.
-fn g1a(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let mut t1 = db.begin_with(level)?;
-        let t2 = db.begin_with(level)?;
-        set(&mut t1, &t, "1", 101)?;
-        let during = num(&t2, &t, "1")?;
-        t1.rollback()?;
-        Ok(during == 101 || num(&t2, &t, "1")? == 101)
-    })
+fn g1a(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    t1.set("1", 101);
+    let during = t2.get("1");
+    t1.rollback();
+    let after = t2.get("1");
+    t2.commit();
+    run.outcome(during == Some(101) || after == Some(101))
 }
 
 /// G1b, intermediate reads.
-fn g1b(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let mut t1 = db.begin_with(level)?;
-        let t2 = db.begin_with(level)?;
-        set(&mut t1, &t, "1", 101)?;
-        set(&mut t1, &t, "1", 11)?;
-        let during = num(&t2, &t, "1")?;
-        t1.commit()?;
-        Ok(during == 101 || num(&t2, &t, "1")? == 101)
-    })
+fn g1b(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    t1.set("1", 101);
+    t1.set("1", 11);
+    let during = t2.get("1");
+    t1.commit();
+    let after = t2.get("1");
+    t2.commit();
+    run.outcome(during == Some(101) || after == Some(101))
 }
 
-/// G1c, circular information flow.
-fn g1c(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let mut t1 = db.begin_with(level)?;
-        let mut t2 = db.begin_with(level)?;
-        set(&mut t1, &t, "1", 11)?;
-        set(&mut t2, &t, "2", 22)?;
-        let t1_sees = num(&t1, &t, "2")?;
-        let t2_sees = num(&t2, &t, "1")?;
-        t1.commit()?;
-        t2.commit()?;
-        Ok(t1_sees == 22 && t2_sees == 11)
-    })
+/// G1c, circular information flow: each would have to read the other's
+/// uncommitted write. Under Serializable the two reads of old versions are
+/// write skew (T1 -rw-> T2 -rw-> T1), so T2, committing second, fails.
+fn g1c(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    t1.set("1", 11);
+    t2.set("2", 22);
+    let t1_sees = t1.get("2");
+    let t2_sees = t2.get("1");
+    t1.commit();
+    t2.commit();
+    run.outcome(t1_sees == Some(22) && t2_sees == Some(11))
 }
 
-/// OTV, observed transaction vanishes.
-fn otv(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let mut t1 = db.begin_with(level)?;
-        let mut t2 = db.begin_with(level)?;
-        let t3 = db.begin_with(level)?;
-        set(&mut t1, &t, "1", 11)?;
-        set(&mut t1, &t, "2", 19)?;
-        t1.commit()?;
-        set(&mut t2, &t, "1", 12)?;
-        let x = num(&t3, &t, "1")?;
-        set(&mut t2, &t, "2", 18)?;
-        let y = num(&t3, &t, "2")?;
-        t2.commit()?;
-        // T3 saw part of T1 and then part of T2 (or T1 vanished).
-        Ok((x, y) == (11, 18) || (x, y) == (12, 19))
-    })
+/// OTV, observed transaction vanishes. T2 began before T1 committed, so
+/// under Snapshot and Serializable its writes over T1's fail, first
+/// updater wins.
+fn otv(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    let mut t3 = run.begin(3, level);
+    t1.set("1", 11);
+    t1.set("2", 19);
+    t1.commit();
+    t2.set("1", 12);
+    let x = t3.get("1");
+    t2.set("2", 18);
+    let y = t3.get("2");
+    t2.commit();
+    t3.commit();
+    // T3 saw part of T1 and then part of T2 (or T1 vanished).
+    let seen = x.zip(y);
+    run.outcome(seen == Some((11, 18)) || seen == Some((12, 19)))
 }
 
 /// PMP, predicate-many-preceders: a repeated scan sees a new row.
-fn pmp(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let t1 = db.begin_with(level)?;
-        let mut t2 = db.begin_with(level)?;
-        let before = keys_in(&t1, &t, "3", "4")?;
-        set(&mut t2, &t, "3", 30)?;
-        t2.commit()?;
-        let after = keys_in(&t1, &t, "3", "4")?;
-        Ok(before != after)
-    })
+fn pmp(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    let before = t1.keys("3", "4");
+    t2.set("3", 30);
+    t2.commit();
+    let after = t1.keys("3", "4");
+    t1.commit();
+    run.outcome(before.is_some() && after.is_some() && before != after)
 }
 
 /// P4, lost update: two increments, one lost.
-fn p4(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let mut t1 = db.begin_with(level)?;
-        let mut t2 = db.begin_with(level)?;
-        let a = num(&t1, &t, "1")?;
-        let b = num(&t2, &t, "1")?;
-        set(&mut t1, &t, "1", a + 1)?;
-        t1.commit()?;
-        set(&mut t2, &t, "1", b + 1)?;
-        t2.commit()?;
-        Ok(num(&db.begin()?, &t, "1")? != 12)
-    })
+fn p4(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    let a = t1.get("1").unwrap_or_default();
+    let b = t2.get("1").unwrap_or_default();
+    t1.set("1", a + 1);
+    let done1 = t1.commit();
+    t2.set("1", b + 1);
+    let done2 = t2.commit();
+    let increments = i64::from(done1) + i64::from(done2);
+    run.outcome(run.value("1") != 10 + increments)
 }
 
 /// G-single, read skew.
-fn g_single(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let t1 = db.begin_with(level)?;
-        let mut t2 = db.begin_with(level)?;
-        let x = num(&t1, &t, "1")?;
-        set(&mut t2, &t, "1", 12)?;
-        set(&mut t2, &t, "2", 18)?;
-        t2.commit()?;
-        let y = num(&t1, &t, "2")?;
-        Ok(x + y != 30)
-    })
+fn g_single(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    let x = t1.get("1");
+    t2.set("1", 12);
+    t2.set("2", 18);
+    t2.commit();
+    let y = t1.get("2");
+    t1.commit();
+    run.outcome(x.zip(y).is_some_and(|(x, y)| x + y != 30))
 }
 
 /// G2-item, write skew: the on-call doctors. Each checks both are on call
 /// (x + y = 30 means both) and takes itself off; at least one must stay.
-fn g2_item(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let mut t1 = db.begin_with(level)?;
-        let mut t2 = db.begin_with(level)?;
-        let s1 = num(&t1, &t, "1")? + num(&t1, &t, "2")?;
-        let s2 = num(&t2, &t, "1")? + num(&t2, &t, "2")?;
-        if s1 == 30 {
-            set(&mut t1, &t, "1", 0)?;
-        }
-        if s2 == 30 {
-            set(&mut t2, &t, "2", 0)?;
-        }
-        t1.commit()?;
-        t2.commit()?;
-        let r = db.begin()?;
-        Ok(num(&r, &t, "1")? + num(&r, &t, "2")? == 0)
-    })
+fn g2_item(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    let s1 = t1.get("1").zip(t1.get("2")).map(|(x, y)| x + y);
+    let s2 = t2.get("1").zip(t2.get("2")).map(|(x, y)| x + y);
+    if s1 == Some(30) {
+        t1.set("1", 0);
+    }
+    if s2 == Some(30) {
+        t2.set("2", 0);
+    }
+    t1.commit();
+    t2.commit();
+    run.outcome(run.value("1") + run.value("2") == 0)
 }
 
 /// G2, write skew over a predicate: each scans a range, finds it empty,
 /// and inserts into it (at most one row is allowed).
-fn g2(level: Isolation) -> bool {
-    let (_d, db, t) = setup();
-    prevented(|| {
-        let mut t1 = db.begin_with(level)?;
-        let mut t2 = db.begin_with(level)?;
-        if keys_in(&t1, &t, "5", "6")?.is_empty() {
-            set(&mut t1, &t, "5a", 1)?;
-        }
-        if keys_in(&t2, &t, "5", "6")?.is_empty() {
-            set(&mut t2, &t, "5b", 1)?;
-        }
-        t1.commit()?;
-        t2.commit()?;
-        Ok(keys_in(&db.begin()?, &t, "5", "6")?.len() == 2)
-    })
+fn g2(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    if t1.keys("5", "6").is_some_and(|k| k.is_empty()) {
+        t1.set("5a", 1);
+    }
+    if t2.keys("5", "6").is_some_and(|k| k.is_empty()) {
+        t2.set("5b", 1);
+    }
+    t1.commit();
+    t2.commit();
+    run.outcome(run.keys("5", "6").len() == 2)
 }
 
 /// The read-only anomaly (Fekete, O'Neil, O'Neil 2004): checking x,
 /// savings y, both 0. T2 withdraws 10 from checking with a penalty of 1 if
 /// x + y would go negative; T1 deposits 20 into savings; read-only T3 sees
 /// T1's deposit but not T2's withdrawal, and T2 then charges the penalty
-/// that no serial order explains.
-fn read_only(level: Isolation) -> bool {
+/// that no serial order explains. Serializable fails T2, the pivot.
+fn read_only(level: Isolation) -> Outcome {
     read_only_anomaly(level, false)
 }
 
-fn read_only_anomaly(level: Isolation, declared: bool) -> bool {
-    let (_d, db, t) = setup();
-    let mut init = db.begin().expect("begin");
-    set(&mut init, &t, "x", 0).expect("x");
-    set(&mut init, &t, "y", 0).expect("y");
-    init.commit().expect("commit");
-    prevented(|| {
-        let mut t2 = db.begin_with(level)?;
-        let (x, y) = (num(&t2, &t, "x")?, num(&t2, &t, "y")?);
-        let mut t1 = db.begin_with(level)?;
-        let y1 = num(&t1, &t, "y")?;
-        set(&mut t1, &t, "y", y1 + 20)?;
-        t1.commit()?;
-        let t3 = if declared {
-            db.begin_read()?
-        } else {
-            db.begin_with(level)?
-        };
-        let seen = (num(&t3, &t, "x")?, num(&t3, &t, "y")?);
-        t3.commit()?;
+fn read_only_anomaly(level: Isolation, declared: bool) -> Outcome {
+    let run = Run::new();
+    let mut init = run.begin(0, Isolation::Serializable);
+    init.set("x", 0);
+    init.set("y", 0);
+    assert!(init.commit(), "setup");
+    let mut t2 = run.begin(2, level);
+    let xy = t2.get("x").zip(t2.get("y"));
+    let mut t1 = run.begin(1, level);
+    let y1 = t1.get("y").unwrap_or_default();
+    t1.set("y", y1 + 20);
+    t1.commit();
+    let mut t3 = if declared {
+        run.begin_read(3)
+    } else {
+        run.begin(3, level)
+    };
+    let seen = t3.get("x").zip(t3.get("y"));
+    t3.commit();
+    if let Some((x, y)) = xy {
         let penalty = if x + y - 10 < 0 { 1 } else { 0 };
-        set(&mut t2, &t, "x", x - 10 - penalty)?;
-        t2.commit()?;
-        // T3 saw (0, 20): any serial order with T3 there has T2 after T1,
-        // so no penalty; yet T2 charged it.
-        Ok(seen == (0, 20) && num(&db.begin()?, &t, "x")? == -11)
-    })
+        t2.set("x", x - 10 - penalty);
+    }
+    t2.commit();
+    // T3 saw (0, 20): any serial order with T3 there has T2 after T1,
+    // so no penalty; yet T2 charged it.
+    run.outcome(seen == Some((0, 20)) && run.value("x") == -11)
 }
 
-type Scenario = fn(Isolation) -> bool;
+type Scenario = fn(Isolation) -> Outcome;
 
-/// (name, scenario, prevented at [ReadCommitted, Snapshot, Serializable]).
-const SUITE: &[(&str, Scenario, [bool; 3])] = &[
-    ("G0", g0, [true, true, true]),
-    ("G1a", g1a, [true, true, true]),
-    ("G1b", g1b, [true, true, true]),
-    ("G1c", g1c, [true, true, true]),
-    ("OTV", otv, [true, true, true]),
-    ("PMP", pmp, [false, true, true]),
-    ("P4", p4, [false, true, true]),
-    ("G-single", g_single, [false, true, true]),
-    ("G2-item", g2_item, [false, false, true]),
-    ("G2", g2, [false, false, true]),
-    ("read-only anomaly", read_only, [false, false, true]),
+use Expect::{Anomaly, Clean, Fails, OneFails};
+use Fail::{Deadlock, Serialization};
+
+/// (name, scenario, outcome at [ReadCommitted, Snapshot, Serializable]).
+const SUITE: &[(&str, Scenario, [Expect; 3])] = &[
+    ("G0", g0, [OneFails(Deadlock); 3]),
+    (
+        "G0, the holder commits",
+        g0_holder_commits,
+        [Clean, Fails(2, Serialization), Fails(2, Serialization)],
+    ),
+    ("G1a", g1a, [Clean; 3]),
+    ("G1b", g1b, [Clean; 3]),
+    ("G1c", g1c, [Clean, Clean, Fails(2, Serialization)]),
+    (
+        "OTV",
+        otv,
+        [Clean, Fails(2, Serialization), Fails(2, Serialization)],
+    ),
+    ("PMP", pmp, [Anomaly, Clean, Clean]),
+    (
+        "P4",
+        p4,
+        [Anomaly, Fails(2, Serialization), Fails(2, Serialization)],
+    ),
+    ("G-single", g_single, [Anomaly, Clean, Clean]),
+    (
+        "G2-item",
+        g2_item,
+        [Anomaly, Anomaly, Fails(2, Serialization)],
+    ),
+    ("G2", g2, [Anomaly, Anomaly, Fails(2, Serialization)]),
+    (
+        "read-only anomaly",
+        read_only,
+        [Anomaly, Anomaly, Fails(2, Serialization)],
+    ),
 ];
 
 #[test]
-fn each_level_prevents_exactly_its_anomalies() {
+fn each_level_gives_each_scenario_its_outcome() {
     let mut failures = Vec::new();
     for (name, scenario, expected) in SUITE {
         for (level, want) in LEVELS.iter().zip(expected) {
             let got = scenario(*level);
-            if got != *want {
-                failures.push(format!(
-                    "{name} at {level:?}: prevented={got}, expected {want}"
-                ));
+            if !want.met_by(&got) {
+                failures.push(format!("{name} at {level:?}: {got:?}, expected {want:?}"));
             }
         }
     }
@@ -309,11 +560,14 @@ fn serializable_aborts_are_retryable_and_a_retry_succeeds() {
 }
 
 /// Every interleaving of two write-skew transactions (read x, read y,
-/// write one, commit): at Serializable none lets both commit.
+/// write one, commit): at Serializable none lets both commit, and none
+/// fails both (the one that commits first needs no other to fail). The
+/// two never wait for each other, so every failure is a serialization
+/// failure.
 #[test]
 fn write_skew_is_prevented_in_every_interleaving() {
     // op 0: read x, 1: read y, 2: write own key, 3: commit
-    let mut failures = Vec::new();
+    let (mut failures, mut both_failed) = (Vec::new(), Vec::new());
     for mask in 0u32..256 {
         if mask.count_ones() != 4 {
             continue;
@@ -342,7 +596,11 @@ fn write_skew_is_prevented_in_every_interleaving() {
                 }
             };
             step[who] += 1;
-            if r.is_err() {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, Error::SerializationFailure),
+                    "{mask:08b}: transaction {who}: {e}"
+                );
                 txs[who] = None;
             }
         }
@@ -350,10 +608,17 @@ fn write_skew_is_prevented_in_every_interleaving() {
         if num(&r, &t, "1").expect("r") + num(&r, &t, "2").expect("r") == 0 {
             failures.push(format!("{mask:08b}"));
         }
+        if committed == [false; 2] {
+            both_failed.push(format!("{mask:08b}"));
+        }
     }
     assert!(
         failures.is_empty(),
         "write skew in interleavings {failures:?} (bit i = which transaction runs step i)"
+    );
+    assert!(
+        both_failed.is_empty(),
+        "both transactions failed in interleavings {both_failed:?}"
     );
 }
 
@@ -369,47 +634,45 @@ fn read_only_transactions_refuse_writes_and_still_serialize() {
     assert!(!Error::ReadOnlyTransaction.is_retryable());
     assert_eq!(num(&r, &t, "1").expect("still readable"), 10);
     r.commit().expect("commit");
+    let o = read_only_anomaly(Isolation::Serializable, true);
     assert!(
-        read_only_anomaly(Isolation::Serializable, true),
-        "a declared read-only T3 must not let the anomaly through"
+        Fails(2, Serialization).met_by(&o),
+        "a declared read-only T3 must not let the anomaly through: {o:?}"
     );
 }
 
 /// Write skew where one side read so many keys that its marks were
 /// coarsened into ranges (key → range → table): the write into a gap
-/// between keys it read still conflicts, so one transaction fails at
+/// between keys it read still conflicts, so the second to commit fails at
 /// Serializable (and both commit at Snapshot, so the scenario is live).
 #[test]
 fn write_skew_is_caught_after_marks_are_coarsened() {
     let key = |i: u32| format!("k{:06}", 2 * i);
-    for level in [Isolation::Snapshot, Isolation::Serializable] {
-        let (_tmp, db, t) = setup();
-        let mut tx = db.begin().expect("begin");
+    for (level, want) in [
+        (Isolation::Snapshot, Anomaly),
+        (Isolation::Serializable, Fails(2, Serialization)),
+    ] {
+        let run = Run::new();
+        let mut tx = run.db.begin().expect("begin");
         for i in 0..5_000 {
-            tx.put(&t, key(i), "1").expect("put");
+            tx.put(&run.t, key(i), "1").expect("put");
         }
         tx.commit().expect("commit");
-        let r = prevented(|| {
-            let mut a = db.begin_with(level)?;
-            let mut b = db.begin_with(level)?;
-            // `a` reads 5 000 keys, past the per-table limit of key marks.
-            let mut sum = 0;
-            for i in 0..5_000 {
-                sum += num(&a, &t, &key(i))?;
-            }
-            // b -rw-> a: b reads "2", which a then writes.
-            let seen = num(&b, &t, "2")?;
-            set(&mut a, &t, "2", sum)?;
-            // a -rw-> b: b writes into a gap between keys a read.
-            b.put(&t, "k000001", seen.to_string())?;
-            a.commit()?;
-            b.commit()?;
-            Ok(true) // both committed: the anomaly happened
-        });
-        assert_eq!(
-            r,
-            level == Isolation::Serializable,
-            "{level:?}: a -rw-> b (through a coarsened range) and b -rw-> a"
+        let mut a = run.begin(1, level);
+        let mut b = run.begin(2, level);
+        // `a` reads 5 000 keys, past the per-table limit of key marks.
+        let sum: i64 = (0..5_000).filter_map(|i| a.get(&key(i))).sum();
+        // b -rw-> a: b reads "2", which a then writes.
+        let seen = b.get("2").unwrap_or_default();
+        a.set("2", sum);
+        // a -rw-> b: b writes into a gap between keys a read.
+        b.set("k000001", seen);
+        // `&`, not `&&`: b commits (or fails) whatever became of a.
+        let both = a.commit() & b.commit();
+        let o = run.outcome(both);
+        assert!(
+            want.met_by(&o),
+            "{level:?}: a -rw-> b (through a coarsened range) and b -rw-> a: {o:?}, expected {want:?}"
         );
     }
 }
@@ -417,12 +680,12 @@ fn write_skew_is_caught_after_marks_are_coarsened() {
 /// A delete that finds no row has read the key's absence: in every
 /// interleaving of `a: delete x (absent), write 1` with `b: read 1,
 /// insert x`, Serializable lets at most one commit with that outcome (a
-/// -rw-> b on x, b -rw-> a on 1). Snapshot lets both commit in some, so
-/// the scenario is live.
+/// -rw-> b on x, b -rw-> a on 1), and at least one. Snapshot lets both
+/// commit in some, so the scenario is live.
 #[test]
 fn deleting_an_absent_key_conflicts_with_its_concurrent_insert() {
     for level in [Isolation::Snapshot, Isolation::Serializable] {
-        let mut anomalies = Vec::new();
+        let (mut anomalies, mut both_failed) = (Vec::new(), Vec::new());
         for mask in 0u32..64 {
             if mask.count_ones() != 3 {
                 continue;
@@ -464,14 +727,22 @@ fn deleting_an_absent_key_conflicts_with_its_concurrent_insert() {
                 };
                 step[who] += 1;
                 if let Err(e) = r {
-                    assert!(e.is_retryable(), "{mask:06b}: {e}");
+                    // The interleavings that would wait are left out.
+                    assert!(matches!(e, Error::SerializationFailure), "{mask:06b}: {e}");
                     txs[who] = None;
                 }
             }
             if committed == [true; 2] && a_deleted == Some(false) && b_read == Some(10) {
                 anomalies.push(format!("{mask:06b}"));
             }
+            if committed == [false; 2] {
+                both_failed.push(format!("{mask:06b}"));
+            }
         }
+        assert!(
+            both_failed.is_empty(),
+            "{level:?}: both failed in interleavings {both_failed:?}"
+        );
         match level {
             Isolation::Serializable => assert!(
                 anomalies.is_empty(),
