@@ -5,7 +5,8 @@
 //! integrity check clean.
 //!
 //! `STRATA_CRASH_POINTS=all` visits every operation of every workload;
-//! by default the larger workloads are sampled (about 150 points each).
+//! by default every workload is sampled (about 40 points each; the
+//! concurrent one 30), and `.ci/run` runs the full sweep.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -252,7 +253,7 @@ fn explore(name: &str, steps: &[Step]) -> FaultFs {
         &format!("{name}: clean run"),
     );
     let every = std::env::var("STRATA_CRASH_POINTS").is_ok_and(|v| v == "all");
-    let stride = if every { 1 } else { (total / 150).max(1) };
+    let stride = if every { 1 } else { (total / 40).max(1) };
     let (mut points, mut images) = (0, 0);
     let mut n = 1;
     while n <= total {
@@ -545,7 +546,7 @@ fn faults_everywhere(name: &str, steps: &[Step], kind: strata::io::FaultKind, pe
     let stride = if std::env::var("STRATA_CRASH_POINTS").is_ok_and(|v| v == "all") {
         1
     } else {
-        (total / 100).max(1)
+        (total / 40).max(1)
     };
     let mut poisoned_count = 0;
     let mut n = 1;
@@ -681,7 +682,7 @@ fn concurrent_writers() {
     let stride = if every {
         1
     } else {
-        (total as usize / 60).max(1)
+        (total as usize / 30).max(1)
     };
     for n in (1..=total).step_by(stride) {
         let fs = FaultFs::new();
