@@ -309,6 +309,10 @@ fn crash_points_with_checkpoints_beside_writers_and_evictions() {
             &format!("crash at op {n}/{total}, image"),
         );
     }
+    eprintln!(
+        "checkpoints beside writers: {total} operations, {points} crash points, {} images",
+        2 * points
+    );
 }
 
 // Guards against a checkpoint cutting the data file below pages that log
