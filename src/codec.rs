@@ -1,9 +1,9 @@
 //! Little-endian field access on byte slices. Reads are checked: bytes from
 //! disk are untrusted, so an out-of-range field is `None`, never a panic.
 
-/// The checksum field that builds for fuzzing take as matching any bytes.
-#[cfg(fuzzing)]
-const FUZZ_CRC: u32 = 0x5EED_F022;
+/// The checksum field that builds for fuzzing take as matching any bytes
+/// (other builds give it no meaning). Public for the fuzz crate's seeds.
+pub const FUZZ_CRC: u32 = 0x5EED_F022;
 
 /// Whether a checksum read from disk vouches for the bytes it covers.
 /// Builds for fuzzing (cargo-fuzz sets `cfg(fuzzing)`) also accept
