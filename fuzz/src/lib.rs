@@ -275,9 +275,8 @@ fn read_table(db: &Db, t: &strata::Table, pick: usize) -> Option<String> {
             Err(e) => return check(e),
         }
     }
-    let Some(lo) = rows.get(pick % rows.len().max(1)).map(|r| r.0.clone()) else {
-        return None;
-    };
+    // An empty table has no range to compare.
+    let lo = rows.get(pick % rows.len().max(1)).map(|r| r.0.clone())?;
     let hi = rows[(pick / 7) % rows.len()].0.clone();
     let ranges = [
         (Included(lo.clone()), Excluded(hi.clone())),
