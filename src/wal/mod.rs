@@ -635,8 +635,7 @@ mod tests {
         assert!(matches!(err, Error::Corruption { .. }), "{err}");
     }
 
-    // Guards against a damaged redo point past the log's end being taken
-    // as the end, which had the writer grow the segment to it.
+    // A redo point past the end of its segment is damage, not the log's end to grow the segment to.
     #[test]
     fn a_redo_point_past_the_end_of_its_segment_is_corruption() {
         let tmp = tempfile::tempdir().expect("tempdir");
