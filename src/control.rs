@@ -17,7 +17,7 @@
 
 use std::path::Path;
 
-use crate::codec::{u32_at, u64_at};
+use crate::codec::{crc_matches, u32_at, u64_at};
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, Xid};
 use crate::io::Vfs;
@@ -78,7 +78,7 @@ fn decode(b: &[u8], path: &Path) -> Result<Control> {
         });
     }
     let crc = u32_at(b, 32).unwrap_or(0);
-    if crc != crc32c::crc32c(&b[..32]) {
+    if !crc_matches(crc, crc32c::crc32c(&b[..32])) {
         return Err(Error::corruption(
             path,
             32,

@@ -101,6 +101,8 @@ pub mod txn;
 mod vacuum;
 pub mod wal;
 
+#[doc(hidden)]
+pub use codec::FUZZ_CRC;
 pub use db::{CommitInfo, Db, Table, VacuumStats, DATA_FILE, WAL_DIR};
 pub use error::{Error, Result};
 pub use ids::{Lsn, Xid};

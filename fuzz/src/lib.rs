@@ -45,9 +45,11 @@ fn contents(db: &Db, t: &strata::Table) -> strata::Result<Model> {
 }
 
 /// Random operations against a model, with machine stops in the middle of
-/// operations. After each stop a power-loss image is recovered and must
-/// hold every acknowledged commit, and nothing else but possibly the one
-/// commit that was in flight; the integrity check must pass.
+/// operations. An operation fails only once the machine has stopped: keys
+/// and values are within their limits and one transaction runs at a time,
+/// so no error is expected otherwise. After each stop a power-loss image is
+/// recovered and must hold every acknowledged commit, and nothing else but
+/// possibly the one commit that was in flight; the integrity check must pass.
 pub fn ops_crash(data: &[u8]) {
     let mut input = Input(data);
     let mut fs = FaultFs::new();
@@ -57,6 +59,8 @@ pub fn ops_crash(data: &[u8]) {
     let mut model = Model::new();
     let mut pending: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut tx = None;
+    // The operation count at which the machine stops, once one is chosen.
+    let mut stop: Option<u64> = None;
     while let Some(op) = input.byte() {
         let key = vec![b'k', input.byte().unwrap_or(0) % 24];
         let in_doubt = op % 9 == 4;
@@ -96,14 +100,20 @@ pub fn ops_crash(data: &[u8]) {
                 7 => {
                     db.vacuum()?;
                 }
-                _ => fs.crash_at(fs.ops() + 1 + input.byte().unwrap_or(0) as u64 % 16),
+                _ => {
+                    let at = fs.ops() + 1 + input.byte().unwrap_or(0) as u64 % 16;
+                    fs.crash_at(at);
+                    stop = Some(at);
+                }
             }
             Ok(())
         })();
-        if result.is_ok() {
-            continue;
-        }
-        // The machine stopped (or an operation failed on the way there).
+        let Err(e) = result else { continue };
+        assert!(
+            stop.is_some_and(|at| fs.ops() >= at),
+            "an operation failed while the machine ran: {e}"
+        );
+        // The machine stopped.
         let mut doubt = model.clone();
         if in_doubt {
             for (k, v) in pending.drain(..) {
@@ -119,6 +129,7 @@ pub fn ops_crash(data: &[u8]) {
         fs = fs.power_loss_image(input.byte().unwrap_or(0) as u64);
         let reopened = open(&fs).unwrap_or_else(|e| panic!("recovery failed: {e}"));
         (db, t) = reopened;
+        stop = None;
         let got = contents(&db, &t).unwrap_or_else(|e| panic!("reading after recovery: {e}"));
         assert!(
             got == model || got == doubt,
@@ -192,31 +203,181 @@ pub fn files_to_bytes(fs: &FaultFs) -> Vec<u8> {
     out
 }
 
-/// Opening arbitrary files must give `Ok` or an `Error`; whatever opens
-/// must read, vacuum and check without panicking.
-pub fn open_bytes(data: &[u8]) {
-    let fs = files_from_bytes(data);
-    let Ok(db) = Db::open_vfs(Arc::new(fs), Path::new(DIR), options()) else {
-        return;
+/// Errors that damaged or foreign files may give. With a file system that
+/// injects no faults and one thread, any other kind (an I/O error, a lock
+/// timeout, a serialization failure) is a bug.
+fn damage(e: &strata::Error) -> bool {
+    matches!(
+        e,
+        strata::Error::Corruption { .. } | strata::Error::IncompatibleFormat { .. }
+    )
+}
+
+/// Bytes for a message: their length and first few.
+fn short(b: &[u8]) -> String {
+    format!("{} bytes {:x?}", b.len(), &b[..b.len().min(12)])
+}
+
+/// Reads of one table, and whether they contradict each other. A sound
+/// B+tree (keys ascending within their parents' bounds, as the integrity
+/// check verifies) has one answer per key: a scan yields keys strictly
+/// ascending, a range scan yields exactly the full scan's rows in its range,
+/// and `get` returns what the scan returned. Every error is damage.
+fn read_table(db: &Db, t: &strata::Table, pick: usize) -> Option<String> {
+    use std::ops::Bound::{Excluded, Included};
+    let check = |e: strata::Error| -> Option<String> {
+        assert!(damage(&e), "a read of arbitrary files gave {e}");
+        None
     };
-    if let Ok(names) = db.table_names() {
-        for name in names.iter().take(8) {
-            let Ok(t) = db.table(name) else { continue };
-            if let Ok(tx) = db.begin() {
-                if let Ok(scan) = tx.scan(&t, ..) {
-                    for row in scan.take(10_000) {
-                        if row.is_err() {
-                            break;
-                        }
-                    }
-                }
-                let _ = tx.get(&t, b"k");
-            }
+    let tx = match db.begin() {
+        Ok(tx) => tx,
+        Err(e) => return check(e),
+    };
+    let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let scan = match tx.scan(t, ..) {
+        Ok(scan) => scan,
+        Err(e) => return check(e),
+    };
+    for row in scan.take(10_000) {
+        match row {
+            Ok(r) => rows.push(r),
+            Err(e) => return check(e),
         }
     }
-    let _ = db.check_integrity();
-    let _ = db.vacuum();
-    let _ = db.checkpoint();
+    if let Some(w) = rows.windows(2).find(|w| w[0].0 >= w[1].0) {
+        return Some(format!(
+            "scan yields {} before {}",
+            short(&w[0].0),
+            short(&w[1].0)
+        ));
+    }
+    for (k, v) in rows.iter().take(64) {
+        match tx.get(t, k) {
+            Ok(Some(got)) if got == *v => {}
+            Ok(got) => {
+                return Some(format!(
+                    "get {} gives {:?}, the scan {}",
+                    short(k),
+                    got.as_deref().map(short),
+                    short(v)
+                ))
+            }
+            Err(e) => return check(e),
+        }
+    }
+    if rows.len() >= 10_000 {
+        return None; // the full scan was cut short: ranges cannot be compared
+    }
+    if !rows.iter().any(|(k, _)| k == b"k") {
+        match tx.get(t, b"k") {
+            Ok(None) => {}
+            Ok(Some(v)) => return Some(format!("get finds k = {}, the scan does not", short(&v))),
+            Err(e) => return check(e),
+        }
+    }
+    // An empty table has no range to compare.
+    let lo = rows.get(pick % rows.len().max(1)).map(|r| r.0.clone())?;
+    let hi = rows[(pick / 7) % rows.len()].0.clone();
+    let ranges = [
+        (Included(lo.clone()), Excluded(hi.clone())),
+        (Excluded(lo), Included(hi)),
+    ];
+    for range in ranges {
+        let want: Vec<_> = rows
+            .iter()
+            .filter(|(k, _)| std::ops::RangeBounds::contains(&range, k))
+            .cloned()
+            .collect();
+        let got = match tx.scan(t, range.clone()) {
+            Ok(scan) => scan.take(10_000).collect::<strata::Result<Vec<_>>>(),
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(got) if got == want => {}
+            Ok(got) => {
+                return Some(format!(
+                    "range {:?} scans {} rows, the full scan has {} in it",
+                    (
+                        range.0.as_ref().map(|k| short(k)),
+                        range.1.as_ref().map(|k| short(k))
+                    ),
+                    got.len(),
+                    want.len()
+                ))
+            }
+            Err(e) => return check(e),
+        }
+    }
+    None
+}
+
+/// The visible rows of every table (up to a bound), or `None` after an error.
+fn all_rows(db: &Db) -> Option<Vec<(String, Model)>> {
+    let mut out = Vec::new();
+    for name in db.table_names().ok()?.into_iter().take(8) {
+        let t = db.table(&name).ok()?;
+        let tx = db.begin().ok()?;
+        let rows = tx.scan(&t, ..).ok()?.take(10_000).collect::<strata::Result<Model>>();
+        out.push((name, rows.ok()?));
+    }
+    Some(out)
+}
+
+/// Opening arbitrary files gives a database or an error of damage. What
+/// opens must answer reads consistently unless its integrity check reports
+/// Corruption (the check is how damage that passes every checksum is
+/// found); vacuum and a checkpoint of a sound database change no visible
+/// row and leave it sound.
+pub fn open_bytes(data: &[u8]) {
+    let fs = files_from_bytes(data);
+    let db = match Db::open_vfs(Arc::new(fs), Path::new(DIR), options()) {
+        Ok(db) => db,
+        Err(e) => {
+            assert!(damage(&e), "opening arbitrary files gave {e}");
+            return;
+        }
+    };
+    let sound = match db.check_integrity() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                matches!(e, strata::Error::Corruption { .. }),
+                "the integrity check gave {e}"
+            );
+            false
+        }
+    };
+    let pick = data.iter().fold(0usize, |h, &b| h.wrapping_mul(31).wrapping_add(b as usize));
+    match db.table_names() {
+        Ok(names) => {
+            for name in names.iter().take(8) {
+                let t = match db.table(name) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        assert!(damage(&e), "opening listed table {name:?} gave {e}");
+                        continue;
+                    }
+                };
+                if let Some(contradiction) = read_table(&db, &t, pick) {
+                    assert!(!sound, "integrity passes, yet {contradiction}");
+                }
+            }
+        }
+        Err(e) => assert!(damage(&e), "listing tables gave {e}"),
+    }
+    let before = if sound { all_rows(&db) } else { None };
+    for (what, r) in [("vacuum", db.vacuum().map(drop)), ("checkpoint", db.checkpoint())] {
+        if let Err(e) = r {
+            assert!(damage(&e), "{what} gave {e}");
+            return;
+        }
+    }
+    if let Some(before) = before {
+        assert_eq!(all_rows(&db).as_ref(), Some(&before), "vacuum changed what reads see");
+        if let Err(e) = db.check_integrity() {
+            panic!("a sound database fails its integrity check after vacuum: {e}");
+        }
+    }
 }
 
 /// The decoders of log records and pages, on arbitrary bytes.
@@ -269,8 +430,8 @@ pub fn decoders(data: &[u8]) {
 /// The two-phase-commit coordinator's state machine under a hostile
 /// schedule: messages delivered out of order, duplicated or lost, votes
 /// either way, time passing, the coordinator crashing (restored from its
-/// decision log, possibly with a torn last append whose messages were
-/// never sent) and participants losing their in-flight messages. Then the
+/// decision log, whose last append may be torn — whatever it holds, with or
+/// without messages — unless something sent after it went out) and participants losing their in-flight messages. Then the
 /// network heals; every transaction must end with one outcome at every
 /// participant, the logged one.
 pub fn coordinator(data: &[u8]) {
@@ -288,28 +449,37 @@ pub fn coordinator(data: &[u8]) {
     let txns = 1 + next().unwrap_or(0) as usize % 3;
     let (timeout, resend) = (50, 10);
     let mut m = Machine::new(timeout, resend);
-    // The decision log's bytes; where its last append starts; whether a
-    // message of that append went out (then it cannot be torn).
+    // The decision log's bytes; where its last append starts; the number
+    // of the `Ready` that made it; whether it is durable. A driver persists
+    // a `Ready`'s records before it sends that `Ready`'s messages, and
+    // handles each `Ready` after the one before, so the last append is
+    // durable once a message of its `Ready` or of a later one has gone out
+    // (delivered, duplicated or lost). Until then a crash may tear it,
+    // whether or not it carried messages.
     #[derive(Default)]
     struct Disk {
         log: Vec<u8>,
         last_frame: usize,
-        last_sent: bool,
+        last_ready: u64,
+        durable: bool,
+        readies: u64,
     }
-    fn pump(m: &mut Machine, net: &mut Vec<(u32, Message)>, d: &mut Disk) {
+    fn pump(m: &mut Machine, net: &mut Vec<(u32, Message, u64)>, d: &mut Disk) {
         let r = m.ready();
+        d.readies += 1;
         if !r.persist.is_empty() {
             d.last_frame = d.log.len();
             d.log.extend(frame(&r.persist));
-            d.last_sent = r.send.is_empty();
+            d.last_ready = d.readies;
+            d.durable = false;
         }
-        net.extend(r.send);
+        net.extend(r.send.into_iter().map(|(to, msg)| (to, msg, d.readies)));
     }
     let mut disk = Disk {
-        last_sent: true,
+        durable: true,
         ..Disk::default()
     };
-    let mut net: Vec<(u32, Message)> = Vec::new();
+    let mut net: Vec<(u32, Message, u64)> = Vec::new();
     let mut state: BTreeMap<(String, u32), P> = BTreeMap::new();
     let mut now = 0u64;
     for t in 0..txns {
@@ -362,12 +532,14 @@ pub fn coordinator(data: &[u8]) {
         match op % 8 {
             0..=3 if !net.is_empty() => {
                 let i = next().unwrap_or(0) as usize % net.len();
-                let (to, msg) = if op % 8 == 3 {
+                let (to, msg, ready) = if op % 8 == 3 {
                     net[i].clone() // duplicated
                 } else {
                     net.swap_remove(i)
                 };
-                disk.last_sent = true;
+                if ready >= disk.last_ready {
+                    disk.durable = true;
+                }
                 if op % 8 != 2 {
                     let yes = next().unwrap_or(0) % 4 != 0;
                     deliver(&mut m, &mut state, to, msg, yes);
@@ -378,9 +550,9 @@ pub fn coordinator(data: &[u8]) {
                 m.step(Input::Tick(now));
             }
             5 => {
-                // The coordinator crashes; a torn last append is possible
-                // only if none of its messages went out.
-                if !disk.last_sent && next().unwrap_or(0) % 2 == 0 {
+                // The coordinator crashes, possibly tearing its last
+                // append if that is not known to be durable.
+                if !disk.durable && next().unwrap_or(0) % 2 == 0 {
                     let span = disk.log.len() - disk.last_frame;
                     let cut = disk.last_frame + next().unwrap_or(0) as usize % span;
                     disk.log.truncate(cut);
@@ -389,13 +561,13 @@ pub fn coordinator(data: &[u8]) {
                 disk.log.truncate(end as usize);
                 net.clear();
                 m = Machine::restore(&records, now, timeout, resend);
-                disk.last_sent = true;
+                disk.durable = true;
             }
             6 => {
                 // A participant restarts: its in-flight messages are lost,
                 // then it reports what it holds in doubt.
                 let p = u32::from(next().unwrap_or(0)) % n;
-                net.retain(|(to, _)| *to != p);
+                net.retain(|(to, _, _)| *to != p);
                 let gids = state
                     .iter()
                     .filter(|((_, q), s)| *q == p && **s == P::Prepared)
@@ -409,7 +581,7 @@ pub fn coordinator(data: &[u8]) {
     // The network heals.
     for _ in 0..10_000 {
         pump(&mut m, &mut net, &mut disk);
-        if let Some((to, msg)) = net.pop() {
+        if let Some((to, msg, _)) = net.pop() {
             deliver(&mut m, &mut state, to, msg, true);
         } else if m.open() == 0 {
             break;

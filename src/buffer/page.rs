@@ -11,7 +11,7 @@
 //! computed when the page is written out. An all-zero page is a valid,
 //! never-written page (type [`PageType::Free`], LSN 0).
 
-use crate::codec::{put_u32, put_u64, u32_at, u64_at};
+use crate::codec::{crc_matches, put_u32, put_u64, u32_at, u64_at};
 use crate::ids::{Lsn, PageId};
 use crate::limits::PAGE_SIZE;
 
@@ -118,7 +118,7 @@ pub fn verify(p: &PageBuf, pid: PageId) -> Result<(), String> {
     }
     let stored = u32_at(p, CRC).unwrap_or(0);
     let actual = checksum(p);
-    if stored != actual {
+    if !crc_matches(stored, actual) {
         return Err(format!(
             "page {pid} checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"
         ));

@@ -635,6 +635,30 @@ mod tests {
         assert!(matches!(err, Error::Corruption { .. }), "{err}");
     }
 
+    // A redo point past the end of its segment is damage, not the log's end to grow the segment to.
+    #[test]
+    fn a_redo_point_past_the_end_of_its_segment_is_corruption() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vfs: Arc<dyn Vfs> = Arc::new(RealFs);
+        let wal = Wal::resume(vfs.clone(), tmp.path(), Lsn(0)).expect("create");
+        wal.append(&rec(1, 3)).expect("append");
+        wal.flush(wal.end(), true).expect("flush");
+        drop(wal);
+        let len = vfs
+            .open_read(&segment::path(tmp.path(), 0))
+            .and_then(|f| f.len())
+            .expect("len");
+        assert!(LogReader::open(vfs.as_ref(), tmp.path(), Lsn(len)).is_ok());
+        match LogReader::open(vfs.as_ref(), tmp.path(), Lsn(len + 1 + (1 << 40))) {
+            Err(Error::Corruption { file, offset, .. }) => {
+                assert_eq!(file, segment::path(tmp.path(), 0));
+                assert_eq!(offset, len);
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a redo point past the log was taken as its end"),
+        }
+    }
+
     #[test]
     fn damage_in_a_closed_segment_is_corruption() {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -79,8 +79,20 @@ impl<'a> LogReader<'a> {
             end: None,
         };
         r.open_segment()?;
+        // The log was durable up to the redo point before CONTROL named it,
+        // so a point past the end of its segment is damage; taken as the
+        // log's end, it would have the writer grow the segment up to it.
+        let start = r.segments[seg_idx];
+        let seg_end = r.file.as_ref().map_or(start + SEG_HDR, |(_, e)| *e);
+        if from.0 > seg_end {
+            return Err(Error::corruption(
+                segment::path(dir, start),
+                seg_end - start,
+                format!("the redo point {from} lies past the end of its segment, {seg_end}"),
+            ));
+        }
         if r.file.is_some() {
-            r.pos = r.pos.max(r.segments[seg_idx] + SEG_HDR);
+            r.pos = r.pos.max(start + SEG_HDR);
         }
         Ok(r)
     }

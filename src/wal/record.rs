@@ -17,7 +17,7 @@
 //! of it.
 
 use crate::buffer::page::{PageBuf, LOGGED_FROM};
-use crate::codec::{u16_at, u32_at, u64_at};
+use crate::codec::{crc_matches, u16_at, u32_at, u64_at};
 use crate::ids::{PageId, Xid};
 use crate::limits::{KEY_MAX, PAGE_SIZE, WAL_RECORD_MAX};
 
@@ -711,7 +711,7 @@ pub fn unframe(b: &[u8]) -> Framed<'_> {
     };
     let mut actual = crc32c::crc32c(&b[..4]);
     actual = crc32c::crc32c_append(actual, payload);
-    if actual != crc {
+    if !crc_matches(crc, actual) {
         return Framed::Bad(format!(
             "frame checksum mismatch (stored {crc:#010x}, computed {actual:#010x})"
         ));

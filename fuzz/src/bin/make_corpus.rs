@@ -14,6 +14,43 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).expect("seed");
 }
 
+/// A copy of `image` whose every page, log-frame and control-file
+/// checksum is `strata::FUZZ_CRC`, which fuzzing builds accept: mutations
+/// of this seed reach the decoders instead of stopping at a checksum.
+fn with_fuzz_crcs(image: &FaultFs) -> FaultFs {
+    let magic = strata::FUZZ_CRC.to_le_bytes();
+    let out = image.synced_image();
+    for path in out.files() {
+        let Some(mut bytes) = out.read_file(&path) else {
+            continue;
+        };
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name == "CONTROL" && bytes.len() >= 36 {
+            bytes[32..36].copy_from_slice(&magic);
+        } else if name == "data.strata" {
+            for page in bytes.chunks_mut(8192) {
+                if page.len() == 8192 && page.iter().any(|&b| b != 0) {
+                    page[..4].copy_from_slice(&magic);
+                }
+            }
+        } else if name.ends_with(".wal") {
+            // Frames of `len u32 | crc u32 | payload` after the 16-byte
+            // segment header, up to the zeros past the log's end.
+            let mut at = 16;
+            while let Some(len) = bytes.get(at..at + 4) {
+                let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+                if len == 0 || at + 8 + len > bytes.len() {
+                    break;
+                }
+                bytes[at + 4..at + 8].copy_from_slice(&magic);
+                at += 8 + len;
+            }
+        }
+        out.write_file(&path, bytes);
+    }
+    out
+}
+
 fn main() {
     // A small database, with a checkpoint in the middle so both pages and
     // log carry data.
@@ -40,6 +77,11 @@ fn main() {
     }
     let image = fs.process_crash_image();
     write("open_bytes", "small-db", &files_to_bytes(&image));
+    write(
+        "open_bytes",
+        "small-db-fuzz-crc",
+        &files_to_bytes(&with_fuzz_crcs(&image)),
+    );
     let data = image
         .read_file(&Path::new(DIR).join("data.strata"))
         .expect("data");
