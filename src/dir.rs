@@ -47,23 +47,22 @@ pub(crate) fn open_writable(vfs: &dyn Vfs, dir: &Path) -> Result<Files> {
 }
 
 /// Creates `dir` and any missing parents; returns the directories whose
-/// entries a new database must make durable: the parent of `dir`, and of
-/// each directory this made. (A parent made by an earlier open that
-/// crashed before creating the database is not known as made.)
+/// entries a new database must make durable: every directory above
+/// `dir`. Not only those this call made: an earlier open may have made
+/// some and failed before their entries were durable, and nothing on disk
+/// tells which (a few fsyncs, once per database, settle it).
 fn make_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut entries = Vec::new();
-    for made in dir.ancestors() {
-        let Some(parent) = made.parent() else { break };
-        let parent = if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        };
-        entries.push(parent.to_path_buf());
-        if vfs.exists(made)? {
-            break;
-        }
-    }
+    let entries = dir
+        .ancestors()
+        .skip(1)
+        .map(|parent| {
+            if parent.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                parent.to_path_buf()
+            }
+        })
+        .collect();
     vfs.create_dir_all(dir)?;
     Ok(entries)
 }

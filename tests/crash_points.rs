@@ -824,3 +824,31 @@ fn a_crash_at_every_point_of_creation_leaves_a_directory_that_opens() {
     }
     eprintln!("creation: {total} operations, each crashed at");
 }
+
+/// Guards against a retried creation making durable only the parent of
+/// the database's directory: the first open made `/a/b/db` and failed at
+/// its first directory fsync, the retry found the directory and synced
+/// `/a/b` alone, and a power loss took `/a` with every commit under it.
+#[test]
+fn a_retried_creation_makes_every_parent_durable() {
+    let fs = FaultFs::new();
+    let dir = Path::new("/a/b/db");
+    // The three directories are operations 1 to 3; the first fsync is 4.
+    fs.fail_at(4, strata::io::FaultKind::Io, false);
+    assert!(Db::open_vfs(Arc::new(fs.clone()), dir, opts()).is_err());
+    {
+        let db = Db::open_vfs(Arc::new(fs.clone()), dir, opts()).expect("open again");
+        let t = db.table("t").expect("table");
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, b"k", b"v").expect("put");
+        tx.commit().expect("commit");
+    }
+    let db = Db::open_vfs(Arc::new(fs.synced_image()), dir, opts()).expect("open the image");
+    let t = db.table("t").expect("table");
+    let tx = db.begin_read().expect("begin");
+    assert_eq!(
+        tx.get(&t, b"k").expect("get").as_deref(),
+        Some(&b"v"[..]),
+        "an acknowledged commit is gone after power loss"
+    );
+}
