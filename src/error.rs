@@ -47,6 +47,15 @@ pub enum Error {
         /// The write or fsync failure that poisoned the database.
         cause: String,
     },
+    /// Writing or syncing the log failed after this prepare's record was
+    /// appended: the transaction may be in doubt after a reopen (listed by
+    /// `Db::prepared_transactions`, holding its row locks) or gone. The
+    /// database is poisoned; reopen it, and decide the gid if it is listed
+    /// (a coordinator that took the failure as a no vote rolls it back).
+    PrepareOutcomeUnknown {
+        /// The write or fsync failure that poisoned the database.
+        cause: String,
+    },
     /// The directory is open in this or another process.
     Locked {
         /// The database directory.
@@ -148,6 +157,10 @@ impl fmt::Display for Error {
             Error::CommitOutcomeUnknown { cause } => write!(
                 f,
                 "the outcome of the commit is unknown: the log write or fsync failed ({cause}) after the commit record was appended, so it may or may not be durable; the database is poisoned: reopen it and read back to learn whether the transaction committed"
+            ),
+            Error::PrepareOutcomeUnknown { cause } => write!(
+                f,
+                "the outcome of the prepare is unknown: the log write or fsync failed ({cause}) after the prepare record was appended, so the transaction may be in doubt after reopening; the database is poisoned: reopen it and decide the gid if prepared_transactions lists it"
             ),
             Error::Locked { path } => write!(
                 f,

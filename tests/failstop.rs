@@ -188,3 +188,39 @@ fn a_commit_prepared_whose_fsync_failed_reports_its_outcome_unknown() {
     let got = db.begin().expect("begin").get(&t, "k").expect("get");
     assert_eq!(got.as_deref(), Some(&b"v"[..]));
 }
+
+/// Guards against a prepare whose log fsync failed reporting a plain error
+/// (which reads as "rolled back") while a restart finds it in doubt,
+/// holding its row locks, with no coordinator that knows to decide it.
+#[test]
+fn a_prepare_whose_fsync_failed_reports_its_outcome_unknown() {
+    let fs = strata::io::FaultFs::new();
+    let dir = Path::new("/db");
+    let opts = || Options::default().background(false);
+    {
+        let db = Db::open_vfs(Arc::new(fs.clone()), dir, opts()).expect("open");
+        let t = db.table("t").expect("table");
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, b"k", b"v").expect("put");
+        // The prepare record's log write, then its fsync, which fails.
+        fs.fail_at(fs.ops() + 2, strata::io::FaultKind::Io, false);
+        let e = tx.prepare("g").expect_err("the fsync fails");
+        assert!(
+            matches!(e, Error::PrepareOutcomeUnknown { .. }),
+            "a prepare whose record may be durable must say so, not: {e}"
+        );
+        assert!(e.to_string().contains("unknown"), "{e}");
+        assert!(matches!(db.checkpoint(), Err(Error::Poisoned)));
+    }
+    // The process's written bytes survive: the record is there, and the
+    // transaction is in doubt, as the error warned.
+    let db = Db::open_vfs(Arc::new(fs.process_crash_image()), dir, opts()).expect("reopen");
+    let in_doubt: Vec<String> = db
+        .prepared_transactions()
+        .expect("list")
+        .into_iter()
+        .map(|p| p.gid)
+        .collect();
+    assert_eq!(in_doubt, vec!["g".to_string()]);
+    db.rollback_prepared("g").expect("decide it");
+}

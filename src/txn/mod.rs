@@ -449,7 +449,9 @@ impl Transaction {
     ///
     /// Errors: `DuplicateTransaction` (the gid is in use), `InvalidGid`,
     /// `TooManyPrepared`, or what `commit` would return; after an error
-    /// the transaction is rolled back.
+    /// the transaction is rolled back — except `PrepareOutcomeUnknown`
+    /// (the log failed once the prepare record was appended): the database
+    /// is poisoned, and after reopening the gid may be in doubt.
     pub fn prepare(mut self, gid: &str) -> Result<()> {
         if let Some(d) = self.doomed.get() {
             return Err(d.error());
@@ -457,10 +459,16 @@ impl Transaction {
         self.db.inner().writable()?;
         self.db.inner().prepared.reserve(gid)?;
         self.finished = true;
+        let poisoned_before = self.db.inner().store.wal.is_poisoned();
         let r = self.prepare_reserved(gid);
-        if r.is_err() {
+        if let Err(e) = r {
             self.db.inner().prepared.release(gid);
             self.abort();
+            let wal = &self.db.inner().store.wal;
+            return Err(match poisoned_cause(wal, poisoned_before, &e) {
+                Some(cause) => Error::PrepareOutcomeUnknown { cause },
+                None => e,
+            });
         }
         r
     }
@@ -529,12 +537,20 @@ impl Transaction {
 /// the log was poisoned before, the record was never appended (appends
 /// fail first), and the transaction did not commit.
 pub(crate) fn outcome_unknown(wal: &crate::wal::Wal, poisoned_before: bool, e: Error) -> Error {
+    match poisoned_cause(wal, poisoned_before, &e) {
+        Some(cause) => Error::CommitOutcomeUnknown { cause },
+        None => e,
+    }
+}
+
+/// The failure that poisoned the log during an operation whose record may
+/// have reached the disk (`None` if the log was poisoned before it began,
+/// so nothing was appended, or is not poisoned).
+fn poisoned_cause(wal: &crate::wal::Wal, poisoned_before: bool, e: &Error) -> Option<String> {
     if poisoned_before || !wal.is_poisoned() {
-        return e;
+        return None;
     }
-    Error::CommitOutcomeUnknown {
-        cause: wal.poison_cause().unwrap_or_else(|| e.to_string()),
-    }
+    Some(wal.poison_cause().unwrap_or_else(|| e.to_string()))
 }
 
 impl Drop for Transaction {
