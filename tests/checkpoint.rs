@@ -170,30 +170,44 @@ fn preloaded() -> FaultFs {
 /// Writers updating rows spread over the whole table, a reader scanning
 /// it (so pages leave the cache all the time), and the maintenance thread
 /// checkpointing every few milliseconds and vacuuming. Returns each
-/// writer's acknowledged transactions.
-fn busy(fs: &FaultFs) -> Vec<u32> {
+/// writer's acknowledged transactions, and whether every scan the reader
+/// began gave the whole table (it stops at its first error).
+fn busy(fs: &FaultFs) -> (Vec<u32>, bool) {
     let opts = opts()
         .background(true)
         .checkpoint_interval(Duration::from_millis(5))
         .vacuum_threshold(200);
     let Ok(db) = Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts) else {
-        return vec![0; WRITERS as usize];
+        return (vec![0; WRITERS as usize], false);
     };
     let Ok(t) = db.table("t") else {
-        return vec![0; WRITERS as usize];
+        return (vec![0; WRITERS as usize], false);
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| {
+        let reader = s.spawn(|| {
             for _ in 0..20 {
-                let Ok(tx) = db.begin_read() else { break };
-                let Ok(scan) = tx.scan(&t, ..) else { break };
-                if scan.take_while(|r| r.is_ok()).count() < KEYS as usize
-                    || stop.load(std::sync::atomic::Ordering::Relaxed)
-                {
+                let Ok(tx) = db.begin_read() else {
+                    return false;
+                };
+                let Ok(scan) = tx.scan(&t, row_key(0)..row_key(KEYS)) else {
+                    return false;
+                };
+                let mut n = 0;
+                for row in scan {
+                    match row {
+                        Ok((k, _)) if *k == *row_key(n) => n += 1,
+                        _ => return false,
+                    }
+                }
+                if n != KEYS {
+                    return false;
+                }
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
             }
+            true
         });
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
@@ -224,7 +238,7 @@ fn busy(fs: &FaultFs) -> Vec<u32> {
             .map(|h| h.join().expect("writer"))
             .collect();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        acked
+        (acked, reader.join().expect("reader"))
     })
 }
 
@@ -280,7 +294,11 @@ fn check_busy(img: FaultFs, acked: &[u32], what: &str) {
 fn crash_points_with_checkpoints_beside_writers_and_evictions() {
     let base = preloaded();
     let full = base.process_crash_image();
-    let acked = busy(&full);
+    let (acked, scans_whole) = busy(&full);
+    assert!(
+        scans_whole,
+        "a scan beside the workload failed or lost rows"
+    );
     assert_eq!(
         acked,
         vec![TXNS; WRITERS as usize],
@@ -297,7 +315,7 @@ fn crash_points_with_checkpoints_beside_writers_and_evictions() {
         let n = p * total / points;
         let fs = base.process_crash_image();
         fs.crash_at(n);
-        let acked = busy(&fs);
+        let (acked, _) = busy(&fs);
         check_busy(
             fs.synced_image(),
             &acked,
