@@ -5,6 +5,8 @@
 //! figure (300 MiB through 8 MiB) runs with
 //! `cargo test --release --test large -- --ignored`.
 
+mod common;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,18 +26,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Resets the peak-RSS mark (VmHWM) to the current RSS; Linux only.
 fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
 }
 
 fn value(i: u64) -> Vec<u8> {
@@ -88,7 +78,7 @@ fn run(mib: u64, cache_mib: u64) {
     let file = std::fs::metadata(tmp.path().join("data.strata"))
         .expect("meta")
         .len();
-    let peak_mib = peak_rss_kib() >> 10;
+    let peak_mib = common::status_kib("VmHWM") >> 10;
     eprintln!(
         "large: {mib} MiB of values ({rows} rows) through a {cache_mib} MiB cache: data file {} MiB, write {:.1}s, read {:.1}s, peak RSS {peak_mib} MiB",
         file >> 20,

@@ -195,45 +195,6 @@ fn edges(txns: &[Txn], finals: &HashMap<u8, Vec<String>>) -> Vec<Vec<usize>> {
     g.into_iter().map(|s| s.into_iter().collect()).collect()
 }
 
-/// A cycle in the graph, if any (iterative DFS with colours).
-fn find_cycle(g: &[Vec<usize>]) -> Option<Vec<usize>> {
-    let mut colour = vec![0u8; g.len()];
-    let mut parent = vec![usize::MAX; g.len()];
-    for start in 0..g.len() {
-        if colour[start] != 0 {
-            continue;
-        }
-        let mut stack = vec![(start, 0usize)];
-        colour[start] = 1;
-        while let Some((v, i)) = stack.pop() {
-            if i < g[v].len() {
-                stack.push((v, i + 1));
-                let u = g[v][i];
-                match colour[u] {
-                    0 => {
-                        colour[u] = 1;
-                        parent[u] = v;
-                        stack.push((u, 0));
-                    }
-                    1 => {
-                        let mut cycle = vec![u, v];
-                        let mut x = v;
-                        while x != u && parent[x] != usize::MAX {
-                            x = parent[x];
-                            cycle.push(x);
-                        }
-                        return Some(cycle);
-                    }
-                    _ => {}
-                }
-            } else {
-                colour[v] = 2;
-            }
-        }
-    }
-    None
-}
-
 #[test]
 fn serializable_histories_have_no_dependency_cycles() {
     let rounds: usize = std::env::var("STRATA_HISTORY_ROUNDS")
@@ -256,7 +217,7 @@ fn serializable_histories_have_no_dependency_cycles() {
             "round {round}: only {writers} read-write and {read_only} read-only transactions committed"
         );
         let g = edges(&txns, &finals);
-        if let Some(c) = find_cycle(&g) {
+        if let Some(c) = common::find_cycle(&g) {
             let detail: Vec<String> = c.iter().map(|&i| format!("T{i}: {:?}", txns[i])).collect();
             panic!(
                 "round {round}: dependency cycle among committed serializable transactions {c:?}:\n{}",
@@ -272,7 +233,7 @@ fn serializable_histories_have_no_dependency_cycles() {
 fn snapshot_histories_do_show_cycles() {
     for _ in 0..10 {
         let (txns, finals) = history(Isolation::Snapshot, 4, 150);
-        if find_cycle(&edges(&txns, &finals)).is_some() {
+        if common::find_cycle(&edges(&txns, &finals)).is_some() {
             return;
         }
     }
@@ -371,18 +332,6 @@ fn bank_rule_breaks_under_snapshot() {
     panic!("snapshot isolation never broke the rule: the bank test may be blind");
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
 /// One serializable transaction stays open while a million others run:
 /// memory stays flat (finished transactions are folded into a summary,
 /// versions the long reader cannot see are vacuumed).
@@ -418,10 +367,10 @@ fn a_long_reader_keeps_memory_flat() {
             Err(e) => assert!(e.is_retryable(), "transaction {i}: {e}"),
         }
         if i == n / 10 {
-            baseline = rss_kib();
+            baseline = common::status_kib("VmRSS");
         }
     }
-    let end = rss_kib();
+    let end = common::status_kib("VmRSS");
     eprintln!(
         "{n} transactions beside one open reader: RSS {} MiB after 10%, {} MiB at the end",
         baseline >> 10,

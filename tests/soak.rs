@@ -5,21 +5,9 @@
 //! resident set, which another test running beside it in the same process
 //! would disturb.
 
-use strata::{Db, Durability, Options};
+mod common;
 
-/// Resident anonymous memory (heap and the page cache's mapping): what a
-/// leak grows. File-backed pages (the binary, mapped files) are left out.
-fn anon_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
+use strata::{Db, Durability, Options};
 
 /// Transactions run beside the open reader.
 const TXNS: u64 = 10_000;
@@ -61,10 +49,10 @@ fn a_long_serializable_reader_keeps_memory_flat() {
             Err(e) => assert!(e.is_retryable(), "transaction {i}: {e}"),
         }
         if i == WARMUP {
-            baseline = Some(anon_rss_kib());
+            baseline = Some(common::status_kib("RssAnon"));
         }
     }
-    let (baseline, end) = (baseline.expect("baseline"), anon_rss_kib());
+    let (baseline, end) = (baseline.expect("baseline"), common::status_kib("RssAnon"));
     eprintln!(
         "{TXNS} transactions beside one open reader ({committed} committed): anonymous RSS {baseline} KiB after {WARMUP}, {end} KiB at the end"
     );

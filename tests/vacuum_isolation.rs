@@ -759,45 +759,6 @@ fn register_edges(recs: &[Rec]) -> (Vec<Vec<usize>>, usize) {
     )
 }
 
-/// A cycle in the graph, if any (iterative depth-first search).
-fn find_cycle(g: &[Vec<usize>]) -> Option<Vec<usize>> {
-    let mut colour = vec![0u8; g.len()];
-    let mut parent = vec![usize::MAX; g.len()];
-    for start in 0..g.len() {
-        if colour[start] != 0 {
-            continue;
-        }
-        let mut stack = vec![(start, 0usize)];
-        colour[start] = 1;
-        while let Some((v, i)) = stack.pop() {
-            if i < g[v].len() {
-                stack.push((v, i + 1));
-                let u = g[v][i];
-                match colour[u] {
-                    0 => {
-                        colour[u] = 1;
-                        parent[u] = v;
-                        stack.push((u, 0));
-                    }
-                    1 => {
-                        let mut cycle = vec![u, v];
-                        let mut x = v;
-                        while x != u && parent[x] != usize::MAX {
-                            x = parent[x];
-                            cycle.push(x);
-                        }
-                        return Some(cycle);
-                    }
-                    _ => {}
-                }
-            } else {
-                colour[v] = 2;
-            }
-        }
-    }
-    None
-}
-
 // Guards serializable histories with overwrites and deletes against
 // vacuum passes running beside them: no dependency cycle commits.
 #[test]
@@ -843,7 +804,7 @@ fn serializable_register_histories_beside_vacuum_have_no_cycles() {
         });
         assert!(recs.len() > 100, "round {round}: {} committed", recs.len());
         let (g, ambiguous) = register_edges(&recs);
-        if let Some(c) = find_cycle(&g) {
+        if let Some(c) = common::find_cycle(&g) {
             let detail: Vec<String> = c.iter().map(|&i| format!("T{i}: {:?}", recs[i])).collect();
             panic!(
                 "round {round}: a cycle committed {c:?} ({passes} vacuum passes):\n{}",

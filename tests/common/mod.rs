@@ -70,3 +70,57 @@ pub fn snapshot_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>
     out.sort();
     out
 }
+
+/// A field of `/proc/self/status` in KiB (`VmRSS`, `RssAnon`, `VmHWM`…);
+/// 0 where there is none (not Linux).
+pub fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.split(':').next() == Some(field))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A cycle in a dependency graph (adjacency lists), if any: iterative
+/// depth-first search.
+pub fn find_cycle(g: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let mut colour = vec![0u8; g.len()];
+    let mut parent = vec![usize::MAX; g.len()];
+    for start in 0..g.len() {
+        if colour[start] != 0 {
+            continue;
+        }
+        let mut stack = vec![(start, 0usize)];
+        colour[start] = 1;
+        while let Some((v, i)) = stack.pop() {
+            if i < g[v].len() {
+                stack.push((v, i + 1));
+                let u = g[v][i];
+                match colour[u] {
+                    0 => {
+                        colour[u] = 1;
+                        parent[u] = v;
+                        stack.push((u, 0));
+                    }
+                    1 => {
+                        let mut cycle = vec![u, v];
+                        let mut x = v;
+                        while x != u && parent[x] != usize::MAX {
+                            x = parent[x];
+                            cycle.push(x);
+                        }
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[v] = 2;
+            }
+        }
+    }
+    None
+}
