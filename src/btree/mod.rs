@@ -490,6 +490,57 @@ pub fn children(acc: &mut impl PageAccess, pid: PageId) -> Result<Option<Vec<Pag
     kids.ok_or_else(|| corrupt(acc, pid, "malformed node"))
 }
 
+/// The internal node `depth` levels below `root` on the way to `key` (the
+/// leftmost way for `None`), or `None` if that way meets a leaf first. A
+/// walk that lets the latch go between nodes names each node by its way
+/// (see `fanout`) and finds it again with this, under the latch it works
+/// under: a page id from an earlier hold may name a freed page by now.
+pub fn internal_at(
+    acc: &mut impl PageAccess,
+    root: PageId,
+    key: Option<&[u8]>,
+    depth: usize,
+) -> Result<Option<PageId>> {
+    let d = descend(acc, root, key.map_or(Seek::First, Seek::At))?;
+    Ok(d.path.get(depth).map(|&(pid, _)| pid))
+}
+
+/// The children of internal node `pid` with the way to each: the key of
+/// the separator before it (`None` for the first child, which the way to
+/// `pid` reaches), and whether they are leaves. `None` if `pid` is a leaf.
+pub fn fanout(acc: &mut impl PageAccess, pid: PageId) -> Result<Option<Fanout>> {
+    let kids = acc.with_page(pid, |p| match node::is_leaf(p)? {
+        true => Some(None),
+        false => (0..=node::count(p))
+            .map(|i| {
+                let way = match i.checked_sub(1) {
+                    Some(s) => Some(node::key(p, s)?.to_vec()),
+                    None => None,
+                };
+                Some((way, node::child(p, i)?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Some),
+    })?;
+    let Some(kids) = kids.ok_or_else(|| corrupt(acc, pid, "malformed node"))? else {
+        return Ok(None);
+    };
+    let Some(&(_, first)) = kids.first() else {
+        return Err(corrupt(acc, pid, "internal node without children"));
+    };
+    let leaves = acc.with_page(first, node::is_leaf)?;
+    let leaves = leaves.ok_or_else(|| corrupt(acc, first, "not a valid B+tree node"))?;
+    Ok(Some(Fanout { kids, leaves }))
+}
+
+/// An internal node's children as `fanout` finds them.
+pub struct Fanout {
+    /// (the separator key before the child, the child), in key order.
+    pub kids: Vec<(Option<Vec<u8>>, PageId)>,
+    /// Whether the children are leaves.
+    pub leaves: bool,
+}
+
 /// Adds the page of every node in the tree at `root` to `out`, reading
 /// only internal nodes (a level's first node says whether it is of leaves).
 pub fn node_pages(
