@@ -43,6 +43,7 @@ use crate::ids::{PageId, Tid, Xid};
 use crate::limits::{PAGE_SIZE, VACUUM_BATCH};
 use crate::mvcc::chain::{self, Cursor};
 use crate::mvcc::clog;
+use crate::options::RacePoint;
 use crate::store::freemap;
 use crate::store::meta::{self, Field};
 use crate::wal::record::{self, Op};
@@ -295,6 +296,7 @@ fn move_nodes(
         let Some((way, depth)) = todo.pop() else {
             return Ok(true);
         };
+        inner.opts.race(RacePoint::CompactionVisit);
         let mut w = inner.store.write();
         let fan = match btree::internal_at(&mut w.mtr, root, way.as_deref(), depth)? {
             Some(parent) => match btree::fanout(&mut w.mtr, parent)? {
