@@ -619,30 +619,54 @@ fn merge_leaves(mtr: &mut Mtr<'_>, parent: PageId, i: usize) -> Result<Merge> {
     Ok(Merge::Merged)
 }
 
+/// Rounds of `merge_leaves` over one node's children: each merges two or
+/// steps one child on, and a node has fewer than `PAGE_SIZE / SLOT`.
+const MERGE_ROUNDS_MAX: usize = 2 * PAGE_SIZE / node::SLOT;
+
 /// Runs `merge_leaves` over every pair of neighbouring leaves of the tree
 /// at `root`, one mini-transaction (logged with `op`) per pair, the latch
 /// let go between them. Returns how many pairs merged and how many leaves
 /// took cells from their right neighbour.
+///
+/// Like compaction's node moves, it keeps no page id across the latch:
+/// a parent is named by the way to it (`internal_at`, `fanout`) and found
+/// again from the root in each mini-transaction, so a node freed or
+/// reused meanwhile is never taken for the parent it was.
 pub fn merge_pass(store: &Store, root: PageId, op: u8) -> Result<(u64, u64)> {
     let (mut merged, mut shifted) = (0, 0);
-    let mut todo = vec![root];
-    while let Some(parent) = todo.pop() {
-        let kids = {
+    let count = {
+        let mut r = store.read();
+        let m = r.view.read_meta()?;
+        meta::get(&m, meta::Field::PageCount)
+    };
+    let mut todo: Vec<(Option<Vec<u8>>, usize)> = vec![(None, 0)];
+    for _ in 0..=count {
+        let Some((way, depth)) = todo.pop() else {
+            break;
+        };
+        let fan = {
             let mut r = store.read();
-            match children(&mut r.view, parent)? {
-                Some(kids) if children(&mut r.view, kids[0])?.is_some() => kids,
-                Some(_) => Vec::new(),
-                None => continue,
+            match internal_at(&mut r.view, root, way.as_deref(), depth)? {
+                Some(parent) => fanout(&mut r.view, parent)?,
+                None => None,
             }
         };
-        if !kids.is_empty() {
-            todo.extend(kids);
+        let Some(fan) = fan else { continue };
+        if !fan.leaves {
+            for (kid_way, _) in fan.kids {
+                todo.push((kid_way.or_else(|| way.clone()), depth + 1));
+            }
             continue;
         }
-        // `parent`'s children are leaves.
+        // The node's children are leaves.
         let mut i = 0;
-        loop {
-            let (m, _) = store.with_mtr(op, Xid::NONE, |mtr| merge_leaves(mtr, parent, i))?;
+        for _ in 0..MERGE_ROUNDS_MAX {
+            let (m, _) = store.with_mtr(op, Xid::NONE, |mtr| {
+                match internal_at(mtr, root, way.as_deref(), depth)? {
+                    Some(parent) => merge_leaves(mtr, parent, i),
+                    None => Ok(Merge::End),
+                }
+            })?;
             match m {
                 Merge::Merged => merged += 1,
                 Merge::Shifted => {
