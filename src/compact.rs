@@ -21,8 +21,34 @@
 //! Before planning, a pass that removed keys merges sparse neighbouring
 //! leaves (`btree::merge_pass`), which frees pages for the plan to count.
 //!
-//! Readers never notice: nothing keeps a tuple id or a node id across latch
-//! releases except a scan's fetched entries, and those check the heap's
+//! Compaction works in many short mini-transactions and lets the store
+//! latch go between them, so writers run between any two of its steps:
+//! a commit or rollback of a prepared transaction removes entries from
+//! the registry's tree (freeing emptied leaves, collapsing the root),
+//! inserts split nodes, and a freed page is soon reused for anything.
+//! Hence the rule: **no page id outlives the latch hold it was read
+//! under.** What compaction carries from one step to the next names a
+//! place, not a page, and each step finds the page again from a fixed
+//! point under its own latch:
+//!
+//! - a B+tree node by the way to it, a key and a depth, re-descended
+//!   from the root (roots never move and are never freed) — the node
+//!   moves here and `btree::merge_pass`;
+//! - a key's versions by the key, looked up in the index, and the chain
+//!   walked under the same latch (`move_round`);
+//! - a table's keys by the last key done (`btree::Batches`);
+//! - commit-log pages by the commit-log directory (`clog::move_one`).
+//!
+//! A tree that changed between two steps costs at most something not
+//! moved this pass, never an error: a step that finds its way ends at a
+//! leaf, or a page it would move no longer past the limit, skips it. The
+//! plan alone uses page ids from several latch holds (the set of node
+//! pages, the free-space hints), and only as an estimate: it reads no
+//! page by them, a node allocated meanwhile only counts as one that
+//! cannot move (the cut stops before it), and each move checks again.
+//!
+//! Readers never notice: nothing they keep across latch releases names a
+//! page except a scan's fetched entries, and those check the heap's
 //! removal count (moving a version removes its old copy). Writers find
 //! versions through the index, as always. While compaction runs, the
 //! free-space hints offer ordinary inserts a page past the limit only when
@@ -299,10 +325,7 @@ fn move_nodes(
         inner.opts.race(RacePoint::CompactionVisit);
         let mut w = inner.store.write();
         let fan = match btree::internal_at(&mut w.mtr, root, way.as_deref(), depth)? {
-            Some(parent) => match btree::fanout(&mut w.mtr, parent)? {
-                Some(fan) => Some((parent, fan)),
-                None => None,
-            },
+            Some(parent) => btree::fanout(&mut w.mtr, parent)?.map(|fan| (parent, fan)),
             None => None,
         };
         let Some((parent, fan)) = fan else {
@@ -337,8 +360,7 @@ fn move_kids(
     limit: PageId,
     stats: &mut VacuumStats,
 ) -> Result<(bool, bool)> {
-    let mut moved = 0;
-    for &(_, kid) in kids.iter().filter(|(_, kid)| *kid >= limit) {
+    for (moved, &(_, kid)) in kids.iter().filter(|(_, kid)| *kid >= limit).enumerate() {
         if moved == NODE_MOVES_PER_ROUND {
             return Ok((true, false));
         }
@@ -349,7 +371,6 @@ fn move_kids(
         let new = btree::move_child(mtr, parent, kid)?;
         debug_assert!(new.is_some(), "child {kid} of {parent} went");
         stats.nodes_moved += u64::from(new.is_some());
-        moved += 1;
     }
     Ok((true, true))
 }

@@ -42,7 +42,7 @@ fn churn(db: &Db, thread: usize, stop: &AtomicBool, decided: &AtomicU64) -> Vec<
     let mut waiting = VecDeque::new();
     let decide = |i: usize| {
         let gid = gid(thread, i);
-        let r = if i % 2 == 0 {
+        let r = if i.is_multiple_of(2) {
             db.commit_prepared(&gid)
         } else {
             db.rollback_prepared(&gid)
