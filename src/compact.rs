@@ -21,8 +21,34 @@
 //! Before planning, a pass that removed keys merges sparse neighbouring
 //! leaves (`btree::merge_pass`), which frees pages for the plan to count.
 //!
-//! Readers never notice: nothing keeps a tuple id or a node id across latch
-//! releases except a scan's fetched entries, and those check the heap's
+//! Compaction works in many short mini-transactions and lets the store
+//! latch go between them, so writers run between any two of its steps:
+//! a commit or rollback of a prepared transaction removes entries from
+//! the registry's tree (freeing emptied leaves, collapsing the root),
+//! inserts split nodes, and a freed page is soon reused for anything.
+//! Hence the rule: **no page id outlives the latch hold it was read
+//! under.** What compaction carries from one step to the next names a
+//! place, not a page, and each step finds the page again from a fixed
+//! point under its own latch:
+//!
+//! - a B+tree node by the way to it, a key and a depth, re-descended
+//!   from the root (roots never move and are never freed) — the node
+//!   moves here and `btree::merge_pass`;
+//! - a key's versions by the key, looked up in the index, and the chain
+//!   walked under the same latch (`move_round`);
+//! - a table's keys by the last key done (`btree::Batches`);
+//! - commit-log pages by the commit-log directory (`clog::move_one`).
+//!
+//! A tree that changed between two steps costs at most something not
+//! moved this pass, never an error: a step that finds its way ends at a
+//! leaf, or a page it would move no longer past the limit, skips it. The
+//! plan alone uses page ids from several latch holds (the set of node
+//! pages, the free-space hints), and only as an estimate: it reads no
+//! page by them, a node allocated meanwhile only counts as one that
+//! cannot move (the cut stops before it), and each move checks again.
+//!
+//! Readers never notice: nothing they keep across latch releases names a
+//! page except a scan's fetched entries, and those check the heap's
 //! removal count (moving a version removes its old copy). Writers find
 //! versions through the index, as always. While compaction runs, the
 //! free-space hints offer ordinary inserts a page past the limit only when
@@ -43,6 +69,7 @@ use crate::ids::{PageId, Tid, Xid};
 use crate::limits::{PAGE_SIZE, VACUUM_BATCH};
 use crate::mvcc::chain::{self, Cursor};
 use crate::mvcc::clog;
+use crate::options::RacePoint;
 use crate::store::freemap;
 use crate::store::meta::{self, Field};
 use crate::wal::record::{self, Op};
@@ -52,6 +79,8 @@ use crate::wal::record::{self, Op};
 const MOVES_PER_ROUND: usize = 4;
 /// Versions of one chain examined per round.
 const WINDOW: usize = 256;
+/// B+tree nodes moved per mini-transaction.
+const NODE_MOVES_PER_ROUND: usize = 4;
 /// Pages the plan reads under one hold of the store latch.
 const PLAN_READS_PER_LATCH: u32 = 256;
 
@@ -201,7 +230,7 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
         return Ok(());
     };
     inner.store.fsm.set_ceiling(Some(limits.heap));
-    let r = move_all(inner, &roots, &tables, limits, stats);
+    let r = move_all(inner, (&roots, &tables), limits, count, stats);
     inner.store.fsm.set_ceiling(None);
     r
 }
@@ -226,9 +255,9 @@ fn roots(inner: &Inner) -> Result<(Vec<PageId>, Vec<PageId>)> {
 
 fn move_all(
     inner: &Inner,
-    roots: &[PageId],
-    tables: &[PageId],
+    (roots, tables): (&[PageId], &[PageId]),
     limits: Limits,
+    count: u32,
     stats: &mut VacuumStats,
 ) -> Result<()> {
     // The heap first: emptying its pages past the heap limit frees the
@@ -247,8 +276,12 @@ fn move_all(
             }
         }
     }
+    // Each internal node is visited once and once more per few children
+    // moved; the bound stops a walk that trees growing meanwhile would
+    // keep long.
+    let visits = 2 * u64::from(count) + 1;
     for &root in roots {
-        if !move_nodes(inner, root, limits.nodes, stats)? {
+        if !move_nodes(inner, root, limits.nodes, visits, stats)? {
             return Ok(());
         }
     }
@@ -267,32 +300,79 @@ fn move_all(
     }
 }
 
-/// Moves the nodes of one tree found past `limit`, top down. False once no
-/// free page below the limit is left.
-fn move_nodes(inner: &Inner, root: PageId, limit: PageId, stats: &mut VacuumStats) -> Result<bool> {
-    let mut todo = vec![root];
-    while let Some(parent) = todo.pop() {
-        let Some(kids) = btree::children(&mut inner.store.read().view, parent)? else {
+/// Moves the nodes of one tree found past `limit`, top down, in at most
+/// `visits` visits of its internal nodes. False once no free page below
+/// the limit is left.
+///
+/// Between visits the latch is let go, and a decision on a prepared
+/// transaction (or any remover) may free a node or collapse the root:
+/// the walk keeps no page id across that. Its to-do list names each
+/// internal node by the way to it, a key and a depth, and each visit
+/// descends from the root again under the latch it moves under. A tree
+/// that changed meanwhile costs at most a node not moved this pass.
+fn move_nodes(
+    inner: &Inner,
+    root: PageId,
+    limit: PageId,
+    visits: u64,
+    stats: &mut VacuumStats,
+) -> Result<bool> {
+    let mut todo: Vec<(Option<Vec<u8>>, usize)> = vec![(None, 0)];
+    for _ in 0..visits {
+        let Some((way, depth)) = todo.pop() else {
+            return Ok(true);
+        };
+        inner.opts.race(RacePoint::CompactionVisit);
+        let mut w = inner.store.write();
+        let fan = match btree::internal_at(&mut w.mtr, root, way.as_deref(), depth)? {
+            Some(parent) => btree::fanout(&mut w.mtr, parent)?.map(|fan| (parent, fan)),
+            None => None,
+        };
+        let Some((parent, fan)) = fan else {
             continue;
         };
-        for kid in kids {
-            if kid < limit {
-                todo.push(kid);
-                continue;
-            }
-            let mut w = inner.store.write();
-            if meta::lowest_free(&mut w.mtr, limit)?.is_none() {
-                return Ok(false);
-            }
-            let moved = btree::move_child(&mut w.mtr, parent, kid)?;
-            w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
-            if let Some(new) = moved {
-                stats.nodes_moved += 1;
-                todo.push(new);
+        let (room, done) = move_kids(&mut w.mtr, parent, &fan.kids, limit, stats)?;
+        w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
+        if !room {
+            return Ok(false);
+        }
+        if !done {
+            // More children to move than one round takes: visit again.
+            todo.push((way, depth));
+            continue;
+        }
+        if !fan.leaves {
+            for (kid_way, _) in fan.kids {
+                todo.push((kid_way.or_else(|| way.clone()), depth + 1));
             }
         }
     }
     Ok(true)
+}
+
+/// Moves up to `NODE_MOVES_PER_ROUND` children of `parent` (all of them
+/// read under this latch) from past `limit`. Returns whether room below
+/// the limit remains and whether no child past it is left.
+fn move_kids(
+    mtr: &mut Mtr<'_>,
+    parent: PageId,
+    kids: &[(Option<Vec<u8>>, PageId)],
+    limit: PageId,
+    stats: &mut VacuumStats,
+) -> Result<(bool, bool)> {
+    for (moved, &(_, kid)) in kids.iter().filter(|(_, kid)| *kid >= limit).enumerate() {
+        if moved == NODE_MOVES_PER_ROUND {
+            return Ok((true, false));
+        }
+        if meta::lowest_free(mtr, limit)?.is_none() {
+            return Ok((false, true));
+        }
+        // Read under this latch, it is a child (`None` would leave it be).
+        let new = btree::move_child(mtr, parent, kid)?;
+        debug_assert!(new.is_some(), "child {kid} of {parent} went");
+        stats.nodes_moved += u64::from(new.is_some());
+    }
+    Ok((true, true))
 }
 
 /// Moves one key's versions found past `limit`, a few per round. False once

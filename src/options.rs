@@ -71,8 +71,9 @@ pub struct Options {
     pub(crate) race_hook: Option<RaceHook>,
 }
 
-/// A point on the begin and commit paths between two steps whose order
-/// against other threads matters, where [`Options::race_hook`] is called.
+/// A point on the begin and commit paths, or in vacuum, between two steps
+/// whose order against other threads matters, where
+/// [`Options::race_hook`] is called.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RacePoint {
@@ -84,6 +85,9 @@ pub enum RacePoint {
     /// A transaction's outcome is published to MVCC (a commit is visible
     /// to new snapshots) and not yet reported to SSI.
     Published,
+    /// Compaction is about to visit a B+tree node, the store latch let go
+    /// since its last visit.
+    CompactionVisit,
 }
 
 /// The hook behind [`Options::race_hook`].

@@ -490,6 +490,57 @@ pub fn children(acc: &mut impl PageAccess, pid: PageId) -> Result<Option<Vec<Pag
     kids.ok_or_else(|| corrupt(acc, pid, "malformed node"))
 }
 
+/// The internal node `depth` levels below `root` on the way to `key` (the
+/// leftmost way for `None`), or `None` if that way meets a leaf first. A
+/// walk that lets the latch go between nodes names each node by its way
+/// (see `fanout`) and finds it again with this, under the latch it works
+/// under: a page id from an earlier hold may name a freed page by now.
+pub fn internal_at(
+    acc: &mut impl PageAccess,
+    root: PageId,
+    key: Option<&[u8]>,
+    depth: usize,
+) -> Result<Option<PageId>> {
+    let d = descend(acc, root, key.map_or(Seek::First, Seek::At))?;
+    Ok(d.path.get(depth).map(|&(pid, _)| pid))
+}
+
+/// The children of internal node `pid` with the way to each: the key of
+/// the separator before it (`None` for the first child, which the way to
+/// `pid` reaches), and whether they are leaves. `None` if `pid` is a leaf.
+pub fn fanout(acc: &mut impl PageAccess, pid: PageId) -> Result<Option<Fanout>> {
+    let kids = acc.with_page(pid, |p| match node::is_leaf(p)? {
+        true => Some(None),
+        false => (0..=node::count(p))
+            .map(|i| {
+                let way = match i.checked_sub(1) {
+                    Some(s) => Some(node::key(p, s)?.to_vec()),
+                    None => None,
+                };
+                Some((way, node::child(p, i)?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Some),
+    })?;
+    let Some(kids) = kids.ok_or_else(|| corrupt(acc, pid, "malformed node"))? else {
+        return Ok(None);
+    };
+    let Some(&(_, first)) = kids.first() else {
+        return Err(corrupt(acc, pid, "internal node without children"));
+    };
+    let leaves = acc.with_page(first, node::is_leaf)?;
+    let leaves = leaves.ok_or_else(|| corrupt(acc, first, "not a valid B+tree node"))?;
+    Ok(Some(Fanout { kids, leaves }))
+}
+
+/// An internal node's children as `fanout` finds them.
+pub struct Fanout {
+    /// (the separator key before the child, the child), in key order.
+    pub kids: Vec<(Option<Vec<u8>>, PageId)>,
+    /// Whether the children are leaves.
+    pub leaves: bool,
+}
+
 /// Adds the page of every node in the tree at `root` to `out`, reading
 /// only internal nodes (a level's first node says whether it is of leaves).
 pub fn node_pages(
@@ -568,30 +619,54 @@ fn merge_leaves(mtr: &mut Mtr<'_>, parent: PageId, i: usize) -> Result<Merge> {
     Ok(Merge::Merged)
 }
 
+/// Rounds of `merge_leaves` over one node's children: each merges two or
+/// steps one child on, and a node has fewer than `PAGE_SIZE / SLOT`.
+const MERGE_ROUNDS_MAX: usize = 2 * PAGE_SIZE / node::SLOT;
+
 /// Runs `merge_leaves` over every pair of neighbouring leaves of the tree
 /// at `root`, one mini-transaction (logged with `op`) per pair, the latch
 /// let go between them. Returns how many pairs merged and how many leaves
 /// took cells from their right neighbour.
+///
+/// Like compaction's node moves, it keeps no page id across the latch:
+/// a parent is named by the way to it (`internal_at`, `fanout`) and found
+/// again from the root in each mini-transaction, so a node freed or
+/// reused meanwhile is never taken for the parent it was.
 pub fn merge_pass(store: &Store, root: PageId, op: u8) -> Result<(u64, u64)> {
     let (mut merged, mut shifted) = (0, 0);
-    let mut todo = vec![root];
-    while let Some(parent) = todo.pop() {
-        let kids = {
+    let count = {
+        let mut r = store.read();
+        let m = r.view.read_meta()?;
+        meta::get(&m, meta::Field::PageCount)
+    };
+    let mut todo: Vec<(Option<Vec<u8>>, usize)> = vec![(None, 0)];
+    for _ in 0..=count {
+        let Some((way, depth)) = todo.pop() else {
+            break;
+        };
+        let fan = {
             let mut r = store.read();
-            match children(&mut r.view, parent)? {
-                Some(kids) if children(&mut r.view, kids[0])?.is_some() => kids,
-                Some(_) => Vec::new(),
-                None => continue,
+            match internal_at(&mut r.view, root, way.as_deref(), depth)? {
+                Some(parent) => fanout(&mut r.view, parent)?,
+                None => None,
             }
         };
-        if !kids.is_empty() {
-            todo.extend(kids);
+        let Some(fan) = fan else { continue };
+        if !fan.leaves {
+            for (kid_way, _) in fan.kids {
+                todo.push((kid_way.or_else(|| way.clone()), depth + 1));
+            }
             continue;
         }
-        // `parent`'s children are leaves.
+        // The node's children are leaves.
         let mut i = 0;
-        loop {
-            let (m, _) = store.with_mtr(op, Xid::NONE, |mtr| merge_leaves(mtr, parent, i))?;
+        for _ in 0..MERGE_ROUNDS_MAX {
+            let (m, _) = store.with_mtr(op, Xid::NONE, |mtr| {
+                match internal_at(mtr, root, way.as_deref(), depth)? {
+                    Some(parent) => merge_leaves(mtr, parent, i),
+                    None => Ok(Merge::End),
+                }
+            })?;
             match m {
                 Merge::Merged => merged += 1,
                 Merge::Shifted => {
