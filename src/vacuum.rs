@@ -30,12 +30,40 @@
 //!   ledger of removed writes (`mvcc::ledger`), keyed by table and key,
 //!   where serializable gets and scans meet it as if they had skipped the
 //!   version. An entry costs its key and an xid instead of a whole tuple,
-//!   lives in memory only while a serializable snapshot that does not see
-//!   its writer runs (pruned at each gathering of views), and the ledger
-//!   is bounded: when it is full, vacuum keeps such a version in the heap,
+//!   lives in memory only while a serializable (or, below, writing)
+//!   snapshot that does not see its writer runs (pruned at each gathering
+//!   of views), and the ledger is bounded: when it is full, vacuum keeps such a version in the heap,
 //!   which is PostgreSQL's rule for that version. The deleter of a
 //!   version needs no entry: a reader takes an edge to it only from a
 //!   version it sees, and vacuum keeps those.
+//!
+//! Writers need the same care. A Snapshot or Serializable put or delete
+//! (a delete that finds no row too) judges first updater wins by the
+//! key's newest version (`txn::write`): it fails if that version's creator
+//! or deleter committed unseen by its snapshot. Once no view sees a
+//! deleted key, vacuum would free that version with its index entry, and
+//! an old writer would find no row and commit over a change it never saw.
+//! Again two ways out:
+//!
+//! - keep the newest version of a key while a live writer (a Snapshot or
+//!   Serializable transaction not begun read-only) does not see its
+//!   creator or deleter: PostgreSQL's horizon, restricted to chain heads.
+//!   Only a deleted key's head is at stake (a live head is seen by the
+//!   fresh view anyway), but every key deleted while a long writer runs
+//!   keeps a whole tuple, value and all, and its index entry, and the
+//!   default `begin()` is such a writer.
+//! - strata's: the ledger takes those creators too. A removed version's
+//!   creator is recorded when a live serializable snapshot *or writer*
+//!   does not see it, and a writer's put or delete fails when the ledger
+//!   holds a creator of the key it does not see. The creator suffices:
+//!   a freed head that a writer does not see deleted is one it does not
+//!   see created either (a head it sees is kept), and every version below
+//!   a head was created, and committed, before the head's creator wrote,
+//!   so a writer that does not see a removed creator does not see the
+//!   head's either, and would have failed on it. The cost is the ledger's
+//!   (a key and a few bytes) and, on the write path, one atomic load
+//!   unless the writer's snapshot is older than a recorded creator; when
+//!   the ledger is full the head stays, which is the first rule.
 //!
 //! Work proceeds key by key, in rounds of one mini-transaction each: a
 //! round looks at up to `WINDOW` versions from the head, frees the dead
@@ -74,6 +102,10 @@ pub(crate) struct Views {
     list: Vec<(Snapshot, Xid)>,
     /// The snapshots of live serializable transactions (with their xids).
     serializable: Vec<(Snapshot, Xid)>,
+    /// The snapshots of live Snapshot and Serializable transactions that
+    /// may write (with their xids): first updater wins judges their writes
+    /// by the chain head.
+    writers: Vec<(Snapshot, Xid)>,
     pub(crate) now: Snapshot,
 }
 
@@ -121,41 +153,52 @@ pub(crate) fn gather(inner: &Inner) -> Views {
     let (live, now) = inner.mgr.views();
     let mut list: Vec<(Snapshot, Xid)> = Vec::with_capacity(live.len() + 1);
     let mut serializable = Vec::new();
+    let mut writers = Vec::new();
     for v in live {
         list.extend(v.pinned.into_iter().map(|(_, s)| (s, v.xid)));
         let snap = v.snapshot.unwrap_or_else(|| now.clone());
         if v.serializable {
             serializable.push((snap.clone(), v.xid));
         }
+        if v.writes {
+            writers.push((snap.clone(), v.xid));
+        }
         list.push((snap, v.xid));
     }
     list.push((now.clone(), Xid::NONE));
     list.dedup();
-    // Every serializable snapshot sees each committed xid below the
-    // oldest one's xmin: the ledger needs no writer below it.
-    inner
-        .ledger
-        .prune(serializable.iter().map(|(s, _)| s.xmin).min());
+    // Every serializable or writing snapshot sees each committed xid below
+    // the oldest one's xmin: the ledger needs no writer below it.
+    let horizon = serializable
+        .iter()
+        .chain(&writers)
+        .map(|(s, _)| s.xmin)
+        .min();
+    inner.ledger.prune(horizon);
     Views {
         list,
         serializable,
+        writers,
         now,
     }
 }
 
-/// Whether a live serializable snapshot does not see the committed
-/// creator of `v`: its reads would skip `v` and take an edge to it.
+/// Whether a live serializable or writing snapshot does not see the
+/// committed creator of `v`: a serializable read would skip `v` and take
+/// an edge to its creator, and a write of the key would meet the change
+/// and fail (first updater wins).
 fn unseen_creator(v: &Version, views: &Views, clog: &impl StatusOf) -> bool {
     clog.status(v.xmin) != Status::Aborted
         && views
             .serializable
             .iter()
+            .chain(&views.writers)
             .any(|(s, me)| !s.sees(v.xmin, *me, clog))
 }
 
 /// Records in the ledger the creators of `versions` about to be freed
-/// that a live serializable snapshot does not see, so its reads still
-/// meet them (`mvcc::ledger`). With `dry`, only asks, for versions whose
+/// that a live serializable or writing snapshot does not see, so its
+/// reads and writes still meet them (`mvcc::ledger`). With `dry`, only asks, for versions whose
 /// large value still has pages, whether the ledger has room (before the
 /// pages go). A version the full ledger cannot take becomes needed: it
 /// stays in the heap.
@@ -167,7 +210,7 @@ fn record_unseen(
     views: &Views,
     dry: bool,
 ) {
-    if views.serializable.is_empty() {
+    if views.serializable.is_empty() && views.writers.is_empty() {
         return;
     }
     let clog = inner.mgr.clog();

@@ -817,3 +817,138 @@ fn serializable_register_histories_beside_vacuum_have_no_cycles() {
         );
     }
 }
+
+/// The write-write scenario: seed "other"; T begins at `level` and reads
+/// "other"; W inserts k and commits; W2 deletes k and commits; with
+/// `vacuum`, two passes run; T reads k (absent) and `write`s it. Returns
+/// T's outcome: true if it failed with a retryable error.
+fn writer_meets_a_concurrent_delete(
+    level: Isolation,
+    vacuum: bool,
+    write: impl FnOnce(&mut strata::Transaction, &Table) -> strata::Result<()>,
+) -> bool {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open_manual(tmp.path());
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "other", "0").expect("seed");
+    tx.commit().expect("seed commits");
+    let mut tx = db.begin_with(level).expect("t");
+    assert_eq!(
+        tx.get(&t, "other").expect("t reads other").as_deref(),
+        Some(&b"0"[..])
+    );
+    let mut w = db.begin().expect("w");
+    w.put(&t, "k", "w").expect("w inserts k");
+    w.commit().expect("w commits");
+    let mut w2 = db.begin().expect("w2");
+    assert!(w2.delete(&t, "k").expect("w2 deletes k"));
+    w2.commit().expect("w2 commits");
+    if vacuum {
+        let stats = db.vacuum().expect("vacuum");
+        assert_eq!(stats.keys_removed, 1, "k's only version went: {stats:?}");
+        // A second pass prunes what vacuum remembers of removed versions:
+        // T's snapshot must still count.
+        db.vacuum().expect("vacuum");
+    }
+    let attempt = (|| -> strata::Result<()> {
+        assert_eq!(tx.get(&t, "k")?, None, "t does not see w's insert");
+        write(&mut tx, &t)?;
+        tx.commit().map(|_| ())
+    })();
+    match attempt {
+        Ok(()) => false,
+        Err(e) if e.is_retryable() => true,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+fn put_k(tx: &mut strata::Transaction, t: &Table) -> strata::Result<()> {
+    tx.put(t, "k", "t")
+}
+
+fn delete_k(tx: &mut strata::Transaction, t: &Table) -> strata::Result<()> {
+    tx.delete(t, "k").map(drop)
+}
+
+// Guards against vacuum freeing a deleted key's last version while a
+// Snapshot writer that does not see its creator or deleter runs: the
+// writer's put found no row, and first updater wins was lost.
+#[test]
+fn a_snapshot_put_meets_a_concurrent_insert_and_delete_after_vacuum() {
+    for vacuum in [false, true] {
+        assert!(
+            writer_meets_a_concurrent_delete(Isolation::Snapshot, vacuum, put_k),
+            "vacuum {vacuum}: t's put must fail (first updater wins)"
+        );
+    }
+}
+
+// Guards against vacuum freeing a deleted key's last version while a
+// Serializable writer that does not see its creator or deleter runs.
+#[test]
+fn a_serializable_put_meets_a_concurrent_insert_and_delete_after_vacuum() {
+    for vacuum in [false, true] {
+        assert!(
+            writer_meets_a_concurrent_delete(Isolation::Serializable, vacuum, put_k),
+            "vacuum {vacuum}: t's put must fail (first updater wins)"
+        );
+    }
+}
+
+// Guards against vacuum hiding a concurrent insert and delete from a
+// Snapshot transaction's delete of the (to it) absent key.
+#[test]
+fn a_snapshot_delete_of_an_absent_key_meets_a_concurrent_delete_after_vacuum() {
+    for vacuum in [false, true] {
+        assert!(
+            writer_meets_a_concurrent_delete(Isolation::Snapshot, vacuum, delete_k),
+            "vacuum {vacuum}: t's delete must fail (first updater wins)"
+        );
+    }
+}
+
+// Guards against vacuum hiding a concurrent insert and delete from a
+// Serializable transaction's delete of the (to it) absent key.
+#[test]
+fn a_serializable_delete_of_an_absent_key_meets_a_concurrent_delete_after_vacuum() {
+    for vacuum in [false, true] {
+        assert!(
+            writer_meets_a_concurrent_delete(Isolation::Serializable, vacuum, delete_k),
+            "vacuum {vacuum}: t's delete must fail (first updater wins)"
+        );
+    }
+}
+
+// Guards the space a long writer holds: keys inserted and deleted while
+// it runs leave the heap at the next pass (vacuum remembers only their
+// creators), and its writes of them still fail.
+#[test]
+fn a_long_writer_holds_back_no_key_deleted_while_it_runs() {
+    for level in [Isolation::Snapshot, Isolation::Serializable] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = open_manual(tmp.path());
+        let t = db.table("t").expect("t");
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, "other", "0").expect("seed");
+        tx.commit().expect("seed commits");
+        let mut long = db.begin_with(level).expect("long");
+        assert!(long.get(&t, "other").expect("get").is_some());
+        const N: u32 = 100;
+        for i in 0..N {
+            let mut w = db.begin().expect("w");
+            w.put(&t, key(i), "w").expect("put");
+            w.commit().expect("commit");
+            let mut w2 = db.begin().expect("w2");
+            assert!(w2.delete(&t, key(i)).expect("delete"));
+            w2.commit().expect("commit");
+        }
+        let stats = db.vacuum().expect("vacuum");
+        assert_eq!(stats.keys_removed, u64::from(N), "{level:?}: {stats:?}");
+        assert_eq!(stats.versions_removed, u64::from(N), "{level:?}: {stats:?}");
+        let err = long
+            .put(&t, key(N / 2), "long")
+            .expect_err("first updater wins");
+        assert!(err.is_retryable(), "{level:?}: {err}");
+    }
+}

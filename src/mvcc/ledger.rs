@@ -1,5 +1,6 @@
 //! The ledger of removed writes: who wrote the versions vacuum freed
-//! while a serializable transaction that does not see those writers runs.
+//! while a serializable transaction, or a Snapshot or Serializable writer,
+//! that does not see those writers runs.
 //!
 //! Serializable snapshot isolation takes a read's rw-antidependencies from
 //! the versions the read skips (`chain::read_visible`): the creator of
@@ -16,11 +17,18 @@
 //!   R reads k:   skips 9, sees 3, meets 7 in the ledger: edges R → 9, R → 7
 //! ```
 //!
+//! Writers meet it too: a Snapshot or Serializable put or delete of a key
+//! fails (first updater wins) when the ledger holds a creator of the key
+//! its snapshot does not see, as it would have failed on the key's newest
+//! version had vacuum left it (`vacuum` argues why creators suffice).
+//!
 //! Invariants: an entry is written before its version leaves the heap
 //! (under the same store latch), and a reader consults the ledger after
 //! it read the chain, so a version is always met in one place or the
-//! other. An entry goes once every live serializable snapshot sees its
-//! writer (no reader can take an edge to it any more).
+//! other (a writer consults it under that latch, after it read the chain).
+//! An entry goes once every live serializable or writing snapshot sees its
+//! writer (no reader can take an edge to it, no writer fail on it, any
+//! more).
 //!
 //! Bounded by `LEDGER_BYTES_MAX`: when full, `record` refuses and vacuum
 //! keeps the version in the heap instead. Nothing here is persistent: no

@@ -37,6 +37,11 @@ pub struct View {
     /// Serializable: SSI takes edges from the versions it skips, so
     /// vacuum accounts for the writers it does not see (`vacuum`).
     pub serializable: bool,
+    /// Snapshot or Serializable, and may write: its writes check first
+    /// updater wins against its snapshot, so vacuum keeps a key's newest
+    /// version while this snapshot does not see its creator or deleter
+    /// (`vacuum`).
+    pub writes: bool,
 }
 
 struct State {
@@ -110,9 +115,19 @@ impl TxnManager {
             pinned: Vec::new(),
             xid: Xid::NONE,
             serializable,
+            writes: !per_operation,
         };
         s.views.insert(token, view);
         snap
+    }
+
+    /// Declares transaction `token` read-only: it never writes, so vacuum
+    /// keeps nothing for its writes' conflict checks. Until this is called
+    /// vacuum counts it as a writer, which only keeps more.
+    pub fn read_only(&self, token: u64) {
+        if let Some(v) = self.state.lock().views.get_mut(&token) {
+            v.writes = false;
+        }
     }
 
     /// A snapshot for one operation of Read Committed transaction `token`,
@@ -188,6 +203,7 @@ impl TxnManager {
                 pinned: Vec::new(),
                 xid,
                 serializable: false,
+                writes: false,
             },
         );
         token

@@ -123,6 +123,9 @@ impl Transaction {
         let token = inner.mgr.next_token();
         let (reads, snapshot) = if level == Isolation::Serializable {
             let (reads, snapshot) = inner.ssi.begin(&inner.mgr, token, read_only, &inner.opts);
+            if read_only {
+                inner.mgr.read_only(token);
+            }
             (Some(reads), snapshot)
         } else {
             let per_operation = level == Isolation::ReadCommitted;
