@@ -1,6 +1,9 @@
 //! Redo recovery: bring the data file up to the end of the durable log.
 //!
-//! 1. fsync every retained log segment (checkpoints remove the older ones): what we
+//! 1. write again the last segment's bytes past what its durable marks
+//!    vouch for (an earlier process whose fsync failed may have left them
+//!    in the page cache, clean but never written), then fsync every
+//!    retained log segment (checkpoints remove the older ones): what we
 //!    are about to replay must not vanish in a later power loss after
 //!    pages reflecting it were written (a read-only open writes no pages
 //!    and skips this);
@@ -54,7 +57,11 @@ pub fn replay(
     read_only: bool,
 ) -> Result<Replayed> {
     if !read_only {
-        for start in segment::list(vfs, wal_dir)? {
+        let segments = segment::list(vfs, wal_dir)?;
+        if let Some(&last) = segments.last() {
+            settle_tail(vfs, wal_dir, Lsn(last).max(redo))?;
+        }
+        for start in segments {
             vfs.open(&segment::path(wal_dir, start), false)?.sync()?;
         }
     }
@@ -70,6 +77,38 @@ pub fn replay(
         ));
     }
     Ok(replayed)
+}
+
+/// Writes again the log bytes of the last segment that no durable mark
+/// vouches for, so the fsync that follows makes them durable. An earlier
+/// process whose fsync failed left them in the page cache, marked clean
+/// (Linux drops the dirty state of pages whose writeback failed): they
+/// read back, so replay would build on them, but no fsync would ever
+/// write them, and a later power loss would take them from under commits
+/// acknowledged after this open. Each batch ends with a mark naming how
+/// far the log was durable before it, so only the bytes past the last
+/// mark's claim can be such pages (earlier segments were fsynced before
+/// the next began); `from` is where to start looking, in the last segment.
+fn settle_tail(vfs: &dyn Vfs, wal_dir: &Path, from: Lsn) -> Result<()> {
+    let mut reader = LogReader::open(vfs, wal_dir, from)?;
+    let mut vouched = from;
+    while let Some(entry) = reader.next_ref()? {
+        if entry.record.kind == Kind::DurableMark {
+            vouched = vouched.max(Lsn(entry.record.aux));
+        }
+    }
+    let end = reader.end.unwrap_or(vouched);
+    let Some(&last) = segment::list(vfs, wal_dir)?.last() else {
+        return Ok(());
+    };
+    let from = vouched.0.max(last);
+    if end.0 <= from {
+        return Ok(());
+    }
+    let file = vfs.open(&segment::path(wal_dir, last), false)?;
+    let mut bytes = vec![0u8; (end.0 - from) as usize];
+    file.read_at(&mut bytes, from - last)?;
+    file.write_at(&bytes, from - last)
 }
 
 fn replay_records(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -> Result<Replayed> {
