@@ -171,11 +171,15 @@ fn read_committed_reads_beside_vacuum_passes_see_committed_states() {
     {
         let (db, stop) = (db.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {
-            for _ in 0..2000 {
+            for pass in 0..2000 {
                 if !running(&stop) {
                     break;
                 }
                 db.vacuum().expect("vacuum");
+                // Checkpoints too, whose flushes and cuts run beside the scans.
+                if pass % 8 == 7 {
+                    db.checkpoint().expect("checkpoint");
+                }
             }
         }));
     }
@@ -786,6 +790,9 @@ fn serializable_register_histories_beside_vacuum_have_no_cycles() {
                 while !done.load(Ordering::Relaxed) && passes < 100_000 {
                     db.vacuum().expect("vacuum");
                     passes += 1;
+                    if passes % 16 == 0 {
+                        db.checkpoint().expect("checkpoint");
+                    }
                 }
                 passes
             });
