@@ -103,8 +103,15 @@ fn existing(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Control>> {
 /// no database file at all, or the marker with files no open returned
 /// from, so nothing in them was acknowledged and they are made again.
 fn create(vfs: &dyn Vfs, dir: &Path, entries: &[PathBuf], again: bool) -> Result<()> {
-    for parent in entries {
-        vfs.sync_dir(parent)?;
+    for (i, parent) in entries.iter().enumerate() {
+        match vfs.sync_dir(parent) {
+            // A directory further up that this process may pass through but
+            // not read (mode 0711, as home directories often are) cannot
+            // have been made by it, so its entries were durable already;
+            // the database's own parent must be synced.
+            Err(Error::Io(e)) if i > 0 && e.kind() == std::io::ErrorKind::PermissionDenied => {}
+            r => r?,
+        }
     }
     let (wal_dir, data_path) = (dir.join(WAL_DIR), dir.join(DATA_FILE));
     if again {
