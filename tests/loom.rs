@@ -304,20 +304,25 @@ fn ssi_reader_and_writer(
 
 const SSI_TABLE: PageId = PageId(3);
 
-/// SSI conflict marking: a reader marks a key (in its partition of the
-/// mark table, without the graph's lock) and then reads it; a writer writes
-/// the key and then, under the graph's lock, checks the marks. In every
-/// interleaving the rw-antidependency reader → writer is recorded —
-/// through the mark, or through the new version the reader had to skip.
-/// (Reading before marking loses the edge in some interleaving.)
+/// SSI conflict marking: a reader reads a key through the engine's
+/// `mark_then_read` (what `Transaction::get` runs: the mark, in its
+/// partition of the mark table without the graph's lock, then the read);
+/// a writer writes the key and then, under the graph's lock, checks the
+/// marks. In every interleaving the rw-antidependency reader → writer is
+/// recorded — through the mark, or through the new version the reader had
+/// to skip. (A `mark_then_read` that reads before marking loses the edge
+/// in some interleaving.)
 #[test]
 fn ssi_marking_never_loses_an_edge() {
     loom::model(|| {
         // The key's newest version: 0 before the write, the writer's xid after.
         let heap = Arc::new(loom::sync::RwLock::new(0u64));
         let (mut reader, marks, ssi, writer) = ssi_reader_and_writer(&heap);
-        assert!(reader.mark(&marks, SSI_TABLE, b"k").is_none());
-        let newest = *heap.read().expect("heap");
+        let (coarsening, newest) =
+            strata::txn::ssi::mark_then_read(Some(&mut reader), &marks, SSI_TABLE, b"k", || {
+                *heap.read().expect("heap")
+            });
+        assert!(coarsening.is_none());
         if newest == 7 {
             // The reader's snapshot predates the writer: it skips the version.
             ssi.lock()

@@ -192,14 +192,6 @@ impl Transaction {
         self.note(r)
     }
 
-    /// Marks a read of `key` for SSI, before the read happens. Takes only
-    /// the key's partition of the mark table, unless the marks of the
-    /// table need coarsening.
-    fn ssi_mark(&self, table: &Table, key: &[u8]) {
-        let c = self.ssi_mark_key(table, key);
-        self.ssi_coarsen(c);
-    }
-
     /// The mark itself, which takes only a partition lock (so the write
     /// path may take it under the store latch); the coarsening it may ask
     /// for takes the graph's lock and is left to [`Self::ssi_coarsen`].
@@ -262,28 +254,32 @@ impl Transaction {
         }
         let snap = self.read_snapshot();
         let inner = self.db.inner();
-        // Mark before reading (a writer writes before it checks marks):
-        // of a concurrent read and write, whichever comes second sees the
-        // other, as a mark or as a version it must skip.
-        self.ssi_mark(table, key);
         let mut unseen = Vec::new();
-        let value = {
-            let mut r = inner.store.read();
-            match crate::btree::get_with(&mut r.view, table.root, key, chain::tid_of)? {
-                Some(tid) => {
-                    let head = chain::valid(&r.view, tid)?;
-                    chain::read_visible(
-                        &mut r.view,
-                        head,
-                        &snap,
-                        self.xid,
-                        inner.mgr.clog(),
-                        &mut unseen,
-                    )?
+        let (coarsening, value) = ssi::mark_then_read(
+            self.reads.borrow_mut().as_mut(),
+            &inner.siread,
+            table.root,
+            key,
+            || -> Result<Option<Vec<u8>>> {
+                let mut r = inner.store.read();
+                match crate::btree::get_with(&mut r.view, table.root, key, chain::tid_of)? {
+                    Some(tid) => {
+                        let head = chain::valid(&r.view, tid)?;
+                        chain::read_visible(
+                            &mut r.view,
+                            head,
+                            &snap,
+                            self.xid,
+                            inner.mgr.clog(),
+                            &mut unseen,
+                        )
+                    }
+                    None => Ok(None),
                 }
-                None => None,
-            }
-        };
+            },
+        );
+        self.ssi_coarsen(coarsening);
+        let value = value?;
         if self.serializable() && inner.ledger.concerns(&snap) {
             inner.ledger.writers(table.root, key, &mut unseen);
             self.keep_unseen(&snap, &mut unseen);

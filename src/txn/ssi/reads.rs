@@ -24,6 +24,25 @@ use crate::limits::{
 };
 use crate::sync::{AtomicBool, Ordering};
 
+/// A read of `key` under SSI: marks it in `reads` (if the transaction
+/// keeps marks), then runs `read`. This order is what keeps the edge
+/// between a read and a concurrent write of the key: a writer writes
+/// before it looks for marks, so whichever of the two comes second sees
+/// the other, as a mark or as a version the read must skip. Reading first
+/// loses the edge in some interleaving (`tests/loom.rs` explores this very
+/// function). Returns the coarsening the mark asks for, and what `read`
+/// returned.
+pub fn mark_then_read<R>(
+    reads: Option<&mut ReadSet>,
+    marks: &KeyMarks,
+    table: PageId,
+    key: &[u8],
+    read: impl FnOnce() -> R,
+) -> (Option<Coarsening>, R) {
+    let coarsening = reads.and_then(|r| r.mark(marks, table, key));
+    (coarsening, read())
+}
+
 #[derive(Default)]
 struct TableReads {
     /// Marked key hashes → where their keys lie in `bytes` (kept to cut
