@@ -19,8 +19,13 @@ use crate::store::Store;
 use crate::wal::record::Op;
 
 fn root_of(acc: &impl PageAccess, name: &[u8], v: &[u8]) -> Result<PageId> {
+    // A name no table could have been created under (`Db::table` takes
+    // 1..=255 bytes of UTF-8) is damage, not a table to list or open.
+    let named = !name.is_empty()
+        && name.len() <= crate::limits::TABLE_NAME_MAX
+        && std::str::from_utf8(name).is_ok();
     v.get(4..8)
-        .filter(|_| v.len() == 8)
+        .filter(|_| named && v.len() == 8)
         .map(|b| PageId(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
         .filter(|p| p.0 != 0)
         .ok_or_else(|| {
