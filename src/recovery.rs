@@ -59,7 +59,7 @@ pub fn replay(
     if !read_only {
         let segments = segment::list(vfs, wal_dir)?;
         if let Some(&last) = segments.last() {
-            settle_tail(vfs, wal_dir, Lsn(last).max(redo))?;
+            settle_tail(vfs, wal_dir, last, redo)?;
         }
         for start in segments {
             vfs.open(&segment::path(wal_dir, start), false)?.sync()?;
@@ -88,19 +88,16 @@ pub fn replay(
 /// acknowledged after this open. Each batch ends with a mark naming how
 /// far the log was durable before it, so only the bytes past the last
 /// mark's claim can be such pages (earlier segments were fsynced before
-/// the next began); `from` is where to start looking, in the last segment.
-fn settle_tail(vfs: &dyn Vfs, wal_dir: &Path, from: Lsn) -> Result<()> {
-    let mut reader = LogReader::open(vfs, wal_dir, from)?;
-    let mut vouched = from;
+/// the next began); `last` is the last segment's start.
+fn settle_tail(vfs: &dyn Vfs, wal_dir: &Path, last: u64, redo: Lsn) -> Result<()> {
+    let mut reader = LogReader::open(vfs, wal_dir, Lsn(last).max(redo))?;
+    let mut vouched = Lsn(last).max(redo);
     while let Some(entry) = reader.next_ref()? {
         if entry.record.kind == Kind::DurableMark {
             vouched = vouched.max(Lsn(entry.record.aux));
         }
     }
     let end = reader.end.unwrap_or(vouched);
-    let Some(&last) = segment::list(vfs, wal_dir)?.last() else {
-        return Ok(());
-    };
     let from = vouched.0.max(last);
     if end.0 <= from {
         return Ok(());

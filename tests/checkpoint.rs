@@ -23,6 +23,20 @@ fn opts() -> Options {
         .wal_segment_size(1 << 20)
 }
 
+/// Opens a crash image; recovery must succeed.
+fn recover(img: FaultFs, what: &str) -> Db {
+    Db::open_vfs(Arc::new(img), Path::new(DIR), opts())
+        .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"))
+}
+
+/// The integrity check is clean and finds no page nothing refers to.
+fn integrity_clean(db: &Db, what: &str) {
+    let report = db
+        .check_integrity()
+        .unwrap_or_else(|e| panic!("{what}: integrity: {e}"));
+    assert_eq!(report.leaked_pages, 0, "{what}: leaked pages");
+}
+
 fn key(i: u32) -> Vec<u8> {
     format!("key{i:06}").into_bytes()
 }
@@ -64,8 +78,7 @@ fn loaded(fs: &FaultFs) -> (Db, strata::Table) {
 }
 
 fn check(img: FaultFs, what: &str) {
-    let db = Db::open_vfs(Arc::new(img), Path::new(DIR), opts())
-        .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
+    let db = recover(img, what);
     let t = db.table("t").expect("table");
     let tx = db.begin_read().expect("begin");
     let mut n = 0u32;
@@ -77,10 +90,7 @@ fn check(img: FaultFs, what: &str) {
     }
     assert_eq!(n, ROWS, "{what}: rows");
     drop(tx);
-    let report = db
-        .check_integrity()
-        .unwrap_or_else(|e| panic!("{what}: integrity: {e}"));
-    assert_eq!(report.leaked_pages, 0, "{what}: leaked pages");
+    integrity_clean(&db, what);
 }
 
 // Guards against a checkpoint writing CONTROL while an eviction's page
@@ -245,8 +255,7 @@ fn busy(fs: &FaultFs) -> (Vec<u32>, bool) {
 /// Checks an image: each writer's counter at least what was acknowledged,
 /// and every row as that many of its transactions left it.
 fn check_busy(img: FaultFs, acked: &[u32], what: &str) {
-    let db = Db::open_vfs(Arc::new(img), Path::new(DIR), opts())
-        .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
+    let db = recover(img, what);
     let t = db.table("t").expect("table");
     let tx = db.begin_read().expect("begin");
     let mut want: Vec<u32> = vec![0; KEYS as usize];
@@ -281,10 +290,7 @@ fn check_busy(img: FaultFs, acked: &[u32], what: &str) {
     }
     assert_eq!(n, KEYS, "{what}: rows");
     drop(tx);
-    let report = db
-        .check_integrity()
-        .unwrap_or_else(|e| panic!("{what}: integrity: {e}"));
-    assert_eq!(report.leaked_pages, 0, "{what}: leaked pages");
+    integrity_clean(&db, what);
 }
 
 // Guards every acknowledged commit through crashes while checkpoints run
@@ -415,8 +421,7 @@ fn a_shrink_during_a_checkpoint_leaves_a_database_that_recovers() {
             .expect("checkpoint");
         for (n, img) in images.into_iter().enumerate() {
             let what = format!("image {n}");
-            let db = Db::open_vfs(Arc::new(img), Path::new(DIR), opts())
-                .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
+            let db = recover(img, &what);
             let t = db.table("t").expect("table");
             let tx = db.begin_read().expect("begin");
             let got: Vec<u32> = tx
@@ -430,8 +435,7 @@ fn a_shrink_during_a_checkpoint_leaves_a_database_that_recovers() {
             let want: Vec<u32> = (0..rows / 2).collect();
             assert_eq!(got, want, "{what}: rows");
             drop(tx);
-            db.check_integrity()
-                .unwrap_or_else(|e| panic!("{what}: integrity: {e}"));
+            integrity_clean(&db, &what);
         }
     });
     assert_eq!(second.released(), Some(true));
