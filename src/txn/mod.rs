@@ -25,7 +25,7 @@ use std::cell::{Cell, RefCell};
 
 use crate::db::{CommitInfo, Db, Table};
 use crate::error::{Error, Result};
-use crate::ids::{Lsn, Xid};
+use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::KEY_MAX;
 use crate::mvcc::chain;
 use crate::mvcc::clog;
@@ -280,10 +280,7 @@ impl Transaction {
         );
         self.ssi_coarsen(coarsening);
         let value = value?;
-        if self.serializable() && inner.ledger.concerns(&snap) {
-            inner.ledger.writers(table.root, key, &mut unseen);
-            self.keep_unseen(&snap, &mut unseen);
-        }
+        self.removed_writers(&snap, table.root, key, &mut unseen);
         self.ssi_unseen(&unseen)?;
         Ok(value)
     }
@@ -291,6 +288,17 @@ impl Transaction {
     /// Keeps, of writers met in the ledger of removed versions (after
     /// those met in chains), the ones this read does not see: the chain
     /// would have had it skip their versions.
+    /// Adds, for a serializable read of `key`, the writers of its versions
+    /// vacuum removed (the ledger) to those met in its chain, and keeps
+    /// the ones this read does not see.
+    fn removed_writers(&self, snap: &Snapshot, table: PageId, key: &[u8], unseen: &mut Vec<Xid>) {
+        let ledger = &self.db.inner().ledger;
+        if self.serializable() && ledger.concerns(snap) {
+            ledger.writers(table, key, unseen);
+            self.keep_unseen(snap, unseen);
+        }
+    }
+
     fn keep_unseen(&self, snap: &Snapshot, xids: &mut Vec<Xid>) {
         let clog = self.db.inner().mgr.clog();
         xids.retain(|&x| x != self.xid && !snap.sees(x, self.xid, clog));

@@ -289,9 +289,9 @@ impl<'t> Scan<'t> {
                 None => None,
             }
         };
-        if removed && self.tx.serializable() && inner.ledger.concerns(&self.snap) {
-            inner.ledger.writers(self.table.root, key, &mut unseen);
-            self.tx.keep_unseen(&self.snap, &mut unseen);
+        if removed {
+            self.tx
+                .removed_writers(&self.snap, self.table.root, key, &mut unseen);
         }
         self.tx.ssi_unseen(&unseen)?;
         Ok(value)
