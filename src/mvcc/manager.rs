@@ -38,9 +38,9 @@ pub struct View {
     /// vacuum accounts for the writers it does not see (`vacuum`).
     pub serializable: bool,
     /// Snapshot or Serializable, and may write: its writes check first
-    /// updater wins against its snapshot, so vacuum keeps a key's newest
-    /// version while this snapshot does not see its creator or deleter
-    /// (`vacuum`).
+    /// updater wins against its snapshot, so vacuum records in the ledger
+    /// the creators of removed versions this snapshot does not see
+    /// (`vacuum`, `mvcc::ledger`).
     pub writes: bool,
 }
 
