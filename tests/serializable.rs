@@ -75,13 +75,7 @@ fn history(
 const KEYS: u8 = 5;
 
 fn worker(db: &Db, t: &Table, level: Isolation, w: u64, n: u64) -> Vec<Txn> {
-    let mut seed = w.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut rnd = move |m: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % m
-    };
+    let mut rnd = common::xorshift(w.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut out = Vec::new();
     for i in 0..n {
         if rnd(3) == 0 {
@@ -356,16 +350,7 @@ fn a_long_reader_keeps_memory_flat() {
     assert!(long.get(&t, "k0").expect("read").is_none());
     let (mut baseline, mut committed) = (0, 0u64);
     for i in 0..n {
-        let mut tx = db.begin().expect("begin");
-        let r = (|| {
-            tx.get(&t, format!("k{}", i % 1000))?;
-            tx.put(&t, format!("k{}", (i * 7) % 1000), i.to_le_bytes())?;
-            tx.commit().map(drop)
-        })();
-        match r {
-            Ok(()) => committed += 1,
-            Err(e) => assert!(e.is_retryable(), "transaction {i}: {e}"),
-        }
+        committed += u64::from(common::soak_step(&db, &t, i));
         if i == n / 10 {
             baseline = common::status_kib("VmRSS");
         }

@@ -40,16 +40,7 @@ fn a_long_serializable_reader_keeps_memory_flat() {
     assert!(long.get(&t, "k0").expect("read").is_none());
     let (mut baseline, mut committed) = (None, 0u64);
     for i in 0..TXNS {
-        let mut tx = db.begin().expect("begin");
-        let r = (|| {
-            tx.get(&t, format!("k{}", i % 1000))?;
-            tx.put(&t, format!("k{}", (i * 7) % 1000), i.to_le_bytes())?;
-            tx.commit().map(drop)
-        })();
-        match r {
-            Ok(()) => committed += 1,
-            Err(e) => assert!(e.is_retryable(), "transaction {i}: {e}"),
-        }
+        committed += u64::from(common::soak_step(&db, &t, i));
         if i == WARMUP {
             baseline = Some(common::status_kib("RssAnon"));
         }

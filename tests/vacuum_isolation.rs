@@ -633,13 +633,7 @@ fn register_worker(
     clock: &std::sync::atomic::AtomicU64,
 ) -> Vec<Rec> {
     let tick = || clock.fetch_add(1, Ordering::SeqCst);
-    let mut seed = (w + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut rnd = move |m: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % m
-    };
+    let mut rnd = common::xorshift((w + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut out = Vec::new();
     for i in 0..n {
         let mut rec = Rec {

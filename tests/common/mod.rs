@@ -124,3 +124,33 @@ pub fn find_cycle(g: &[Vec<usize>]) -> Option<Vec<usize>> {
     }
     None
 }
+
+/// One transaction of the long-reader soaks: reads key `i % 1000` and
+/// writes key `7i % 1000`. Whether it committed; a failure must be a
+/// retryable one.
+pub fn soak_step(db: &Db, t: &strata::Table, i: u64) -> bool {
+    let mut tx = db.begin().expect("begin");
+    let r = (|| {
+        tx.get(t, format!("k{}", i % 1000))?;
+        tx.put(t, format!("k{}", (i * 7) % 1000), i.to_le_bytes())?;
+        tx.commit().map(drop)
+    })();
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(e.is_retryable(), "transaction {i}: {e}");
+            false
+        }
+    }
+}
+
+/// A seeded xorshift generator of numbers below its argument.
+pub fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut seed = seed | 1;
+    move |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    }
+}
