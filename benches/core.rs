@@ -418,6 +418,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    if std::env::var_os("STRATA_BENCH_ONLY_SPACE").is_some() {
+        let amp = median((0..3).map(|_| space_amplification()).collect());
+        println!("| directory size / live data after vacuum | {amp:.2} |");
+        return;
+    }
     if std::env::var_os("STRATA_BENCH_ONLY_TWOPC").is_some() {
         for row in twopc_rows() {
             println!("{row}");

@@ -3,15 +3,23 @@
 //!
 //! After a vacuum pass has removed dead versions, heap pages are often
 //! half empty and free pages are scattered; the file cannot shrink while
-//! one live page sits near its end. Compaction picks a *limit* — about the
-//! number of pages the live data needs — and moves, one mini-transaction
-//! at a time:
+//! one live page sits near its end. Compaction picks two *limits* — about
+//! the number of pages the live data needs — and moves, one
+//! mini-transaction at a time:
 //!
-//! - every version on a heap page at or past the limit into a page below
-//!   it, relinking the newer version (or the index entry) that pointed at
-//!   it, and freeing heap pages it empties;
-//! - every B+tree node at or past the limit, roots excepted (they never
-//!   move), into a free page below it, repointing its parent.
+//! - every version on a heap page at or past the heap limit into a page
+//!   below it, relinking the newer version (or the index entry) that
+//!   pointed at it, and freeing heap pages it empties;
+//! - every whole page at or past the node limit into a free page below
+//!   it: B+tree nodes, roots excepted (they never move), repointing the
+//!   parent; overflow pages of large values, repointing the page before
+//!   in the chain or the tuple; commit-log pages.
+//!
+//! The plan counts what fits in whole tuples, at the average size of
+//! those to move: with rows of 1 KiB, a page whose free bytes hold 1.9
+//! rows takes one. Counting bytes promised room that was not there, and a
+//! compaction that runs out of room strands versions on every page past
+//! its limit, in key order, so the end of the file stays.
 //!
 //! ```text
 //!   before:  [meta|map|..live..|free|.half.|..live..|.half.|node|.half.]
@@ -34,8 +42,9 @@
 //! - a B+tree node by the way to it, a key and a depth, re-descended
 //!   from the root (roots never move and are never freed) — the node
 //!   moves here and `btree::merge_pass`;
-//! - a key's versions by the key, looked up in the index, and the chain
-//!   walked under the same latch (`move_round`);
+//! - a key's versions, and their overflow chains, by the key, looked up
+//!   in the index, and the chain walked under the same latch
+//!   (`move_round`, `move_chains`);
 //! - a table's keys by the last key done (`btree::Batches`);
 //! - commit-log pages by the commit-log directory (`clog::move_one`).
 //!
@@ -49,14 +58,16 @@
 //!
 //! Readers never notice: nothing they keep across latch releases names a
 //! page except a scan's fetched entries, and those check the heap's
-//! removal count (moving a version removes its old copy). Writers find
+//! removal count (moving a version removes its old copy); a value's
+//! overflow pages are read under the latch its tuple is read under. Writers find
 //! versions through the index, as always. While compaction runs, the
 //! free-space hints offer ordinary inserts a page past the limit only when
 //! none below has room, and never offer one to compaction's own moves.
-//! Commit-log pages move like nodes. Overflow pages and roots are not
-//! moved: one of them near the end stops the cut there.
+//! Roots are not moved, nor the overflow pages of a value whose tuple is
+//! not written yet (or never was, after a crash): one of them near the
+//! end stops the cut there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::btree;
 use crate::buffer::mtr::{Mtr, PageAccess};
@@ -64,7 +75,7 @@ use crate::buffer::page::{self, PageType};
 use crate::catalog;
 use crate::db::{Inner, VacuumStats};
 use crate::error::Result;
-use crate::heap::{self, tuple};
+use crate::heap::{self, overflow, page as hpage, tuple};
 use crate::ids::{PageId, Tid, Xid};
 use crate::limits::{PAGE_SIZE, VACUUM_BATCH};
 use crate::mvcc::chain::{self, Cursor};
@@ -81,6 +92,10 @@ const MOVES_PER_ROUND: usize = 4;
 const WINDOW: usize = 256;
 /// B+tree nodes moved per mini-transaction.
 const NODE_MOVES_PER_ROUND: usize = 4;
+/// Overflow pages moved per mini-transaction (each touches the page, its
+/// new place and the page or tuple that names it, besides the meta page
+/// and free maps).
+const OVERFLOW_MOVES_PER_ROUND: usize = 16;
 /// Pages the plan reads under one hold of the store latch.
 const PLAN_READS_PER_LATCH: u32 = 256;
 
@@ -89,74 +104,154 @@ const PLAN_READS_PER_LATCH: u32 = 256;
 pub(crate) enum PageKind {
     /// Free: room for a node or a heap page.
     Free,
-    /// A whole page that can move: a B+tree node (not a root) or a
-    /// commit-log page.
+    /// A whole page that can move: a B+tree node (not a root), a
+    /// commit-log page or an overflow page.
     Node,
-    /// A heap page: bytes in use and free.
-    Heap { used: u64, free: u64 },
+    /// A heap page: how many tuples it holds, and their bytes.
+    Heap { tuples: u64, bytes: u64 },
     /// Goes with the cut, nothing to move (a free map past the limit).
     Gone,
-    /// Cannot move: the meta page, roots, overflow pages.
+    /// Cannot move: the meta page, roots.
     Fixed,
 }
 
-/// Share of free bytes that moved tuples are counted on filling (slots,
-/// holes, tuples that do not fit the last bytes of a page).
-const FILL: (u64, u64) = (99, 100);
+/// Share of the counted room that the plan fills (writers take some of it
+/// meanwhile; sizes differ from their average).
+const FILL: (u64, u64) = (97, 100);
 
-/// Where compaction moves things below: heap versions under `heap`, B+tree
-/// nodes under `nodes`. Moving the heap out of the pages between the two
-/// frees the pages the nodes past `nodes` move into.
+/// Heap free bytes are counted in steps of this many (rounded down).
+const STEP: usize = 32;
+
+/// Where compaction moves things below: heap versions under `heap`, whole
+/// pages (nodes, commit-log and overflow pages) under `nodes`. Moving the
+/// heap out of the pages between the two frees the pages the rest move
+/// into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
     pub heap: PageId,
     pub nodes: PageId,
 }
 
+/// The room below a candidate heap limit: its heap pages by free bytes
+/// (from the free-space hints), and its free pages. Tuples move whole, so
+/// room is counted in tuples that fit, not bytes: a page with 1.9 tuples'
+/// worth of free bytes takes one.
+struct Room {
+    by_free: Vec<u64>,
+    free_pages: u64,
+}
+
+impl Room {
+    fn new(free_pages: u64, hints: &HashMap<PageId, usize>) -> Room {
+        let mut by_free = vec![0; PAGE_SIZE / STEP + 1];
+        for &f in hints.values() {
+            by_free[f.min(PAGE_SIZE) / STEP] += 1;
+        }
+        Room {
+            by_free,
+            free_pages,
+        }
+    }
+
+    /// Page `p` is no longer below the limit.
+    fn take(&mut self, hint: Option<usize>, kind: PageKind) {
+        if let Some(f) = hint {
+            let n = &mut self.by_free[f.min(PAGE_SIZE) / STEP];
+            *n = n.saturating_sub(1);
+        }
+        if kind == PageKind::Free {
+            self.free_pages = self.free_pages.saturating_sub(1);
+        }
+    }
+
+    /// How many tuples of `len` bytes fit.
+    fn tuples(&self, len: usize) -> u64 {
+        let in_heap: u64 = self
+            .by_free
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(b, &n)| n * hpage::fitting(b * STEP, len) as u64)
+            .sum();
+        in_heap + self.free_pages * hpage::fitting(hpage::EMPTY_FREE, len) as u64
+    }
+}
+
 /// Plans a compaction, scanning pages from the end (`kind` says what page
-/// `p` is): the heap limit is the lowest page such that the heap bytes at
-/// or past it fit the room below it (free bytes of heap pages and free
-/// pages); the node limit leaves room above the heap limit for every node
-/// there. `None` if that would not cut at least an eighth of the file and
-/// 16 pages. `free_pages` and `heap_free` are totals over the whole file.
+/// `p` is; `hints` are the heap pages' free bytes, `free_pages` the free
+/// pages in the whole file). The heap limit is the lowest page such that
+/// the tuples at or past it, taken at their average size, fit whole into
+/// the room below it. The node limit is the lowest page at or past that
+/// such that the pages between the two that the heap's moves leave free
+/// (free pages and heap pages) take every whole page at or past it that
+/// must move. `None` if that would not cut at least an eighth of the file
+/// and 16 pages.
 pub(crate) fn plan(
     count: u32,
     free_pages: u64,
-    heap_free: u64,
+    hints: &HashMap<PageId, usize>,
     mut kind: impl FnMut(PageId) -> Result<PageKind>,
 ) -> Result<Option<Limits>> {
-    let (mut free_above, mut nodes_above, mut used_above, mut heap_free_above) = (0, 0, 0, 0);
-    let mut best = None;
+    let mut below = Room::new(free_pages, hints);
+    let (mut tuples, mut bytes) = (0u64, 0u64);
+    // What each page from the end down to the heap limit is: one that must
+    // move whole (`Some(true)`), one the heap's moves leave free
+    // (`Some(false)`), or a free map (`None`).
+    let mut above: Vec<Option<bool>> = Vec::new();
+    let mut heap = None;
     // Pages 0 and 1 (meta, first free map) never move.
     for p in (2..count).rev() {
-        match kind(PageId(p))? {
-            PageKind::Free => free_above += 1,
-            PageKind::Node => nodes_above += 1,
-            PageKind::Heap { used, free } => {
-                used_above += used;
-                heap_free_above += free;
+        let k = kind(PageId(p))?;
+        below.take(hints.get(&PageId(p)).copied(), k);
+        above.push(match k {
+            PageKind::Free => Some(false),
+            PageKind::Node => Some(true),
+            PageKind::Heap {
+                tuples: t,
+                bytes: b,
+            } => {
+                tuples += t;
+                bytes += b;
+                Some(false)
             }
-            PageKind::Gone => {}
+            PageKind::Gone => None,
             PageKind::Fixed => break,
+        });
+        if tuples > 0 {
+            let len = bytes.div_ceil(tuples) as usize;
+            if tuples * FILL.1 > below.tuples(len) * FILL.0 {
+                break;
+            }
         }
-        let free_below = free_pages.saturating_sub(free_above);
-        let room = (heap_free.saturating_sub(heap_free_above) + free_below * PAGE_SIZE as u64)
-            * FILL.0
-            / FILL.1;
-        if used_above > room {
-            break;
-        }
-        best = Some((p, nodes_above));
+        heap = Some((p, above.len()));
     }
-    let Some((heap, nodes)) = best else {
+    let Some((heap, n)) = heap else {
         return Ok(None);
     };
+    // `above[..n]` runs from the last page down to `heap`: walk it upward,
+    // moving the node limit up until the free pages below it take the
+    // whole pages past it, with a margin for nodes writers split meanwhile.
+    above.truncate(n);
+    let mut to_move = above.iter().filter(|&&c| c == Some(true)).count() as u64;
+    let mut room = 0u64;
+    let mut nodes = heap;
+    for class in above.iter().rev() {
+        if to_move == 0 || to_move + to_move / 16 + 2 <= room {
+            break;
+        }
+        match class {
+            Some(true) => to_move -= 1,
+            Some(false) => room += 1,
+            None => {}
+        }
+        nodes += 1;
+    }
     let limits = Limits {
         heap: PageId(heap),
-        nodes: PageId((u64::from(heap) + nodes + nodes / 16 + 2).min(u64::from(count)) as u32),
+        nodes: PageId(nodes),
     };
     let count = u64::from(count);
-    let gain = count - u64::from(limits.nodes.0);
+    let gain = count - u64::from(nodes);
     Ok((gain >= 16 && gain >= count / 8).then_some(limits))
 }
 
@@ -186,24 +281,16 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
         nodes.remove(root);
     }
     let hints = inner.store.fsm.snapshot();
-    let heap_free = hints.values().map(|&f| f as u64).sum();
     // The plan is an estimate (each move checks again), so the latch is
     // let go now and then: writers are not held up by a long scan.
     let mut latch = None;
     let mut reads = 0u32;
-    let limit = plan(count, free, heap_free, |p| {
+    let limit = plan(count, free, &hints, |p| {
         if freemap::is_map(p) {
             return Ok(PageKind::Gone);
         }
         if nodes.contains(&p) {
             return Ok(PageKind::Node);
-        }
-        if let Some(&f) = hints.get(&p) {
-            let f = f as u64;
-            return Ok(PageKind::Heap {
-                used: PAGE_SIZE as u64 - f,
-                free: f,
-            });
         }
         reads += 1;
         if reads.is_multiple_of(PLAN_READS_PER_LATCH) {
@@ -215,13 +302,13 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
         r.view.with_page(p, |b| match page::page_type(b) {
             Some(PageType::Freed) => PageKind::Free,
             Some(PageType::Heap) => {
-                let f = heap::page::free_space(b) as u64;
+                let slots = hpage::used_slots(b);
                 PageKind::Heap {
-                    used: PAGE_SIZE as u64 - f,
-                    free: f,
+                    tuples: slots.len() as u64,
+                    bytes: slots.iter().map(|&(_, len)| len as u64).sum(),
                 }
             }
-            Some(PageType::Clog | PageType::ClogDir) => PageKind::Node,
+            Some(PageType::Clog | PageType::ClogDir | PageType::Overflow) => PageKind::Node,
             _ => PageKind::Fixed,
         })
     })?;
@@ -284,6 +371,9 @@ fn move_all(
         if !move_nodes(inner, root, limits.nodes, visits, stats)? {
             return Ok(());
         }
+    }
+    if !move_overflow(inner, tables, limits.nodes, stats)? {
+        return Ok(());
     }
     // Commit-log pages count as nodes: whole pages, moved into free ones.
     loop {
@@ -375,6 +465,77 @@ fn move_kids(
     Ok((true, true))
 }
 
+/// Moves the overflow pages past `limit` of every version of every key,
+/// key by key like the heap's moves. False once no free page below the
+/// limit is left.
+fn move_overflow(
+    inner: &Inner,
+    tables: &[PageId],
+    limit: PageId,
+    stats: &mut VacuumStats,
+) -> Result<bool> {
+    for &root in tables {
+        let mut keys = btree::Batches::new(root);
+        loop {
+            let batch = keys.next(&mut inner.store.read().view, VACUUM_BATCH)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (key, _) in &batch {
+                loop {
+                    let mut w = inner.store.write();
+                    let (moved, room) = move_chains(&mut w.mtr, root, key, limit)?;
+                    w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
+                    stats.overflow_pages_moved += moved as u64;
+                    if !room {
+                        return Ok(false);
+                    }
+                    if moved < OVERFLOW_MOVES_PER_ROUND {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Moves up to `OVERFLOW_MOVES_PER_ROUND` overflow pages past `limit` of
+/// `key`'s versions, the chain walked under this latch. Returns how many
+/// moved and whether room below the limit remains. A long value takes
+/// several rounds, each walking its chain from the start again (its
+/// pages already moved lie below the limit and are passed over).
+fn move_chains(
+    mtr: &mut Mtr<'_>,
+    root: PageId,
+    key: &[u8],
+    limit: PageId,
+) -> Result<(usize, bool)> {
+    let Some(entry) = btree::get(mtr, root, key)? else {
+        return Ok((0, true));
+    };
+    let mut c = Cursor::new(chain::head(mtr, &entry)?);
+    let mut moved = 0;
+    for _ in 0..WINDOW {
+        let Some(v) = c.next(mtr)? else {
+            break;
+        };
+        let Some((first, len)) = v.overflow else {
+            continue;
+        };
+        let max = OVERFLOW_MOVES_PER_ROUND - moved;
+        let (head, n, room) = overflow::move_below(mtr, first, len as usize, limit, max)?;
+        if head != first {
+            heap::modify(mtr, v.tid, |b| tuple::set_overflow(b, head, len))?;
+        }
+        moved += n;
+        if !room || moved == OVERFLOW_MOVES_PER_ROUND {
+            return Ok((moved, room));
+        }
+    }
+    Ok((moved, true))
+}
+
 /// Moves one key's versions found past `limit`, a few per round. False once
 /// no room below the limit is left.
 fn move_key(
@@ -447,37 +608,47 @@ fn move_round(
 mod tests {
     use super::*;
 
+    /// A heap page holding `tuples` tuples of `len` bytes.
+    fn heap(tuples: u64, len: u64) -> PageKind {
+        PageKind::Heap {
+            tuples,
+            bytes: tuples * len,
+        }
+    }
+
+    /// The plan of a file whose pages are `pages`, every heap page hinted
+    /// with its free bytes.
     fn plan_of(pages: &[PageKind]) -> Option<(u32, u32)> {
         let free = pages.iter().filter(|k| **k == PageKind::Free).count() as u64;
-        let heap_free = pages
+        let hints = pages
             .iter()
-            .map(|k| match k {
-                PageKind::Heap { free, .. } => *free,
-                _ => 0,
+            .enumerate()
+            .filter_map(|(p, k)| match *k {
+                PageKind::Heap { tuples, bytes } => Some((
+                    PageId(p as u32),
+                    hpage::EMPTY_FREE - (bytes + 4 * tuples) as usize,
+                )),
+                _ => None,
             })
-            .sum();
-        plan(pages.len() as u32, free, heap_free, |p| {
-            Ok(pages[p.0 as usize])
-        })
+            .collect();
+        plan(
+            pages.len() as u32,
+            free,
+            &hints,
+            |p| Ok(pages[p.0 as usize]),
+        )
         .expect("plan")
         .map(|l| (l.heap.0, l.nodes.0))
     }
 
     #[test]
     fn the_limit_is_as_low_as_what_lies_past_it_fits_below() {
-        let half = PageKind::Heap {
-            used: 4096,
-            free: 4096,
-        };
+        // 100 pages of three 1000-byte tuples: a page takes 8, so five
+        // more; the last 61 pages' 183 tuples fit 97% of the room of the
+        // other 39 pages (195), 62 pages' 186 would not fit 190.
         let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
-        pages.extend([half; 60]);
-        pages.extend([PageKind::Free; 20]);
-        pages.extend([PageKind::Node; 10]);
-        pages.extend([half; 10]);
-        // The last 10 half pages, the nodes and the free pages go above the
-        // heap limit, then 24 more half pages: 34 · 4 KiB fit 99% of the
-        // other 36 pages' free halves. The 10 nodes get room above it.
-        assert_eq!(plan_of(&pages), Some((38, 50)));
+        pages.extend([heap(3, 1000); 100]);
+        assert_eq!(plan_of(&pages), Some((41, 41)));
         let tiny = [
             PageKind::Fixed,
             PageKind::Fixed,
@@ -488,11 +659,57 @@ mod tests {
     }
 
     #[test]
+    fn room_is_counted_in_whole_tuples() {
+        // Each page holding one tuple of 2800 bytes has 1.9 more tuples'
+        // worth of free bytes: one more fits. By bytes, the last 39 pages'
+        // tuples would seem to fit the other 21; whole, only the last 29
+        // pages' fit (97% of the other 31).
+        let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
+        pages.extend([heap(1, 2800); 60]);
+        assert_eq!(plan_of(&pages), Some((2 + 31, 2 + 31)));
+        // Tuples of 2000 bytes: a page holding one takes three more.
+        let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
+        pages.extend([heap(1, 2000); 60]);
+        assert_eq!(plan_of(&pages), Some((2 + 16, 2 + 16)));
+    }
+
+    #[test]
+    fn whole_pages_move_into_what_the_heap_moves_leave_free() {
+        let half = heap(4, 1000);
+        let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
+        pages.extend([half; 60]);
+        pages.extend([PageKind::Free; 20]);
+        pages.extend([PageKind::Node; 10]);
+        pages.extend([half; 10]);
+        // 4 tuples of 1000 bytes leave room for 4 more: the 140 tuples on
+        // the last 35 heap pages fit 97% of the room on the first 35, plus
+        // the 20 free pages' 8 each once the heap limit passes below
+        // them. The 10 nodes go to the first 10 + 10/16 + 2 pages past it.
+        let (heap_limit, nodes) = plan_of(&pages).expect("a plan");
+        assert!(heap_limit < 62, "{heap_limit}");
+        assert_eq!(nodes, heap_limit + 12);
+        // Overflow pages of values a quarter of which are left, behind a
+        // heap page: the live pages need as many free ones below the cut.
+        let mut pages = vec![PageKind::Fixed, PageKind::Fixed, heap(50, 60)];
+        for _ in 0..100 {
+            pages.extend([
+                PageKind::Node,
+                PageKind::Free,
+                PageKind::Free,
+                PageKind::Free,
+            ]);
+        }
+        let (heap_limit, nodes) = plan_of(&pages).expect("a plan");
+        assert_eq!(heap_limit, 3, "the heap page stays");
+        // n pages past the heap limit keep their n/4 live pages and have
+        // 3n/4 free for the other 100 - n/4 (and a margin of a sixteenth
+        // and 2): n = 106.
+        assert_eq!(nodes, 3 + 106);
+    }
+
+    #[test]
     fn nothing_moves_past_a_page_that_cannot() {
-        let half = PageKind::Heap {
-            used: 4096,
-            free: 4096,
-        };
+        let half = heap(4, 1000);
         let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
         pages.extend([PageKind::Free; 100]);
         pages.push(PageKind::Fixed);
@@ -502,18 +719,14 @@ mod tests {
         pages.extend([half; 85]);
         assert_eq!(
             plan_of(&pages),
-            Some((103, 105)),
+            Some((103, 103)),
             "the fixed page stops the cut"
         );
     }
 
     #[test]
     fn a_full_file_is_left_alone() {
-        let full = PageKind::Heap {
-            used: 8000,
-            free: 192,
-        };
-        let pages = vec![full; 500];
+        let pages = vec![heap(8, 1000); 500];
         assert_eq!(plan_of(&pages), None);
     }
 }

@@ -90,6 +90,8 @@ pub struct VacuumStats {
     pub versions_moved: u64,
     /// B+tree nodes moved down the file likewise.
     pub nodes_moved: u64,
+    /// Overflow pages (of values larger than a tuple) moved likewise.
+    pub overflow_pages_moved: u64,
     /// Sparse neighbouring leaves merged into one.
     pub leaves_merged: u64,
     /// Free pages cut off the end of the data file (the file itself is

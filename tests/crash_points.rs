@@ -412,6 +412,35 @@ fn compaction_moves_rows_nodes_and_commit_log_pages() {
 }
 
 #[test]
+fn compaction_moves_large_values() {
+    // Three overflow pages a value; a quarter of the values stay, spread
+    // over the file, and compaction moves their pages down.
+    let big = |i: u32| put(format!("big{i:02}"), vec![i as u8; 20_000]);
+    let steps = vec![
+        Step::Txn((0..40u32).map(big).collect()),
+        Step::Checkpoint,
+        Step::Txn(
+            (0..40u32)
+                .filter(|i| i % 4 != 0)
+                .map(|i| Op::Del(format!("big{i:02}").into_bytes()))
+                .collect(),
+        ),
+        Step::Vacuum,
+        Step::Checkpoint,
+        Step::Txn(vec![put("after", vec![5; 100]), big(1)]),
+    ];
+    let fs = explore("compaction-overflow", &steps);
+    let len = fs
+        .read_file(&Path::new(DIR).join(strata::DATA_FILE))
+        .map_or(0, |d| d.len());
+    // Uncompacted, the file ends past 120 pages; the 11 values left need 33.
+    assert!(
+        len <= 60 * 8192,
+        "the workload never moved an overflow page ({len} bytes)"
+    );
+}
+
+#[test]
 fn checkpoints_recycle_the_log() {
     let mut steps = Vec::new();
     for r in 0..8u32 {

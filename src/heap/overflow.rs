@@ -98,6 +98,46 @@ pub fn pages(acc: &mut impl PageAccess, first: PageId, len: usize) -> Result<Vec
     Ok(out)
 }
 
+/// Moves the pages of the chain at `first` (holding `len` bytes) found at
+/// or past `limit` into free pages below it, at most `max` of them,
+/// relinking each from the page before it. Returns the chain's first page
+/// (new if that one moved: the caller repoints the tuple), how many pages
+/// moved, and whether a free page below `limit` is left. Compaction moves
+/// large values this way; everything happens in the caller's
+/// mini-transaction, under whose latch every reader of the value reads it.
+pub fn move_below(
+    mtr: &mut Mtr<'_>,
+    first: PageId,
+    len: usize,
+    limit: PageId,
+    max: usize,
+) -> Result<(PageId, usize, bool)> {
+    let mut head = first;
+    let mut before: Option<PageId> = None;
+    let mut moved = 0;
+    for pid in pages(mtr, first, len)? {
+        if pid < limit {
+            before = Some(pid);
+            continue;
+        }
+        if moved == max {
+            break;
+        }
+        if meta::lowest_free(mtr, limit)?.is_none() {
+            return Ok((head, moved, false));
+        }
+        // The lowest free page is below `limit`, and `alloc` takes it.
+        let new = meta::relocate(mtr, pid, PageType::Overflow)?;
+        match before {
+            None => head = new,
+            Some(b) => put_u32(mtr.page_mut(b)?, NEXT, new.0),
+        }
+        before = Some(new);
+        moved += 1;
+    }
+    Ok((head, moved, true))
+}
+
 /// Reads a whole value.
 pub fn read(acc: &mut impl PageAccess, first: PageId, len: usize) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(len);

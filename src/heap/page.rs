@@ -18,6 +18,17 @@ const NSLOTS: usize = HDR;
 const UPPER: usize = HDR + 2;
 const FRAG: usize = HDR + 4;
 const SLOTS: usize = HDR + 8;
+/// Bytes of one slot.
+const SLOT: usize = 4;
+/// `free_space` of an empty page.
+pub const EMPTY_FREE: usize = PAGE_SIZE - SLOTS - SLOT;
+
+/// How many tuples of `len` bytes fit in `free` bytes as `free_space`
+/// counts them (the first tuple's slot already taken off), each further
+/// one needing a slot of its own.
+pub fn fitting(free: usize, len: usize) -> usize {
+    (free + SLOT) / (len + SLOT)
+}
 
 /// Starts an empty heap page.
 pub fn init(p: &mut PageBuf, pid: PageId) {

@@ -1,0 +1,107 @@
+//! Space after vacuum: once most rows are deleted and vacuum has run, the
+//! database directory (data file and log) is at most 1.5 times the live
+//! data, whatever the row size — rows of about 1 KiB (a few to a heap
+//! page, so whole tuples, not bytes, decide what fits where) and values
+//! larger than a page (kept in overflow chains).
+
+use std::path::Path;
+
+use strata::{Db, Options};
+
+/// The goal: directory bytes over live key and value bytes.
+const GOAL: f64 = 1.5;
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .expect("dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            let m = e.metadata().expect("metadata");
+            if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
+fn open(dir: &Path) -> Db {
+    Db::open_with(
+        dir,
+        Options::default().cache_size(4 << 20).vacuum_threshold(0),
+    )
+    .expect("open")
+}
+
+/// Writes `n` rows of `len`-byte values in commits of `per_commit`, deletes
+/// all but every `keep`-th, vacuums until a pass cuts nothing more, and
+/// checkpoints. Returns directory bytes over live bytes, after checking
+/// every kept row reads back, before and after a reopen.
+fn amplification(n: u32, len: usize, per_commit: u32, keep: u32) -> f64 {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let key = |i: u32| format!("{:08x}", i.wrapping_mul(2_654_435_761));
+    let value = |i: u32| vec![(i % 251) as u8; len];
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    for chunk in (0..n).step_by(per_commit as usize) {
+        let mut tx = db.begin().expect("begin");
+        for i in chunk..(chunk + per_commit).min(n) {
+            tx.put(&t, key(i), value(i)).expect("put");
+        }
+        tx.commit().expect("commit");
+    }
+    db.checkpoint().expect("checkpoint");
+    let full = dir_size(tmp.path());
+    let mut tx = db.begin().expect("begin");
+    for i in (0..n).filter(|i| i % keep != 0) {
+        assert!(tx.delete(&t, key(i)).expect("delete"));
+    }
+    tx.commit().expect("commit");
+    // Bounded: each pass that cuts pages shortens the file for good.
+    let mut passes = Vec::new();
+    for _ in 0..8 {
+        let s = db.vacuum().expect("vacuum");
+        db.checkpoint().expect("checkpoint");
+        let cut = s.pages_cut;
+        passes.push(s);
+        if cut == 0 {
+            break;
+        }
+    }
+    db.check_integrity().expect("sound after vacuum");
+    let live: u64 = (0..n)
+        .filter(|i| i % keep == 0)
+        .map(|i| (key(i).len() + len) as u64)
+        .sum();
+    let size = dir_size(tmp.path());
+    let stats = db.stats().expect("stats");
+    let amp = size as f64 / live as f64;
+    eprintln!(
+        "{n} rows of {len} B, 1 in {keep} kept: {full} B full, {size} B after \
+         ({} B data file, {} B log in {} segments), {live} B live: {amp:.2}; {passes:?}",
+        stats.data_file_bytes, stats.wal_bytes, stats.wal_segments
+    );
+    drop(db);
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let tx = db.begin_read().expect("reader");
+    for i in 0..n {
+        let want = (i % keep == 0).then(|| value(i));
+        assert_eq!(tx.get(&t, key(i)).expect("get"), want, "key {i}");
+    }
+    db.check_integrity().expect("sound after reopen");
+    amp
+}
+
+#[test]
+fn one_kib_rows_shrink_to_the_goal() {
+    let amp = amplification(8_000, 1_000, 1_000, 4);
+    assert!(amp <= GOAL, "directory is {amp:.2}x the live data");
+}
+
+#[test]
+fn values_past_a_page_shrink_to_the_goal() {
+    let amp = amplification(800, 20_000, 100, 4);
+    assert!(amp <= GOAL, "directory is {amp:.2}x the live data");
+}
