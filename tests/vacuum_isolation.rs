@@ -765,6 +765,7 @@ fn serializable_register_histories_beside_vacuum_have_no_cycles() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
+    let mut moved_total = 0;
     for round in 0..rounds {
         let tmp = tempfile::tempdir().expect("tmp");
         let db = Db::open_with(
@@ -776,20 +777,30 @@ fn serializable_register_histories_beside_vacuum_have_no_cycles() {
         )
         .expect("open");
         let t = db.table("t").expect("t");
+        let filler = db.table("filler").expect("filler");
         let clock = std::sync::atomic::AtomicU64::new(0);
         let done = AtomicBool::new(false);
-        let (recs, passes) = std::thread::scope(|s| {
+        let (recs, (passes, moved)) = std::thread::scope(|s| {
             let vac = s.spawn(|| {
-                let mut passes = 0;
+                let (mut passes, mut moved) = (0, 0);
                 while !done.load(Ordering::Relaxed) && passes < 100_000 {
-                    db.vacuum().expect("vacuum");
+                    let s = db.vacuum().expect("vacuum");
+                    moved += s.versions_moved;
                     passes += 1;
                     if passes % 16 == 0 {
                         db.checkpoint().expect("checkpoint");
                     }
                 }
-                passes
+                (passes, moved)
             });
+            // In odd rounds, rows of 1 KB written and mostly deleted, over
+            // and over: the heap pages the registers' versions share with
+            // them empty out, and compaction moves what is left on them
+            // (registers' versions too) while the workers read and write.
+            // (Even rounds keep vacuum's passes many and quick.)
+            if round % 2 == 1 {
+                s.spawn(|| churn_filler(&db, &filler, &done));
+            }
             let workers: Vec<_> = (0..4)
                 .map(|w| {
                     let (db, t, clock) = (&db, &t, &clock);
@@ -813,9 +824,44 @@ fn serializable_register_histories_beside_vacuum_have_no_cycles() {
             );
         }
         eprintln!(
-            "round {round}: {} committed, {ambiguous} ambiguous absent reads, {passes} vacuum passes",
+            "round {round}: {} committed, {ambiguous} ambiguous absent reads, {passes} vacuum passes, {moved} versions moved",
             recs.len()
         );
+        moved_total += moved;
+    }
+    assert!(moved_total > 0, "compaction never ran beside the histories");
+}
+
+/// Writes 64 rows of 1 KB, then deletes three of four and those its
+/// previous round kept, until `done` (at most 10 000 rounds).
+fn churn_filler(db: &Db, filler: &Table, done: &AtomicBool) {
+    for round in 0..10_000u32 {
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        let key = |r: u32, i: u32| format!("{r:05}-{i:03}");
+        let r = (|| {
+            let mut tx = db.begin_with(Isolation::Snapshot)?;
+            for i in 0..64 {
+                tx.put(filler, key(round, i), [7u8; 1000])?;
+            }
+            tx.commit()?;
+            let mut tx = db.begin_with(Isolation::Snapshot)?;
+            for i in (0..64).filter(|i| i % 4 != 0) {
+                tx.delete(filler, key(round, i))?;
+            }
+            if let Some(prev) = round.checked_sub(1) {
+                for i in (0..64).step_by(4) {
+                    tx.delete(filler, key(prev, i))?;
+                }
+            }
+            tx.commit().map(drop)
+        })();
+        match r {
+            Ok(()) => {}
+            Err(e) if e.is_retryable() => {}
+            Err(e) => panic!("filler: {e}"),
+        }
     }
 }
 
