@@ -11,12 +11,12 @@ use std::ops::Bound;
 
 use crate::btree::{self, Dir};
 use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
-use crate::buffer::page::PageType;
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
+use crate::page::PageType;
+use crate::redo::record::Op;
 use crate::store::meta::{self, Field, META};
 use crate::store::Store;
-use crate::wal::record::Op;
 
 fn root_of(acc: &impl PageAccess, name: &[u8], v: &[u8]) -> Result<PageId> {
     // A name no table could have been created under (`Db::table` takes
@@ -39,7 +39,7 @@ fn root_of(acc: &impl PageAccess, name: &[u8], v: &[u8]) -> Result<PageId> {
 }
 
 fn catalog_root(view: &mut ReadView<'_>) -> Result<PageId> {
-    Ok(PageId(meta::get(&*view.read_meta()?, Field::CatalogRoot)))
+    Ok(PageId(meta::get(&*meta::read(view)?, Field::CatalogRoot)))
 }
 
 /// Starts an empty catalog (database creation).

@@ -71,7 +71,6 @@ use std::collections::{HashMap, HashSet};
 
 use crate::btree;
 use crate::buffer::mtr::{Mtr, PageAccess};
-use crate::buffer::page::{self, PageType};
 use crate::catalog;
 use crate::db::{Inner, VacuumStats};
 use crate::error::Result;
@@ -81,9 +80,10 @@ use crate::limits::{PAGE_SIZE, VACUUM_BATCH};
 use crate::mvcc::chain::{self, Cursor};
 use crate::mvcc::clog;
 use crate::options::RacePoint;
+use crate::page::{self, PageType};
+use crate::redo::record::{self, Op};
 use crate::store::freemap;
 use crate::store::meta::{self, Field};
-use crate::wal::record::{self, Op};
 
 /// Versions moved per mini-transaction (each touches up to three pages
 /// besides the meta page and a free map).
@@ -268,7 +268,7 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
     }
     let (count, free, mut nodes) = {
         let mut r = inner.store.read();
-        let m = r.view.read_meta()?;
+        let m = meta::read(&mut r.view)?;
         let count = meta::get(&m, Field::PageCount);
         let free = freemap::count_free(&mut r.view, count)?;
         let mut nodes = HashSet::new();
@@ -326,7 +326,7 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
 /// tables), and the tables' alone.
 fn roots(inner: &Inner) -> Result<(Vec<PageId>, Vec<PageId>)> {
     let mut r = inner.store.read();
-    let m = r.view.read_meta()?;
+    let m = meta::read(&mut r.view)?;
     let mut roots: Vec<PageId> = [Field::CatalogRoot, Field::PreparedRoot]
         .map(|f| PageId(meta::get(&m, f)))
         .into_iter()

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 
-use crate::buffer::page::PageType;
 use crate::buffer::BufferPool;
 use crate::catalog;
 use crate::control::{self, Control};
@@ -21,14 +20,15 @@ use crate::limits::TABLE_NAME_MAX;
 use crate::mvcc::clog::{self, Clog};
 use crate::mvcc::manager::TxnManager;
 use crate::options::{Isolation, Options};
+use crate::page::PageType;
 use crate::policy;
 use crate::recovery;
+use crate::redo::record::{Kind, Op};
 use crate::store::meta::{self, Field, META};
 use crate::store::Store;
 use crate::txn::locks::LockWaits;
 use crate::txn::prepare::PreparedTransaction;
 use crate::txn::Transaction;
-use crate::wal::record::{Kind, Op};
 use crate::wal::Wal;
 
 /// File name of the data file.
@@ -380,7 +380,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Inner, bo
     }
     let bits = {
         let mut r = store.read();
-        let m = r.view.read_meta()?;
+        let m = crate::store::meta::read(&mut r.view)?;
         meta::validate(&m)?;
         clog::load(&mut r.view, PageId(meta::get(&m, Field::ClogDir)), next_xid)?
     };

@@ -23,13 +23,13 @@ use std::path::PathBuf;
 
 use crate::btree::node;
 use crate::buffer::mtr::{PageAccess, ReadView};
-use crate::buffer::page::{self, PageType, HDR};
 use crate::codec::u32_at;
 use crate::error::{Error, Result};
 use crate::heap::{self, overflow};
 use crate::ids::{PageId, Tid, Xid};
 use crate::limits::PAGE_SIZE;
 use crate::mvcc::chain::{self, Cursor};
+use crate::page::{self, PageType, HDR};
 use crate::store::freemap::{self, MAP_BITS};
 use crate::store::meta::{self, Field, META};
 
@@ -99,7 +99,7 @@ pub fn check(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<IntegrityReport> {
     let mut view = view;
-    let m = view.read_meta()?;
+    let m = meta::read(&mut view)?;
     meta::validate(&m)?;
     let count = meta::get(&m, Field::PageCount);
     let mut c = Checker {

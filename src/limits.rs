@@ -81,8 +81,6 @@ pub const WAIT_CHAIN_MAX: usize = 4096;
 
 // In-page offsets, including PAGE_SIZE itself, are u16.
 const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);
-// Three maximal cells must fit in one B+tree node so splits always make room.
-const _: () = assert!(3 * (BTREE_CELL_MAX + crate::btree::node::SLOT) + 64 < PAGE_SIZE);
 // A tuple whose value went to overflow must fit inline.
 const _: () = assert!(KEY_MAX + 64 < TUPLE_INLINE_MAX);
 // The ledger holds at least a few hundred writers of the longest keys.

@@ -23,15 +23,16 @@
 
 use std::path::Path;
 
-use crate::buffer::page;
 use crate::buffer::BufferPool;
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::io::Vfs;
 use crate::limits::{MTR_PAGES_MAX, PAGE_SIZE};
+use crate::page;
+use crate::redo::diff::apply;
+use crate::redo::record::{ChangeView, Kind, RecordRef};
 use crate::store::meta::{self, Field, META};
 use crate::wal::reader::LogReader;
-use crate::wal::record::{apply, ChangeView, Kind, RecordRef};
 use crate::wal::segment;
 
 /// What replay found.

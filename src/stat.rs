@@ -114,7 +114,7 @@ pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
     let (page_reads, page_writes) = store.pool.io_counts();
     let (pages, free_pages) = {
         let mut r = store.read();
-        let m = r.view.read_meta()?;
+        let m = crate::store::meta::read(&mut r.view)?;
         let count = meta::get(&m, Field::PageCount);
         (count as u64, freemap::count_free(&mut r.view, count)?)
     };

@@ -88,8 +88,8 @@ use crate::ids::{PageId, Tid, Xid};
 use crate::limits::{OVERFLOW_PAGES_PER_RECORD, VACUUM_BATCH};
 use crate::mvcc::chain::{self, Cursor, Version};
 use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
+use crate::redo::record::{Kind, Op};
 use crate::store::meta;
-use crate::wal::record::{Kind, Op};
 
 /// Versions examined per round.
 const WINDOW: usize = 32;
@@ -252,7 +252,7 @@ fn vacuum_key(
 /// Reads up to `WINDOW` versions from `head`; also records each visited
 /// heap page's free space, so after a restart the free-space map fills
 /// up again as vacuum passes over the heap.
-fn walk(mtr: &mut Mtr<'_>, fsm: &heap::Fsm, head: Tid) -> Result<(Vec<Version>, Tid)> {
+fn walk(mtr: &mut Mtr<'_>, fsm: &crate::store::fsm::Fsm, head: Tid) -> Result<(Vec<Version>, Tid)> {
     let mut out = Vec::with_capacity(WINDOW);
     let mut c = Cursor::new(head);
     while out.len() < WINDOW {

@@ -14,17 +14,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use loom::thread;
-use strata::buffer::page::{self, PageType};
 use strata::buffer::BufferPool;
 use strata::ids::{Lsn, PageId, Xid};
 use strata::io::{FaultFs, Vfs};
 use strata::mvcc::clog::Clog;
 use strata::mvcc::manager::TxnManager;
 use strata::mvcc::{Status, StatusOf};
+use strata::page::{self, PageType};
+use strata::redo::record::{Kind, Record};
 use strata::txn::locks::LockWaits;
 use strata::txn::ssi::SsiLock;
 use strata::wal::reader::LogReader;
-use strata::wal::record::{Kind, Record};
 use strata::wal::Wal;
 use strata::{Error, Options};
 

@@ -317,7 +317,11 @@ fn all_rows(db: &Db) -> Option<Vec<(String, Model)>> {
     for name in db.table_names().ok()?.into_iter().take(8) {
         let t = db.table(&name).ok()?;
         let tx = db.begin().ok()?;
-        let rows = tx.scan(&t, ..).ok()?.take(10_000).collect::<strata::Result<Model>>();
+        let rows = tx
+            .scan(&t, ..)
+            .ok()?
+            .take(10_000)
+            .collect::<strata::Result<Model>>();
         out.push((name, rows.ok()?));
     }
     Some(out)
@@ -347,7 +351,9 @@ pub fn open_bytes(data: &[u8]) {
             false
         }
     };
-    let pick = data.iter().fold(0usize, |h, &b| h.wrapping_mul(31).wrapping_add(b as usize));
+    let pick = data
+        .iter()
+        .fold(0usize, |h, &b| h.wrapping_mul(31).wrapping_add(b as usize));
     match db.table_names() {
         Ok(names) => {
             for name in names.iter().take(8) {
@@ -366,14 +372,21 @@ pub fn open_bytes(data: &[u8]) {
         Err(e) => assert!(damage(&e), "listing tables gave {e}"),
     }
     let before = if sound { all_rows(&db) } else { None };
-    for (what, r) in [("vacuum", db.vacuum().map(drop)), ("checkpoint", db.checkpoint())] {
+    for (what, r) in [
+        ("vacuum", db.vacuum().map(drop)),
+        ("checkpoint", db.checkpoint()),
+    ] {
         if let Err(e) = r {
             assert!(damage(&e), "{what} gave {e}");
             return;
         }
     }
     if let Some(before) = before {
-        assert_eq!(all_rows(&db).as_ref(), Some(&before), "vacuum changed what reads see");
+        assert_eq!(
+            all_rows(&db).as_ref(),
+            Some(&before),
+            "vacuum changed what reads see"
+        );
         if let Err(e) = db.check_integrity() {
             panic!("a sound database fails its integrity check after vacuum: {e}");
         }
@@ -383,10 +396,12 @@ pub fn open_bytes(data: &[u8]) {
 /// The decoders of log records and pages, on arbitrary bytes.
 pub fn decoders(data: &[u8]) {
     use strata::btree::node;
-    use strata::buffer::page::{self, PageBuf};
     use strata::heap;
     use strata::ids::{PageId, SlotId};
-    use strata::wal::record::{apply, unframe, Framed, Record, RecordRef};
+    use strata::page::{self, PageBuf};
+    use strata::redo::diff::apply;
+    use strata::redo::record::{Record, RecordRef};
+    use strata::wal::frame::{unframe, Framed};
 
     let _ = Record::decode(data);
     let payload = match unframe(data) {

@@ -27,10 +27,10 @@ use std::borrow::Cow;
 use std::ops::Bound;
 
 use crate::buffer::mtr::{Mtr, PageAccess};
-use crate::buffer::page::{PageBuf, PageType};
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
 use crate::limits::{BTREE_CELL_MAX, PAGE_SIZE};
+use crate::page::{PageBuf, PageType};
 use crate::store::{meta, Store};
 
 /// Deepest tree accepted; deeper means a cycle in damaged pages.
@@ -636,7 +636,7 @@ pub fn merge_pass(store: &Store, root: PageId, op: u8) -> Result<(u64, u64)> {
     let (mut merged, mut shifted) = (0, 0);
     let count = {
         let mut r = store.read();
-        let m = r.view.read_meta()?;
+        let m = crate::store::meta::read(&mut r.view)?;
         meta::get(&m, meta::Field::PageCount)
     };
     let mut todo: Vec<(Option<Vec<u8>>, usize)> = vec![(None, 0)];
@@ -739,7 +739,7 @@ pub fn move_child(mtr: &mut Mtr<'_>, parent: PageId, old: PageId) -> Result<Opti
         return Ok(None);
     };
     let pool = mtr.pool();
-    let ty = crate::buffer::page::page_type(mtr.page(old)?)
+    let ty = crate::page::page_type(mtr.page(old)?)
         .filter(|t| matches!(t, PageType::Leaf | PageType::Internal))
         .ok_or_else(|| corrupt_in(pool.path(), old, "not a node"))?;
     let new = meta::relocate(mtr, old, ty)?;

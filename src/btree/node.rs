@@ -25,10 +25,10 @@
 //! offset or length outside the page, which callers report as corruption.
 
 use crate::buffer::mtr::Shift;
-use crate::buffer::page::{self, PageBuf, PageType, HDR};
 use crate::codec::{put_u16, put_u32, u16_at, u32_at};
 use crate::ids::PageId;
-use crate::limits::PAGE_SIZE;
+use crate::limits::{BTREE_CELL_MAX, PAGE_SIZE};
+use crate::page::{self, PageBuf, PageType, HDR};
 
 const COUNT: usize = HDR;
 const UPPER: usize = HDR + 2;
@@ -38,6 +38,8 @@ const LINK: usize = HDR + 8;
 pub const SLOTS: usize = HDR + 12;
 /// Bytes per slot: cell offset and key head.
 pub const SLOT: usize = 6;
+// Three maximal cells must fit in one node so splits always make room.
+const _: () = assert!(3 * (BTREE_CELL_MAX + SLOT) + 64 < PAGE_SIZE);
 
 fn slot_at(i: usize) -> usize {
     SLOTS + SLOT * i

@@ -155,7 +155,7 @@ fn removing_everything_collapses_to_an_empty_root_and_frees_pages() {
     )
     .is_empty());
     let mut r = store.read();
-    let m = r.view.read_meta().expect("meta");
+    let m = crate::store::meta::read(&mut r.view).expect("meta");
     let count = meta::get(&m, meta::Field::PageCount);
     assert!(
         crate::store::freemap::count_free(&mut r.view, count).expect("free map") > 0,

@@ -17,9 +17,9 @@ use std::ptr::NonNull;
 
 use memmap2::MmapMut;
 
-use super::page::PageBuf;
 use crate::error::Result;
 use crate::limits::PAGE_SIZE;
+use crate::page::PageBuf;
 use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The mapping that holds every frame's page, kept for as long as the

@@ -24,7 +24,7 @@
 
 mod frames;
 pub mod mtr;
-pub mod page;
+
 mod table;
 
 use std::collections::{HashMap, HashSet};
@@ -38,9 +38,9 @@ use crate::error::{Error, Result};
 use crate::ids::PageId;
 use crate::io::VfsFile;
 use crate::limits::{CACHE_PAGES_MIN, PAGE_SIZE};
+use crate::page::{self, PageBuf};
 use crate::wal::Wal;
 pub use frames::{PageMut, PageRef};
-use page::PageBuf;
 
 const NO_PAGE: u32 = u32::MAX;
 

@@ -21,13 +21,14 @@
 //! Callers hold the store's write latch, so at most one mini-transaction
 //! runs at a time; readers take the latch shared and see whole ones only.
 
-use super::page::{self, PageBuf, PageType};
 use super::{BufferPool, PageMut, Pinned};
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::{MTR_PAGES_MAX, PAGE_SIZE};
-pub use crate::wal::record::Shift;
-use crate::wal::record::{diff, encode_into, fits_delta, ChangeRef, Head, Kind};
+use crate::page::{self, PageBuf, PageType};
+use crate::redo::diff::{diff, fits_delta};
+pub use crate::redo::record::Shift;
+use crate::redo::record::{encode_into, ChangeRef, Head, Kind};
 use crate::wal::Wal;
 
 /// Read access to pages, shared by readers and mini-transactions so that
@@ -59,11 +60,6 @@ impl<'a> ReadView<'a> {
     /// A reader over `pool`.
     pub fn new(pool: &'a BufferPool) -> Self {
         ReadView { pool }
-    }
-
-    /// A copy of the meta page.
-    pub fn read_meta(&mut self) -> Result<Box<PageBuf>> {
-        self.with_page(crate::store::meta::META, |p| Box::new(*p))
     }
 }
 
@@ -546,16 +542,16 @@ impl Drop for Mtr<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::page::{HDR, LOGGED_FROM};
+    use crate::page::{HDR, LOGGED_FROM};
+    use crate::redo::record::Change;
     use crate::store::{meta, testing};
     use crate::wal::reader::LogReader;
-    use crate::wal::record::Change;
 
     #[test]
     fn dropped_mtr_puts_pages_back() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = testing::store(tmp.path(), 1 << 20);
-        let before = store.read().view.read_meta().expect("meta");
+        let before = crate::store::meta::read(&mut store.read().view).expect("meta");
         {
             let mut w = store.write();
             w.mtr.page_mut(meta::META).expect("meta")[HDR + 100] = 0xEE;
@@ -563,7 +559,10 @@ mod tests {
             assert_eq!(p, PageId(2), "page 1 is the first free map");
             // dropped without commit
         }
-        assert_eq!(store.read().view.read_meta().expect("meta"), before);
+        assert_eq!(
+            crate::store::meta::read(&mut store.read().view).expect("meta"),
+            before
+        );
         let end = store.wal.end();
         store.with_mtr(0, Xid::NONE, |_| Ok(())).expect("empty mtr");
         assert_eq!(store.wal.end(), end, "an mtr without changes logs nothing");
@@ -582,7 +581,7 @@ mod tests {
         let mut changes = Vec::new();
         while let Some(e) = r.next_ref().expect("entry") {
             for (_, c) in e.record.changes() {
-                crate::wal::record::apply(page, &c);
+                crate::redo::diff::apply(page, &c);
                 changes.push(c.to_owned());
             }
         }
@@ -601,7 +600,7 @@ mod tests {
                 Ok(())
             })
             .expect("mtr");
-        let original = store.read().view.read_meta().expect("meta");
+        let original = crate::store::meta::read(&mut store.read().view).expect("meta");
         let edit = |m: &mut Mtr<'_>| -> Result<()> {
             m.page_mut_in(meta::META, &[(3000, 3010)])?[3000..3010].fill(1);
             // Overlapping the first: its undo must still restore the
@@ -615,14 +614,20 @@ mod tests {
             edit(&mut w.mtr).expect("edit");
             // dropped without commit: undone
         }
-        assert_eq!(store.read().view.read_meta().expect("meta"), original);
+        assert_eq!(
+            crate::store::meta::read(&mut store.read().view).expect("meta"),
+            original
+        );
         {
             // Declared, then the whole page taken: undo restores both.
             let mut w = store.write();
             edit(&mut w.mtr).expect("edit");
             w.mtr.page_mut(meta::META).expect("meta")[5000] = 9;
         }
-        assert_eq!(store.read().view.read_meta().expect("meta"), original);
+        assert_eq!(
+            crate::store::meta::read(&mut store.read().view).expect("meta"),
+            original
+        );
         let start = store.wal.end();
         store.with_mtr(0, Xid::NONE, edit).expect("declared");
         store
@@ -632,7 +637,7 @@ mod tests {
                 Ok(())
             })
             .expect("declared then whole");
-        let after = store.read().view.read_meta().expect("meta");
+        let after = crate::store::meta::read(&mut store.read().view).expect("meta");
         let mut replayed = original.clone();
         let deltas: Vec<Vec<(u16, usize)>> = logged_since(&store, tmp.path(), start, &mut replayed)
             .into_iter()
@@ -662,7 +667,7 @@ mod tests {
                 Ok(())
             })
             .expect("full image");
-        let original = store.read().view.read_meta().expect("meta");
+        let original = crate::store::meta::read(&mut store.read().view).expect("meta");
         let sh = Shift {
             from: 3000,
             to: 3006,
@@ -679,7 +684,10 @@ mod tests {
             edit(&mut w.mtr).expect("edit");
             // dropped without commit: undone
         }
-        assert_eq!(store.read().view.read_meta().expect("meta"), original);
+        assert_eq!(
+            crate::store::meta::read(&mut store.read().view).expect("meta"),
+            original
+        );
         let start = store.wal.end();
         store.with_mtr(0, Xid::NONE, edit).expect("shift first");
         store
@@ -688,7 +696,7 @@ mod tests {
                 edit(m)
             })
             .expect("shift after a change");
-        let after = store.read().view.read_meta().expect("meta");
+        let after = crate::store::meta::read(&mut store.read().view).expect("meta");
         let mut replayed = original.clone();
         let changes = logged_since(&store, tmp.path(), start, &mut replayed);
         assert_eq!(
@@ -754,7 +762,7 @@ mod tests {
             for page in bytes.chunks(crate::limits::PAGE_SIZE) {
                 let page: &PageBuf = page.try_into().expect("whole page");
                 assert!(
-                    super::super::page::lsn(page) <= durable,
+                    crate::page::lsn(page) <= durable,
                     "page on disk ahead of the durable log"
                 );
                 seen += 1;

@@ -5,116 +5,23 @@
 //! B+tree (key → newest version) and then along `prev` links. The heap
 //! itself knows nothing of visibility.
 //!
-//! The free-space map is a hint kept in memory: it is refilled by vacuum
-//! (which measures every page it cleans) and by inserts, and lost at a
-//! restart, when inserts simply go to fresh pages until the next vacuum.
-//! A hint is always checked against the page before use.
+//! Inserts find room through the free-space hints (`store::fsm`), and
+//! check each hint against the page before using it.
 
 pub mod overflow;
 pub mod page;
 pub mod tuple;
 
-use std::collections::{BTreeSet, HashMap};
-
-use crate::sync::{AtomicU64, Mutex, Ordering};
-
 use crate::buffer::mtr::{Mtr, PageAccess};
-use crate::buffer::page::{PageBuf, PageType};
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Tid};
 use crate::limits::PAGE_SIZE;
+use crate::page::{PageBuf, PageType};
+use crate::store::fsm::Fsm;
 use crate::store::meta;
 
 /// Free-space hints tried per insert before a new page is taken.
 const FSM_TRIES: usize = 4;
-
-/// In-memory free-space hints, and a count of tuples removed.
-#[derive(Default)]
-pub struct Fsm {
-    inner: Mutex<FsmInner>,
-    removed: AtomicU64,
-}
-
-#[derive(Default)]
-struct FsmInner {
-    /// Pages below the ceiling (all, without one) by free bytes.
-    by_space: BTreeSet<(usize, PageId)>,
-    /// Pages at or past the ceiling by free bytes: offered only when no
-    /// other has room (they are being emptied).
-    above: BTreeSet<(usize, PageId)>,
-    space: HashMap<PageId, usize>,
-    ceiling: Option<PageId>,
-}
-
-impl FsmInner {
-    fn set_of(&mut self, pid: PageId) -> &mut BTreeSet<(usize, PageId)> {
-        if self.ceiling.is_some_and(|c| pid >= c) {
-            &mut self.above
-        } else {
-            &mut self.by_space
-        }
-    }
-}
-
-impl Fsm {
-    /// Records that `pid` has `free` bytes.
-    pub fn set(&self, pid: PageId, free: usize) {
-        let mut f = self.inner.lock();
-        if let Some(old) = f.space.insert(pid, free) {
-            f.set_of(pid).remove(&(old, pid));
-        }
-        f.set_of(pid).insert((free, pid));
-    }
-
-    /// Prefers pages below `ceiling` (no preference with `None`), while
-    /// compaction empties the pages past it.
-    pub fn set_ceiling(&self, ceiling: Option<PageId>) {
-        let f = &mut *self.inner.lock();
-        let mut all: Vec<(usize, PageId)> = f.above.iter().copied().collect();
-        all.extend(f.by_space.iter().copied());
-        f.above.clear();
-        f.by_space.clear();
-        f.ceiling = ceiling;
-        for e in all {
-            f.set_of(e.1).insert(e);
-        }
-    }
-
-    /// Forgets `pid` (it is no longer a heap page).
-    pub fn forget(&self, pid: PageId) {
-        let mut f = self.inner.lock();
-        if let Some(old) = f.space.remove(&pid) {
-            f.set_of(pid).remove(&(old, pid));
-        }
-    }
-
-    /// Tuples removed so far (by vacuum: nothing else frees a slot). A
-    /// reader that keeps tuple ids across latch releases trusts them only
-    /// while this is unchanged; read it under the store latch.
-    pub fn removals(&self) -> u64 {
-        self.removed.load(Ordering::Relaxed)
-    }
-
-    /// Every hint: page → free bytes.
-    pub fn snapshot(&self) -> HashMap<PageId, usize> {
-        self.inner.lock().space.clone()
-    }
-
-    /// A page believed to have at least `need` free bytes: the fullest such
-    /// page, so free space is packed rather than spread. With `below` (the
-    /// ceiling, during compaction), only a page below it; without,
-    /// preferably one below the ceiling, else one past it rather than a new
-    /// page for every insert.
-    pub fn find(&self, need: usize, below: Option<PageId>) -> Option<PageId> {
-        let f = self.inner.lock();
-        let fits = |set: &BTreeSet<(usize, PageId)>| {
-            set.range((need, PageId(0))..)
-                .map(|&(_, pid)| pid)
-                .find(|&pid| below.is_none_or(|l| pid < l))
-        };
-        fits(&f.by_space).or_else(|| fits(&f.above).filter(|_| below.is_none()))
-    }
-}
 
 fn corrupt(acc: &impl PageAccess, tid: Tid, what: &str) -> Error {
     Error::corruption(
@@ -147,7 +54,7 @@ pub fn insert_below(
             break;
         };
         let p = mtr.page(pid)?;
-        if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
+        if crate::page::page_type(p) != Some(PageType::Heap) {
             fsm.forget(pid);
             continue;
         }
@@ -183,7 +90,7 @@ pub fn insert_below(
 /// Copies out the tuple at `tid`, checking it decodes.
 pub fn read(acc: &mut impl PageAccess, tid: Tid) -> Result<Vec<u8>> {
     let bytes = acc.with_page(tid.page, |p| {
-        if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
+        if crate::page::page_type(p) != Some(PageType::Heap) {
             return None;
         }
         page::get(p, tid.slot)
@@ -200,7 +107,7 @@ pub fn with_tuple<R>(
     f: impl FnOnce(&tuple::Tuple<'_>) -> R,
 ) -> Result<R> {
     let r = acc.with_page_near(tid.page, page::slot_offset(tid.slot), |p| {
-        if crate::buffer::page::page_type(p) != Some(PageType::Heap) {
+        if crate::page::page_type(p) != Some(PageType::Heap) {
             return None;
         }
         page::get(p, tid.slot)
@@ -213,7 +120,7 @@ pub fn with_tuple<R>(
 /// Runs `f` on the tuple's bytes for modification.
 pub fn modify(mtr: &mut Mtr<'_>, tid: Tid, f: impl FnOnce(&mut [u8])) -> Result<()> {
     let p = mtr.page_mut(tid.page)?;
-    let ok = crate::buffer::page::page_type(p) == Some(PageType::Heap);
+    let ok = crate::page::page_type(p) == Some(PageType::Heap);
     match page::get_mut(p, tid.slot).filter(|_| ok) {
         Some(b) => {
             f(b);
@@ -227,7 +134,7 @@ pub fn modify(mtr: &mut Mtr<'_>, tid: Tid, f: impl FnOnce(&mut [u8])) -> Result<
 /// eight bytes of the field are all that change, kept and logged.
 pub fn stamp_xmax(mtr: &mut Mtr<'_>, tid: Tid, xmax: crate::ids::Xid) -> Result<()> {
     let p = mtr.page(tid.page)?;
-    let heap = crate::buffer::page::page_type(p) == Some(PageType::Heap);
+    let heap = crate::page::page_type(p) == Some(PageType::Heap);
     let range = page::tuple_range(p, tid.slot).filter(|(s, e)| heap && e - s >= tuple::HEADER);
     let Some((start, end)) = range else {
         return Err(corrupt(mtr, tid, "missing"));
@@ -242,7 +149,7 @@ pub fn stamp_xmax(mtr: &mut Mtr<'_>, tid: Tid, xmax: crate::ids::Xid) -> Result<
 pub fn remove(mtr: &mut Mtr<'_>, fsm: &Fsm, tid: Tid) -> Result<()> {
     let p: &mut PageBuf = mtr.page_mut(tid.page)?;
     page::remove(p, tid.slot);
-    fsm.removed.fetch_add(1, Ordering::Relaxed);
+    fsm.note_removal();
     fsm.set(tid.page, page::free_space(p));
     Ok(())
 }
@@ -251,7 +158,7 @@ pub fn remove(mtr: &mut Mtr<'_>, fsm: &Fsm, tid: Tid) -> Result<()> {
 /// left, so any kind of page can reuse it.
 pub fn release_if_empty(mtr: &mut Mtr<'_>, fsm: &Fsm, pid: PageId) -> Result<bool> {
     let p = mtr.page(pid)?;
-    if crate::buffer::page::page_type(p) != Some(PageType::Heap) || !page::is_empty(p) {
+    if crate::page::page_type(p) != Some(PageType::Heap) || !page::is_empty(p) {
         return Ok(false);
     }
     fsm.forget(pid);

@@ -11,11 +11,11 @@
 //! leaves unreferenced pages: space, not data, is lost (see FORMAT.md).
 
 use crate::buffer::mtr::{Mtr, PageAccess};
-use crate::buffer::page::{self, PageType, HDR};
 use crate::codec::{put_u32, u32_at};
 use crate::error::{Error, Result};
 use crate::ids::PageId;
 use crate::limits::{OVERFLOW_PAGES_PER_RECORD, PAGE_SIZE};
+use crate::page::{self, PageType, HDR};
 use crate::store::meta;
 
 const NEXT: usize = HDR;

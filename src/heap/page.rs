@@ -9,10 +9,10 @@
 //! packed downward from the page end; holes left by removed tuples are
 //! counted in `frag` and squeezed out by `compact` when an insert needs them.
 
-use crate::buffer::page::{self, PageBuf, PageType, HDR};
 use crate::codec::{put_u16, u16_at};
 use crate::ids::{PageId, SlotId};
 use crate::limits::PAGE_SIZE;
+use crate::page::{self, PageBuf, PageType, HDR};
 
 const NSLOTS: usize = HDR;
 const UPPER: usize = HDR + 2;

@@ -22,11 +22,11 @@ use crate::sync::{AtomicU64, Ordering, RwLock};
 
 use super::snapshot::{Status, StatusOf};
 use crate::buffer::mtr::{Mtr, PageAccess};
-use crate::buffer::page::{self, PageType, HDR};
 use crate::codec::{put_u32, u32_at};
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
 use crate::limits::PAGE_SIZE;
+use crate::page::{self, PageType, HDR};
 use crate::store::meta::{self, Field, META};
 
 /// Xids covered by one commit-log page.

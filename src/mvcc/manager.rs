@@ -18,7 +18,7 @@ use super::snapshot::{Snapshot, Status};
 use crate::error::Result;
 use crate::ids::Xid;
 use crate::limits::XID_BATCH;
-use crate::wal::record::{Kind, Record};
+use crate::redo::record::{Kind, Record};
 use crate::wal::Wal;
 
 /// What vacuum must preserve for one live transaction.

@@ -22,10 +22,10 @@
 //! count falls back to it.
 
 use crate::buffer::mtr::{Mtr, PageAccess};
-use crate::buffer::page::{PageBuf, PageType, HDR};
 use crate::error::{Error, Result};
 use crate::ids::PageId;
 use crate::limits::PAGE_SIZE;
+use crate::page::{PageBuf, PageType, HDR};
 
 /// Pages one map page covers.
 pub const MAP_BITS: u32 = ((PAGE_SIZE - HDR) * 8) as u32;
@@ -116,7 +116,7 @@ pub fn clear(mtr: &mut Mtr<'_>, from: u32, to: u32) -> Result<()> {
 }
 
 fn check_map(mtr: &mut Mtr<'_>, map: PageId) -> Result<()> {
-    if crate::buffer::page::page_type(mtr.page(map)?) != Some(PageType::FreeMap) {
+    if crate::page::page_type(mtr.page(map)?) != Some(PageType::FreeMap) {
         return Err(Error::corruption(
             mtr.file(),
             map.0 as u64 * PAGE_SIZE as u64,
@@ -146,7 +146,7 @@ pub fn lowest(acc: &mut impl PageAccess, from: u32, count: u32) -> Result<Option
         let end = range_of(k, count).end;
         let map = map_page(k);
         let found = acc.with_page(map, |p| {
-            (crate::buffer::page::page_type(p) == Some(PageType::FreeMap))
+            (crate::page::page_type(p) == Some(PageType::FreeMap))
                 .then(|| first_set(p, start % MAP_BITS, end - k * MAP_BITS))
         })?;
         match found {
@@ -191,7 +191,7 @@ pub fn count_free(acc: &mut impl PageAccess, count: u32) -> Result<u64> {
             break;
         }
         let bits = acc.with_page(map, |p| {
-            (crate::buffer::page::page_type(p) == Some(PageType::FreeMap)).then(|| {
+            (crate::page::page_type(p) == Some(PageType::FreeMap)).then(|| {
                 range_of(k, count)
                     .filter(|&pid| is_free(p, PageId(pid)))
                     .count() as u64
@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn first_set_finds_the_lowest_bit_in_range() {
-        let mut p = crate::buffer::page::zeroed();
+        let mut p = crate::page::zeroed();
         assert_eq!(first_set(&p, 0, MAP_BITS), None);
         p[HDR + 100] = 0b1010_0000;
         assert_eq!(first_set(&p, 0, MAP_BITS), Some(805));

@@ -11,14 +11,19 @@
 
 use super::freemap;
 use crate::buffer::mtr::{Mtr, PageAccess};
-use crate::buffer::page::{self, PageBuf, PageType, HDR};
 use crate::codec::{put_u32, u32_at};
 use crate::error::{Error, Result};
 use crate::ids::PageId;
 use crate::limits::PAGE_SIZE;
+use crate::page::{self, PageBuf, PageType, HDR};
 
 /// The meta page's id.
 pub const META: PageId = PageId(0);
+
+/// A copy of the meta page.
+pub fn read(acc: &mut impl PageAccess) -> Result<Box<PageBuf>> {
+    acc.with_page(META, |p| Box::new(*p))
+}
 /// Magic bytes identifying a strata data file.
 pub const MAGIC: &[u8; 8] = b"STRATADB";
 /// Version of the on-disk format described in FORMAT.md.

@@ -12,6 +12,7 @@
 //! microseconds (never across a lock wait or an fsync).
 
 pub mod freemap;
+pub mod fsm;
 pub mod meta;
 
 use std::sync::Arc;
@@ -21,11 +22,11 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLoc
 use crate::buffer::mtr::{Mtr, ReadView};
 use crate::buffer::BufferPool;
 use crate::error::Result;
-use crate::heap::Fsm;
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::WAL_ROLL_AT_CHECKPOINT;
-use crate::wal::record::Kind;
+use crate::redo::record::Kind;
 use crate::wal::Wal;
+use fsm::Fsm;
 
 /// Pages, log and latch.
 pub struct Store {
@@ -200,8 +201,8 @@ impl Store {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
-    use crate::buffer::page::PageType;
     use crate::io::{RealFs, Vfs};
+    use crate::page::PageType;
 
     /// A fresh store in `dir` with a formatted meta page and a small cache.
     pub fn store(dir: &std::path::Path, cache_bytes: usize) -> Store {

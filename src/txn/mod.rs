@@ -31,7 +31,7 @@ use crate::mvcc::chain;
 use crate::mvcc::clog;
 use crate::mvcc::{Snapshot, Status};
 use crate::options::{Durability, Isolation};
-use crate::wal::record::{Kind, Op};
+use crate::redo::record::{Kind, Op};
 use ssi::Coarsening;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

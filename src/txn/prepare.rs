@@ -31,16 +31,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::btree::{self, Dir};
 use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
-use crate::buffer::page::PageType;
 use crate::codec::{u16_at, u32_at, u64_at};
 use crate::db::Inner;
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
 use crate::limits::{GID_MAX, PREPARED_MAX, PREPARED_TABLES_MAX};
 use crate::mvcc::{clog, Status};
+use crate::page::PageType;
+use crate::redo::record::{Kind, Op};
 use crate::store::meta::{self, Field, META};
 use crate::sync::{Mutex, Ordering};
-use crate::wal::record::{Kind, Op};
 
 use super::ssi::ReadSet;
 use super::Versions;

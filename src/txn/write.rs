@@ -30,8 +30,8 @@ use crate::limits::{KEY_MAX, OVERFLOW_PAGES_PER_RECORD, TUPLE_INLINE_MAX, VALUE_
 use crate::mvcc::chain::{self, Cursor, Version};
 use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
 use crate::options::Isolation;
+use crate::redo::record::Op;
 use crate::store::meta;
-use crate::wal::record::Op;
 
 /// One put or delete, as the write path sees it.
 struct Write<'a> {

@@ -28,8 +28,8 @@
 //!
 //! The log does not interpret records; recovery and the buffer pool do.
 
+pub mod frame;
 pub mod reader;
-pub mod record;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
@@ -45,7 +45,8 @@ use crate::io::{Vfs, VfsFile};
 use crate::limits::{
     GROUP_COMMIT_WAIT_MAX, WAL_BUFFER_MAX, WAL_EXTENT_MAX, WAL_EXTENT_MIN, WAL_SEGMENT_SIZE,
 };
-use record::{frame, Kind, Record, FRAME_HDR};
+use crate::redo::record::{Kind, Record};
+use frame::{frame, FRAME_HDR};
 use segment::SEG_HDR;
 
 struct Segment {
@@ -485,10 +486,10 @@ impl Wal {
 #[cfg(test)]
 mod tests {
     use super::reader::LogReader;
-    use super::record::Kind;
     use super::*;
     use crate::ids::Xid;
     use crate::io::RealFs;
+    use crate::redo::record::{self, Kind};
 
     fn rec(i: u64, pad: usize) -> Record {
         let mut r = Record::bare(Kind::XidHighWater, Xid(i), i);
@@ -499,7 +500,7 @@ mod tests {
     fn big_record() -> Record {
         let mut big = Record::bare(Kind::Pages, Xid(0), 0);
         for p in 1..=8 {
-            let image = vec![p as u8; crate::limits::PAGE_SIZE - crate::buffer::page::LOGGED_FROM];
+            let image = vec![p as u8; crate::limits::PAGE_SIZE - crate::page::LOGGED_FROM];
             big.pages
                 .push((crate::ids::PageId(p), record::Change::Full(image.into())));
         }

@@ -9,13 +9,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::record::{unframe, Framed, Kind, Record, RecordRef, FRAME_HDR, PAYLOAD_HDR};
+use super::frame::{unframe, Framed, FRAME_HDR};
 use super::segment::{self, SEG_HDR};
 use crate::codec::u32_at;
 use crate::error::{Error, Result};
 use crate::ids::Lsn;
 use crate::io::{Vfs, VfsFile};
 use crate::limits::WAL_RECORD_MAX;
+use crate::redo::record::{Kind, Record, RecordRef, PAYLOAD_HDR};
 
 /// A record as read: where it starts and ends, and what it says.
 #[derive(Debug)]

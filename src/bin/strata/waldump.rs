@@ -14,8 +14,8 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use strata::io::RealFs;
+use strata::redo::record::{Change, Kind, Op};
 use strata::wal::reader::LogReader;
-use strata::wal::record::{Change, Kind, Op};
 use strata::wal::segment;
 use strata::Lsn;
 

@@ -1,8 +1,6 @@
-//! Log records and their CRC32C framing.
+//! Log records: what a record means, and the page changes it carries.
 //!
 //! ```text
-//! frame:   | len u32 | crc32c u32 | payload (len bytes) |
-//!            crc covers the len field and the payload
 //! payload: | kind u8 | op u8 | xid u64 | aux u64 | pages u16 | page change * |
 //! change:  | page u32 | form u8 | form 1 (full): bytes 12..PAGE_SIZE of the page
 //!                                | form 2 (delta): n u16, (offset u16, len u16, bytes) * n
@@ -16,13 +14,11 @@
 //! update touching heap and index) is one record, so replay never sees half
 //! of it.
 
-use crate::buffer::page::{PageBuf, LOGGED_FROM};
-use crate::codec::{crc_matches, u16_at, u32_at, u64_at};
+use crate::codec::{u16_at, u32_at, u64_at};
 use crate::ids::{PageId, Xid};
-use crate::limits::{KEY_MAX, PAGE_SIZE, WAL_RECORD_MAX};
+use crate::limits::{KEY_MAX, PAGE_SIZE};
+use crate::page::{PageBuf, LOGGED_FROM};
 
-/// Bytes of frame header before the payload.
-pub const FRAME_HDR: usize = 8;
 /// Bytes of a payload without key and page changes.
 pub const PAYLOAD_HDR: usize = 22;
 
@@ -662,129 +658,10 @@ fn change_at<'a>(b: &'a [u8], pos: &mut usize) -> Result<(PageId, ChangeView<'a>
     Ok((pid, change))
 }
 
-/// Wraps a payload in a frame.
-pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    assert!(
-        payload.len() <= WAL_RECORD_MAX,
-        "record exceeds WAL_RECORD_MAX"
-    );
-    let len = (payload.len() as u32).to_le_bytes();
-    let mut crc = crc32c::crc32c(&len);
-    crc = crc32c::crc32c_append(crc, payload);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// Result of looking at the bytes where a frame should start.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Framed<'a> {
-    /// A whole, checksummed payload; the frame is `len` bytes long.
-    Ok(&'a [u8], usize),
-    /// Nothing there: end of data (or zero fill).
-    End,
-    /// A frame that is cut short or fails its checksum.
-    Bad(String),
-}
-
-/// Parses the frame at the start of `b`.
-pub fn unframe(b: &[u8]) -> Framed<'_> {
-    if b.len() < FRAME_HDR {
-        return if b.iter().all(|&x| x == 0) {
-            Framed::End
-        } else {
-            Framed::Bad("torn frame header".into())
-        };
-    }
-    let (Some(len), Some(crc)) = (u32_at(b, 0), u32_at(b, 4)) else {
-        return Framed::Bad("torn frame header".into());
-    };
-    if len == 0 && crc == 0 {
-        return Framed::End;
-    }
-    let len = len as usize;
-    if len > WAL_RECORD_MAX {
-        return Framed::Bad(format!("frame length {len} exceeds the record limit"));
-    }
-    let Some(payload) = b.get(FRAME_HDR..FRAME_HDR + len) else {
-        return Framed::Bad("frame cut short".into());
-    };
-    let mut actual = crc32c::crc32c(&b[..4]);
-    actual = crc32c::crc32c_append(actual, payload);
-    if !crc_matches(crc, actual) {
-        return Framed::Bad(format!(
-            "frame checksum mismatch (stored {crc:#010x}, computed {actual:#010x})"
-        ));
-    }
-    Framed::Ok(payload, FRAME_HDR + len)
-}
-
-/// Appends to `ranges` the byte ranges where `after` differs from
-/// `before`, from `LOGGED_FROM` on; ranges closer than 8 bytes are merged.
-/// Returns whether they cost less than a full image.
-pub fn diff(before: &PageBuf, after: &PageBuf, ranges: &mut Vec<(usize, usize)>) -> bool {
-    const GAP: usize = 8;
-    let differs = |i: usize| before[i] != after[i];
-    let from = ranges.len();
-    let mut i = LOGGED_FROM;
-    while i < PAGE_SIZE {
-        // Skip equal 64-byte blocks, then 8-byte words: pages differ in a
-        // few places, and this loop runs for every page of every record.
-        if i.is_multiple_of(64) && i + 64 <= PAGE_SIZE && before[i..i + 64] == after[i..i + 64] {
-            i += 64;
-            continue;
-        }
-        if i.is_multiple_of(8) && i + 8 <= PAGE_SIZE && before[i..i + 8] == after[i..i + 8] {
-            i += 8;
-            continue;
-        }
-        if !differs(i) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let mut end = i + 1;
-        let mut j = end;
-        while j < PAGE_SIZE && j < end + GAP {
-            if differs(j) {
-                end = j + 1;
-            }
-            j += 1;
-        }
-        ranges.push((start, end));
-        i = end;
-    }
-    fits_delta(&ranges[from..])
-}
-
-/// Whether logging the bytes in `ranges` costs less than a full image.
-pub fn fits_delta(ranges: &[(usize, usize)]) -> bool {
-    ranges.iter().map(|(s, e)| e - s + 4).sum::<usize>() < PAGE_SIZE / 2
-}
-
-/// Applies a change to a page body.
-pub fn apply(page: &mut PageBuf, change: &ChangeView<'_>) {
-    match *change {
-        ChangeView::Full { head, hole, tail } => {
-            let at = LOGGED_FROM + head.len();
-            page[LOGGED_FROM..at].copy_from_slice(head);
-            page[at..at + hole].fill(0);
-            page[at + hole..].copy_from_slice(tail);
-        }
-        ChangeView::Runs { shift, .. } => {
-            if let Some(sh) = shift {
-                sh.apply(page);
-            }
-            for (off, bytes) in change.runs() {
-                page[off..off + bytes.len()].copy_from_slice(bytes);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redo::diff::{apply, diff};
     use proptest::prelude::*;
 
     fn sample() -> Record {
@@ -907,44 +784,6 @@ mod tests {
     }
 
     #[test]
-    fn record_round_trips_through_frame() {
-        let rec = sample();
-        let mut buf = Vec::new();
-        frame(&rec.encode(), &mut buf);
-        let Framed::Ok(payload, n) = unframe(&buf) else {
-            panic!("frame did not parse")
-        };
-        assert_eq!(n, buf.len());
-        assert_eq!(Record::decode(payload), Ok(rec));
-    }
-
-    #[test]
-    fn every_truncation_and_bit_flip_is_detected() {
-        let mut buf = Vec::new();
-        frame(&sample().encode(), &mut buf);
-        for cut in 1..buf.len() {
-            assert!(
-                !matches!(unframe(&buf[..cut]), Framed::Ok(..)),
-                "cut at {cut} accepted"
-            );
-        }
-        for byte in (0..buf.len()).step_by(97) {
-            let mut b = buf.clone();
-            b[byte] ^= 0x10;
-            assert!(
-                !matches!(unframe(&b), Framed::Ok(..)),
-                "flip at byte {byte} accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn zero_fill_is_end_of_log() {
-        assert_eq!(unframe(&[0u8; 64]), Framed::End);
-        assert_eq!(unframe(&[]), Framed::End);
-    }
-
-    #[test]
     fn delta_outside_page_is_rejected() {
         let mut rec = sample();
         rec.pages = vec![(PageId(1), Change::Delta(vec![(8190, vec![1, 2, 3])]))];
@@ -1016,7 +855,6 @@ mod tests {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Record::decode(&bytes);
-            let _ = unframe(&bytes);
             // Whatever is accepted applies within a page.
             if let Ok(rec) = RecordRef::parse(&bytes) {
                 let mut page = [0u8; PAGE_SIZE];
