@@ -8,6 +8,7 @@
 //! meta counter) whose record is fsynced before the table is handed out.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::btree::{self, Dir};
 use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
@@ -43,6 +44,35 @@ fn catalog_root(view: &mut ReadView<'_>) -> Result<PageId> {
 }
 
 /// Starts an empty catalog (database creation).
+/// A handle to a table; cheap to clone, valid for the `Db` that made it.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub(crate) root: PageId,
+    pub(crate) db: u64,
+    name: Arc<str>,
+}
+
+impl Table {
+    pub(crate) fn new(root: PageId, db: u64, name: &str) -> Table {
+        Table {
+            root,
+            db,
+            name: name.into(),
+        }
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How log records name the table (the `aux` of its put and delete
+    /// records, FORMAT.md §3.3): its root page, fixed for its life.
+    pub fn log_id(&self) -> u64 {
+        self.root.0 as u64
+    }
+}
+
 pub fn init(mtr: &mut Mtr<'_>) -> Result<()> {
     let root = meta::alloc(mtr, PageType::Leaf)?;
     btree::create(mtr, root)?;

@@ -1,147 +1,44 @@
-//! `Db`: opening, tables, transactions, checkpoints, and the background
-//! worker.
+//! `Db`: the public front of a database — opening it, its tables, and
+//! the doors to transactions, maintenance and reports, each a call into
+//! the layer that does the work.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::Mutex;
 
 use crate::buffer::BufferPool;
 use crate::catalog;
-use crate::control::{self, Control};
-use crate::dir;
+use crate::catalog::Table;
+use crate::dir::{self, DATA_FILE, WAL_DIR};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
-use crate::io::{RealFs, Vfs, VfsLock};
+use crate::io::{RealFs, Vfs};
 use crate::limits::TABLE_NAME_MAX;
+use crate::maintenance::vacuum::{self, VacuumStats};
+use crate::maintenance::{checkpoint, worker, worker::Worker};
 use crate::mvcc::clog::{self, Clog};
 use crate::mvcc::manager::TxnManager;
 use crate::options::{Isolation, Options};
 use crate::page::PageType;
-use crate::policy;
 use crate::recovery;
 use crate::redo::record::{Kind, Op};
 use crate::store::meta::{self, Field, META};
 use crate::store::Store;
-use crate::txn::locks::LockWaits;
 use crate::txn::prepare::PreparedTransaction;
-use crate::txn::Transaction;
+use crate::txn::{Core, Transaction, TxnSystem};
 use crate::wal::Wal;
 
-/// File name of the data file.
-pub const DATA_FILE: &str = "data.strata";
-/// Directory of log segments.
-pub const WAL_DIR: &str = "wal";
-/// Lock file.
-pub const LOCK_FILE: &str = "LOCK";
-
-// Identity of each open, to refuse tables of other databases (not a
-// synchronization protocol, so plain std, also under loom).
-static NEXT_DB_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// A handle to a table; cheap to clone, valid for the `Db` that made it.
-#[derive(Clone, Debug)]
-pub struct Table {
-    pub(crate) root: PageId,
-    pub(crate) db: u64,
-    name: Arc<str>,
-}
-
-impl Table {
-    /// The table's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// How log records name the table (the `aux` of its put and delete
-    /// records, FORMAT.md §3.3): its root page, fixed for its life.
-    pub fn log_id(&self) -> u64 {
-        self.root.0 as u64
-    }
-}
-
-/// What a successful commit reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommitInfo {
-    /// The transaction's id (`Xid::NONE` if it wrote nothing).
-    pub xid: Xid,
-    /// LSN just past its commit record (0 if it wrote nothing). With
-    /// `Durability::Immediate` the log is durable up to here.
-    pub lsn: Lsn,
-}
-
-/// Figures from one vacuum pass.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VacuumStats {
-    /// Keys examined.
-    pub keys: u64,
-    /// Versions removed.
-    pub versions_removed: u64,
-    /// Keys removed from the index (every version dead).
-    pub keys_removed: u64,
-    /// Overflow pages freed.
-    pub overflow_pages_freed: u64,
-    /// Emptied heap pages freed.
-    pub heap_pages_freed: u64,
-    /// Versions moved down the file to let its end go.
-    pub versions_moved: u64,
-    /// B+tree nodes moved down the file likewise.
-    pub nodes_moved: u64,
-    /// Overflow pages (of values larger than a tuple) moved likewise.
-    pub overflow_pages_moved: u64,
-    /// Sparse neighbouring leaves merged into one.
-    pub leaves_merged: u64,
-    /// Free pages cut off the end of the data file (the file itself is
-    /// cut at the next checkpoint).
-    pub pages_cut: u64,
-}
-
-pub(crate) struct Inner {
-    pub(crate) store: Store,
-    pub(crate) mgr: TxnManager,
-    pub(crate) waits: LockWaits,
-    pub(crate) ssi: crate::txn::ssi::SsiLock,
-    /// The SSI key marks, taken by reads without the `ssi` lock.
-    pub(crate) siread: Arc<crate::txn::ssi::KeyMarks>,
-    /// Writers of versions vacuum removed that a serializable reader
-    /// would have skipped.
-    pub(crate) ledger: crate::mvcc::ledger::Ledger,
-    /// Prepared transactions waiting for a decision.
-    pub(crate) prepared: crate::txn::prepare::Registry,
-    pub(crate) opts: Options,
-    pub(crate) vfs: Arc<dyn Vfs>,
-    pub(crate) dir: PathBuf,
-    pub(crate) id: u64,
-    tables: Mutex<HashMap<String, Table>>,
-    /// Versions made dead since the last vacuum (updates, deletes, aborts).
-    pub(crate) dead: AtomicU64,
-    /// Keys the last vacuum pass examined.
-    pub(crate) keys_last_vacuum: AtomicU64,
-    checkpointing: Mutex<()>,
-    pub(crate) vacuuming: Mutex<()>,
-    _lock: Option<Box<dyn VfsLock>>,
-}
-
-impl Inner {
-    /// `Error::ReadOnly` for a database opened read-only.
-    pub(crate) fn writable(&self) -> Result<()> {
-        if self.opts.read_only {
-            return Err(Error::ReadOnly);
-        }
-        Ok(())
-    }
-}
-
-struct Worker {
-    stop: Mutex<bool>,
-    wake: Condvar,
-}
-
+/// What every clone of a `Db` shares. Transactions hold it too, so the
+/// database closes (the worker stopped, a final checkpoint) only once the
+/// last handle and the last transaction are gone.
 struct Shared {
-    inner: Arc<Inner>,
+    core: Arc<Core>,
+    /// Table handles already looked up, by name.
+    tables: Mutex<HashMap<String, Table>>,
     worker: Arc<Worker>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -157,7 +54,7 @@ pub struct Db {
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db")
-            .field("dir", &self.shared.inner.dir)
+            .field("dir", &self.shared.core.engine.dir())
             .finish()
     }
 }
@@ -177,59 +74,64 @@ impl Db {
     pub fn open_vfs(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Db> {
         let (inner, replayed) = open_inner(vfs, dir, opts)?;
         let inner = Arc::new(inner);
-        let worker = Arc::new(Worker {
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-        });
-        let thread = if inner.opts.background && !inner.opts.read_only {
+        let worker = Arc::new(Worker::new());
+        let thread = if inner.engine.opts().background && !inner.engine.opts().read_only {
             let (inner, worker) = (inner.clone(), worker.clone());
             let spawned = std::thread::Builder::new()
                 .name("strata-maintenance".into())
-                .spawn(move || maintenance(&inner, &worker, replayed))?;
+                .spawn(move || worker::run(&inner, &worker, replayed))?;
             Some(spawned)
         } else {
             None
         };
         Ok(Db {
             shared: Arc::new(Shared {
-                inner,
+                core: inner,
+                tables: Mutex::new(HashMap::new()),
                 worker,
                 thread: Mutex::new(thread),
             }),
         })
     }
 
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.shared.inner
+    pub(crate) fn core(&self) -> &Core {
+        &self.shared.core
+    }
+
+    /// What a transaction holds to keep this database open.
+    fn holder(&self) -> Arc<dyn Send + Sync> {
+        self.shared.clone()
+    }
+
+    /// This open's identity.
+    #[cfg(feature = "twopc")]
+    pub(crate) fn id(&self) -> u64 {
+        self.core().engine.id()
     }
 
     /// The table called `name`, created (durably) if it does not exist.
     pub fn table(&self, name: &str) -> Result<Table> {
-        let inner = self.inner();
+        let inner = self.core();
         if name.is_empty() || name.len() > TABLE_NAME_MAX {
             return Err(Error::InvalidTableName);
         }
-        let mut tables = inner.tables.lock();
+        let mut tables = self.shared.tables.lock();
         if let Some(t) = tables.get(name) {
             return Ok(t.clone());
         }
-        let existing = catalog::lookup(&mut inner.store.read().view, name)?;
+        let existing = catalog::lookup(&mut inner.engine.store().read().view, name)?;
         let root = match existing {
             Some(root) => root,
-            None => catalog::create(&inner.store, name)?,
+            None => catalog::create(inner.engine.store(), name)?,
         };
-        let t = Table {
-            root,
-            db: inner.id,
-            name: name.into(),
-        };
+        let t = Table::new(root, inner.engine.id(), name);
         tables.insert(name.to_string(), t.clone());
         Ok(t)
     }
 
     /// Names of all tables.
     pub fn table_names(&self) -> Result<Vec<String>> {
-        let list = catalog::list(&mut self.inner().store.read().view)?;
+        let list = catalog::list(&mut self.core().engine.store().read().view)?;
         Ok(list.into_iter().map(|(name, _)| name).collect())
     }
 
@@ -242,12 +144,12 @@ impl Db {
     /// `Error::ReadOnlyTransaction`, and serializability is judged by the
     /// read-only rule, which aborts fewer transactions.
     pub fn begin_read(&self) -> Result<Transaction> {
-        Transaction::begin_read(self.clone())
+        Transaction::begin_read(self.shared.core.clone(), self.holder())
     }
 
     /// Begins a transaction at `level`.
     pub fn begin_with(&self, level: Isolation) -> Result<Transaction> {
-        Transaction::begin(self.clone(), level)
+        Transaction::begin(self.shared.core.clone(), self.holder(), level)
     }
 
     /// Commits the prepared transaction `gid` (two-phase commit, phase
@@ -255,27 +157,27 @@ impl Db {
     /// if no transaction waits under that id (never prepared, or decided);
     /// `CommitOutcomeUnknown` as for `Transaction::commit`.
     pub fn commit_prepared(&self, gid: &str) -> Result<()> {
-        crate::txn::prepare::decide(self.inner(), gid, true)
+        crate::txn::prepare::decide(self.core(), gid, true)
     }
 
     /// Rolls back the prepared transaction `gid`, durably.
     /// `UnknownTransaction` as for `commit_prepared`.
     pub fn rollback_prepared(&self, gid: &str) -> Result<()> {
-        crate::txn::prepare::decide(self.inner(), gid, false)
+        crate::txn::prepare::decide(self.core(), gid, false)
     }
 
     /// The prepared transactions waiting for a decision (in doubt), in gid
     /// order. They hold their row locks until decided, across restarts:
     /// the blocking window two-phase commit is known for.
     pub fn prepared_transactions(&self) -> Result<Vec<PreparedTransaction>> {
-        Ok(self.inner().prepared.list())
+        Ok(self.core().txns.prepared().list())
     }
 
     /// Writes every dirty page, records a new redo point, drops log
     /// segments no longer needed and cuts the data file back to the pages
     /// in use (after a vacuum freed its end).
     pub fn checkpoint(&self) -> Result<()> {
-        checkpoint(self.inner())
+        checkpoint::run(self.core())
     }
 
     /// Removes versions no transaction can see any more and returns their
@@ -283,12 +185,12 @@ impl Db {
     /// moves live rows and nodes down the file and frees its end, which the
     /// next checkpoint cuts off.
     pub fn vacuum(&self) -> Result<VacuumStats> {
-        crate::vacuum::run(self.inner())
+        vacuum::run(self.core())
     }
 
     /// Walks every page, tuple and index entry and verifies them (see
     /// `IntegrityReport`). Writers wait while it runs; readers do not.
-    pub fn check_integrity(&self) -> Result<crate::IntegrityReport> {
+    pub fn check_integrity(&self) -> Result<crate::integrity::IntegrityReport> {
         self.check_integrity_with(&mut |_, _| {})
     }
 
@@ -297,13 +199,13 @@ impl Db {
     pub fn check_integrity_with(
         &self,
         progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<crate::IntegrityReport> {
-        let inner = self.inner();
-        let r = inner.store.read();
+    ) -> Result<crate::integrity::IntegrityReport> {
+        let inner = self.core();
+        let r = inner.engine.store().read();
         crate::integrity::check(
             r.view,
-            inner.store.pool.path().to_path_buf(),
-            inner.mgr.high_water(),
+            inner.engine.store().pool.path().to_path_buf(),
+            inner.txns.mgr().high_water(),
             progress,
         )
     }
@@ -311,44 +213,43 @@ impl Db {
     /// Figures about the database: sizes, log range, tables with their
     /// rows, versions and dead versions, prepared transactions. Walks every
     /// table (a full read); writers are not blocked.
-    pub fn stats(&self) -> Result<crate::Stats> {
-        crate::stat::collect(self.inner())
+    pub fn stats(&self) -> Result<crate::stat::Stats> {
+        crate::stat::collect(self.core())
     }
 
     /// Why the database was poisoned (the first failed write or fsync), if it was.
     pub fn poison_cause(&self) -> Option<String> {
-        self.inner().store.wal.poison_cause()
+        self.core().engine.store().wal.poison_cause()
     }
 
     /// Log fsyncs so far (commits per fsync shows group commit at work).
     pub fn wal_syncs(&self) -> u64 {
-        self.inner().store.wal.syncs()
+        self.core().engine.store().wal.syncs()
     }
 
     /// The database directory.
     pub fn path(&self) -> &Path {
-        &self.inner().dir
+        self.core().engine.dir()
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        *self.worker.stop.lock() = true;
-        self.worker.wake.notify_all();
+        self.worker.stop();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
-        if !self.inner.store.wal.is_poisoned() {
+        if !self.core.engine.store().wal.is_poisoned() {
             // A clean close: best effort, since recovery covers a failure
             // (and a read-only database refuses it).
-            let _ = checkpoint(&self.inner);
+            let _ = checkpoint::run(&self.core);
         }
     }
 }
 
 /// Opens (recovering if need be) a database; also whether the log was
 /// replayed.
-fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Inner, bool)> {
+fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Core, bool)> {
     let read_only = opts.read_only;
     let (wal_dir, data_path) = (dir.join(WAL_DIR), dir.join(DATA_FILE));
     let (lock, control, data) = if read_only {
@@ -385,34 +286,18 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Inner, bo
         clog::load(&mut r.view, PageId(meta::get(&m, Field::ClogDir)), next_xid)?
     };
     let mgr = TxnManager::new(next_xid, Clog::new(bits, next_xid));
-    let ssi = crate::txn::ssi::Ssi::default();
-    let inner = Inner {
-        store,
-        mgr,
-        waits: LockWaits::default(),
-        siread: ssi.marks(),
-        ledger: Default::default(),
-        ssi: crate::txn::ssi::SsiLock::new(ssi),
-        prepared: Default::default(),
-        opts,
-        vfs,
-        dir: dir.to_path_buf(),
-        id: NEXT_DB_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        tables: Mutex::new(HashMap::new()),
-        dead: AtomicU64::new(0),
-        keys_last_vacuum: AtomicU64::new(0),
-        checkpointing: Mutex::new(()),
-        vacuuming: Mutex::new(()),
-        _lock: lock,
+    let inner = Core {
+        engine: Engine::new(store, opts, vfs, dir, lock),
+        txns: TxnSystem::new(mgr),
     };
     crate::txn::prepare::adopt(&inner)?;
     // After a replay, the maintenance thread checkpoints at its first
     // turn, and the database is open meanwhile: until then the log it
     // replayed stays, and a crash replays it again. Without that thread,
     // here and now.
-    let background = inner.opts.background;
+    let background = inner.engine.opts().background;
     if !read_only && (control.is_none() || (replayed && !background)) {
-        checkpoint(&inner)?;
+        checkpoint::run(&inner)?;
     }
     Ok((inner, replayed))
 }
@@ -426,76 +311,4 @@ fn init_pages(store: &Store) -> Result<()> {
         store.wal.flush(lsn, true)?;
     }
     Ok(())
-}
-
-pub(crate) fn checkpoint(inner: &Inner) -> Result<()> {
-    inner.writable()?;
-    let _one = inner.checkpointing.lock();
-    let store = &inner.store;
-    if store.wal.is_poisoned() {
-        return Err(Error::Poisoned);
-    }
-    let redo = store.begin_checkpoint()?;
-    // LSN 0 in the control file marks an unfinished creation.
-    assert!(
-        redo > Lsn(0),
-        "a checkpoint's redo point is past the log's first header"
-    );
-    let next_xid = inner.mgr.high_water();
-    store.pool.flush_all()?;
-    store.wal.flush(redo, true)?;
-    let r = control::write(inner.vfs.as_ref(), &inner.dir, &Control { redo, next_xid });
-    store.wal.fail(r)?;
-    store.wal.recycle(redo)?;
-    store.cut_file()
-}
-
-/// The background thread: log flushes, checkpoints (the first at once
-/// when the open replayed the log), vacuum.
-fn maintenance(inner: &Inner, worker: &Worker, replayed: bool) {
-    let tick = if inner.opts.durability == crate::Durability::Eventual {
-        inner.opts.flush_interval
-    } else {
-        Duration::from_millis(100)
-    };
-    let mut last_checkpoint = Instant::now();
-    let mut checkpoint_due = replayed;
-    loop {
-        {
-            let mut stop = worker.stop.lock();
-            if *stop {
-                return;
-            }
-            worker.wake.wait_for(&mut stop, tick);
-            if *stop {
-                return;
-            }
-        }
-        let wal = &inner.store.wal;
-        if wal.is_poisoned() {
-            continue;
-        }
-        // Errors here need no handling: a failed fsync or write has
-        // poisoned the database, and the next foreground call reports it.
-        let _ = wal.flush(wal.end(), true);
-        let since_redo = wal.end().0.saturating_sub(inner.store.redo().0);
-        let opts = &inner.opts;
-        if checkpoint_due
-            || policy::should_checkpoint(
-                last_checkpoint.elapsed(),
-                opts.checkpoint_interval,
-                since_redo,
-                opts.checkpoint_wal_bytes,
-            )
-        {
-            let _ = checkpoint(inner);
-            checkpoint_due = false;
-            last_checkpoint = Instant::now();
-        }
-        let dead = inner.dead.load(Ordering::Relaxed);
-        let keys = inner.keys_last_vacuum.load(Ordering::Relaxed);
-        if policy::should_vacuum(dead, keys, opts.vacuum_threshold) {
-            let _ = crate::vacuum::run(inner);
-        }
-    }
 }

@@ -16,10 +16,16 @@
 use std::path::{Path, PathBuf};
 
 use crate::control::{self, Control};
-use crate::db::{DATA_FILE, LOCK_FILE, WAL_DIR};
 use crate::error::{Error, Result};
 use crate::io::{Vfs, VfsLock};
 use crate::wal::segment;
+
+/// File name of the data file.
+pub const DATA_FILE: &str = "data.strata";
+/// Directory of log segments.
+pub const WAL_DIR: &str = "wal";
+/// Lock file.
+pub const LOCK_FILE: &str = "LOCK";
 
 /// The lock (if any), control file and data file of an existing or new
 /// database.

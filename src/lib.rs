@@ -77,10 +77,10 @@ pub mod btree;
 pub mod buffer;
 mod catalog;
 mod codec;
-mod compact;
 mod control;
 mod db;
 mod dir;
+mod engine;
 mod error;
 mod hash;
 pub mod heap;
@@ -88,10 +88,10 @@ pub mod ids;
 mod integrity;
 pub mod io;
 pub mod limits;
+mod maintenance;
 pub mod mvcc;
 mod options;
 pub mod page;
-mod policy;
 mod recovery;
 pub mod redo;
 mod stat;
@@ -100,18 +100,21 @@ mod sync;
 #[cfg(feature = "twopc")]
 pub mod twopc;
 pub mod txn;
-mod vacuum;
 pub mod wal;
 
+pub use catalog::Table;
 #[doc(hidden)]
 pub use codec::FUZZ_CRC;
-pub use db::{CommitInfo, Db, Table, VacuumStats, DATA_FILE, WAL_DIR};
+pub use db::Db;
+pub use dir::{DATA_FILE, WAL_DIR};
 pub use error::{Error, Result};
 pub use ids::{Lsn, Xid};
 pub use integrity::IntegrityReport;
+pub use maintenance::vacuum::VacuumStats;
 #[doc(hidden)]
 pub use options::RacePoint;
 pub use options::{Durability, Isolation, Options};
 pub use stat::{Stats, TableStats};
 pub use txn::prepare::PreparedTransaction;
+pub use txn::CommitInfo;
 pub use txn::{KeyRange, Scan, Transaction};

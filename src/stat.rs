@@ -14,17 +14,17 @@ use std::collections::HashSet;
 use crate::btree;
 use crate::buffer::mtr::PageAccess;
 use crate::catalog;
-use crate::db::Inner;
 use crate::error::Result;
 use crate::heap;
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::{PAGE_SIZE, VACUUM_BATCH};
+use crate::maintenance::vacuum;
 use crate::mvcc::chain::{self, Cursor};
 use crate::mvcc::{visible, Seen};
 use crate::store::freemap;
 use crate::store::meta::{self, Field, FORMAT_VERSION};
 use crate::txn::prepare::PreparedTransaction;
-use crate::vacuum;
+use crate::txn::Core;
 use crate::wal::segment;
 
 /// Versions of one chain judged together (bounds memory on long chains).
@@ -109,8 +109,8 @@ impl Stats {
     }
 }
 
-pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
-    let store = &inner.store;
+pub(crate) fn collect(inner: &Core) -> Result<Stats> {
+    let store = inner.engine.store();
     let (page_reads, page_writes) = store.pool.io_counts();
     let (pages, free_pages) = {
         let mut r = store.read();
@@ -134,11 +134,15 @@ pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
         })?;
         tables.push(t);
     }
-    let wal_dir = inner.dir.join(crate::db::WAL_DIR);
-    let starts = segment::list(inner.vfs.as_ref(), &wal_dir)?;
+    let wal_dir = inner.engine.dir().join(crate::dir::WAL_DIR);
+    let starts = segment::list(inner.engine.vfs(), &wal_dir)?;
     let mut wal_bytes = 0;
     for &s in &starts {
-        wal_bytes += inner.vfs.open_read(&segment::path(&wal_dir, s))?.len()?;
+        wal_bytes += inner
+            .engine
+            .vfs()
+            .open_read(&segment::path(&wal_dir, s))?
+            .len()?;
     }
     Ok(Stats {
         format_version: FORMAT_VERSION,
@@ -153,31 +157,31 @@ pub(crate) fn collect(inner: &Inner) -> Result<Stats> {
         wal_start: Lsn(starts.first().copied().unwrap_or(0)),
         wal_end: store.wal.end(),
         checkpoint_redo: store.redo(),
-        next_xid: inner.mgr.high_water(),
-        running_xids: inner.mgr.running() as u64,
+        next_xid: inner.txns.mgr().high_water(),
+        running_xids: inner.txns.mgr().running() as u64,
         tables,
-        prepared: inner.prepared.list(),
+        prepared: inner.txns.prepared().list(),
         cache_bytes: store.pool.capacity_bytes(),
         page_reads,
         page_writes,
-        read_only: inner.opts.read_only,
+        read_only: inner.engine.opts().read_only,
     })
 }
 
 /// Counts one table's keys, rows and versions, a batch of keys per read
 /// latch; reports each heap page visited with its free space.
 fn walk_table(
-    inner: &Inner,
+    inner: &Core,
     root: PageId,
     t: &mut TableStats,
     heap_page: &mut dyn FnMut(PageId, usize),
 ) -> Result<()> {
     let views = vacuum::gather(inner);
-    let clog = inner.mgr.clog();
+    let clog = inner.txns.mgr().clog();
     let mut keys = btree::Batches::new(root);
     loop {
         // Chains are read under the same latch as their index entries.
-        let mut r = inner.store.read();
+        let mut r = inner.engine.store().read();
         let batch = keys.next(&mut r.view, VACUUM_BATCH)?;
         if batch.is_empty() {
             return Ok(());

@@ -35,7 +35,7 @@ impl Participant for Db {
     type Work = Transaction;
 
     fn prepare(&self, gid: &str, work: Transaction) -> Result<()> {
-        if !work.belongs_to(self) {
+        if work.db_id() != self.id() {
             return Err(Error::Unsupported(
                 "preparing a transaction at a participant it does not belong to",
             ));

@@ -15,15 +15,18 @@ pub mod locks;
 pub(crate) mod prepare;
 mod scan;
 pub mod ssi;
+mod system;
 mod write;
 
 pub use scan::{KeyRange, Scan};
+pub(crate) use system::{Core, TxnSystem};
 
-use crate::sync::Ordering;
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 
-use crate::db::{CommitInfo, Db, Table};
+use std::sync::Arc;
+
+use crate::catalog::Table;
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::KEY_MAX;
@@ -82,9 +85,21 @@ impl Versions {
     }
 }
 
+/// What a successful commit reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The transaction's id (`Xid::NONE` if it wrote nothing).
+    pub xid: Xid,
+    /// LSN just past its commit record (0 if it wrote nothing). With
+    /// `Durability::Immediate` the log is durable up to here.
+    pub lsn: Lsn,
+}
+
 /// A transaction. Dropping it without `commit` rolls it back.
 pub struct Transaction {
-    db: Db,
+    core: Arc<Core>,
+    /// Keeps the database open while the transaction lives.
+    _holder: Arc<dyn Send + Sync>,
     token: u64,
     level: Isolation,
     snapshot: Snapshot,
@@ -107,32 +122,46 @@ impl std::fmt::Debug for Transaction {
 }
 
 impl Transaction {
-    pub(crate) fn begin_read(db: Db) -> Result<Transaction> {
-        Self::begin_as(db, Isolation::Serializable, true)
+    pub(crate) fn begin_read(core: Arc<Core>, holder: Arc<dyn Send + Sync>) -> Result<Transaction> {
+        Self::begin_as(core, holder, Isolation::Serializable, true)
     }
 
-    pub(crate) fn begin(db: Db, level: Isolation) -> Result<Transaction> {
-        Self::begin_as(db, level, false)
+    pub(crate) fn begin(
+        core: Arc<Core>,
+        holder: Arc<dyn Send + Sync>,
+        level: Isolation,
+    ) -> Result<Transaction> {
+        Self::begin_as(core, holder, level, false)
     }
 
-    fn begin_as(db: Db, level: Isolation, read_only: bool) -> Result<Transaction> {
-        if db.inner().store.wal.is_poisoned() {
+    fn begin_as(
+        core: Arc<Core>,
+        holder: Arc<dyn Send + Sync>,
+        level: Isolation,
+        read_only: bool,
+    ) -> Result<Transaction> {
+        let inner = &*core;
+        if inner.engine.store().wal.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let inner = db.inner();
-        let token = inner.mgr.next_token();
+        let token = inner.txns.mgr().next_token();
         let (reads, snapshot) = if level == Isolation::Serializable {
-            let (reads, snapshot) = inner.ssi.begin(&inner.mgr, token, read_only, &inner.opts);
+            let (reads, snapshot) =
+                inner
+                    .txns
+                    .ssi()
+                    .begin(inner.txns.mgr(), token, read_only, inner.engine.opts());
             if read_only {
-                inner.mgr.read_only(token);
+                inner.txns.mgr().read_only(token);
             }
             (Some(reads), snapshot)
         } else {
             let per_operation = level == Isolation::ReadCommitted;
-            (None, inner.mgr.begin(token, per_operation, false))
+            (None, inner.txns.mgr().begin(token, per_operation, false))
         };
         Ok(Transaction {
-            db,
+            core,
+            _holder: holder,
             token,
             level,
             snapshot,
@@ -150,10 +179,14 @@ impl Transaction {
         self.level
     }
 
-    /// Whether the transaction runs on `db`.
+    /// The identity of the database the transaction runs on.
     #[cfg(feature = "twopc")]
-    pub(crate) fn belongs_to(&self, db: &Db) -> bool {
-        self.db.inner().id == db.inner().id
+    pub(crate) fn db_id(&self) -> u64 {
+        self.core.engine.id()
+    }
+
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
     }
 
     /// The transaction's id, once it has written (`Xid::NONE` before).
@@ -165,7 +198,7 @@ impl Transaction {
         if let Some(d) = self.doomed.get() {
             return Err(d.error());
         }
-        if table.db != self.db.inner().id {
+        if table.db != self.core().engine.id() {
             return Err(Error::ForeignTable);
         }
         // A transaction SSI chose as a victim learns it from its next SSI
@@ -185,7 +218,7 @@ impl Transaction {
         if !self.serializable() {
             return Ok(());
         }
-        let mut ssi = self.db.inner().ssi.lock();
+        let mut ssi = self.core().txns.ssi().lock();
         ssi.assign(self.token, self.xid);
         let r = ssi.write(self.token, table.root, key);
         drop(ssi);
@@ -196,16 +229,16 @@ impl Transaction {
     /// path may take it under the store latch); the coarsening it may ask
     /// for takes the graph's lock and is left to [`Self::ssi_coarsen`].
     fn ssi_mark_key(&self, table: &Table, key: &[u8]) -> Option<Coarsening> {
-        let inner = self.db.inner();
+        let inner = self.core();
         self.reads
             .borrow_mut()
             .as_mut()
-            .and_then(|reads| reads.mark(&inner.siread, table.root, key))
+            .and_then(|reads| reads.mark(inner.txns.marks(), table.root, key))
     }
 
     fn ssi_coarsen(&self, c: Option<Coarsening>) {
         if let Some(c) = c {
-            self.db.inner().ssi.lock().coarsen(self.token, c);
+            self.core().txns.ssi().lock().coarsen(self.token, c);
         }
     }
 
@@ -214,7 +247,12 @@ impl Transaction {
         if !self.serializable() || unseen.is_empty() {
             return Ok(());
         }
-        let r = self.db.inner().ssi.lock().read_unseen(self.token, unseen);
+        let r = self
+            .core()
+            .txns
+            .ssi()
+            .lock()
+            .read_unseen(self.token, unseen);
         self.note(r)
     }
 
@@ -231,7 +269,7 @@ impl Transaction {
     /// Committed (the view vacuum keeps for this transaction).
     fn read_snapshot(&self) -> Cow<'_, Snapshot> {
         match self.level {
-            Isolation::ReadCommitted => Cow::Owned(self.db.inner().mgr.operation(self.token)),
+            Isolation::ReadCommitted => Cow::Owned(self.core().txns.mgr().operation(self.token)),
             _ => Cow::Borrowed(&self.snapshot),
         }
     }
@@ -240,7 +278,7 @@ impl Transaction {
     /// under the store's write latch, which vacuum needs to free any.
     fn snapshot_now(&self) -> Cow<'_, Snapshot> {
         match self.level {
-            Isolation::ReadCommitted => Cow::Owned(self.db.inner().mgr.snapshot()),
+            Isolation::ReadCommitted => Cow::Owned(self.core().txns.mgr().snapshot()),
             _ => Cow::Borrowed(&self.snapshot),
         }
     }
@@ -253,15 +291,15 @@ impl Transaction {
             return Err(Error::KeyTooLarge { len: key.len() });
         }
         let snap = self.read_snapshot();
-        let inner = self.db.inner();
+        let inner = self.core();
         let mut unseen = Vec::new();
         let (coarsening, value) = ssi::mark_then_read(
             self.reads.borrow_mut().as_mut(),
-            &inner.siread,
+            inner.txns.marks(),
             table.root,
             key,
             || -> Result<Option<Vec<u8>>> {
-                let mut r = inner.store.read();
+                let mut r = inner.engine.store().read();
                 match crate::btree::get_with(&mut r.view, table.root, key, chain::tid_of)? {
                     Some(tid) => {
                         let head = chain::valid(&r.view, tid)?;
@@ -270,7 +308,7 @@ impl Transaction {
                             head,
                             &snap,
                             self.xid,
-                            inner.mgr.clog(),
+                            inner.txns.mgr().clog(),
                             &mut unseen,
                         )
                     }
@@ -292,7 +330,7 @@ impl Transaction {
     /// vacuum removed (the ledger) to those met in its chain, and keeps
     /// the ones this read does not see.
     fn removed_writers(&self, snap: &Snapshot, table: PageId, key: &[u8], unseen: &mut Vec<Xid>) {
-        let ledger = &self.db.inner().ledger;
+        let ledger = &self.core().txns.ledger();
         if self.serializable() && ledger.concerns(snap) {
             ledger.writers(table, key, unseen);
             self.keep_unseen(snap, unseen);
@@ -300,7 +338,7 @@ impl Transaction {
     }
 
     fn keep_unseen(&self, snap: &Snapshot, xids: &mut Vec<Xid>) {
-        let clog = self.db.inner().mgr.clog();
+        let clog = self.core().txns.mgr().clog();
         xids.retain(|&x| x != self.xid && !snap.sees(x, self.xid, clog));
     }
 
@@ -347,9 +385,9 @@ impl Transaction {
         let tracked = self.reads.borrow().as_ref().is_some_and(|r| !r.is_safe());
         if tracked {
             let range = (lo.clone(), hi.clone());
-            self.db
-                .inner()
-                .ssi
+            self.core
+                .txns
+                .ssi()
                 .lock()
                 .read_range(self.token, table.root, range);
         }
@@ -357,8 +395,11 @@ impl Transaction {
         // pinned for vacuum until the scan is dropped.
         let (pin, snap) = match self.level {
             Isolation::ReadCommitted => {
-                let (id, snap) = self.db.inner().mgr.pin(self.token);
-                (Some(scan::Pin::new(self.db.clone(), self.token, id)), snap)
+                let (id, snap) = self.core().txns.mgr().pin(self.token);
+                (
+                    Some(scan::Pin::new(self.core.clone(), self.token, id)),
+                    snap,
+                )
             }
             _ => (None, self.snapshot.clone()),
         };
@@ -370,8 +411,11 @@ impl Transaction {
             return Err(Error::ReadOnlyTransaction);
         }
         if self.xid == Xid::NONE {
-            let inner = self.db.inner();
-            self.xid = inner.mgr.assign(self.token, &inner.store.wal)?;
+            let inner = self.core();
+            self.xid = inner
+                .txns
+                .mgr()
+                .assign(self.token, &inner.engine.store().wal)?;
         }
         Ok(self.xid)
     }
@@ -386,11 +430,11 @@ impl Transaction {
             return Err(d.error());
         }
         self.finished = true;
-        let inner = self.db.inner();
+        let inner = self.core();
         if self.serializable() {
             // The last dangerous-structure check; past it, this transaction
             // can no longer be chosen as a victim.
-            let prepared = inner.ssi.lock().prepare(self.token);
+            let prepared = inner.txns.ssi().lock().prepare(self.token);
             if let Err(e) = prepared {
                 self.abort();
                 return Err(e);
@@ -403,31 +447,30 @@ impl Transaction {
                 lsn: Lsn(0),
             });
         }
-        let poisoned_before = inner.store.wal.is_poisoned();
+        let poisoned_before = inner.engine.store().wal.is_poisoned();
         let logged = (|| {
-            let mut w = inner.store.write();
+            let mut w = inner.engine.store().write();
             clog::set_committed(&mut w.mtr, self.xid)?;
             let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
             lsn.ok_or(Error::Unsupported("commit record was not written"))
         })();
         let durable = logged.and_then(|lsn| {
             inner
-                .store
+                .engine
+                .store()
                 .wal
-                .flush(lsn, inner.opts.durability == Durability::Immediate)?;
+                .flush(lsn, inner.engine.opts().durability == Durability::Immediate)?;
             Ok(lsn)
         });
         match durable {
             Ok(lsn) => {
                 self.finish(Status::Committed);
-                inner
-                    .dead
-                    .fetch_add(self.versions.dead_if_committed(), Ordering::Relaxed);
-                inner.waits.finished();
+                inner.engine.note_dead(self.versions.dead_if_committed());
+                inner.txns.waits().finished();
                 Ok(CommitInfo { xid: self.xid, lsn })
             }
             Err(e) => {
-                let e = outcome_unknown(&inner.store.wal, poisoned_before, e);
+                let e = outcome_unknown(&inner.engine.store().wal, poisoned_before, e);
                 self.abort();
                 Err(e)
             }
@@ -436,15 +479,15 @@ impl Transaction {
 
     /// Publishes the outcome to MVCC, then reports it to SSI.
     fn finish(&self, outcome: Status) {
-        let inner = self.db.inner();
+        let inner = self.core();
         let reads = self.reads.take();
-        inner.ssi.finish(
-            &inner.mgr,
+        inner.txns.ssi().finish(
+            inner.txns.mgr(),
             self.token,
             self.xid,
             outcome,
             reads,
-            &inner.opts,
+            inner.engine.opts(),
         );
     }
 
@@ -463,15 +506,15 @@ impl Transaction {
         if let Some(d) = self.doomed.get() {
             return Err(d.error());
         }
-        self.db.inner().writable()?;
-        self.db.inner().prepared.reserve(gid)?;
+        self.core().engine.writable()?;
+        self.core().txns.prepared().reserve(gid)?;
         self.finished = true;
-        let poisoned_before = self.db.inner().store.wal.is_poisoned();
+        let poisoned_before = self.core().engine.store().wal.is_poisoned();
         let r = self.prepare_reserved(gid);
         if let Err(e) = r {
-            self.db.inner().prepared.release(gid);
+            self.core().txns.prepared().release(gid);
             self.abort();
-            let wal = &self.db.inner().store.wal;
+            let wal = &self.core().engine.store().wal;
             return Err(match poisoned_cause(wal, poisoned_before, &e) {
                 Some(cause) => Error::PrepareOutcomeUnknown { cause },
                 None => e,
@@ -481,10 +524,10 @@ impl Transaction {
     }
 
     fn prepare_reserved(&mut self, gid: &str) -> Result<()> {
-        let inner = self.db.inner();
+        let inner = self.core();
         let mut reads = prepare::Reads::Untracked;
         if self.serializable() {
-            let mut ssi = inner.ssi.lock();
+            let mut ssi = inner.txns.ssi().lock();
             ssi.prepare(self.token)?;
             if let Some(set) = self.reads.borrow().as_ref() {
                 reads = prepare::Reads::Tables(ssi.tables_read(self.token, set));
@@ -497,14 +540,14 @@ impl Transaction {
             reads,
         };
         let lsn = {
-            let mut w = inner.store.write();
+            let mut w = inner.engine.store().write();
             prepare::insert(&mut w.mtr, &entry)?;
             w.commit(Kind::Pages, Op::Prepared as u8, self.xid)?
         };
         if let Some(lsn) = lsn {
-            inner.store.wal.flush(lsn, true)?;
+            inner.engine.store().wal.flush(lsn, true)?;
         }
-        inner.prepared.waiting(
+        inner.txns.prepared().waiting(
             gid,
             prepare::InDoubt {
                 token: self.token,
@@ -525,13 +568,11 @@ impl Transaction {
     }
 
     fn abort(&mut self) {
-        let inner = self.db.inner();
+        let inner = self.core();
         self.finish(Status::Aborted);
         if self.xid != Xid::NONE {
-            inner
-                .dead
-                .fetch_add(self.versions.dead_if_aborted(), Ordering::Relaxed);
-            inner.waits.finished();
+            inner.engine.note_dead(self.versions.dead_if_aborted());
+            inner.txns.waits().finished();
         }
     }
 }
@@ -571,7 +612,6 @@ impl Drop for Transaction {
 
 #[cfg(test)]
 mod tests {
-    use crate::sync::Ordering;
     use crate::{Db, Options};
 
     // Guards against counting a delete's version as dead while the delete
@@ -583,7 +623,7 @@ mod tests {
         let opts = Options::default().vacuum_threshold(0);
         let db = Db::open_with(dir.path(), opts).expect("open");
         let t = db.table("t").expect("table");
-        let dead = || db.inner().dead.load(Ordering::Relaxed);
+        let dead = || db.core().engine.vacuum_due().0;
         let mut tx = db.begin().expect("begin");
         for i in 0..10u8 {
             tx.put(&t, [i], b"v").expect("put");

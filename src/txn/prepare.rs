@@ -32,7 +32,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::btree::{self, Dir};
 use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
 use crate::codec::{u16_at, u32_at, u64_at};
-use crate::db::Inner;
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
 use crate::limits::{GID_MAX, PREPARED_MAX, PREPARED_TABLES_MAX};
@@ -40,7 +39,8 @@ use crate::mvcc::{clog, Status};
 use crate::page::PageType;
 use crate::redo::record::{Kind, Op};
 use crate::store::meta::{self, Field, META};
-use crate::sync::{Mutex, Ordering};
+use crate::sync::Mutex;
+use crate::txn::Core;
 
 use super::ssi::ReadSet;
 use super::Versions;
@@ -290,13 +290,13 @@ pub(crate) fn load(view: &mut ReadView<'_>) -> Result<Vec<Entry>> {
 }
 
 /// Commits (`commit`) or rolls back prepared transaction `gid`.
-pub(crate) fn decide(inner: &Inner, gid: &str, commit: bool) -> Result<()> {
-    inner.writable()?;
-    let t = inner.prepared.decide(gid)?;
-    let poisoned_before = inner.store.wal.is_poisoned();
+pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
+    inner.engine.writable()?;
+    let t = inner.txns.prepared().decide(gid)?;
+    let poisoned_before = inner.engine.store().wal.is_poisoned();
     let logged = (|| {
         let lsn = {
-            let mut w = inner.store.write();
+            let mut w = inner.engine.store().write();
             if commit && t.xid != Xid::NONE {
                 clog::set_committed(&mut w.mtr, t.xid)?;
             }
@@ -305,16 +305,20 @@ pub(crate) fn decide(inner: &Inner, gid: &str, commit: bool) -> Result<()> {
             w.commit(kind, Op::Prepared as u8, t.xid)?
         };
         if let Some(lsn) = lsn {
-            inner.store.wal.flush(lsn, true)?;
+            inner.engine.store().wal.flush(lsn, true)?;
         }
         Ok(())
     })();
     if let Err(e) = logged {
         // Undecided as far as the disk knows: it stays in doubt here too
         // (the database is poisoned; reopening finds it prepared).
-        inner.prepared.waiting(gid, t);
+        inner.txns.prepared().waiting(gid, t);
         if commit {
-            return Err(super::outcome_unknown(&inner.store.wal, poisoned_before, e));
+            return Err(super::outcome_unknown(
+                &inner.engine.store().wal,
+                poisoned_before,
+                e,
+            ));
         }
         return Err(e);
     }
@@ -323,25 +327,30 @@ pub(crate) fn decide(inner: &Inner, gid: &str, commit: bool) -> Result<()> {
     } else {
         Status::Aborted
     };
-    inner
-        .ssi
-        .finish(&inner.mgr, t.token, t.xid, outcome, t.reads, &inner.opts);
+    inner.txns.ssi().finish(
+        inner.txns.mgr(),
+        t.token,
+        t.xid,
+        outcome,
+        t.reads,
+        inner.engine.opts(),
+    );
     let dead = if commit {
         t.versions.dead_if_committed()
     } else {
         t.versions.dead_if_aborted()
     };
-    inner.dead.fetch_add(dead, Ordering::Relaxed);
-    inner.waits.finished();
-    inner.prepared.release(gid);
+    inner.engine.note_dead(dead);
+    inner.txns.waits().finished();
+    inner.txns.prepared().release(gid);
     Ok(())
 }
 
 /// Takes up the prepared transactions recorded on disk (at open): each
 /// keeps its xid in progress, and SSI remembers it conservatively.
-pub(crate) fn adopt(inner: &Inner) -> Result<()> {
+pub(crate) fn adopt(inner: &Core) -> Result<()> {
     let (entries, every) = {
-        let mut r = inner.store.read();
+        let mut r = inner.engine.store().read();
         let entries = load(&mut r.view)?;
         let every = if entries.iter().any(|e| e.reads == Reads::Every) {
             crate::catalog::list(&mut r.view)?
@@ -355,15 +364,15 @@ pub(crate) fn adopt(inner: &Inner) -> Result<()> {
     };
     for e in entries {
         if e.xid != Xid::NONE {
-            inner.mgr.clog().keep_in_doubt(e.xid);
+            inner.txns.mgr().clog().keep_in_doubt(e.xid);
         }
-        let token = inner.mgr.adopt(e.xid);
+        let token = inner.txns.mgr().adopt(e.xid);
         let reads = match &e.reads {
             Reads::Untracked => None,
-            Reads::Tables(t) => Some(inner.ssi.lock().recovered(token, e.xid, t)),
-            Reads::Every => Some(inner.ssi.lock().recovered(token, e.xid, &every)),
+            Reads::Tables(t) => Some(inner.txns.ssi().lock().recovered(token, e.xid, t)),
+            Reads::Every => Some(inner.txns.ssi().lock().recovered(token, e.xid, &every)),
         };
-        inner.prepared.waiting(
+        inner.txns.prepared().waiting(
             &e.gid,
             InDoubt {
                 token,

@@ -18,13 +18,16 @@ use std::ops::{Bound, Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, Rang
 
 use super::Transaction;
 use crate::btree::{self, Dir};
-use crate::db::{Db, Table};
+use std::sync::Arc;
+
+use crate::catalog::Table;
 use crate::error::Result;
 use crate::heap;
 use crate::ids::Tid;
 use crate::limits::{SCAN_BATCH, SCAN_BATCH_FIRST};
 use crate::mvcc::chain;
 use crate::mvcc::Snapshot;
+use crate::txn::Core;
 
 /// A range of keys: `..`, `a..b`, `a..=b`, `a..`, `..b`, `..=b`, or a pair
 /// of `Bound`s, over anything that is `AsRef<[u8]>`.
@@ -182,7 +185,7 @@ impl<'t> Scan<'t> {
     /// caller takes rows, so a scan that stops early reads no more heap
     /// tuples than rows it returns.
     fn fill(&mut self, dir: Dir) -> Result<()> {
-        let inner = self.tx.db.inner();
+        let inner = self.tx.core();
         let side = match dir {
             Dir::Forward => &mut self.front,
             Dir::Reverse => &mut self.back,
@@ -198,10 +201,10 @@ impl<'t> Scan<'t> {
             self.lo.as_ref().map(Vec::as_slice),
             self.hi.as_ref().map(Vec::as_slice),
         );
-        let mut r = inner.store.read();
+        let mut r = inner.engine.store().read();
         // Read under the latch that the entries are read under: a removal
         // after it makes them suspect (`resolve`).
-        let removals = inner.store.fsm.removals();
+        let removals = inner.engine.store().fsm.removals();
         let done = btree::range_with(
             &mut r.view,
             self.table.root,
@@ -226,7 +229,7 @@ impl<'t> Scan<'t> {
         // Writers of versions vacuum removed before this batch was fetched,
         // in the span the batch covered (later removals: `resolve`).
         let mut unseen = Vec::new();
-        if self.tx.serializable() && inner.ledger.concerns(&self.snap) {
+        if self.tx.serializable() && inner.txns.ledger().concerns(&self.snap) {
             let last = side.pending.back().map(|p| side.key(p));
             let lo = self.lo.as_ref().map(Vec::as_slice);
             let hi = self.hi.as_ref().map(Vec::as_slice);
@@ -236,7 +239,8 @@ impl<'t> Scan<'t> {
                 _ => (lo, hi),
             };
             inner
-                .ledger
+                .txns
+                .ledger()
                 .writers_in(self.table.root, lo, hi, &mut unseen);
         }
         if let Some(last) = side.pending.back() {
@@ -261,12 +265,12 @@ impl<'t> Scan<'t> {
     /// written after this scan's snapshot and its SSI marks, so they are
     /// neither visible nor needed to detect a conflict.
     fn resolve(&self, p: &Pending, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let inner = self.tx.db.inner();
+        let inner = self.tx.core();
         let mut unseen = Vec::new();
         let mut removed = false;
         let value = {
-            let mut r = inner.store.read();
-            let tid = if inner.store.fsm.removals() == p.removals {
+            let mut r = inner.engine.store().read();
+            let tid = if inner.engine.store().fsm.removals() == p.removals {
                 Some(p.tid)
             } else {
                 // The key's versions may all have gone since: not a row,
@@ -282,7 +286,7 @@ impl<'t> Scan<'t> {
                         head,
                         &self.snap,
                         self.tx.xid,
-                        inner.mgr.clog(),
+                        inner.txns.mgr().clog(),
                         &mut unseen,
                     )?
                 }
@@ -349,7 +353,7 @@ impl<'t> Scan<'t> {
     /// work. A hint only: an entry is checked when it is resolved.
     fn warm_next(&self, dir: Dir) {
         let side = &self.end(dir).pending;
-        let pool = &self.tx.db.inner().store.pool;
+        let pool = &self.tx.core().engine.store().pool;
         // A pipeline of the three misses a row costs: three rows ahead,
         // the page-table entry; two ahead, the frame, the page header and
         // the slot; one ahead, the tuple the slot (loaded by now) points at.
@@ -386,24 +390,24 @@ impl Iterator for Scan<'_> {
 }
 
 /// A Read Committed scan's snapshot, registered with the transaction
-/// manager until the scan is dropped. It owns a handle on the database
+/// manager until the scan is dropped. It owns a handle on the database's core
 /// rather than borrowing the transaction, so a scan needs no drop glue
 /// that outlives its borrow (`tx.scan(..)?.count()` as a block's value).
 pub(super) struct Pin {
-    db: Db,
+    core: Arc<Core>,
     token: u64,
     id: u64,
 }
 
 impl Pin {
-    pub(super) fn new(db: Db, token: u64, id: u64) -> Pin {
-        Pin { db, token, id }
+    pub(super) fn new(core: Arc<Core>, token: u64, id: u64) -> Pin {
+        Pin { core, token, id }
     }
 }
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        self.db.inner().mgr.unpin(self.token, self.id);
+        self.core.txns.mgr().unpin(self.token, self.id);
     }
 }
 

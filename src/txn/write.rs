@@ -22,7 +22,7 @@ use super::ssi::Coarsening;
 use super::Transaction;
 use crate::btree;
 use crate::buffer::mtr::Mtr;
-use crate::db::{Inner, Table};
+use crate::catalog::Table;
 use crate::error::{Error, Result};
 use crate::heap::{self, overflow, tuple};
 use crate::ids::{PageId, Tid, Xid};
@@ -32,6 +32,7 @@ use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
 use crate::options::Isolation;
 use crate::redo::record::Op;
 use crate::store::meta;
+use crate::txn::Core;
 
 /// One put or delete, as the write path sees it.
 struct Write<'a> {
@@ -66,10 +67,10 @@ pub(super) fn write(
             return Err(Error::ValueTooLarge { len: v.len() });
         }
     }
-    tx.db.inner().writable()?;
+    tx.core().engine.writable()?;
     let me = tx.ensure_xid()?;
-    let db = tx.db.clone();
-    let inner = db.inner();
+    let core = tx.core.clone();
+    let inner = &*core;
     let big = match value {
         Some(v) if tuple::HEADER + key.len() + v.len() > TUPLE_INLINE_MAX => {
             Some(write_overflow(inner, me, v)?)
@@ -93,7 +94,7 @@ pub(super) fn write(
     r
 }
 
-fn write_loop(tx: &mut Transaction, inner: &Inner, w: &Write<'_>) -> Result<bool> {
+fn write_loop(tx: &mut Transaction, inner: &Core, w: &Write<'_>) -> Result<bool> {
     // Set at the first wait: most writes never wait, and reading the clock
     // for each was a measurable share of a bulk delete.
     let mut deadline = None;
@@ -104,7 +105,7 @@ fn write_loop(tx: &mut Transaction, inner: &Inner, w: &Write<'_>) -> Result<bool
     };
     loop {
         let (step, coarsening) = {
-            let mut latch = inner.store.write();
+            let mut latch = inner.engine.store().write();
             let snap = tx.snapshot_now();
             let step = apply(&mut latch.mtr, inner, w, &snap, tx.level)?;
             latch.commit_write(op as u8, w.me, w.table.root, w.key)?;
@@ -119,11 +120,13 @@ fn write_loop(tx: &mut Transaction, inner: &Inner, w: &Write<'_>) -> Result<bool
                 return Ok(existed);
             }
             Step::Wait(holder) => {
-                let deadline = *deadline
-                    .get_or_insert_with(|| inner.opts.lock_timeout.map(|t| Instant::now() + t));
+                let deadline = *deadline.get_or_insert_with(|| {
+                    inner.engine.opts().lock_timeout.map(|t| Instant::now() + t)
+                });
                 inner
-                    .waits
-                    .wait_for(w.me, holder, inner.mgr.clog(), deadline)?
+                    .txns
+                    .waits()
+                    .wait_for(w.me, holder, inner.txns.mgr().clog(), deadline)?
             }
         }
     }
@@ -147,7 +150,7 @@ fn absence_mark(tx: &Transaction, w: &Write<'_>, step: &Step) -> Option<Coarseni
 /// someone else), and the chain head.
 fn newest(
     mtr: &mut Mtr<'_>,
-    inner: &Inner,
+    inner: &Core,
     w: &Write<'_>,
 ) -> Result<(btree::Place, Tid, Option<Version>)> {
     let place = btree::place(mtr, w.table.root, w.key)?;
@@ -155,7 +158,7 @@ fn newest(
         return Ok((place, Tid::NULL, None));
     };
     let head = chain::valid(mtr, tid)?;
-    let clog = inner.mgr.clog();
+    let clog = inner.txns.mgr().clog();
     let mut c = Cursor::new(head);
     while let Some(v) = c.next(mtr)? {
         if v.xmin == w.me || clog.status(v.xmin) != Status::Aborted {
@@ -168,12 +171,12 @@ fn newest(
 /// Decides and, unless the row is held or in conflict, writes.
 fn apply(
     mtr: &mut Mtr<'_>,
-    inner: &Inner,
+    inner: &Core,
     w: &Write<'_>,
     snap: &Snapshot,
     level: Isolation,
 ) -> Result<Step> {
-    let clog = inner.mgr.clog();
+    let clog = inner.txns.mgr().clog();
     let me = w.me;
     // The heap pages and the meta page change below, never the index's:
     // the key's place stays valid until the insert.
@@ -219,7 +222,7 @@ fn apply(
                 None => tuple::Inline::Bytes(value),
             };
             let bytes = tuple::encode(me, head, w.key, body);
-            let tid = heap::insert(mtr, &inner.store.fsm, &bytes)?;
+            let tid = heap::insert(mtr, &inner.engine.store().fsm, &bytes)?;
             if let Some(v) = live.filter(|v| v.xmax != me) {
                 heap::stamp_xmax(mtr, v.tid, me)?;
             }
@@ -237,39 +240,43 @@ fn apply(
 /// meet (`vacuum` argues why the creator suffices). Consulted under the
 /// store latch vacuum records under, after the chain was read, so a
 /// change is met in the chain or here.
-fn removed_unseen(inner: &Inner, w: &Write<'_>, snap: &Snapshot) -> bool {
-    if !inner.ledger.concerns(snap) {
+fn removed_unseen(inner: &Core, w: &Write<'_>, snap: &Snapshot) -> bool {
+    if !inner.txns.ledger().concerns(snap) {
         return false;
     }
     let mut xids = Vec::new();
-    inner.ledger.writers(w.table.root, w.key, &mut xids);
-    let clog = inner.mgr.clog();
+    inner.txns.ledger().writers(w.table.root, w.key, &mut xids);
+    let clog = inner.txns.mgr().clog();
     xids.iter()
         .any(|&x| x != w.me && clog.status(x) == Status::Committed && !snap.sees(x, w.me, clog))
 }
 
-fn write_overflow(inner: &Inner, me: Xid, v: &[u8]) -> Result<PageId> {
+fn write_overflow(inner: &Core, me: Xid, v: &[u8]) -> Result<PageId> {
     overflow::write(v, |f| {
         inner
-            .store
+            .engine
+            .store()
             .with_mtr(Op::Overflow as u8, me, |mtr| f(mtr))
             .map(|_| ())
     })
 }
 
 /// Frees an overflow chain's pages.
-pub(crate) fn free_overflow(inner: &Inner, first: PageId, len: usize) -> Result<u64> {
+pub(crate) fn free_overflow(inner: &Core, first: PageId, len: usize) -> Result<u64> {
     let pages = {
-        let mut r = inner.store.read();
+        let mut r = inner.engine.store().read();
         overflow::pages(&mut r.view, first, len)?
     };
     for group in pages.chunks(OVERFLOW_PAGES_PER_RECORD) {
-        inner.store.with_mtr(Op::Vacuum as u8, Xid::NONE, |mtr| {
-            for &pid in group {
-                meta::free(mtr, pid)?;
-            }
-            Ok(())
-        })?;
+        inner
+            .engine
+            .store()
+            .with_mtr(Op::Vacuum as u8, Xid::NONE, |mtr| {
+                for &pid in group {
+                    meta::free(mtr, pid)?;
+                }
+                Ok(())
+            })?;
     }
     Ok(pages.len() as u64)
 }

@@ -76,12 +76,9 @@
 //! file could lose an eighth of itself) and cutting the free pages off the
 //! end of the file.
 
-use crate::sync::Ordering;
-
 use crate::btree;
 use crate::buffer::mtr::Mtr;
 use crate::catalog;
-use crate::db::{Inner, VacuumStats};
 use crate::error::{Error, Result};
 use crate::heap::{self, overflow, tuple};
 use crate::ids::{PageId, Tid, Xid};
@@ -90,6 +87,7 @@ use crate::mvcc::chain::{self, Cursor, Version};
 use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
 use crate::redo::record::{Kind, Op};
 use crate::store::meta;
+use crate::txn::Core;
 
 /// Versions examined per round.
 const WINDOW: usize = 32;
@@ -97,6 +95,32 @@ const WINDOW: usize = 32;
 const FSM_MIN_FREE: usize = 256;
 /// Rounds per key per pass (a pass never loops forever on one key).
 const ROUNDS_MAX: usize = 1 << 16;
+
+/// Figures from one vacuum pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VacuumStats {
+    /// Keys examined.
+    pub keys: u64,
+    /// Versions removed.
+    pub versions_removed: u64,
+    /// Keys removed from the index (every version dead).
+    pub keys_removed: u64,
+    /// Overflow pages freed.
+    pub overflow_pages_freed: u64,
+    /// Emptied heap pages freed.
+    pub heap_pages_freed: u64,
+    /// Versions moved down the file to let its end go.
+    pub versions_moved: u64,
+    /// B+tree nodes moved down the file likewise.
+    pub nodes_moved: u64,
+    /// Overflow pages (of values larger than a tuple) moved likewise.
+    pub overflow_pages_moved: u64,
+    /// Sparse neighbouring leaves merged into one.
+    pub leaves_merged: u64,
+    /// Free pages cut off the end of the data file (the file itself is
+    /// cut at the next checkpoint).
+    pub pages_cut: u64,
+}
 
 pub(crate) struct Views {
     list: Vec<(Snapshot, Xid)>,
@@ -110,15 +134,14 @@ pub(crate) struct Views {
 }
 
 /// One full pass over every table.
-pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
-    inner.writable()?;
-    let _one = inner.vacuuming.lock();
-    if inner.store.wal.is_poisoned() {
+pub(crate) fn run(inner: &Core) -> Result<VacuumStats> {
+    inner.engine.writable()?;
+    let _one = inner.engine.vacuum_pass();
+    if inner.engine.store().wal.is_poisoned() {
         return Err(Error::Poisoned);
     }
-    inner.dead.store(0, Ordering::Relaxed);
     let roots: Vec<PageId> = {
-        let list = catalog::list(&mut inner.store.read().view)?;
+        let list = catalog::list(&mut inner.engine.store().read().view)?;
         list.into_iter().map(|(_, root)| root).collect()
     };
     let mut stats = VacuumStats::default();
@@ -126,7 +149,7 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
         let mut keys = btree::Batches::new(root);
         loop {
             // The latch is released before the batch is worked on.
-            let batch = keys.next(&mut inner.store.read().view, VACUUM_BATCH)?;
+            let batch = keys.next(&mut inner.engine.store().read().view, VACUUM_BATCH)?;
             if batch.is_empty() {
                 break;
             }
@@ -137,20 +160,20 @@ pub(crate) fn run(inner: &Inner) -> Result<VacuumStats> {
             }
         }
     }
-    crate::compact::run(inner, &mut stats)?;
+    super::compact::run(inner, &mut stats)?;
     loop {
-        let cut = inner.store.shrink(Op::Vacuum as u8)?;
+        let cut = inner.engine.store().shrink(Op::Vacuum as u8)?;
         if cut == 0 {
             break;
         }
         stats.pages_cut += u64::from(cut);
     }
-    inner.keys_last_vacuum.store(stats.keys, Ordering::Relaxed);
+    inner.engine.vacuumed(stats.keys);
     Ok(stats)
 }
 
-pub(crate) fn gather(inner: &Inner) -> Views {
-    let (live, now) = inner.mgr.views();
+pub(crate) fn gather(inner: &Core) -> Views {
+    let (live, now) = inner.txns.mgr().views();
     let mut list: Vec<(Snapshot, Xid)> = Vec::with_capacity(live.len() + 1);
     let mut serializable = Vec::new();
     let mut writers = Vec::new();
@@ -174,7 +197,7 @@ pub(crate) fn gather(inner: &Inner) -> Views {
         .chain(&writers)
         .map(|(s, _)| s.xmin)
         .min();
-    inner.ledger.prune(horizon);
+    inner.txns.ledger().prune(horizon);
     Views {
         list,
         serializable,
@@ -203,7 +226,7 @@ fn unseen_creator(v: &Version, views: &Views, clog: &impl StatusOf) -> bool {
 /// pages go). A version the full ledger cannot take becomes needed: it
 /// stays in the heap.
 fn record_unseen(
-    inner: &Inner,
+    inner: &Core,
     (root, key): (PageId, &[u8]),
     versions: &[Version],
     need: &mut [bool],
@@ -213,33 +236,33 @@ fn record_unseen(
     if views.serializable.is_empty() && views.writers.is_empty() {
         return;
     }
-    let clog = inner.mgr.clog();
+    let clog = inner.txns.mgr().clog();
     let mut unseen: Vec<usize> = (0..versions.len())
         .filter(|&i| !need[i] && unseen_creator(&versions[i], views, clog))
         .collect();
     if dry {
         unseen.retain(|&i| versions[i].overflow.is_some_and(|(_, len)| len > 0));
-        if !unseen.is_empty() && !inner.ledger.has_room(root, key) {
+        if !unseen.is_empty() && !inner.txns.ledger().has_room(root, key) {
             unseen.iter().for_each(|&i| need[i] = true);
         }
         return;
     }
     let xids: Vec<Xid> = unseen.iter().map(|&i| versions[i].xmin).collect();
-    let taken = inner.ledger.record(root, key, &xids);
+    let taken = inner.txns.ledger().record(root, key, &xids);
     for &i in &unseen[taken..] {
         need[i] = true;
     }
 }
 
 fn vacuum_key(
-    inner: &Inner,
+    inner: &Core,
     root: PageId,
     key: &[u8],
     views: &Views,
     stats: &mut VacuumStats,
 ) -> Result<()> {
     for _ in 0..ROUNDS_MAX {
-        let mut w = inner.store.write();
+        let mut w = inner.engine.store().write();
         let progressed = round(&mut w.mtr, inner, root, key, views, stats)?;
         w.commit_yielding(Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
         if !progressed {
@@ -296,7 +319,7 @@ pub(crate) fn needed(versions: &[Version], views: &Views, clog: &impl StatusOf) 
 /// One round on one key; true if it changed something.
 fn round(
     mtr: &mut Mtr<'_>,
-    inner: &Inner,
+    inner: &Core,
     root: PageId,
     key: &[u8],
     views: &Views,
@@ -306,8 +329,8 @@ fn round(
         return Ok(false);
     };
     let head = chain::head(mtr, &v)?;
-    let (versions, tail) = walk(mtr, &inner.store.fsm, head)?;
-    let mut need = needed(&versions, views, inner.mgr.clog());
+    let (versions, tail) = walk(mtr, &inner.engine.store().fsm, head)?;
+    let mut need = needed(&versions, views, inner.txns.mgr().clog());
     if need.iter().all(|&n| n) {
         return Ok(false);
     }
@@ -352,14 +375,14 @@ fn round(
     }
     let mut touched = Vec::new();
     for (v, _) in versions.iter().zip(&need).filter(|(_, &n)| !n) {
-        heap::remove(mtr, &inner.store.fsm, v.tid)?;
+        heap::remove(mtr, &inner.engine.store().fsm, v.tid)?;
         stats.versions_removed += 1;
         touched.push(v.tid.page);
     }
     touched.sort_unstable();
     touched.dedup();
     for pid in touched {
-        if heap::release_if_empty(mtr, &inner.store.fsm, pid)? {
+        if heap::release_if_empty(mtr, &inner.engine.store().fsm, pid)? {
             stats.heap_pages_freed += 1;
         }
     }

@@ -69,10 +69,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::vacuum::VacuumStats;
 use crate::btree;
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::catalog;
-use crate::db::{Inner, VacuumStats};
 use crate::error::Result;
 use crate::heap::{self, overflow, page as hpage, tuple};
 use crate::ids::{PageId, Tid, Xid};
@@ -84,6 +84,7 @@ use crate::page::{self, PageType};
 use crate::redo::record::{self, Op};
 use crate::store::freemap;
 use crate::store::meta::{self, Field};
+use crate::txn::Core;
 
 /// Versions moved per mini-transaction (each touches up to three pages
 /// besides the meta page and a free map).
@@ -258,16 +259,16 @@ pub(crate) fn plan(
 /// Merges sparse leaves (when the pass removed keys), then moves what it
 /// can from past the planned limits; moves nothing if the plan finds too
 /// little to gain.
-pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
+pub(crate) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<()> {
     let (roots, tables) = roots(inner)?;
     if stats.keys_removed > 0 {
         for &root in &tables {
-            let (merged, _) = btree::merge_pass(&inner.store, root, Op::Vacuum as u8)?;
+            let (merged, _) = btree::merge_pass(inner.engine.store(), root, Op::Vacuum as u8)?;
             stats.leaves_merged += merged;
         }
     }
     let (count, free, mut nodes) = {
-        let mut r = inner.store.read();
+        let mut r = inner.engine.store().read();
         let m = meta::read(&mut r.view)?;
         let count = meta::get(&m, Field::PageCount);
         let free = freemap::count_free(&mut r.view, count)?;
@@ -280,7 +281,7 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
     for root in &roots {
         nodes.remove(root);
     }
-    let hints = inner.store.fsm.snapshot();
+    let hints = inner.engine.store().fsm.snapshot();
     // The plan is an estimate (each move checks again), so the latch is
     // let go now and then: writers are not held up by a long scan.
     let mut latch = None;
@@ -298,7 +299,7 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
             // would otherwise wait for us while we wait for it.
             latch = None;
         }
-        let r = latch.get_or_insert_with(|| inner.store.read());
+        let r = latch.get_or_insert_with(|| inner.engine.store().read());
         r.view.with_page(p, |b| match page::page_type(b) {
             Some(PageType::Freed) => PageKind::Free,
             Some(PageType::Heap) => {
@@ -316,16 +317,16 @@ pub(crate) fn run(inner: &Inner, stats: &mut VacuumStats) -> Result<()> {
     let Some(limits) = limit else {
         return Ok(());
     };
-    inner.store.fsm.set_ceiling(Some(limits.heap));
+    inner.engine.store().fsm.set_ceiling(Some(limits.heap));
     let r = move_all(inner, (&roots, &tables), limits, count, stats);
-    inner.store.fsm.set_ceiling(None);
+    inner.engine.store().fsm.set_ceiling(None);
     r
 }
 
 /// Every tree's root (the catalog, the prepared transactions, the
 /// tables), and the tables' alone.
-fn roots(inner: &Inner) -> Result<(Vec<PageId>, Vec<PageId>)> {
-    let mut r = inner.store.read();
+fn roots(inner: &Core) -> Result<(Vec<PageId>, Vec<PageId>)> {
+    let mut r = inner.engine.store().read();
     let m = meta::read(&mut r.view)?;
     let mut roots: Vec<PageId> = [Field::CatalogRoot, Field::PreparedRoot]
         .map(|f| PageId(meta::get(&m, f)))
@@ -341,7 +342,7 @@ fn roots(inner: &Inner) -> Result<(Vec<PageId>, Vec<PageId>)> {
 }
 
 fn move_all(
-    inner: &Inner,
+    inner: &Core,
     (roots, tables): (&[PageId], &[PageId]),
     limits: Limits,
     count: u32,
@@ -352,7 +353,7 @@ fn move_all(
     'tables: for &root in tables {
         let mut keys = btree::Batches::new(root);
         loop {
-            let batch = keys.next(&mut inner.store.read().view, VACUUM_BATCH)?;
+            let batch = keys.next(&mut inner.engine.store().read().view, VACUUM_BATCH)?;
             if batch.is_empty() {
                 break;
             }
@@ -377,7 +378,7 @@ fn move_all(
     }
     // Commit-log pages count as nodes: whole pages, moved into free ones.
     loop {
-        let mut w = inner.store.write();
+        let mut w = inner.engine.store().write();
         if meta::lowest_free(&mut w.mtr, limits.nodes)?.is_none() {
             return Ok(());
         }
@@ -401,7 +402,7 @@ fn move_all(
 /// descends from the root again under the latch it moves under. A tree
 /// that changed meanwhile costs at most a node not moved this pass.
 fn move_nodes(
-    inner: &Inner,
+    inner: &Core,
     root: PageId,
     limit: PageId,
     visits: u64,
@@ -412,8 +413,8 @@ fn move_nodes(
         let Some((way, depth)) = todo.pop() else {
             return Ok(true);
         };
-        inner.opts.race(RacePoint::CompactionVisit);
-        let mut w = inner.store.write();
+        inner.engine.race(RacePoint::CompactionVisit);
+        let mut w = inner.engine.store().write();
         let fan = match btree::internal_at(&mut w.mtr, root, way.as_deref(), depth)? {
             Some(parent) => btree::fanout(&mut w.mtr, parent)?.map(|fan| (parent, fan)),
             None => None,
@@ -469,7 +470,7 @@ fn move_kids(
 /// key by key like the heap's moves. False once no free page below the
 /// limit is left.
 fn move_overflow(
-    inner: &Inner,
+    inner: &Core,
     tables: &[PageId],
     limit: PageId,
     stats: &mut VacuumStats,
@@ -477,13 +478,13 @@ fn move_overflow(
     for &root in tables {
         let mut keys = btree::Batches::new(root);
         loop {
-            let batch = keys.next(&mut inner.store.read().view, VACUUM_BATCH)?;
+            let batch = keys.next(&mut inner.engine.store().read().view, VACUUM_BATCH)?;
             if batch.is_empty() {
                 break;
             }
             for (key, _) in &batch {
                 loop {
-                    let mut w = inner.store.write();
+                    let mut w = inner.engine.store().write();
                     let (moved, room) = move_chains(&mut w.mtr, root, key, limit)?;
                     w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
                     stats.overflow_pages_moved += moved as u64;
@@ -539,14 +540,14 @@ fn move_chains(
 /// Moves one key's versions found past `limit`, a few per round. False once
 /// no room below the limit is left.
 fn move_key(
-    inner: &Inner,
+    inner: &Core,
     root: PageId,
     key: &[u8],
     limit: PageId,
     stats: &mut VacuumStats,
 ) -> Result<bool> {
     loop {
-        let mut w = inner.store.write();
+        let mut w = inner.engine.store().write();
         let (moved, room) = move_round(&mut w.mtr, inner, root, key, limit)?;
         w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
         stats.versions_moved += moved as u64;
@@ -563,12 +564,12 @@ fn move_key(
 /// Returns how many moved and whether room below the limit remains.
 fn move_round(
     mtr: &mut Mtr<'_>,
-    inner: &Inner,
+    inner: &Core,
     root: PageId,
     key: &[u8],
     limit: PageId,
 ) -> Result<(usize, bool)> {
-    let fsm = &inner.store.fsm;
+    let fsm = &inner.engine.store().fsm;
     let Some(entry) = btree::get(mtr, root, key)? else {
         return Ok((0, true));
     };

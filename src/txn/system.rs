@@ -1,0 +1,80 @@
+//! The transaction system of one database: what all its transactions
+//! share — xids, snapshots and the commit log (`TxnManager`), row-lock
+//! waits, SSI's graph and key marks, the ledger of writers whose versions
+//! vacuum removed, and the prepared transactions — and `Core`, the engine
+//! and this system together, which a `Db` and its transactions hold.
+
+use std::sync::Arc;
+
+use super::locks::LockWaits;
+use super::prepare::Registry;
+use super::ssi::{KeyMarks, Ssi, SsiLock};
+use crate::engine::Engine;
+use crate::mvcc::ledger::Ledger;
+use crate::mvcc::manager::TxnManager;
+
+/// Shared state of every transaction of one database.
+pub(crate) struct TxnSystem {
+    mgr: TxnManager,
+    waits: LockWaits,
+    ssi: SsiLock,
+    /// SSI's key marks, taken by reads without the `ssi` lock.
+    marks: Arc<KeyMarks>,
+    /// Writers of versions vacuum removed that a serializable reader
+    /// would have skipped.
+    ledger: Ledger,
+    /// Prepared transactions waiting for a decision.
+    prepared: Registry,
+}
+
+impl TxnSystem {
+    /// A system handing out xids from `mgr`, with no transaction yet.
+    pub(crate) fn new(mgr: TxnManager) -> TxnSystem {
+        let ssi = Ssi::default();
+        TxnSystem {
+            mgr,
+            waits: LockWaits::default(),
+            marks: ssi.marks(),
+            ssi: SsiLock::new(ssi),
+            ledger: Ledger::default(),
+            prepared: Registry::default(),
+        }
+    }
+
+    /// Xids, snapshots, the commit log.
+    pub(crate) fn mgr(&self) -> &TxnManager {
+        &self.mgr
+    }
+
+    /// Waits for row locks (and deadlock detection).
+    pub(crate) fn waits(&self) -> &LockWaits {
+        &self.waits
+    }
+
+    /// SSI's graph, behind its lock.
+    pub(crate) fn ssi(&self) -> &SsiLock {
+        &self.ssi
+    }
+
+    /// SSI's key marks.
+    pub(crate) fn marks(&self) -> &Arc<KeyMarks> {
+        &self.marks
+    }
+
+    /// Writers of versions vacuum removed.
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The prepared transactions.
+    pub(crate) fn prepared(&self) -> &Registry {
+        &self.prepared
+    }
+}
+
+/// A database's engine and the transaction system on it: what its `Db`
+/// handles and its transactions share.
+pub(crate) struct Core {
+    pub(crate) engine: Engine,
+    pub(crate) txns: TxnSystem,
+}
