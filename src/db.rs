@@ -357,11 +357,10 @@ impl Shared {
     fn close(&mut self) -> Result<()> {
         *self.worker.stop.lock() = true;
         self.worker.wake.notify_all();
-        let Some(t) = self.thread.lock().take() else {
-            return self.final_checkpoint();
-        };
-        // A worker that panicked has done no harm the log cannot repair.
-        let _ = t.join();
+        if let Some(t) = self.thread.lock().take() {
+            // A worker that panicked did no harm the log cannot repair.
+            let _ = t.join();
+        }
         self.final_checkpoint()
     }
 

@@ -177,8 +177,13 @@ impl Failure {
             }
             _ => "",
         };
+        // These name the directory themselves.
+        let prefix = match &e {
+            Error::NotADatabase { .. } | Error::NotEmpty { .. } => String::new(),
+            _ => format!("cannot open {}: ", dir.display()),
+        };
         Failure {
-            message: format!("cannot open {}: {e}{hint}", dir.display()),
+            message: format!("{prefix}{e}{hint}"),
             status,
         }
     }
