@@ -215,11 +215,12 @@ fn open_made(
     *lock = Some(vfs.lock(&dir.join(LOCK_FILE))?);
     let control = match existing(vfs, dir)? {
         Some(c) if !c.creating() => Some(c),
-        Some(_) if !may_create => {
-            return Err(not_a_database(
-                dir,
-                "its creation was not finished (open it with create to finish it)",
-            ))
+        found if !may_create => {
+            let reason = match found {
+                Some(_) => "its creation was not finished (open it with create to finish it)",
+                None => "it holds no database file",
+            };
+            return Err(not_a_database(dir, reason));
         }
         found => {
             made.files = true;

@@ -127,6 +127,12 @@ fn open_without_create_opens_only_an_existing_database() {
     let err = Db::open_with(&dir, existing()).expect_err("empty");
     assert!(matches!(err, Error::NotADatabase { .. }), "{err:?}");
     assert!(names(&dir).is_empty(), "left {:?}", names(&dir));
+    // An empty log directory (what a failed creation on a file system that
+    // cannot remove directories leaves) is no database either.
+    std::fs::create_dir(dir.join(strata::WAL_DIR)).expect("mkdir");
+    let err = Db::open_with(&dir, existing()).expect_err("an empty log directory");
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err:?}");
+    assert_eq!(names(&dir), [strata::WAL_DIR], "files were made");
     put(&Db::open(&dir).expect("create"), "k", "v");
     let db = Db::open_with(&dir, existing()).expect("an existing database");
     assert_eq!(get(&db, "k").as_deref(), Some(&b"v"[..]));
