@@ -12,6 +12,7 @@ use crate::sync::Mutex;
 use crate::buffer::BufferPool;
 use crate::catalog;
 use crate::catalog::Table;
+use crate::control::Control;
 use crate::dir::{self, DATA_FILE, WAL_DIR};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -41,6 +42,8 @@ struct Shared {
     tables: Mutex<HashMap<String, Table>>,
     worker: Arc<Worker>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Whether the final checkpoint was written (or tried).
+    closed: bool,
 }
 
 /// An open database. Cheap to clone; all clones share one engine, which
@@ -60,18 +63,24 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database in `dir` with default options.
+    /// Opens the database in `dir` with default options, creating it if
+    /// `dir` is missing or empty (a directory holding other files is
+    /// refused with `Error::NotEmpty`). `Options::create(false)` opens
+    /// only an existing database. A failed open leaves no file behind.
     pub fn open(dir: impl AsRef<Path>) -> Result<Db> {
         Self::open_with(dir, Options::default())
     }
 
-    /// Opens (creating if needed) the database in `dir`.
+    /// Opens the database in `dir`, creating it as `Db::open` does unless
+    /// `opts` say `create(false)` or `read_only(true)`.
     pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
         Self::open_vfs(Arc::new(RealFs), dir.as_ref(), opts)
     }
 
     /// Opens the database through a custom file system (fault injection).
+    /// Its I/O errors are reported naming their operation and path.
     pub fn open_vfs(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Db> {
+        let vfs: Arc<dyn Vfs> = Arc::new(crate::io::Named(vfs));
         let (inner, replayed) = open_inner(vfs, dir, opts)?;
         let inner = Arc::new(inner);
         let worker = Arc::new(Worker::new());
@@ -89,6 +98,7 @@ impl Db {
                 core: inner,
                 tables: Mutex::new(HashMap::new()),
                 worker,
+                closed: false,
                 thread: Mutex::new(thread),
             }),
         })
@@ -231,32 +241,96 @@ impl Db {
     pub fn path(&self) -> &Path {
         self.core().engine.dir()
     }
-}
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.worker.stop();
-        if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
-        }
-        if !self.core.engine.store().wal.is_poisoned() {
-            // A clean close: best effort, since recovery covers a failure
-            // (and a read-only database refuses it).
-            let _ = checkpoint::run(&self.core);
+    /// Closes the database: stops the background worker, writes a final
+    /// checkpoint and lets go of the directory lock, reporting what went
+    /// wrong (dropping the last handle does the same silently, leaving a
+    /// failure to recovery at the next open). A poisoned database reports
+    /// the error that poisoned it. Other clones of this `Db`, or transactions
+    /// (which hold one), keep it open: then `Error::InUse`, and it closes
+    /// when the last of them is dropped.
+    pub fn close(self) -> Result<()> {
+        let path = self.path().to_path_buf();
+        match Arc::try_unwrap(self.shared) {
+            Ok(mut shared) => shared.close(),
+            Err(_) => Err(Error::InUse { path }),
         }
     }
 }
 
+impl Shared {
+    /// Stops the worker and writes the final checkpoint (once).
+    fn close(&mut self) -> Result<()> {
+        self.worker.stop();
+        if let Some(t) = self.thread.lock().take() {
+            // A worker that panicked did no harm the log cannot repair.
+            let _ = t.join();
+        }
+        self.final_checkpoint()
+    }
+
+    fn final_checkpoint(&mut self) -> Result<()> {
+        let core = &self.core;
+        if core.engine.opts().read_only || std::mem::replace(&mut self.closed, true) {
+            return Ok(());
+        }
+        match checkpoint::run(core) {
+            // What poisoned the database says more than that it is.
+            Err(Error::Poisoned) => Err(core
+                .engine
+                .store()
+                .wal
+                .poison_error()
+                .unwrap_or(Error::Poisoned)),
+            r => r,
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Best effort: recovery at the next open covers a failure, and
+        // `Db::close` is how a caller learns of one.
+        let _ = self.close();
+    }
+}
+
 /// Opens (recovering if need be) a database; also whether the log was
-/// replayed.
+/// replayed. A database this open was creating is removed again if the
+/// open fails.
 fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Core, bool)> {
+    let ((lock, control, data), created) = if opts.read_only {
+        (dir::open_read_only(vfs.as_ref(), dir)?, None)
+    } else {
+        dir::open_writable(vfs.as_ref(), dir, opts.create)?
+    };
+    match recover(vfs.clone(), dir, opts, control, data) {
+        Ok((mut inner, replayed)) => {
+            inner.engine.hold(lock);
+            Ok((inner, replayed))
+        }
+        Err(e) => {
+            if let Some(c) = created {
+                // Under the lock; best effort, the open's error is the news.
+                let _ = c.undo(vfs.as_ref());
+            }
+            drop(lock);
+            Err(e)
+        }
+    }
+}
+
+/// `open_inner` once the files are open: recovery, and the first
+/// checkpoint of a new database.
+fn recover(
+    vfs: Arc<dyn Vfs>,
+    dir: &Path,
+    opts: Options,
+    control: Option<Control>,
+    data: Box<dyn crate::io::VfsFile>,
+) -> Result<(Core, bool)> {
     let read_only = opts.read_only;
     let (wal_dir, data_path) = (dir.join(WAL_DIR), dir.join(DATA_FILE));
-    let (lock, control, data) = if read_only {
-        dir::open_read_only(vfs.as_ref(), dir)?
-    } else {
-        dir::open_writable(vfs.as_ref(), dir)?
-    };
     let mut pool = BufferPool::new(data, data_path, opts.cache_size)?;
     if read_only {
         pool = pool.read_only();
@@ -287,7 +361,7 @@ fn open_inner(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<(Core, boo
     };
     let mgr = TxnManager::new(next_xid, Clog::new(bits, next_xid));
     let inner = Core {
-        engine: Engine::new(store, opts, vfs, dir, lock),
+        engine: Engine::new(store, opts, vfs, dir),
         txns: TxnSystem::new(mgr),
     };
     crate::txn::prepare::adopt(&inner)?;

@@ -37,14 +37,8 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// The engine over `store`, opened in `dir` under `lock`.
-    pub(crate) fn new(
-        store: Store,
-        opts: Options,
-        vfs: Arc<dyn Vfs>,
-        dir: &Path,
-        lock: Option<Box<dyn VfsLock>>,
-    ) -> Engine {
+    /// The engine over `store`, opened in `dir`.
+    pub(crate) fn new(store: Store, opts: Options, vfs: Arc<dyn Vfs>, dir: &Path) -> Engine {
         Engine {
             store,
             opts,
@@ -55,8 +49,14 @@ impl Engine {
             keys_last_vacuum: AtomicU64::new(0),
             checkpointing: Mutex::new(()),
             vacuuming: Mutex::new(()),
-            _lock: lock,
+            _lock: None,
         }
+    }
+
+    /// Keeps the directory `lock` for as long as the engine lives (a
+    /// failed open lets it go only after removing what it created).
+    pub(crate) fn hold(&mut self, lock: Option<Box<dyn VfsLock>>) {
+        self._lock = lock;
     }
 
     /// Pages, log and latch.

@@ -6,20 +6,34 @@
 //! [`Error::Poisoned`] for every later write (and
 //! [`Error::CommitOutcomeUnknown`] for the commit whose record it may have
 //! lost).
+//!
+//! `Error` is `Clone` (an operating-system error is shared behind an
+//! `Arc`), so a doomed transaction repeats the very error that doomed it,
+//! and `PartialEq` (operating-system errors compare by kind and code).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Result alias used throughout strata.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in strata.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The transaction conflicts with a concurrent one (first updater wins).
-    /// Retry the whole transaction from `begin`.
-    SerializationFailure,
+    /// The transaction conflicts with a concurrent one and cannot commit
+    /// at its isolation level. Retry the whole transaction from `begin`.
+    SerializationFailure {
+        /// Why: another transaction updated a row this one writes (first
+        /// updater wins), or the transaction would close a cycle of
+        /// read/write dependencies (serializable snapshot isolation).
+        cause: Conflict,
+        /// The table of the row where the conflict was found, if known.
+        table: Option<String>,
+        /// The key of that row, if known.
+        key: Option<Vec<u8>>,
+    },
     /// Waiting for a row lock would have closed a cycle of waiting
     /// transactions. Retry from `begin`.
     Deadlock,
@@ -35,7 +49,15 @@ pub enum Error {
         reason: String,
     },
     /// An operating-system I/O error.
-    Io(std::io::Error),
+    Io {
+        /// What was being done: `open`, `read`, `write`, `sync`, `create
+        /// directory`, … (empty if the error came from elsewhere).
+        op: &'static str,
+        /// The file or directory it was done to, if known.
+        path: Option<PathBuf>,
+        /// The operating system's error (also `std::error::Error::source`).
+        source: IoSource,
+    },
     /// An earlier write or fsync failed; nothing more is acknowledged. Reopen
     /// the database to recover from the log.
     Poisoned,
@@ -86,9 +108,28 @@ pub enum Error {
     /// A change (write, checkpoint, vacuum, decision, new table) to a
     /// database opened with `Options::read_only`.
     ReadOnly,
-    /// `Options::read_only` on a directory that holds no strata database.
+    /// Opening a database where there is none, without creating one
+    /// (`Options::create(false)`, `Options::read_only`), or at a path
+    /// that is not a directory.
     NotADatabase {
+        /// The path given.
+        path: PathBuf,
+        /// What is there instead: nothing, an empty directory, a regular
+        /// file, other files.
+        reason: String,
+    },
+    /// Creating a database in a directory that holds other files and no
+    /// strata database: its files would be mixed with someone else's.
+    NotEmpty {
         /// The directory.
+        path: PathBuf,
+        /// Some of the names found in it.
+        found: String,
+    },
+    /// `Db::close` while other clones of the `Db`, or transactions, still
+    /// use it; it closes when the last of them is dropped.
+    InUse {
+        /// The database directory.
         path: PathBuf,
     },
     /// No prepared transaction with that global id exists.
@@ -109,13 +150,123 @@ pub enum Error {
     Unsupported(&'static str),
 }
 
+/// Why a transaction could not be serialized (PostgreSQL's two messages
+/// for its `serialization_failure`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Conflict {
+    /// Another transaction committed an update or delete of a row this one
+    /// writes, after this one's snapshot: first updater wins.
+    ConcurrentUpdate,
+    /// Committing would leave a cycle of read/write dependencies among
+    /// concurrent serializable transactions (write skew and its kin).
+    ReadWriteDependencies,
+}
+
+/// An operating-system error, shared so that [`Error`] can be cloned.
+/// Dereferences to the `std::io::Error`; two compare equal when their kind
+/// and OS error code do.
+#[derive(Clone, Debug)]
+pub struct IoSource(Arc<std::io::Error>);
+
+impl IoSource {
+    /// The operating system's error.
+    pub fn get_ref(&self) -> &std::io::Error {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for IoSource {
+    type Target = std::io::Error;
+    fn deref(&self) -> &std::io::Error {
+        &self.0
+    }
+}
+
+impl PartialEq for IoSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.kind() == other.0.kind() && self.0.raw_os_error() == other.0.raw_os_error()
+    }
+}
+
+impl fmt::Display for IoSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl Error {
     /// True when retrying the transaction from `begin` may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::SerializationFailure | Error::Deadlock | Error::LockTimeout
+            Error::SerializationFailure { .. } | Error::Deadlock | Error::LockTimeout
         )
+    }
+
+    /// The kind of an operating-system error, if this is one.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
+    /// `io` met while doing `op` to `path`.
+    pub fn io(op: &'static str, path: &Path, io: std::io::Error) -> Error {
+        Error::Io {
+            op,
+            path: Some(path.to_path_buf()),
+            source: IoSource(Arc::new(io)),
+        }
+    }
+
+    /// Names the operation and path of an I/O error that does not name
+    /// them yet; other errors pass unchanged.
+    pub(crate) fn doing(self, what: &'static str, at: &Path) -> Error {
+        match self {
+            Error::Io { op, path, source } if path.is_none() => Error::Io {
+                op: if op.is_empty() { what } else { op },
+                path: Some(at.to_path_buf()),
+                source,
+            },
+            e => e,
+        }
+    }
+
+    /// A first-updater-wins failure on `key` of `table`.
+    pub(crate) fn concurrent_update(table: &str, key: &[u8]) -> Error {
+        Error::SerializationFailure {
+            cause: Conflict::ConcurrentUpdate,
+            table: Some(table.to_string()),
+            key: Some(key.to_vec()),
+        }
+    }
+
+    /// A dangerous structure of read/write dependencies (SSI); where it was
+    /// found is added by [`Error::at`] when the caller knows.
+    pub(crate) fn rw_dependencies() -> Error {
+        Error::SerializationFailure {
+            cause: Conflict::ReadWriteDependencies,
+            table: None,
+            key: None,
+        }
+    }
+
+    /// Names the row of a serialization failure that does not name one.
+    pub(crate) fn at(self, at_table: &str, at_key: &[u8]) -> Error {
+        match self {
+            Error::SerializationFailure {
+                cause,
+                table: None,
+                key: None,
+            } => Error::SerializationFailure {
+                cause,
+                table: Some(at_table.to_string()),
+                key: Some(at_key.to_vec()),
+            },
+            e => e,
+        }
     }
 
     pub(crate) fn corruption(
@@ -134,10 +285,19 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::SerializationFailure => write!(
-                f,
-                "could not serialize access due to a concurrent update; retry the transaction"
-            ),
+            Error::SerializationFailure { cause, table, key } => {
+                let why = match cause {
+                    Conflict::ConcurrentUpdate => "concurrent update",
+                    Conflict::ReadWriteDependencies => "read/write dependencies among transactions",
+                };
+                write!(f, "could not serialize access due to {why}")?;
+                match (table, key) {
+                    (Some(t), Some(k)) => write!(f, " (table {t:?}, key {})", Printable(k))?,
+                    (Some(t), None) => write!(f, " (table {t:?})")?,
+                    _ => {}
+                }
+                write!(f, "; retry the transaction")
+            }
             Error::Deadlock => write!(f, "deadlock detected; retry the transaction"),
             Error::LockTimeout => write!(f, "lock wait timed out; retry the transaction"),
             Error::Corruption {
@@ -149,7 +309,13 @@ impl fmt::Display for Error {
                 "corruption in {} at byte {offset}: {reason}",
                 file.display()
             ),
-            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Io { op, path, source } => match path {
+                Some(p) if !op.is_empty() => {
+                    write!(f, "I/O error: cannot {op} {}: {source}", p.display())
+                }
+                Some(p) => write!(f, "I/O error on {}: {source}", p.display()),
+                None => write!(f, "I/O error: {source}"),
+            },
             Error::Poisoned => write!(
                 f,
                 "database poisoned by an earlier write or fsync failure; reopen it to recover"
@@ -192,9 +358,19 @@ impl fmt::Display for Error {
                 f,
                 "the database was opened read-only; open it without read_only to change it"
             ),
-            Error::NotADatabase { path } => write!(
+            Error::NotADatabase { path, reason } => write!(
                 f,
-                "{} holds no strata database (no control file)",
+                "{} holds no strata database: {reason}",
+                path.display()
+            ),
+            Error::NotEmpty { path, found } => write!(
+                f,
+                "cannot create a database in {}: the directory holds other files ({found}) and no strata database; choose a new or empty directory",
+                path.display()
+            ),
+            Error::InUse { path } => write!(
+                f,
+                "cannot close {}: other handles (clones of the Db, open transactions) still use it; it closes when the last of them is dropped",
                 path.display()
             ),
             Error::UnknownTransaction => write!(f, "no such prepared transaction"),
@@ -219,14 +395,40 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
+            Error::Io { source, .. } => Some(source.get_ref()),
             _ => None,
         }
     }
 }
 
 impl From<std::io::Error> for Error {
+    /// An I/O error whose operation and path are not known here.
     fn from(e: std::io::Error) -> Self {
-        Error::Io(e)
+        Error::Io {
+            op: "",
+            path: None,
+            source: IoSource(Arc::new(e)),
+        }
+    }
+}
+
+/// A key as text: printable ASCII as itself, other bytes as `\xHH`, cut
+/// after [`crate::limits::KEY_SHOWN_MAX`] bytes.
+struct Printable<'a>(&'a [u8]);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for &b in self.0.iter().take(crate::limits::KEY_SHOWN_MAX) {
+            match b {
+                b'"' | b'\\' => write!(f, "\\{}", b as char)?,
+                0x20..=0x7e => write!(f, "{}", b as char)?,
+                _ => write!(f, "\\x{b:02x}")?,
+            }
+        }
+        if self.0.len() > crate::limits::KEY_SHOWN_MAX {
+            write!(f, "…({} bytes)", self.0.len())?;
+        }
+        f.write_str("\"")
     }
 }

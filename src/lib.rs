@@ -24,20 +24,18 @@
 //!
 //! ## Retrying conflicts
 //!
+//! [`Db::transaction`] begins a serializable transaction, runs the
+//! closure, commits, and starts over (a bounded number of times, with a
+//! jittered pause) when the attempt fails with an error
+//! [`Error::is_retryable`] names:
+//!
 //! ```
 //! fn increment(db: &strata::Db, t: &strata::Table) -> strata::Result<u64> {
-//!     loop {
-//!         let mut tx = db.begin()?;
-//!         let attempt = (|| {
-//!             let n = tx.get(t, b"counter")?.map_or(0, |v| u64::from_le_bytes(v[..8].try_into().unwrap()));
-//!             tx.put(t, b"counter", (n + 1).to_le_bytes())?;
-//!             Ok(n + 1)
-//!         })();
-//!         match attempt.and_then(|n| tx.commit().map(|_| n)) {
-//!             Err(e) if e.is_retryable() => continue, // conflict: start over
-//!             other => return other,
-//!         }
-//!     }
+//!     db.transaction(|tx| {
+//!         let n = tx.get(t, b"counter")?.map_or(0, |v| u64::from_le_bytes(v[..8].try_into().unwrap()));
+//!         tx.put(t, b"counter", (n + 1).to_le_bytes())?;
+//!         Ok(n + 1)
+//!     })
 //! }
 //! # fn main() -> strata::Result<()> {
 //! # let dir = tempfile::tempdir()?;
@@ -53,9 +51,15 @@
 //! ```
 //!
 //! ## The tour
-//! - [`Db`] opens a directory (creating it), hands out [`Table`]s and
-//!   [`Transaction`]s, and runs checkpoints and vacuum (in the background
-//!   and on demand).
+//! - [`Db`] opens a directory, hands out [`Table`]s and [`Transaction`]s,
+//!   and runs checkpoints and vacuum (in the background and on demand).
+//!   [`Db::open`] creates a database in a missing or empty directory and
+//!   refuses one holding other files ([`Error::NotEmpty`]); a failed open
+//!   leaves no file behind. [`Options`] set the cache size, durability,
+//!   lock timeout, background work, [`Options::create`] (`false`: open
+//!   only an existing database) and [`Options::read_only`].
+//!   [`Db::close`] reports the final checkpoint's failure, which dropping
+//!   the last handle cannot.
 //! - A [`Transaction`] is serializable by default
 //!   ([`Isolation::Serializable`]: a snapshot plus PostgreSQL's
 //!   serializable snapshot isolation); [`Isolation::Snapshot`] and
@@ -63,8 +67,18 @@
 //!   table on [`Isolation`]). Writers of the same key wait for each other
 //!   (bounded by `Options::lock_timeout`); deadlocks are detected; a
 //!   transaction that would break its level's guarantee fails with
-//!   [`Error::SerializationFailure`]. Retry when [`Error::is_retryable`]
-//!   says so.
+//!   [`Error::SerializationFailure`], whose [`Conflict`] says why (a
+//!   concurrent update, or read/write dependencies) and which names the
+//!   row where known. Retry when [`Error::is_retryable`] says so, or let
+//!   [`Db::transaction`] do it.
+//! - Two-phase commit: [`Transaction::prepare`] makes a transaction
+//!   durable and in doubt; [`Db::commit_prepared`] or
+//!   [`Db::rollback_prepared`] decides it, across restarts
+//!   ([`Db::prepared_transactions`] lists the undecided), and the `twopc`
+//!   feature adds a coordinator.
+//! - Every I/O failure is an [`Error::Io`] naming the operation and path,
+//!   with the operating system's error as its source. `Error` is `Clone`
+//!   and `PartialEq`.
 //! - Underneath: a write-ahead log with group commit ([`wal`]), a bounded
 //!   page cache ([`buffer`]), a heap of versioned tuples ([`heap`]), a
 //!   B+tree per table ([`btree`]), and the visibility rules ([`mvcc`]).
@@ -94,6 +108,7 @@ mod options;
 pub mod page;
 mod recovery;
 pub mod redo;
+mod retry;
 mod stat;
 pub mod store;
 mod sync;
@@ -107,7 +122,7 @@ pub use catalog::Table;
 pub use codec::FUZZ_CRC;
 pub use db::Db;
 pub use dir::{DATA_FILE, WAL_DIR};
-pub use error::{Error, Result};
+pub use error::{Conflict, Error, IoSource, Result};
 pub use ids::{Lsn, Xid};
 pub use integrity::IntegrityReport;
 pub use maintenance::vacuum::VacuumStats;

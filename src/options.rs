@@ -68,6 +68,7 @@ pub struct Options {
     pub(crate) background: bool,
     pub(crate) wal_segment_size: u64,
     pub(crate) read_only: bool,
+    pub(crate) create: bool,
     pub(crate) race_hook: Option<RaceHook>,
 }
 
@@ -113,6 +114,7 @@ impl Default for Options {
             background: true,
             wal_segment_size: crate::limits::WAL_SEGMENT_SIZE,
             read_only: false,
+            create: true,
             race_hook: None,
         }
     }
@@ -181,6 +183,19 @@ impl Options {
     /// (default 10 000; 0 disables background vacuum).
     pub fn vacuum_threshold(mut self, n: u64) -> Self {
         self.vacuum_threshold = n;
+        self
+    }
+
+    /// Whether opening may create a database (default true), as
+    /// rusqlite's `Connection::open` and redb's `Database::create` do. A
+    /// database is created only in a new or empty directory: a directory
+    /// holding other files gives [`crate::Error::NotEmpty`]. With `false`
+    /// the directory must hold a database already, or the open fails with
+    /// [`crate::Error::NotADatabase`] and changes nothing — for tools and
+    /// applications that take a path from a user, where a typo must not
+    /// make a new, empty database. (A read-only open never creates.)
+    pub fn create(mut self, on: bool) -> Self {
+        self.create = on;
         self
     }
 

@@ -239,7 +239,7 @@ fn load_refuses_bad_and_cut_short_dumps() {
 fn edits_checkpoint_and_vacuum() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("db");
-    ok(&["put", s(&dir), "t", "a", "1"]);
+    ok(&["put", "--create", s(&dir), "t", "a", "1"]);
     ok(&["put", s(&dir), "t", "a", "2"]);
     ok(&["put", s(&dir), "t", "b", "x y"]);
     assert_eq!(ok(&["get", s(&dir), "t", "a"]), "2\n");
@@ -272,7 +272,7 @@ fn shell_runs_transactions_from_a_script() {
                   frobnicate\n\
                   isolation sideways\n\
                   tables\n";
-    let out = strata(&["shell", s(&dir)], Some(script.as_bytes()));
+    let out = strata(&["shell", "--create", s(&dir)], Some(script.as_bytes()));
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let said: Vec<&str> = text
@@ -339,7 +339,7 @@ fn verify_reports_damage_with_status_one() {
 fn errors_are_plain_words_with_the_right_status() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("db");
-    ok(&["put", s(&dir), "t", "k", "v"]);
+    ok(&["put", "--create", s(&dir), "t", "k", "v"]);
     let db = Db::open(&dir).expect("open");
     let locked = strata(&["stat", s(&dir)], None);
     assert_eq!(locked.status.code(), Some(2));

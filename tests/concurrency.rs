@@ -65,12 +65,15 @@ fn first_updater_wins_under_snapshot_read_committed_proceeds() {
     a.put(&t, "x", "11").expect("a put");
     a.commit().expect("a commit");
     let err = b.put(&t, "x", "12").expect_err("b must fail");
-    assert!(matches!(err, Error::SerializationFailure) && err.is_retryable());
+    assert!(matches!(err, Error::SerializationFailure { .. }) && err.is_retryable());
     assert!(
-        matches!(b.get(&t, "x"), Err(Error::SerializationFailure)),
+        matches!(b.get(&t, "x"), Err(Error::SerializationFailure { .. })),
         "doomed transaction keeps failing"
     );
-    assert!(matches!(b.commit(), Err(Error::SerializationFailure)));
+    assert!(matches!(
+        b.commit(),
+        Err(Error::SerializationFailure { .. })
+    ));
 
     let mut a = db.begin_with(Isolation::ReadCommitted).expect("a");
     let mut b = db.begin_with(Isolation::ReadCommitted).expect("b");
@@ -125,7 +128,7 @@ fn writer_waits_for_row_lock_and_then_fails_or_proceeds() {
             "{level:?} holder_commits={holder_commits}: {r:?}"
         );
         if !expect_ok {
-            assert!(matches!(r, Err(Error::SerializationFailure)));
+            assert!(matches!(r, Err(Error::SerializationFailure { .. })));
         }
     }
 }

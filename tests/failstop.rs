@@ -28,7 +28,7 @@ impl VfsFile for File {
     }
     fn sync(&self) -> strata::Result<()> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(Error::Io(std::io::Error::other("injected EIO on fsync")));
+            return Err(Error::from(std::io::Error::other("injected EIO on fsync")));
         }
         self.inner.sync()
     }

@@ -62,7 +62,7 @@ enum Fail {
 
 fn fail_of(e: &Error) -> Fail {
     match e {
-        Error::SerializationFailure => Fail::Serialization,
+        Error::SerializationFailure { .. } => Fail::Serialization,
         Error::Deadlock => Fail::Deadlock,
         Error::LockTimeout => Fail::LockTimeout,
         e => panic!("not a retryable error: {e}"),
@@ -549,7 +549,7 @@ fn serializable_aborts_are_retryable_and_a_retry_succeeds() {
     set(&mut t2, &t, "2", 0).expect("w");
     t1.commit().expect("the first committer wins");
     let err = t2.commit().expect_err("the pivot must fail");
-    assert!(matches!(err, Error::SerializationFailure) && err.is_retryable());
+    assert!(matches!(err, Error::SerializationFailure { .. }) && err.is_retryable());
     // The retry sees T1's change and decides differently.
     let t3 = db.begin_with(Isolation::Serializable).expect("t3");
     assert_eq!(
@@ -598,7 +598,7 @@ fn write_skew_is_prevented_in_every_interleaving() {
             step[who] += 1;
             if let Err(e) = r {
                 assert!(
-                    matches!(e, Error::SerializationFailure),
+                    matches!(e, Error::SerializationFailure { .. }),
                     "{mask:08b}: transaction {who}: {e}"
                 );
                 txs[who] = None;
@@ -728,7 +728,10 @@ fn deleting_an_absent_key_conflicts_with_its_concurrent_insert() {
                 step[who] += 1;
                 if let Err(e) = r {
                     // The interleavings that would wait are left out.
-                    assert!(matches!(e, Error::SerializationFailure), "{mask:06b}: {e}");
+                    assert!(
+                        matches!(e, Error::SerializationFailure { .. }),
+                        "{mask:06b}: {e}"
+                    );
                     txs[who] = None;
                 }
             }
@@ -836,7 +839,7 @@ fn read_only_anomaly_is_caught_with_t3_folded_into_the_summary() {
     let penalty = if x + y - 10 < 0 { 1 } else { 0 };
     let t2_outcome = set(&mut t2, &t, "x", x - 10 - penalty).and_then(|()| t2.commit().map(drop));
     assert!(
-        matches!(t2_outcome, Err(strata::Error::SerializationFailure)),
+        matches!(t2_outcome, Err(strata::Error::SerializationFailure { .. })),
         "T2 is the pivot of T1 -> T2 -> T3 and must fail: {t2_outcome:?}"
     );
     t1.commit().expect("read-only T1 commits");
@@ -862,7 +865,7 @@ fn read_only_snapshot_is_not_declared_safe_past_a_folded_t3() {
         Ok(seen)
     })();
     assert!(
-        matches!(outcome, Err(strata::Error::SerializationFailure)),
+        matches!(outcome, Err(strata::Error::SerializationFailure { .. })),
         "T1 must fail, not see {outcome:?}"
     );
 }

@@ -26,7 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("txn", &["txn"]),
     ("maintenance", &["maintenance"]),
     ("reports", &["integrity", "stat"]),
-    ("api", &["db", "lib"]),
+    ("api", &["db", "retry", "lib"]),
     ("modules", &["twopc"]),
 ];
 

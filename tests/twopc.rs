@@ -206,7 +206,7 @@ fn recovered_prepared_transactions_are_conflicts_out() {
         r.commit().map(drop)
     })();
     assert!(
-        matches!(failed, Err(Error::SerializationFailure)),
+        matches!(failed, Err(Error::SerializationFailure { .. })),
         "{failed:?}"
     );
     // Unrelated work goes on, and a write to what p read is no problem

@@ -907,7 +907,7 @@ fn writer_meets_a_concurrent_delete(
         Ok(()) => false,
         // First updater wins names its failure; a timeout or deadlock here
         // would be some other fault.
-        Err(strata::Error::SerializationFailure) => true,
+        Err(strata::Error::SerializationFailure { .. }) => true,
         Err(e) => panic!("unexpected error: {e}"),
     }
 }

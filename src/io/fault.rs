@@ -292,7 +292,7 @@ impl State {
     fn op(&mut self) -> Result<()> {
         self.ops += 1;
         if self.crash_at.is_some_and(|c| self.ops >= c) {
-            return Err(Error::Io(std::io::Error::other(
+            return Err(Error::from(std::io::Error::other(
                 "FaultFs: the machine has stopped",
             )));
         }
@@ -302,7 +302,7 @@ impl State {
                     FaultKind::Io => std::io::Error::from_raw_os_error(5),
                     FaultKind::NoSpace => std::io::Error::from_raw_os_error(28),
                 };
-                return Err(Error::Io(e));
+                return Err(Error::from(e));
             }
         }
         Ok(())
@@ -340,10 +340,11 @@ impl State {
 
     fn lookup(&self, p: &Path) -> Result<u64> {
         self.names.get(p).copied().ok_or_else(|| {
-            Error::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{}", p.display()),
-            ))
+            Error::io(
+                "find",
+                p,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
         })
     }
 }

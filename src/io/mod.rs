@@ -8,9 +8,11 @@
 //! cache.
 
 mod fault;
+mod named;
 mod real;
 
 pub use fault::{FaultFs, FaultKind, Hold, OpKind, OpMatch};
+pub(crate) use named::Named;
 pub use real::RealFs;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +60,13 @@ pub trait Vfs: Send + Sync {
     fn lock(&self, path: &Path) -> Result<Box<dyn VfsLock>>;
     /// Creates a directory and its parents.
     fn create_dir_all(&self, dir: &Path) -> Result<()>;
+    /// Removes an empty directory. Only a failed creation of a database
+    /// removes one (the directory it made); a file system without this
+    /// leaves the empty directory behind.
+    fn remove_dir(&self, dir: &Path) -> Result<()> {
+        let _ = dir;
+        Ok(())
+    }
     /// Names of the files in a directory.
     fn list(&self, dir: &Path) -> Result<Vec<PathBuf>>;
     /// Whether a file exists.

@@ -100,6 +100,10 @@ impl Vfs for RealFs {
         Ok(fs::create_dir_all(dir)?)
     }
 
+    fn remove_dir(&self, dir: &Path) -> Result<()> {
+        Ok(fs::remove_dir(dir)?)
+    }
+
     fn list(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(dir)? {

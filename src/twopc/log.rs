@@ -157,6 +157,8 @@ impl DecisionLog {
     /// Opens (or creates) the log at `path`; returns it with the records
     /// of transactions not yet ended, in log order.
     pub fn open(vfs: Arc<dyn Vfs>, path: &Path) -> Result<(DecisionLog, Vec<Record>)> {
+        // Its I/O errors name their operation and path, as the engine's do.
+        let vfs: Arc<dyn Vfs> = Arc::new(crate::io::Named(vfs));
         let mut records = Vec::new();
         if vfs.exists(path)? {
             let f = vfs.open(path, false)?;

@@ -22,7 +22,7 @@ pub use scan::{KeyRange, Scan};
 pub(crate) use system::{Core, TxnSystem};
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use std::sync::Arc;
 
@@ -36,32 +36,6 @@ use crate::mvcc::{Snapshot, Status};
 use crate::options::{Durability, Isolation};
 use crate::redo::record::{Kind, Op};
 use ssi::Coarsening;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Doom {
-    Serialization,
-    Deadlock,
-    Timeout,
-}
-
-impl Doom {
-    fn of(e: &Error) -> Option<Doom> {
-        match e {
-            Error::SerializationFailure => Some(Doom::Serialization),
-            Error::Deadlock => Some(Doom::Deadlock),
-            Error::LockTimeout => Some(Doom::Timeout),
-            _ => None,
-        }
-    }
-
-    fn error(self) -> Error {
-        match self {
-            Doom::Serialization => Error::SerializationFailure,
-            Doom::Deadlock => Error::Deadlock,
-            Doom::Timeout => Error::LockTimeout,
-        }
-    }
-}
 
 /// The versions a transaction's writes leave behind, counted toward the
 /// background vacuum's trigger only once the outcome makes them dead: a
@@ -105,7 +79,8 @@ pub struct Transaction {
     snapshot: Snapshot,
     xid: Xid,
     versions: Versions,
-    doomed: Cell<Option<Doom>>,
+    /// The retryable error that doomed it, repeated by every later call.
+    doomed: RefCell<Option<Error>>,
     finished: bool,
     read_only: bool,
     /// The SSI marks of a serializable transaction (`None` below it).
@@ -167,7 +142,7 @@ impl Transaction {
             snapshot,
             xid: Xid::NONE,
             versions: Versions::default(),
-            doomed: Cell::new(None),
+            doomed: RefCell::new(None),
             finished: false,
             read_only,
             reads: RefCell::new(reads),
@@ -195,8 +170,8 @@ impl Transaction {
     }
 
     fn check(&self, table: &Table) -> Result<()> {
-        if let Some(d) = self.doomed.get() {
-            return Err(d.error());
+        if let Some(e) = self.doomed() {
+            return Err(e);
         }
         if table.db != self.core().engine.id() {
             return Err(Error::ForeignTable);
@@ -220,7 +195,12 @@ impl Transaction {
         }
         let mut ssi = self.core().txns.ssi().lock();
         ssi.assign(self.token, self.xid);
-        let r = ssi.write(self.token, table.root, key);
+        // A doom from an earlier conflict is told apart from one this
+        // write finds, which alone is at this row.
+        let r = ssi.check(self.token).and_then(|()| {
+            ssi.write(self.token, table.root, key)
+                .map_err(|e| e.at(table.name(), key))
+        });
         drop(ssi);
         self.note(r)
     }
@@ -243,26 +223,35 @@ impl Transaction {
     }
 
     /// Reports the writers of versions a read skipped (edges reader → writer).
-    fn ssi_unseen(&self, unseen: &[Xid]) -> Result<()> {
+    /// `at`: the row read, named in a failure.
+    fn ssi_unseen(&self, unseen: &[Xid], at: Option<(&Table, &[u8])>) -> Result<()> {
         if !self.serializable() || unseen.is_empty() {
             return Ok(());
         }
-        let r = self
-            .core()
-            .txns
-            .ssi()
-            .lock()
-            .read_unseen(self.token, unseen);
+        let mut ssi = self.core().txns.ssi().lock();
+        // As in `ssi_write`: only a conflict this read finds is at its row.
+        let r = ssi.check(self.token).and_then(|()| {
+            ssi.read_unseen(self.token, unseen).map_err(|e| match at {
+                Some((table, key)) => e.at(table.name(), key),
+                None => e,
+            })
+        });
+        drop(ssi);
         self.note(r)
     }
 
     fn note<T>(&self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
-            if let Some(d) = Doom::of(e) {
-                self.doomed.set(Some(d));
+            if e.is_retryable() {
+                *self.doomed.borrow_mut() = Some(e.clone());
             }
         }
         r
+    }
+
+    /// The error that doomed the transaction, if one did.
+    fn doomed(&self) -> Option<Error> {
+        self.doomed.borrow().clone()
     }
 
     /// The snapshot for one read, registered for vacuum under Read
@@ -319,7 +308,7 @@ impl Transaction {
         self.ssi_coarsen(coarsening);
         let value = value?;
         self.removed_writers(&snap, table.root, key, &mut unseen);
-        self.ssi_unseen(&unseen)?;
+        self.ssi_unseen(&unseen, Some((table, key)))?;
         Ok(value)
     }
 
@@ -426,8 +415,8 @@ impl Transaction {
     /// appended, `Error::CommitOutcomeUnknown`: the transaction may have
     /// committed (reopen and read back); the database is poisoned.
     pub fn commit(mut self) -> Result<CommitInfo> {
-        if let Some(d) = self.doomed.get() {
-            return Err(d.error());
+        if let Some(e) = self.doomed() {
+            return Err(e);
         }
         self.finished = true;
         let inner = self.core();
@@ -503,8 +492,8 @@ impl Transaction {
     /// (the log failed once the prepare record was appended): the database
     /// is poisoned, and after reopening the gid may be in doubt.
     pub fn prepare(mut self, gid: &str) -> Result<()> {
-        if let Some(d) = self.doomed.get() {
-            return Err(d.error());
+        if let Some(e) = self.doomed() {
+            return Err(e);
         }
         self.core().engine.writable()?;
         self.core().txns.prepared().reserve(gid)?;

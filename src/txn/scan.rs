@@ -252,7 +252,7 @@ impl<'t> Scan<'t> {
         }
         if !unseen.is_empty() {
             self.tx.keep_unseen(&self.snap, &mut unseen);
-            self.tx.ssi_unseen(&unseen)?;
+            self.tx.ssi_unseen(&unseen, None)?;
         }
         Ok(())
     }
@@ -297,7 +297,7 @@ impl<'t> Scan<'t> {
             self.tx
                 .removed_writers(&self.snap, self.table.root, key, &mut unseen);
         }
-        self.tx.ssi_unseen(&unseen)?;
+        self.tx.ssi_unseen(&unseen, None)?;
         Ok(value)
     }
 

@@ -182,7 +182,7 @@ fn apply(
     // the key's place stays valid until the insert.
     let (place, head, newest) = newest(mtr, inner, w)?;
     if level != Isolation::ReadCommitted && removed_unseen(inner, w, snap) {
-        return Err(Error::SerializationFailure);
+        return Err(Error::concurrent_update(w.table.name(), w.key));
     }
     let mut live = None;
     if let Some(v) = newest {
@@ -199,7 +199,7 @@ fn apply(
                 && clog.status(v.xmax) == Status::Committed
                 && !snap.sees(v.xmax, me, clog);
             if created_unseen || deleted_unseen {
-                return Err(Error::SerializationFailure);
+                return Err(Error::concurrent_update(w.table.name(), w.key));
             }
         }
         if visible(v.xmin, v.xmax, snap, me, clog) == Seen::Visible {

@@ -90,7 +90,7 @@ pub struct Wal {
     /// Everything below this LSN is written to the OS.
     written: AtomicU64,
     poisoned: AtomicBool,
-    cause: Mutex<Option<String>>,
+    cause: Mutex<Option<Error>>,
     syncs: AtomicU64,
     /// Durable flushes asked for since the last leader took its batch, and
     /// how many the last batch served (`gather`).
@@ -214,13 +214,18 @@ impl Wal {
     pub fn poison(&self, cause: &Error) {
         let mut first = self.cause.lock();
         if first.is_none() {
-            *first = Some(cause.to_string());
+            *first = Some(cause.clone());
         }
         self.poisoned.store(true, Ordering::Release);
     }
 
     /// What poisoned the log, if anything did.
     pub fn poison_cause(&self) -> Option<String> {
+        self.cause.lock().as_ref().map(Error::to_string)
+    }
+
+    /// The error that poisoned the log, if any did.
+    pub fn poison_error(&self) -> Option<Error> {
         self.cause.lock().clone()
     }
 

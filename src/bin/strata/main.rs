@@ -3,7 +3,9 @@
 //! Every subcommand takes the database directory first. `stat`, `verify`,
 //! `dump`, `waldump`, `get` and `scan` open it read-only (they never change
 //! a byte, even when the log needs replaying); the others open it for
-//! writing. Errors are one line on stderr saying what went wrong and what
+//! writing. Only `load`, and `put` and `shell` given `--create`, create a
+//! database: on a mistyped path every other command says there is none
+//! and changes nothing. Errors are one line on stderr saying what went wrong and what
 //! to do, and the exit status is 0 on success, 1 when the command failed
 //! (for `verify`: the database is damaged), 2 when the database could not
 //! be opened or the command line was wrong.
@@ -54,7 +56,7 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
-    /// Read a dump from stdin into the database (created if missing), in batches.
+    /// Read a dump from stdin into the database (created if missing or empty), in batches.
     Load {
         /// Database directory.
         dir: PathBuf,
@@ -84,6 +86,9 @@ enum Command {
     },
     /// Set one key (one durable transaction).
     Put {
+        /// Create the database if the directory is missing or empty.
+        #[arg(long)]
+        create: bool,
         /// Database directory.
         dir: PathBuf,
         /// Table name (created if missing).
@@ -120,7 +125,10 @@ enum Command {
     },
     /// An interactive prompt: begin/commit/rollback, get/put/delete/scan, isolation.
     Shell {
-        /// Database directory (created if missing).
+        /// Create the database if the directory is missing or empty.
+        #[arg(long)]
+        create: bool,
+        /// Database directory.
         dir: PathBuf,
     },
     /// Write every dirty page and trim the log.
@@ -164,10 +172,18 @@ impl Failure {
                 " (the database is damaged; `strata verify` reports what it can)"
             }
             Error::IncompatibleFormat { .. } => " (written by another version of strata)",
+            Error::NotADatabase { .. } => {
+                " (`strata load` or `--create` on put and shell make a new one)"
+            }
             _ => "",
         };
+        // These name the directory themselves.
+        let prefix = match &e {
+            Error::NotADatabase { .. } | Error::NotEmpty { .. } => String::new(),
+            _ => format!("cannot open {}: ", dir.display()),
+        };
         Failure {
-            message: format!("cannot open {}: {e}{hint}", dir.display()),
+            message: format!("{prefix}{e}{hint}"),
             status,
         }
     }
@@ -214,7 +230,7 @@ fn run(command: Command) -> Outcome {
         Command::Dump { dir, table } => dump::dump(&open_read(&dir)?, table.as_deref()),
         Command::Load { dir, batch } => {
             dump::stdin_is_a_dump()?;
-            dump::load(&open_write(&dir)?, batch.max(1))
+            dump::load(&open_write(&dir, true)?, batch.max(1))
         }
         Command::Waldump { dir, from } => waldump::run(&dir, from),
         Command::Get {
@@ -224,12 +240,13 @@ fn run(command: Command) -> Outcome {
             raw,
         } => get(&open_read(&dir)?, &table, &key, raw),
         Command::Put {
+            create,
             dir,
             table,
             key,
             value,
         } => {
-            let db = open_write(&dir)?;
+            let db = open_write(&dir, create)?;
             let t = db.table(&table)?;
             let mut tx = db.begin()?;
             tx.put(&t, arg(&key)?, arg(&value)?)?;
@@ -237,7 +254,7 @@ fn run(command: Command) -> Outcome {
             Ok(())
         }
         Command::Delete { dir, table, key } => {
-            let db = open_write(&dir)?;
+            let db = open_write(&dir, false)?;
             let t = existing_table(&db, &table)?;
             let mut tx = db.begin()?;
             let existed = tx.delete(&t, arg(&key)?)?;
@@ -255,10 +272,10 @@ fn run(command: Command) -> Outcome {
             to,
             limit,
         } => scan(&open_read(&dir)?, &table, from, to, limit),
-        Command::Shell { dir } => shell::run(open_write(&dir)?),
-        Command::Checkpoint { dir } => Ok(open_write(&dir)?.checkpoint()?),
+        Command::Shell { create, dir } => shell::run(open_write(&dir, create)?),
+        Command::Checkpoint { dir } => Ok(open_write(&dir, false)?.checkpoint()?),
         Command::Vacuum { dir } => {
-            let s = open_write(&dir)?.vacuum()?;
+            let s = open_write(&dir, false)?.vacuum()?;
             println!(
                 "examined {} keys; removed {} versions and {} keys; freed {} heap and {} overflow pages",
                 s.keys, s.versions_removed, s.keys_removed, s.heap_pages_freed, s.overflow_pages_freed
@@ -277,8 +294,10 @@ fn open_read(dir: &Path) -> Result<Db, Failure> {
     read_only(dir).map_err(|e| Failure::open(dir, e))
 }
 
-fn open_write(dir: &Path) -> Result<Db, Failure> {
-    Db::open_with(dir, Options::default()).map_err(|e| Failure::open(dir, e))
+/// Opens `dir` for writing; `create`: a new database if it is missing or
+/// empty.
+fn open_write(dir: &Path, create: bool) -> Result<Db, Failure> {
+    Db::open_with(dir, Options::default().create(create)).map_err(|e| Failure::open(dir, e))
 }
 
 // Reads run at Snapshot isolation: one consistent snapshot, and no

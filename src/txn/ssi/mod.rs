@@ -308,7 +308,7 @@ impl Ssi {
     /// Fails if `id` was chosen as a victim.
     pub fn check(&self, id: u64) -> Result<()> {
         match self.entries.get(&id) {
-            Some(e) if e.doomed => Err(Error::SerializationFailure),
+            Some(e) if e.doomed => Err(Error::rw_dependencies()),
             _ => Ok(()),
         }
     }
@@ -494,7 +494,7 @@ impl Ssi {
             v.doomed = true;
         }
         if victim == actor {
-            return Err(Error::SerializationFailure);
+            return Err(Error::rw_dependencies());
         }
         Ok(())
     }
@@ -870,7 +870,10 @@ mod tests {
             .expect("1 -> 2: structure 2 -> 1 -> 2 without a committer yet");
         s.prepare(1).expect("the first committer goes");
         s.committed(1);
-        assert!(matches!(s.prepare(2), Err(Error::SerializationFailure)));
+        assert!(matches!(
+            s.prepare(2),
+            Err(Error::SerializationFailure { .. })
+        ));
     }
 
     #[test]
