@@ -330,7 +330,7 @@ fn serializable_histories_across_two_phase_decisions_have_no_cycles() {
                 while !done.load(Ordering::Relaxed) && passes < 100_000 {
                     db.vacuum().expect("vacuum");
                     passes += 1;
-                    if passes % 16 == 0 {
+                    if passes.is_multiple_of(16) {
                         db.checkpoint().expect("checkpoint");
                     }
                 }
