@@ -395,6 +395,76 @@ fn serializable_histories_across_two_phase_decisions_have_no_cycles() {
     }
 }
 
+// Guards a delete's read of an absent key under real concurrency. Each
+// round, two threads start together: T1 deletes a (absent) and inserts b,
+// T2 deletes b (absent) and inserts a. If both deletes found nothing,
+// each read an absence the other then filled (T1 -rw-> T2 -rw-> T1), so
+// both may not commit. The edge of a delete that marks the key's absence
+// only after letting the store latch go is lost when the other's insert
+// slips in between; at least a quarter of the rounds must commit both
+// (those that did not overlap), and every failure must be retryable.
+#[test]
+fn absent_key_write_skew_never_commits_under_concurrency() {
+    let rounds: u32 = std::env::var("STRATA_ABSENT_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6_000);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = Db::open_with(
+        tmp.path(),
+        strata::Options::default()
+            .durability(strata::Durability::Eventual)
+            .lock_timeout(Some(Duration::from_secs(2))),
+    )
+    .expect("open");
+    let t = db.table("t").expect("table");
+    let start = std::sync::Barrier::new(2);
+    // Round r's outcome: whether the delete found its key, if it committed.
+    let run = |me: &str, other: &str| -> Vec<Option<bool>> {
+        (0..rounds)
+            .map(|r| {
+                start.wait();
+                let mut tx = db.begin().expect("begin");
+                let result = (|| {
+                    let found = tx.delete(&t, format!("{me}{r}"))?;
+                    tx.put(&t, format!("{other}{r}"), "v")?;
+                    tx.commit()?;
+                    Ok::<_, strata::Error>(found)
+                })();
+                match result {
+                    Ok(found) => Some(found),
+                    Err(e) if e.is_retryable() => None,
+                    Err(e) => panic!("round {r}: {e}"),
+                }
+            })
+            .collect()
+    };
+    let (one, two) = thread::scope(|s| {
+        let one = s.spawn(|| run("a", "b"));
+        let two = s.spawn(|| run("b", "a"));
+        (one.join().expect("T1"), two.join().expect("T2"))
+    });
+    let both = one
+        .iter()
+        .zip(&two)
+        .filter(|(a, b)| a.is_some() && b.is_some())
+        .count();
+    let skew: Vec<usize> = (0..rounds as usize)
+        .filter(|&r| one[r] == Some(false) && two[r] == Some(false))
+        .collect();
+    eprintln!("{rounds} rounds: both committed in {both}");
+    assert!(
+        skew.is_empty(),
+        "in {} of {rounds} rounds both deletes read an absence the other filled, and both committed (rounds {:?})",
+        skew.len(),
+        &skew[..skew.len().min(10)]
+    );
+    assert!(
+        both >= rounds as usize / 4,
+        "only {both} of {rounds} rounds committed both transactions"
+    );
+}
+
 /// Two accounts of one customer may not go negative together: a
 /// withdrawal of 30 checks that the pair holds at least 30 and debits one
 /// of the two accounts. Each customer starts with 20 + 20, enough for one
