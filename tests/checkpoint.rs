@@ -548,20 +548,22 @@ fn read_log_on(
 
 // Guards segment recycling against the log's readers and writers. The
 // log is read while the database runs only by `strata waldump` (through
-// `LogReader`, with no lock); recovery reads it only at open. So: a
-// checkpoint is held at its first segment removal — after its CONTROL —
-// while a reader that opened the log before the checkpoint is under way
-// in the oldest segment, and at its second, while a reader opened after
-// the first removal begins; writers commit at both holds (the log rolls
-// on to new segments meanwhile). Each reader must then read records in
-// order and either reach an end no earlier than what was durable when it
-// began, or report a recycled segment as `NotFound` — never damage, never
-// an early end. A reader opened afterwards reads every commit made since
-// the checkpoint's redo point. The images at each hold (the one without
-// unsynced writes, the process-crash one that keeps the removals
-// unsynced, power-loss ones) and at the end recover with every
-// acknowledged commit: no image names a redo point whose segment is gone,
-// and a removed segment left behind by a power loss is not replayed.
+// `LogReader`, with no lock); recovery reads it only at open. So a
+// checkpoint is held three times: after its flush and before its CONTROL,
+// while writers roll the log on past the segment of the redo point (it
+// must reach CONTROL before it removes any segment, and keep that one);
+// at its first segment removal, while a reader that opened the log before
+// the checkpoint is under way in the oldest segment; and at its second,
+// while a reader opened after the first removal begins. Writers commit at
+// every hold. Each reader must then read records in order and either
+// reach an end no earlier than what was durable when it began, or report
+// a recycled segment as `NotFound` — never damage, never an early end. A
+// reader opened afterwards reads every commit made since the redo point.
+// The images at the holds (the one without unsynced writes, the
+// process-crash one that keeps the unsynced removals, power-loss ones)
+// and at the end hold exactly the acknowledged rows: no image names a
+// redo point whose segment is gone, and a removed segment that a power
+// loss brings back is not replayed.
 #[test]
 fn segment_recycling_beside_log_readers_and_writers() {
     let fs = FaultFs::new();
@@ -588,6 +590,11 @@ fn segment_recycling_beside_log_readers_and_writers() {
         let f = strata::io::Vfs::open(&fs, Path::new(file), true).expect("release file");
         f.write_at(b"go", 0).expect("release");
     };
+    let control = OpMatch {
+        kind: OpKind::Create,
+        file: "CONTROL.tmp",
+    };
+    let before_control = fs.hold(control, go("/go-0"), Duration::from_secs(60));
     let first = fs.hold(remove, go("/go-1"), Duration::from_secs(60));
     let second = fs.hold(remove, go("/go-2"), Duration::from_secs(60));
     // A reader under way in the oldest segment before the checkpoint.
@@ -597,6 +604,34 @@ fn segment_recycling_beside_log_readers_and_writers() {
     let (mut late, mut late_prev, mut late_durable) = (None, None, strata::Lsn(0));
     std::thread::scope(|s| {
         let checkpoint = s.spawn(|| db.checkpoint());
+        // After the flush, before CONTROL: writers roll the log on past
+        // the segment of the redo point, which must stay.
+        let mut at_control = false;
+        for _ in 0..600 {
+            if first.wait_holding(Duration::ZERO) {
+                // Let the checkpoint through its holds before failing.
+                for (hold, file) in [
+                    (&first, "/go-1"),
+                    (&second, "/go-2"),
+                    (&before_control, "/go-0"),
+                ] {
+                    if hold.wait_holding(Duration::from_secs(5)) {
+                        release(file);
+                    }
+                }
+                panic!("the checkpoint removed a log segment before writing CONTROL");
+            }
+            if before_control.wait_holding(Duration::from_millis(100)) {
+                at_control = true;
+                break;
+            }
+        }
+        assert!(at_control, "the checkpoint wrote no CONTROL");
+        commit_rows(&db, &t, 1_000, 1_300, &mut model);
+        let now = strata::wal::segment::list(&fs, &wal_dir()).expect("list");
+        assert!(now.len() > starts.len(), "the writers did not roll the log");
+        check_rows(fs.synced_image(), &model, "before CONTROL, synced");
+        release("/go-0");
         assert!(
             first.wait_holding(Duration::from_secs(60)),
             "the checkpoint removed no segment"
@@ -607,14 +642,14 @@ fn segment_recycling_beside_log_readers_and_writers() {
             &model,
             "at the first removal, crash",
         );
-        commit_rows(&db, &t, 1_000, 1_200, &mut model);
+        commit_rows(&db, &t, 1_300, 1_500, &mut model);
         release("/go-1");
         assert!(
             second.wait_holding(Duration::from_secs(60)),
             "the checkpoint removed only one segment"
         );
         // One segment gone (its removal unsynced): a reader begins.
-        let (now, _) = commit_rows(&db, &t, 1_200, 1_300, &mut model);
+        let (now, _) = commit_rows(&db, &t, 1_500, 1_600, &mut model);
         late_durable = now;
         let listed = strata::wal::segment::list(&fs, &wal_dir()).expect("list");
         assert!(
@@ -638,15 +673,16 @@ fn segment_recycling_beside_log_readers_and_writers() {
                 &format!("at the second removal, power loss {seed}"),
             );
         }
-        commit_rows(&db, &t, 1_300, 1_400, &mut model);
+        commit_rows(&db, &t, 1_600, 1_700, &mut model);
         release("/go-2");
         checkpoint
             .join()
             .expect("checkpoint thread")
             .expect("checkpoint");
     });
-    assert_eq!(first.released(), Some(true));
-    assert_eq!(second.released(), Some(true));
+    for hold in [&before_control, &first, &second] {
+        assert_eq!(hold.released(), Some(true));
+    }
     let (_, ended) = read_log_on(
         &mut early,
         Some(begun.end),
@@ -660,7 +696,7 @@ fn segment_recycling_beside_log_readers_and_writers() {
     }
     // Writers go on after the checkpoint; a reader opened now reads every
     // commit since its redo point, to the end.
-    let (last, after) = commit_rows(&db, &t, 1_400, 1_500, &mut model);
+    let (last, after) = commit_rows(&db, &t, 1_700, 1_800, &mut model);
     let stats = db.stats().expect("stats");
     let mut now = strata::wal::reader::LogReader::open(&fs, &wal_dir(), stats.wal_start)
         .expect("open after the checkpoint");
