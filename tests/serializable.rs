@@ -264,7 +264,12 @@ fn decider(db: &Db, prepared: mpsc::Receiver<(String, Txn)>, seed: u64) -> (Vec<
     let (mut committed, mut rolled_back) = (Vec::new(), 0);
     let mut waiting: Vec<(String, Txn)> = Vec::new();
     let mut open = true;
-    while open || !waiting.is_empty() {
+    // Bounded: each turn takes a transaction, decides one, or waits 1 ms
+    // for one (at most ten minutes of waiting).
+    for _ in 0..1_000_000 {
+        if !open && waiting.is_empty() {
+            return (committed, rolled_back);
+        }
         if open && waiting.len() < 3 {
             match prepared.recv_timeout(Duration::from_millis(1)) {
                 Ok(p) => waiting.push(p),
@@ -290,7 +295,7 @@ fn decider(db: &Db, prepared: mpsc::Receiver<(String, Txn)>, seed: u64) -> (Vec<
             committed.push(rec);
         }
     }
-    (committed, rolled_back)
+    panic!("the decider was still deciding after a million turns");
 }
 
 // Guards serializable histories in which some transactions commit through
