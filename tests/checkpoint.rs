@@ -524,7 +524,7 @@ fn read_log_on(
                     );
                 }
                 prev = Some(e.end);
-                if e.record.kind == strata::wal::record::Kind::Commit {
+                if e.record.kind == strata::redo::record::Kind::Commit {
                     commits.push(e.record.xid);
                 }
             }
