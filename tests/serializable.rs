@@ -163,12 +163,25 @@ fn read_only(db: &Db, t: &Table, level: Isolation, keys: &[u8]) -> Option<Txn> {
 
 /// Dependency edges between committed transactions (indexes), inferred
 /// from the lists: ww and wr from the order of elements, rw from what a
-/// reader did not see.
+/// reader did not see. Every committed append must be in the lists, and
+/// nothing else.
 fn edges(txns: &[Txn], finals: &HashMap<u8, Vec<String>>) -> Vec<Vec<usize>> {
     let mut writer: HashMap<&str, usize> = HashMap::new();
     for (i, t) in txns.iter().enumerate() {
         for (_, e) in &t.appends {
             writer.insert(e.as_str(), i);
+        }
+    }
+    let in_finals: HashSet<(u8, &str)> = finals
+        .iter()
+        .flat_map(|(&k, list)| list.iter().map(move |e| (k, e.as_str())))
+        .collect();
+    for t in txns {
+        for (k, e) in &t.appends {
+            assert!(
+                in_finals.contains(&(*k, e.as_str())),
+                "key {k} lacks {e}, which a committed transaction appended"
+            );
         }
     }
     let mut g = vec![HashSet::new(); txns.len()];
