@@ -444,3 +444,274 @@ fn a_shrink_during_a_checkpoint_leaves_a_database_that_recovers() {
         "the file never shrank"
     );
 }
+
+/// The log directory of the database at `DIR`.
+fn wal_dir() -> std::path::PathBuf {
+    Path::new(DIR).join(strata::WAL_DIR)
+}
+
+/// Commits rows `from..to` of the recycling test, 25 a transaction, into
+/// `model`; returns the last commit's LSN and every commit's xid.
+fn commit_rows(
+    db: &Db,
+    t: &strata::Table,
+    from: u32,
+    to: u32,
+    model: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+) -> (strata::Lsn, Vec<strata::Xid>) {
+    let (mut lsn, mut xids) = (strata::Lsn(0), Vec::new());
+    for chunk in (from..to).collect::<Vec<_>>().chunks(25) {
+        let mut tx = db.begin().expect("begin");
+        for &i in chunk {
+            tx.put(t, key(i), value(i, 3)).expect("put");
+        }
+        let info = tx.commit().expect("commit");
+        lsn = info.lsn;
+        xids.push(info.xid);
+        for &i in chunk {
+            model.insert(key(i), value(i, 3));
+        }
+    }
+    (lsn, xids)
+}
+
+/// Recovers `img` and requires exactly the rows of `model` (every
+/// acknowledged commit, nothing else), integrity clean.
+fn check_rows(img: FaultFs, model: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>, what: &str) {
+    let db = recover(img, what);
+    let t = db.table("t").expect("table");
+    let tx = db.begin_read().expect("begin");
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = tx
+        .scan(&t, ..)
+        .expect("scan")
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{what}: scan: {e}"));
+    assert_eq!(rows.len(), model.len(), "{what}: rows");
+    for ((k, v), (mk, mv)) in rows.iter().zip(model) {
+        assert_eq!((k, v), (mk, mv), "{what}: a row differs");
+    }
+    drop(tx);
+    integrity_clean(&db, what);
+}
+
+/// Reads `reader` on to its end, as `strata waldump` does, from the entry
+/// that ended at `prev` (if any). Every record must decode and follow the
+/// one before (the next segment's first record after its header). A
+/// clean end must lie at or past `durable` (what was durable when the
+/// reader began: a reader never reports the log ending before it); an
+/// error may only say that a segment it listed has gone (`NotFound`, the
+/// checkpoint recycled it: open the log again at its oldest segment),
+/// never that the log is damaged. Returns the xids of the commit records
+/// read, and whether the reader reached the end.
+fn read_log_on(
+    reader: &mut strata::wal::reader::LogReader<'_>,
+    mut prev: Option<strata::Lsn>,
+    durable: strata::Lsn,
+    what: &str,
+) -> (Vec<strata::Xid>, bool) {
+    let mut commits = Vec::new();
+    // Bounded: far more records than the test writes.
+    for _ in 0..1_000_000 {
+        match reader.next_entry() {
+            Ok(Some(e)) => {
+                if let Some(p) = prev {
+                    let header = strata::wal::segment::SEG_HDR;
+                    assert!(
+                        e.start == p || e.start.0 == p.0 + header,
+                        "{what}: a record at LSN {} after one that ended at {p}",
+                        e.start
+                    );
+                }
+                prev = Some(e.end);
+                if e.record.kind == strata::redo::record::Kind::Commit {
+                    commits.push(e.record.xid);
+                }
+            }
+            Ok(None) => {
+                let end = reader.end.unwrap_or_else(|| panic!("{what}: no end"));
+                assert!(
+                    end >= durable,
+                    "{what}: the reader says the log ends at LSN {end}, before LSN {durable}, \
+                     durable when it began"
+                );
+                return (commits, true);
+            }
+            Err(strata::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (commits, false)
+            }
+            Err(e) => panic!("{what}: the reader failed: {e}"),
+        }
+    }
+    panic!("{what}: the log never ended");
+}
+
+// Guards segment recycling against the log's readers and writers. The
+// log is read while the database runs only by `strata waldump` (through
+// `LogReader`, with no lock); recovery reads it only at open. So a
+// checkpoint is held three times: after its flush and before its CONTROL,
+// while writers roll the log on past the segment of the redo point (it
+// must reach CONTROL before it removes any segment, and keep that one);
+// at its first segment removal, while a reader that opened the log before
+// the checkpoint is under way in the oldest segment; and at its second,
+// while a reader opened after the first removal begins. Writers commit at
+// every hold. Each reader must then read records in order and either
+// reach an end no earlier than what was durable when it began, or report
+// a recycled segment as `NotFound` — never damage, never an early end. A
+// reader opened afterwards reads every commit made since the redo point.
+// The images at the holds (the one without unsynced writes, the
+// process-crash one that keeps the unsynced removals, power-loss ones)
+// and at the end hold exactly the acknowledged rows: no image names a
+// redo point whose segment is gone, and a removed segment that a power
+// loss brings back is not replayed.
+#[test]
+fn segment_recycling_beside_log_readers_and_writers() {
+    let fs = FaultFs::new();
+    let opts = opts().wal_segment_size(64 << 10);
+    let db = Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts).expect("open");
+    let t = db.table("t").expect("table");
+    let mut model = std::collections::BTreeMap::new();
+    let (durable, _) = commit_rows(&db, &t, 0, 1_000, &mut model);
+    let starts = strata::wal::segment::list(&fs, &wal_dir()).expect("list");
+    assert!(
+        starts.len() >= 4,
+        "the load spans only {} segments",
+        starts.len()
+    );
+    let remove = OpMatch {
+        kind: OpKind::Remove,
+        file: ".wal",
+    };
+    let go = |file: &'static str| OpMatch {
+        kind: OpKind::Write,
+        file,
+    };
+    let release = |file: &str| {
+        let f = strata::io::Vfs::open(&fs, Path::new(file), true).expect("release file");
+        f.write_at(b"go", 0).expect("release");
+    };
+    let control = OpMatch {
+        kind: OpKind::Create,
+        file: "CONTROL.tmp",
+    };
+    let before_control = fs.hold(control, go("/go-0"), Duration::from_secs(60));
+    let first = fs.hold(remove, go("/go-1"), Duration::from_secs(60));
+    let second = fs.hold(remove, go("/go-2"), Duration::from_secs(60));
+    // A reader under way in the oldest segment before the checkpoint.
+    let mut early = strata::wal::reader::LogReader::open(&fs, &wal_dir(), strata::Lsn(starts[0]))
+        .expect("open");
+    let begun = early.next_entry().expect("read").expect("a first record");
+    let (mut late, mut late_prev, mut late_durable) = (None, None, strata::Lsn(0));
+    std::thread::scope(|s| {
+        let checkpoint = s.spawn(|| db.checkpoint());
+        // After the flush, before CONTROL: writers roll the log on past
+        // the segment of the redo point, which must stay.
+        let mut at_control = false;
+        for _ in 0..600 {
+            if first.wait_holding(Duration::ZERO) {
+                // Let the checkpoint through its holds before failing.
+                for (hold, file) in [
+                    (&first, "/go-1"),
+                    (&second, "/go-2"),
+                    (&before_control, "/go-0"),
+                ] {
+                    if hold.wait_holding(Duration::from_secs(5)) {
+                        release(file);
+                    }
+                }
+                panic!("the checkpoint removed a log segment before writing CONTROL");
+            }
+            if before_control.wait_holding(Duration::from_millis(100)) {
+                at_control = true;
+                break;
+            }
+        }
+        assert!(at_control, "the checkpoint wrote no CONTROL");
+        commit_rows(&db, &t, 1_000, 1_300, &mut model);
+        let now = strata::wal::segment::list(&fs, &wal_dir()).expect("list");
+        assert!(now.len() > starts.len(), "the writers did not roll the log");
+        check_rows(fs.synced_image(), &model, "before CONTROL, synced");
+        release("/go-0");
+        assert!(
+            first.wait_holding(Duration::from_secs(60)),
+            "the checkpoint removed no segment"
+        );
+        check_rows(fs.synced_image(), &model, "at the first removal, synced");
+        check_rows(
+            fs.process_crash_image(),
+            &model,
+            "at the first removal, crash",
+        );
+        commit_rows(&db, &t, 1_300, 1_500, &mut model);
+        release("/go-1");
+        assert!(
+            second.wait_holding(Duration::from_secs(60)),
+            "the checkpoint removed only one segment"
+        );
+        // One segment gone (its removal unsynced): a reader begins.
+        let (now, _) = commit_rows(&db, &t, 1_500, 1_600, &mut model);
+        late_durable = now;
+        let listed = strata::wal::segment::list(&fs, &wal_dir()).expect("list");
+        assert!(
+            !listed.contains(&starts[0]),
+            "the oldest segment is still listed"
+        );
+        let mut r = strata::wal::reader::LogReader::open(&fs, &wal_dir(), strata::Lsn(listed[0]))
+            .expect("open after the first removal");
+        late_prev = Some(r.next_entry().expect("read").expect("a first record").end);
+        late = Some(r);
+        check_rows(fs.synced_image(), &model, "at the second removal, synced");
+        check_rows(
+            fs.process_crash_image(),
+            &model,
+            "at the second removal, crash",
+        );
+        for seed in 0..2 {
+            check_rows(
+                fs.power_loss_image(seed),
+                &model,
+                &format!("at the second removal, power loss {seed}"),
+            );
+        }
+        commit_rows(&db, &t, 1_600, 1_700, &mut model);
+        release("/go-2");
+        checkpoint
+            .join()
+            .expect("checkpoint thread")
+            .expect("checkpoint");
+    });
+    for hold in [&before_control, &first, &second] {
+        assert_eq!(hold.released(), Some(true));
+    }
+    let (_, ended) = read_log_on(
+        &mut early,
+        Some(begun.end),
+        durable,
+        "the reader begun before",
+    );
+    eprintln!("the reader begun before the checkpoint reached the end: {ended}");
+    if let Some(mut r) = late {
+        let (_, ended) = read_log_on(&mut r, late_prev, late_durable, "the reader begun between");
+        eprintln!("the reader begun between the removals reached the end: {ended}");
+    }
+    // Writers go on after the checkpoint; a reader opened now reads every
+    // commit since its redo point, to the end.
+    let (last, after) = commit_rows(&db, &t, 1_700, 1_800, &mut model);
+    let stats = db.stats().expect("stats");
+    let mut now = strata::wal::reader::LogReader::open(&fs, &wal_dir(), stats.wal_start)
+        .expect("open after the checkpoint");
+    let (commits, ended) = read_log_on(&mut now, None, last, "the reader begun after");
+    assert!(ended, "the reader begun after met a recycled segment");
+    for x in &after {
+        assert!(commits.contains(x), "the log has no commit record of {x}");
+    }
+    check_rows(fs.synced_image(), &model, "at the end, synced");
+    for seed in 0..2 {
+        check_rows(
+            fs.power_loss_image(seed),
+            &model,
+            &format!("at the end, power loss {seed}"),
+        );
+    }
+    drop(db);
+}

@@ -273,8 +273,9 @@ fn unpinned_hits_never_see_another_page() {
 
 /// An SSI graph with a reader (1) and a writer (2, xid 7); the reader's
 /// read set and the mark table; and a thread that, as the writer, sets
-/// `row` to 7 under its lock, lets go, then reports the write of key "k"
-/// under the graph's lock.
+/// `row` to 7 under its lock and lets go — through the engine's write
+/// attempt, `mark_absence_under_latch`, as a put runs it (no mark) — then
+/// reports the write of key "k" under the graph's lock.
 fn ssi_reader_and_writer(
     row: &Arc<loom::sync::RwLock<u64>>,
 ) -> (
@@ -292,7 +293,20 @@ fn ssi_reader_and_writer(
     let writer = {
         let (ssi, row) = (ssi.clone(), row.clone());
         thread::spawn(move || {
-            *row.write().expect("row") = 7;
+            let (coarsening, written) = strata::txn::ssi::mark_absence_under_latch(
+                row.write().expect("row"),
+                |latch| {
+                    **latch = 7;
+                    Ok::<_, Error>(())
+                },
+                |_| None,
+                |latch| {
+                    drop(latch);
+                    Ok(())
+                },
+            );
+            assert!(coarsening.is_none());
+            written.expect("insert");
             ssi.lock()
                 .expect("ssi")
                 .write(2, SSI_TABLE, b"k")
@@ -338,27 +352,35 @@ fn ssi_marking_never_loses_an_edge() {
     });
 }
 
-/// SSI and a delete that finds no row: the delete looks for the key under
-/// the store's exclusive latch and, finding nothing, marks the key before
-/// letting the latch go (`write::absence_mark`); an insert of the key
-/// writes under the same latch and checks the marks after letting it go.
-/// In every interleaving either the delete meets the new row (and waits
-/// for, or fails against, its writer) or the edge deleter → inserter is
-/// recorded. (A mark taken after the latch is let go loses the edge in
-/// some interleaving.)
+/// SSI and a delete that finds no row, through the engine's write
+/// attempt (`ssi::mark_absence_under_latch`, what `Transaction::delete`
+/// runs): the delete looks for the key under the store's exclusive latch
+/// and, finding nothing, marks the key, then commits and lets the latch
+/// go; an insert of the key writes under the same latch and checks the
+/// marks after letting it go. In every interleaving either the delete
+/// meets the new row (and waits for, or fails against, its writer) or the
+/// edge deleter → inserter is recorded. (An attempt that commits and lets
+/// the latch go before it marks loses the edge in some interleaving.)
 #[test]
 fn an_absent_key_delete_never_loses_its_edge() {
     loom::model(|| {
         // The store latch over the key's row: 0 none, 7 the insert's.
         let store = Arc::new(loom::sync::RwLock::new(0u64));
         let (mut deleter, marks, ssi, inserter) = ssi_reader_and_writer(&store);
-        let found = {
-            let latch = store.write().expect("latch");
-            if *latch == 0 {
-                assert!(deleter.mark(&marks, SSI_TABLE, b"k").is_none());
-            }
-            *latch
-        };
+        let (coarsening, found) = strata::txn::ssi::mark_absence_under_latch(
+            store.write().expect("latch"),
+            |latch| Ok::<_, Error>(**latch),
+            |&found| match found {
+                0 => deleter.mark(&marks, SSI_TABLE, b"k"),
+                _ => None,
+            },
+            |latch| {
+                drop(latch);
+                Ok(())
+            },
+        );
+        assert!(coarsening.is_none());
+        let found = found.expect("delete");
         inserter.join().expect("inserter");
         if found == 0 {
             assert!(

@@ -18,7 +18,7 @@
 
 use std::time::Instant;
 
-use super::ssi::Coarsening;
+use super::ssi::{mark_absence_under_latch, Coarsening};
 use super::Transaction;
 use crate::btree;
 use crate::buffer::mtr::Mtr;
@@ -104,15 +104,18 @@ fn write_loop(tx: &mut Transaction, inner: &Core, w: &Write<'_>) -> Result<bool>
         Op::Delete
     };
     loop {
-        let (step, coarsening) = {
-            let mut latch = inner.engine.store().write();
-            let snap = tx.snapshot_now();
-            let step = apply(&mut latch.mtr, inner, w, &snap, tx.level)?;
-            latch.commit_write(op as u8, w.me, w.table.root, w.key)?;
-            let mark = absence_mark(tx, w, &step);
-            (step, mark)
-        };
+        let (coarsening, step) = mark_absence_under_latch(
+            inner.engine.store().write(),
+            |latch| apply(&mut latch.mtr, inner, w, &tx.snapshot_now(), tx.level),
+            |step| absence_mark(tx, w, step),
+            |latch| {
+                latch
+                    .commit_write(op as u8, w.me, w.table.root, w.key)
+                    .map(|_| ())
+            },
+        );
         tx.ssi_coarsen(coarsening);
+        let step = step?;
         match step {
             Step::Done { existed } => {
                 tx.versions.written += u64::from(w.value.is_some());
@@ -136,9 +139,10 @@ fn write_loop(tx: &mut Transaction, inner: &Core, w: &Write<'_>) -> Result<bool>
 /// concurrent writer of the row meets the stamp and waits or fails
 /// (first updater wins), as PostgreSQL drops a tuple's SIREAD lock once
 /// the same transaction writes the tuple. A delete that finds no row has
-/// read the key's absence, and marks it before the store latch goes:
-/// every writer inserts under that latch and looks for marks after it,
-/// so none can slip in between the read and the mark.
+/// read the key's absence, and marks it before the store latch goes
+/// (`ssi::mark_absence_under_latch`): every writer inserts under that
+/// latch and looks for marks after it, so none can slip in between the
+/// read and the mark.
 fn absence_mark(tx: &Transaction, w: &Write<'_>, step: &Step) -> Option<Coarsening> {
     match (w.value, step) {
         (None, Step::Done { existed: false }) => tx.ssi_mark_key(w.table, w.key),

@@ -102,7 +102,7 @@ use std::sync::Arc;
 use crate::hash::{IntMap, IntSet};
 pub use marks::{key_hash, KeyMarks};
 pub use order::SsiLock;
-pub use reads::{mark_then_read, Coarsening, ReadSet};
+pub use reads::{mark_absence_under_latch, mark_then_read, Coarsening, ReadSet};
 
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};

@@ -43,6 +43,35 @@ pub fn mark_then_read<R>(
     (coarsening, read())
 }
 
+/// One attempt of a write, in the order that keeps a delete's read of an
+/// absent key from losing its rw-antidependency: under the store's
+/// exclusive latch (`latch`), `apply` finds the key's row and writes (or
+/// finds the row held); `mark` takes the SIREAD mark of an absence it
+/// found; only then does `commit` log the mini-transaction and let the
+/// latch go. Every writer inserts under that latch and looks for marks
+/// after letting it go, so whichever of the two comes second sees the
+/// other: the delete meets the new row, or the writer the mark. Marking
+/// after `commit` loses the edge in some interleaving (`tests/loom.rs`
+/// explores this very function). Returns the coarsening the mark asks for
+/// (even if `commit` fails, so the graph still learns of it), and what
+/// `apply` returned, or the error of `apply` or `commit`.
+pub fn mark_absence_under_latch<L, S, E>(
+    mut latch: L,
+    apply: impl FnOnce(&mut L) -> Result<S, E>,
+    mark: impl FnOnce(&S) -> Option<Coarsening>,
+    commit: impl FnOnce(L) -> Result<(), E>,
+) -> (Option<Coarsening>, Result<S, E>) {
+    let step = match apply(&mut latch) {
+        Ok(step) => step,
+        Err(e) => return (None, Err(e)),
+    };
+    let coarsening = mark(&step);
+    match commit(latch) {
+        Ok(()) => (coarsening, Ok(step)),
+        Err(e) => (coarsening, Err(e)),
+    }
+}
+
 #[derive(Default)]
 struct TableReads {
     /// Marked key hashes → where their keys lie in `bytes` (kept to cut
