@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::io::{Vfs, VfsLock};
 use crate::options::{Options, RacePoint};
 use crate::store::Store;
-use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
 
 // Identity of each open, to refuse tables of other databases (not a
 // synchronization protocol, so plain std, also under loom).
@@ -31,6 +31,9 @@ pub(crate) struct Engine {
     dead: AtomicU64,
     /// Keys the last vacuum pass examined.
     keys_last_vacuum: AtomicU64,
+    /// The page count at which the last compaction's cut stopped short
+    /// of its plan (0: it did not), for `compaction_stuck`.
+    stuck: AtomicU32,
     checkpointing: Mutex<()>,
     vacuuming: Mutex<()>,
     _lock: Option<Box<dyn VfsLock>>,
@@ -47,6 +50,7 @@ impl Engine {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             dead: AtomicU64::new(0),
             keys_last_vacuum: AtomicU64::new(0),
+            stuck: AtomicU32::new(0),
             checkpointing: Mutex::new(()),
             vacuuming: Mutex::new(()),
             _lock: None,
@@ -122,6 +126,21 @@ impl Engine {
     /// Records how many keys a finished vacuum pass examined.
     pub(crate) fn vacuumed(&self, keys: u64) {
         self.keys_last_vacuum.store(keys, Ordering::Relaxed);
+    }
+
+    /// The page count at which the last compaction ended short of its
+    /// plan, its cut stopped by a page that did not move: a compaction of
+    /// a file still that long would stop there again (a page no tuple
+    /// names, left by a crash, is such a page). Any change of the count
+    /// lets compaction try again.
+    pub(crate) fn compaction_stuck(&self) -> Option<u32> {
+        Some(self.stuck.load(Ordering::Relaxed)).filter(|&c| c != 0)
+    }
+
+    /// Records how the last compaction ended: `Some(count)` if its cut
+    /// stopped short at a file of `count` pages.
+    pub(crate) fn set_compaction_stuck(&self, count: Option<u32>) {
+        self.stuck.store(count.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Held for a checkpoint: one at a time.

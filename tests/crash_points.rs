@@ -441,6 +441,34 @@ fn compaction_moves_large_values() {
 }
 
 #[test]
+fn compaction_relinks_a_chain_from_a_page_that_stays() {
+    // A first pass moves the first pages of some chains below its limit;
+    // a second, lower limit then moves the rest, relinking them from a
+    // page that stays where it is (chains are allocated backward, so a
+    // single pass only ever moves a chain's first pages).
+    let big = |i: u32| put(format!("big{i:02}"), vec![i as u8; 20_000]);
+    let del = |v: &[u32]| {
+        Step::Txn(
+            v.iter()
+                .map(|i| Op::Del(format!("big{i:02}").into_bytes()))
+                .collect(),
+        )
+    };
+    let steps = vec![
+        Step::Txn((0..40u32).map(big).collect()),
+        del(&[
+            4, 7, 9, 10, 11, 12, 14, 15, 17, 19, 21, 22, 23, 24, 25, 26, 27, 30, 32, 35, 36, 37,
+        ]),
+        Step::Vacuum,
+        del(&[0, 8, 13, 16, 18, 20, 31, 34, 38, 39]),
+        Step::Vacuum,
+        Step::Checkpoint,
+        Step::Txn(vec![put("after", vec![5; 100])]),
+    ];
+    explore("relink-in-place", &steps);
+}
+
+#[test]
 fn checkpoints_recycle_the_log() {
     let mut steps = Vec::new();
     for r in 0..8u32 {

@@ -56,6 +56,20 @@ fn corrupt(acc: &impl PageAccess, pid: PageId, what: String) -> Error {
     Error::corruption(acc.file(), pid.0 as u64 * PAGE_SIZE as u64, what)
 }
 
+/// The link and byte count of overflow page `pid`, validated.
+fn step(acc: &mut impl PageAccess, pid: PageId) -> Result<(u32, usize)> {
+    let step = acc.with_page(pid, |p| {
+        (page::page_type(p) == Some(PageType::Overflow)).then(|| {
+            (
+                u32_at(p, NEXT).unwrap_or(0),
+                u32_at(p, LEN).unwrap_or(0) as usize,
+            )
+        })
+    })?;
+    step.filter(|&(_, n)| n <= CAPACITY && n > 0)
+        .ok_or_else(|| corrupt(acc, pid, format!("page {pid} is not a valid overflow page")))
+}
+
 /// The pages of a chain holding `len` bytes, validated.
 pub fn pages(acc: &mut impl PageAccess, first: PageId, len: usize) -> Result<Vec<PageId>> {
     let mut out = Vec::with_capacity(len.div_ceil(CAPACITY));
@@ -69,21 +83,7 @@ pub fn pages(acc: &mut impl PageAccess, first: PageId, len: usize) -> Result<Vec
                 format!("overflow chain ends after {seen} of {len} bytes"),
             ));
         }
-        let step = acc.with_page(pid, |p| {
-            (page::page_type(p) == Some(PageType::Overflow)).then(|| {
-                (
-                    u32_at(p, NEXT).unwrap_or(0),
-                    u32_at(p, LEN).unwrap_or(0) as usize,
-                )
-            })
-        })?;
-        let Some((next, n)) = step.filter(|&(_, n)| n <= CAPACITY && n > 0) else {
-            return Err(corrupt(
-                acc,
-                pid,
-                format!("page {pid} is not a valid overflow page"),
-            ));
-        };
+        let (next, n) = step(acc, pid)?;
         out.push(pid);
         seen += n;
         pid = PageId(next);
@@ -98,44 +98,111 @@ pub fn pages(acc: &mut impl PageAccess, first: PageId, len: usize) -> Result<Vec
     Ok(out)
 }
 
+/// How far `move_below` got through a chain when it stopped at its
+/// limit of moves: the page holding the chain's bytes from `index *
+/// CAPACITY` on comes after `before` (where that page lies now, below the
+/// limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resume {
+    /// The page before, where it lies now.
+    pub before: PageId,
+    /// The place in the chain of the page to go on from.
+    pub index: usize,
+}
+
+/// What `move_below` did.
+#[derive(Debug)]
+pub struct Moved {
+    /// The chain's first page (new if that one moved: the caller repoints
+    /// the tuple).
+    pub head: PageId,
+    /// Pages moved.
+    pub moved: usize,
+    /// Whether a free page below the limit is left.
+    pub room: bool,
+    /// Where to go on, if it stopped at its limit of moves.
+    pub resume: Option<Resume>,
+}
+
 /// Moves the pages of the chain at `first` (holding `len` bytes) found at
 /// or past `limit` into free pages below it, at most `max` of them,
-/// relinking each from the page before it. Returns the chain's first page
-/// (new if that one moved: the caller repoints the tuple), how many pages
-/// moved, and whether a free page below `limit` is left. Compaction moves
-/// large values this way; everything happens in the caller's
-/// mini-transaction, under whose latch every reader of the value reads it.
+/// relinking each from the page before it; from the start of the chain,
+/// or from where an earlier call stopped (`from`). Compaction moves large
+/// values this way; everything happens in the caller's mini-transaction,
+/// under whose latch every reader of the value reads it.
 pub fn move_below(
     mtr: &mut Mtr<'_>,
-    first: PageId,
-    len: usize,
+    (first, len): (PageId, usize),
     limit: PageId,
     max: usize,
-) -> Result<(PageId, usize, bool)> {
-    let mut head = first;
-    let mut before: Option<PageId> = None;
-    let mut moved = 0;
-    for pid in pages(mtr, first, len)? {
-        if pid < limit {
-            before = Some(pid);
-            continue;
+    from: Option<Resume>,
+) -> Result<Moved> {
+    let mut done = Moved {
+        head: first,
+        moved: 0,
+        room: true,
+        resume: None,
+    };
+    let (mut before, mut index, mut pid) = match from {
+        None => (None, 0, first),
+        Some(r) => {
+            // A page before others is full, and its link goes on.
+            let (next, n) = step(mtr, r.before)?;
+            if n != CAPACITY || r.index == 0 || r.index * CAPACITY >= len {
+                return Err(corrupt(
+                    mtr,
+                    r.before,
+                    format!(
+                        "page {} is not page {} of an overflow chain",
+                        r.before,
+                        r.index.saturating_sub(1)
+                    ),
+                ));
+            }
+            (Some(r.before), r.index, PageId(next))
         }
-        if moved == max {
-            break;
+    };
+    let mut seen = index * CAPACITY;
+    while seen < len {
+        if pid.0 == 0 || index > len / CAPACITY {
+            return Err(corrupt(
+                mtr,
+                pid,
+                format!("overflow chain ends after {seen} of {len} bytes"),
+            ));
         }
-        if meta::lowest_free(mtr, limit)?.is_none() {
-            return Ok((head, moved, false));
+        let (next, n) = step(mtr, pid)?;
+        let mut at = pid;
+        if pid >= limit {
+            if done.moved == max {
+                done.resume = before.map(|before| Resume { before, index });
+                return Ok(done);
+            }
+            if meta::lowest_free(mtr, limit)?.is_none() {
+                done.room = false;
+                return Ok(done);
+            }
+            // The lowest free page is below `limit`, and `alloc` takes it.
+            at = meta::relocate(mtr, pid, PageType::Overflow)?;
+            match before {
+                None => done.head = at,
+                Some(b) => put_u32(mtr.page_mut(b)?, NEXT, at.0),
+            }
+            done.moved += 1;
         }
-        // The lowest free page is below `limit`, and `alloc` takes it.
-        let new = meta::relocate(mtr, pid, PageType::Overflow)?;
-        match before {
-            None => head = new,
-            Some(b) => put_u32(mtr.page_mut(b)?, NEXT, new.0),
-        }
-        before = Some(new);
-        moved += 1;
+        before = Some(at);
+        seen += n;
+        index += 1;
+        pid = PageId(next);
     }
-    Ok((head, moved, true))
+    if seen != len {
+        return Err(corrupt(
+            mtr,
+            first,
+            format!("overflow chain holds {seen} bytes, tuple says {len}"),
+        ));
+    }
+    Ok(done)
 }
 
 /// Reads a whole value.

@@ -15,11 +15,21 @@
 //!   parent; overflow pages of large values, repointing the page before
 //!   in the chain or the tuple; commit-log pages.
 //!
-//! The plan counts what fits in whole tuples, at the average size of
-//! those to move: with rows of 1 KiB, a page whose free bytes hold 1.9
-//! rows takes one. Counting bytes promised room that was not there, and a
-//! compaction that runs out of room strands versions on every page past
-//! its limit, in key order, so the end of the file stays.
+//! The plan counts what fits in whole tuples: with rows of 1 KiB, a page
+//! whose free bytes hold 1.9 rows takes one. It scans from the end with
+//! the tuples' average length, then checks the lengths one by one,
+//! longest first (a page with room for three rows of the average of
+//! 3 000 and 100 bytes takes one of 3 000), raising the limit until they
+//! fit. Counting bytes, or the average alone, promised room that was not
+//! there, and a compaction that runs out of room strands versions on
+//! every page past its limit, in key order, so the end of the file stays.
+//!
+//! What it costs when there is nothing to gain is kept small: no scan
+//! when the free pages and the heap's free bytes could not make a cut
+//! worth it; no walk of large values' chains unless one of their pages
+//! lies past the node limit; and none at all while the file is as long as
+//! when the last compaction's cut stopped short (a page that did not move
+//! — overflow pages no tuple names, after a crash — would stop it again).
 //!
 //! ```text
 //!   before:  [meta|map|..live..|free|.half.|..live..|.half.|node|.half.]
@@ -44,7 +54,8 @@
 //!   moves here and `btree::merge_pass`;
 //! - a key's versions, and their overflow chains, by the key, looked up
 //!   in the index, and the chain walked under the same latch
-//!   (`move_round`, `move_chains`);
+//!   (`move_round`, `move_chains`) — a long value's chain goes on from
+//!   the page it stopped at, the one exception (`ChainPlace` argues it);
 //! - a table's keys by the last key done (`btree::Batches`);
 //! - commit-log pages by the commit-log directory (`clog::move_one`).
 //!
@@ -67,7 +78,7 @@
 //! not written yet (or never was, after a crash): one of them near the
 //! end stops the cut there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::vacuum::VacuumStats;
 use crate::btree;
@@ -101,15 +112,15 @@ const OVERFLOW_MOVES_PER_ROUND: usize = 16;
 const PLAN_READS_PER_LATCH: u32 = 256;
 
 /// What a page is, as far as planning a compaction goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum PageKind {
     /// Free: room for a node or a heap page.
     Free,
     /// A whole page that can move: a B+tree node (not a root), a
     /// commit-log page or an overflow page.
     Node,
-    /// A heap page: how many tuples it holds, and their bytes.
-    Heap { tuples: u64, bytes: u64 },
+    /// A heap page: the lengths of its tuples.
+    Heap(Vec<u16>),
     /// Goes with the cut, nothing to move (a free map past the limit).
     Gone,
     /// Cannot move: the meta page, roots.
@@ -117,7 +128,8 @@ pub(crate) enum PageKind {
 }
 
 /// Share of the counted room that the plan fills (writers take some of it
-/// meanwhile; sizes differ from their average).
+/// meanwhile, and moves in key order pack less tightly than the largest
+/// tuples first).
 const FILL: (u64, u64) = (97, 100);
 
 /// Heap free bytes are counted in steps of this many (rounded down).
@@ -134,9 +146,8 @@ pub(crate) struct Limits {
 }
 
 /// The room below a candidate heap limit: its heap pages by free bytes
-/// (from the free-space hints), and its free pages. Tuples move whole, so
-/// room is counted in tuples that fit, not bytes: a page with 1.9 tuples'
-/// worth of free bytes takes one.
+/// (from the free-space hints, in steps of `STEP`), and its free pages.
+#[derive(Clone)]
 struct Room {
     by_free: Vec<u64>,
     free_pages: u64,
@@ -155,17 +166,19 @@ impl Room {
     }
 
     /// Page `p` is no longer below the limit.
-    fn take(&mut self, hint: Option<usize>, kind: PageKind) {
+    fn take(&mut self, hint: Option<usize>, free: bool) {
         if let Some(f) = hint {
             let n = &mut self.by_free[f.min(PAGE_SIZE) / STEP];
             *n = n.saturating_sub(1);
         }
-        if kind == PageKind::Free {
+        if free {
             self.free_pages = self.free_pages.saturating_sub(1);
         }
     }
 
-    /// How many tuples of `len` bytes fit.
+    /// How many tuples of `len` bytes fit, all of one size: a quick
+    /// estimate (tuples move whole, so a page with 1.9 tuples' worth of
+    /// free bytes takes one).
     fn tuples(&self, len: usize) -> u64 {
         let in_heap: u64 = self
             .by_free
@@ -176,47 +189,101 @@ impl Room {
             .sum();
         in_heap + self.free_pages * hpage::fitting(hpage::EMPTY_FREE, len) as u64
     }
+
+    /// Whether tuples of the lengths counted in `lens` (length → how
+    /// many) all fit, with the plan's margin, placed longest first, each
+    /// length into the roomiest pages: the check that sizes unlike their
+    /// average need (a page whose free bytes hold the average of 3 000-
+    /// and 100-byte rows three times takes one 3 000-byte row).
+    fn fits(&self, lens: &BTreeMap<u16, u64>) -> bool {
+        let mut pages = self.by_free.clone();
+        pages[hpage::EMPTY_FREE / STEP] += self.free_pages;
+        for (&len, &n) in lens.iter().rev() {
+            let len = usize::from(len);
+            let mut need = (n * FILL.1).div_ceil(FILL.0);
+            for b in (0..pages.len()).rev() {
+                let k = hpage::fitting(b * STEP, len) as u64;
+                if need == 0 || k == 0 {
+                    break;
+                }
+                let used = pages[b].min(need.div_ceil(k));
+                if used == 0 {
+                    continue;
+                }
+                need = need.saturating_sub(used * k);
+                pages[b] -= used;
+                // What a page that took k of them has left.
+                let rest = (b * STEP).saturating_sub(k as usize * (len + 4));
+                pages[rest / STEP] += used;
+            }
+            if need > 0 {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// What the plan learned of one page at or past the heap limit.
+struct Above {
+    hint: Option<usize>,
+    free: bool,
+    /// Must move whole (`Some(true)`), is left free by the heap's moves
+    /// (`Some(false)`), or is a free map (`None`).
+    class: Option<bool>,
+    lens: Vec<u16>,
 }
 
 /// Plans a compaction, scanning pages from the end (`kind` says what page
 /// `p` is; `hints` are the heap pages' free bytes, `free_pages` the free
-/// pages in the whole file). The heap limit is the lowest page such that
-/// the tuples at or past it, taken at their average size, fit whole into
-/// the room below it. The node limit is the lowest page at or past that
-/// such that the pages between the two that the heap's moves leave free
-/// (free pages and heap pages) take every whole page at or past it that
-/// must move. `None` if that would not cut at least an eighth of the file
-/// and 16 pages.
+/// pages in the whole file).
+///
+/// The heap limit is the lowest page such that the tuples at or past it
+/// fit whole into the room below it: first estimated at their average
+/// length while scanning, then checked class by class (`Room::fits`) and
+/// raised until they fit. The node limit is the lowest page at or past
+/// that such that the pages between the two that the heap's moves leave
+/// free (free pages and heap pages) take every whole page at or past it
+/// that must move. `None` if that would not cut at least an eighth of the
+/// file and 16 pages — known without a scan when the free pages and the
+/// heap's free bytes together could not make that much.
 pub(crate) fn plan(
     count: u32,
     free_pages: u64,
     hints: &HashMap<PageId, usize>,
     mut kind: impl FnMut(PageId) -> Result<PageKind>,
 ) -> Result<Option<Limits>> {
-    let mut below = Room::new(free_pages, hints);
+    if !could_gain(count, free_pages, hints) {
+        return Ok(None);
+    }
+    let full = Room::new(free_pages, hints);
+    let mut below = full.clone();
     let (mut tuples, mut bytes) = (0u64, 0u64);
-    // What each page from the end down to the heap limit is: one that must
-    // move whole (`Some(true)`), one the heap's moves leave free
-    // (`Some(false)`), or a free map (`None`).
-    let mut above: Vec<Option<bool>> = Vec::new();
-    let mut heap = None;
+    // Pages from the end down.
+    let mut above: Vec<Above> = Vec::new();
+    let mut estimate = None;
     // Pages 0 and 1 (meta, first free map) never move.
     for p in (2..count).rev() {
         let k = kind(PageId(p))?;
-        below.take(hints.get(&PageId(p)).copied(), k);
-        above.push(match k {
-            PageKind::Free => Some(false),
-            PageKind::Node => Some(true),
-            PageKind::Heap {
-                tuples: t,
-                bytes: b,
-            } => {
-                tuples += t;
-                bytes += b;
-                Some(false)
+        let hint = hints.get(&PageId(p)).copied();
+        let free = k == PageKind::Free;
+        below.take(hint, free);
+        let (class, lens) = match k {
+            PageKind::Free => (Some(false), Vec::new()),
+            PageKind::Node => (Some(true), Vec::new()),
+            PageKind::Heap(lens) => {
+                tuples += lens.len() as u64;
+                bytes += lens.iter().map(|&l| u64::from(l)).sum::<u64>();
+                (Some(false), lens)
             }
-            PageKind::Gone => None,
+            PageKind::Gone => (None, Vec::new()),
             PageKind::Fixed => break,
+        };
+        above.push(Above {
+            hint,
+            free,
+            class,
+            lens,
         });
         if tuples > 0 {
             let len = bytes.div_ceil(tuples) as usize;
@@ -224,23 +291,50 @@ pub(crate) fn plan(
                 break;
             }
         }
-        heap = Some((p, above.len()));
+        estimate = Some(above.len());
     }
-    let Some((heap, n)) = heap else {
+    let Some(mut n) = estimate else {
         return Ok(None);
     };
+    above.truncate(n);
+    // Raise the limit (fewer pages above) until the tuples above fit
+    // class by class. Fitting only gets easier as pages leave `above`.
+    let fits = |n: usize| {
+        let mut room = full.clone();
+        let mut lens = BTreeMap::new();
+        for a in &above[..n] {
+            room.take(a.hint, a.free);
+            for &l in &a.lens {
+                *lens.entry(l).or_insert(0) += 1;
+            }
+        }
+        room.fits(&lens)
+    };
+    if !fits(n) {
+        let (mut lo, mut hi) = (0, n);
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2;
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        n = lo;
+        above.truncate(n);
+    }
+    let heap = count - n as u32;
     // `above[..n]` runs from the last page down to `heap`: walk it upward,
     // moving the node limit up until the free pages below it take the
     // whole pages past it, with a margin for nodes writers split meanwhile.
-    above.truncate(n);
-    let mut to_move = above.iter().filter(|&&c| c == Some(true)).count() as u64;
+    let mut to_move = above.iter().filter(|a| a.class == Some(true)).count() as u64;
     let mut room = 0u64;
     let mut nodes = heap;
-    for class in above.iter().rev() {
+    for a in above.iter().rev() {
         if to_move == 0 || to_move + to_move / 16 + 2 <= room {
             break;
         }
-        match class {
+        match a.class {
             Some(true) => to_move -= 1,
             Some(false) => room += 1,
             None => {}
@@ -251,15 +345,29 @@ pub(crate) fn plan(
         heap: PageId(heap),
         nodes: PageId(nodes),
     };
-    let count = u64::from(count);
-    let gain = count - u64::from(nodes);
-    Ok((gain >= 16 && gain >= count / 8).then_some(limits))
+    Ok(worth(count, u64::from(count - nodes)).then_some(limits))
+}
+
+/// Whether cutting `gain` pages off a file of `count` is worth a
+/// compaction: an eighth of the file, and 16 pages.
+fn worth(count: u32, gain: u64) -> bool {
+    gain >= 16 && gain >= u64::from(count) / 8
+}
+
+/// Whether the free pages and the heap's free bytes together could make
+/// a cut worth a compaction: if not, no plan is needed to know there is
+/// none (a file of large values with nothing deleted is scanned for
+/// nothing otherwise).
+fn could_gain(count: u32, free_pages: u64, hints: &HashMap<PageId, usize>) -> bool {
+    let heap_free: u64 = hints.values().map(|&f| f as u64).sum();
+    worth(count, free_pages + heap_free / hpage::EMPTY_FREE as u64)
 }
 
 /// Merges sparse leaves (when the pass removed keys), then moves what it
 /// can from past the planned limits; moves nothing if the plan finds too
-/// little to gain.
-pub(crate) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<()> {
+/// little to gain, or if the last compaction stopped short at a file of
+/// this length. Returns the limits it moved below.
+pub(crate) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<Option<Limits>> {
     let (roots, tables) = roots(inner)?;
     if stats.keys_removed > 0 {
         for &root in &tables {
@@ -271,7 +379,13 @@ pub(crate) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<()> {
         let mut r = inner.engine.store().read();
         let m = meta::read(&mut r.view)?;
         let count = meta::get(&m, Field::PageCount);
+        if inner.engine.compaction_stuck() == Some(count) {
+            return Ok(None);
+        }
         let free = freemap::count_free(&mut r.view, count)?;
+        if !could_gain(count, free, &inner.engine.store().fsm.snapshot()) {
+            return Ok(None);
+        }
         let mut nodes = HashSet::new();
         for &root in &roots {
             btree::node_pages(&mut r.view, root, &mut nodes)?;
@@ -286,6 +400,7 @@ pub(crate) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<()> {
     // let go now and then: writers are not held up by a long scan.
     let mut latch = None;
     let mut reads = 0u32;
+    let mut last_overflow = None;
     let limit = plan(count, free, &hints, |p| {
         if freemap::is_map(p) {
             return Ok(PageKind::Gone);
@@ -302,25 +417,47 @@ pub(crate) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<()> {
         let r = latch.get_or_insert_with(|| inner.engine.store().read());
         r.view.with_page(p, |b| match page::page_type(b) {
             Some(PageType::Freed) => PageKind::Free,
-            Some(PageType::Heap) => {
-                let slots = hpage::used_slots(b);
-                PageKind::Heap {
-                    tuples: slots.len() as u64,
-                    bytes: slots.iter().map(|&(_, len)| len as u64).sum(),
-                }
+            Some(PageType::Heap) => PageKind::Heap(
+                hpage::used_slots(b)
+                    .iter()
+                    .map(|&(_, len)| len as u16)
+                    .collect(),
+            ),
+            Some(PageType::Overflow) => {
+                last_overflow = last_overflow.max(Some(p));
+                PageKind::Node
             }
-            Some(PageType::Clog | PageType::ClogDir | PageType::Overflow) => PageKind::Node,
+            Some(PageType::Clog | PageType::ClogDir) => PageKind::Node,
             _ => PageKind::Fixed,
         })
     })?;
     drop(latch);
     let Some(limits) = limit else {
+        return Ok(None);
+    };
+    // Chains are walked only when one of their pages is to move.
+    let chains = last_overflow.is_some_and(|p| p >= limits.nodes);
+    inner.engine.store().fsm.set_ceiling(Some(limits.heap));
+    let r = move_all(inner, (&roots, &tables), limits, count, chains, stats);
+    inner.engine.store().fsm.set_ceiling(None);
+    r.map(|()| Some(limits))
+}
+
+/// After the file was cut: notes whether the cut reached the node limit
+/// compaction planned (`planned`), so that a page that would not move
+/// (one no tuple names, left by a crash) does not set every later pass
+/// moving rows for a cut that cannot happen.
+pub(crate) fn settle(inner: &Core, planned: Option<Limits>) -> Result<()> {
+    let Some(limits) = planned else {
         return Ok(());
     };
-    inner.engine.store().fsm.set_ceiling(Some(limits.heap));
-    let r = move_all(inner, (&roots, &tables), limits, count, stats);
-    inner.engine.store().fsm.set_ceiling(None);
-    r
+    let count = {
+        let mut r = inner.engine.store().read();
+        meta::get(&*meta::read(&mut r.view)?, Field::PageCount)
+    };
+    let short = count > limits.nodes.0;
+    inner.engine.set_compaction_stuck(short.then_some(count));
+    Ok(())
 }
 
 /// Every tree's root (the catalog, the prepared transactions, the
@@ -346,6 +483,7 @@ fn move_all(
     (roots, tables): (&[PageId], &[PageId]),
     limits: Limits,
     count: u32,
+    chains: bool,
     stats: &mut VacuumStats,
 ) -> Result<()> {
     // The heap first: emptying its pages past the heap limit frees the
@@ -373,7 +511,7 @@ fn move_all(
             return Ok(());
         }
     }
-    if !move_overflow(inner, tables, limits.nodes, stats)? {
+    if chains && !move_overflow(inner, tables, limits.nodes, stats)? {
         return Ok(());
     }
     // Commit-log pages count as nodes: whole pages, moved into free ones.
@@ -483,9 +621,10 @@ fn move_overflow(
                 break;
             }
             for (key, _) in &batch {
+                let mut from = None;
                 loop {
                     let mut w = inner.engine.store().write();
-                    let (moved, room) = move_chains(&mut w.mtr, root, key, limit)?;
+                    let (moved, room, next) = move_chains(&mut w.mtr, root, key, limit, from)?;
                     w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
                     stats.overflow_pages_moved += moved as u64;
                     if !room {
@@ -494,6 +633,7 @@ fn move_overflow(
                     if moved < OVERFLOW_MOVES_PER_ROUND {
                         break;
                     }
+                    from = next;
                 }
             }
         }
@@ -501,19 +641,38 @@ fn move_overflow(
     Ok(true)
 }
 
+/// Where `move_chains` stopped in a key's versions: the version (by its
+/// tuple, and the chain that tuple names) and the place in its chain.
+///
+/// This carries a page id from one latch hold to the next, which nothing
+/// else in compaction does: the chain of a live version changes only by
+/// vacuum (freeing a dead version's chain) and by compaction itself, and
+/// both run in this pass, under its lock; writers free only chains no
+/// tuple names yet, and tuples move only in the heap's moves, which are
+/// over. Each round still checks that the tuple names the same chain, and
+/// `overflow::move_below` that the page is a full overflow page.
+#[derive(Clone, Copy)]
+struct ChainPlace {
+    version: Tid,
+    chain: (PageId, u32),
+    at: overflow::Resume,
+}
+
 /// Moves up to `OVERFLOW_MOVES_PER_ROUND` overflow pages past `limit` of
-/// `key`'s versions, the chain walked under this latch. Returns how many
-/// moved and whether room below the limit remains. A long value takes
-/// several rounds, each walking its chain from the start again (its
-/// pages already moved lie below the limit and are passed over).
+/// `key`'s versions, the chain walked under this latch, going on from
+/// `from` if given (a long value takes several rounds, and walking its
+/// chain from the start each time made its moves quadratic). Returns how
+/// many moved, whether room below the limit remains, and where it
+/// stopped.
 fn move_chains(
     mtr: &mut Mtr<'_>,
     root: PageId,
     key: &[u8],
     limit: PageId,
-) -> Result<(usize, bool)> {
+    mut from: Option<ChainPlace>,
+) -> Result<(usize, bool, Option<ChainPlace>)> {
     let Some(entry) = btree::get(mtr, root, key)? else {
-        return Ok((0, true));
+        return Ok((0, true, None));
     };
     let mut c = Cursor::new(chain::head(mtr, &entry)?);
     let mut moved = 0;
@@ -524,17 +683,31 @@ fn move_chains(
         let Some((first, len)) = v.overflow else {
             continue;
         };
+        // Versions before the one it stopped in were done.
+        let resume = match from {
+            Some(f) if f.version != v.tid => continue,
+            Some(f) => {
+                from = None;
+                (f.chain == (first, len)).then_some(f.at)
+            }
+            None => None,
+        };
         let max = OVERFLOW_MOVES_PER_ROUND - moved;
-        let (head, n, room) = overflow::move_below(mtr, first, len as usize, limit, max)?;
-        if head != first {
-            heap::modify(mtr, v.tid, |b| tuple::set_overflow(b, head, len))?;
+        let done = overflow::move_below(mtr, (first, len as usize), limit, max, resume)?;
+        if done.head != first {
+            heap::modify(mtr, v.tid, |b| tuple::set_overflow(b, done.head, len))?;
         }
-        moved += n;
-        if !room || moved == OVERFLOW_MOVES_PER_ROUND {
-            return Ok((moved, room));
+        moved += done.moved;
+        if !done.room || moved == OVERFLOW_MOVES_PER_ROUND {
+            let place = done.resume.map(|at| ChainPlace {
+                version: v.tid,
+                chain: (done.head, len),
+                at,
+            });
+            return Ok((moved, done.room, place));
         }
     }
-    Ok((moved, true))
+    Ok((moved, true, None))
 }
 
 /// Moves one key's versions found past `limit`, a few per round. False once
@@ -610,11 +783,8 @@ mod tests {
     use super::*;
 
     /// A heap page holding `tuples` tuples of `len` bytes.
-    fn heap(tuples: u64, len: u64) -> PageKind {
-        PageKind::Heap {
-            tuples,
-            bytes: tuples * len,
-        }
+    fn heap(tuples: usize, len: u16) -> PageKind {
+        PageKind::Heap(vec![len; tuples])
     }
 
     /// The plan of a file whose pages are `pages`, every heap page hinted
@@ -624,20 +794,17 @@ mod tests {
         let hints = pages
             .iter()
             .enumerate()
-            .filter_map(|(p, k)| match *k {
-                PageKind::Heap { tuples, bytes } => Some((
+            .filter_map(|(p, k)| match k {
+                PageKind::Heap(lens) => Some((
                     PageId(p as u32),
-                    hpage::EMPTY_FREE - (bytes + 4 * tuples) as usize,
+                    hpage::EMPTY_FREE - lens.iter().map(|&l| usize::from(l) + 4).sum::<usize>(),
                 )),
                 _ => None,
             })
             .collect();
-        plan(
-            pages.len() as u32,
-            free,
-            &hints,
-            |p| Ok(pages[p.0 as usize]),
-        )
+        plan(pages.len() as u32, free, &hints, |p| {
+            Ok(pages[p.0 as usize].clone())
+        })
         .expect("plan")
         .map(|l| (l.heap.0, l.nodes.0))
     }
@@ -648,7 +815,7 @@ mod tests {
         // more; the last 61 pages' 183 tuples fit 97% of the room of the
         // other 39 pages (195), 62 pages' 186 would not fit 190.
         let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
-        pages.extend([heap(3, 1000); 100]);
+        pages.extend(vec![heap(3, 1000); 100]);
         assert_eq!(plan_of(&pages), Some((41, 41)));
         let tiny = [
             PageKind::Fixed,
@@ -666,22 +833,34 @@ mod tests {
         // tuples would seem to fit the other 21; whole, only the last 29
         // pages' fit (97% of the other 31).
         let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
-        pages.extend([heap(1, 2800); 60]);
+        pages.extend(vec![heap(1, 2800); 60]);
         assert_eq!(plan_of(&pages), Some((2 + 31, 2 + 31)));
         // Tuples of 2000 bytes: a page holding one takes three more.
         let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
-        pages.extend([heap(1, 2000); 60]);
+        pages.extend(vec![heap(1, 2000); 60]);
         assert_eq!(plan_of(&pages), Some((2 + 16, 2 + 16)));
+    }
+
+    #[test]
+    fn tuples_unlike_their_average_are_counted_by_length() {
+        // Pages each holding a 3 000- and a 100-byte tuple: 5 048 free
+        // bytes take three tuples of their average length (1 550) but one
+        // of 3 000. At the average, the last 35 pages' tuples would seem
+        // to fit the other 25; the 3 000-byte ones alone need a page
+        // each, so only the last 29 go (97% of the other 31 pages).
+        let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
+        pages.extend(vec![PageKind::Heap(vec![3000, 100]); 60]);
+        assert_eq!(plan_of(&pages), Some((2 + 31, 2 + 31)));
     }
 
     #[test]
     fn whole_pages_move_into_what_the_heap_moves_leave_free() {
         let half = heap(4, 1000);
         let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
-        pages.extend([half; 60]);
-        pages.extend([PageKind::Free; 20]);
-        pages.extend([PageKind::Node; 10]);
-        pages.extend([half; 10]);
+        pages.extend(vec![half.clone(); 60]);
+        pages.extend(vec![PageKind::Free; 20]);
+        pages.extend(vec![PageKind::Node; 10]);
+        pages.extend(vec![half.clone(); 10]);
         // 4 tuples of 1000 bytes leave room for 4 more: the 140 tuples on
         // the last 35 heap pages fit 97% of the room on the first 35, plus
         // the 20 free pages' 8 each once the heap limit passes below
@@ -712,12 +891,12 @@ mod tests {
     fn nothing_moves_past_a_page_that_cannot() {
         let half = heap(4, 1000);
         let mut pages = vec![PageKind::Fixed, PageKind::Fixed];
-        pages.extend([PageKind::Free; 100]);
+        pages.extend(vec![PageKind::Free; 100]);
         pages.push(PageKind::Fixed);
-        pages.extend([half; 40]);
+        pages.extend(vec![half.clone(); 40]);
         pages.truncate(pages.len() - 25);
         assert_eq!(plan_of(&pages), None, "only 15 of 118 pages could go");
-        pages.extend([half; 85]);
+        pages.extend(vec![half.clone(); 85]);
         assert_eq!(
             plan_of(&pages),
             Some((103, 103)),

@@ -160,7 +160,7 @@ pub(crate) fn run(inner: &Core) -> Result<VacuumStats> {
             }
         }
     }
-    super::compact::run(inner, &mut stats)?;
+    let planned = super::compact::run(inner, &mut stats)?;
     loop {
         let cut = inner.engine.store().shrink(Op::Vacuum as u8)?;
         if cut == 0 {
@@ -168,6 +168,7 @@ pub(crate) fn run(inner: &Core) -> Result<VacuumStats> {
         }
         stats.pages_cut += u64::from(cut);
     }
+    super::compact::settle(inner, planned)?;
     inner.engine.vacuumed(stats.keys);
     Ok(stats)
 }
