@@ -79,11 +79,15 @@
 //! - Every I/O failure is an [`Error::Io`] naming the operation and path,
 //!   with the operating system's error as its source. `Error` is `Clone`
 //!   and `PartialEq`.
+//! - The engine reaches files only through [`Vfs`] ([`RealFs`] by
+//!   default; [`Db::open_vfs`] takes another). With the `fault-injection`
+//!   feature, `strata::fault::FaultFs` is one that fails operations and
+//!   loses power on command, for testing an application's handling of
+//!   I/O errors and crashes.
 //! - Underneath: a write-ahead log with group commit, a bounded page
 //!   cache, a heap of versioned tuples, a B+tree per table, and the
 //!   visibility rules of multi-version concurrency control; none of them
-//!   is public API.
-//!   `FORMAT.md` describes every byte on disk.
+//!   is public API. `FORMAT.md` describes every byte on disk.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
