@@ -128,7 +128,7 @@ fn twopc_latency() -> (f64, f64, f64) {
 fn coordinated_latency(dir: &Path, a: &Db, b: &Db) -> f64 {
     let (ta, tb) = (a.table("t").expect("t"), b.table("t").expect("t"));
     let mut c = strata::twopc::Coordinator::open(
-        std::sync::Arc::new(strata::io::RealFs),
+        std::sync::Arc::new(strata::RealFs),
         &dir.join("coordinator.log"),
         "bench",
         vec![a.clone(), b.clone()],

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::io::RealFs;
 use strata::twopc::{Coordinator, Outcome, Timing};
+use strata::RealFs;
 use strata::{Db, Isolation, Options, Transaction};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

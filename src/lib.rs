@@ -79,16 +79,21 @@
 //! - Every I/O failure is an [`Error::Io`] naming the operation and path,
 //!   with the operating system's error as its source. `Error` is `Clone`
 //!   and `PartialEq`.
-//! - Underneath: a write-ahead log with group commit ([`wal`]), a bounded
-//!   page cache ([`buffer`]), a heap of versioned tuples ([`heap`]), a
-//!   B+tree per table ([`btree`]), and the visibility rules ([`mvcc`]).
-//!   `FORMAT.md` describes every byte on disk.
+//! - The engine reaches files only through [`Vfs`] ([`RealFs`] by
+//!   default; [`Db::open_vfs`] takes another). With the `fault-injection`
+//!   feature, `strata::fault::FaultFs` is one that fails operations and
+//!   loses power on command, for testing an application's handling of
+//!   I/O errors and crashes.
+//! - Underneath: a write-ahead log with group commit, a bounded page
+//!   cache, a heap of versioned tuples, a B+tree per table, and the
+//!   visibility rules of multi-version concurrency control; none of them
+//!   is public API. `FORMAT.md` describes every byte on disk.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod btree;
-pub mod buffer;
+pub(crate) mod btree;
+pub(crate) mod buffer;
 mod catalog;
 mod codec;
 mod control;
@@ -97,39 +102,53 @@ mod dir;
 mod engine;
 mod error;
 mod hash;
-pub mod heap;
-pub mod ids;
+pub(crate) mod heap;
+pub(crate) mod ids;
 mod integrity;
-pub mod io;
+pub(crate) mod io;
 pub mod limits;
 mod maintenance;
-pub mod mvcc;
+pub(crate) mod mvcc;
 mod options;
-pub mod page;
+pub(crate) mod page;
 mod recovery;
-pub mod redo;
+pub(crate) mod redo;
 mod retry;
 mod stat;
-pub mod store;
+pub(crate) mod store;
 mod sync;
 #[cfg(feature = "twopc")]
 pub mod twopc;
-pub mod txn;
-pub mod wal;
+pub(crate) mod txn;
+pub(crate) mod wal;
 
 pub use catalog::Table;
-#[doc(hidden)]
-pub use codec::FUZZ_CRC;
 pub use db::Db;
 pub use dir::{DATA_FILE, WAL_DIR};
 pub use error::{Conflict, Error, IoSource, Result};
 pub use ids::{Lsn, Xid};
 pub use integrity::IntegrityReport;
+pub use io::{RealFs, Vfs, VfsFile, VfsLock};
 pub use maintenance::vacuum::VacuumStats;
-#[doc(hidden)]
-pub use options::RacePoint;
 pub use options::{Durability, Isolation, Options};
 pub use stat::{Stats, TableStats};
 pub use txn::prepare::PreparedTransaction;
 pub use txn::CommitInfo;
 pub use txn::{KeyRange, Scan, Transaction};
+
+/// A file system that fails on command, for testing how an application
+/// (and strata) behaves when writes, syncs or renames fail, or when the
+/// machine loses power: [`FaultFs`](fault::FaultFs) wraps the real file
+/// system, counts operations, fails the ones a rule matches and can
+/// "crash", dropping every write not yet synced. Pass it to
+/// [`Db::open_vfs`]. Only with the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
+pub mod fault {
+    pub use crate::io::{FaultFs, FaultKind, Hold, OpKind, OpMatch};
+}
+
+/// The engine's internal modules, for strata's own tests, fuzz targets,
+/// model checks and command-line tool. Not part of the public API: any
+/// release may change anything here.
+#[doc(hidden)]
+pub mod internals;

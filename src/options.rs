@@ -73,9 +73,8 @@ pub struct Options {
 }
 
 /// A point on the begin and commit paths, or in vacuum, between two steps
-/// whose order against other threads matters, where
-/// [`Options::race_hook`] is called.
-#[doc(hidden)]
+/// whose order against other threads matters, where the hook set with
+/// `Options::race_hook` (feature `fault-injection`) is called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RacePoint {
     /// A serializable transaction is registered with SSI and about to take
@@ -91,7 +90,7 @@ pub enum RacePoint {
     CompactionVisit,
 }
 
-/// The hook behind [`Options::race_hook`].
+/// The hook behind `Options::race_hook`.
 #[derive(Clone)]
 pub(crate) struct RaceHook(Arc<dyn Fn(RacePoint) + Send + Sync>);
 
@@ -215,12 +214,14 @@ impl Options {
     }
 
     /// For tests under real concurrency: `hook` is called at each
-    /// [`RacePoint`] and may pause the calling thread there. Races between
+    /// `RacePoint` and may pause the calling thread there. Races between
     /// those steps and other threads last a few instructions, too short
     /// for a test to hit often by chance; a pause makes them wide, so a
     /// test fails within seconds if the order between the steps is not
-    /// sound. Not for production use.
+    /// sound. Not for production use; only with the `fault-injection`
+    /// feature.
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn race_hook(mut self, hook: impl Fn(RacePoint) + Send + Sync + 'static) -> Self {
         self.race_hook = Some(RaceHook(Arc::new(hook)));
         self

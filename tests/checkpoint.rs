@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::io::{FaultFs, OpKind, OpMatch};
+use strata::fault::{FaultFs, OpKind, OpMatch};
 use strata::{Db, Options};
 
 const DIR: &str = "/db";
@@ -397,7 +397,7 @@ fn a_shrink_during_a_checkpoint_leaves_a_database_that_recovers() {
         // More than a record's own allocations, which recovery admits
         // past the count.
         assert!(cut > 96, "vacuum cut {cut} pages");
-        drop(strata::io::Vfs::open(&fs, marker, true).expect("marker"));
+        drop(strata::Vfs::open(&fs, marker, true).expect("marker"));
         checkpoint
             .join()
             .expect("checkpoint thread")
@@ -414,7 +414,7 @@ fn a_shrink_during_a_checkpoint_leaves_a_database_that_recovers() {
             "no CONTROL written"
         );
         let images = [fs.synced_image(), fs.power_loss_image(7)];
-        drop(strata::io::Vfs::open(&fs, Path::new("/second-marker"), true).expect("marker"));
+        drop(strata::Vfs::open(&fs, Path::new("/second-marker"), true).expect("marker"));
         checkpoint
             .join()
             .expect("checkpoint thread")
@@ -505,7 +505,7 @@ fn check_rows(img: FaultFs, model: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>
 /// never that the log is damaged. Returns the xids of the commit records
 /// read, and whether the reader reached the end.
 fn read_log_on(
-    reader: &mut strata::wal::reader::LogReader<'_>,
+    reader: &mut strata::internals::wal::reader::LogReader<'_>,
     mut prev: Option<strata::Lsn>,
     durable: strata::Lsn,
     what: &str,
@@ -516,7 +516,7 @@ fn read_log_on(
         match reader.next_entry() {
             Ok(Some(e)) => {
                 if let Some(p) = prev {
-                    let header = strata::wal::segment::SEG_HDR;
+                    let header = strata::internals::wal::segment::SEG_HDR;
                     assert!(
                         e.start == p || e.start.0 == p.0 + header,
                         "{what}: a record at LSN {} after one that ended at {p}",
@@ -524,7 +524,7 @@ fn read_log_on(
                     );
                 }
                 prev = Some(e.end);
-                if e.record.kind == strata::redo::record::Kind::Commit {
+                if e.record.kind == strata::internals::redo::record::Kind::Commit {
                     commits.push(e.record.xid);
                 }
             }
@@ -570,7 +570,7 @@ fn segment_recycling_beside_log_readers_and_writers() {
     let t = db.table("t").expect("table");
     let mut model = std::collections::BTreeMap::new();
     let (durable, _) = commit_rows(&db, &t, 0, 1_000, &mut model);
-    let starts = strata::wal::segment::list(&fs, &wal_dir()).expect("list");
+    let starts = strata::internals::wal::segment::list(&fs, &wal_dir()).expect("list");
     assert!(
         starts.len() >= 4,
         "the load spans only {} segments",
@@ -585,7 +585,7 @@ fn segment_recycling_beside_log_readers_and_writers() {
         file,
     };
     let release = |file: &str| {
-        let f = strata::io::Vfs::open(&fs, Path::new(file), true).expect("release file");
+        let f = strata::Vfs::open(&fs, Path::new(file), true).expect("release file");
         f.write_at(b"go", 0).expect("release");
     };
     let control = OpMatch {
@@ -596,8 +596,9 @@ fn segment_recycling_beside_log_readers_and_writers() {
     let first = fs.hold(remove, go("/go-1"), Duration::from_secs(60));
     let second = fs.hold(remove, go("/go-2"), Duration::from_secs(60));
     // A reader under way in the oldest segment before the checkpoint.
-    let mut early = strata::wal::reader::LogReader::open(&fs, &wal_dir(), strata::Lsn(starts[0]))
-        .expect("open");
+    let mut early =
+        strata::internals::wal::reader::LogReader::open(&fs, &wal_dir(), strata::Lsn(starts[0]))
+            .expect("open");
     let begun = early.next_entry().expect("read").expect("a first record");
     let (mut late, mut late_prev, mut late_durable) = (None, None, strata::Lsn(0));
     std::thread::scope(|s| {
@@ -626,7 +627,7 @@ fn segment_recycling_beside_log_readers_and_writers() {
         }
         assert!(at_control, "the checkpoint wrote no CONTROL");
         commit_rows(&db, &t, 1_000, 1_300, &mut model);
-        let now = strata::wal::segment::list(&fs, &wal_dir()).expect("list");
+        let now = strata::internals::wal::segment::list(&fs, &wal_dir()).expect("list");
         assert!(now.len() > starts.len(), "the writers did not roll the log");
         check_rows(fs.synced_image(), &model, "before CONTROL, synced");
         release("/go-0");
@@ -649,13 +650,17 @@ fn segment_recycling_beside_log_readers_and_writers() {
         // One segment gone (its removal unsynced): a reader begins.
         let (now, _) = commit_rows(&db, &t, 1_500, 1_600, &mut model);
         late_durable = now;
-        let listed = strata::wal::segment::list(&fs, &wal_dir()).expect("list");
+        let listed = strata::internals::wal::segment::list(&fs, &wal_dir()).expect("list");
         assert!(
             !listed.contains(&starts[0]),
             "the oldest segment is still listed"
         );
-        let mut r = strata::wal::reader::LogReader::open(&fs, &wal_dir(), strata::Lsn(listed[0]))
-            .expect("open after the first removal");
+        let mut r = strata::internals::wal::reader::LogReader::open(
+            &fs,
+            &wal_dir(),
+            strata::Lsn(listed[0]),
+        )
+        .expect("open after the first removal");
         late_prev = Some(r.next_entry().expect("read").expect("a first record").end);
         late = Some(r);
         check_rows(fs.synced_image(), &model, "at the second removal, synced");
@@ -696,7 +701,7 @@ fn segment_recycling_beside_log_readers_and_writers() {
     // commit since its redo point, to the end.
     let (last, after) = commit_rows(&db, &t, 1_700, 1_800, &mut model);
     let stats = db.stats().expect("stats");
-    let mut now = strata::wal::reader::LogReader::open(&fs, &wal_dir(), stats.wal_start)
+    let mut now = strata::internals::wal::reader::LogReader::open(&fs, &wal_dir(), stats.wal_start)
         .expect("open after the checkpoint");
     let (commits, ended) = read_log_on(&mut now, None, last, "the reader begun after");
     assert!(ended, "the reader begun after met a recycled segment");

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use strata::io::FaultFs;
-use strata::{Db, Error, Isolation, Options, RacePoint};
+use strata::fault::FaultFs;
+use strata::internals::RacePoint;
+use strata::{Db, Error, Isolation, Options};
 
 /// Threads preparing and deciding transactions.
 const DECIDERS: usize = 4;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use strata::io::FaultFs;
+use strata::fault::FaultFs;
 use strata::{Db, Options};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -592,7 +592,7 @@ fn run_through_faults(fs: &FaultFs, steps: &[Step], fault_at: u64) -> (Model, Op
     (model, None, false)
 }
 
-fn faults_everywhere(name: &str, steps: &[Step], kind: strata::io::FaultKind, persistent: bool) {
+fn faults_everywhere(name: &str, steps: &[Step], kind: strata::fault::FaultKind, persistent: bool) {
     let full = FaultFs::new();
     assert_eq!(
         run(&full, steps).0 as usize,
@@ -648,7 +648,7 @@ fn eio_at_every_operation_single_row() {
     let steps: Vec<Step> = (0..20u32)
         .map(|i| Step::Txn(vec![put(format!("k{}", i % 5), format!("v{i}"))]))
         .collect();
-    faults_everywhere("single-row", &steps, strata::io::FaultKind::Io, false);
+    faults_everywhere("single-row", &steps, strata::fault::FaultKind::Io, false);
 }
 
 #[test]
@@ -656,7 +656,12 @@ fn enospc_from_every_operation_on() {
     let steps: Vec<Step> = (0..20u32)
         .map(|i| Step::Txn(vec![put(format!("k{}", i % 5), vec![i as u8; 700])]))
         .collect();
-    faults_everywhere("single-row", &steps, strata::io::FaultKind::NoSpace, true);
+    faults_everywhere(
+        "single-row",
+        &steps,
+        strata::fault::FaultKind::NoSpace,
+        true,
+    );
 }
 
 #[test]
@@ -684,7 +689,7 @@ fn eio_at_every_operation_with_checkpoints_and_vacuum() {
     faults_everywhere(
         "checkpoint-vacuum",
         &steps,
-        strata::io::FaultKind::Io,
+        strata::fault::FaultKind::Io,
         false,
     );
 }
@@ -891,7 +896,7 @@ fn a_retried_creation_makes_every_parent_durable() {
     let fs = FaultFs::new();
     let dir = Path::new("/a/b/db");
     // The three directories are operations 1 to 3; the first fsync is 4.
-    fs.fail_at(4, strata::io::FaultKind::Io, false);
+    fs.fail_at(4, strata::fault::FaultKind::Io, false);
     assert!(Db::open_vfs(Arc::new(fs.clone()), dir, opts()).is_err());
     {
         let db = Db::open_vfs(Arc::new(fs.clone()), dir, opts()).expect("open again");

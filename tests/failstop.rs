@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use strata::io::{RealFs, Vfs, VfsFile, VfsLock};
 use strata::{Db, Error, Options};
+use strata::{RealFs, Vfs, VfsFile, VfsLock};
 
 #[derive(Default)]
 struct FailingSync {
@@ -194,7 +194,7 @@ fn a_commit_prepared_whose_fsync_failed_reports_its_outcome_unknown() {
 /// holding its row locks, with no coordinator that knows to decide it.
 #[test]
 fn a_prepare_whose_fsync_failed_reports_its_outcome_unknown() {
-    let fs = strata::io::FaultFs::new();
+    let fs = strata::fault::FaultFs::new();
     let dir = Path::new("/db");
     let opts = || Options::default().background(false);
     {
@@ -203,7 +203,7 @@ fn a_prepare_whose_fsync_failed_reports_its_outcome_unknown() {
         let mut tx = db.begin().expect("begin");
         tx.put(&t, b"k", b"v").expect("put");
         // The prepare record's log write, then its fsync, which fails.
-        fs.fail_at(fs.ops() + 2, strata::io::FaultKind::Io, false);
+        fs.fail_at(fs.ops() + 2, strata::fault::FaultKind::Io, false);
         let e = tx.prepare("g").expect_err("the fsync fails");
         assert!(
             matches!(e, Error::PrepareOutcomeUnknown { .. }),
@@ -245,7 +245,7 @@ fn get_v(db: &Db, key: &[u8]) -> Option<Vec<u8>> {
 /// own fsync, and the power-loss image refused to open.
 #[test]
 fn a_reopen_after_a_failed_log_fsync_makes_what_it_replays_durable() {
-    let fs = strata::io::FaultFs::new();
+    let fs = strata::fault::FaultFs::new();
     let dir = Path::new("/db");
     let opts = || Options::default().background(false);
     {
@@ -253,19 +253,19 @@ fn a_reopen_after_a_failed_log_fsync_makes_what_it_replays_durable() {
         put_v(&db, b"a").expect("commit a");
         db.checkpoint().expect("checkpoint");
         // The commit of b: its log write, then its fsync, which fails.
-        fs.fail_at(fs.ops() + 2, strata::io::FaultKind::Io, false);
+        fs.fail_at(fs.ops() + 2, strata::fault::FaultKind::Io, false);
         let e = put_v(&db, b"b").expect_err("b's fsync fails");
         assert!(matches!(e, Error::CommitOutcomeUnknown { .. }), "{e}");
     }
     // The maintenance thread checkpoints after a replay; its data-file
     // fsync waits (a bounded while) so that the power fails before any
     // checkpoint has made the replayed pages durable.
-    let data_sync = strata::io::OpMatch {
-        kind: strata::io::OpKind::Sync,
+    let data_sync = strata::fault::OpMatch {
+        kind: strata::fault::OpKind::Sync,
         file: strata::DATA_FILE,
     };
-    let never = strata::io::OpMatch {
-        kind: strata::io::OpKind::Remove,
+    let never = strata::fault::OpMatch {
+        kind: strata::fault::OpKind::Remove,
         file: "never-removed",
     };
     let hold = fs.hold(data_sync, never, std::time::Duration::from_secs(10));
@@ -283,7 +283,7 @@ fn a_reopen_after_a_failed_log_fsync_makes_what_it_replays_durable() {
         "a checkpoint finished before the image"
     );
     // Lets the held checkpoint go (the removal itself finds nothing).
-    let _ = strata::io::Vfs::remove(&fs, Path::new("/never-removed"));
+    let _ = strata::Vfs::remove(&fs, Path::new("/never-removed"));
     drop(db);
     let db = Db::open_vfs(Arc::new(img), dir, opts()).expect("the power-loss image opens");
     for key in [&b"a"[..], b"b", b"c"] {

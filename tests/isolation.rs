@@ -804,7 +804,7 @@ fn anomaly_with_t3_folded(db: &Db, t: &Table) -> (Transaction, Transaction, (i64
     t3.commit().expect("t3 commits first");
     let t1 = db.begin_read().expect("t1");
     let filler = db.table("filler").expect("filler");
-    for i in 0..strata::limits::SSI_COMMITTED_MAX + 8 {
+    for i in 0..strata::internals::limits::SSI_COMMITTED_MAX + 8 {
         let mut f = db.begin().expect("filler");
         f.put(&filler, (i as u64).to_be_bytes(), b"f").expect("put");
         f.commit()

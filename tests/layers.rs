@@ -28,6 +28,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("reports", &["integrity", "stat"]),
     ("api", &["db", "retry", "lib"]),
     ("modules", &["twopc"]),
+    // Re-exports of the modules for tests, fuzz targets and the CLI.
+    ("internals", &["internals"]),
 ];
 
 /// `src` with comments, string and character literals blanked and every

@@ -14,18 +14,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use loom::thread;
-use strata::buffer::BufferPool;
-use strata::ids::{Lsn, PageId, Xid};
-use strata::io::{FaultFs, Vfs};
-use strata::mvcc::clog::Clog;
-use strata::mvcc::manager::TxnManager;
-use strata::mvcc::{Status, StatusOf};
-use strata::page::{self, PageType};
-use strata::redo::record::{Kind, Record};
-use strata::txn::locks::LockWaits;
-use strata::txn::ssi::SsiLock;
-use strata::wal::reader::LogReader;
-use strata::wal::Wal;
+use strata::fault::FaultFs;
+use strata::internals::buffer::BufferPool;
+use strata::internals::ids::{Lsn, PageId, Xid};
+use strata::internals::mvcc::clog::Clog;
+use strata::internals::mvcc::manager::TxnManager;
+use strata::internals::mvcc::{Status, StatusOf};
+use strata::internals::page::{self, PageType};
+use strata::internals::redo::record::{Kind, Record};
+use strata::internals::txn::locks::LockWaits;
+use strata::internals::txn::ssi::SsiLock;
+use strata::internals::wal::reader::LogReader;
+use strata::internals::wal::Wal;
+use strata::Vfs;
 use strata::{Error, Options};
 
 fn wal(fs: &FaultFs) -> Wal {
@@ -279,12 +280,12 @@ fn unpinned_hits_never_see_another_page() {
 fn ssi_reader_and_writer(
     row: &Arc<loom::sync::RwLock<u64>>,
 ) -> (
-    strata::txn::ssi::ReadSet,
-    Arc<strata::txn::ssi::KeyMarks>,
-    Arc<loom::sync::Mutex<strata::txn::ssi::Ssi>>,
+    strata::internals::txn::ssi::ReadSet,
+    Arc<strata::internals::txn::ssi::KeyMarks>,
+    Arc<loom::sync::Mutex<strata::internals::txn::ssi::Ssi>>,
     thread::JoinHandle<()>,
 ) {
-    let mut graph = strata::txn::ssi::Ssi::default();
+    let mut graph = strata::internals::txn::ssi::Ssi::default();
     let reader = graph.begin(1);
     let _writer = graph.begin(2);
     graph.assign(2, Xid(7));
@@ -293,7 +294,7 @@ fn ssi_reader_and_writer(
     let writer = {
         let (ssi, row) = (ssi.clone(), row.clone());
         thread::spawn(move || {
-            let (coarsening, written) = strata::txn::ssi::mark_absence_under_latch(
+            let (coarsening, written) = strata::internals::txn::ssi::mark_absence_under_latch(
                 row.write().expect("row"),
                 |latch| {
                     **latch = 7;
@@ -332,10 +333,13 @@ fn ssi_marking_never_loses_an_edge() {
         // The key's newest version: 0 before the write, the writer's xid after.
         let heap = Arc::new(loom::sync::RwLock::new(0u64));
         let (mut reader, marks, ssi, writer) = ssi_reader_and_writer(&heap);
-        let (coarsening, newest) =
-            strata::txn::ssi::mark_then_read(Some(&mut reader), &marks, SSI_TABLE, b"k", || {
-                *heap.read().expect("heap")
-            });
+        let (coarsening, newest) = strata::internals::txn::ssi::mark_then_read(
+            Some(&mut reader),
+            &marks,
+            SSI_TABLE,
+            b"k",
+            || *heap.read().expect("heap"),
+        );
         assert!(coarsening.is_none());
         if newest == 7 {
             // The reader's snapshot predates the writer: it skips the version.
@@ -367,7 +371,7 @@ fn an_absent_key_delete_never_loses_its_edge() {
         // The store latch over the key's row: 0 none, 7 the insert's.
         let store = Arc::new(loom::sync::RwLock::new(0u64));
         let (mut deleter, marks, ssi, inserter) = ssi_reader_and_writer(&store);
-        let (coarsening, found) = strata::txn::ssi::mark_absence_under_latch(
+        let (coarsening, found) = strata::internals::txn::ssi::mark_absence_under_latch(
             store.write().expect("latch"),
             |latch| Ok::<_, Error>(**latch),
             |&found| match found {
@@ -397,15 +401,15 @@ fn an_absent_key_delete_never_loses_its_edge() {
 struct Fekete {
     mgr: Arc<TxnManager>,
     ssi: Arc<SsiLock>,
-    marks: Arc<strata::txn::ssi::KeyMarks>,
+    marks: Arc<strata::internals::txn::ssi::KeyMarks>,
     log: Arc<Wal>,
-    t2: (u64, strata::txn::ssi::ReadSet),
-    t3: (u64, strata::txn::ssi::ReadSet, Xid),
+    t2: (u64, strata::internals::txn::ssi::ReadSet),
+    t3: (u64, strata::internals::txn::ssi::ReadSet, Xid),
 }
 
 fn fekete(fs: &FaultFs) -> Fekete {
     let mgr = Arc::new(TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1))));
-    let graph = strata::txn::ssi::Ssi::default();
+    let graph = strata::internals::txn::ssi::Ssi::default();
     let marks = graph.marks();
     let ssi = Arc::new(SsiLock::new(graph));
     let log = Arc::new(wal(fs));

@@ -8,7 +8,7 @@ use std::error::Error as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use strata::io::{FaultFs, FaultKind};
+use strata::fault::{FaultFs, FaultKind};
 use strata::{Db, Error, Options};
 
 fn names(dir: &Path) -> Vec<String> {

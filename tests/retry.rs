@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::path::Path;
 use std::sync::Arc;
 
-use strata::io::{FaultFs, FaultKind};
+use strata::fault::{FaultFs, FaultKind};
 use strata::{Db, Error, Options};
 
 #[test]

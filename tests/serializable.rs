@@ -11,7 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::open;
-use strata::{Db, Isolation, RacePoint, Table};
+use strata::internals::RacePoint;
+use strata::{Db, Isolation, Table};
 
 /// What one committed transaction did: lists read (whole values) and
 /// elements appended, per key.

@@ -21,7 +21,8 @@ const WARMUP: u64 = 3_000;
 /// build, 1 MiB cache, Linux, 2026-12-07): 1.9–3.6 MiB over this run
 /// (bimodal: one ~2 MiB step lands or not); without the SSI summary every
 /// retained committed entry adds about 550 bytes, 9 MiB over this run.
-const GROWTH_KIB_MAX: u64 = ((strata::limits::LEDGER_BYTES_MAX >> 10) as u64) + (2 << 10);
+const GROWTH_KIB_MAX: u64 =
+    ((strata::internals::limits::LEDGER_BYTES_MAX >> 10) as u64) + (2 << 10);
 
 /// Guards the SSI summary: committed serializable transactions that a long
 /// reader keeps retained must be folded, so memory stays flat.

@@ -85,7 +85,10 @@ fn stats_report_the_log_range_the_checkpoint_and_prepared_transactions() {
     assert_eq!(s.prepared.len(), 1);
     assert_eq!(s.prepared[0].gid, "gid-1");
     assert_eq!(table(&s, "a").rows, 0, "in doubt is not yet a row");
-    assert_eq!(s.format_version, strata::store::meta::FORMAT_VERSION);
+    assert_eq!(
+        s.format_version,
+        strata::internals::store::meta::FORMAT_VERSION
+    );
     assert_eq!(s.page_size, strata::limits::PAGE_SIZE);
     assert!(s.data_file_bytes >= s.pages * s.page_size as u64 - s.page_size as u64);
     db.commit_prepared("gid-1").expect("commit");

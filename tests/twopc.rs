@@ -268,8 +268,8 @@ mod coordinator {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use strata::io::FaultFs;
-    use strata::twopc::{parse, Coordinator, Record, Timing};
+    use strata::fault::FaultFs;
+    use strata::internals::twopc::{parse, Coordinator, Record, Timing};
     use strata::{Db, Isolation, Options, Transaction};
 
     const LOG: &str = "/coordinator/decisions";

@@ -485,7 +485,7 @@ fn a_serializable_scan_meets_a_removed_writer_of_a_batchs_last_key() {
         let s = db.table("s").expect("s");
         seed(&db, &t);
         // k is the last entry of the scan's first batch, and more follow.
-        let first = strata::limits::SCAN_BATCH_FIRST - 1;
+        let first = strata::internals::limits::SCAN_BATCH_FIRST - 1;
         let (before, after) = if reverse { (10, first) } else { (first, 10) };
         let mut tx = db.begin().expect("begin");
         for i in 0..before {

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use strata::io::{FaultFs, Vfs};
+use strata::fault::FaultFs;
+use strata::Vfs;
 use strata::{Db, Options};
 
 /// The database directory inside `FaultFs`.
@@ -395,13 +396,13 @@ pub fn open_bytes(data: &[u8]) {
 
 /// The decoders of log records and pages, on arbitrary bytes.
 pub fn decoders(data: &[u8]) {
-    use strata::btree::node;
-    use strata::heap;
-    use strata::ids::{PageId, SlotId};
-    use strata::page::{self, PageBuf};
-    use strata::redo::diff::apply;
-    use strata::redo::record::{Record, RecordRef};
-    use strata::wal::frame::{unframe, Framed};
+    use strata::internals::btree::node;
+    use strata::internals::heap;
+    use strata::internals::ids::{PageId, SlotId};
+    use strata::internals::page::{self, PageBuf};
+    use strata::internals::redo::diff::apply;
+    use strata::internals::redo::record::{Record, RecordRef};
+    use strata::internals::wal::frame::{unframe, Framed};
 
     let _ = Record::decode(data);
     let payload = match unframe(data) {
@@ -450,7 +451,7 @@ pub fn decoders(data: &[u8]) {
 /// network heals; every transaction must end with one outcome at every
 /// participant, the logged one.
 pub fn coordinator(data: &[u8]) {
-    use strata::twopc::{frame, parse, Input, Machine, Message, Record};
+    use strata::internals::twopc::{frame, parse, Input, Machine, Message, Record};
 
     #[derive(Clone, Copy, PartialEq, Debug)]
     enum P {

@@ -7,10 +7,12 @@
 //! Nothing in it buffers; buffering policy belongs to the WAL and the page
 //! cache.
 
+#[cfg(feature = "fault-injection")]
 mod fault;
 mod named;
 mod real;
 
+#[cfg(feature = "fault-injection")]
 pub use fault::{FaultFs, FaultKind, Hold, OpKind, OpMatch};
 pub(crate) use named::Named;
 pub use real::RealFs;

@@ -1,8 +1,8 @@
 //! Two-phase commit across several strata databases (shards): a
 //! coordinator with its own durable decision log.
 //!
-//! The protocol is a sans-IO state machine ([`Machine`]) in the style of
-//! etcd's raft: events in, a [`Ready`] of records to persist and messages
+//! The protocol is a sans-IO state machine (`Machine`) in the style of
+//! etcd's raft: events in, a `Ready` of records to persist and messages
 //! to send out. [`Coordinator`] is the thin loop that persists (fsync),
 //! then delivers to [`Participant`]s — `Db` for a local shard. Tests drive
 //! the machine directly to lose, duplicate, delay and reorder messages.
@@ -16,11 +16,10 @@
 //! by hand when the coordinator is gone for good.
 
 mod coordinator;
-mod log;
-mod machine;
+pub(crate) mod log;
+pub(crate) mod machine;
 mod participant;
 
 pub use coordinator::{Coordinator, Timing};
-pub use log::{frame, parse, DecisionLog};
-pub use machine::{Input, Machine, Message, Outcome, Pid, Ready, Record};
+pub use machine::Outcome;
 pub use participant::Participant;

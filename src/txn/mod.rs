@@ -484,7 +484,8 @@ impl Transaction {
     /// `gid`: runs every check a commit runs, then records it durably
     /// (always forced to disk). From then on it can no longer fail on its
     /// own; it keeps its row locks and stays invisible, across restarts,
-    /// until [`Db::commit_prepared`] or [`Db::rollback_prepared`] decides.
+    /// until [`Db::commit_prepared`](crate::Db::commit_prepared) or
+    /// [`Db::rollback_prepared`](crate::Db::rollback_prepared) decides.
     ///
     /// Errors: `DuplicateTransaction` (the gid is in use), `InvalidGid`,
     /// `TooManyPrepared`, or what `commit` would return; after an error

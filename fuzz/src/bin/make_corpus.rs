@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use strata::io::FaultFs;
+use strata::fault::FaultFs;
 use strata::Db;
 use strata_fuzz::{files_to_bytes, options, DIR};
 
@@ -15,10 +15,10 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 }
 
 /// A copy of `image` whose every page, log-frame and control-file
-/// checksum is `strata::FUZZ_CRC`, which fuzzing builds accept: mutations
+/// checksum is `strata::internals::FUZZ_CRC`, which fuzzing builds accept: mutations
 /// of this seed reach the decoders instead of stopping at a checksum.
 fn with_fuzz_crcs(image: &FaultFs) -> FaultFs {
-    let magic = strata::FUZZ_CRC.to_le_bytes();
+    let magic = strata::internals::FUZZ_CRC.to_le_bytes();
     let out = image.synced_image();
     for path in out.files() {
         let Some(mut bytes) = out.read_file(&path) else {

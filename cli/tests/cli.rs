@@ -1,8 +1,8 @@
 //! The `strata` tool, run as a user runs it: each subcommand on a real
 //! database, dump → load round trip, read-only commands that change no
 //! file, verify on a damaged copy, and plain-words errors.
-#![cfg(feature = "cli")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
@@ -101,7 +101,7 @@ fn read_only_commands_report_and_change_no_file() {
     let stat = ok(&["stat", s(&db)]);
     let version = format!(
         "format        version {}",
-        strata::store::meta::FORMAT_VERSION
+        strata::internals::store::meta::FORMAT_VERSION
     );
     assert!(stat.contains(&version), "{stat}");
     let users = stat

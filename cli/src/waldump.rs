@@ -13,11 +13,11 @@
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use strata::io::RealFs;
-use strata::redo::record::{Change, Kind, Op};
-use strata::wal::reader::LogReader;
-use strata::wal::segment;
+use strata::internals::redo::record::{Change, Kind, Op};
+use strata::internals::wal::reader::LogReader;
+use strata::internals::wal::segment;
 use strata::Lsn;
+use strata::RealFs;
 
 use crate::escape::escape;
 use crate::{Failure, Outcome};

@@ -2,7 +2,6 @@
 //! `--create` on `put` and `shell`. Every other command on a mistyped
 //! path says there is no database there and leaves the file system as it
 //! was.
-#![cfg(feature = "cli")]
 
 use std::io::Write;
 use std::path::Path;

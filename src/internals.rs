@@ -1,0 +1,65 @@
+//! The engine's internal modules, re-exported for strata's own tests, fuzz
+//! targets, loom models and command-line tool (`strata::internals`,
+//! hidden from the documentation). Not part of the public API: any release
+//! may change anything here. The modules themselves are `pub(crate)`; this
+//! file only re-exports their `pub` items.
+
+pub use crate::codec::FUZZ_CRC;
+pub use crate::options::RacePoint;
+
+/// The B+tree.
+pub mod btree {
+    pub use crate::btree::*;
+}
+/// The page cache and mini-transactions.
+pub mod buffer {
+    pub use crate::buffer::*;
+}
+/// The heap of versioned tuples.
+pub mod heap {
+    pub use crate::heap::*;
+}
+/// Identifiers.
+pub mod ids {
+    pub use crate::ids::*;
+}
+/// The file-system interface and its implementations.
+pub mod io {
+    pub use crate::io::*;
+}
+/// Every limit, the internal ones included.
+pub mod limits {
+    pub use crate::limits::tuning::*;
+    pub use crate::limits::*;
+}
+/// Visibility rules, the commit log and the transaction manager.
+pub mod mvcc {
+    pub use crate::mvcc::*;
+}
+/// Page layout.
+pub mod page {
+    pub use crate::page::*;
+}
+/// Redo records: encoding, diffing, applying.
+pub mod redo {
+    pub use crate::redo::*;
+}
+/// The data file: meta page, free list, free-space map.
+pub mod store {
+    pub use crate::store::*;
+}
+/// Transactions: locks, SSI, prepared transactions.
+pub mod txn {
+    pub use crate::txn::*;
+}
+/// The write-ahead log.
+pub mod wal {
+    pub use crate::wal::*;
+}
+/// The two-phase-commit machine and decision log.
+#[cfg(feature = "twopc")]
+pub mod twopc {
+    pub use crate::twopc::log::*;
+    pub use crate::twopc::machine::*;
+    pub use crate::twopc::*;
+}
