@@ -537,9 +537,7 @@ fn read_log_on(
                 );
                 return (commits, true);
             }
-            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
-                return (commits, false)
-            }
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return (commits, false),
             Err(e) => panic!("{what}: the reader failed: {e}"),
         }
     }
