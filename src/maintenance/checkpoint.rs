@@ -16,9 +16,9 @@ use crate::txn::Core;
 /// Writes every dirty page, records a new redo point in `CONTROL`, drops
 /// the log segments before it and cuts the data file to the pages in use.
 ///
-/// Traced as the span `checkpoint` (target `strata::maintenance`), whose
-/// fields `redo` (the new redo point's LSN) and `pages_flushed` are
-/// recorded as the work reaches them.
+/// Traced as the span `checkpoint` (target `strata::maintenance`) with the
+/// database's `dir`; `redo` (the new redo point's LSN) and
+/// `pages_flushed` are recorded as the work reaches them.
 pub(crate) fn run(inner: &Core) -> Result<()> {
     let span = tracing::info_span!(
         target: "strata::maintenance",

@@ -135,9 +135,9 @@ pub(crate) struct Views {
 
 /// One full pass over every table.
 ///
-/// Traced as the span `vacuum` (target `strata::maintenance`); a pass that
-/// finishes records its `VacuumStats` in the span's fields of the same
-/// names.
+/// Traced as the span `vacuum` (target `strata::maintenance`) with the
+/// database's `dir`; a pass that finishes records its `VacuumStats` in
+/// the span's fields of the same names.
 pub(crate) fn run(inner: &Core) -> Result<VacuumStats> {
     use tracing::field::Empty;
     let span = tracing::info_span!(
