@@ -80,15 +80,28 @@ impl Db {
     /// Opens the database through a custom file system (fault injection).
     /// Its I/O errors are reported naming their operation and path.
     pub fn open_vfs(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Db> {
+        let span = tracing::info_span!(
+            target: "strata::db",
+            "open",
+            dir = %dir.display(),
+            read_only = opts.read_only,
+        );
+        let _in = span.enter();
         let vfs: Arc<dyn Vfs> = Arc::new(crate::io::Named(vfs));
         let (inner, replayed) = open_inner(vfs, dir, opts)?;
         let inner = Arc::new(inner);
         let worker = Arc::new(Worker::new());
         let thread = if inner.engine.opts().background && !inner.engine.opts().read_only {
             let (inner, worker) = (inner.clone(), worker.clone());
+            // The worker reports to the subscriber in force where the
+            // database was opened (a scoped one too, not only the global).
+            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
             let spawned = std::thread::Builder::new()
                 .name("strata-maintenance".into())
-                .spawn(move || worker::run(&inner, &worker, replayed))?;
+                .spawn(move || {
+                    let _report = tracing::dispatcher::set_default(&dispatch);
+                    worker::run(&inner, &worker, replayed)
+                })?;
             Some(spawned)
         } else {
             None
@@ -227,9 +240,31 @@ impl Db {
         crate::stat::collect(self.core())
     }
 
-    /// Why the database was poisoned (the first failed write or fsync), if it was.
+    /// Why the database was poisoned, if it was: the first failed write
+    /// or fsync on the durability path, or the damage the background
+    /// worker met and could not work past (a `Corruption` a background
+    /// vacuum or checkpoint read). From then on, beginning a transaction,
+    /// writing, committing, checkpointing and vacuuming return
+    /// `Error::Poisoned` naming the same cause.
     pub fn poison_cause(&self) -> Option<String> {
         self.core().engine.store().wal.poison_cause()
+    }
+
+    /// The last failure the background worker met and worked past, if it
+    /// met one: an I/O error reading a page, which changed nothing and
+    /// which its next try (after a pause that grows while the failure
+    /// repeats, up to a minute) may not meet. Damage it cannot work past
+    /// poisons the database instead (`poison_cause`).
+    ///
+    /// The worker has no caller to return its errors to, so it keeps the
+    /// last here, and reports each as a `tracing` event (target
+    /// `strata::maintenance`). It is kept, not cleared by a later success,
+    /// so a health check that looks now and then still sees it; and it is
+    /// a method of its own rather than a field of `Stats` because
+    /// `Db::stats` walks every table, while this is a cheap look a
+    /// monitor can take every second.
+    pub fn background_error(&self) -> Option<Error> {
+        self.shared.worker.last_error()
     }
 
     /// Log fsyncs so far (commits per fsync shows group commit at work).
@@ -276,12 +311,12 @@ impl Shared {
         }
         match checkpoint::run(core) {
             // What poisoned the database says more than that it is.
-            Err(Error::Poisoned) => Err(core
+            Err(Error::Poisoned { cause }) => Err(core
                 .engine
                 .store()
                 .wal
                 .poison_error()
-                .unwrap_or(Error::Poisoned)),
+                .unwrap_or(Error::Poisoned { cause })),
             r => r,
         }
     }
@@ -337,7 +372,20 @@ fn recover(
     }
     let (redo, next_xid, end, replayed) = match control {
         Some(c) => {
+            let span = tracing::info_span!(
+                target: "strata::db",
+                "recovery",
+                redo = c.redo.0,
+                records = tracing::field::Empty,
+                bytes = tracing::field::Empty,
+                replay_us = tracing::field::Empty,
+            );
+            let _in = span.enter();
+            let started = std::time::Instant::now();
             let r = recovery::replay(vfs.as_ref(), &wal_dir, c.redo, &pool, read_only)?;
+            span.record("records", r.records);
+            span.record("bytes", r.bytes);
+            span.record("replay_us", started.elapsed().as_micros() as u64);
             (c.redo, c.next_xid.max(r.next_xid), r.end, r.records > 0)
         }
         None => (Lsn(0), Xid::FIRST, Lsn(0), false),

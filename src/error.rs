@@ -2,8 +2,9 @@
 //!
 //! Subsystems fold their failures into [`Error`] at the boundary: a bad WAL
 //! frame or page checksum becomes [`Error::Corruption`] naming the file and
-//! byte offset, an I/O failure on the durability path becomes
-//! [`Error::Poisoned`] for every later write (and
+//! byte offset, an I/O failure on the durability path (or damage the
+//! background worker cannot work past) becomes [`Error::Poisoned`], naming
+//! that first failure, for every later write (and
 //! [`Error::CommitOutcomeUnknown`] for the commit whose record it may have
 //! lost).
 //!
@@ -58,13 +59,19 @@ pub enum Error {
         /// The operating system's error (also `std::error::Error::source`).
         source: IoSource,
     },
-    /// An earlier write or fsync failed; nothing more is acknowledged. Reopen
-    /// the database to recover from the log.
-    Poisoned,
+    /// An earlier failure stopped the database: a write or fsync on the
+    /// durability path, or damage the background worker met (a vacuum or
+    /// checkpoint finding a corrupt page). Nothing more is acknowledged.
+    /// Reopen the database to recover from the log (and, after damage,
+    /// `Db::check_integrity` to see how far it goes).
+    Poisoned {
+        /// The first failure, as `Db::poison_cause` also reports it.
+        cause: String,
+    },
     /// Writing or syncing the log failed after this commit's record was
     /// appended: the record may or may not be durable, so the transaction
     /// may have committed. The database is poisoned (later calls return
-    /// `Poisoned`); reopen it and read back to learn the outcome.
+    /// `Poisoned { .. }`); reopen it and read back to learn the outcome.
     CommitOutcomeUnknown {
         /// The write or fsync failure that poisoned the database.
         cause: String,
@@ -316,9 +323,9 @@ impl fmt::Display for Error {
                 Some(p) => write!(f, "I/O error on {}: {source}", p.display()),
                 None => write!(f, "I/O error: {source}"),
             },
-            Error::Poisoned => write!(
+            Error::Poisoned { cause } => write!(
                 f,
-                "database poisoned by an earlier write or fsync failure; reopen it to recover"
+                "database poisoned by an earlier failure ({cause}); reopen it to recover"
             ),
             Error::CommitOutcomeUnknown { cause } => write!(
                 f,

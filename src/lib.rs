@@ -50,6 +50,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Observability
+//!
+//! The engine reports through the [`tracing`] facade, and is silent until
+//! the application installs a subscriber: spans `open` and `recovery`
+//! (records and bytes replayed, `replay_us`), `commit` (DEBUG: `xid`,
+//! `lsn`, `fsync_wait_us`), `checkpoint` (`redo`, `pages_flushed`) and
+//! `vacuum` (its [`VacuumStats`]), and an event for each failure of the
+//! background worker, which reports to the subscriber in force where the
+//! database was opened. With no subscriber a span costs a check of one
+//! atomic.
+//!
+//! The worker's failures do not go unheard: damage it cannot work past
+//! (a [`Error::Corruption`] a background vacuum or checkpoint read)
+//! poisons the database, so the next transaction, write or checkpoint
+//! returns [`Error::Poisoned`] naming it ([`Db::poison_cause`]); an I/O
+//! error reading a page, which changed nothing and may pass, is kept for
+//! [`Db::background_error`] and the work is tried again.
+//!
 //! ## The tour
 //! - [`Db`] opens a directory, hands out [`Table`]s and [`Transaction`]s,
 //!   and runs checkpoints and vacuum (in the background and on demand).

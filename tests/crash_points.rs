@@ -539,7 +539,7 @@ fn run_through_faults(fs: &FaultFs, steps: &[Step], fault_at: u64) -> (Model, Op
                         return (model, Some(after), true)
                     }
                     // Poisoned before its record was appended: not committed.
-                    Err(strata::Error::Poisoned) => return (model, None, true),
+                    Err(strata::Error::Poisoned { .. }) => return (model, None, true),
                     Err(e) => Err(e),
                 }
             }
@@ -553,7 +553,7 @@ fn run_through_faults(fs: &FaultFs, steps: &[Step], fault_at: u64) -> (Model, Op
             Step::Prepare(..) | Step::Decide(_) | Step::Reopen => Ok(()),
         };
         if let Err(e) = r {
-            if matches!(e, strata::Error::Poisoned) || db.poison_cause().is_some() {
+            if matches!(e, strata::Error::Poisoned { .. }) || db.poison_cause().is_some() {
                 return (model, None, true);
             }
             // Not on the durability path: the engine must stay usable.

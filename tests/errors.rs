@@ -90,5 +90,10 @@ fn errors_clone_and_compare() {
     assert_eq!(kind(&copy), kind(&err));
     assert_eq!(Error::Deadlock, Error::Deadlock.clone());
     assert_ne!(Error::Deadlock, Error::LockTimeout);
-    assert_ne!(err, Error::Poisoned);
+    assert_ne!(
+        err,
+        Error::Poisoned {
+            cause: String::new()
+        }
+    );
 }

@@ -90,9 +90,15 @@ fn fsync_failure_poisons_and_reopen_recovers() {
     assert!(cause.contains("injected EIO"), "{cause}");
 
     fail.store(false, Ordering::SeqCst);
-    // Even with fsync working again, nothing more is acknowledged.
-    assert!(matches!(db.begin(), Err(Error::Poisoned)));
-    assert!(matches!(db.checkpoint(), Err(Error::Poisoned)));
+    // Even with fsync working again, nothing more is acknowledged, and
+    // each refusal names the failure.
+    let refused = db.begin().map(drop).expect_err("poisoned");
+    assert!(
+        matches!(&refused, Error::Poisoned { cause } if cause.contains("injected EIO")),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("injected EIO"), "{refused}");
+    assert!(matches!(db.checkpoint(), Err(Error::Poisoned { .. })));
     drop(db);
 
     let db = Db::open(tmp.path()).expect("reopen recovers");
@@ -122,8 +128,11 @@ fn an_open_transaction_cannot_commit_after_poisoning() {
     tx.put(&t, "b", "2").expect("put");
     assert!(tx.commit().is_err());
     fail.store(false, Ordering::SeqCst);
-    assert!(matches!(open_tx.put(&t, "c", "3"), Err(Error::Poisoned)));
-    assert!(matches!(open_tx.commit(), Err(Error::Poisoned)));
+    assert!(matches!(
+        open_tx.put(&t, "c", "3"),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(open_tx.commit(), Err(Error::Poisoned { .. })));
 }
 
 /// Guards against a commit whose log fsync failed reporting an error that reads as an abort.
@@ -150,9 +159,9 @@ fn a_commit_whose_fsync_failed_reports_its_outcome_unknown() {
     assert!(!err.is_retryable(), "it may have committed: no blind retry");
     fail.store(false, Ordering::SeqCst);
     let mut later = db.begin().map(|_| ()).expect_err("poisoned");
-    assert!(matches!(later, Error::Poisoned), "{later}");
+    assert!(matches!(later, Error::Poisoned { .. }), "{later}");
     later = db.checkpoint().expect_err("poisoned");
-    assert!(matches!(later, Error::Poisoned), "{later}");
+    assert!(matches!(later, Error::Poisoned { .. }), "{later}");
     drop(db);
     // The record was written before its fsync failed, and the file
     // system kept it: the transaction did commit.
@@ -210,7 +219,7 @@ fn a_prepare_whose_fsync_failed_reports_its_outcome_unknown() {
             "a prepare whose record may be durable must say so, not: {e}"
         );
         assert!(e.to_string().contains("unknown"), "{e}");
-        assert!(matches!(db.checkpoint(), Err(Error::Poisoned)));
+        assert!(matches!(db.checkpoint(), Err(Error::Poisoned { .. })));
     }
     // The process's written bytes survive: the record is there, and the
     // transaction is in doubt, as the error warned.

@@ -567,7 +567,7 @@ fn a_page_that_will_not_move_stops_compaction_until_the_file_changes() {
     // move rows again for a cut that cannot happen.
     use std::path::Path;
     use std::sync::Arc;
-    use strata::io::FaultFs;
+    use strata::fault::FaultFs;
     let dir = Path::new("/db");
     let opts = || {
         strata::Options::default()

@@ -9,27 +9,39 @@
 //! file is cut to the pages in use last.
 
 use crate::control::{self, Control};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::Lsn;
 use crate::txn::Core;
 
 /// Writes every dirty page, records a new redo point in `CONTROL`, drops
 /// the log segments before it and cuts the data file to the pages in use.
+///
+/// Traced as the span `checkpoint` (target `strata::maintenance`) with the
+/// database's `dir`; `redo` (the new redo point's LSN) and
+/// `pages_flushed` are recorded as the work reaches them.
 pub(crate) fn run(inner: &Core) -> Result<()> {
+    let span = tracing::info_span!(
+        target: "strata::maintenance",
+        "checkpoint",
+        dir = %inner.engine.dir().display(),
+        redo = tracing::field::Empty,
+        pages_flushed = tracing::field::Empty,
+    );
+    let _in = span.enter();
     inner.engine.writable()?;
     let _one = inner.engine.checkpoint_lock();
     let store = inner.engine.store();
-    if store.wal.is_poisoned() {
-        return Err(Error::Poisoned);
-    }
+    store.wal.check()?;
     let redo = store.begin_checkpoint()?;
     // LSN 0 in the control file marks an unfinished creation.
     assert!(
         redo > Lsn(0),
         "a checkpoint's redo point is past the log's first header"
     );
+    span.record("redo", redo.0);
     let next_xid = inner.txns.mgr().high_water();
-    store.pool.flush_all()?;
+    let flushed = store.pool.flush_all()?;
+    span.record("pages_flushed", flushed as u64);
     store.wal.flush(redo, true)?;
     let r = control::write(
         inner.engine.vfs(),

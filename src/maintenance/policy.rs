@@ -1,5 +1,5 @@
 //! When background work runs. Pure decisions, carried out by the
-//! maintenance worker in `db.rs`, so they can be tested without a database.
+//! maintenance worker (`worker.rs`), so they can be tested without a database.
 
 use std::time::Duration;
 
@@ -21,9 +21,31 @@ pub fn should_checkpoint(
     (since_last >= interval && log_since_redo > 0) || log_since_redo >= log_limit
 }
 
+/// The longest a failed piece of background work waits before its next try.
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How long background work that failed `failures` times in a row (for a
+/// reason that may pass) waits before its next try: a tick, doubled for
+/// each further failure, at most `RETRY_MAX`. A read error that persists
+/// (a bad sector) is then reported a few times a minute, not every tick.
+pub fn retry_after(failures: u32, tick: Duration) -> Duration {
+    let doubled = tick.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(RETRY_MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_job_waits_longer_each_time_up_to_a_minute() {
+        let tick = Duration::from_millis(100);
+        assert_eq!(retry_after(1, tick), tick);
+        assert_eq!(retry_after(2, tick), 2 * tick);
+        assert_eq!(retry_after(4, tick), 8 * tick);
+        assert_eq!(retry_after(30, tick), RETRY_MAX);
+        assert_eq!(retry_after(u32::MAX, Duration::MAX), RETRY_MAX);
+    }
 
     #[test]
     fn vacuum_scales_with_table_size_and_can_be_disabled() {

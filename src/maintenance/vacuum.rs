@@ -79,7 +79,7 @@
 use crate::btree;
 use crate::buffer::mtr::Mtr;
 use crate::catalog;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::heap::{self, overflow, tuple};
 use crate::ids::{PageId, Tid, Xid};
 use crate::limits::{OVERFLOW_PAGES_PER_RECORD, VACUUM_BATCH};
@@ -134,12 +134,53 @@ pub(crate) struct Views {
 }
 
 /// One full pass over every table.
+///
+/// Traced as the span `vacuum` (target `strata::maintenance`) with the
+/// database's `dir`; a pass that finishes records its `VacuumStats` in
+/// the span's fields of the same names.
 pub(crate) fn run(inner: &Core) -> Result<VacuumStats> {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        target: "strata::maintenance",
+        "vacuum",
+        dir = %inner.engine.dir().display(),
+        keys = Empty,
+        versions_removed = Empty,
+        keys_removed = Empty,
+        overflow_pages_freed = Empty,
+        heap_pages_freed = Empty,
+        versions_moved = Empty,
+        nodes_moved = Empty,
+        overflow_pages_moved = Empty,
+        leaves_merged = Empty,
+        pages_cut = Empty,
+    );
+    let _in = span.enter();
+    let stats = pass(inner)?;
+    if !span.is_disabled() {
+        record(&span, &stats);
+    }
+    Ok(stats)
+}
+
+/// Records a pass's figures in its span.
+fn record(span: &tracing::Span, s: &VacuumStats) {
+    span.record("keys", s.keys);
+    span.record("versions_removed", s.versions_removed);
+    span.record("keys_removed", s.keys_removed);
+    span.record("overflow_pages_freed", s.overflow_pages_freed);
+    span.record("heap_pages_freed", s.heap_pages_freed);
+    span.record("versions_moved", s.versions_moved);
+    span.record("nodes_moved", s.nodes_moved);
+    span.record("overflow_pages_moved", s.overflow_pages_moved);
+    span.record("leaves_merged", s.leaves_merged);
+    span.record("pages_cut", s.pages_cut);
+}
+
+fn pass(inner: &Core) -> Result<VacuumStats> {
     inner.engine.writable()?;
     let _one = inner.engine.vacuum_pass();
-    if inner.engine.store().wal.is_poisoned() {
-        return Err(Error::Poisoned);
-    }
+    inner.engine.store().wal.check()?;
     let roots: Vec<PageId> = {
         let list = catalog::list(&mut inner.engine.store().read().view)?;
         list.into_iter().map(|(_, root)| root).collect()

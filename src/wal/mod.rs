@@ -203,14 +203,28 @@ impl Wal {
         self
     }
 
-    fn check(&self) -> Result<()> {
+    /// `Error::Poisoned` naming the cause, if the log is poisoned.
+    pub(crate) fn check(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned);
+            return Err(self.poisoned_error());
         }
         Ok(())
     }
 
-    /// Marks the log (and so the database) failed; the first cause is kept.
+    /// `Error::Poisoned` naming what poisoned the log (the error path
+    /// only: it takes a lock and formats the cause).
+    #[cold]
+    fn poisoned_error(&self) -> Error {
+        Error::Poisoned {
+            cause: self
+                .poison_cause()
+                .unwrap_or_else(|| "an earlier failure".to_string()),
+        }
+    }
+
+    /// Marks the log (and so the database) failed; the first cause is
+    /// kept. The durability path calls it through `fail`; the background
+    /// worker calls it for damage it cannot work past.
     pub fn poison(&self, cause: &Error) {
         let mut first = self.cause.lock();
         if first.is_none() {
@@ -235,11 +249,12 @@ impl Wal {
     }
 
     /// Fail-stop: an error on the durability path poisons the log and is
-    /// reported as `Error::Poisoned` (the cause is kept for `poison_cause`).
+    /// reported as `Error::Poisoned` naming the first cause (also kept for
+    /// `poison_cause`).
     pub(crate) fn fail<T>(&self, r: Result<T>) -> Result<T> {
         r.map_err(|e| {
             self.poison(&e);
-            Error::Poisoned
+            self.poisoned_error()
         })
     }
 
