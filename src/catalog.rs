@@ -19,7 +19,7 @@ use crate::redo::record::Op;
 use crate::store::meta::{self, Field, META};
 use crate::store::Store;
 
-fn root_of(acc: &impl PageAccess, name: &[u8], v: &[u8]) -> Result<PageId> {
+pub(crate) fn root_of(acc: &impl PageAccess, name: &[u8], v: &[u8]) -> Result<PageId> {
     // A name no table could have been created under (`Db::table` takes
     // 1..=255 bytes of UTF-8) is damage, not a table to list or open.
     let named = !name.is_empty()
@@ -39,7 +39,8 @@ fn root_of(acc: &impl PageAccess, name: &[u8], v: &[u8]) -> Result<PageId> {
         })
 }
 
-fn catalog_root(view: &mut ReadView<'_>) -> Result<PageId> {
+/// The catalog's root page.
+pub(crate) fn root(view: &mut ReadView<'_>) -> Result<PageId> {
     Ok(PageId(meta::get(&*meta::read(view)?, Field::CatalogRoot)))
 }
 
@@ -84,7 +85,7 @@ pub fn init(mtr: &mut Mtr<'_>) -> Result<()> {
 
 /// Root page of table `name`, if it exists.
 pub fn lookup(view: &mut ReadView<'_>, name: &str) -> Result<Option<PageId>> {
-    let cat = catalog_root(view)?;
+    let cat = root(view)?;
     match btree::get(view, cat, name.as_bytes())? {
         Some(v) => root_of(view, name.as_bytes(), &v).map(Some),
         None => Ok(None),
@@ -93,7 +94,7 @@ pub fn lookup(view: &mut ReadView<'_>, name: &str) -> Result<Option<PageId>> {
 
 /// Every table: name and root page, in name order.
 pub fn list(view: &mut ReadView<'_>) -> Result<Vec<(String, PageId)>> {
-    let cat = catalog_root(view)?;
+    let cat = root(view)?;
     let mut entries = Vec::new();
     btree::range(
         view,

@@ -36,6 +36,10 @@ pub mod limits {
 pub mod mvcc {
     pub use crate::mvcc::*;
 }
+/// Reading what is left of a damaged database.
+pub mod salvage {
+    pub use crate::salvage::*;
+}
 /// Page layout.
 pub mod page {
     pub use crate::page::*;

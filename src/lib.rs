@@ -132,6 +132,7 @@ pub(crate) mod page;
 mod recovery;
 pub(crate) mod redo;
 mod retry;
+mod salvage;
 mod stat;
 pub(crate) mod store;
 mod sync;

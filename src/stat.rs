@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use crate::btree;
 use crate::buffer::mtr::PageAccess;
 use crate::catalog;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::heap;
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::{PAGE_SIZE, VACUUM_BATCH};
@@ -78,10 +78,18 @@ pub struct Stats {
     pub page_writes: u64,
     /// Whether the database was opened read-only.
     pub read_only: bool,
+    /// Damage met while collecting (each an `Error::Corruption` naming
+    /// file and offset), in the order met: a damaged table's walk stops at
+    /// its first damaged page (its figures count what was read before, and
+    /// its `TableStats::damage` names the page), damage to the free map
+    /// leaves `free_pages` 0, and damage to the catalog leaves `tables`
+    /// empty. Empty for a sound database; `Db::check_integrity` checks
+    /// everything.
+    pub damage: Vec<Error>,
 }
 
 /// Figures about one table.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TableStats {
     /// Its name.
@@ -94,6 +102,9 @@ pub struct TableStats {
     pub versions: u64,
     /// Versions vacuum would remove now.
     pub dead_versions: u64,
+    /// The damage that stopped the walk of this table, if any: the figures
+    /// above count only what was read before it.
+    pub damage: Option<Error>,
 }
 
 impl Stats {
@@ -112,26 +123,32 @@ impl Stats {
 pub(crate) fn collect(inner: &Core) -> Result<Stats> {
     let store = inner.engine.store();
     let (page_reads, page_writes) = store.pool.io_counts();
+    let mut damage = Vec::new();
     let (pages, free_pages) = {
         let mut r = store.read();
         let m = crate::store::meta::read(&mut r.view)?;
         let count = meta::get(&m, Field::PageCount);
-        (count as u64, freemap::count_free(&mut r.view, count)?)
+        let free = freemap::count_free(&mut r.view, count);
+        (count as u64, kept(free, &mut damage)?.unwrap_or(0))
     };
     let mut heap_pages = HashSet::new();
     let mut heap_free_bytes = 0u64;
     let mut tables = Vec::new();
-    let list = catalog::list(&mut store.read().view)?;
-    for (name, root) in list {
+    let list = catalog::list(&mut store.read().view);
+    for (name, root) in kept(list, &mut damage)?.unwrap_or_default() {
         let mut t = TableStats {
             name,
             ..TableStats::default()
         };
-        walk_table(inner, root, &mut t, &mut |pid, free| {
+        let walked = walk_table(inner, root, &mut t, &mut |pid, free| {
             if heap_pages.insert(pid) {
                 heap_free_bytes += free as u64;
             }
-        })?;
+        });
+        if let Err(e @ Error::Corruption { .. }) = &walked {
+            t.damage = Some(e.clone());
+        }
+        kept(walked, &mut damage)?;
         tables.push(t);
     }
     let wal_dir = inner.engine.dir().join(crate::dir::WAL_DIR);
@@ -165,7 +182,22 @@ pub(crate) fn collect(inner: &Core) -> Result<Stats> {
         page_reads,
         page_writes,
         read_only: inner.engine.opts().read_only,
+        damage,
     })
+}
+
+/// `r`'s value; damage (`Error::Corruption`) is added to `damage` and
+/// gives `None`, so the figures it hides are left out and the rest still
+/// collected; other errors pass.
+fn kept<T>(r: Result<T>, damage: &mut Vec<Error>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ Error::Corruption { .. }) => {
+            damage.push(e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Counts one table's keys, rows and versions, a batch of keys per read

@@ -25,7 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("engine", &["engine"]),
     ("txn", &["txn"]),
     ("maintenance", &["maintenance"]),
-    ("reports", &["integrity", "stat"]),
+    ("reports", &["integrity", "stat", "salvage"]),
     ("api", &["db", "retry", "lib"]),
     ("modules", &["twopc"]),
     // Re-exports of the modules for tests, fuzz targets and the CLI.

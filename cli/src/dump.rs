@@ -13,13 +13,20 @@
 //! even while others write. `load` puts the rows (an existing key is
 //! overwritten), committing every `--batch` rows, and checks the trailer,
 //! so a cut-off dump is reported rather than taken as complete.
+//!
+//! `dump --salvage` writes the same format from a damaged database: every
+//! row still readable (the trailer counts those), with each damaged page
+//! it stepped over reported on stderr — file, byte offset, page, and the
+//! rows lost with it (by key, or as a key range when a B+tree node is
+//! gone). Its output loads like any dump.
 
 use std::io::{BufRead, BufWriter, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use strata::Db;
+use strata::internals::salvage::{self, Lost, Skipped};
+use strata::{Db, Table};
 
-use crate::escape::{escape, unescape};
+use crate::escape::{escape, unescape, word};
 use crate::{existing_table, Failure, Outcome};
 
 const HEADER: &str = "strata-dump 1";
@@ -51,6 +58,94 @@ pub fn dump(db: &Db, only: Option<&str>) -> Outcome {
     writeln!(out, "end\t{rows}")?;
     out.flush()?;
     Ok(())
+}
+
+/// `dump`, stepping over damaged pages: every readable row on stdout,
+/// what was skipped on stderr; a failure (status 1) if anything was.
+pub fn salvage(db: &Db, only: Option<&str>) -> Outcome {
+    let tx = db.begin_with(strata::Isolation::Snapshot)?;
+    let (tables, mut skipped) = salvage::tables(&tx)?;
+    let mut report = Vec::new();
+    for s in skipped.drain(..) {
+        report.push(("the table list".to_string(), s));
+    }
+    let tables: Vec<Table> = match only {
+        Some(name) => match tables.into_iter().find(|t| t.name() == name) {
+            Some(t) => vec![t],
+            None => return Err(Failure::new(format!("no table {name:?} found"))),
+        },
+        None => tables,
+    };
+    let out = std::io::stdout();
+    let mut out = BufWriter::new(out.lock());
+    writeln!(out, "{HEADER}")?;
+    let mut rows = 0u64;
+    for t in &tables {
+        writeln!(out, "table\t{}", escape(t.name().as_bytes()))?;
+        let skipped = salvage::rows(&tx, t, &mut |k, v| {
+            writeln!(out, "row\t{}\t{}", escape(k), escape(v))?;
+            rows += 1;
+            Ok(())
+        })?;
+        report.extend(
+            skipped
+                .into_iter()
+                .map(|s| (format!("table {}", word(t.name().as_bytes())), s)),
+        );
+    }
+    writeln!(out, "end\t{rows}")?;
+    out.flush()?;
+    if report.is_empty() {
+        eprintln!("salvaged {rows} rows; no damaged page met");
+        return Ok(());
+    }
+    for (whose, s) in &report {
+        eprintln!("{}", skipped_line(whose, s));
+    }
+    let known: u64 = report.iter().filter_map(|(_, s)| s.rows_lost()).sum();
+    let ranges = report
+        .iter()
+        .filter(|(_, s)| s.rows_lost().is_none())
+        .count();
+    let mut lost = format!("{known} rows could not be read");
+    if ranges > 0 {
+        lost.push_str(&format!(", nor any row in the {ranges} key range(s) above"));
+    }
+    Err(Failure::new(format!(
+        "salvaged {rows} rows; skipped {} damaged page(s); {lost}",
+        report.len()
+    )))
+}
+
+/// One skipped page, in words: where, why, and what was lost.
+fn skipped_line(whose: &str, s: &Skipped) -> String {
+    let lost = match &s.lost {
+        Lost::Keys { from, to } => {
+            let end = |k: &Option<Vec<u8>>, open: &str| {
+                k.as_deref().map_or_else(|| open.to_string(), word)
+            };
+            format!(
+                "every row with a key from {} up to {} (how many is unknown)",
+                end(from, "the first"),
+                end(to, "the last")
+            )
+        }
+        Lost::Rows(keys) => {
+            const SHOWN: usize = 10;
+            let mut named: Vec<String> = keys.iter().take(SHOWN).map(|k| word(k)).collect();
+            if keys.len() > SHOWN {
+                named.push(format!("and {} more", keys.len() - SHOWN));
+            }
+            format!("{} row(s): {}", keys.len(), named.join(" "))
+        }
+    };
+    format!(
+        "skipped page {} of {} at byte {} ({whose}): {}; lost {lost}",
+        s.page,
+        s.file.display(),
+        s.offset,
+        s.reason
+    )
 }
 
 /// Refuses a terminal as the dump to load (a forgotten `< dump`), before

@@ -1,14 +1,19 @@
 //! `strata`: look inside, verify, dump, load and edit a strata database.
 //!
 //! Every subcommand takes the database directory first. `stat`, `verify`,
-//! `dump`, `waldump`, `get` and `scan` open it read-only (they never change
+//! `dump`, `tables`, `waldump`, `get` and `scan` open it read-only (they never change
 //! a byte, even when the log needs replaying); the others open it for
 //! writing. Only `load`, and `put` and `shell` given `--create`, create a
 //! database: on a mistyped path every other command says there is none
 //! and changes nothing. Errors are one line on stderr saying what went wrong and what
 //! to do, and the exit status is 0 on success, 1 when the command failed
-//! (for `verify`: the database is damaged), 2 when the database could not
-//! be opened or the command line was wrong.
+//! (for `verify`, `stat` and `dump --salvage`: the database is damaged,
+//! whatever they could still print printed), 2 when the database could
+//! not be opened or the command line was wrong.
+//!
+//! Keys and values are printed as shell words (escape.rs): what `get`,
+//! `scan` and `tables` print pastes back into `get`, `put` and `delete`, at
+//! a shell prompt or in `strata shell`.
 
 mod dump;
 mod escape;
@@ -29,7 +34,8 @@ use strata::{Db, Error, Isolation, Options, Table};
     version,
     about = "Inspect, verify, dump, load and edit a strata database",
     after_help = "Keys and values are written with escapes: \\\\, \\t, \\n, \\r and \\xHH stand for bytes; \
-                  other printable ASCII stands for itself."
+                  other printable ASCII stands for itself. They are printed single-quoted when a shell \
+                  would change them, so they paste back as arguments."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -55,6 +61,18 @@ enum Command {
         /// Only this table.
         #[arg(long)]
         table: Option<String>,
+        /// Step over damaged pages, writing every row still readable, and
+        /// report on stderr what was skipped (exit status 1 if anything was).
+        #[arg(long)]
+        salvage: bool,
+    },
+    /// List the tables, one a line (with --rows, each with its row count).
+    Tables {
+        /// Database directory.
+        dir: PathBuf,
+        /// Count each table's rows too (reads every row).
+        #[arg(long)]
+        rows: bool,
     },
     /// Read a dump from stdin into the database (created if missing or empty), in batches.
     Load {
@@ -79,6 +97,7 @@ enum Command {
         /// Table name.
         table: String,
         /// Key (escaped).
+        #[arg(allow_hyphen_values = true)]
         key: String,
         /// Write the value's raw bytes instead of its escaped form.
         #[arg(long)]
@@ -94,8 +113,11 @@ enum Command {
         /// Table name (created if missing).
         table: String,
         /// Key (escaped).
+        #[arg(allow_hyphen_values = true)]
         key: String,
-        /// Value (escaped).
+        /// Value (escaped), or `-` to read it from stdin byte for byte
+        /// (a lone `-` as the value itself is written \x2d).
+        #[arg(allow_hyphen_values = true)]
         value: String,
     },
     /// Delete one key (one durable transaction).
@@ -105,6 +127,7 @@ enum Command {
         /// Table name.
         table: String,
         /// Key (escaped).
+        #[arg(allow_hyphen_values = true)]
         key: String,
     },
     /// Print the rows of a key range, one `key<TAB>value` line each.
@@ -114,10 +137,10 @@ enum Command {
         /// Table name.
         table: String,
         /// First key (inclusive, escaped).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         from: Option<String>,
         /// End key (exclusive, escaped).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         to: Option<String>,
         /// At most this many rows.
         #[arg(long)]
@@ -166,8 +189,10 @@ impl Failure {
         } else {
             2
         };
+        if let Error::Locked { .. } = e {
+            return Failure::locked(dir);
+        }
         let hint = match &e {
-            Error::Locked { .. } => " (stop the program using it, then try again)",
             Error::Corruption { .. } => {
                 " (the database is damaged; `strata verify` reports what it can)"
             }
@@ -187,11 +212,37 @@ impl Failure {
             status,
         }
     }
+
+    /// The database is open in a program (or elsewhere in this one):
+    /// said once, with what can be done meanwhile.
+    fn locked(dir: &Path) -> Failure {
+        let d = dir.display();
+        Failure {
+            message: format!(
+                "{d} is open in another program (one program at a time may open a database).\n\
+                 Meanwhile `strata waldump {d}` reads its log. To read its rows, close the \
+                 database there (or stop the program) and run this again, or point strata at a \
+                 copy of the directory made while that program was stopped or idle (a copy made \
+                 while it writes may not open)."
+            ),
+            status: 2,
+        }
+    }
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        Failure::new(e.to_string())
+        if e.io_kind() == Some(std::io::ErrorKind::BrokenPipe) {
+            return std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
+        }
+        let hint = match e {
+            Error::Corruption { .. } => {
+                "\nthe database is damaged: `strata verify` reports where; \
+                 `strata dump --salvage` saves every row still readable"
+            }
+            _ => "",
+        };
+        Failure::new(format!("{e}{hint}"))
     }
 }
 
@@ -227,7 +278,17 @@ fn run(command: Command) -> Outcome {
     match command {
         Command::Stat { dir } => report::stat(&open_read(&dir)?, &dir),
         Command::Verify { dir } => report::verify(&dir),
-        Command::Dump { dir, table } => dump::dump(&open_read(&dir)?, table.as_deref()),
+        Command::Dump {
+            dir,
+            table,
+            salvage: false,
+        } => dump::dump(&open_read(&dir)?, table.as_deref()),
+        Command::Dump {
+            dir,
+            table,
+            salvage: true,
+        } => dump::salvage(&open_read(&dir)?, table.as_deref()),
+        Command::Tables { dir, rows } => tables(&open_read(&dir)?, rows),
         Command::Load { dir, batch } => {
             dump::stdin_is_a_dump()?;
             dump::load(&open_write(&dir, true)?, batch.max(1))
@@ -249,7 +310,11 @@ fn run(command: Command) -> Outcome {
             let db = open_write(&dir, create)?;
             let t = db.table(&table)?;
             let mut tx = db.begin()?;
-            tx.put(&t, arg(&key)?, arg(&value)?)?;
+            let value = match value.as_str() {
+                "-" => stdin_value()?,
+                text => arg(text)?,
+            };
+            tx.put(&t, arg(&key)?, value)?;
             tx.commit()?;
             Ok(())
         }
@@ -353,7 +418,7 @@ fn get(db: &Db, table: &str, key: &str, raw: bool) -> Outcome {
             Ok(())
         }
         Some(v) => {
-            println!("{}", escape::escape(&v));
+            println!("{}", escape::word(&v));
             Ok(())
         }
         None => Err(Failure::new(format!("no key {key} in table {table}"))),
@@ -375,7 +440,53 @@ fn scan(
     let mut out = std::io::BufWriter::new(out.lock());
     for row in tx.scan(&t, (lo, hi))?.take(limit.unwrap_or(usize::MAX)) {
         let (k, v) = row?;
-        writeln!(out, "{}\t{}", escape::escape(&k), escape::escape(&v))?;
+        writeln!(out, "{}\t{}", escape::word(&k), escape::word(&v))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `put`'s value from stdin, byte for byte (nothing trimmed: `printf`, not
+/// `echo`, for a value without a newline). Read up to one byte past the
+/// limit, so an endless stream is refused rather than held.
+fn stdin_value() -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let mut value = Vec::new();
+    let limit = strata::limits::VALUE_MAX as u64 + 1;
+    std::io::stdin()
+        .lock()
+        .take(limit)
+        .read_to_end(&mut value)?;
+    if value.len() as u64 == limit {
+        return Err(Failure::new(format!(
+            "the value on stdin is longer than {} bytes, the limit",
+            strata::limits::VALUE_MAX
+        )));
+    }
+    Ok(value)
+}
+
+/// Every table's name as a shell word, with its row count when `rows`
+/// (a full read of each table: the engine keeps no count).
+fn tables(db: &Db, rows: bool) -> Outcome {
+    use std::io::Write;
+    let names = db.table_names()?;
+    let tx = db.begin_with(Isolation::Snapshot)?;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    for name in &names {
+        let name_word = escape::word(name.as_bytes());
+        if rows {
+            let t = db.table(name)?;
+            let mut n = 0u64;
+            for row in tx.scan(&t, ..)? {
+                row?;
+                n += 1;
+            }
+            writeln!(out, "{name_word}\t{n}")?;
+        } else {
+            writeln!(out, "{name_word}")?;
+        }
     }
     out.flush()?;
     Ok(())

@@ -1,5 +1,9 @@
 //! `strata stat` and `strata verify`: what a database holds, and whether it
 //! is sound, in words.
+//!
+//! `stat` on a damaged database prints every figure it could collect,
+//! marks the tables whose walk stopped at damage, lists the damage, and
+//! exits with status 1.
 
 use std::path::Path;
 
@@ -59,12 +63,17 @@ pub fn stat(db: &Db, dir: &Path) -> Outcome {
     );
     for t in &s.tables {
         println!(
-            "{:<24} {:>12} {:>12} {:>12} {:>8}",
-            crate::escape::escape(t.name.as_bytes()),
+            "{:<24} {:>12} {:>12} {:>12} {:>8}{}",
+            crate::escape::word(t.name.as_bytes()),
             t.rows,
             t.keys,
             t.versions,
-            t.dead_versions
+            t.dead_versions,
+            if t.damage.is_some() {
+                "  DAMAGED: counted up to the damage"
+            } else {
+                ""
+            }
         );
     }
     if s.tables.is_empty() {
@@ -83,14 +92,42 @@ pub fn stat(db: &Db, dir: &Path) -> Outcome {
             println!("  {}  xid {}  prepared {age} s ago", p.gid, p.xid);
         }
     }
-    Ok(())
+    if s.damage.is_empty() {
+        return Ok(());
+    }
+    println!();
+    println!("damage        {} damaged page(s) met:", s.damage.len());
+    for e in &s.damage {
+        println!("  {}", damage_line(e));
+    }
+    Err(Failure::new(format!(
+        "DAMAGED: {} damaged page(s); the figures above leave out what lies behind them\n\
+         `strata verify` checks everything; `strata dump --salvage` saves every row still readable",
+        s.damage.len()
+    )))
+}
+
+/// Where a `Corruption` is and what it is, in one line.
+fn damage_line(e: &Error) -> String {
+    match e {
+        Error::Corruption {
+            file,
+            offset,
+            reason,
+        } => format!(
+            "{} at byte {offset} (page {}): {reason}",
+            file.display(),
+            offset / strata::limits::PAGE_SIZE as u64
+        ),
+        e => e.to_string(),
+    }
 }
 
 pub fn verify(dir: &Path) -> Outcome {
     // Damage found while opening (replaying the log) is damage too.
     let db = match crate::read_only(dir) {
         Ok(db) => db,
-        Err(e @ Error::Corruption { .. }) => return Err(damaged(e)),
+        Err(e @ Error::Corruption { .. }) => return Err(damaged(e, dir)),
         Err(e) => return Err(Failure::open(dir, e)),
     };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -125,24 +162,20 @@ pub fn verify(dir: &Path) -> Outcome {
             }
             Ok(())
         }
-        Err(e @ Error::Corruption { .. }) => Err(damaged(e)),
+        Err(e @ Error::Corruption { .. }) => Err(damaged(e, dir)),
         Err(e) => Err(Failure::new(format!("verify failed: {e}"))),
     }
 }
 
-fn damaged(e: Error) -> Failure {
-    let Error::Corruption {
-        file,
-        offset,
-        reason,
-    } = e
-    else {
+fn damaged(e: Error, dir: &Path) -> Failure {
+    if !matches!(e, Error::Corruption { .. }) {
         return e.into();
-    };
+    }
     Failure::new(format!(
-        "DAMAGED: {} at byte {offset} (page {}): {reason}\n\
-         restore from a backup, or `strata dump` what is still readable",
-        file.display(),
-        offset / strata::limits::PAGE_SIZE as u64
+        "DAMAGED: {}\n\
+         restore from a backup, or save every row still readable with \
+         `strata dump --salvage {} > rows.dump` (it reports what it skips)",
+        damage_line(&e),
+        dir.display()
     ))
 }

@@ -10,7 +10,7 @@ use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 use strata::{Db, Isolation, Transaction};
 
-use crate::escape::escape;
+use crate::escape::word;
 use crate::{arg, existing_table, key_range, Failure, Outcome};
 
 const HELP: &str = "\
@@ -24,9 +24,9 @@ commands:
   commit | rollback               end it
   isolation [LEVEL]               show or set the level for begin and autocommit
   help | quit
-keys and values: \\\\ \\t \\n \\r \\xHH escapes; \"double quotes\" keep spaces";
+keys and values: \\\\ \\t \\n \\r \\xHH escapes; 'single' or \"double\" quotes keep spaces";
 
-/// History kept between interactive sessions (`$STRATA_HISTORY`, else
+/// History kept between shell runs (`$STRATA_HISTORY`, else
 /// `~/.strata_history`); scripts piped in leave none.
 fn history_file() -> Option<std::path::PathBuf> {
     use std::io::IsTerminal;
@@ -46,17 +46,17 @@ pub fn run(db: Db) -> Outcome {
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
-    let mut session = Session {
+    let mut shell = Shell {
         db,
         tx: None,
         level: Isolation::Serializable,
     };
     println!(
         "strata shell on {} — `help` lists commands",
-        session.db.path().display()
+        shell.db.path().display()
     );
     loop {
-        let prompt = if session.tx.is_some() {
+        let prompt = if shell.tx.is_some() {
             "strata*> "
         } else {
             "strata> "
@@ -75,14 +75,14 @@ pub fn run(db: Db) -> Outcome {
         match words(line) {
             Ok(w) if matches!(w.first().map(String::as_str), Some("quit" | "exit")) => break,
             Ok(w) => {
-                if let Err(e) = session.command(&w) {
+                if let Err(e) = shell.command(&w) {
                     println!("error: {}", e.message);
                 }
             }
             Err(e) => println!("error: {e}"),
         }
     }
-    if session.tx.take().is_some() {
+    if shell.tx.take().is_some() {
         println!("open transaction rolled back");
     }
     if let Some(h) = &history {
@@ -91,32 +91,35 @@ pub fn run(db: Db) -> Outcome {
     Ok(())
 }
 
-/// Splits a line into arguments: spaces separate, double quotes group.
+/// Splits a line into arguments: spaces separate; single or double
+/// quotes group, the other kind standing for itself inside them (as a
+/// POSIX shell's do, so what `strata` prints pastes back here too).
 fn words(line: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    let mut quoted = false;
+    let mut quote: Option<char> = None;
     let mut started = false;
     for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
+        match (quote, c) {
+            (None, '"' | '\'') => {
+                quote = Some(c);
                 started = true;
             }
-            c if c.is_whitespace() && !quoted => {
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
                 if started {
                     out.push(std::mem::take(&mut cur));
                     started = false;
                 }
             }
-            c => {
+            (_, c) => {
                 cur.push(c);
                 started = true;
             }
         }
     }
-    if quoted {
-        return Err("unclosed double quote".into());
+    if let Some(q) = quote {
+        return Err(format!("unclosed {q} quote"));
     }
     if started {
         out.push(cur);
@@ -124,31 +127,48 @@ fn words(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-struct Session {
+/// The shell's state: the database, the open transaction, the level.
+struct Shell {
     db: Db,
     tx: Option<Transaction>,
     level: Isolation,
 }
 
-fn level(word: &str) -> Result<Isolation, Failure> {
-    match word.to_ascii_lowercase().as_str() {
+/// What `begin` at `level` did, in words. The xid is not known yet: a
+/// transaction takes one at its first write (`commit` reports it).
+fn began(level: Isolation) -> &'static str {
+    match level {
+        Isolation::Serializable => {
+            "began a serializable transaction (one snapshot, read/write dependencies checked; xid at its first write)"
+        }
+        Isolation::Snapshot => {
+            "began a snapshot transaction (one snapshot for every read; xid at its first write)"
+        }
+        Isolation::ReadCommitted => {
+            "began a read-committed transaction (a new snapshot for each command; xid at its first write)"
+        }
+    }
+}
+
+fn level(name: &str) -> Result<Isolation, Failure> {
+    match name.to_ascii_lowercase().as_str() {
         "serializable" | "ser" => Ok(Isolation::Serializable),
         "snapshot" | "si" | "repeatable-read" => Ok(Isolation::Snapshot),
         "read-committed" | "rc" => Ok(Isolation::ReadCommitted),
         _ => Err(Failure::new(format!(
-            "unknown isolation level {word:?}: serializable, snapshot or read-committed"
+            "unknown isolation level {name:?}: serializable, snapshot or read-committed"
         ))),
     }
 }
 
-impl Session {
+impl Shell {
     fn command(&mut self, w: &[String]) -> Result<(), Failure> {
         let args: Vec<&str> = w.iter().map(String::as_str).collect();
         match args.as_slice() {
             ["help"] => println!("{HELP}"),
             ["tables"] => {
                 for n in self.db.table_names()? {
-                    println!("{}", escape(n.as_bytes()));
+                    println!("{}", word(n.as_bytes()));
                 }
             }
             ["isolation"] => println!("{:?}", self.level),
@@ -164,6 +184,7 @@ impl Session {
                     None => self.level,
                 };
                 self.tx = Some(self.db.begin_with(l)?);
+                println!("{}", began(l));
             }
             ["commit"] => {
                 let tx = self
@@ -185,7 +206,7 @@ impl Session {
                 let t = existing_table(&self.db, t)?;
                 let k = arg(k)?;
                 match self.run(|tx| tx.get(&t, &k))? {
-                    Some(v) => println!("{}", escape(&v)),
+                    Some(v) => println!("{}", word(&v)),
                     None => println!("(not found)"),
                 }
             }
@@ -257,7 +278,7 @@ impl Session {
                 .collect::<strata::Result<Vec<_>>>()
         })?;
         for (k, v) in rows.iter().take(limit) {
-            println!("{}\t{}", escape(k), escape(v));
+            println!("{}\t{}", word(k), word(v));
         }
         if rows.len() > limit {
             println!("(more rows; raise the limit)");
@@ -278,5 +299,10 @@ mod tests {
             ["put", "t", "a b", ""]
         );
         assert!(words("get t \"open").is_err());
+        assert_eq!(
+            words("put t 'a \"b\"' \"it's\"").expect("ok"),
+            ["put", "t", "a \"b\"", "it's"]
+        );
+        assert!(words("get t 'open").is_err());
     }
 }

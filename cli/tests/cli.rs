@@ -1,6 +1,7 @@
 //! The `strata` tool, run as a user runs it: each subcommand on a real
 //! database, dump → load round trip, read-only commands that change no
-//! file, verify on a damaged copy, and plain-words errors.
+//! file, verify, stat and a salvaging dump on damaged copies, printed
+//! keys that paste back, and plain-words errors.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -127,7 +128,7 @@ fn read_only_commands_report_and_change_no_file() {
     assert_eq!(ok(&["get", s(&db), "users", "user0001"]), "updated\n");
     assert_eq!(
         ok(&["get", s(&db), "users", "bin\\x00\\xff\\tkey\\n"]),
-        "\\\\value\\r\n"
+        "'\\\\value\\r'\n"
     );
     let raw = strata(
         &["get", s(&db), "users", "bin\\x00\\xff\\tkey\\n", "--raw"],
@@ -145,7 +146,7 @@ fn read_only_commands_report_and_change_no_file() {
     ]);
     assert_eq!(
         scan,
-        "user0001\tupdated\nuser0002\t{\"n\": 2}\nuser0003\t{\"n\": 3}\n"
+        "user0001\tupdated\nuser0002\t'{\"n\": 2}'\nuser0003\t'{\"n\": 3}'\n"
     );
     assert_eq!(
         ok(&["scan", s(&db), "users", "--limit", "2"])
@@ -283,28 +284,33 @@ fn shell_runs_transactions_from_a_script() {
         })
         .filter(|l| !l.is_empty() && !l.starts_with("strata shell"))
         .collect();
+    assert_eq!(said[0], "ok", "{text}");
+    // `begin` says what it began; the xid comes with the first write.
     assert_eq!(
-        said[..6],
-        [
-            "ok",
-            "ok",
-            "two words",
-            "rolled back",
-            "(not found)",
-            "deleted"
-        ],
+        said[1],
+        "began a snapshot transaction (one snapshot for every read; xid at its first write)",
         "{text}"
     );
-    assert!(said[6].starts_with("committed (xid "), "{text}");
-    assert_eq!(said[7..9], ["(not found)", "ok"], "{text}");
-    assert_eq!(said[9], "k3\t\\x00");
-    assert!(said[10].starts_with("error: unknown command"), "{text}");
+    assert_eq!(
+        said[2..6],
+        ["ok", "'two words'", "rolled back", "(not found)"],
+        "{text}"
+    );
     assert!(
-        said[11].starts_with("error: unknown isolation level"),
+        said[6].starts_with("began a serializable transaction"),
         "{text}"
     );
-    assert_eq!(said[12], "t");
-    assert_eq!(ok(&["get", s(&dir), "t", "k3"]), "\\x00\n");
+    assert_eq!(said[7], "deleted", "{text}");
+    assert!(said[8].starts_with("committed (xid "), "{text}");
+    assert_eq!(said[9..11], ["(not found)", "ok"], "{text}");
+    assert_eq!(said[11], "k3\t'\\x00'");
+    assert!(said[12].starts_with("error: unknown command"), "{text}");
+    assert!(
+        said[13].starts_with("error: unknown isolation level"),
+        "{text}"
+    );
+    assert_eq!(said[14], "t");
+    assert_eq!(ok(&["get", s(&dir), "t", "k3"]), "'\\x00'\n");
 }
 
 #[test]
@@ -343,12 +349,18 @@ fn errors_are_plain_words_with_the_right_status() {
     let db = Db::open(&dir).expect("open");
     let locked = strata(&["stat", s(&dir)], None);
     assert_eq!(locked.status.code(), Some(2));
+    let said = stderr(&locked);
+    // Said once: neither the directory nor "open" twice over, and what
+    // works meanwhile.
+    assert_eq!(said.matches(" is open").count(), 1, "{said}");
+    assert_eq!(said.matches("already open").count(), 0, "{said}");
+    assert!(!said.contains("close that handle"), "{said}");
     assert!(
-        stderr(&locked).contains("already open"),
-        "{}",
-        stderr(&locked)
+        said.contains(&format!("`strata waldump {}`", s(&dir))),
+        "{said}"
     );
-    assert!(!stderr(&locked).contains("panicked"));
+    assert!(said.contains("copy of the directory"), "{said}");
+    assert!(!said.contains("panicked"));
     // waldump reads the log of a database in use; only table names are lost.
     let wal = strata(&["waldump", s(&dir)], None);
     assert!(wal.status.success(), "{}", stderr(&wal));
@@ -367,4 +379,290 @@ fn errors_are_plain_words_with_the_right_status() {
     assert!(stderr(&escape).contains("bad escape"));
     let usage = strata(&["frobnicate"], None);
     assert_eq!(usage.status.code(), Some(2));
+}
+
+const PAGE: usize = strata::limits::PAGE_SIZE;
+
+/// A checkpointed database of one table `t`: keys `k00000` … `k01999`,
+/// each with a 100-byte value naming it: several B+tree leaves under an
+/// internal root, and a few dozen heap pages.
+fn many_rows(dir: &Path) -> Vec<(String, String)> {
+    let db = Db::open_with(dir, Options::default().background(false)).expect("open");
+    let t = db.table("t").expect("t");
+    let rows: Vec<(String, String)> = (0..2000)
+        .map(|i| (format!("k{i:05}"), format!("{i:0>100}")))
+        .collect();
+    let mut tx = db.begin().expect("begin");
+    for (k, v) in &rows {
+        tx.put(&t, k, v).expect("put");
+    }
+    tx.commit().expect("commit");
+    db.close().expect("close");
+    rows
+}
+
+/// The first page of type `ty` whose bytes hold `needle`, in the data
+/// file of `dir`.
+fn page_holding(dir: &Path, ty: strata::internals::page::PageType, needle: &[u8]) -> usize {
+    let bytes = std::fs::read(dir.join(strata::DATA_FILE)).expect("read");
+    (0..bytes.len() / PAGE)
+        .find(|&p| {
+            let page: &[u8; PAGE] = bytes[p * PAGE..(p + 1) * PAGE].try_into().expect("page");
+            strata::internals::page::page_type(page) == Some(ty)
+                && page.windows(needle.len()).any(|w| w == needle)
+        })
+        .expect("such a page")
+}
+
+/// Flips bytes inside page `page` of `dir`'s data file.
+fn damage(dir: &Path, page: usize) {
+    let data = dir.join(strata::DATA_FILE);
+    let mut bytes = std::fs::read(&data).expect("read");
+    for b in &mut bytes[page * PAGE + 200..page * PAGE + 240] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&data, &bytes).expect("write");
+}
+
+/// The rows of a dump's text, by key.
+fn dumped(dump: &str) -> std::collections::BTreeMap<String, String> {
+    dump.lines()
+        .filter_map(|l| l.strip_prefix("row\t"))
+        .map(|l| {
+            let (k, v) = l.split_once('\t').expect("key and value");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn dump_salvage_steps_over_damaged_pages_and_names_what_they_cost() {
+    use strata::internals::page::PageType;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("db");
+    let rows = many_rows(&dir);
+    let heap = page_holding(&dir, PageType::Heap, b"k00500");
+    let leaf = page_holding(&dir, PageType::Leaf, b"k01500");
+    damage(&dir, heap);
+    damage(&dir, leaf);
+    let file = dir.join(strata::DATA_FILE);
+
+    // A plain dump stops at the damage and says what to do instead.
+    let plain = strata(&["dump", s(&dir)], None);
+    assert_eq!(plain.status.code(), Some(1));
+    assert!(
+        stderr(&plain).contains("dump --salvage"),
+        "{}",
+        stderr(&plain)
+    );
+
+    let out = strata(&["dump", "--salvage", s(&dir)], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = stderr(&out);
+    let dump = String::from_utf8(out.stdout).expect("utf-8");
+    let got = dumped(&dump);
+    for (k, v) in &got {
+        assert_eq!(Some(v), rows.iter().find(|(rk, _)| rk == k).map(|(_, v)| v));
+    }
+    assert!(dump.ends_with(&format!("end\t{}\n", got.len())), "{dump}");
+
+    // The leaf: named by page and offset, its loss a key range.
+    let at = |p: usize| format!("page {p} of {} at byte {}", file.display(), p * PAGE);
+    let leaf_line = report
+        .lines()
+        .find(|l| l.contains(&at(leaf)))
+        .unwrap_or_else(|| panic!("leaf {leaf} not reported: {report}"));
+    let range = leaf_line
+        .split_once("every row with a key from ")
+        .expect("a key range")
+        .1;
+    let (from, rest) = range.split_once(" up to ").expect("range end");
+    let to = rest.split_whitespace().next().expect("end key");
+    let in_range = |k: &str| k >= from && k < to;
+    assert!(in_range("k01500"), "{leaf_line}");
+    // The heap page: its keys from readable leaves, named and counted.
+    let heap_line = report
+        .lines()
+        .find(|l| l.contains(&at(heap)))
+        .unwrap_or_else(|| panic!("heap page {heap} not reported: {report}"));
+    let lost: usize = heap_line
+        .split_once("lost ")
+        .and_then(|(_, l)| l.split_once(" row(s): "))
+        .map(|(n, _)| n.parse().expect("count"))
+        .expect("a row count");
+    let missing: Vec<&String> = rows
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !got.contains_key(*k))
+        .collect();
+    assert!(missing.iter().any(|k| in_range(k)));
+    let behind_heap: Vec<&&String> = missing.iter().filter(|k| !in_range(k)).collect();
+    assert!(!behind_heap.is_empty());
+    assert_eq!(
+        behind_heap.len(),
+        lost,
+        "every key lost outside the leaf's range is counted: {heap_line}"
+    );
+    assert!(heap_line.contains(behind_heap[0].as_str()), "{heap_line}");
+    assert!(report.contains(&format!(
+        "salvaged {} rows; skipped 2 damaged page(s); {lost} rows could not be read",
+        got.len()
+    )));
+
+    // What was salvaged loads.
+    let copy = tmp.path().join("copy");
+    let load = strata(&["load", s(&copy)], Some(dump.as_bytes()));
+    assert!(load.status.success(), "{}", stderr(&load));
+    assert_eq!(
+        ok(&["tables", s(&copy), "--rows"]),
+        format!("t\t{}\n", got.len())
+    );
+}
+
+#[test]
+fn stat_reports_damage_with_every_figure_it_could_read() {
+    use strata::internals::page::PageType;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("db");
+    many_rows(&dir);
+    let db = Db::open(&dir).expect("open");
+    let other = db.table("other").expect("other");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&other, "a", "1").expect("put");
+    tx.commit().expect("commit");
+    db.close().expect("close");
+    let heap = page_holding(&dir, PageType::Heap, b"k00500");
+    damage(&dir, heap);
+
+    let out = strata(&["stat", s(&dir)], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.contains("format        version"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {text}"))
+            .to_string()
+    };
+    assert!(line("t").contains("DAMAGED"), "{text}");
+    assert!(!line("other").contains("DAMAGED"), "{text}");
+    assert_eq!(line("other").split_whitespace().nth(1), Some("1"));
+    let file = dir.join(strata::DATA_FILE);
+    assert!(
+        text.contains(&format!(
+            "{} at byte {} (page {heap})",
+            file.display(),
+            heap * PAGE
+        )),
+        "{text}"
+    );
+    assert!(err.contains("dump --salvage"), "{err}");
+}
+
+#[test]
+fn tables_lists_names_and_counts_rows() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = sample(tmp.path());
+    assert_eq!(ok(&["tables", s(&db)]), "blobs\nusers\n");
+    // The prepared transaction's row is in doubt, not counted.
+    assert_eq!(ok(&["tables", s(&db), "--rows"]), "blobs\t1\nusers\t300\n");
+    let empty = tmp.path().join("empty");
+    ok(&["put", "--create", s(&empty), "t", "k", "v"]);
+    ok(&["delete", s(&empty), "t", "k"]);
+    assert_eq!(ok(&["tables", s(&empty), "--rows"]), "t\t0\n");
+}
+
+#[test]
+fn put_reads_the_value_from_stdin_byte_for_byte() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("db");
+    let value: Vec<u8> = (0..=255u8).chain(b"\n\n\r\n".iter().copied()).collect();
+    let out = strata(&["put", "--create", s(&dir), "t", "k", "-"], Some(&value));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let raw = strata(&["get", s(&dir), "t", "k", "--raw"], None);
+    assert_eq!(raw.stdout, value);
+    let empty = strata(&["put", s(&dir), "t", "e", "-"], Some(b""));
+    assert!(empty.status.success());
+    assert_eq!(ok(&["get", s(&dir), "t", "e"]), "''\n");
+    // A lone dash as the value itself, and keys that look like options.
+    ok(&["put", s(&dir), "t", "-k", "\\x2d"]);
+    assert_eq!(ok(&["get", s(&dir), "t", "-k", "--raw"]), "-");
+}
+
+/// Keys and values meant to trip a shell or the prompt's word splitting.
+const AWKWARD: &[&[u8]] = &[
+    b"two words",
+    b"it's",
+    b"say \"hi\"",
+    b"back\\slash",
+    b"tab\there",
+    b"nl\n",
+    b"\x00\xff",
+    b"$HOME *.rs #x ~ {a,b} ;|&",
+    b"-",
+    b"-n",
+    b"",
+];
+
+#[test]
+fn printed_keys_and_values_paste_back_into_a_shell_and_the_prompt() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("db");
+    let db = Db::open(&dir).expect("open");
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    for (i, v) in AWKWARD.iter().enumerate() {
+        let key = if v.is_empty() {
+            b"empty".to_vec()
+        } else {
+            v.to_vec()
+        };
+        tx.put(&t, key, format!("{i}")).expect("put");
+        tx.put(&t, format!("value{i:02}"), v).expect("put");
+    }
+    tx.commit().expect("commit");
+    db.close().expect("close");
+
+    let bin = env!("CARGO_BIN_EXE_strata");
+    let scan = ok(&["scan", s(&dir), "t"]);
+    assert_eq!(scan.lines().count(), 2 * AWKWARD.len());
+    let mut script = String::new();
+    for line in scan.lines() {
+        let (k, v) = line.split_once('\t').expect("key<TAB>value");
+        // Pasted into a POSIX shell: the same value comes back.
+        let get = Command::new("sh")
+            .arg("-c")
+            .arg(format!("'{bin}' get '{}' t {k}", s(&dir)))
+            .output()
+            .expect("sh");
+        assert!(get.status.success(), "{k}: {}", stderr(&get));
+        assert_eq!(
+            String::from_utf8_lossy(&get.stdout),
+            format!("{v}\n"),
+            "{k}"
+        );
+        // And put back under a new key: the same bytes.
+        let put = Command::new("sh")
+            .arg("-c")
+            .arg(format!("'{bin}' put '{}' copy {k} {v}", s(&dir)))
+            .output()
+            .expect("sh");
+        assert!(put.status.success(), "{k} {v}: {}", stderr(&put));
+        script.push_str(&format!("get t {k}\n"));
+    }
+    // Pasted into `strata shell`: the same values again.
+    let out = strata(&["shell", s(&dir)], Some(script.as_bytes()));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let said: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_start_matches("strata> "))
+        .filter(|l| !l.is_empty() && !l.starts_with("strata shell"))
+        .collect();
+    let values: Vec<&str> = scan
+        .lines()
+        .map(|l| l.split_once('\t').expect("tab").1)
+        .collect();
+    assert_eq!(said, values, "{text}");
+    assert_eq!(ok(&["scan", s(&dir), "copy"]), scan);
 }

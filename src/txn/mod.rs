@@ -254,7 +254,7 @@ impl Transaction {
 
     /// The snapshot for one read, registered for vacuum under Read
     /// Committed (the view vacuum keeps for this transaction).
-    fn read_snapshot(&self) -> Cow<'_, Snapshot> {
+    pub(crate) fn read_snapshot(&self) -> Cow<'_, Snapshot> {
         match self.level {
             Isolation::ReadCommitted => Cow::Owned(self.core().txns.mgr().operation(self.token)),
             _ => Cow::Borrowed(&self.snapshot),
