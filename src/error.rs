@@ -293,17 +293,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::SerializationFailure { cause, table, key } => {
-                let why = match cause {
-                    Conflict::ConcurrentUpdate => "concurrent update",
-                    Conflict::ReadWriteDependencies => "read/write dependencies among transactions",
-                };
-                write!(f, "could not serialize access due to {why}")?;
-                match (table, key) {
-                    (Some(t), Some(k)) => write!(f, " (table {t:?}, key {})", Printable(k))?,
-                    (Some(t), None) => write!(f, " (table {t:?})")?,
-                    _ => {}
-                }
-                write!(f, "; retry the transaction")
+                serialization_failure(f, *cause, table.as_deref(), key.as_deref())
             }
             Error::Deadlock => write!(f, "deadlock detected; retry the transaction"),
             Error::LockTimeout => write!(f, "lock wait timed out; retry the transaction"),
@@ -316,46 +306,33 @@ impl fmt::Display for Error {
                 "corruption in {} at byte {offset}: {reason}",
                 file.display()
             ),
-            Error::Io { op, path, source } => match path {
-                Some(p) if !op.is_empty() => {
-                    write!(f, "I/O error: cannot {op} {}: {source}", p.display())
-                }
-                Some(p) => write!(f, "I/O error on {}: {source}", p.display()),
-                None => write!(f, "I/O error: {source}"),
-            },
+            Error::Io { op, path, source } => io_error(f, op, path.as_deref(), source),
             Error::Poisoned { cause } => write!(
                 f,
                 "database poisoned by an earlier failure ({cause}); reopen it to recover"
             ),
-            Error::CommitOutcomeUnknown { cause } => write!(
+            Error::CommitOutcomeUnknown { cause } => outcome_unknown(
                 f,
-                "the outcome of the commit is unknown: the log write or fsync failed ({cause}) after the commit record was appended, so it may or may not be durable; the database is poisoned: reopen it and read back to learn whether the transaction committed"
+                "commit",
+                cause,
+                "it may or may not be durable; the database is poisoned: reopen it and read back to learn whether the transaction committed",
             ),
-            Error::PrepareOutcomeUnknown { cause } => write!(
+            Error::PrepareOutcomeUnknown { cause } => outcome_unknown(
                 f,
-                "the outcome of the prepare is unknown: the log write or fsync failed ({cause}) after the prepare record was appended, so the transaction may be in doubt after reopening; the database is poisoned: reopen it and decide the gid if prepared_transactions lists it"
-            ),
-            Error::Locked { path } => write!(
-                f,
-                "database {} is already open (in this or another process); close that handle or process first",
-                path.display()
+                "prepare",
+                cause,
+                "the transaction may be in doubt after reopening; the database is poisoned: reopen it and decide the gid if prepared_transactions lists it",
             ),
             Error::IncompatibleFormat { reason } => write!(f, "incompatible format: {reason}"),
-            Error::KeyTooLarge { len } => write!(
-                f,
-                "key of {len} bytes exceeds the limit of {} bytes",
-                crate::limits::KEY_MAX
-            ),
-            Error::ValueTooLarge { len } => write!(
-                f,
-                "value of {len} bytes exceeds the limit of {} bytes",
-                crate::limits::VALUE_MAX
-            ),
-            Error::InvalidTableName => write!(
-                f,
-                "table names must be 1..={} bytes",
-                crate::limits::TABLE_NAME_MAX
-            ),
+            Error::Locked { .. }
+            | Error::NotADatabase { .. }
+            | Error::NotEmpty { .. }
+            | Error::InUse { .. } => self.fmt_directory(f),
+            Error::KeyTooLarge { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::InvalidTableName
+            | Error::InvalidGid { .. }
+            | Error::TooManyPrepared => self.fmt_over_limit(f),
             Error::ForeignTable => write!(f, "the table handle belongs to another database"),
             Error::ReadOnlyTransaction => write!(
                 f,
@@ -364,6 +341,35 @@ impl fmt::Display for Error {
             Error::ReadOnly => write!(
                 f,
                 "the database was opened read-only; open it without read_only to change it"
+            ),
+            Error::UnknownTransaction => write!(f, "no such prepared transaction"),
+            Error::DuplicateTransaction => {
+                write!(f, "a prepared transaction with that id already exists")
+            }
+            Error::Unsupported(what) => write!(f, "not supported: {what}"),
+        }
+    }
+}
+
+impl Error {
+    /// The text of an error about the database directory: open
+    /// elsewhere, holding no database, holding other files, still in use.
+    fn fmt_directory(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        assert!(
+            matches!(
+                self,
+                Error::Locked { .. }
+                    | Error::NotADatabase { .. }
+                    | Error::NotEmpty { .. }
+                    | Error::InUse { .. }
+            ),
+            "not a directory error: {self:?}"
+        );
+        match self {
+            Error::Locked { path } => write!(
+                f,
+                "database {} is already open (in this or another process); close that handle or process first",
+                path.display()
             ),
             Error::NotADatabase { path, reason } => write!(
                 f,
@@ -380,23 +386,94 @@ impl fmt::Display for Error {
                 "cannot close {}: other handles (clones of the Db, open transactions) still use it; it closes when the last of them is dropped",
                 path.display()
             ),
-            Error::UnknownTransaction => write!(f, "no such prepared transaction"),
-            Error::DuplicateTransaction => {
-                write!(f, "a prepared transaction with that id already exists")
-            }
+            // Not sent here by `fmt` (asserted above).
+            other => write!(f, "{other:?}"),
+        }
+    }
+
+    /// The text of a request over one of the limits (`crate::limits`).
+    fn fmt_over_limit(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::limits::{GID_MAX, KEY_MAX, PREPARED_MAX, TABLE_NAME_MAX, VALUE_MAX};
+        assert!(
+            matches!(
+                self,
+                Error::KeyTooLarge { .. }
+                    | Error::ValueTooLarge { .. }
+                    | Error::InvalidTableName
+                    | Error::InvalidGid { .. }
+                    | Error::TooManyPrepared
+            ),
+            "not an over-limit error: {self:?}"
+        );
+        match self {
+            Error::KeyTooLarge { len } => too_large(f, "key", *len, KEY_MAX),
+            Error::ValueTooLarge { len } => too_large(f, "value", *len, VALUE_MAX),
+            Error::InvalidTableName => write!(f, "table names must be 1..={TABLE_NAME_MAX} bytes"),
             Error::InvalidGid { len } => write!(
                 f,
-                "global transaction id of {len} bytes; ids must be 1..={} bytes",
-                crate::limits::GID_MAX
+                "global transaction id of {len} bytes; ids must be 1..={GID_MAX} bytes"
             ),
             Error::TooManyPrepared => write!(
                 f,
-                "{} transactions are already prepared; commit or roll back some (commit_prepared / rollback_prepared) first",
-                crate::limits::PREPARED_MAX
+                "{PREPARED_MAX} transactions are already prepared; commit or roll back some (commit_prepared / rollback_prepared) first"
             ),
-            Error::Unsupported(what) => write!(f, "not supported: {what}"),
+            // Not sent here by `fmt` (asserted above).
+            other => write!(f, "{other:?}"),
         }
     }
+}
+
+/// `SerializationFailure`'s text: why, where if known, and what to do.
+fn serialization_failure(
+    f: &mut fmt::Formatter<'_>,
+    cause: Conflict,
+    table: Option<&str>,
+    key: Option<&[u8]>,
+) -> fmt::Result {
+    let why = match cause {
+        Conflict::ConcurrentUpdate => "concurrent update",
+        Conflict::ReadWriteDependencies => "read/write dependencies among transactions",
+    };
+    write!(f, "could not serialize access due to {why}")?;
+    match (table, key) {
+        (Some(t), Some(k)) => write!(f, " (table {t:?}, key {})", Printable(k))?,
+        (Some(t), None) => write!(f, " (table {t:?})")?,
+        _ => {}
+    }
+    write!(f, "; retry the transaction")
+}
+
+/// `Io`'s text: the operation and path when known, then the system's
+/// error.
+fn io_error(
+    f: &mut fmt::Formatter<'_>,
+    op: &str,
+    path: Option<&Path>,
+    source: &IoSource,
+) -> fmt::Result {
+    match path {
+        Some(p) if !op.is_empty() => write!(f, "I/O error: cannot {op} {}: {source}", p.display()),
+        Some(p) => write!(f, "I/O error on {}: {source}", p.display()),
+        None => write!(f, "I/O error: {source}"),
+    }
+}
+
+/// The text of a commit or prepare (`what`) whose record was appended
+/// before the log failed with `cause`; `then` says what follows.
+fn outcome_unknown(f: &mut fmt::Formatter<'_>, what: &str, cause: &str, then: &str) -> fmt::Result {
+    write!(
+        f,
+        "the outcome of the {what} is unknown: the log write or fsync failed ({cause}) after the {what} record was appended, so {then}"
+    )
+}
+
+/// A key or value (`what`) of `len` bytes over its limit `max`.
+fn too_large(f: &mut fmt::Formatter<'_>, what: &str, len: usize, max: usize) -> fmt::Result {
+    assert!(
+        len > max,
+        "{what} of {len} bytes reported over a limit of {max}"
+    );
+    write!(f, "{what} of {len} bytes exceeds the limit of {max} bytes")
 }
 
 impl std::error::Error for Error {

@@ -62,6 +62,19 @@ pub struct IntegrityReport {
     pub versions: u64,
 }
 
+/// The keys a B+tree node may hold: (low inclusive, high exclusive).
+type Bounds = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A B+tree node as the check reads it.
+struct TreeNode {
+    is_leaf: bool,
+    /// (key, value) in a leaf; (separator, empty) in an internal node.
+    cells: Vec<(Vec<u8>, Vec<u8>)>,
+    /// An internal node's children (one more than its cells); none in a
+    /// leaf.
+    children: Vec<PageId>,
+}
+
 /// Called for each entry of a B+tree leaf, in key order.
 type LeafFn<'f, C> = dyn FnMut(&mut C, &[u8], &[u8]) -> Result<()> + 'f;
 
@@ -253,71 +266,31 @@ impl Checker<'_, '_> {
 
     /// Walks a B+tree, calling `leaf` for every entry in key order.
     fn tree(&mut self, root: PageId, leaf: &mut LeafFn<'_, Self>) -> Result<()> {
-        type Bounds = (Option<Vec<u8>>, Option<Vec<u8>>);
         let mut stack: Vec<(PageId, Bounds, usize)> = vec![(root, (None, None), 0)];
         let mut leaf_depth = None;
-        while let Some((pid, (lo, hi), depth)) = stack.pop() {
+        while let Some((pid, bounds, depth)) = stack.pop() {
             if depth > 32 {
                 return Err(self.err(pid, format!("B+tree below page {root} is too deep")));
             }
             self.claim(pid, Owner::Tree)?;
-            let node = self.view.with_page(pid, |p| {
-                let is_leaf = node::is_leaf(p)?;
-                if !node::header_ok(p) {
-                    return None;
-                }
-                let n = node::count(p);
-                let mut cells = Vec::with_capacity(n);
-                for i in 0..n {
-                    if !node::head_ok(p, i) {
-                        return None;
-                    }
-                    let k = node::key(p, i)?.to_vec();
-                    let v = if is_leaf {
-                        node::value(p, i)?.to_vec()
-                    } else {
-                        Vec::new()
-                    };
-                    cells.push((k, v));
-                }
-                let children: Option<Vec<PageId>> = if is_leaf {
-                    Some(Vec::new())
-                } else {
-                    (0..=n).map(|i| node::child(p, i)).collect()
-                };
-                Some((is_leaf, cells, children?))
-            })?;
-            let Some((is_leaf, cells, children)) = node else {
-                return Err(self.err(pid, format!("B+tree page {pid} is malformed")));
-            };
-            for w in cells.windows(2) {
-                if w[0].0 >= w[1].0 {
-                    return Err(self.err(pid, format!("B+tree page {pid}: keys out of order")));
-                }
-            }
-            let out_of_bounds = cells.iter().any(|(k, _)| {
-                lo.as_ref().is_some_and(|l| k < l) || hi.as_ref().is_some_and(|h| k >= h)
-            });
-            if out_of_bounds {
-                return Err(self.err(
-                    pid,
-                    format!("B+tree page {pid}: key outside its parent's range"),
-                ));
-            }
-            if is_leaf {
+            let node = self.tree_node(pid)?;
+            self.keys_in_order_within(pid, &node.cells, &bounds)?;
+            if node.is_leaf {
                 if *leaf_depth.get_or_insert(depth) != depth {
                     return Err(self.err(
                         pid,
                         format!("B+tree below page {root}: leaves at different depths"),
                     ));
                 }
-                for (k, v) in &cells {
+                for (k, v) in &node.cells {
                     leaf(self, k, v)?;
                 }
                 continue;
             }
             // Push children right to left so leaves come out in key order.
-            for i in (0..children.len()).rev() {
+            let (lo, hi) = bounds;
+            let cells = &node.cells;
+            for (i, &child) in node.children.iter().enumerate().rev() {
                 let clo = if i == 0 {
                     lo.clone()
                 } else {
@@ -328,8 +301,77 @@ impl Checker<'_, '_> {
                 } else {
                     hi.clone()
                 };
-                stack.push((children[i], (clo, chi), depth + 1));
+                stack.push((child, (clo, chi), depth + 1));
             }
+        }
+        Ok(())
+    }
+
+    /// B+tree node `pid` as read: its cells (keys, and values in a
+    /// leaf) and children, or the corruption of a malformed node.
+    fn tree_node(&mut self, pid: PageId) -> Result<TreeNode> {
+        let node = self.view.with_page(pid, |p| {
+            let is_leaf = node::is_leaf(p)?;
+            if !node::header_ok(p) {
+                return None;
+            }
+            let n = node::count(p);
+            let mut cells = Vec::with_capacity(n);
+            for i in 0..n {
+                if !node::head_ok(p, i) {
+                    return None;
+                }
+                let k = node::key(p, i)?.to_vec();
+                let v = if is_leaf {
+                    node::value(p, i)?.to_vec()
+                } else {
+                    Vec::new()
+                };
+                cells.push((k, v));
+            }
+            let children: Option<Vec<PageId>> = if is_leaf {
+                Some(Vec::new())
+            } else {
+                (0..=n).map(|i| node::child(p, i)).collect()
+            };
+            Some(TreeNode {
+                is_leaf,
+                cells,
+                children: children?,
+            })
+        })?;
+        let node = node.ok_or_else(|| self.err(pid, format!("B+tree page {pid} is malformed")))?;
+        assert!(
+            node.is_leaf == node.children.is_empty()
+                && (node.is_leaf || node.children.len() == node.cells.len() + 1),
+            "B+tree page {pid} read with {} cells and {} children",
+            node.cells.len(),
+            node.children.len()
+        );
+        Ok(node)
+    }
+
+    /// Whether the keys of node `pid` ascend strictly and lie within the
+    /// bounds its parent set (low inclusive, high exclusive).
+    fn keys_in_order_within(
+        &self,
+        pid: PageId,
+        cells: &[(Vec<u8>, Vec<u8>)],
+        (lo, hi): &Bounds,
+    ) -> Result<()> {
+        for w in cells.windows(2) {
+            if w[0].0 >= w[1].0 {
+                return Err(self.err(pid, format!("B+tree page {pid}: keys out of order")));
+            }
+        }
+        let out_of_bounds = cells.iter().any(|(k, _)| {
+            lo.as_ref().is_some_and(|l| k < l) || hi.as_ref().is_some_and(|h| k >= h)
+        });
+        if out_of_bounds {
+            return Err(self.err(
+                pid,
+                format!("B+tree page {pid}: key outside its parent's range"),
+            ));
         }
         Ok(())
     }

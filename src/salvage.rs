@@ -92,11 +92,7 @@ impl Skipped {
 /// Calls `visit` with every readable row of `table`, in key order, as
 /// `tx` sees it; returns the damaged pages stepped over, in the order met
 /// (a heap page once, with every key it cost).
-pub fn rows(
-    tx: &Transaction,
-    table: &Table,
-    visit: &mut RowFn<'_>,
-) -> Result<Vec<Skipped>> {
+pub fn rows(tx: &Transaction, table: &Table, visit: &mut RowFn<'_>) -> Result<Vec<Skipped>> {
     let core = tx.core();
     if table.db != core.engine.id() {
         return Err(Error::ForeignTable);

@@ -29,6 +29,7 @@ use crate::codec::{put_u16, put_u32, u16_at, u32_at};
 use crate::ids::PageId;
 use crate::limits::{BTREE_CELL_MAX, PAGE_SIZE};
 use crate::page::{self, PageBuf, PageType, HDR};
+use std::cmp::Ordering;
 
 const COUNT: usize = HDR;
 const UPPER: usize = HDR + 2;
@@ -206,7 +207,7 @@ pub fn search_within(
     k: &[u8],
     bounds: (Option<u32>, Option<u32>),
 ) -> Option<Result<usize, usize>> {
-    use std::cmp::Ordering::{Equal, Greater, Less};
+    use std::cmp::Ordering::Equal;
     let n = count(p);
     let leaf = is_leaf(p)?;
     if slot_at(n) > PAGE_SIZE {
@@ -214,14 +215,13 @@ pub fn search_within(
     }
     let want = head(k);
     let head_of = |i: usize| u32_at(p, slot_at(i) + 2);
-    let cmp = |i: usize| -> Option<std::cmp::Ordering> {
+    let cmp = |i: usize| -> Option<Ordering> {
         Some(match head_of(i)?.cmp(&want) {
             Equal => cell_key(cell_in(p, i, n, leaf)?, leaf).cmp(k),
             o => o,
         })
     };
-    let (mut lo, mut hi) = (0, n);
-    if n > 8 {
+    let (lo, hi) = if n > 8 {
         let first = match bounds.0 {
             Some(h) => h,
             None => head_of(0)?,
@@ -230,52 +230,107 @@ pub fn search_within(
             Some(h) => h,
             None => head_of(n - 1)?,
         };
-        if first < want && want < last {
-            let span = u64::from(last - first);
-            let guess = (u64::from(want - first) * (n - 1) as u64 / span) as usize;
-            match cmp(guess)? {
-                Equal => return Some(Ok(guess)),
-                Less => {
-                    lo = guess + 1;
-                    let mut step = 1;
-                    while guess + step < hi {
-                        let j = guess + step;
-                        match cmp(j)? {
-                            Less => lo = j + 1,
-                            Greater => {
-                                hi = j;
-                                break;
-                            }
-                            Equal => return Some(Ok(j)),
-                        }
-                        step *= 2;
-                    }
-                }
-                Greater => {
-                    hi = guess;
-                    let mut step = 1;
-                    while step <= guess && guess - step >= lo {
-                        let j = guess - step;
-                        match cmp(j)? {
-                            Greater => hi = j,
-                            Less => {
-                                lo = j + 1;
-                                break;
-                            }
-                            Equal => return Some(Ok(j)),
-                        }
-                        step *= 2;
-                    }
-                }
-            }
+        match interpolate(n, want, (first, last), cmp)? {
+            Probe::Found(i) => return Some(Ok(i)),
+            Probe::Within(lo, hi) => (lo, hi),
         }
+    } else {
+        (0, n)
+    };
+    halve(lo, hi, cmp)
+}
+
+/// What the first probes of a search found.
+enum Probe {
+    /// The key, at this cell.
+    Found(usize),
+    /// Not yet: it lies in cells `lo..hi` (or goes at `hi`).
+    Within(usize, usize),
+}
+
+/// The first probe where `want` falls between the first and last heads
+/// (`heads`) of the `n` cells, then a gallop away from it to bracket the
+/// key; the whole node if `want` is not strictly between them.
+#[inline]
+fn interpolate(
+    n: usize,
+    want: u32,
+    (first, last): (u32, u32),
+    cmp: impl Fn(usize) -> Option<Ordering>,
+) -> Option<Probe> {
+    if !(first < want && want < last) {
+        return Some(Probe::Within(0, n));
     }
+    let span = u64::from(last - first);
+    let guess = (u64::from(want - first) * (n - 1) as u64 / span) as usize;
+    assert!(guess < n, "probe {guess} of {n} cells");
+    let probe = match cmp(guess)? {
+        Ordering::Equal => Probe::Found(guess),
+        Ordering::Less => gallop_up(guess, n, cmp)?,
+        Ordering::Greater => gallop_down(guess, cmp)?,
+    };
+    if let Probe::Within(lo, hi) = probe {
+        assert!(lo <= hi && hi <= n, "bracket {lo}..{hi} of {n} cells");
+    }
+    Some(probe)
+}
+
+/// From a probe at `guess` below the key: steps of 1, 2, 4, … up, to a
+/// cell above it or the end (`n`).
+#[inline]
+fn gallop_up(guess: usize, n: usize, cmp: impl Fn(usize) -> Option<Ordering>) -> Option<Probe> {
+    let (mut lo, mut hi) = (guess + 1, n);
+    let mut step = 1;
+    while guess + step < hi {
+        let j = guess + step;
+        match cmp(j)? {
+            Ordering::Less => lo = j + 1,
+            Ordering::Greater => {
+                hi = j;
+                break;
+            }
+            Ordering::Equal => return Some(Probe::Found(j)),
+        }
+        step *= 2;
+    }
+    Some(Probe::Within(lo, hi))
+}
+
+/// From a probe at `guess` above the key: steps of 1, 2, 4, … down, to a
+/// cell below it or the start.
+#[inline]
+fn gallop_down(guess: usize, cmp: impl Fn(usize) -> Option<Ordering>) -> Option<Probe> {
+    let (mut lo, mut hi) = (0, guess);
+    let mut step = 1;
+    while step <= guess && guess - step >= lo {
+        let j = guess - step;
+        match cmp(j)? {
+            Ordering::Greater => hi = j,
+            Ordering::Less => {
+                lo = j + 1;
+                break;
+            }
+            Ordering::Equal => return Some(Probe::Found(j)),
+        }
+        step *= 2;
+    }
+    Some(Probe::Within(lo, hi))
+}
+
+/// Binary search of cells `lo..hi` for the key `cmp` compares with.
+#[inline]
+fn halve(
+    mut lo: usize,
+    mut hi: usize,
+    cmp: impl Fn(usize) -> Option<Ordering>,
+) -> Option<Result<usize, usize>> {
+    debug_assert!(lo <= hi, "bracket {lo}..{hi}");
     while lo < hi {
         let mid = (lo + hi) / 2;
         match cmp(mid)? {
-            Less => lo = mid + 1,
-            Greater => hi = mid,
-            Equal => return Some(Ok(mid)),
+            Ordering::Less => lo = mid + 1,
+            Ordering::Greater => hi = mid,
+            Ordering::Equal => return Some(Ok(mid)),
         }
     }
     Some(Err(lo))

@@ -348,47 +348,9 @@ impl<'a> Mtr<'a> {
         table: PageId,
         key: &[u8],
     ) -> Result<Option<Lsn>> {
-        // Each changed page (by index), logged by its changed ranges or
-        // (`None`) whole.
         let mut logged = std::mem::take(&mut self.bufs.logged);
         let mut ranges = std::mem::take(&mut self.bufs.ranges);
-        logged.clear();
-        ranges.clear();
-        for (i, t) in self.touched.iter().enumerate() {
-            let from = ranges.len();
-            let delta = match &t.before {
-                Before::Untouched => continue,
-                _ if t.fresh || page::lsn(&t.guard) <= self.redo => false,
-                Before::Page(b) => diff(b, &t.guard, &mut ranges),
-                Before::Ranges => {
-                    merged(
-                        self.bufs
-                            .undo
-                            .iter()
-                            .filter(|u| u.0 as usize == i)
-                            .map(|&(_, at, len, _)| (at as usize, (at + len) as usize)),
-                        &mut ranges,
-                    );
-                    #[cfg(debug_assertions)]
-                    if let Some(check) = &t.check {
-                        assert!(
-                            replays_to(check, &t.guard, t.shift, &ranges[from..]),
-                            "page {} changed outside its declared shift {:?} and ranges {:?}",
-                            t.pin.pid(),
-                            t.shift,
-                            &ranges[from..]
-                        );
-                    }
-                    fits_delta(&ranges[from..])
-                }
-            };
-            if !delta {
-                ranges.truncate(from);
-                logged.push((i, None));
-            } else if ranges.len() > from {
-                logged.push((i, Some((from, ranges.len()))));
-            }
-        }
+        self.changes_to_log(&mut logged, &mut ranges);
         if logged.is_empty() && kind == Kind::Pages {
             (self.bufs.logged, self.bufs.ranges) = (logged, ranges);
             self.done = true;
@@ -417,6 +379,81 @@ impl<'a> Mtr<'a> {
         let appended = wal.append_payload(&payload);
         (self.bufs.log, self.bufs.logged, self.bufs.ranges) = (payload, logged, ranges);
         let end = appended?;
+        self.publish(end);
+        Ok(Some(end))
+    }
+
+    /// Decides how each changed page is logged: into `logged` (cleared
+    /// first) its index with a span of `ranges` holding its changed byte
+    /// ranges (a delta), or `None` for a full image — a fresh page, the
+    /// first change since the redo point (torn-write protection), or a
+    /// delta that would not be smaller.
+    fn changes_to_log(
+        &self,
+        logged: &mut Vec<(usize, Option<(usize, usize)>)>,
+        ranges: &mut Vec<(usize, usize)>,
+    ) {
+        logged.clear();
+        ranges.clear();
+        for (i, t) in self.touched.iter().enumerate() {
+            let from = ranges.len();
+            let delta = match &t.before {
+                Before::Untouched => continue,
+                _ if t.fresh || page::lsn(&t.guard) <= self.redo => false,
+                Before::Page(b) => diff(b, &t.guard, ranges),
+                Before::Ranges => self.declared_ranges(i, ranges),
+            };
+            if !delta {
+                ranges.truncate(from);
+                logged.push((i, None));
+            } else if ranges.len() > from {
+                logged.push((i, Some((from, ranges.len()))));
+            }
+        }
+        debug_assert!(
+            logged.iter().all(|&(i, span)| self.touched[i].changed()
+                && span.is_none_or(|(a, b)| a < b && b <= ranges.len())),
+            "only changed pages are logged, each delta a span of the ranges"
+        );
+    }
+
+    /// Appends to `ranges` the byte ranges page `i` declared (merged);
+    /// whether they make a delta worth logging.
+    fn declared_ranges(&self, i: usize, ranges: &mut Vec<(usize, usize)>) -> bool {
+        let from = ranges.len();
+        merged(
+            self.bufs
+                .undo
+                .iter()
+                .filter(|u| u.0 as usize == i)
+                .map(|&(_, at, len, _)| (at as usize, (at + len) as usize)),
+            ranges,
+        );
+        #[cfg(debug_assertions)]
+        {
+            let t = &self.touched[i];
+            if let Some(check) = &t.check {
+                assert!(
+                    replays_to(check, &t.guard, t.shift, &ranges[from..]),
+                    "page {} changed outside its declared shift {:?} and ranges {:?}",
+                    t.pin.pid(),
+                    t.shift,
+                    &ranges[from..]
+                );
+            }
+        }
+        fits_delta(&ranges[from..])
+    }
+
+    /// Stamps every changed page with `end`, the LSN just past the record
+    /// that logged it, and marks it dirty: from here the pool writes it
+    /// only once the log is durable up to `end`.
+    fn publish(&mut self, end: Lsn) {
+        assert!(
+            end > self.redo,
+            "a record ends at {end}, at or before the redo point {}",
+            self.redo
+        );
         for t in &mut self.touched {
             if t.changed() {
                 page::set_lsn(&mut t.guard, end);
@@ -424,7 +461,6 @@ impl<'a> Mtr<'a> {
             }
         }
         self.done = true;
-        Ok(Some(end))
     }
 }
 

@@ -145,22 +145,7 @@ pub fn move_below(
     };
     let (mut before, mut index, mut pid) = match from {
         None => (None, 0, first),
-        Some(r) => {
-            // A page before others is full, and its link goes on.
-            let (next, n) = step(mtr, r.before)?;
-            if n != CAPACITY || r.index == 0 || r.index * CAPACITY >= len {
-                return Err(corrupt(
-                    mtr,
-                    r.before,
-                    format!(
-                        "page {} is not page {} of an overflow chain",
-                        r.before,
-                        r.index.saturating_sub(1)
-                    ),
-                ));
-            }
-            (Some(r.before), r.index, PageId(next))
-        }
+        Some(r) => resume_after(mtr, r, len)?,
     };
     let mut seen = index * CAPACITY;
     while seen < len {
@@ -178,16 +163,14 @@ pub fn move_below(
                 done.resume = before.map(|before| Resume { before, index });
                 return Ok(done);
             }
-            if meta::lowest_free(mtr, limit)?.is_none() {
+            let Some(moved) = relocate_below(mtr, pid, limit, before)? else {
                 done.room = false;
                 return Ok(done);
+            };
+            if before.is_none() {
+                done.head = moved;
             }
-            // The lowest free page is below `limit`, and `alloc` takes it.
-            at = meta::relocate(mtr, pid, PageType::Overflow)?;
-            match before {
-                None => done.head = at,
-                Some(b) => put_u32(mtr.page_mut(b)?, NEXT, at.0),
-            }
+            at = moved;
             done.moved += 1;
         }
         before = Some(at);
@@ -203,6 +186,54 @@ pub fn move_below(
         ));
     }
     Ok(done)
+}
+
+/// Where a move that stopped at `r` goes on in a chain of `len` bytes:
+/// (the page before, its index, the page to look at next). The page
+/// before must be a full page of the chain with a link that goes on.
+fn resume_after(
+    mtr: &mut Mtr<'_>,
+    r: Resume,
+    len: usize,
+) -> Result<(Option<PageId>, usize, PageId)> {
+    let (next, n) = step(mtr, r.before)?;
+    if n != CAPACITY || r.index == 0 || r.index * CAPACITY >= len {
+        return Err(corrupt(
+            mtr,
+            r.before,
+            format!(
+                "page {} is not page {} of an overflow chain",
+                r.before,
+                r.index.saturating_sub(1)
+            ),
+        ));
+    }
+    Ok((Some(r.before), r.index, PageId(next)))
+}
+
+/// Moves overflow page `pid` into the lowest free page, which must lie
+/// below `limit`, and points the page `before` it (if any; else the
+/// caller repoints the tuple) at the new place. `None`, moving nothing,
+/// if no free page lies below `limit`.
+fn relocate_below(
+    mtr: &mut Mtr<'_>,
+    pid: PageId,
+    limit: PageId,
+    before: Option<PageId>,
+) -> Result<Option<PageId>> {
+    if meta::lowest_free(mtr, limit)?.is_none() {
+        return Ok(None);
+    }
+    // The lowest free page is below `limit`, and `alloc` takes it.
+    let at = meta::relocate(mtr, pid, PageType::Overflow)?;
+    assert!(
+        at < limit && at != pid,
+        "overflow page {pid} moved to {at}, not below the limit {limit}"
+    );
+    if let Some(b) = before {
+        put_u32(mtr.page_mut(b)?, NEXT, at.0);
+    }
+    Ok(Some(at))
 }
 
 /// Reads a whole value.

@@ -251,15 +251,44 @@ pub(crate) fn plan(
     count: u32,
     free_pages: u64,
     hints: &HashMap<PageId, usize>,
-    mut kind: impl FnMut(PageId) -> Result<PageKind>,
+    kind: impl FnMut(PageId) -> Result<PageKind>,
 ) -> Result<Option<Limits>> {
     if !could_gain(count, free_pages, hints) {
         return Ok(None);
     }
     let full = Room::new(free_pages, hints);
+    let Some(mut above) = scan_from_end(count, hints, &full, kind)? else {
+        return Ok(None);
+    };
+    let n = fitting_whole(&full, &above);
+    above.truncate(n);
+    let heap = count - n as u32;
+    let nodes = node_limit(heap, &above);
+    assert!(
+        heap <= nodes && nodes <= count,
+        "limits heap {heap}, nodes {nodes} in a file of {count} pages"
+    );
+    let limits = Limits {
+        heap: PageId(heap),
+        nodes: PageId(nodes),
+    };
+    Ok(worth(count, u64::from(count - nodes)).then_some(limits))
+}
+
+/// Scans pages from the end down (`kind` says what page `p` is) while the
+/// tuples seen so far, at their average length, fit into the room below
+/// the page (`full`, less the pages scanned): what was learned of each
+/// page down to the lowest such one, last page first. `None` if not even
+/// the last page's tuples fit, or the scan met a page that cannot move
+/// first.
+fn scan_from_end(
+    count: u32,
+    hints: &HashMap<PageId, usize>,
+    full: &Room,
+    mut kind: impl FnMut(PageId) -> Result<PageKind>,
+) -> Result<Option<Vec<Above>>> {
     let mut below = full.clone();
     let (mut tuples, mut bytes) = (0u64, 0u64);
-    // Pages from the end down.
     let mut above: Vec<Above> = Vec::new();
     let mut estimate = None;
     // Pages 0 and 1 (meta, first free map) never move.
@@ -293,12 +322,17 @@ pub(crate) fn plan(
         }
         estimate = Some(above.len());
     }
-    let Some(mut n) = estimate else {
-        return Ok(None);
-    };
-    above.truncate(n);
-    // Raise the limit (fewer pages above) until the tuples above fit
-    // class by class. Fitting only gets easier as pages leave `above`.
+    Ok(estimate.map(|n| {
+        above.truncate(n);
+        above
+    }))
+}
+
+/// How many of the pages `above` (last page first) can stay above the
+/// heap limit: the most whose tuples fit class by class into the room
+/// below them (`Room::fits`), found by halving. Fitting only gets easier
+/// as pages leave `above`.
+fn fitting_whole(full: &Room, above: &[Above]) -> usize {
     let fits = |n: usize| {
         let mut room = full.clone();
         let mut lens = BTreeMap::new();
@@ -310,23 +344,28 @@ pub(crate) fn plan(
         }
         room.fits(&lens)
     };
-    if !fits(n) {
-        let (mut lo, mut hi) = (0, n);
-        while lo + 1 < hi {
-            let mid = (lo + hi) / 2;
-            if fits(mid) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        n = lo;
-        above.truncate(n);
+    let n = above.len();
+    if fits(n) {
+        return n;
     }
-    let heap = count - n as u32;
-    // `above[..n]` runs from the last page down to `heap`: walk it upward,
-    // moving the node limit up until the free pages below it take the
-    // whole pages past it, with a margin for nodes writers split meanwhile.
+    let (mut lo, mut hi) = (0, n);
+    while lo + 1 < hi {
+        let mid = (lo + hi) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    assert!(lo < n, "{lo} of {n} pages fit after all of them did not");
+    lo
+}
+
+/// The node limit for a heap limit of `heap` and the pages `above` it
+/// (last page first): walking them upward, the lowest page such that the
+/// pages between the two that the heap's moves leave free take every
+/// whole page past it, with a margin for nodes writers split meanwhile.
+fn node_limit(heap: u32, above: &[Above]) -> u32 {
     let mut to_move = above.iter().filter(|a| a.class == Some(true)).count() as u64;
     let mut room = 0u64;
     let mut nodes = heap;
@@ -341,11 +380,7 @@ pub(crate) fn plan(
         }
         nodes += 1;
     }
-    let limits = Limits {
-        heap: PageId(heap),
-        nodes: PageId(nodes),
-    };
-    Ok(worth(count, u64::from(count - nodes)).then_some(limits))
+    nodes
 }
 
 /// Whether cutting `gain` pages off a file of `count` is worth a
@@ -375,6 +410,26 @@ pub(crate) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<Option<Limits
             stats.leaves_merged += merged;
         }
     }
+    let Some((count, free, nodes)) = plan_inputs(inner, &roots)? else {
+        return Ok(None);
+    };
+    let (limit, last_overflow) = plan_reading(inner, count, free, &nodes)?;
+    let Some(limits) = limit else {
+        return Ok(None);
+    };
+    // Chains are walked only when one of their pages is to move.
+    let chains = last_overflow.is_some_and(|p| p >= limits.nodes);
+    inner.engine.store().fsm.set_ceiling(Some(limits.heap));
+    let r = move_all(inner, (&roots, &tables), limits, count, chains, stats);
+    inner.engine.store().fsm.set_ceiling(None);
+    r.map(|()| Some(limits))
+}
+
+/// What a plan starts from, read under one latch hold: the page count,
+/// the free pages, and the pages of every B+tree node but the roots.
+/// `None` (no plan needed) while the last compaction's cut is stuck at
+/// this file length, or when the free room could not make a cut worth it.
+fn plan_inputs(inner: &Core, roots: &[PageId]) -> Result<Option<(u32, u64, HashSet<PageId>)>> {
     let (count, free, mut nodes) = {
         let mut r = inner.engine.store().read();
         let m = meta::read(&mut r.view)?;
@@ -387,17 +442,28 @@ pub(crate) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<Option<Limits
             return Ok(None);
         }
         let mut nodes = HashSet::new();
-        for &root in &roots {
+        for &root in roots {
             btree::node_pages(&mut r.view, root, &mut nodes)?;
         }
         (count, free, nodes)
     };
-    for root in &roots {
+    for root in roots {
         nodes.remove(root);
     }
+    Ok(Some((count, free, nodes)))
+}
+
+/// `plan`, reading each page it asks about (nodes known from `nodes`),
+/// with the latch let go every `PLAN_READS_PER_LATCH` reads: the plan is
+/// an estimate (each move checks again), and writers are not held up by
+/// a long scan. Also returns the last overflow page met.
+fn plan_reading(
+    inner: &Core,
+    count: u32,
+    free: u64,
+    nodes: &HashSet<PageId>,
+) -> Result<(Option<Limits>, Option<PageId>)> {
     let hints = inner.engine.store().fsm.snapshot();
-    // The plan is an estimate (each move checks again), so the latch is
-    // let go now and then: writers are not held up by a long scan.
     let mut latch = None;
     let mut reads = 0u32;
     let mut last_overflow = None;
@@ -432,15 +498,7 @@ pub(crate) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<Option<Limits
         })
     })?;
     drop(latch);
-    let Some(limits) = limit else {
-        return Ok(None);
-    };
-    // Chains are walked only when one of their pages is to move.
-    let chains = last_overflow.is_some_and(|p| p >= limits.nodes);
-    inner.engine.store().fsm.set_ceiling(Some(limits.heap));
-    let r = move_all(inner, (&roots, &tables), limits, count, chains, stats);
-    inner.engine.store().fsm.set_ceiling(None);
-    r.map(|()| Some(limits))
+    Ok((limit, last_overflow))
 }
 
 /// After the file was cut: notes whether the cut reached the node limit

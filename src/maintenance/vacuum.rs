@@ -393,13 +393,33 @@ fn round(
     if need.iter().all(|&n| n) {
         return Ok(false);
     }
+    relink_survivors(mtr, (root, key), (head, tail), &versions, &need, stats)?;
+    remove_dead(mtr, inner, &versions, &need, stats)?;
+    Ok(true)
+}
+
+/// Links the versions `need` keeps past the dead ones, the last to the
+/// chain's `tail`, and points the index entry of `key` at the first (or
+/// removes the entry when none is kept and there is no tail).
+fn relink_survivors(
+    mtr: &mut Mtr<'_>,
+    (root, key): (PageId, &[u8]),
+    (head, tail): (Tid, Tid),
+    versions: &[Version],
+    need: &[bool],
+    stats: &mut VacuumStats,
+) -> Result<()> {
+    assert_eq!(versions.len(), need.len(), "a verdict for every version");
     let survivors: Vec<&Version> = versions
         .iter()
-        .zip(&need)
+        .zip(need)
         .filter(|(_, &n)| n)
         .map(|(v, _)| v)
         .collect();
-    // Relink survivors past the dead; the last survivor links to the tail.
+    assert!(
+        survivors.len() < versions.len(),
+        "relinking a chain that loses no version"
+    );
     for (i, s) in survivors.iter().enumerate() {
         let want = survivors.get(i + 1).map_or(tail, |n| n.tid);
         if s.prev != want {
@@ -415,20 +435,34 @@ fn round(
             btree::insert(mtr, root, key, &new_head.encode())?;
         }
     }
+    Ok(())
+}
+
+/// Removes the versions `need` does not keep (no longer linked) from
+/// their heap pages, and frees pages left empty.
+fn remove_dead(
+    mtr: &mut Mtr<'_>,
+    inner: &Core,
+    versions: &[Version],
+    need: &[bool],
+    stats: &mut VacuumStats,
+) -> Result<()> {
+    assert_eq!(versions.len(), need.len(), "a verdict for every version");
+    let fsm = &inner.engine.store().fsm;
     let mut touched = Vec::new();
-    for (v, _) in versions.iter().zip(&need).filter(|(_, &n)| !n) {
-        heap::remove(mtr, &inner.engine.store().fsm, v.tid)?;
+    for (v, _) in versions.iter().zip(need).filter(|(_, &n)| !n) {
+        heap::remove(mtr, fsm, v.tid)?;
         stats.versions_removed += 1;
         touched.push(v.tid.page);
     }
     touched.sort_unstable();
     touched.dedup();
     for pid in touched {
-        if heap::release_if_empty(mtr, &inner.engine.store().fsm, pid)? {
+        if heap::release_if_empty(mtr, fsm, pid)? {
             stats.heap_pages_freed += 1;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Frees the first pages of a dead version's overflow chain and points

@@ -175,6 +175,98 @@ impl<'a> LogReader<'a> {
         Ok(best)
     }
 
+    /// Finds the next whole, checksummed frame, moving on to the next
+    /// segment at the end of one: its start LSN and payload length, the
+    /// frame left in the buffer from `buf_at` on. `None` at the end of the
+    /// valid log (then `end` is set).
+    fn next_frame(&mut self) -> Result<Option<(u64, usize)>> {
+        loop {
+            if self.end.is_some() {
+                return Ok(None);
+            }
+            let Some(seg_end) = self.file.as_ref().map(|(_, e)| *e) else {
+                self.end = Some(Lsn(self.pos));
+                return Ok(None);
+            };
+            if self.pos >= seg_end {
+                if !self.next_segment()? {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let len = crate::codec::u32_at(self.bytes(FRAME_HDR)?, 0).unwrap_or(0) as usize;
+            let want = FRAME_HDR + len.min(WAL_RECORD_MAX);
+            let start = self.pos;
+            // What the frame holds, as an owned outcome: the payload is
+            // borrowed again by the caller, once the reader has moved past it.
+            let framed = match unframe(self.bytes(want)?) {
+                Framed::Ok(payload, _) => Ok(payload.len()),
+                Framed::End => Err(None),
+                Framed::Bad(why) => Err(Some(why)),
+            };
+            return match framed {
+                Ok(len) => {
+                    assert!(
+                        self.buf_at <= start && len <= WAL_RECORD_MAX,
+                        "frame at {start} outside the buffer from {} or longer than the limit",
+                        self.buf_at
+                    );
+                    Ok(Some((start, len)))
+                }
+                Err(why) => self.bad_frame(start, why).map(|()| None),
+            };
+        }
+    }
+
+    /// At the end of a segment: opens the next one, which must start where
+    /// this one ended. False after the last segment (the log's end set).
+    fn next_segment(&mut self) -> Result<bool> {
+        if self.is_last() {
+            self.end = Some(Lsn(self.pos));
+            return Ok(false);
+        }
+        let next = self.segments[self.seg_idx + 1];
+        if next != self.pos {
+            return Err(Error::corruption(
+                segment::path(&self.dir, next),
+                0,
+                format!(
+                    "segment starts at LSN {next}, previous one ends at {}",
+                    self.pos
+                ),
+            ));
+        }
+        self.seg_idx += 1;
+        self.open_segment()?;
+        self.pos = next + SEG_HDR;
+        Ok(true)
+    }
+
+    /// A frame at `start` that is bad (`why`) or zero bytes (`None`). In
+    /// the last segment it ends the log (sets `end`) — a torn tail — unless
+    /// a durable mark beyond says the log had been fsynced past it; in any
+    /// other segment, and in that case, it is damage.
+    fn bad_frame(&mut self, start: u64, why: Option<String>) -> Result<()> {
+        let seg_start = self.segments[self.seg_idx];
+        assert!(
+            start >= seg_start + SEG_HDR,
+            "frame at {start} before its segment's records"
+        );
+        if self.is_last() {
+            if let Some(durable) = self.durable_beyond(start)? {
+                return Err(Error::corruption(
+                    self.seg_path(),
+                    start - seg_start,
+                    format!("damaged log record at LSN {start}, though the log was durable up to LSN {durable}"),
+                ));
+            }
+            self.end = Some(Lsn(start));
+            return Ok(());
+        }
+        let why = why.unwrap_or_else(|| "zero bytes inside a closed log segment".to_string());
+        Err(Error::corruption(self.seg_path(), start - seg_start, why))
+    }
+
     fn seg_path(&self) -> PathBuf {
         segment::path(&self.dir, self.segments[self.seg_idx])
     }
@@ -191,71 +283,8 @@ impl<'a> LogReader<'a> {
     /// The next record, decoded in place, or `None` at the end of the
     /// valid log.
     pub fn next_ref(&mut self) -> Result<Option<EntryRef<'_>>> {
-        let (start, len) = loop {
-            if self.end.is_some() {
-                return Ok(None);
-            }
-            let Some(seg_end) = self.file.as_ref().map(|(_, e)| *e) else {
-                self.end = Some(Lsn(self.pos));
-                return Ok(None);
-            };
-            if self.pos >= seg_end {
-                if self.is_last() {
-                    self.end = Some(Lsn(self.pos));
-                    return Ok(None);
-                }
-                let next = self.segments[self.seg_idx + 1];
-                if next != self.pos {
-                    return Err(Error::corruption(
-                        segment::path(&self.dir, next),
-                        0,
-                        format!(
-                            "segment starts at LSN {next}, previous one ends at {}",
-                            self.pos
-                        ),
-                    ));
-                }
-                self.seg_idx += 1;
-                self.open_segment()?;
-                self.pos = next + SEG_HDR;
-                continue;
-            }
-            let len = crate::codec::u32_at(self.bytes(FRAME_HDR)?, 0).unwrap_or(0) as usize;
-            let want = FRAME_HDR + len.min(WAL_RECORD_MAX);
-            let start = self.pos;
-            let last = self.is_last();
-            let seg_start = self.segments[self.seg_idx];
-            // What the frame holds, as an owned outcome: the payload is
-            // borrowed again below, once the reader has moved past it.
-            let framed = match unframe(self.bytes(want)?) {
-                Framed::Ok(payload, _) => Ok(payload.len()),
-                Framed::End => Err(None),
-                Framed::Bad(why) => Err(Some(why)),
-            };
-            match framed {
-                Ok(len) => break (start, len),
-                Err(_) if last => {
-                    if let Some(durable) = self.durable_beyond(start)? {
-                        return Err(Error::corruption(
-                            self.seg_path(),
-                            start - seg_start,
-                            format!("damaged log record at LSN {start}, though the log was durable up to LSN {durable}"),
-                        ));
-                    }
-                    self.end = Some(Lsn(start));
-                    return Ok(None);
-                }
-                Err(None) => {
-                    return Err(Error::corruption(
-                        self.seg_path(),
-                        start - seg_start,
-                        "zero bytes inside a closed log segment",
-                    ))
-                }
-                Err(Some(why)) => {
-                    return Err(Error::corruption(self.seg_path(), start - seg_start, why))
-                }
-            }
+        let Some((start, len)) = self.next_frame()? else {
+            return Ok(None);
         };
         self.pos = start + (FRAME_HDR + len) as u64;
         // `bytes` left the frame in the buffer, from `buf_at` on.

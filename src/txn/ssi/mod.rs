@@ -688,10 +688,27 @@ impl Ssi {
         }
     }
 
+    /// Folds committed entry `id` into the summary (see `summarise`).
     fn fold(&mut self, id: u64) {
+        assert!(id != OLD, "the summary is never folded into itself");
         let Some(e) = self.entries.remove(&id) else {
             return;
         };
+        self.fold_counters(&e);
+        self.redirect_edges(id, &e);
+        if e.xid != Xid::NONE {
+            self.by_xid.remove(&e.xid);
+            self.old_xids = Some(match self.old_xids {
+                Some((lo, hi)) => (lo.min(e.xid), hi.max(e.xid)),
+                None => (e.xid, e.xid),
+            });
+        }
+        self.fold_marks(id, e.keys);
+    }
+
+    /// The summary takes `e`'s counters (each the value that can only find
+    /// more dangerous structures) and its edges.
+    fn fold_counters(&mut self, e: &Entry) {
         // The summary is never judged by the read-only rule (a relaxation),
         // hence its placeholder xid.
         let old = self.entries.entry(OLD).or_insert_with(|| Entry {
@@ -711,6 +728,14 @@ impl Ssi {
         old.out_summary = earliest(old.out_summary, e.out_summary);
         old.ins.extend(e.ins.iter().filter(|&&r| r != OLD));
         old.outs.extend(e.outs.iter().filter(|&&w| w != OLD));
+        assert!(
+            !old.ins.contains(&OLD) && !old.outs.contains(&OLD),
+            "the summary has no edge to itself"
+        );
+    }
+
+    /// Points the edges of `e`'s neighbours at the summary instead of `id`.
+    fn redirect_edges(&mut self, id: u64, e: &Entry) {
         for r in &e.ins {
             if let Some(x) = self.entries.get_mut(r) {
                 x.outs.remove(&id);
@@ -727,14 +752,21 @@ impl Ssi {
                 }
             }
         }
-        if e.xid != Xid::NONE {
-            self.by_xid.remove(&e.xid);
-            self.old_xids = Some(match self.old_xids {
-                Some((lo, hi)) => (lo.min(e.xid), hi.max(e.xid)),
-                None => (e.xid, e.xid),
-            });
-        }
-        for k in e.keys {
+        debug_assert!(
+            e.ins.iter().chain(&e.outs).all(|n| {
+                self.entries
+                    .get(n)
+                    .is_none_or(|x| !x.ins.contains(&id) && !x.outs.contains(&id))
+            }),
+            "a neighbour's edge still names folded entry {id}"
+        );
+    }
+
+    /// The summary takes `id`'s key marks (`keys`) and range marks, and
+    /// tables where it now holds too many key marks are coarsened to one
+    /// mark for the whole table.
+    fn fold_marks(&mut self, id: u64, keys: Vec<(PageId, u64)>) {
+        for k in keys {
             self.marks.transfer(k.1, id, OLD);
             if self.old_keys.insert(k) {
                 *self.old_tables.entry(k.0).or_insert(0) += 1;
