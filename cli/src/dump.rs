@@ -121,14 +121,14 @@ pub fn salvage(db: &Db, only: Option<&str>) -> Outcome {
 fn skipped_line(whose: &str, s: &Skipped) -> String {
     let lost = match &s.lost {
         Lost::Keys { from, to } => {
-            let end = |k: &Option<Vec<u8>>, open: &str| {
-                k.as_deref().map_or_else(|| open.to_string(), word)
-            };
-            format!(
-                "every row with a key from {} up to {} (how many is unknown)",
-                end(from, "the first"),
-                end(to, "the last")
-            )
+            let from = from
+                .as_deref()
+                .map_or_else(|| "the first".to_string(), word);
+            let to = to.as_deref().map_or_else(
+                || "to the last".to_string(),
+                |k| format!("up to, not including, {}", word(k)),
+            );
+            format!("every row with a key from {from} {to} (how many is unknown)")
         }
         Lost::Rows(keys) => {
             const SHOWN: usize = 10;

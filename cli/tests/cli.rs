@@ -476,7 +476,9 @@ fn dump_salvage_steps_over_damaged_pages_and_names_what_they_cost() {
         .split_once("every row with a key from ")
         .expect("a key range")
         .1;
-    let (from, rest) = range.split_once(" up to ").expect("range end");
+    let (from, rest) = range
+        .split_once(" up to, not including, ")
+        .expect("range end");
     let to = rest.split_whitespace().next().expect("end key");
     let in_range = |k: &str| k >= from && k < to;
     assert!(in_range("k01500"), "{leaf_line}");
