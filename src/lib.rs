@@ -152,7 +152,7 @@ pub use options::{Durability, Isolation, Options};
 pub use stat::{Stats, TableStats};
 pub use txn::prepare::PreparedTransaction;
 pub use txn::CommitInfo;
-pub use txn::{KeyRange, Scan, Transaction};
+pub use txn::{KeyRange, Prefix, Scan, Transaction};
 
 /// A file system that fails on command, for testing how an application
 /// (and strata) behaves when writes, syncs or renames fail, or when the

@@ -13,16 +13,18 @@
 
 pub mod locks;
 pub(crate) mod prepare;
+mod ranges;
 mod scan;
 pub mod ssi;
 mod system;
 mod write;
 
-pub use scan::{KeyRange, Scan};
+pub use scan::{KeyRange, Prefix, Scan};
 pub(crate) use system::{Core, TxnSystem};
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::ops::Bound;
 
 use std::sync::Arc;
 
@@ -357,27 +359,32 @@ impl Transaction {
     }
 
     /// Rows with keys in `range`, in key order, including this
-    /// transaction's own writes. Iterate with `.rev()` for descending order.
+    /// transaction's own writes. Iterate with `.rev()` for descending
+    /// order: the B+tree is walked backwards, batch by batch, as it is
+    /// walked forwards. `range` may be a [`Prefix`].
     pub fn scan<R: KeyRange>(&self, table: &Table, range: R) -> Result<Scan<'_>> {
         self.check(table)?;
-        let (lo, hi) = range.into_bounds();
-        for b in [&lo, &hi] {
-            if let std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) = b {
-                if k.len() > KEY_MAX {
-                    return Err(Error::KeyTooLarge { len: k.len() });
-                }
-            }
-        }
+        let (lo, hi) = bounds(range)?;
+        self.mark_range(table, (lo.clone(), hi.clone()));
+        Ok(self.scan_unmarked(table, lo, hi))
+    }
+
+    /// Leaves an SSI mark on `range` of `table` (a serializable
+    /// transaction's read depends on every key in it, present or not).
+    fn mark_range(&self, table: &Table, range: ssi::Range) {
         // A safe read-only snapshot takes no marks (and skips the SSI lock).
         let tracked = self.reads.borrow().as_ref().is_some_and(|r| !r.is_safe());
         if tracked {
-            let range = (lo.clone(), hi.clone());
             self.core
                 .txns
                 .ssi()
                 .lock()
                 .read_range(self.token, table.root, range);
         }
+    }
+
+    /// A scan whose range the caller has marked (or need not).
+    fn scan_unmarked(&self, table: &Table, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> Scan<'_> {
         // A scan's snapshot outlives the call: under Read Committed it is
         // pinned for vacuum until the scan is dropped.
         let (pin, snap) = match self.level {
@@ -390,7 +397,7 @@ impl Transaction {
             }
             _ => (None, self.snapshot.clone()),
         };
-        Ok(Scan::new(self, table.clone(), snap, pin, lo, hi))
+        Scan::new(self, table.clone(), snap, pin, lo, hi)
     }
 
     pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {
@@ -582,6 +589,19 @@ impl Transaction {
             inner.txns.waits().finished();
         }
     }
+}
+
+/// A range's bounds, refused if a bound is longer than any key can be.
+fn bounds<R: KeyRange>(range: R) -> Result<ssi::Range> {
+    let (lo, hi) = range.into_bounds();
+    for b in [&lo, &hi] {
+        if let Bound::Included(k) | Bound::Excluded(k) = b {
+            if k.len() > KEY_MAX {
+                return Err(Error::KeyTooLarge { len: k.len() });
+            }
+        }
+    }
+    Ok((lo, hi))
 }
 
 /// What a failed commit (or `commit_prepared`) reports. If the log was

@@ -343,6 +343,25 @@ impl Ssi {
             .push(range);
     }
 
+    /// Replaces `id`'s mark on `wide` by one on `narrow`, a part of it: a
+    /// read that marked all it might depend on before reading (`first`,
+    /// `last`) and then learnt what it did depend on. Safe after the read:
+    /// a write in `narrow` that the read missed is still covered, and one
+    /// outside it did not change the result. If `wide` is gone (coarsened
+    /// into the whole table), the wider mark stays.
+    pub fn narrow_range(&mut self, id: u64, table: PageId, wide: &Range, narrow: Range) {
+        let Some(rs) = self
+            .range_marks
+            .get_mut(&table)
+            .and_then(|m| m.get_mut(&id))
+        else {
+            return;
+        };
+        if let Some(r) = rs.iter_mut().rev().find(|r| *r == wide) {
+            *r = narrow;
+        }
+    }
+
     /// Replaces key marks of a transaction by range marks (a coarsening
     /// its `ReadSet` decided). The ranges are in place before the keys go,
     /// so a writer never finds the keys uncovered.
