@@ -13,6 +13,7 @@
 mod dump;
 mod escape;
 mod report;
+mod scan;
 mod shell;
 mod waldump;
 
@@ -113,15 +114,8 @@ enum Command {
         dir: PathBuf,
         /// Table name.
         table: String,
-        /// First key (inclusive, escaped).
-        #[arg(long)]
-        from: Option<String>,
-        /// End key (exclusive, escaped).
-        #[arg(long)]
-        to: Option<String>,
-        /// At most this many rows.
-        #[arg(long)]
-        limit: Option<usize>,
+        #[command(flatten)]
+        opts: scan::ScanOpts,
     },
     /// An interactive prompt: begin/commit/rollback, get/put/delete/scan, isolation.
     Shell {
@@ -265,13 +259,7 @@ fn run(command: Command) -> Outcome {
                 Err(Failure::new(format!("no key {key} in table {table}")))
             }
         }
-        Command::Scan {
-            dir,
-            table,
-            from,
-            to,
-            limit,
-        } => scan(&open_read(&dir)?, &table, from, to, limit),
+        Command::Scan { dir, table, opts } => scan(&open_read(&dir)?, &table, &opts),
         Command::Shell { create, dir } => shell::run(open_write(&dir, create)?),
         Command::Checkpoint { dir } => Ok(open_write(&dir, false)?.checkpoint()?),
         Command::Vacuum { dir } => {
@@ -360,20 +348,16 @@ fn get(db: &Db, table: &str, key: &str, raw: bool) -> Outcome {
     }
 }
 
-fn scan(
-    db: &Db,
-    table: &str,
-    from: Option<String>,
-    to: Option<String>,
-    limit: Option<usize>,
-) -> Outcome {
+fn scan(db: &Db, table: &str, opts: &scan::ScanOpts) -> Outcome {
     use std::io::Write;
     let t = existing_table(db, table)?;
-    let (lo, hi) = key_range(from.as_deref(), to.as_deref())?;
     let tx = db.begin_with(Isolation::Snapshot)?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
-    for row in tx.scan(&t, (lo, hi))?.take(limit.unwrap_or(usize::MAX)) {
+    for row in opts
+        .rows(&tx, &t, opts.bounds()?)?
+        .take(opts.limit.unwrap_or(usize::MAX))
+    {
         let (k, v) = row?;
         writeln!(out, "{}\t{}", escape::escape(&k), escape::escape(&v))?;
     }
