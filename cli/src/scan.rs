@@ -123,6 +123,9 @@ mod tests {
             prefix: Some("a".into()),
             ..ScanOpts::default()
         };
-        assert_eq!(opts.bounds().expect("bounds"), (inc(b"ab"), exc(b"b")));
+        let Ok(b) = opts.bounds() else {
+            panic!("bounds refused")
+        };
+        assert_eq!(b, (inc(b"ab"), exc(b"b")));
     }
 }
