@@ -302,6 +302,28 @@ fn delete_range_deletes_what_its_snapshot_sees_and_conflicts_as_delete_does() {
         );
     }
 
+    // More rows than one batch of keys; a few with values on overflow pages.
+    let (_d, db, t) = setup();
+    let mut tx = db.begin().expect("begin");
+    for i in 0..1000u32 {
+        let v = if i % 100 == 0 {
+            vec![b'v'; 9000]
+        } else {
+            vec![b'v'; 8]
+        };
+        tx.put(&t, format!("n{i:04}"), v).expect("put");
+    }
+    assert_eq!(
+        tx.delete_range(&t, Prefix("n")).expect("delete_range"),
+        1000
+    );
+    assert_eq!(
+        tx.len(&t).expect("len"),
+        5,
+        "the rows around the prefix stay"
+    );
+    tx.commit().expect("commit");
+
     // Under Read Committed it deletes what is committed at the time.
     let (_d, db, t) = setup();
     let mut tx = db.begin_with(Isolation::ReadCommitted).expect("begin");
