@@ -89,6 +89,15 @@
 //!   concurrent update, or read/write dependencies) and which names the
 //!   row where known. Retry when [`Error::is_retryable`] says so, or let
 //!   [`Db::transaction`] do it.
+//! - Reads: [`Transaction::get`], [`Transaction::scan`] over any
+//!   [`KeyRange`] — std ranges, `(Bound, Bound)` pairs, a [`Prefix`] —
+//!   forwards or, with `.rev()`, backwards; [`Transaction::first`] and
+//!   [`Transaction::last`]; [`Transaction::count`] and
+//!   [`Transaction::len`], which count from version headers (no row
+//!   count is maintained: each snapshot sees its own); and
+//!   [`Transaction::delete_range`]. Under Serializable each depends on
+//!   the keys it read, so a concurrent insert that changes its answer is
+//!   a conflict.
 //! - Two-phase commit: [`Transaction::prepare`] makes a transaction
 //!   durable and in doubt; [`Db::commit_prepared`] or
 //!   [`Db::rollback_prepared`] decides it, across restarts
