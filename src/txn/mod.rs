@@ -370,17 +370,19 @@ impl Transaction {
     }
 
     /// Leaves an SSI mark on `range` of `table` (a serializable
-    /// transaction's read depends on every key in it, present or not).
-    fn mark_range(&self, table: &Table, range: ssi::Range) {
+    /// transaction's read depends on every key in it, present or not);
+    /// returns where it went (`Ssi::narrow_range`), `None` if untracked.
+    fn mark_range(&self, table: &Table, range: ssi::Range) -> Option<usize> {
         // A safe read-only snapshot takes no marks (and skips the SSI lock).
         let tracked = self.reads.borrow().as_ref().is_some_and(|r| !r.is_safe());
-        if tracked {
-            self.core
-                .txns
-                .ssi()
-                .lock()
-                .read_range(self.token, table.root, range);
+        if !tracked {
+            return None;
         }
+        self.core
+            .txns
+            .ssi()
+            .lock()
+            .read_range(self.token, table.root, range)
     }
 
     /// A scan whose range the caller has marked (or need not).

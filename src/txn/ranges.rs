@@ -60,7 +60,7 @@ impl Transaction {
     fn end_row(&self, table: &Table, last: bool) -> Result<Option<Row>> {
         self.check(table)?;
         let whole = (Bound::Unbounded, Bound::Unbounded);
-        self.mark_range(table, whole.clone());
+        let mark = self.mark_range(table, whole.clone());
         let row = {
             let mut scan = self.scan_unmarked(table, Bound::Unbounded, Bound::Unbounded);
             match last {
@@ -69,18 +69,16 @@ impl Transaction {
             }
             .transpose()?
         };
-        if let Some((k, _)) = &row {
+        if let (Some((k, _)), Some(at)) = (&row, mark) {
             let narrow = match last {
                 false => (Bound::Unbounded, Bound::Included(k.clone())),
                 true => (Bound::Included(k.clone()), Bound::Unbounded),
             };
-            if self.reads.borrow().is_some() {
-                self.core
-                    .txns
-                    .ssi()
-                    .lock()
-                    .narrow_range(self.token, table.root, &whole, narrow);
-            }
+            self.core
+                .txns
+                .ssi()
+                .lock()
+                .narrow_range(self.token, table.root, at, &whole, narrow);
         }
         Ok(row)
     }

@@ -330,34 +330,39 @@ impl Ssi {
         self.check(id)
     }
 
-    /// A scan of `range` of `table`.
-    pub fn read_range(&mut self, id: u64, table: PageId, range: Range) {
+    /// A scan of `range` of `table`. Returns where the mark went among
+    /// `id`'s range marks on `table` (for `narrow_range`); `None` if `id`
+    /// is not tracked.
+    pub fn read_range(&mut self, id: u64, table: PageId, range: Range) -> Option<usize> {
         if !self.entries.contains_key(&id) {
-            return; // not tracked (a safe read-only snapshot)
+            return None; // not tracked (a safe read-only snapshot)
         }
-        self.range_marks
+        let rs = self
+            .range_marks
             .entry(table)
             .or_default()
             .entry(id)
-            .or_default()
-            .push(range);
+            .or_default();
+        rs.push(range);
+        Some(rs.len() - 1)
     }
 
-    /// Replaces `id`'s mark on `wide` by one on `narrow`, a part of it: a
-    /// read that marked all it might depend on before reading (`first`,
-    /// `last`) and then learnt what it did depend on. Safe after the read:
-    /// a write in `narrow` that the read missed is still covered, and one
-    /// outside it did not change the result. If `wide` is gone (coarsened
-    /// into the whole table), the wider mark stays.
-    pub fn narrow_range(&mut self, id: u64, table: PageId, wide: &Range, narrow: Range) {
-        let Some(rs) = self
+    /// Replaces `id`'s mark on `wide`, the `at`-th of its range marks on
+    /// `table` (as `read_range` returned), by one on `narrow`, a part of
+    /// it: a read that marked all it might depend on before reading
+    /// (`first`, `last`) and then learnt what it did depend on. Safe after
+    /// the read: a write in `narrow` that the read missed is still
+    /// covered, and one outside it did not change the result. The mark is
+    /// named by position, not by value: an equal mark (a coarsening into
+    /// the whole table) may stand for other reads. If it is not there as
+    /// pushed, the wider mark stays.
+    pub fn narrow_range(&mut self, id: u64, table: PageId, at: usize, wide: &Range, narrow: Range) {
+        let mark = self
             .range_marks
             .get_mut(&table)
             .and_then(|m| m.get_mut(&id))
-        else {
-            return;
-        };
-        if let Some(r) = rs.iter_mut().rev().find(|r| *r == wide) {
+            .and_then(|rs| rs.get_mut(at));
+        if let Some(r) = mark.filter(|r| *r == wide) {
             *r = narrow;
         }
     }
