@@ -6,6 +6,14 @@
 //! batches; each row's version chain is read when the row is taken, under
 //! the latch again, and the scan's snapshot decides what it sees.
 //!
+//! The two ends are fetched independently: `next_back` walks the tree
+//! backwards, a batch at a time, as `next` walks it forwards (leaves have
+//! no back links, so each leaf boundary re-descends from the root below
+//! the leaf's lower fence), and a reverse scan collects nothing to
+//! reverse. A scan may also run keys-only (`count`, `delete_range`): each
+//! row is judged from its version headers, its value neither copied nor
+//! read from overflow pages.
+//!
 //! Vacuum must not free what the scan will read. A Read Committed scan's
 //! snapshot is its own, so it is pinned with the transaction manager
 //! while the scan lives (`Pin`). A serializable scan also needs the

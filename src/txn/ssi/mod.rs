@@ -953,6 +953,25 @@ mod tests {
         );
     }
 
+    // Guards `first`/`last` narrowing a mark by value: an equal
+    // whole-table mark (a coarsening) stands for other reads and must stay.
+    #[test]
+    fn narrowing_replaces_only_the_mark_it_names() {
+        let mut s = Sim::default();
+        s.begin(1);
+        let whole: Range = (Bound::Unbounded, Bound::Unbounded);
+        let upto_c: Range = (Bound::Unbounded, Bound::Included(b"c".to_vec()));
+        let coarse = s.read_range(1, T, whole.clone()).expect("tracked");
+        let first = s.read_range(1, T, whole.clone()).expect("tracked");
+        s.narrow_range(1, T, first, &whole, upto_c.clone());
+        s.narrow_range(1, T, first + 1, &whole, upto_c.clone());
+        let rs = &s.range_marks[&T][&1];
+        assert_eq!(rs[coarse], whole, "the other mark stays whole");
+        assert_eq!(rs[first], upto_c);
+        assert_eq!(rs.len(), 2, "narrowing a mark that is not there adds none");
+        assert_eq!(s.read_range(3, T, whole), None, "not tracked");
+    }
+
     /// Runs one committed transaction that reads `r` and writes `w`.
     fn small(s: &mut Sim, id: u64, r: &[u8], w: &[u8]) {
         s.begin(id);
