@@ -324,6 +324,11 @@ fn delete_range_deletes_what_its_snapshot_sees_and_conflicts_as_delete_does() {
     );
     tx.commit().expect("commit");
 
+    // A write, even of nothing: refused in a read-only transaction.
+    let mut r = db.begin_read().expect("begin_read");
+    let e = r.delete_range(&t, Prefix("none")).expect_err("read-only");
+    assert!(matches!(e, Error::ReadOnlyTransaction), "{e}");
+
     // Under Read Committed it deletes what is committed at the time.
     let (_d, db, t) = setup();
     let mut tx = db.begin_with(Isolation::ReadCommitted).expect("begin");

@@ -107,6 +107,10 @@ impl Transaction {
     pub fn delete_range<R: KeyRange>(&mut self, table: &Table, range: R) -> Result<u64> {
         self.check(table)?;
         let (lo, hi) = bounds(range)?;
+        // A write even if the range is empty, as `delete` of an absent key
+        // is: refused where writes are.
+        self.core().engine.writable()?;
+        self.ensure_xid()?;
         self.mark_range(table, (lo.clone(), hi.clone()));
         let mut from = lo;
         let mut deleted = 0;
