@@ -365,28 +365,34 @@ impl Transaction {
     pub fn scan<R: KeyRange>(&self, table: &Table, range: R) -> Result<Scan<'_>> {
         self.check(table)?;
         let (lo, hi) = bounds(range)?;
-        self.mark_range(table, (lo.clone(), hi.clone()));
-        Ok(self.scan_unmarked(table, lo, hi))
+        Ok(self.scan_in(table, lo, hi, Mark::Range).0)
     }
 
-    /// Leaves an SSI mark on `range` of `table` (a serializable
-    /// transaction's read depends on every key in it, present or not);
-    /// returns where it went (`Ssi::narrow_range`), `None` if untracked.
-    fn mark_range(&self, table: &Table, range: ssi::Range) -> Option<usize> {
+    /// A scan of `table` from `lo` to `hi`, every read over a range goes
+    /// through: with `Mark::Range`, a serializable transaction's SSI mark
+    /// on the range goes first (its read depends on every key in it,
+    /// present or not), and where it went among the transaction's marks
+    /// comes back (for `Ssi::narrow_range`; `None` if untracked).
+    fn scan_in(
+        &self,
+        table: &Table,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        mark: Mark,
+    ) -> (Scan<'_>, Option<usize>) {
         // A safe read-only snapshot takes no marks (and skips the SSI lock).
         let tracked = self.reads.borrow().as_ref().is_some_and(|r| !r.is_safe());
-        if !tracked {
-            return None;
-        }
-        self.core
-            .txns
-            .ssi()
-            .lock()
-            .read_range(self.token, table.root, range)
-    }
-
-    /// A scan whose range the caller has marked (or need not).
-    fn scan_unmarked(&self, table: &Table, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> Scan<'_> {
+        let at = match (tracked, mark) {
+            (true, Mark::Range) => {
+                let range = (lo.clone(), hi.clone());
+                self.core
+                    .txns
+                    .ssi()
+                    .lock()
+                    .read_range(self.token, table.root, range)
+            }
+            _ => None,
+        };
         // A scan's snapshot outlives the call: under Read Committed it is
         // pinned for vacuum until the scan is dropped.
         let (pin, snap) = match self.level {
@@ -399,7 +405,7 @@ impl Transaction {
             }
             _ => (None, self.snapshot.clone()),
         };
-        Scan::new(self, table.clone(), snap, pin, lo, hi)
+        (Scan::new(self, table.clone(), snap, pin, lo, hi), at)
     }
 
     pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {
@@ -591,6 +597,14 @@ impl Transaction {
             inner.txns.waits().finished();
         }
     }
+}
+
+/// Whether a scan marks its range for SSI (`Transaction::scan_in`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Range,
+    /// The caller marked a range that holds this one.
+    Covered,
 }
 
 /// A range's bounds, refused if a bound is longer than any key can be.

@@ -35,7 +35,7 @@
 
 use std::ops::Bound;
 
-use super::{bounds, KeyRange, Transaction};
+use super::{bounds, KeyRange, Mark, Transaction};
 use crate::catalog::Table;
 use crate::error::Result;
 use crate::limits::SCAN_BATCH;
@@ -60,15 +60,12 @@ impl Transaction {
     fn end_row(&self, table: &Table, last: bool) -> Result<Option<Row>> {
         self.check(table)?;
         let whole = (Bound::Unbounded, Bound::Unbounded);
-        let mark = self.mark_range(table, whole.clone());
-        let row = {
-            let mut scan = self.scan_unmarked(table, Bound::Unbounded, Bound::Unbounded);
-            match last {
-                false => scan.next(),
-                true => scan.next_back(),
-            }
-            .transpose()?
-        };
+        let (mut scan, mark) = self.scan_in(table, Bound::Unbounded, Bound::Unbounded, Mark::Range);
+        let row = match last {
+            false => scan.next(),
+            true => scan.next_back(),
+        }
+        .transpose()?;
         if let (Some((k, _)), Some(at)) = (&row, mark) {
             let narrow = match last {
                 false => (Bound::Unbounded, Bound::Included(k.clone())),
@@ -89,8 +86,7 @@ impl Transaction {
     pub fn count<R: KeyRange>(&self, table: &Table, range: R) -> Result<u64> {
         self.check(table)?;
         let (lo, hi) = bounds(range)?;
-        self.mark_range(table, (lo.clone(), hi.clone()));
-        self.scan_unmarked(table, lo, hi).count_rows()
+        self.scan_in(table, lo, hi, Mark::Range).0.count_rows()
     }
 
     /// How many rows the table holds for this transaction: `count(table, ..)`.
@@ -111,13 +107,20 @@ impl Transaction {
         // is: refused where writes are.
         self.core().engine.writable()?;
         self.ensure_xid()?;
-        self.mark_range(table, (lo.clone(), hi.clone()));
         let mut from = lo;
+        // The first batch's scan marks the whole range; later ones, parts of it.
+        let mut mark = Mark::Range;
         let mut deleted = 0;
         // Ends: each round moves `from` past a key the tree held, or stops.
         loop {
             let keys = self
-                .scan_unmarked(table, from, hi.clone())
+                .scan_in(
+                    table,
+                    from,
+                    hi.clone(),
+                    std::mem::replace(&mut mark, Mark::Covered),
+                )
+                .0
                 .keys_only()
                 .take(SCAN_BATCH)
                 .map(|r| r.map(|(k, _)| k))
