@@ -125,6 +125,7 @@ impl Transaction {
                 .take(SCAN_BATCH)
                 .map(|r| r.map(|(k, _)| k))
                 .collect::<Result<Vec<_>>>()?;
+            debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys in order");
             for k in &keys {
                 if self.delete(table, k)? {
                     deleted += 1;

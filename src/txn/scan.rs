@@ -128,6 +128,7 @@ fn prefix_end(p: &[u8]) -> Bound<Vec<u8>> {
         Some(i) => {
             let mut end = p[..=i].to_vec();
             end[i] += 1;
+            debug_assert!(end.as_slice() > p && !p.starts_with(&end));
             Bound::Excluded(end)
         }
         None => Bound::Unbounded,
