@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::machine::{Pid, Entry};
+use super::machine::{Entry, Pid};
 use crate::error::{Error, Result};
 use crate::io::{Vfs, VfsFile};
 use crate::limits::{GID_MAX, TWOPC_PARTICIPANTS_MAX};
