@@ -145,6 +145,126 @@ fn a_checkpoint_waits_for_an_eviction_write_in_flight() {
     drop(db);
 }
 
+// Guards the same wait when the eviction took the page's dirty bit after
+// the checkpoint set its redo point but before it collected the pages to
+// flush: the flush never sees the page dirty, so only its final wait for
+// every write under way keeps CONTROL behind the eviction's write.
+#[test]
+fn a_checkpoint_waits_for_an_eviction_that_took_a_page_before_its_flush() {
+    use std::sync::{Condvar, Mutex};
+    // 0: armed; 1: the checkpoint waits at its flush; 2: it may go on.
+    let gate = Arc::new((Mutex::new(0u8), Condvar::new()));
+    let hook = {
+        let gate = gate.clone();
+        move |p: strata::internals::RacePoint| {
+            if p != strata::internals::RacePoint::CheckpointFlush {
+                return;
+            }
+            let (m, c) = &*gate;
+            let mut g = m.lock().expect("gate");
+            if *g != 0 {
+                return;
+            }
+            *g = 1;
+            c.notify_all();
+            let (_g, t) = c
+                .wait_timeout_while(g, Duration::from_secs(60), |g| *g == 1)
+                .expect("gate");
+            assert!(!t.timed_out(), "the test never let the checkpoint go on");
+        }
+    };
+    let fs = FaultFs::new();
+    let (db, t) = loaded(&fs);
+    drop(db);
+    let db =
+        Db::open_vfs(Arc::new(fs.clone()), Path::new(DIR), opts().race_hook(hook)).expect("reopen");
+    // Dirty pages whose changes lie before the next redo point: deletes
+    // spread over the table after the recovery's checkpoint.
+    let mut tx = db.begin().expect("begin");
+    for i in (0..ROWS).step_by(3) {
+        assert!(tx.delete(&t_of(&db), key(ROWS + i)).expect("delete"));
+    }
+    tx.commit().expect("commit");
+    let data = OpMatch {
+        kind: OpKind::Write,
+        file: strata::DATA_FILE,
+    };
+    // The first page write from now on (the reader's eviction, the
+    // checkpoint waiting at its gate) waits for CONTROL, or a second.
+    let evicting = fs.hold(
+        data,
+        OpMatch {
+            kind: OpKind::Rename,
+            file: "CONTROL",
+        },
+        Duration::from_secs(1),
+    );
+    drop(t);
+    std::thread::scope(|s| {
+        let checkpoint = s.spawn(|| db.checkpoint());
+        {
+            let (m, c) = &*gate;
+            let g = m.lock().expect("gate");
+            let (_g, t) = c
+                .wait_timeout_while(g, Duration::from_secs(60), |g| *g == 0)
+                .expect("gate");
+            assert!(!t.timed_out(), "the checkpoint never reached its flush");
+        }
+        let reader = s.spawn(|| {
+            let tx = db.begin_read().expect("begin");
+            tx.scan(&t_of(&db), ..).expect("scan").count()
+        });
+        assert!(
+            evicting.wait_holding(Duration::from_secs(60)),
+            "the reader evicted no dirty page"
+        );
+        {
+            let (m, c) = &*gate;
+            *m.lock().expect("gate") = 2;
+            c.notify_all();
+        }
+        checkpoint
+            .join()
+            .expect("checkpoint thread")
+            .expect("checkpoint");
+        assert_eq!(
+            reader.join().expect("reader"),
+            (ROWS - ROWS.div_ceil(3)) as usize
+        );
+    });
+    check_after_deletes(fs.synced_image(), "the image without unsynced writes");
+    for seed in 0..2 {
+        check_after_deletes(fs.power_loss_image(seed), &format!("image {seed}"));
+    }
+    drop(db);
+}
+
+fn t_of(db: &Db) -> strata::Table {
+    db.table("t").expect("table")
+}
+
+/// The rows `loaded` leaves, less every third: none comes back.
+fn check_after_deletes(img: FaultFs, what: &str) {
+    let db = recover(img, what);
+    let tx = db.begin_read().expect("begin");
+    let mut n = 0;
+    for row in tx.scan(&t_of(&db), ..).expect("scan") {
+        let (k, _) = row.unwrap_or_else(|e| panic!("{what}: row: {e}"));
+        let i: u32 = std::str::from_utf8(&k[3..])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .expect("a key");
+        assert!(
+            i >= ROWS && (i - ROWS) % 3 != 0,
+            "{what}: key {i} is back or never was"
+        );
+        n += 1;
+    }
+    assert_eq!(n, ROWS - ROWS.div_ceil(3), "{what}: rows");
+    drop(tx);
+    integrity_clean(&db, what);
+}
+
 const KEYS: u32 = 6_000;
 const WRITERS: u32 = 2;
 const TXNS: u32 = 25;
