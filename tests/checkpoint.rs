@@ -255,7 +255,7 @@ fn check_after_deletes(img: FaultFs, what: &str) {
             .and_then(|s| s.parse().ok())
             .expect("a key");
         assert!(
-            i >= ROWS && (i - ROWS) % 3 != 0,
+            i >= ROWS && !(i - ROWS).is_multiple_of(3),
             "{what}: key {i} is back or never was"
         );
         n += 1;
