@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::ids::Xid;
 use crate::io::{Vfs, VfsLock};
 use crate::options::{Options, RacePoint};
 use crate::store::Store;
-use crate::sync::{AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 // Identity of each open, to refuse tables of other databases (not a
 // synchronization protocol, so plain std, also under loom).
@@ -31,12 +32,41 @@ pub(crate) struct Engine {
     dead: AtomicU64,
     /// Keys the last vacuum pass examined.
     keys_last_vacuum: AtomicU64,
-    /// The page count at which the last compaction's cut stopped short
-    /// of its plan (0: it did not), for `compaction_stuck`.
-    stuck: AtomicU32,
+    /// Where the last compaction's cut stopped short of its plan, for
+    /// `compaction_stuck`.
+    stuck: Mutex<Option<Stuck>>,
     checkpointing: Mutex<()>,
     vacuuming: Mutex<()>,
     _lock: Option<Box<dyn VfsLock>>,
+}
+
+/// A compaction whose cut stopped short of its plan, at a page that did
+/// not move or for want of room. Another would stop there again while
+/// nothing changed: a page no tuple names, left by a crash, never moves.
+/// But the pages of a large value its writer has not named yet (it waits
+/// for a row lock) move once the writer is done, and room runs out
+/// for a row lock) move once the writer is done. So compaction tries
+/// again once the file's length changed, or, if transactions were
+/// running when it stopped, once every one of them has ended: at most
+/// once per turnover of the running transactions while the cause stays,
+/// and never while nothing runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stuck {
+    /// The page count the cut left.
+    pub count: u32,
+    /// The oldest xid running when it stopped (`xmax` if none ran).
+    pub xmin: Xid,
+    /// Every xid at or above this had not started when it stopped.
+    pub xmax: Xid,
+}
+
+impl Stuck {
+    /// Whether a compaction of a file of `count` pages, with every xid
+    /// below `xmin` finished, would stop as this one did.
+    pub(crate) fn holds(&self, count: u32, xmin: Xid) -> bool {
+        let waited_for = self.xmin < self.xmax;
+        count == self.count && !(waited_for && xmin >= self.xmax)
+    }
 }
 
 impl Engine {
@@ -50,7 +80,7 @@ impl Engine {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             dead: AtomicU64::new(0),
             keys_last_vacuum: AtomicU64::new(0),
-            stuck: AtomicU32::new(0),
+            stuck: Mutex::new(None),
             checkpointing: Mutex::new(()),
             vacuuming: Mutex::new(()),
             _lock: None,
@@ -128,19 +158,15 @@ impl Engine {
         self.keys_last_vacuum.store(keys, Ordering::Relaxed);
     }
 
-    /// The page count at which the last compaction ended short of its
-    /// plan, its cut stopped by a page that did not move: a compaction of
-    /// a file still that long would stop there again (a page no tuple
-    /// names, left by a crash, is such a page). Any change of the count
-    /// lets compaction try again.
-    pub(crate) fn compaction_stuck(&self) -> Option<u32> {
-        Some(self.stuck.load(Ordering::Relaxed)).filter(|&c| c != 0)
+    /// Where the last compaction ended short of its plan, if it did.
+    pub(crate) fn compaction_stuck(&self) -> Option<Stuck> {
+        *self.stuck.lock()
     }
 
-    /// Records how the last compaction ended: `Some(count)` if its cut
-    /// stopped short at a file of `count` pages.
-    pub(crate) fn set_compaction_stuck(&self, count: Option<u32>) {
-        self.stuck.store(count.unwrap_or(0), Ordering::Relaxed);
+    /// Records how the last compaction ended: `Some` if its cut stopped
+    /// short.
+    pub(crate) fn set_compaction_stuck(&self, stuck: Option<Stuck>) {
+        *self.stuck.lock() = stuck;
     }
 
     /// Held for a checkpoint: one at a time.

@@ -89,6 +89,15 @@
 //!   concurrent update, or read/write dependencies) and which names the
 //!   row where known. Retry when [`Error::is_retryable`] says so, or let
 //!   [`Db::transaction`] do it.
+//! - Reads: [`Transaction::get`], [`Transaction::scan`] over any
+//!   [`KeyRange`] — std ranges, `(Bound, Bound)` pairs, a [`Prefix`] —
+//!   forwards or, with `.rev()`, backwards; [`Transaction::first`] and
+//!   [`Transaction::last`]; [`Transaction::count`] and
+//!   [`Transaction::len`], which count from version headers (no row
+//!   count is maintained: each snapshot sees its own); and
+//!   [`Transaction::delete_range`]. Under Serializable each depends on
+//!   the keys it read, so a concurrent insert that changes its answer is
+//!   a conflict.
 //! - Two-phase commit: [`Transaction::prepare`] makes a transaction
 //!   durable and in doubt; [`Db::commit_prepared`] or
 //!   [`Db::rollback_prepared`] decides it, across restarts
@@ -153,7 +162,7 @@ pub use options::{Durability, Isolation, Options};
 pub use stat::{Stats, TableStats};
 pub use txn::prepare::PreparedTransaction;
 pub use txn::CommitInfo;
-pub use txn::{KeyRange, Scan, Transaction};
+pub use txn::{KeyRange, Prefix, Scan, Transaction};
 
 /// A file system that fails on command, for testing how an application
 /// (and strata) behaves when writes, syncs or renames fail, or when the

@@ -88,6 +88,10 @@ pub enum RacePoint {
     /// Compaction is about to visit a B+tree node, the store latch let go
     /// since its last visit.
     CompactionVisit,
+    /// A checkpoint has set its redo point and is about to collect the
+    /// dirty pages to flush: an eviction that takes a page's dirty bit
+    /// now writes it beside the flush.
+    CheckpointFlush,
 }
 
 /// The hook behind `Options::race_hook`.

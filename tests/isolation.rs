@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::open;
-use strata::{Db, Error, Isolation, Options, Table, Transaction};
+use strata::{Db, Error, Isolation, Options, Prefix, Table, Transaction};
 
 const LEVELS: [Isolation; 3] = [
     Isolation::ReadCommitted,
@@ -445,6 +445,148 @@ fn g2(level: Isolation) -> Outcome {
     run.outcome(run.keys("5", "6").len() == 2)
 }
 
+/// The first key a transaction sees.
+fn first_key(tx: &Transaction, t: &Table) -> strata::Result<Option<Vec<u8>>> {
+    Ok(tx.first(t)?.map(|(k, _)| k))
+}
+
+fn last_key(tx: &Transaction, t: &Table) -> strata::Result<Option<Vec<u8>>> {
+    Ok(tx.last(t)?.map(|(k, _)| k))
+}
+
+/// G2 through `first`: each finds "1" the first key and inserts below it
+/// (at most one key below "1" is allowed). `first` depends on every key
+/// below what it returned.
+fn g2_first(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    if t1.step(|tx, t| first_key(tx, t)) == Some(Some(b"1".to_vec())) {
+        t1.set("0a", 1);
+    }
+    if t2.step(|tx, t| first_key(tx, t)) == Some(Some(b"1".to_vec())) {
+        t2.set("0b", 1);
+    }
+    t1.commit();
+    t2.commit();
+    run.outcome(run.keys("0", "1").len() == 2)
+}
+
+/// G2 through `last`: each finds "2" the last key and appends after it;
+/// `last` depends on every key above what it returned.
+fn g2_last(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    if t1.step(|tx, t| last_key(tx, t)) == Some(Some(b"2".to_vec())) {
+        t1.set("3a", 1);
+    }
+    if t2.step(|tx, t| last_key(tx, t)) == Some(Some(b"2".to_vec())) {
+        t2.set("3b", 1);
+    }
+    t1.commit();
+    t2.commit();
+    run.outcome(run.keys("3", "4").len() == 2)
+}
+
+/// G2 through a prefix scan: each finds no key with prefix "5" and adds one.
+fn g2_prefix(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    let empty = |tx: &mut Transaction, t: &Table| Ok(tx.scan(t, Prefix("5"))?.next().is_none());
+    if t1.step(empty) == Some(true) {
+        t1.set("5a", 1);
+    }
+    if t2.step(empty) == Some(true) {
+        t2.set("5b", 1);
+    }
+    t1.commit();
+    t2.commit();
+    run.outcome(run.keys("5", "6").len() == 2)
+}
+
+/// G2 through a reverse scan: as G2, with the range read backwards.
+fn g2_reverse(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    let empty = |tx: &mut Transaction, t: &Table| Ok(tx.scan(t, "5".."6")?.next_back().is_none());
+    if t1.step(empty) == Some(true) {
+        t1.set("5a", 1);
+    }
+    if t2.step(empty) == Some(true) {
+        t2.set("5b", 1);
+    }
+    t1.commit();
+    t2.commit();
+    run.outcome(run.keys("5", "6").len() == 2)
+}
+
+/// G2 through `len`: each counts two rows and adds a third (at most
+/// three are allowed).
+fn g2_len(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    if t1.step(|tx, t| tx.len(t)) == Some(2) {
+        t1.set("3", 1);
+    }
+    if t2.step(|tx, t| tx.len(t)) == Some(2) {
+        t2.set("4", 1);
+    }
+    t1.commit();
+    t2.commit();
+    run.outcome(run.keys("", "9").len() == 4)
+}
+
+/// G2 through `delete_range`: T1 empties prefix "5" and adds "6a", T2
+/// empties prefix "6" and adds "5a". Either serial order leaves one of
+/// the two; both is the anomaly.
+fn g2_delete_range(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    t1.step(|tx, t| tx.delete_range(t, Prefix("5")));
+    t2.step(|tx, t| tx.delete_range(t, Prefix("6")));
+    t1.set("6a", 1);
+    t2.set("5a", 1);
+    t1.commit();
+    t2.commit();
+    run.outcome(run.keys("5", "7").len() == 2)
+}
+
+/// `first` depends on the keys up to the one it returned, no further: T1
+/// reads the first key and writes "9"; T2 reads "9" and writes "5", above
+/// T1's first key. T2 before T1 explains both, so nothing may fail (a mark
+/// on the whole table would make a cycle of it and fail T2).
+fn first_marks_only_up_to_its_key(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    t1.step(|tx, t| first_key(tx, t));
+    t2.get("9");
+    t2.set("5", 1);
+    t1.set("9", 1);
+    t1.commit();
+    t2.commit();
+    run.outcome(false)
+}
+
+/// As above for `last`: T2 writes "1a", below T1's last key "2".
+fn last_marks_only_from_its_key(level: Isolation) -> Outcome {
+    let run = Run::new();
+    let mut t1 = run.begin(1, level);
+    let mut t2 = run.begin(2, level);
+    t1.step(|tx, t| last_key(tx, t));
+    t2.get("0");
+    t2.set("1a", 1);
+    t1.set("0", 1);
+    t1.commit();
+    t2.commit();
+    run.outcome(false)
+}
+
 /// The read-only anomaly (Fekete, O'Neil, O'Neil 2004): checking x,
 /// savings y, both 0. T2 withdraws 10 from checking with a penalty of 1 if
 /// x + y would go negative; T1 deposits 20 into savings; read-only T3 sees
@@ -517,6 +659,46 @@ const SUITE: &[(&str, Scenario, [Expect; 3])] = &[
         [Anomaly, Anomaly, Fails(2, Serialization)],
     ),
     ("G2", g2, [Anomaly, Anomaly, Fails(2, Serialization)]),
+    (
+        "G2 via first",
+        g2_first,
+        [Anomaly, Anomaly, Fails(2, Serialization)],
+    ),
+    (
+        "G2 via last",
+        g2_last,
+        [Anomaly, Anomaly, Fails(2, Serialization)],
+    ),
+    (
+        "G2 via a prefix",
+        g2_prefix,
+        [Anomaly, Anomaly, Fails(2, Serialization)],
+    ),
+    (
+        "G2 via a reverse scan",
+        g2_reverse,
+        [Anomaly, Anomaly, Fails(2, Serialization)],
+    ),
+    (
+        "G2 via len",
+        g2_len,
+        [Anomaly, Anomaly, Fails(2, Serialization)],
+    ),
+    (
+        "G2 via delete_range",
+        g2_delete_range,
+        [Anomaly, Anomaly, Fails(2, Serialization)],
+    ),
+    (
+        "first marks only up to its key",
+        first_marks_only_up_to_its_key,
+        [Clean; 3],
+    ),
+    (
+        "last marks only from its key",
+        last_marks_only_from_its_key,
+        [Clean; 3],
+    ),
     (
         "read-only anomaly",
         read_only,

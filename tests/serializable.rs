@@ -341,9 +341,10 @@ fn serializable_histories_across_two_phase_decisions_have_no_cycles() {
         .expect("open");
         let t = db.table("lists").expect("table");
         let done = AtomicBool::new(false);
-        let (mut txns, decided, rolled_back, passes) = thread::scope(|s| {
+        let (mut txns, decided, rolled_back, passes, scans) = thread::scope(|s| {
             let (to_decider, prepared) = mpsc::channel();
             let decide = s.spawn(|| decider(&db, prepared, round));
+            let scanner = s.spawn(|| read_committed_scans(&db, &t, &done));
             let vac = s.spawn(|| {
                 let mut passes = 0u64;
                 while !done.load(Ordering::Relaxed) && passes < 100_000 {
@@ -377,7 +378,14 @@ fn serializable_histories_across_two_phase_decisions_have_no_cycles() {
                 .collect();
             let (decided, rolled_back) = decide.join().expect("decider");
             done.store(true, Ordering::Relaxed);
-            (txns, decided, rolled_back, vac.join().expect("vacuum"))
+            let scans = scanner.join().expect("scanner");
+            (
+                txns,
+                decided,
+                rolled_back,
+                vac.join().expect("vacuum"),
+                scans,
+            )
         });
         assert!(
             db.prepared_transactions().expect("list").is_empty(),
@@ -390,7 +398,8 @@ fn serializable_histories_across_two_phase_decisions_have_no_cycles() {
         eprintln!(
             "round {round}: {writers} read-write ({prepared_committed} of them prepared, \
              {rolled_back} more prepared and rolled back) and {read_only} read-only \
-             transactions committed; {passes} vacuum passes"
+             transactions committed; {passes} vacuum passes; {} Read Committed scans",
+            scans.len()
         );
         // Floors: an engine that fails every prepare, or every transaction,
         // has no cycles either.
@@ -403,6 +412,7 @@ fn serializable_histories_across_two_phase_decisions_have_no_cycles() {
         let finals = (0..KEYS)
             .map(|k| (k, parse(r.get(&t, [k]).expect("get"))))
             .collect();
+        check_read_committed_scans(round, &scans, &txns, &finals);
         let g = edges(&txns, &finals);
         if let Some(c) = common::find_cycle(&g) {
             let detail: Vec<String> = c.iter().map(|&i| format!("T{i}: {:?}", txns[i])).collect();
@@ -412,6 +422,74 @@ fn serializable_histories_across_two_phase_decisions_have_no_cycles() {
             );
         }
     }
+}
+
+/// Read Committed scans of the whole table, one after another until
+/// `done` (at most 100 000): each scan's lists, per key.
+fn read_committed_scans(db: &Db, t: &Table, done: &AtomicBool) -> Vec<HashMap<u8, Vec<String>>> {
+    let mut out = Vec::new();
+    while !done.load(Ordering::Relaxed) && out.len() < 100_000 {
+        let tx = db.begin_with(Isolation::ReadCommitted).expect("begin");
+        let mut state = HashMap::new();
+        for row in tx.scan(t, ..).expect("scan") {
+            let (k, v) = row.expect("a Read Committed scan fails only on damage");
+            state.insert(k[0], parse(Some(v)));
+        }
+        tx.commit().expect("a read-only commit");
+        out.push(state);
+    }
+    out
+}
+
+/// Each Read Committed scan is one operation, so it must see one state
+/// some commit produced: every list a prefix of the key's final list (no
+/// rolled-back append, no element lost to vacuum or reordered), and
+/// closed under what its writers read — a scan that shows T's append
+/// shows at least the lists T read, whose writers committed before T.
+fn check_read_committed_scans(
+    round: u64,
+    scans: &[HashMap<u8, Vec<String>>],
+    txns: &[Txn],
+    finals: &HashMap<u8, Vec<String>>,
+) {
+    let by_element: HashMap<&str, &Txn> = txns
+        .iter()
+        .flat_map(|t| t.appends.iter().map(move |(_, e)| (e.as_str(), t)))
+        .collect();
+    let empty = Vec::new();
+    let shows = |state: &HashMap<u8, Vec<String>>, k: u8, list: &[String]| {
+        let seen = state.get(&k).unwrap_or(&empty);
+        seen.len() >= list.len() && seen[..list.len()] == *list
+    };
+    let mut closures = 0;
+    for (i, state) in scans.iter().enumerate() {
+        for (&k, list) in state {
+            assert!(
+                shows(finals, k, list),
+                "round {round}: Read Committed scan {i} saw key {k} as {list:?}, \
+                 not a prefix of its final list {:?}",
+                finals.get(&k)
+            );
+            for e in list {
+                let writer = by_element[e.as_str()];
+                for (k2, read) in &writer.reads {
+                    closures += 1;
+                    assert!(
+                        shows(state, *k2, read),
+                        "round {round}: Read Committed scan {i} shows {e}'s append but \
+                         key {k2} as {:?}, short of the {read:?} its writer read",
+                        state.get(k2)
+                    );
+                }
+            }
+        }
+    }
+    // Liveness: the scans ran while the lists grew and checked something.
+    assert!(
+        scans.len() >= 10 && closures > 0,
+        "round {round}: {} scans, {closures} closure checks",
+        scans.len()
+    );
 }
 
 // Guards a delete's read of an absent key under real concurrency. Each

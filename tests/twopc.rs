@@ -269,7 +269,7 @@ mod coordinator {
     use std::time::Duration;
 
     use strata::fault::FaultFs;
-    use strata::internals::twopc::{parse, Coordinator, Record, Timing};
+    use strata::internals::twopc::{parse, Coordinator, Entry, Timing};
     use strata::{Db, Isolation, Options, Transaction};
 
     const LOG: &str = "/coordinator/decisions";
@@ -398,7 +398,7 @@ mod coordinator {
                         .map(|b| parse(Path::new(LOG), &b).expect("log parses").0)
                         .unwrap_or_default();
                     let decided_commit =
-                        logged.iter().any(|r| matches!(r, Record::Committed { .. }));
+                        logged.iter().any(|r| matches!(r, Entry::Committed { .. }));
                     let c = coordinator(&log_fs, &shards, false);
                     drop(c);
                     let got = (balance(&shards[0]), balance(&shards[1]));

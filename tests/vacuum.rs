@@ -11,6 +11,19 @@ fn file_len(dir: &std::path::Path) -> u64 {
         .len()
 }
 
+/// A database whose vacuum runs only when the test calls it, with a cache
+/// of `cache` bytes.
+fn by_hand(dir: &std::path::Path, cache: usize) -> strata::Db {
+    strata::Db::open_with(
+        dir,
+        strata::Options::default()
+            .cache_size(cache)
+            .vacuum_threshold(0)
+            .background(false),
+    )
+    .expect("open")
+}
+
 #[test]
 fn long_reader_holds_back_only_what_it_sees() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -419,14 +432,7 @@ fn a_compaction_that_moves_no_large_value_reads_none() {
     // compaction moves rows, and no overflow page lies past its limit, so
     // it walks no chain.
     let tmp = tempfile::tempdir().expect("tmp");
-    let db = strata::Db::open_with(
-        tmp.path(),
-        strata::Options::default()
-            .cache_size(16 << 20)
-            .vacuum_threshold(0)
-            .background(false),
-    )
-    .expect("open");
+    let db = by_hand(tmp.path(), 16 << 20);
     let big = db.table("big").expect("big");
     let t = db.table("t").expect("t");
     for i in 0..10u32 {
@@ -467,14 +473,7 @@ fn passes_with_nothing_to_gain_do_not_scan_the_file() {
     // pass something to vacuum, and nothing to compact. Counting the free
     // pages and the heap's free bytes says so without a scan from the end.
     let tmp = tempfile::tempdir().expect("tmp");
-    let db = strata::Db::open_with(
-        tmp.path(),
-        strata::Options::default()
-            .cache_size(4 << 20)
-            .vacuum_threshold(0)
-            .background(false),
-    )
-    .expect("open");
+    let db = by_hand(tmp.path(), 4 << 20);
     let t = db.table("t").expect("t");
     let mut tx = db.begin().expect("begin");
     for i in 0..600u32 {

@@ -18,6 +18,7 @@
 mod dump;
 mod escape;
 mod report;
+mod scan;
 mod shell;
 mod waldump;
 
@@ -136,15 +137,8 @@ enum Command {
         dir: PathBuf,
         /// Table name.
         table: String,
-        /// First key (inclusive, escaped).
-        #[arg(long, allow_hyphen_values = true)]
-        from: Option<String>,
-        /// End key (exclusive, escaped).
-        #[arg(long, allow_hyphen_values = true)]
-        to: Option<String>,
-        /// At most this many rows.
-        #[arg(long)]
-        limit: Option<usize>,
+        #[command(flatten)]
+        opts: scan::ScanOpts,
     },
     /// An interactive prompt: begin/commit/rollback, get/put/delete/scan, isolation.
     Shell {
@@ -330,13 +324,7 @@ fn run(command: Command) -> Outcome {
                 Err(Failure::new(format!("no key {key} in table {table}")))
             }
         }
-        Command::Scan {
-            dir,
-            table,
-            from,
-            to,
-            limit,
-        } => scan(&open_read(&dir)?, &table, from, to, limit),
+        Command::Scan { dir, table, opts } => scan(&open_read(&dir)?, &table, &opts),
         Command::Shell { create, dir } => shell::run(open_write(&dir, create)?),
         Command::Checkpoint { dir } => Ok(open_write(&dir, false)?.checkpoint()?),
         Command::Vacuum { dir } => {
@@ -425,20 +413,16 @@ fn get(db: &Db, table: &str, key: &str, raw: bool) -> Outcome {
     }
 }
 
-fn scan(
-    db: &Db,
-    table: &str,
-    from: Option<String>,
-    to: Option<String>,
-    limit: Option<usize>,
-) -> Outcome {
+fn scan(db: &Db, table: &str, opts: &scan::ScanOpts) -> Outcome {
     use std::io::Write;
     let t = existing_table(db, table)?;
-    let (lo, hi) = key_range(from.as_deref(), to.as_deref())?;
     let tx = db.begin_with(Isolation::Snapshot)?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
-    for row in tx.scan(&t, (lo, hi))?.take(limit.unwrap_or(usize::MAX)) {
+    for row in opts
+        .rows(&tx, &t, opts.bounds()?)?
+        .take(opts.limit.unwrap_or(usize::MAX))
+    {
         let (k, v) = row?;
         writeln!(out, "{}\t{}", escape::word(&k), escape::word(&v))?;
     }
@@ -467,7 +451,8 @@ fn stdin_value() -> Result<Vec<u8>, Failure> {
 }
 
 /// Every table's name as a shell word, with its row count when `rows`
-/// (a full read of each table: the engine keeps no count).
+/// (`Transaction::len`: a walk of each table's index and version headers,
+/// no value read — the engine keeps no running count).
 fn tables(db: &Db, rows: bool) -> Outcome {
     use std::io::Write;
     let names = db.table_names()?;
@@ -477,12 +462,7 @@ fn tables(db: &Db, rows: bool) -> Outcome {
     for name in &names {
         let name_word = escape::word(name.as_bytes());
         if rows {
-            let t = db.table(name)?;
-            let mut n = 0u64;
-            for row in tx.scan(&t, ..)? {
-                row?;
-                n += 1;
-            }
+            let n = tx.len(&db.table(name)?)?;
             writeln!(out, "{name_word}\t{n}")?;
         } else {
             writeln!(out, "{name_word}")?;

@@ -2,8 +2,9 @@
 //!
 //! Outside `begin` … `commit`/`rollback` every command runs in its own
 //! transaction (autocommit). Arguments are separated by spaces; a
-//! double-quoted argument may hold spaces; escapes (escape.rs) give any
-//! byte. Line editing and history come from rustyline; with stdin not a
+//! single- or double-quoted argument may hold spaces; escapes (escape.rs)
+//! give any byte. Keys and values are printed as `strata` prints them
+//! (escape.rs's `word`), so they paste back. Line editing and history come from rustyline; with stdin not a
 //! terminal, commands are read line by line (scripts, tests).
 
 use rustyline::error::ReadlineError;
@@ -11,7 +12,8 @@ use rustyline::DefaultEditor;
 use strata::{Db, Isolation, Transaction};
 
 use crate::escape::word;
-use crate::{arg, existing_table, key_range, Failure, Outcome};
+use crate::scan::ShellScan;
+use crate::{arg, existing_table, Failure, Outcome};
 
 const HELP: &str = "\
 commands:
@@ -19,7 +21,8 @@ commands:
   get TABLE KEY                   print a value
   put TABLE KEY VALUE             set a key (creates the table)
   delete TABLE KEY                remove a key
-  scan TABLE [FROM [TO]] [limit N]   rows with FROM <= key < TO (default limit 100)
+  scan TABLE [--from K] [--to K] [--prefix P] [--reverse] [--limit N]
+                                  rows as `strata scan` prints them (default limit 100)
   begin [LEVEL]                   start a transaction (LEVEL: serializable, snapshot, read-committed)
   commit | rollback               end it
   isolation [LEVEL]               show or set the level for begin and autocommit
@@ -222,7 +225,7 @@ impl Shell {
                 let existed = self.run(|tx| tx.delete(&t, &k))?;
                 println!("{}", if existed { "deleted" } else { "(not found)" });
             }
-            ["scan", t, rest @ ..] => self.scan(t, rest)?,
+            ["scan", ..] => self.scan(&args)?,
             _ => {
                 return Err(Failure::new(format!(
                     "unknown command or wrong arguments: {}; `help` lists commands",
@@ -258,23 +261,28 @@ impl Shell {
         }
     }
 
-    fn scan(&mut self, table: &str, rest: &[&str]) -> Result<(), Failure> {
-        let (bounds, limit) = match rest {
-            [b @ .., "limit", n] => (
-                b,
-                n.parse::<usize>()
-                    .map_err(|_| Failure::new(format!("bad limit {n:?}")))?,
-            ),
-            b => (b, 100),
+    /// `scan`, with the options of `strata scan` (parsed by the same
+    /// definition) and a default limit.
+    fn scan(&mut self, args: &[&str]) -> Result<(), Failure> {
+        use clap::Parser;
+        let ShellScan { table, opts } = match ShellScan::try_parse_from(args) {
+            Ok(s) => s,
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+                println!("{}", e.to_string().trim_end());
+                return Ok(());
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let msg = msg.trim_end();
+                return Err(Failure::new(msg.strip_prefix("error: ").unwrap_or(msg)));
+            }
         };
-        if bounds.len() > 2 {
-            return Err(Failure::new("scan TABLE [FROM [TO]] [limit N]"));
-        }
-        let (lo, hi) = key_range(bounds.first().copied(), bounds.get(1).copied())?;
-        let t = existing_table(&self.db, table)?;
+        let limit = opts.limit.unwrap_or(100);
+        let t = existing_table(&self.db, &table)?;
+        let bounds = opts.bounds()?;
         let rows = self.run(|tx| {
-            tx.scan(&t, (lo, hi))?
-                .take(limit + 1)
+            opts.rows(tx, &t, bounds)?
+                .take(limit.saturating_add(1))
                 .collect::<strata::Result<Vec<_>>>()
         })?;
         for (k, v) in rows.iter().take(limit) {

@@ -668,3 +668,101 @@ fn printed_keys_and_values_paste_back_into_a_shell_and_the_prompt() {
     assert_eq!(said, values, "{text}");
     assert_eq!(ok(&["scan", s(&dir), "copy"]), scan);
 }
+
+/// `scan --prefix` (prefixes ending in 0xFF bytes included), `--reverse`,
+/// both with `--from`/`--limit`, against the rows they must print; and the
+/// shell's `scan`, given the same options, prints the same lines.
+#[test]
+fn scan_takes_a_prefix_and_runs_backwards_and_the_shell_scan_takes_the_same_options() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("db");
+    let mut keys: Vec<&[u8]> = vec![
+        b"a",
+        b"a\xff",
+        b"a\xff\xff",
+        b"a\xff\x00",
+        b"ab",
+        b"b",
+        b"\xff",
+        b"\xff\xff",
+        b"\xfe",
+    ];
+    {
+        let db = Db::open_with(&dir, Options::default().create(true)).expect("open");
+        let t = db.table("t").expect("table");
+        let mut tx = db.begin().expect("begin");
+        for (i, k) in keys.iter().enumerate() {
+            tx.put(&t, k, i.to_string()).expect("put");
+        }
+        tx.commit().expect("commit");
+    }
+    keys.sort();
+    // The unfiltered scan prints one line per key, in key order.
+    let all = ok(&["scan", s(&dir), "t"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), keys.len(), "{all}");
+    let rows: Vec<(&[u8], &str)> = keys.iter().copied().zip(lines).collect();
+    let expect = |keep: &dyn Fn(&[u8]) -> bool, reverse: bool, limit: usize| -> String {
+        let mut kept: Vec<&str> = rows.iter().filter(|r| keep(r.0)).map(|r| r.1).collect();
+        if reverse {
+            kept.reverse();
+        }
+        kept.iter().take(limit).map(|l| format!("{l}\n")).collect()
+    };
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--prefix", "a\\xff"],
+            expect(&|k| k.starts_with(b"a\xff"), false, 99),
+        ),
+        (
+            vec!["--prefix", "\\xff", "--reverse"],
+            expect(&|k| k.starts_with(b"\xff"), true, 99),
+        ),
+        (
+            vec!["--prefix", "a\\xff\\xff"],
+            expect(&|k| k.starts_with(b"a\xff\xff"), false, 99),
+        ),
+        (vec!["--reverse"], expect(&|_| true, true, 99)),
+        (
+            vec!["--reverse", "--limit", "2"],
+            expect(&|_| true, true, 2),
+        ),
+        (
+            vec!["--prefix", "a", "--from", "a\\xff", "--reverse"],
+            expect(&|k| k.starts_with(b"a") && k >= b"a\xff", true, 99),
+        ),
+        (vec!["--prefix", ""], expect(&|_| true, false, 99)),
+    ];
+    let mut script = String::new();
+    let mut printed = String::new();
+    for (args, want) in &cases {
+        let mut cmd = vec!["scan", s(&dir), "t"];
+        cmd.extend(args);
+        let got = ok(&cmd);
+        assert_eq!(&got, want, "strata scan {args:?}");
+        assert!(!got.is_empty(), "{args:?} selects rows");
+        let quoted: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
+        script.push_str(&format!("scan t {}\n", quoted.join(" ")));
+        printed.push_str(&got);
+    }
+    let out = strata(&["shell", s(&dir)], Some(script.as_bytes()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let said: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_start_matches("strata> "))
+        .filter(|l| !l.is_empty() && !l.starts_with("strata shell"))
+        .collect();
+    // The shell, with a limit, says when rows are left.
+    let more = "(more rows; raise the limit)";
+    assert_eq!(said.iter().filter(|l| **l == more).count(), 1, "{text}");
+    let said: String = said
+        .iter()
+        .filter(|l| **l != more)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        said, printed,
+        "the shell's scan prints what `strata scan` prints"
+    );
+}

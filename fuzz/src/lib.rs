@@ -451,7 +451,7 @@ pub fn decoders(data: &[u8]) {
 /// network heals; every transaction must end with one outcome at every
 /// participant, the logged one.
 pub fn coordinator(data: &[u8]) {
-    use strata::internals::twopc::{frame, parse, Input, Machine, Message, Record};
+    use strata::internals::twopc::{frame, parse, Input, Machine, Message, Entry};
 
     #[derive(Clone, Copy, PartialEq, Debug)]
     enum P {
@@ -612,7 +612,7 @@ pub fn coordinator(data: &[u8]) {
         let g = format!("g{t}");
         let committed = records
             .iter()
-            .any(|r| matches!(r, Record::Committed { gid } if *gid == g));
+            .any(|r| matches!(r, Entry::Committed { gid } if *gid == g));
         for p in 0..n {
             let s = state.get(&(g.clone(), p)).copied();
             match s {

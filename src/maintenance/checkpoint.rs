@@ -11,6 +11,7 @@
 use crate::control::{self, Control};
 use crate::error::Result;
 use crate::ids::Lsn;
+use crate::options::RacePoint;
 use crate::txn::Core;
 
 /// Writes every dirty page, records a new redo point in `CONTROL`, drops
@@ -40,6 +41,7 @@ pub(crate) fn run(inner: &Core) -> Result<()> {
     );
     span.record("redo", redo.0);
     let next_xid = inner.txns.mgr().high_water();
+    inner.engine.race(RacePoint::CheckpointFlush);
     let flushed = store.pool.flush_all()?;
     span.record("pages_flushed", flushed as u64);
     store.wal.flush(redo, true)?;

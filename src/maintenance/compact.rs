@@ -28,8 +28,14 @@
 //! when the free pages and the heap's free bytes could not make a cut
 //! worth it; no walk of large values' chains unless one of their pages
 //! lies past the node limit; and none at all while the file is as long as
-//! when the last compaction's cut stopped short (a page that did not move
-//! — overflow pages no tuple names, after a crash — would stop it again).
+//! when the last compaction's cut stopped short and a transaction that
+//! was running then still runs (a page that did not move — overflow
+//! pages no tuple names, after a crash — would stop it again; see
+//! `engine::Stuck`).
+//!
+//! The heap's moves go by length class, longest first (`move_heap`), as
+//! the plan counts them: moved in key order, short rows whose keys sort
+//! first fill the pages below in gaps the long ones cannot use.
 //!
 //! ```text
 //!   before:  [meta|map|..live..|free|.half.|..live..|.half.|node|.half.]
@@ -84,6 +90,7 @@ use super::vacuum::VacuumStats;
 use crate::btree;
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::catalog;
+use crate::engine::Stuck;
 use crate::error::Result;
 use crate::heap::{self, overflow, page as hpage, tuple};
 use crate::ids::{PageId, Tid, Xid};
@@ -108,6 +115,8 @@ const NODE_MOVES_PER_ROUND: usize = 4;
 /// new place and the page or tuple that names it, besides the meta page
 /// and free maps).
 const OVERFLOW_MOVES_PER_ROUND: usize = 16;
+/// Keys a sweep of the heap's moves keeps for the next length class's.
+const DEFERRED_MAX: usize = 1 << 16;
 /// Pages the plan reads under one hold of the store latch.
 const PLAN_READS_PER_LATCH: u32 = 256;
 
@@ -143,6 +152,10 @@ const STEP: usize = 32;
 pub(crate) struct Limits {
     pub heap: PageId,
     pub nodes: PageId,
+    /// The length classes of the tuples past the heap limit: bit `c` set
+    /// when some tuple's length has its highest bit at `c`. The heap's
+    /// moves go class by class, longest first, as the plan counted them.
+    pub classes: u16,
 }
 
 /// The room below a candidate heap limit: its heap pages by free bytes
@@ -224,6 +237,24 @@ impl Room {
     }
 }
 
+/// The bit of `len`'s length class (its highest set bit) in
+/// `Limits::classes`.
+fn class_bit(len: u16) -> u16 {
+    1 << (15 - len.max(1).leading_zeros())
+}
+
+/// The shortest length of each class in `classes` but the lowest, longest
+/// first: the heap's moves take the tuples of at least each in turn, then
+/// the rest.
+fn class_floors(classes: u16) -> Vec<usize> {
+    let lowest = classes.trailing_zeros();
+    (lowest + 1..16)
+        .rev()
+        .filter(|&c| classes & (1 << c) != 0)
+        .map(|c| 1usize << c)
+        .collect()
+}
+
 /// What the plan learned of one page at or past the heap limit.
 struct Above {
     hint: Option<usize>,
@@ -268,9 +299,14 @@ pub(crate) fn plan(
         heap <= nodes && nodes <= count,
         "limits heap {heap}, nodes {nodes} in a file of {count} pages"
     );
+    let classes = above
+        .iter()
+        .flat_map(|a| &a.lens)
+        .fold(0u16, |c, &l| c | class_bit(l));
     let limits = Limits {
         heap: PageId(heap),
         nodes: PageId(nodes),
+        classes,
     };
     Ok(worth(count, u64::from(count - nodes)).then_some(limits))
 }
@@ -434,7 +470,12 @@ fn plan_inputs(inner: &Core, roots: &[PageId]) -> Result<Option<(u32, u64, HashS
         let mut r = inner.engine.store().read();
         let m = meta::read(&mut r.view)?;
         let count = meta::get(&m, Field::PageCount);
-        if inner.engine.compaction_stuck() == Some(count) {
+        let xmin = inner.txns.mgr().snapshot().xmin;
+        if inner
+            .engine
+            .compaction_stuck()
+            .is_some_and(|s| s.holds(count, xmin))
+        {
             return Ok(None);
         }
         let free = freemap::count_free(&mut r.view, count)?;
@@ -504,7 +545,8 @@ fn plan_reading(
 /// After the file was cut: notes whether the cut reached the node limit
 /// compaction planned (`planned`), so that a page that would not move
 /// (one no tuple names, left by a crash) does not set every later pass
-/// moving rows for a cut that cannot happen.
+/// moving rows for a cut that cannot happen (`engine::Stuck` says when
+/// compaction tries again).
 pub(crate) fn settle(inner: &Core, planned: Option<Limits>) -> Result<()> {
     let Some(limits) = planned else {
         return Ok(());
@@ -514,7 +556,12 @@ pub(crate) fn settle(inner: &Core, planned: Option<Limits>) -> Result<()> {
         meta::get(&*meta::read(&mut r.view)?, Field::PageCount)
     };
     let short = count > limits.nodes.0;
-    inner.engine.set_compaction_stuck(short.then_some(count));
+    let now = inner.txns.mgr().snapshot();
+    inner.engine.set_compaction_stuck(short.then_some(Stuck {
+        count,
+        xmin: now.xmin,
+        xmax: now.xmax,
+    }));
     Ok(())
 }
 
@@ -546,20 +593,7 @@ fn move_all(
 ) -> Result<()> {
     // The heap first: emptying its pages past the heap limit frees the
     // pages the nodes move into.
-    'tables: for &root in tables {
-        let mut keys = btree::Batches::new(root);
-        loop {
-            let batch = keys.next(&mut inner.engine.store().read().view, VACUUM_BATCH)?;
-            if batch.is_empty() {
-                break;
-            }
-            for (key, _) in &batch {
-                if !move_key(inner, root, key, limits.heap, stats)? {
-                    break 'tables;
-                }
-            }
-        }
-    }
+    move_heap(inner, tables, limits, stats)?;
     // Each internal node is visited once and once more per few children
     // moved; the bound stops a walk that trees growing meanwhile would
     // keep long.
@@ -585,6 +619,65 @@ fn move_all(
         }
         stats.nodes_moved += 1;
     }
+}
+
+/// Moves every version past the heap limit below it, the longest first as
+/// the plan counted them: rows of 1 000 bytes whose keys sort before rows
+/// of 3 000, moved in key order, leave gaps the long ones cannot use. The
+/// first sweep walks every key and moves the versions of the longest
+/// class; a key it left a shorter version of past the limit is kept for
+/// the next class's sweep (up to `DEFERRED_MAX` keys, past which the
+/// next sweep walks every key again). Stops once no room is left below.
+fn move_heap(
+    inner: &Core,
+    tables: &[PageId],
+    limits: Limits,
+    stats: &mut VacuumStats,
+) -> Result<()> {
+    let mut floors = class_floors(limits.classes);
+    floors.push(0);
+    let mut deferred: Option<Vec<(PageId, Vec<u8>)>> = None;
+    for shortest in floors {
+        let mut next = Some(Vec::new());
+        let mut sweep = |root: PageId, key: &[u8]| -> Result<bool> {
+            let (room, left) = move_key(inner, root, key, limits.heap, shortest, stats)?;
+            if left {
+                match &mut next {
+                    Some(keys) if keys.len() < DEFERRED_MAX => keys.push((root, key.to_vec())),
+                    _ => next = None,
+                }
+            }
+            Ok(room)
+        };
+        match deferred.take() {
+            Some(keys) => {
+                for (root, key) in keys {
+                    if !sweep(root, &key)? {
+                        return Ok(());
+                    }
+                }
+            }
+            None => {
+                for &root in tables {
+                    let mut keys = btree::Batches::new(root);
+                    loop {
+                        let batch =
+                            keys.next(&mut inner.engine.store().read().view, VACUUM_BATCH)?;
+                        if batch.is_empty() {
+                            break;
+                        }
+                        for (key, _) in &batch {
+                            if !sweep(root, key)? {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        deferred = next;
+    }
+    Ok(())
 }
 
 /// Moves the nodes of one tree found past `limit`, top down, in at most
@@ -768,47 +861,47 @@ fn move_chains(
     Ok((moved, true, None))
 }
 
-/// Moves one key's versions found past `limit`, a few per round. False once
-/// no room below the limit is left.
+/// Moves one key's versions of at least `shortest` bytes found past
+/// `limit`, a few per round. Returns whether room below the limit is left,
+/// and whether a shorter version was left past it.
 fn move_key(
     inner: &Core,
     root: PageId,
     key: &[u8],
     limit: PageId,
+    shortest: usize,
     stats: &mut VacuumStats,
-) -> Result<bool> {
+) -> Result<(bool, bool)> {
     loop {
         let mut w = inner.engine.store().write();
-        let (moved, room) = move_round(&mut w.mtr, inner, root, key, limit)?;
+        let (moved, room, left) = move_round(&mut w.mtr, inner, (root, key), limit, shortest)?;
         w.commit_yielding(record::Kind::Pages, Op::Vacuum as u8, Xid::NONE)?;
         stats.versions_moved += moved as u64;
-        if !room {
-            return Ok(false);
-        }
-        if moved < MOVES_PER_ROUND {
-            return Ok(true);
+        if !room || moved < MOVES_PER_ROUND {
+            return Ok((room, left));
         }
     }
 }
 
-/// Moves up to `MOVES_PER_ROUND` versions of `key` from past `limit`.
-/// Returns how many moved and whether room below the limit remains.
+/// Moves up to `MOVES_PER_ROUND` versions of `key` of at least `shortest`
+/// bytes from past `limit`. Returns how many moved, whether room below the
+/// limit remains, and whether a shorter version was left past it.
 fn move_round(
     mtr: &mut Mtr<'_>,
     inner: &Core,
-    root: PageId,
-    key: &[u8],
+    (root, key): (PageId, &[u8]),
     limit: PageId,
-) -> Result<(usize, bool)> {
+    shortest: usize,
+) -> Result<(usize, bool, bool)> {
     let fsm = &inner.engine.store().fsm;
     let Some(entry) = btree::get(mtr, root, key)? else {
-        return Ok((0, true));
+        return Ok((0, true, false));
     };
     let mut c = Cursor::new(chain::head(mtr, &entry)?);
     // Who points at the version under the cursor: the index entry, or the
     // newer version (where it lies now).
     let mut newer: Option<Tid> = None;
-    let mut moved = 0;
+    let (mut moved, mut left) = (0, false);
     for _ in 0..WINDOW {
         let Some(v) = c.next(mtr)? else {
             break;
@@ -818,8 +911,14 @@ fn move_round(
             continue;
         }
         let bytes = heap::read(mtr, v.tid)?;
+        if bytes.len() < shortest {
+            // Its turn comes with its class; it stays where it is.
+            left = true;
+            newer = Some(v.tid);
+            continue;
+        }
         let Some(to) = heap::insert_below(mtr, fsm, &bytes, Some(limit))? else {
-            return Ok((moved, false));
+            return Ok((moved, false, left));
         };
         match newer {
             None => btree::insert(mtr, root, key, &to.encode())?,
@@ -833,7 +932,7 @@ fn move_round(
             break;
         }
     }
-    Ok((moved, true))
+    Ok((moved, true, left))
 }
 
 #[cfg(test)]

@@ -113,6 +113,33 @@ pub fn read_visible(
     clog: &impl StatusOf,
     unseen: &mut Vec<Xid>,
 ) -> Result<Option<Vec<u8>>> {
+    walk(acc, head, snap, me, clog, unseen, true)
+}
+
+/// Whether a reader sees a version of the key whose newest version is at
+/// `head`, collecting `unseen` as `read_visible` does — without copying
+/// the value or reading its overflow pages: what a count needs.
+pub fn sees_row(
+    acc: &mut impl PageAccess,
+    head: Tid,
+    snap: &Snapshot,
+    me: Xid,
+    clog: &impl StatusOf,
+    unseen: &mut Vec<Xid>,
+) -> Result<bool> {
+    Ok(walk(acc, head, snap, me, clog, unseen, false)?.is_some())
+}
+
+/// `read_visible`; with `copy` false the value seen is `Some(empty)`.
+fn walk(
+    acc: &mut impl PageAccess,
+    head: Tid,
+    snap: &Snapshot,
+    me: Xid,
+    clog: &impl StatusOf,
+    unseen: &mut Vec<Xid>,
+    copy: bool,
+) -> Result<Option<Vec<u8>>> {
     enum Step {
         Inline(Vec<u8>),
         Overflow(PageId, u32),
@@ -131,6 +158,7 @@ pub fn read_visible(
                     unseen.push(t.xmax);
                 }
                 match t.overflow() {
+                    _ if !copy => Step::Inline(Vec::new()),
                     None => Step::Inline(t.body.to_vec()),
                     Some(first) => Step::Overflow(first, t.vlen),
                 }

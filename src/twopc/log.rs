@@ -17,22 +17,22 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::machine::{Pid, Record};
+use super::machine::{Entry, Pid};
 use crate::error::{Error, Result};
 use crate::io::{Vfs, VfsFile};
 use crate::limits::{GID_MAX, TWOPC_PARTICIPANTS_MAX};
 
-fn encode(r: &Record, p: &mut Vec<u8>) {
+fn encode(r: &Entry, p: &mut Vec<u8>) {
     let (kind, gid) = match r {
-        Record::Prepared { gid, .. } => (1u8, gid),
-        Record::Committed { gid } => (2, gid),
-        Record::Aborted { gid } => (3, gid),
-        Record::Ended { gid } => (4, gid),
+        Entry::Prepared { gid, .. } => (1u8, gid),
+        Entry::Committed { gid } => (2, gid),
+        Entry::Aborted { gid } => (3, gid),
+        Entry::Ended { gid } => (4, gid),
     };
     p.push(kind);
     p.push(gid.len() as u8);
     p.extend_from_slice(gid.as_bytes());
-    if let Record::Prepared { participants, .. } = r {
+    if let Entry::Prepared { participants, .. } = r {
         p.extend_from_slice(&(participants.len() as u16).to_le_bytes());
         for x in participants {
             p.extend_from_slice(&x.to_le_bytes());
@@ -41,7 +41,7 @@ fn encode(r: &Record, p: &mut Vec<u8>) {
 }
 
 /// Encodes records as one frame.
-pub fn frame(records: &[Record]) -> Vec<u8> {
+pub fn frame(records: &[Entry]) -> Vec<u8> {
     let mut p = (records.len() as u16).to_le_bytes().to_vec();
     for r in records {
         encode(r, &mut p);
@@ -57,7 +57,7 @@ pub fn frame(records: &[Record]) -> Vec<u8> {
 }
 
 /// Decodes one record from the front of `p`; returns it and the rest.
-fn decode(p: &[u8]) -> Option<(Record, &[u8])> {
+fn decode(p: &[u8]) -> Option<(Entry, &[u8])> {
     let (&kind, rest) = p.split_first()?;
     let (&n, rest) = rest.split_first()?;
     let n = n as usize;
@@ -78,19 +78,19 @@ fn decode(p: &[u8]) -> Option<(Record, &[u8])> {
                 .map(|c| c.try_into().ok().map(Pid::from_le_bytes))
                 .collect::<Option<Vec<_>>>()?;
             Some((
-                Record::Prepared { gid, participants },
+                Entry::Prepared { gid, participants },
                 &rest[2 + 4 * count..],
             ))
         }
-        2 => Some((Record::Committed { gid }, rest)),
-        3 => Some((Record::Aborted { gid }, rest)),
-        4 => Some((Record::Ended { gid }, rest)),
+        2 => Some((Entry::Committed { gid }, rest)),
+        3 => Some((Entry::Aborted { gid }, rest)),
+        4 => Some((Entry::Ended { gid }, rest)),
         _ => None,
     }
 }
 
 /// Decodes a frame's payload: its records, all of them or none.
-fn decode_all(p: &[u8]) -> Option<Vec<Record>> {
+fn decode_all(p: &[u8]) -> Option<Vec<Entry>> {
     let count = u16::from_le_bytes(p.get(..2)?.try_into().ok()?) as usize;
     let mut rest = &p[2..];
     let mut out = Vec::with_capacity(count.min(64));
@@ -104,7 +104,7 @@ fn decode_all(p: &[u8]) -> Option<Vec<Record>> {
 
 /// The frame at `at`: `None` if it is not a whole frame with a matching
 /// checksum; else its records (`None` if they do not decode) and length.
-fn frame_at(bytes: &[u8], at: usize) -> Option<(Option<Vec<Record>>, usize)> {
+fn frame_at(bytes: &[u8], at: usize) -> Option<(Option<Vec<Entry>>, usize)> {
     let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(bytes.get(at + 4..at + 8)?.try_into().ok()?);
     let p = bytes.get(at + 8..(at + 8).checked_add(len)?)?;
@@ -114,7 +114,7 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(Option<Vec<Record>>, usize)> {
 
 /// Decodes a whole log; returns the records and the length of the valid
 /// prefix (a torn last frame is not part of it).
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, u64)> {
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Entry>, u64)> {
     let mut records = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
@@ -156,7 +156,7 @@ pub struct DecisionLog {
 impl DecisionLog {
     /// Opens (or creates) the log at `path`; returns it with the records
     /// of transactions not yet ended, in log order.
-    pub fn open(vfs: Arc<dyn Vfs>, path: &Path) -> Result<(DecisionLog, Vec<Record>)> {
+    pub fn open(vfs: Arc<dyn Vfs>, path: &Path) -> Result<(DecisionLog, Vec<Entry>)> {
         // Its I/O errors name their operation and path, as the engine's do.
         let vfs: Arc<dyn Vfs> = Arc::new(crate::io::Named(vfs));
         let mut records = Vec::new();
@@ -177,7 +177,7 @@ impl DecisionLog {
         }
         let ended: std::collections::HashSet<String> = records
             .iter()
-            .filter(|r| matches!(r, Record::Ended { .. }))
+            .filter(|r| matches!(r, Entry::Ended { .. }))
             .map(|r| r.gid().to_owned())
             .collect();
         records.retain(|r| !ended.contains(r.gid()));
@@ -209,7 +209,7 @@ impl DecisionLog {
     }
 
     /// Appends `records` and forces them to disk.
-    pub fn append(&mut self, records: &[Record]) -> Result<()> {
+    pub fn append(&mut self, records: &[Entry]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -225,15 +225,15 @@ impl DecisionLog {
 mod tests {
     use super::*;
 
-    fn sample() -> Vec<Record> {
+    fn sample() -> Vec<Entry> {
         vec![
-            Record::Prepared {
+            Entry::Prepared {
                 gid: "a".into(),
                 participants: vec![0, 1, 2],
             },
-            Record::Committed { gid: "a".into() },
-            Record::Ended { gid: "a".into() },
-            Record::Aborted { gid: "b".into() },
+            Entry::Committed { gid: "a".into() },
+            Entry::Ended { gid: "a".into() },
+            Entry::Aborted { gid: "b".into() },
         ]
     }
 

@@ -29,9 +29,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A participant's index in the coordinator's list.
 pub type Pid = u32;
 
-/// A record of the decision log.
+/// An entry of the decision log.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Record {
+pub enum Entry {
     /// Phase one began: prepare goes to these participants.
     Prepared {
         /// Global transaction id.
@@ -56,14 +56,14 @@ pub enum Record {
     },
 }
 
-impl Record {
+impl Entry {
     /// The transaction the record is about.
     pub fn gid(&self) -> &str {
         match self {
-            Record::Prepared { gid, .. }
-            | Record::Committed { gid }
-            | Record::Aborted { gid }
-            | Record::Ended { gid } => gid,
+            Entry::Prepared { gid, .. }
+            | Entry::Committed { gid }
+            | Entry::Aborted { gid }
+            | Entry::Ended { gid } => gid,
         }
     }
 }
@@ -92,7 +92,7 @@ pub enum Outcome {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     /// Records to append to the decision log and make durable first.
-    pub persist: Vec<Record>,
+    pub persist: Vec<Entry>,
     /// Then messages to send.
     pub send: Vec<(Pid, Message)>,
     /// Transactions whose outcome was decided (reported once each).
@@ -188,12 +188,12 @@ impl Machine {
     /// The coordinator after a restart, from its logged records (in log
     /// order) at time `now`: unfinished decisions are sent again, undecided
     /// transactions are aborted.
-    pub fn restore(records: &[Record], now: u64, vote_timeout: u64, resend: u64) -> Machine {
+    pub fn restore(records: &[Entry], now: u64, vote_timeout: u64, resend: u64) -> Machine {
         let mut m = Machine::new(vote_timeout, resend);
         m.now = now;
         for r in records {
             match r {
-                Record::Prepared { gid, participants } => {
+                Entry::Prepared { gid, participants } => {
                     m.txns.insert(
                         gid.clone(),
                         Txn {
@@ -205,9 +205,9 @@ impl Machine {
                         },
                     );
                 }
-                Record::Committed { gid } | Record::Aborted { gid } => {
+                Entry::Committed { gid } | Entry::Aborted { gid } => {
                     let outcome = match r {
-                        Record::Committed { .. } => Outcome::Committed,
+                        Entry::Committed { .. } => Outcome::Committed,
                         _ => Outcome::Aborted,
                     };
                     if let Some(t) = m.txns.get_mut(gid) {
@@ -218,7 +218,7 @@ impl Machine {
                         };
                     }
                 }
-                Record::Ended { gid } => {
+                Entry::Ended { gid } => {
                     m.txns.remove(gid);
                 }
             }
@@ -279,7 +279,7 @@ impl Machine {
         let mut participants = participants;
         participants.sort_unstable();
         participants.dedup();
-        self.ready.persist.push(Record::Prepared {
+        self.ready.persist.push(Entry::Prepared {
             gid: gid.clone(),
             participants: participants.clone(),
         });
@@ -349,8 +349,8 @@ impl Machine {
         };
         let gid = gid.to_owned();
         self.ready.persist.push(match outcome {
-            Outcome::Committed => Record::Committed { gid: gid.clone() },
-            Outcome::Aborted => Record::Aborted { gid: gid.clone() },
+            Outcome::Committed => Entry::Committed { gid: gid.clone() },
+            Outcome::Aborted => Entry::Aborted { gid: gid.clone() },
         });
         self.ready.decided.push((gid, outcome));
     }
@@ -394,7 +394,7 @@ impl Machine {
         }
         if t.participants.iter().all(|p| acked.contains(p)) {
             self.txns.remove(gid);
-            self.ready.persist.push(Record::Ended {
+            self.ready.persist.push(Entry::Ended {
                 gid: gid.to_owned(),
             });
         }
@@ -456,7 +456,7 @@ mod tests {
         let r = vote(&mut m, "g", 1, true);
         assert_eq!(
             r.persist,
-            [Record::Committed { gid: "g".into() }],
+            [Entry::Committed { gid: "g".into() }],
             "the decision is in the same Ready as the commits, to be persisted first"
         );
         assert_eq!(r.send.len(), 2);
@@ -470,7 +470,7 @@ mod tests {
             gid: "g".into(),
             from: 1,
         });
-        assert_eq!(m.ready().persist, [Record::Ended { gid: "g".into() }]);
+        assert_eq!(m.ready().persist, [Entry::Ended { gid: "g".into() }]);
         assert_eq!(m.open(), 0);
     }
 
@@ -479,7 +479,7 @@ mod tests {
         let mut m = Machine::new(1000, 100);
         begin(&mut m, "no", 2);
         let r = vote(&mut m, "no", 1, false);
-        assert_eq!(r.persist, [Record::Aborted { gid: "no".into() }]);
+        assert_eq!(r.persist, [Entry::Aborted { gid: "no".into() }]);
         assert_eq!(r.send.len(), 2, "rollback to both, voted or not");
         begin(&mut m, "slow", 2);
         vote(&mut m, "slow", 0, true);
@@ -487,7 +487,7 @@ mod tests {
         assert!(m.ready().persist.is_empty(), "not yet");
         m.step(Input::Tick(1000));
         let r = m.ready();
-        assert_eq!(r.persist, [Record::Aborted { gid: "slow".into() }]);
+        assert_eq!(r.persist, [Entry::Aborted { gid: "slow".into() }]);
         assert!(r
             .send
             .iter()
@@ -498,21 +498,21 @@ mod tests {
 
     #[test]
     fn restore_follows_the_log_exactly() {
-        let p = |g: &str| Record::Prepared {
+        let p = |g: &str| Entry::Prepared {
             gid: g.into(),
             participants: vec![0, 1],
         };
         let log = vec![
             p("committed"),
-            Record::Committed {
+            Entry::Committed {
                 gid: "committed".into(),
             },
             p("undecided"),
             p("ended"),
-            Record::Aborted {
+            Entry::Aborted {
                 gid: "ended".into(),
             },
-            Record::Ended {
+            Entry::Ended {
                 gid: "ended".into(),
             },
         ];
@@ -520,7 +520,7 @@ mod tests {
         let r = m.ready();
         assert_eq!(
             r.persist,
-            [Record::Aborted {
+            [Entry::Aborted {
                 gid: "undecided".into()
             }],
             "presumed abort, logged"
@@ -570,7 +570,7 @@ mod tests {
             let refuse = next() % 4 == 0;
             let mut m = Machine::new(50, 10);
             let mut net: Vec<(Pid, Message)> = Vec::new();
-            let mut log: Vec<Record> = Vec::new();
+            let mut log: Vec<Entry> = Vec::new();
             let mut applied: Vec<Option<Outcome>> = vec![None; n as usize];
             m.step(Input::Begin {
                 gid: "g".into(),
@@ -620,8 +620,8 @@ mod tests {
             assert_eq!(m.open(), 0, "seed {seed}: never ended");
             log.extend(m.ready().persist);
             let decided = log.iter().find_map(|r| match r {
-                Record::Committed { .. } => Some(Outcome::Committed),
-                Record::Aborted { .. } => Some(Outcome::Aborted),
+                Entry::Committed { .. } => Some(Outcome::Committed),
+                Entry::Aborted { .. } => Some(Outcome::Aborted),
                 _ => None,
             });
             assert!(decided.is_some(), "seed {seed}: no decision logged");
@@ -632,7 +632,7 @@ mod tests {
             if refuse {
                 assert_eq!(decided, Some(Outcome::Aborted), "seed {seed}");
             }
-            assert_eq!(log.last(), Some(&Record::Ended { gid: "g".into() }));
+            assert_eq!(log.last(), Some(&Entry::Ended { gid: "g".into() }));
         }
     }
 }

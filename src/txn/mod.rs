@@ -13,16 +13,18 @@
 
 pub mod locks;
 pub(crate) mod prepare;
+mod ranges;
 mod scan;
 pub mod ssi;
 mod system;
 mod write;
 
-pub use scan::{KeyRange, Scan};
+pub use scan::{KeyRange, Prefix, Scan};
 pub(crate) use system::{Core, TxnSystem};
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::ops::Bound;
 
 use std::sync::Arc;
 
@@ -357,27 +359,40 @@ impl Transaction {
     }
 
     /// Rows with keys in `range`, in key order, including this
-    /// transaction's own writes. Iterate with `.rev()` for descending order.
+    /// transaction's own writes. Iterate with `.rev()` for descending
+    /// order: the B+tree is walked backwards, batch by batch, as it is
+    /// walked forwards. `range` may be a [`Prefix`].
     pub fn scan<R: KeyRange>(&self, table: &Table, range: R) -> Result<Scan<'_>> {
         self.check(table)?;
-        let (lo, hi) = range.into_bounds();
-        for b in [&lo, &hi] {
-            if let std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) = b {
-                if k.len() > KEY_MAX {
-                    return Err(Error::KeyTooLarge { len: k.len() });
-                }
-            }
-        }
+        let (lo, hi) = bounds(range)?;
+        Ok(self.scan_in(table, lo, hi, Mark::Range).0)
+    }
+
+    /// A scan of `table` from `lo` to `hi`, every read over a range goes
+    /// through: with `Mark::Range`, a serializable transaction's SSI mark
+    /// on the range goes first (its read depends on every key in it,
+    /// present or not), and where it went among the transaction's marks
+    /// comes back (for `Ssi::narrow_range`; `None` if untracked).
+    fn scan_in(
+        &self,
+        table: &Table,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        mark: Mark,
+    ) -> (Scan<'_>, Option<usize>) {
         // A safe read-only snapshot takes no marks (and skips the SSI lock).
         let tracked = self.reads.borrow().as_ref().is_some_and(|r| !r.is_safe());
-        if tracked {
-            let range = (lo.clone(), hi.clone());
-            self.core
-                .txns
-                .ssi()
-                .lock()
-                .read_range(self.token, table.root, range);
-        }
+        let at = match (tracked, mark) {
+            (true, Mark::Range) => {
+                let range = (lo.clone(), hi.clone());
+                self.core
+                    .txns
+                    .ssi()
+                    .lock()
+                    .read_range(self.token, table.root, range)
+            }
+            _ => None,
+        };
         // A scan's snapshot outlives the call: under Read Committed it is
         // pinned for vacuum until the scan is dropped.
         let (pin, snap) = match self.level {
@@ -390,7 +405,7 @@ impl Transaction {
             }
             _ => (None, self.snapshot.clone()),
         };
-        Ok(Scan::new(self, table.clone(), snap, pin, lo, hi))
+        (Scan::new(self, table.clone(), snap, pin, lo, hi), at)
     }
 
     pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {
@@ -582,6 +597,27 @@ impl Transaction {
             inner.txns.waits().finished();
         }
     }
+}
+
+/// Whether a scan marks its range for SSI (`Transaction::scan_in`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Range,
+    /// The caller marked a range that holds this one.
+    Covered,
+}
+
+/// A range's bounds, refused if a bound is longer than any key can be.
+fn bounds<R: KeyRange>(range: R) -> Result<ssi::Range> {
+    let (lo, hi) = range.into_bounds();
+    for b in [&lo, &hi] {
+        if let Bound::Included(k) | Bound::Excluded(k) = b {
+            if k.len() > KEY_MAX {
+                return Err(Error::KeyTooLarge { len: k.len() });
+            }
+        }
+    }
+    Ok((lo, hi))
 }
 
 /// What a failed commit (or `commit_prepared`) reports. If the log was

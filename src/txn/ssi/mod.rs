@@ -330,17 +330,41 @@ impl Ssi {
         self.check(id)
     }
 
-    /// A scan of `range` of `table`.
-    pub fn read_range(&mut self, id: u64, table: PageId, range: Range) {
+    /// A scan of `range` of `table`. Returns where the mark went among
+    /// `id`'s range marks on `table` (for `narrow_range`); `None` if `id`
+    /// is not tracked.
+    pub fn read_range(&mut self, id: u64, table: PageId, range: Range) -> Option<usize> {
         if !self.entries.contains_key(&id) {
-            return; // not tracked (a safe read-only snapshot)
+            return None; // not tracked (a safe read-only snapshot)
         }
-        self.range_marks
+        let rs = self
+            .range_marks
             .entry(table)
             .or_default()
             .entry(id)
-            .or_default()
-            .push(range);
+            .or_default();
+        rs.push(range);
+        Some(rs.len() - 1)
+    }
+
+    /// Replaces `id`'s mark on `wide`, the `at`-th of its range marks on
+    /// `table` (as `read_range` returned), by one on `narrow`, a part of
+    /// it: a read that marked all it might depend on before reading
+    /// (`first`, `last`) and then learnt what it did depend on. Safe after
+    /// the read: a write in `narrow` that the read missed is still
+    /// covered, and one outside it did not change the result. The mark is
+    /// named by position, not by value: an equal mark (a coarsening into
+    /// the whole table) may stand for other reads. If it is not there as
+    /// pushed, the wider mark stays.
+    pub fn narrow_range(&mut self, id: u64, table: PageId, at: usize, wide: &Range, narrow: Range) {
+        let mark = self
+            .range_marks
+            .get_mut(&table)
+            .and_then(|m| m.get_mut(&id))
+            .and_then(|rs| rs.get_mut(at));
+        if let Some(r) = mark.filter(|r| *r == wide) {
+            *r = narrow;
+        }
     }
 
     /// Replaces key marks of a transaction by range marks (a coarsening
@@ -959,6 +983,25 @@ mod tests {
             s.prepare(2).is_err(),
             "inserts into each other's scanned range: write skew over a predicate"
         );
+    }
+
+    // Guards `first`/`last` narrowing a mark by value: an equal
+    // whole-table mark (a coarsening) stands for other reads and must stay.
+    #[test]
+    fn narrowing_replaces_only_the_mark_it_names() {
+        let mut s = Sim::default();
+        s.begin(1);
+        let whole: Range = (Bound::Unbounded, Bound::Unbounded);
+        let upto_c: Range = (Bound::Unbounded, Bound::Included(b"c".to_vec()));
+        let coarse = s.read_range(1, T, whole.clone()).expect("tracked");
+        let first = s.read_range(1, T, whole.clone()).expect("tracked");
+        s.narrow_range(1, T, first, &whole, upto_c.clone());
+        s.narrow_range(1, T, first + 1, &whole, upto_c.clone());
+        let rs = &s.range_marks[&T][&1];
+        assert_eq!(rs[coarse], whole, "the other mark stays whole");
+        assert_eq!(rs[first], upto_c);
+        assert_eq!(rs.len(), 2, "narrowing a mark that is not there adds none");
+        assert_eq!(s.read_range(3, T, whole), None, "not tracked");
     }
 
     /// Runs one committed transaction that reads `r` and writes `w`.
