@@ -16,10 +16,12 @@ pub(crate) mod prepare;
 mod scan;
 pub mod ssi;
 mod system;
+mod tables;
 mod write;
 
 pub use scan::{KeyRange, Scan};
 pub(crate) use system::{Core, TxnSystem};
+pub(crate) use tables::valid_name;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -85,6 +87,8 @@ pub struct Transaction {
     read_only: bool,
     /// The SSI marks of a serializable transaction (`None` below it).
     reads: RefCell<Option<ssi::ReadSet>>,
+    /// The tables it resolved, by name (`tables`).
+    tables: RefCell<tables::Cache>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -144,6 +148,7 @@ impl Transaction {
             finished: false,
             read_only,
             reads: RefCell::new(reads),
+            tables: RefCell::default(),
         })
     }
 
@@ -171,8 +176,15 @@ impl Transaction {
         if let Some(e) = self.doomed() {
             return Err(e);
         }
-        if table.db != self.core().engine.id() {
-            return Err(Error::ForeignTable);
+        if table.db() != self.core().engine.id() {
+            // A handle of the same directory came from an earlier open.
+            return Err(if table.dir() == self.core().engine.dir() {
+                Error::StaleTable {
+                    name: table.name().to_string(),
+                }
+            } else {
+                Error::ForeignTable
+            });
         }
         // A transaction SSI chose as a victim learns it from its next SSI
         // call (every read and write makes one, and commit checks first),
@@ -188,6 +200,12 @@ impl Transaction {
     /// The xid is registered in the same step, before the marks are
     /// checked, so a reader that meets the new version later can name it.
     fn ssi_write(&self, table: &Table, key: &[u8]) -> Result<()> {
+        self.ssi_write_at(table.root, table.name(), key)
+    }
+
+    /// `ssi_write` of `key` in the tree rooted at `root` (a table, or the
+    /// catalog), named `name` in a failure.
+    fn ssi_write_at(&self, root: PageId, name: &str, key: &[u8]) -> Result<()> {
         if !self.serializable() {
             return Ok(());
         }
@@ -196,8 +214,8 @@ impl Transaction {
         // A doom from an earlier conflict is told apart from one this
         // write finds, which alone is at this row.
         let r = ssi.check(self.token).and_then(|()| {
-            ssi.write(self.token, table.root, key)
-                .map_err(|e| e.at(table.name(), key))
+            ssi.write(self.token, root, key)
+                .map_err(|e| e.at(name, key))
         });
         drop(ssi);
         self.note(r)
@@ -253,11 +271,15 @@ impl Transaction {
     }
 
     /// The snapshot for one read, registered for vacuum under Read
-    /// Committed (the view vacuum keeps for this transaction).
-    fn read_snapshot(&self) -> Cow<'_, Snapshot> {
+    /// Committed (the view vacuum keeps for this transaction), with its
+    /// catalog epoch (Read Committed; 0 otherwise).
+    fn read_snapshot(&self) -> (Cow<'_, Snapshot>, u64) {
         match self.level {
-            Isolation::ReadCommitted => Cow::Owned(self.core().txns.mgr().operation(self.token)),
-            _ => Cow::Borrowed(&self.snapshot),
+            Isolation::ReadCommitted => {
+                let (snap, epoch) = self.core().txns.mgr().operation_at(self.token);
+                (Cow::Owned(snap), epoch)
+            }
+            _ => (Cow::Borrowed(&self.snapshot), 0),
         }
     }
 
@@ -277,7 +299,11 @@ impl Transaction {
         if key.len() > KEY_MAX {
             return Err(Error::KeyTooLarge { len: key.len() });
         }
-        let snap = self.read_snapshot();
+        let (snap, epoch) = self.read_snapshot();
+        let Some(table) = self.table_for_read(table, &snap, epoch)? else {
+            return Ok(None);
+        };
+        let table = &table;
         let inner = self.core();
         let mut unseen = Vec::new();
         let (coarsening, value) = ssi::mark_then_read(
@@ -337,14 +363,27 @@ impl Transaction {
         value: impl AsRef<[u8]>,
     ) -> Result<()> {
         self.check(table)?;
-        let r = write::write(self, table, key.as_ref(), Some(value.as_ref()));
+        let table = match self.table_for_write(table, true) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(Error::Unsupported("table was not created")),
+            Err(e) => return self.note(Err(e)),
+        };
+        let r = write::write(self, &table, key.as_ref(), Some(value.as_ref()));
         self.note(r)?;
-        self.ssi_write(table, key.as_ref())
+        self.ssi_write(&table, key.as_ref())
     }
 
     /// Deletes `key`; returns whether it existed (for this transaction).
     pub fn delete(&mut self, table: &Table, key: impl AsRef<[u8]>) -> Result<bool> {
         self.check(table)?;
+        // A table that does not exist has no key to delete: no table is
+        // created for it (its absence was read, and marked, on the way).
+        let table = match self.table_for_write(table, false) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(false),
+            Err(e) => return self.note(Err(e)),
+        };
+        let table = &table;
         // Whether the key existed is a read, too. Finding no row, the write
         // path marks the key; a row it stamps needs no mark (see there),
         // and a delete that wrote nothing has no write to report.
@@ -368,6 +407,24 @@ impl Transaction {
                 }
             }
         }
+        // A scan's snapshot outlives the call: under Read Committed it is
+        // pinned for vacuum until the scan is dropped.
+        let (pin, snap, epoch) = match self.level {
+            Isolation::ReadCommitted => {
+                let (id, snap, epoch) = self.core().txns.mgr().pin_at(self.token);
+                (
+                    Some(scan::Pin::new(self.core.clone(), self.token, id)),
+                    snap,
+                    epoch,
+                )
+            }
+            _ => (None, self.snapshot.clone(), 0),
+        };
+        let Some(table) = self.table_for_read(table, &snap, epoch)? else {
+            // A table that does not exist (yet) reads as empty.
+            let none = || std::ops::Bound::Excluded(Vec::new());
+            return Ok(Scan::new(self, table.clone(), snap, pin, none(), none()));
+        };
         // A safe read-only snapshot takes no marks (and skips the SSI lock).
         let tracked = self.reads.borrow().as_ref().is_some_and(|r| !r.is_safe());
         if tracked {
@@ -378,19 +435,7 @@ impl Transaction {
                 .lock()
                 .read_range(self.token, table.root, range);
         }
-        // A scan's snapshot outlives the call: under Read Committed it is
-        // pinned for vacuum until the scan is dropped.
-        let (pin, snap) = match self.level {
-            Isolation::ReadCommitted => {
-                let (id, snap) = self.core().txns.mgr().pin(self.token);
-                (
-                    Some(scan::Pin::new(self.core.clone(), self.token, id)),
-                    snap,
-                )
-            }
-            _ => (None, self.snapshot.clone()),
-        };
-        Ok(Scan::new(self, table.clone(), snap, pin, lo, hi))
+        Ok(Scan::new(self, table, snap, pin, lo, hi))
     }
 
     pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {
