@@ -83,39 +83,44 @@ fn states(steps: &[Step]) -> Vec<Model> {
             _ => None,
         };
         if let Some(ops) = ops {
-            for op in ops {
-                match op {
-                    Op::Put(k, v) => {
-                        m.insert(k.clone(), v.clone());
-                    }
-                    Op::Del(k) => {
-                        m.remove(k);
-                    }
-                    Op::PutIn(name, k, v) => {
-                        m.insert(side_key(name, k), v.clone());
-                    }
-                    Op::DropTable(name) => {
-                        m.retain(|k, _| !k.starts_with(&side_key(name, b"")));
-                    }
-                    Op::RenameTable(from, to) => {
-                        let rows: Vec<_> = m
-                            .iter()
-                            .filter_map(|(k, v)| {
-                                let rest = k.strip_prefix(&side_key(from, b"")[..])?;
-                                Some((side_key(to, rest), v.clone()))
-                            })
-                            .collect();
-                        m.retain(|k, _| !k.starts_with(&side_key(from, b"")));
-                        m.extend(rows);
-                    }
-                }
-            }
+            model_apply(&mut m, ops);
             let n = out.len() as u64;
             m.insert(b"~counter".to_vec(), n.to_le_bytes().to_vec());
             out.push(m.clone());
         }
     }
     out
+}
+
+/// Applies a transaction's ops to the model.
+fn model_apply(m: &mut Model, ops: &[Op]) {
+    for op in ops {
+        match op {
+            Op::Put(k, v) => {
+                m.insert(k.clone(), v.clone());
+            }
+            Op::Del(k) => {
+                m.remove(k);
+            }
+            Op::PutIn(name, k, v) => {
+                m.insert(side_key(name, k), v.clone());
+            }
+            Op::DropTable(name) => {
+                m.retain(|k, _| !k.starts_with(&side_key(name, b"")));
+            }
+            Op::RenameTable(from, to) => {
+                let rows: Vec<_> = m
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let rest = k.strip_prefix(&side_key(from, b"")[..])?;
+                        Some((side_key(to, rest), v.clone()))
+                    })
+                    .collect();
+                m.retain(|k, _| !k.starts_with(&side_key(from, b"")));
+                m.extend(rows);
+            }
+        }
+    }
 }
 
 fn apply(
@@ -214,13 +219,9 @@ fn run(fs: &FaultFs, steps: &[Step]) -> Acked {
 /// Opens an image and checks it against the model. A transaction left in
 /// doubt must be the one whose prepare was acknowledged (if its decision
 /// was not); it is decided here and must then be whole.
-fn verify(img: &FaultFs, states: &[Model], acked: Acked, what: &str) {
-    verify_with(img, states, acked, what, false)
-}
-
-/// `verify`, with the rows of every other table in the model (`side_key`),
-/// and with `vacuum`, a vacuum pass before the integrity check.
-fn verify_with(img: &FaultFs, states: &[Model], acked: Acked, what: &str, vacuum: bool) {
+/// The rows of every other table are checked too (`side_key`); with
+/// `vacuum`, a vacuum pass runs before the integrity check.
+fn verify(img: &FaultFs, states: &[Model], acked: Acked, what: &str, vacuum: bool) {
     let db = match Db::open_vfs(Arc::new(img.clone()), Path::new(DIR), opts()) {
         Ok(db) => db,
         Err(e) => panic!("{what}: recovery failed: {e}"),
@@ -300,9 +301,9 @@ fn explore(name: &str, steps: &[Step]) -> FaultFs {
     let acked = run(&full, steps);
     // Table changes leave pages that only vacuum frees.
     let tables = steps.iter().any(|s| match s {
-        Step::Txn(ops) | Step::Rollback(ops) => ops
-            .iter()
-            .any(|o| !matches!(o, Op::Put(..) | Op::Del(..))),
+        Step::Txn(ops) | Step::Rollback(ops) => {
+            ops.iter().any(|o| !matches!(o, Op::Put(..) | Op::Del(..)))
+        }
         _ => false,
     });
     assert_eq!(
@@ -311,7 +312,7 @@ fn explore(name: &str, steps: &[Step]) -> FaultFs {
         "{name}: the workload fails without faults"
     );
     let total = full.ops();
-    verify_with(
+    verify(
         &full.process_crash_image(),
         &model,
         acked,
@@ -343,7 +344,7 @@ fn explore(name: &str, steps: &[Step]) -> FaultFs {
                 drop(Db::open_vfs(Arc::new(img.clone()), Path::new(DIR), opts()));
                 img = img.power_loss_image(n + seed);
             }
-            verify_with(&img, &model, acked, &what, tables);
+            verify(&img, &model, acked, &what, tables);
             images += 1;
         }
         points += 1;
@@ -607,16 +608,7 @@ fn run_through_faults(fs: &FaultFs, steps: &[Step], fault_at: u64) -> (Model, Op
             Step::Txn(ops) => {
                 n += 1;
                 let mut after = model.clone();
-                for op in ops {
-                    match op {
-                        Op::Put(k, v) => {
-                            after.insert(k.clone(), v.clone());
-                        }
-                        Op::Del(k) => {
-                            after.remove(k);
-                        }
-                    }
-                }
+                model_apply(&mut after, ops);
                 after.insert(b"~counter".to_vec(), n.to_le_bytes().to_vec());
                 let r = db.begin().and_then(|mut tx| {
                     apply(&db, &mut tx, &t, ops)?;

@@ -85,7 +85,10 @@ fn the_first_write_creates_the_table_with_its_data() {
         Err(Error::NoSuchTable { .. })
     ));
     let later = db.begin_read().expect("begin_read");
-    assert_eq!(later.get(&t, b"k").expect("get").as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        later.get(&t, b"k").expect("get").as_deref(),
+        Some(&b"v"[..])
+    );
 }
 
 // Guards against a rolled-back or crashed creation leaving a table, or
@@ -175,15 +178,24 @@ fn drop_and_rename_take_effect_at_commit_for_later_snapshots() {
     // Its own changes it sees at once.
     assert_eq!(tx.get(&a, b"k").expect("get"), None);
     assert_eq!(tx.get(&b, b"k").expect("get"), None);
-    assert_eq!(tx.get(&c, b"k").expect("get").as_deref(), Some(&b"in b"[..]));
+    assert_eq!(
+        tx.get(&c, b"k").expect("get").as_deref(),
+        Some(&b"in b"[..])
+    );
     assert!(!tx.drop_table(&a).expect("drop again"), "already dropped");
     // Others do not, before the commit.
     assert_eq!(names(&db), vec!["a", "b"]);
     tx.commit().expect("commit");
     assert_eq!(names(&db), vec!["c"]);
     // The older snapshot still reads both as they were.
-    assert_eq!(old.get(&a, b"k").expect("old a").as_deref(), Some(&b"in a"[..]));
-    assert_eq!(old.get(&b, b"k").expect("old b").as_deref(), Some(&b"in b"[..]));
+    assert_eq!(
+        old.get(&a, b"k").expect("old a").as_deref(),
+        Some(&b"in a"[..])
+    );
+    assert_eq!(
+        old.get(&b, b"k").expect("old b").as_deref(),
+        Some(&b"in b"[..])
+    );
     assert!(matches!(old.get(&c, b"k"), Err(Error::NoSuchTable { .. })));
     let now = db.begin_read().expect("begin_read");
     assert!(matches!(now.get(&a, b"k"), Err(Error::NoSuchTable { .. })));
@@ -271,7 +283,10 @@ fn concurrent_creators_of_one_name_meet_as_writers_of_one_row() {
     });
     std::thread::sleep(Duration::from_millis(50));
     first.commit().expect("commit");
-    second.join().expect("join").expect("read committed joins in");
+    second
+        .join()
+        .expect("join")
+        .expect("read committed joins in");
     let tx = db.begin_read().expect("read");
     assert_eq!(rows(&tx, &v).len(), 2);
 }
@@ -314,7 +329,8 @@ fn vacuum_frees_a_dropped_table_once_no_snapshot_sees_it() {
     for i in 0..2000u32 {
         tx.put(&t, i.to_be_bytes(), [i as u8; 200]).expect("put");
     }
-    tx.put(&t, b"large", vec![9u8; 100_000]).expect("large value");
+    tx.put(&t, b"large", vec![9u8; 100_000])
+        .expect("large value");
     tx.commit().expect("commit");
     put(&db, "small", b"k", b"v");
     db.checkpoint().expect("checkpoint");
@@ -330,7 +346,10 @@ fn vacuum_frees_a_dropped_table_once_no_snapshot_sees_it() {
     tx.commit().expect("commit");
     let stats = db.vacuum().expect("vacuum");
     assert_eq!(stats.tables_freed, 0, "the old snapshot still sees it");
-    assert_eq!(old.get(&t, b"large").expect("old read").map(|v| v.len()), Some(100_000));
+    assert_eq!(
+        old.get(&t, b"large").expect("old read").map(|v| v.len()),
+        Some(100_000)
+    );
     assert_eq!(rows(&old, &t).len(), 2001);
     drop(old);
     let stats = db.vacuum().expect("vacuum");
@@ -366,7 +385,10 @@ fn a_drop_waits_for_writers_of_the_table() {
         d.commit()?;
         Ok(r)
     });
-    assert!(done_rx.recv_timeout(Duration::from_millis(200)).is_err(), "the drop waits");
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "the drop waits"
+    );
     writer.commit().expect("the writer commits first");
     assert!(dropper.join().expect("join").expect("drop"));
     assert!(names(&db).is_empty());
@@ -374,7 +396,10 @@ fn a_drop_waits_for_writers_of_the_table() {
     put(&db, "u", b"a", b"1");
     let u = db.table("u").expect("u");
     let mut late = db.begin_with(Isolation::Snapshot).expect("late");
-    assert_eq!(late.get(&u, b"a").expect("read").as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        late.get(&u, b"a").expect("read").as_deref(),
+        Some(&b"1"[..])
+    );
     let mut d = db.begin().expect("drop");
     d.drop_table(&u).expect("drop");
     d.commit().expect("commit");
@@ -402,7 +427,10 @@ fn a_handle_from_an_earlier_open_says_so() {
     let db = open(tmp.path());
     let tx = db.begin().expect("begin");
     let err = tx.get(&stale, b"k").expect_err("stale handle");
-    assert!(matches!(&err, Error::StaleTable { name } if name == "t"), "{err:?}");
+    assert!(
+        matches!(&err, Error::StaleTable { name } if name == "t"),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(
         msg.contains("earlier open") && msg.contains("db.table"),

@@ -259,8 +259,8 @@ impl Transaction {
                 }
             }
         }
-        let me = self.ensure_xid()?;
         self.core().engine.writable()?;
+        let me = self.ensure_xid()?;
         if self.serializable() {
             // The read that leaves the catalog key's mark.
             let snap = self.snapshot.clone();
@@ -305,6 +305,20 @@ impl Transaction {
         Ok(Some(table.at(root)))
     }
 
+    /// Creates `table` unless it exists (for this transaction): an empty
+    /// table, there for others once this transaction commits. Returns
+    /// whether it created it. A `put` creates a table as well; this is for
+    /// a table that must exist before its first row (PostgreSQL's `CREATE
+    /// TABLE IF NOT EXISTS`). Waits and conflicts as
+    /// [`Transaction::drop_table`].
+    pub fn create_table(&mut self, table: &Table) -> Result<bool> {
+        self.check(table)?;
+        let before = self.versions.written;
+        let r = self.table_for_write(table, true).map(|_| ());
+        self.note(r)?;
+        Ok(self.versions.written > before)
+    }
+
     /// Drops `table`, as of this transaction's commit: transactions whose
     /// snapshots are older keep reading it, and vacuum frees its pages once
     /// none can. Returns whether it existed (for this transaction).
@@ -320,8 +334,8 @@ impl Transaction {
     }
 
     fn drop_inner(&mut self, table: &Table) -> Result<bool> {
-        let me = self.ensure_xid()?;
         self.core().engine.writable()?;
+        let me = self.ensure_xid()?;
         if self.serializable() {
             let snap = self.snapshot.clone();
             self.table_for_read(table, &snap, 0)?;
@@ -373,8 +387,8 @@ impl Transaction {
     }
 
     fn rename_inner(&mut self, table: &Table, new_name: &str) -> Result<()> {
-        let me = self.ensure_xid()?;
         self.core().engine.writable()?;
+        let me = self.ensure_xid()?;
         let target = Table::new(table.db(), table.dir().into(), new_name);
         if self.serializable() {
             let snap = self.snapshot.clone();
