@@ -77,8 +77,14 @@ fn the_first_write_creates_the_table_with_its_data() {
         Err(Error::NoSuchTable { .. })
     ));
     assert_eq!(tx.get(&t, b"k").expect("own").as_deref(), Some(&b"v"[..]));
+    let untouched = db.begin_read().expect("begin_read");
     tx.commit().expect("commit");
     assert_eq!(names(&db), vec!["t"]);
+    // A snapshot taken before the commit, first asking after it.
+    assert!(matches!(
+        untouched.scan(&t, ..).map(|_| ()),
+        Err(Error::NoSuchTable { .. })
+    ));
     // The reader's snapshot predates the creation.
     assert!(matches!(
         reader.get(&t, b"k"),
