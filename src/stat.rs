@@ -139,6 +139,7 @@ pub(crate) fn collect(inner: &Core) -> Result<Stats> {
     let mgr = inner.txns.mgr();
     let (token, snap) = mgr.begin_new(false);
     let _registered = Registered(mgr, token);
+    mgr.read_only(token);
     let list = catalog::list(&mut store.read().view, inner.catalog, &snap, mgr.clog())?;
     for (name, root) in list {
         let mut t = TableStats {

@@ -446,3 +446,24 @@ fn a_handle_from_an_earlier_open_says_so() {
     let foreign = open(other.path()).table("t").expect("t");
     assert!(matches!(tx.get(&foreign, b"k"), Err(Error::ForeignTable)));
 }
+
+// Guards against a Read Committed transaction keeping its first answer
+// for a table: each operation sees the catalog as of its own snapshot.
+#[test]
+fn read_committed_sees_tables_created_and_dropped_meanwhile() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let rc = db.begin_with(Isolation::ReadCommitted).expect("rc");
+    assert_eq!(rc.get(&t, b"k").expect("absent"), None);
+    put(&db, "t", b"k", b"v");
+    assert_eq!(
+        rc.get(&t, b"k").expect("created").as_deref(),
+        Some(&b"v"[..])
+    );
+    let mut d = db.begin().expect("drop");
+    d.drop_table(&t).expect("drop");
+    d.commit().expect("commit");
+    assert_eq!(rc.get(&t, b"k").expect("dropped"), None);
+    assert!(rows(&rc, &t).is_empty());
+}
