@@ -218,6 +218,6 @@ fn is_empty(mtr: &mut Mtr<'_>, root: PageId) -> Result<bool> {
     }
     let mut first = Vec::new();
     let all = std::ops::Bound::Unbounded;
-    btree::range(mtr, root, all.clone(), all, Dir::Forward, 1, &mut first)?;
+    btree::range(mtr, root, all, all, Dir::Forward, 1, &mut first)?;
     Ok(first.is_empty())
 }

@@ -300,20 +300,20 @@ impl Transaction {
             return Err(Error::KeyTooLarge { len: key.len() });
         }
         let (snap, epoch) = self.read_snapshot();
-        let Some(table) = self.table_for_read(table, &snap, epoch)? else {
+        // The root alone: a hot loop of gets clones no handle.
+        let Some(root) = self.root_for_read(table, &snap, epoch)? else {
             return Ok(None);
         };
-        let table = &table;
         let inner = self.core();
         let mut unseen = Vec::new();
         let (coarsening, value) = ssi::mark_then_read(
             self.reads.borrow_mut().as_mut(),
             inner.txns.marks(),
-            table.root,
+            root,
             key,
             || -> Result<Option<Vec<u8>>> {
                 let mut r = inner.engine.store().read();
-                match crate::btree::get_with(&mut r.view, table.root, key, chain::tid_of)? {
+                match crate::btree::get_with(&mut r.view, root, key, chain::tid_of)? {
                     Some(tid) => {
                         let head = chain::valid(&r.view, tid)?;
                         chain::read_visible(
@@ -331,7 +331,7 @@ impl Transaction {
         );
         self.ssi_coarsen(coarsening);
         let value = value?;
-        self.removed_writers(&snap, table.root, key, &mut unseen);
+        self.removed_writers(&snap, root, key, &mut unseen);
         self.ssi_unseen(&unseen, Some((table, key)))?;
         Ok(value)
     }

@@ -195,6 +195,18 @@ impl Transaction {
         snap: &Snapshot,
         epoch: u64,
     ) -> Result<Option<Table>> {
+        Ok(self
+            .root_for_read(table, snap, epoch)?
+            .map(|root| table.at(root)))
+    }
+
+    /// [`Self::table_for_read`], giving the root alone.
+    pub(super) fn root_for_read(
+        &self,
+        table: &Table,
+        snap: &Snapshot,
+        epoch: u64,
+    ) -> Result<Option<PageId>> {
         let cached = {
             let cache = self.tables.borrow();
             cache.find(table).and_then(|i| {
@@ -212,7 +224,7 @@ impl Transaction {
             }
         };
         match root {
-            Some(root) => Ok(Some(table.at(root))),
+            Some(root) => Ok(Some(root)),
             None if self.reads_only() => Err(Error::NoSuchTable {
                 name: table.name().to_string(),
             }),
