@@ -18,7 +18,6 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::io::{RealFs, Vfs};
-use crate::limits::TABLE_NAME_MAX;
 use crate::maintenance::vacuum::{self, VacuumStats};
 use crate::maintenance::{checkpoint, worker, worker::Worker};
 use crate::mvcc::clog::{self, Clog};
@@ -33,13 +32,18 @@ use crate::txn::prepare::PreparedTransaction;
 use crate::txn::{Core, Transaction, TxnSystem};
 use crate::wal::Wal;
 
+/// Table handles a `Db` keeps to hand out again.
+const TABLE_HANDLES_CACHED: usize = 4096;
+
 /// What every clone of a `Db` shares. Transactions hold it too, so the
 /// database closes (the worker stopped, a final checkpoint) only once the
 /// last handle and the last transaction are gone.
 struct Shared {
     core: Arc<Core>,
-    /// Table handles already looked up, by name.
+    /// Table handles already made, by name.
     tables: Mutex<HashMap<String, Table>>,
+    /// The database directory, as table handles carry it.
+    dir: Arc<Path>,
     worker: Arc<Worker>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Whether the final checkpoint was written (or tried).
@@ -110,6 +114,7 @@ impl Db {
             shared: Arc::new(Shared {
                 core: inner,
                 tables: Mutex::new(HashMap::new()),
+                dir: Arc::from(dir),
                 worker,
                 closed: false,
                 thread: Mutex::new(thread),
@@ -132,29 +137,42 @@ impl Db {
         self.core().engine.id()
     }
 
-    /// The table called `name`, created (durably) if it does not exist.
+    /// A handle to the table called `name`. It creates nothing: the
+    /// table comes into being with the first committed write to it (a
+    /// `put` through a read-write transaction), atomically with that
+    /// transaction's data. Until then a read-write transaction reads it
+    /// as empty, and a read-only one (`begin_read`, a read-only open) gets
+    /// `Error::NoSuchTable`. Handles name tables: each transaction
+    /// resolves the name against its own snapshot.
+    ///
+    /// `InvalidTableName` unless `name` is 1..=255 bytes.
     pub fn table(&self, name: &str) -> Result<Table> {
-        let inner = self.core();
-        if name.is_empty() || name.len() > TABLE_NAME_MAX {
-            return Err(Error::InvalidTableName);
-        }
+        crate::txn::valid_name(name)?;
         let mut tables = self.shared.tables.lock();
         if let Some(t) = tables.get(name) {
             return Ok(t.clone());
         }
-        let existing = catalog::lookup(&mut inner.engine.store().read().view, name)?;
-        let root = match existing {
-            Some(root) => root,
-            None => catalog::create(inner.engine.store(), name)?,
-        };
-        let t = Table::new(root, inner.engine.id(), name);
-        tables.insert(name.to_string(), t.clone());
+        let engine = &self.core().engine;
+        let t = Table::new(engine.id(), self.shared.dir.clone(), name);
+        // Handles are cheap, but a loop over generated names should not
+        // grow this map without bound: it only saves an allocation.
+        if tables.len() < TABLE_HANDLES_CACHED {
+            tables.insert(name.to_string(), t.clone());
+        }
         Ok(t)
     }
 
-    /// Names of all tables.
+    /// Names of the tables that exist now (created by committed
+    /// transactions and not dropped by one), in name order.
     pub fn table_names(&self) -> Result<Vec<String>> {
-        let list = catalog::list(&mut self.core().engine.store().read().view)?;
+        let core = self.core();
+        let snap = core.txns.mgr().snapshot();
+        let list = catalog::list(
+            &mut core.engine.store().read().view,
+            core.catalog,
+            &snap,
+            core.txns.mgr().clog(),
+        )?;
         Ok(list.into_iter().map(|(name, _)| name).collect())
     }
 
@@ -408,9 +426,11 @@ fn recover(
         clog::load(&mut r.view, PageId(meta::get(&m, Field::ClogDir)), next_xid)?
     };
     let mgr = TxnManager::new(next_xid, Clog::new(bits, next_xid));
+    let catalog = catalog::root(&mut store.read().view)?;
     let inner = Core {
         engine: Engine::new(store, opts, vfs, dir),
         txns: TxnSystem::new(mgr),
+        catalog,
     };
     crate::txn::prepare::adopt(&inner)?;
     // After a replay, the maintenance thread checkpoints at its first

@@ -110,6 +110,24 @@ pub enum Error {
     InvalidTableName,
     /// A `Table` handle of another database was passed to this one.
     ForeignTable,
+    /// A `Table` handle from an earlier open of this database directory
+    /// (a closed `Db`): ask the open `Db` for the table again.
+    StaleTable {
+        /// The table's name.
+        name: String,
+    },
+    /// A read-only transaction (`Db::begin_read`, or any on a read-only
+    /// open) read a table that no transaction it can see created; or a
+    /// rename of a table that does not exist.
+    NoSuchTable {
+        /// The table's name.
+        name: String,
+    },
+    /// Renaming a table to a name another table has.
+    TableExists {
+        /// The name taken.
+        name: String,
+    },
     /// A write in a transaction begun with `Db::begin_read`.
     ReadOnlyTransaction,
     /// A change (write, checkpoint, vacuum, decision, new table) to a
@@ -168,6 +186,10 @@ pub enum Conflict {
     /// Committing would leave a cycle of read/write dependencies among
     /// concurrent serializable transactions (write skew and its kin).
     ReadWriteDependencies,
+    /// Another transaction committed the creation, drop or rename of a
+    /// table this one writes, creates, drops or renames, after this one's
+    /// snapshot: first updater wins, on the table's catalog row.
+    ConcurrentTableChange,
 }
 
 /// An operating-system error, shared so that [`Error`] can be cloned.
@@ -247,6 +269,15 @@ impl Error {
             cause: Conflict::ConcurrentUpdate,
             table: Some(table.to_string()),
             key: Some(key.to_vec()),
+        }
+    }
+
+    /// A concurrent committed change of table `name`'s catalog row.
+    pub(crate) fn concurrent_table_change(name: &str) -> Error {
+        Error::SerializationFailure {
+            cause: Conflict::ConcurrentTableChange,
+            table: Some(name.to_string()),
+            key: None,
         }
     }
 
@@ -333,7 +364,19 @@ impl fmt::Display for Error {
             | Error::InvalidTableName
             | Error::InvalidGid { .. }
             | Error::TooManyPrepared => self.fmt_over_limit(f),
-            Error::ForeignTable => write!(f, "the table handle belongs to another database"),
+            Error::ForeignTable => write!(
+                f,
+                "the table handle belongs to another database; ask this Db for the table (db.table(name))"
+            ),
+            Error::StaleTable { name } => write!(
+                f,
+                "the handle to table {name:?} is from an earlier open of this database; ask the new Db for the table again (db.table({name:?}))"
+            ),
+            Error::NoSuchTable { name } => write!(
+                f,
+                "no table {name:?}: no committed transaction this one sees created it (a table comes into being with the first committed write to it)"
+            ),
+            Error::TableExists { name } => write!(f, "a table named {name:?} exists already"),
             Error::ReadOnlyTransaction => write!(
                 f,
                 "cannot write in a read-only transaction (begun with begin_read)"
@@ -433,6 +476,7 @@ fn serialization_failure(
     let why = match cause {
         Conflict::ConcurrentUpdate => "concurrent update",
         Conflict::ReadWriteDependencies => "read/write dependencies among transactions",
+        Conflict::ConcurrentTableChange => "a concurrent create, drop or rename of a table",
     };
     write!(f, "could not serialize access due to {why}")?;
     match (table, key) {

@@ -54,7 +54,9 @@ pub struct IntegrityReport {
     pub free_map_pages: u64,
     /// Allocated pages nothing refers to.
     pub leaked_pages: u64,
-    /// Tables.
+    /// Tables: every root a catalog version names (with tables dropped, or
+    /// created by a transaction rolled back, whose pages vacuum has not
+    /// freed yet).
     pub tables: u64,
     /// Keys in all table indexes.
     pub keys: u64,
@@ -97,6 +99,8 @@ struct Checker<'a, 'p> {
     tuples: HashSet<Tid>,
     next_xid: Xid,
     report: IntegrityReport,
+    /// While the catalog is walked: the table roots its versions name.
+    catalog_roots: Option<Vec<PageId>>,
     /// Told (pages reached, page count) every `PROGRESS_EVERY` pages.
     progress: &'p mut dyn FnMut(u64, u64),
 }
@@ -121,6 +125,7 @@ pub fn check(
         count,
         owner: HashMap::new(),
         tuples: HashSet::new(),
+        catalog_roots: None,
         next_xid,
         report: IntegrityReport {
             pages: count as u64,
@@ -131,18 +136,16 @@ pub fn check(
     c.claim(META, Owner::Meta)?;
     c.free_map(meta::get(&m, Field::FreeHint))?;
     c.clog(PageId(meta::get(&m, Field::ClogDir)))?;
-    let mut tables = Vec::new();
-    c.tree(
-        PageId(meta::get(&m, Field::CatalogRoot)),
-        &mut |_, _, value| {
-            let root = value
-                .get(4..8)
-                .and_then(|b| u32_at(b, 0))
-                .filter(|_| value.len() == 8);
-            tables.push(root.map(PageId));
-            Ok(())
-        },
-    )?;
+    // The catalog is a table whose rows name the tables' roots; every
+    // version counts (a dropped table keeps its pages until vacuum frees
+    // them), its rows not among the tables' keys.
+    let (keys, versions) = (c.report.keys, c.report.versions);
+    c.catalog_roots = Some(Vec::new());
+    c.table(PageId(meta::get(&m, Field::CatalogRoot)))?;
+    let mut tables = c.catalog_roots.take().unwrap_or_default();
+    (c.report.keys, c.report.versions) = (keys, versions);
+    tables.sort_unstable();
+    tables.dedup();
     let mut prepared = 0;
     c.tree(
         PageId(meta::get(&m, Field::PreparedRoot)),
@@ -153,7 +156,6 @@ pub fn check(
     )?;
     c.report.prepared = prepared;
     for root in tables {
-        let root = root.ok_or_else(|| c.err(META, "catalog entry malformed".into()))?;
         c.report.tables += 1;
         c.table(root)?;
     }
@@ -417,6 +419,9 @@ impl Checker<'_, '_> {
                         v.xmin, v.xmax, self.next_xid
                     ),
                 ));
+            }
+            if let Some(roots) = self.catalog_roots.as_mut() {
+                roots.push(crate::catalog::root_of(&self.file, t.key, t.body)?);
             }
             if let Some((first, len)) = v.overflow {
                 for pid in overflow::pages(&mut self.view, first, len as usize)? {

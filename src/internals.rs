@@ -67,3 +67,22 @@ pub mod twopc {
     pub use crate::twopc::machine::*;
     pub use crate::twopc::*;
 }
+
+/// The tables that exist now, each with the root page log records name it
+/// by (their `aux`), and the catalog itself as `(catalog)`: for log dumps.
+pub fn table_log_ids(db: &crate::Db) -> crate::Result<Vec<(u64, String)>> {
+    let core = db.core();
+    let snap = core.txns.mgr().snapshot();
+    let list = crate::catalog::list(
+        &mut core.engine.store().read().view,
+        core.catalog,
+        &snap,
+        core.txns.mgr().clog(),
+    )?;
+    let mut out: Vec<(u64, String)> = list
+        .into_iter()
+        .map(|(name, root)| (u64::from(root.0), name))
+        .collect();
+    out.push((u64::from(core.catalog.0), "(catalog)".to_string()));
+    Ok(out)
+}

@@ -78,6 +78,14 @@
 //!   only an existing database) and [`Options::read_only`].
 //!   [`Db::close`] reports the final checkpoint's failure, which dropping
 //!   the last handle cannot.
+//! - Tables come into being in write transactions: [`Db::table`] is a
+//!   handle that creates nothing, the first committed write creates the
+//!   table with that transaction's data, and a read-only transaction
+//!   reading a table no one created gets [`Error::NoSuchTable`].
+//!   [`Transaction::create_table`], [`Transaction::drop_table`] and
+//!   [`Transaction::rename_table`] are seen at commit, never by older
+//!   snapshots; concurrent changes of one table meet as writers of one
+//!   row do. [`Db::table_names`] lists the tables that exist.
 //! - A [`Transaction`] is serializable by default
 //!   ([`Isolation::Serializable`]: a snapshot plus PostgreSQL's
 //!   serializable snapshot isolation); [`Isolation::Snapshot`] and

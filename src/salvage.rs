@@ -32,15 +32,16 @@
 //! vocabulary and changes with it, and its one user is the command-line
 //! tool, built from the same workspace.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::btree::node;
 use crate::buffer::mtr::{PageAccess, ReadView};
 use crate::catalog::{self, Table};
 use crate::error::{Error, Result};
-use crate::ids::PageId;
+use crate::ids::{PageId, Xid};
 use crate::limits::PAGE_SIZE;
-use crate::mvcc::chain;
+use crate::mvcc::{chain, Snapshot};
 use crate::txn::Transaction;
 
 /// Deepest tree walked; deeper means damaged links form a cycle.
@@ -92,12 +93,18 @@ impl Skipped {
 /// Calls `visit` with every readable row of `table`, in key order, as
 /// `tx` sees it; returns the damaged pages stepped over, in the order met
 /// (a heap page once, with every key it cost).
+/// `table` must come from [`tables`] (a handle resolved to its root).
 pub fn rows(tx: &Transaction, table: &Table, visit: &mut RowFn<'_>) -> Result<Vec<Skipped>> {
     let core = tx.core();
-    if table.db != core.engine.id() {
+    if table.db() != core.engine.id() {
         return Err(Error::ForeignTable);
     }
-    let snap = tx.read_snapshot();
+    if table.root.0 == 0 {
+        return Err(Error::NoSuchTable {
+            name: table.name().to_string(),
+        });
+    }
+    let (snap, _) = tx.read_snapshot();
     let clog = core.txns.mgr().clog();
     let mut r = core.engine.store().read();
     let mut walk = Walk {
@@ -107,17 +114,7 @@ pub fn rows(tx: &Transaction, table: &Table, visit: &mut RowFn<'_>) -> Result<Ve
         &mut r.view,
         table.root,
         &mut |view, walk, leaf, key, entry| {
-            let read = chain::tid_of(entry)
-                .ok_or_else(|| {
-                    Error::corruption(
-                        view.file(),
-                        leaf.0 as u64 * PAGE_SIZE as u64,
-                        "index entry holds a malformed tuple id",
-                    )
-                })
-                .and_then(|head| {
-                    chain::read_visible(view, head, &snap, tx.xid(), clog, &mut Vec::new())
-                });
+            let read = visible(view, leaf, entry, (&snap, tx.xid()), clog);
             match read {
                 Ok(Some(value)) => visit(key, &value),
                 Ok(None) => Ok(()),
@@ -133,25 +130,52 @@ pub fn rows(tx: &Transaction, table: &Table, visit: &mut RowFn<'_>) -> Result<Ve
 /// are ranges of table names).
 pub fn tables(tx: &Transaction) -> Result<(Vec<Table>, Vec<Skipped>)> {
     let core = tx.core();
+    let (snap, _) = tx.read_snapshot();
+    let clog = core.txns.mgr().clog();
+    let dir: Arc<Path> = core.engine.dir().into();
     let mut r = core.engine.store().read();
     let root = catalog::root(&mut r.view)?;
     let mut walk = Walk {
         skipped: Vec::new(),
     };
     let mut found = Vec::new();
-    walk.tree(
-        &mut r.view,
-        root,
-        &mut |view, walk, _, name, entry| match catalog::root_of(view, name, entry) {
-            Ok(root) => {
+    walk.tree(&mut r.view, root, &mut |view, walk, leaf, name, entry| {
+        let root = visible(view, leaf, entry, (&snap, tx.xid()), clog).and_then(|v| {
+            v.map(|v| catalog::root_of(view.file(), name, &v))
+                .transpose()
+        });
+        match root {
+            Ok(Some(root)) => {
                 let name = String::from_utf8_lossy(name);
-                found.push(Table::new(root, core.engine.id(), &name));
+                found.push(Table::new(core.engine.id(), dir.clone(), &name).at(root));
                 Ok(())
             }
+            // Dropped, or not yet created, as the transaction sees it.
+            Ok(None) => Ok(()),
             Err(e) => walk.lost_row(e, name),
-        },
-    )?;
+        }
+    })?;
     Ok((found, walk.skipped))
+}
+
+/// The version of the row whose index entry (in `leaf`) is `entry` that
+/// the reader (`snap`, `me`) sees, if any: a table's row, or a catalog
+/// row naming a table.
+fn visible(
+    view: &mut ReadView<'_>,
+    leaf: PageId,
+    entry: &[u8],
+    (snap, me): (&Snapshot, Xid),
+    clog: &crate::mvcc::clog::Clog,
+) -> Result<Option<Vec<u8>>> {
+    let head = chain::tid_of(entry).ok_or_else(|| {
+        Error::corruption(
+            view.file(),
+            leaf.0 as u64 * PAGE_SIZE as u64,
+            "index entry holds a malformed tuple id",
+        )
+    })?;
+    chain::read_visible(view, head, snap, me, clog, &mut Vec::new())
 }
 
 /// Called with each readable row: (key, value).

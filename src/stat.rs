@@ -120,6 +120,19 @@ impl Stats {
     }
 }
 
+/// A registered snapshot, let go when dropped.
+struct Registered<'a>(&'a crate::mvcc::manager::TxnManager, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.finish(
+            self.1,
+            crate::ids::Xid::NONE,
+            crate::mvcc::Status::Committed,
+        );
+    }
+}
+
 pub(crate) fn collect(inner: &Core) -> Result<Stats> {
     let store = inner.engine.store();
     let (page_reads, page_writes) = store.pool.io_counts();
@@ -134,7 +147,13 @@ pub(crate) fn collect(inner: &Core) -> Result<Stats> {
     let mut heap_pages = HashSet::new();
     let mut heap_free_bytes = 0u64;
     let mut tables = Vec::new();
-    let list = catalog::list(&mut store.read().view);
+    // The tables that exist now, under a snapshot registered for vacuum
+    // while they are walked: a table dropped meanwhile keeps its pages.
+    let mgr = inner.txns.mgr();
+    let (token, snap) = mgr.begin_new(false);
+    let _registered = Registered(mgr, token);
+    mgr.read_only(token);
+    let list = catalog::list(&mut store.read().view, inner.catalog, &snap, mgr.clog());
     for (name, root) in kept(list, &mut damage)?.unwrap_or_default() {
         let mut t = TableStats {
             name,

@@ -195,7 +195,7 @@ fn compaction_beside_writers_and_scans_loses_nothing() {
         .unwrap_or(300);
     let tmp = tempfile::tempdir().expect("tmp");
     let db = Arc::new(Db::open_with(tmp.path(), opts()).expect("open"));
-    let t = db.table("t").expect("t");
+    let t = common::create(&db, "t");
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..2u32)
         .map(|w| {

@@ -141,7 +141,7 @@ fn deadlock_is_detected_and_one_side_proceeds() {
         Options::default().lock_timeout(Some(Duration::from_secs(20))),
     )
     .expect("open");
-    let t = db.table("t").expect("t");
+    let t = common::create(&db, "t");
     let barrier = Arc::new(Barrier::new(2));
     let handles: Vec<_> = [("a", "b"), ("b", "a")]
         .into_iter()

@@ -121,6 +121,9 @@ fn an_open_transaction_cannot_commit_after_poisoning() {
     let fail = vfs.fail.clone();
     let db = Db::open_vfs(vfs, tmp.path(), Options::default()).expect("open");
     let t = db.table("t").expect("t");
+    let mut create = db.begin().expect("begin");
+    create.create_table(&t).expect("create");
+    create.commit().expect("commit");
     let mut open_tx = db.begin().expect("begin");
     open_tx.put(&t, "a", "1").expect("put");
     fail.store(true, Ordering::SeqCst);

@@ -20,8 +20,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("log", &["page", "redo", "wal"]),
     ("buffer", &["buffer"]),
     ("store", &["store", "control", "recovery", "dir"]),
-    ("access", &["heap", "btree", "catalog"]),
-    ("mvcc", &["mvcc"]),
+    ("access", &["heap", "btree"]),
+    // The catalog is an MVCC table: its rows are versions.
+    ("mvcc", &["mvcc", "catalog"]),
     ("engine", &["engine"]),
     ("txn", &["txn"]),
     ("maintenance", &["maintenance"]),

@@ -56,7 +56,9 @@ fn read_only_open_replays_in_memory_and_changes_no_file() {
         assert!(db.check_integrity().is_ok(), "integrity after replay");
         let mut tx = db.begin().expect("begin");
         assert!(matches!(tx.put(&t, "x", "y"), Err(Error::ReadOnly)));
-        assert!(matches!(db.table("new"), Err(Error::ReadOnly)));
+        let new = db.table("new").expect("a handle creates nothing");
+        assert!(matches!(tx.put(&new, "x", "y"), Err(Error::ReadOnly)));
+        assert!(matches!(tx.get(&new, "x"), Err(Error::NoSuchTable { .. })));
         assert!(matches!(db.checkpoint(), Err(Error::ReadOnly)));
         assert!(matches!(db.vacuum(), Err(Error::ReadOnly)));
         assert!(matches!(db.commit_prepared("g"), Err(Error::ReadOnly)));

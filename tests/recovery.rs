@@ -76,7 +76,7 @@ fn damaged_page_without_image_is_reported_with_file_and_offset() {
     // Page 2 is the catalog root (page 1 is the free map): untouched
     // since the checkpoint.
     write_at(&img.path().join("data.strata"), 2 * 8192 + 100, &[0xFF; 16]);
-    let err = match strata::Db::open(img.path()).and_then(|db| db.table("t").map(|_| db)) {
+    let err = match strata::Db::open(img.path()).and_then(|db| db.table_names().map(|_| db)) {
         Err(e) => e,
         Ok(_) => panic!("damage went unnoticed"),
     };

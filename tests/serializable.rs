@@ -53,7 +53,7 @@ fn history(
             .race_hook(race_pauses(threads ^ per_thread)),
     )
     .expect("open");
-    let t = db.table("lists").expect("table");
+    let t = common::create(&db, "lists");
     let committed: Vec<Txn> = thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|w| {
@@ -339,7 +339,7 @@ fn serializable_histories_across_two_phase_decisions_have_no_cycles() {
                 .race_hook(race_pauses(round ^ 0x2bc)),
         )
         .expect("open");
-        let t = db.table("lists").expect("table");
+        let t = common::create(&db, "lists");
         let done = AtomicBool::new(false);
         let (mut txns, decided, rolled_back, passes, scans) = thread::scope(|s| {
             let (to_decider, prepared) = mpsc::channel();

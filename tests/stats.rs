@@ -17,7 +17,7 @@ fn stats_count_rows_versions_and_what_vacuum_would_remove() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
     let t = db.table("a").expect("a");
-    db.table("empty").expect("empty");
+    common::create(&db, "empty");
     let mut tx = db.begin().expect("begin");
     for i in 0..100 {
         tx.put(&t, format!("k{i:03}"), "v0").expect("put");
@@ -68,7 +68,7 @@ fn stats_count_rows_versions_and_what_vacuum_would_remove() {
 fn stats_report_the_log_range_the_checkpoint_and_prepared_transactions() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
-    let t = db.table("a").expect("a");
+    let t = common::create(&db, "a");
     db.checkpoint().expect("checkpoint");
     let s = db.stats().expect("stats");
     assert_eq!(

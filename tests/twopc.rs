@@ -128,7 +128,7 @@ fn prepared_transactions_survive_kill_nine_holding_their_locks() {
 fn gids_are_checked() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = Db::open_with(tmp.path(), options()).expect("open");
-    let t = db.table("t").expect("table");
+    let t = common::create(&db, "t");
     let mut a = db.begin().expect("begin");
     a.put(&t, "x", "1").expect("put");
     a.prepare("same").expect("prepare");
@@ -191,7 +191,7 @@ fn recovered_prepared_transactions_are_conflicts_out() {
     let tmp = tempfile::tempdir().expect("tmp");
     {
         let db = Db::open_with(tmp.path(), options()).expect("open");
-        let t = db.table("t").expect("table");
+        let t = common::create(&db, "t");
         let mut p = db.begin().expect("begin");
         assert_eq!(p.get(&t, "x").expect("read"), None);
         p.put(&t, "y", "p").expect("put");
@@ -224,7 +224,7 @@ fn recovered_read_only_prepared_transactions_leave_nothing_running() {
     let tmp = tempfile::tempdir().expect("tmp");
     {
         let db = Db::open_with(tmp.path(), options()).expect("open");
-        let t = db.table("t").expect("table");
+        let t = common::create(&db, "t");
         let mut w = db.begin().expect("begin");
         w.put(&t, "k", "w").expect("put");
         w.prepare("writer").expect("prepare");

@@ -147,7 +147,7 @@ fn space_is_reused_across_update_cycles() {
 fn vacuum_during_concurrent_writes_keeps_every_committed_value() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = open(tmp.path());
-    let t = db.table("t").expect("t");
+    let t = common::create(&db, "t");
     let writers: Vec<_> = (0..2u32)
         .map(|w| {
             let (db, t) = (db.clone(), t.clone());

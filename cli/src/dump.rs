@@ -202,7 +202,10 @@ fn load_lines(db: &Db, batch: usize, bar: &ProgressBar) -> Result<u64, Failure> 
                 let name = unescape(name).map_err(|e| at(n, e))?;
                 let name =
                     String::from_utf8(name).map_err(|_| at(n, "table name is not UTF-8".into()))?;
-                table = Some(db.table(&name)?);
+                let t = db.table(&name)?;
+                // A table line makes the table, with rows or without.
+                tx.create_table(&t).map_err(|e| at(n, e.to_string()))?;
+                table = Some(t);
             }
             ["row", k, v] => {
                 let t = table

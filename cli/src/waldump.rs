@@ -24,12 +24,7 @@ use crate::{Failure, Outcome};
 
 /// (log id, name) of every table, if the database opens read-only.
 fn table_names(dir: &Path) -> Vec<(u64, String)> {
-    let opened = crate::read_only(dir).and_then(|db| {
-        db.table_names()?
-            .into_iter()
-            .map(|n| Ok((db.table(&n)?.log_id(), n)))
-            .collect::<strata::Result<Vec<_>>>()
-    });
+    let opened = crate::read_only(dir).and_then(|db| strata::internals::table_log_ids(&db));
     opened.unwrap_or_else(|e| {
         eprintln!("(table names unavailable, shown as #id: {e})");
         Vec::new()

@@ -212,6 +212,27 @@ fn dump_then_load_round_trips_exactly() {
     assert_eq!(ok(&["dump", s(&copy)]), dump);
 }
 
+// Guards against `load` losing a dumped table that has no rows (tables
+// come into being with a write) and against readers creating the table
+// they were asked about.
+#[test]
+fn load_creates_empty_tables_and_readers_create_none() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("db");
+    let dump = b"strata-dump 1\ntable\tempty\ntable\tt\nrow\tk\tv\nend\t1\n";
+    let out = strata(&["load", s(&dir)], Some(dump));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let missing = strata(&["get", s(&dir), "nope", "k"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("no table \"nope\""),
+        "{}",
+        stderr(&missing)
+    );
+    let db = Db::open(&dir).expect("open");
+    assert_eq!(db.table_names().expect("names"), vec!["empty", "t"]);
+}
+
 #[test]
 fn load_refuses_bad_and_cut_short_dumps() {
     let tmp = tempfile::tempdir().expect("tmp");

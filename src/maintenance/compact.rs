@@ -575,11 +575,10 @@ fn roots(inner: &Core) -> Result<(Vec<PageId>, Vec<PageId>)> {
         .into_iter()
         .filter(|p| p.0 != 0)
         .collect();
-    let tables: Vec<PageId> = catalog::list(&mut r.view)?
-        .into_iter()
-        .map(|(_, root)| root)
-        .collect();
+    // The catalog's rows live in the heap like a table's.
+    let mut tables: Vec<PageId> = catalog::all_roots(&mut r.view)?;
     roots.extend(&tables);
+    tables.push(catalog::root(&mut r.view)?);
     Ok((roots, tables))
 }
 

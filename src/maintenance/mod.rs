@@ -6,6 +6,7 @@
 
 pub(crate) mod checkpoint;
 pub(crate) mod compact;
+pub(crate) mod dropped;
 pub(crate) mod policy;
 pub(crate) mod vacuum;
 pub(crate) mod worker;

@@ -120,6 +120,9 @@ pub struct VacuumStats {
     /// Free pages cut off the end of the data file (the file itself is
     /// cut at the next checkpoint).
     pub pages_cut: u64,
+    /// Tables whose pages were freed: dropped before every live snapshot,
+    /// or created by a transaction that rolled back or crashed.
+    pub tables_freed: u64,
 }
 
 pub(crate) struct Views {
@@ -154,6 +157,7 @@ pub(crate) fn run(inner: &Core) -> Result<VacuumStats> {
         overflow_pages_moved = Empty,
         leaves_merged = Empty,
         pages_cut = Empty,
+        tables_freed = Empty,
     );
     let _in = span.enter();
     let stats = pass(inner)?;
@@ -175,16 +179,16 @@ fn record(span: &tracing::Span, s: &VacuumStats) {
     span.record("overflow_pages_moved", s.overflow_pages_moved);
     span.record("leaves_merged", s.leaves_merged);
     span.record("pages_cut", s.pages_cut);
+    span.record("tables_freed", s.tables_freed);
 }
 
 fn pass(inner: &Core) -> Result<VacuumStats> {
     inner.engine.writable()?;
     let _one = inner.engine.vacuum_pass();
     inner.engine.store().wal.check()?;
-    let roots: Vec<PageId> = {
-        let list = catalog::list(&mut inner.engine.store().read().view)?;
-        list.into_iter().map(|(_, root)| root).collect()
-    };
+    // Every table any catalog version names: dropped ones too, until
+    // `dropped` frees them.
+    let roots: Vec<PageId> = catalog::all_roots(&mut inner.engine.store().read().view)?;
     let mut stats = VacuumStats::default();
     for root in roots {
         let mut keys = btree::Batches::new(root);
@@ -201,6 +205,7 @@ fn pass(inner: &Core) -> Result<VacuumStats> {
             }
         }
     }
+    super::dropped::run(inner, &mut stats)?;
     let planned = super::compact::run(inner, &mut stats)?;
     loop {
         let cut = inner.engine.store().shrink(Op::Vacuum as u8)?;
@@ -267,7 +272,7 @@ fn unseen_creator(v: &Version, views: &Views, clog: &impl StatusOf) -> bool {
 /// large value still has pages, whether the ledger has room (before the
 /// pages go). A version the full ledger cannot take becomes needed: it
 /// stays in the heap.
-fn record_unseen(
+pub(super) fn record_unseen(
     inner: &Core,
     (root, key): (PageId, &[u8]),
     versions: &[Version],
@@ -317,7 +322,11 @@ fn vacuum_key(
 /// Reads up to `WINDOW` versions from `head`; also records each visited
 /// heap page's free space, so after a restart the free-space map fills
 /// up again as vacuum passes over the heap.
-fn walk(mtr: &mut Mtr<'_>, fsm: &crate::store::fsm::Fsm, head: Tid) -> Result<(Vec<Version>, Tid)> {
+pub(super) fn walk(
+    mtr: &mut Mtr<'_>,
+    fsm: &crate::store::fsm::Fsm,
+    head: Tid,
+) -> Result<(Vec<Version>, Tid)> {
     let mut out = Vec::with_capacity(WINDOW);
     let mut c = Cursor::new(head);
     while out.len() < WINDOW {
@@ -390,11 +399,34 @@ fn round(
     // (A version kept now may have lost its value's pages: no snapshot
     // sees it, and a reader that skips it reads only its header.)
     record_unseen(inner, (root, key), &versions, &mut need, views, false);
+    remove(
+        mtr,
+        inner,
+        (root, key),
+        (head, tail),
+        &versions,
+        &need,
+        stats,
+    )
+}
+
+/// Removes the versions of the window not `need`ed, relinking the rest
+/// (the last to `tail`) and repointing or removing the index entry;
+/// true if it removed any.
+pub(super) fn remove(
+    mtr: &mut Mtr<'_>,
+    inner: &Core,
+    (root, key): (PageId, &[u8]),
+    (head, tail): (Tid, Tid),
+    versions: &[Version],
+    need: &[bool],
+    stats: &mut VacuumStats,
+) -> Result<bool> {
     if need.iter().all(|&n| n) {
         return Ok(false);
     }
-    relink_survivors(mtr, (root, key), (head, tail), &versions, &need, stats)?;
-    remove_dead(mtr, inner, &versions, &need, stats)?;
+    relink_survivors(mtr, (root, key), (head, tail), versions, need, stats)?;
+    remove_dead(mtr, inner, versions, need, stats)?;
     Ok(true)
 }
 
@@ -467,7 +499,7 @@ fn remove_dead(
 
 /// Frees the first pages of a dead version's overflow chain and points
 /// the tuple at the rest.
-fn shrink_overflow(
+pub(super) fn shrink_overflow(
     mtr: &mut Mtr<'_>,
     tid: Tid,
     first: PageId,

@@ -50,6 +50,13 @@ struct State {
     running: BTreeSet<Xid>,
     views: BTreeMap<u64, View>,
     next_token: u64,
+    /// Running xids that changed the catalog (created, dropped or renamed
+    /// a table).
+    catalog_writers: BTreeSet<Xid>,
+    /// Bumped when one of them commits, in the step that publishes it: a
+    /// table resolved under a snapshot of one epoch resolves the same under
+    /// any snapshot of the same epoch (a Read Committed transaction's cache).
+    catalog_epoch: u64,
 }
 
 /// The transaction manager.
@@ -70,6 +77,8 @@ impl TxnManager {
                 running: BTreeSet::new(),
                 views: BTreeMap::new(),
                 next_token: 0,
+                catalog_writers: BTreeSet::new(),
+                catalog_epoch: 0,
             }),
             clog,
         }
@@ -135,17 +144,39 @@ impl TxnManager {
     /// would not know it): it stands for the transaction until its next
     /// operation. Costs no lock beyond the one any snapshot takes.
     pub fn operation(&self, token: u64) -> Snapshot {
+        self.operation_at(token).0
+    }
+
+    /// [`Self::operation`], with the catalog epoch of the snapshot.
+    pub fn operation_at(&self, token: u64) -> (Snapshot, u64) {
         let mut s = self.state.lock();
         let snap = Self::snapshot_locked(&s);
         if let Some(v) = s.views.get_mut(&token) {
             v.snapshot = Some(snap.clone());
         }
-        snap
+        (snap, s.catalog_epoch)
+    }
+
+    /// Records that `xid` changed the catalog: its commit starts a new
+    /// catalog epoch.
+    pub fn catalog_write(&self, xid: Xid) {
+        self.state.lock().catalog_writers.insert(xid);
+    }
+
+    /// The catalog epoch of a snapshot taken now.
+    pub fn catalog_epoch(&self) -> u64 {
+        self.state.lock().catalog_epoch
     }
 
     /// A snapshot for a scan of Read Committed transaction `token`, held
     /// for vacuum until [`Self::unpin`] with the returned id.
     pub fn pin(&self, token: u64) -> (u64, Snapshot) {
+        let (id, snap, _) = self.pin_at(token);
+        (id, snap)
+    }
+
+    /// [`Self::pin`], with the catalog epoch of the snapshot.
+    pub fn pin_at(&self, token: u64) -> (u64, Snapshot, u64) {
         let mut s = self.state.lock();
         s.next_token += 1;
         let id = s.next_token;
@@ -155,7 +186,7 @@ impl TxnManager {
             debug_assert!(v.pinned.iter().all(|(p, _)| *p != id));
             v.pinned.push((id, snap.clone()));
         }
-        (id, snap)
+        (id, snap, s.catalog_epoch)
     }
 
     /// Releases a scan's snapshot.
@@ -195,6 +226,9 @@ impl TxnManager {
         // stay there for good, the xmin of every later snapshot.
         if xid != Xid::NONE {
             s.running.insert(xid);
+            // Whether it changed the catalog is not recorded: count it as
+            // if it did.
+            s.catalog_writers.insert(xid);
         }
         s.views.insert(
             token,
@@ -215,6 +249,9 @@ impl TxnManager {
         if xid != Xid::NONE {
             self.clog.set(xid, outcome);
             s.running.remove(&xid);
+            if s.catalog_writers.remove(&xid) && outcome == Status::Committed {
+                s.catalog_epoch += 1;
+            }
         }
         s.views.remove(&token);
     }

@@ -60,6 +60,10 @@ pub enum Op {
     Clog = 7,
     /// Change to the registry of prepared transactions.
     Prepared = 8,
+    /// Table drop (a catalog row's `xmax` stamped).
+    DropTable = 9,
+    /// Table rename (a catalog row stamped, one inserted under the new name).
+    RenameTable = 10,
 }
 
 impl Op {
@@ -75,6 +79,8 @@ impl Op {
             6 => Op::Vacuum,
             7 => Op::Clog,
             8 => Op::Prepared,
+            9 => Op::DropTable,
+            10 => Op::RenameTable,
             _ => return None,
         })
     }

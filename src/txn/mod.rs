@@ -17,10 +17,12 @@ mod ranges;
 mod scan;
 pub mod ssi;
 mod system;
+mod tables;
 mod write;
 
 pub use scan::{KeyRange, Prefix, Scan};
 pub(crate) use system::{Core, TxnSystem};
+pub(crate) use tables::valid_name;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -87,6 +89,8 @@ pub struct Transaction {
     read_only: bool,
     /// The SSI marks of a serializable transaction (`None` below it).
     reads: RefCell<Option<ssi::ReadSet>>,
+    /// The tables it resolved, by name (`tables`).
+    tables: RefCell<tables::Cache>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -146,6 +150,7 @@ impl Transaction {
             finished: false,
             read_only,
             reads: RefCell::new(reads),
+            tables: RefCell::default(),
         })
     }
 
@@ -173,8 +178,15 @@ impl Transaction {
         if let Some(e) = self.doomed() {
             return Err(e);
         }
-        if table.db != self.core().engine.id() {
-            return Err(Error::ForeignTable);
+        if table.db() != self.core().engine.id() {
+            // A handle of the same directory came from an earlier open.
+            return Err(if table.dir() == self.core().engine.dir() {
+                Error::StaleTable {
+                    name: table.name().to_string(),
+                }
+            } else {
+                Error::ForeignTable
+            });
         }
         // A transaction SSI chose as a victim learns it from its next SSI
         // call (every read and write makes one, and commit checks first),
@@ -190,6 +202,12 @@ impl Transaction {
     /// The xid is registered in the same step, before the marks are
     /// checked, so a reader that meets the new version later can name it.
     fn ssi_write(&self, table: &Table, key: &[u8]) -> Result<()> {
+        self.ssi_write_at(table.root, table.name(), key)
+    }
+
+    /// `ssi_write` of `key` in the tree rooted at `root` (a table, or the
+    /// catalog), named `name` in a failure.
+    fn ssi_write_at(&self, root: PageId, name: &str, key: &[u8]) -> Result<()> {
         if !self.serializable() {
             return Ok(());
         }
@@ -198,8 +216,8 @@ impl Transaction {
         // A doom from an earlier conflict is told apart from one this
         // write finds, which alone is at this row.
         let r = ssi.check(self.token).and_then(|()| {
-            ssi.write(self.token, table.root, key)
-                .map_err(|e| e.at(table.name(), key))
+            ssi.write(self.token, root, key)
+                .map_err(|e| e.at(name, key))
         });
         drop(ssi);
         self.note(r)
@@ -255,11 +273,15 @@ impl Transaction {
     }
 
     /// The snapshot for one read, registered for vacuum under Read
-    /// Committed (the view vacuum keeps for this transaction).
-    pub(crate) fn read_snapshot(&self) -> Cow<'_, Snapshot> {
+    /// Committed (the view vacuum keeps for this transaction), with its
+    /// catalog epoch (Read Committed; 0 otherwise).
+    pub(crate) fn read_snapshot(&self) -> (Cow<'_, Snapshot>, u64) {
         match self.level {
-            Isolation::ReadCommitted => Cow::Owned(self.core().txns.mgr().operation(self.token)),
-            _ => Cow::Borrowed(&self.snapshot),
+            Isolation::ReadCommitted => {
+                let (snap, epoch) = self.core().txns.mgr().operation_at(self.token);
+                (Cow::Owned(snap), epoch)
+            }
+            _ => (Cow::Borrowed(&self.snapshot), 0),
         }
     }
 
@@ -279,17 +301,21 @@ impl Transaction {
         if key.len() > KEY_MAX {
             return Err(Error::KeyTooLarge { len: key.len() });
         }
-        let snap = self.read_snapshot();
+        let (snap, epoch) = self.read_snapshot();
+        // The root alone: a hot loop of gets clones no handle.
+        let Some(root) = self.root_for_read(table, &snap, epoch)? else {
+            return Ok(None);
+        };
         let inner = self.core();
         let mut unseen = Vec::new();
         let (coarsening, value) = ssi::mark_then_read(
             self.reads.borrow_mut().as_mut(),
             inner.txns.marks(),
-            table.root,
+            root,
             key,
             || -> Result<Option<Vec<u8>>> {
                 let mut r = inner.engine.store().read();
-                match crate::btree::get_with(&mut r.view, table.root, key, chain::tid_of)? {
+                match crate::btree::get_with(&mut r.view, root, key, chain::tid_of)? {
                     Some(tid) => {
                         let head = chain::valid(&r.view, tid)?;
                         chain::read_visible(
@@ -307,7 +333,7 @@ impl Transaction {
         );
         self.ssi_coarsen(coarsening);
         let value = value?;
-        self.removed_writers(&snap, table.root, key, &mut unseen);
+        self.removed_writers(&snap, root, key, &mut unseen);
         self.ssi_unseen(&unseen, Some((table, key)))?;
         Ok(value)
     }
@@ -339,14 +365,27 @@ impl Transaction {
         value: impl AsRef<[u8]>,
     ) -> Result<()> {
         self.check(table)?;
-        let r = write::write(self, table, key.as_ref(), Some(value.as_ref()));
+        let table = match self.table_for_write(table, true) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(Error::Unsupported("table was not created")),
+            Err(e) => return self.note(Err(e)),
+        };
+        let r = write::write(self, &table, key.as_ref(), Some(value.as_ref()));
         self.note(r)?;
-        self.ssi_write(table, key.as_ref())
+        self.ssi_write(&table, key.as_ref())
     }
 
     /// Deletes `key`; returns whether it existed (for this transaction).
     pub fn delete(&mut self, table: &Table, key: impl AsRef<[u8]>) -> Result<bool> {
         self.check(table)?;
+        // A table that does not exist has no key to delete: no table is
+        // created for it (its absence was read, and marked, on the way).
+        let table = match self.table_for_write(table, false) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(false),
+            Err(e) => return self.note(Err(e)),
+        };
+        let table = &table;
         // Whether the key existed is a read, too. Finding no row, the write
         // path marks the key; a row it stamps needs no mark (see there),
         // and a delete that wrote nothing has no write to report.
@@ -365,21 +404,42 @@ impl Transaction {
     pub fn scan<R: KeyRange>(&self, table: &Table, range: R) -> Result<Scan<'_>> {
         self.check(table)?;
         let (lo, hi) = bounds(range)?;
-        Ok(self.scan_in(table, lo, hi, Mark::Range).0)
+        Ok(self.scan_in(table, lo, hi, Mark::Range)?.0)
     }
 
     /// A scan of `table` from `lo` to `hi`, every read over a range goes
-    /// through: with `Mark::Range`, a serializable transaction's SSI mark
-    /// on the range goes first (its read depends on every key in it,
-    /// present or not), and where it went among the transaction's marks
-    /// comes back (for `Ssi::narrow_range`; `None` if untracked).
+    /// through: the table resolved as this read sees the catalog (one that
+    /// does not exist reads as empty); with `Mark::Range`, a serializable
+    /// transaction's SSI mark on the range goes before any row is read
+    /// (its read depends on every key in it, present or not), and the
+    /// table's root with where the mark went among the transaction's marks
+    /// comes back (for `Ssi::narrow_range`; `None` if untracked or no
+    /// table).
     fn scan_in(
         &self,
         table: &Table,
         lo: Bound<Vec<u8>>,
         hi: Bound<Vec<u8>>,
         mark: Mark,
-    ) -> (Scan<'_>, Option<usize>) {
+    ) -> Result<(Scan<'_>, Option<(PageId, usize)>)> {
+        // A scan's snapshot outlives the call: under Read Committed it is
+        // pinned for vacuum until the scan is dropped.
+        let (pin, snap, epoch) = match self.level {
+            Isolation::ReadCommitted => {
+                let (id, snap, epoch) = self.core().txns.mgr().pin_at(self.token);
+                (
+                    Some(scan::Pin::new(self.core.clone(), self.token, id)),
+                    snap,
+                    epoch,
+                )
+            }
+            _ => (None, self.snapshot.clone(), 0),
+        };
+        let Some(table) = self.table_for_read(table, &snap, epoch)? else {
+            let none = || Bound::Excluded(Vec::new());
+            let scan = Scan::new(self, table.clone(), snap, pin, none(), none());
+            return Ok((scan, None));
+        };
         // A safe read-only snapshot takes no marks (and skips the SSI lock).
         let tracked = self.reads.borrow().as_ref().is_some_and(|r| !r.is_safe());
         let at = match (tracked, mark) {
@@ -390,22 +450,11 @@ impl Transaction {
                     .ssi()
                     .lock()
                     .read_range(self.token, table.root, range)
+                    .map(|at| (table.root, at))
             }
             _ => None,
         };
-        // A scan's snapshot outlives the call: under Read Committed it is
-        // pinned for vacuum until the scan is dropped.
-        let (pin, snap) = match self.level {
-            Isolation::ReadCommitted => {
-                let (id, snap) = self.core().txns.mgr().pin(self.token);
-                (
-                    Some(scan::Pin::new(self.core.clone(), self.token, id)),
-                    snap,
-                )
-            }
-            _ => (None, self.snapshot.clone()),
-        };
-        (Scan::new(self, table.clone(), snap, pin, lo, hi), at)
+        Ok((Scan::new(self, table, snap, pin, lo, hi), at))
     }
 
     pub(crate) fn ensure_xid(&mut self) -> Result<Xid> {

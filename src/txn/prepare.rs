@@ -353,10 +353,9 @@ pub(crate) fn adopt(inner: &Core) -> Result<()> {
         let mut r = inner.engine.store().read();
         let entries = load(&mut r.view)?;
         let every = if entries.iter().any(|e| e.reads == Reads::Every) {
-            crate::catalog::list(&mut r.view)?
-                .into_iter()
-                .map(|(_, root)| root)
-                .collect()
+            let mut every = crate::catalog::all_roots(&mut r.view)?;
+            every.push(crate::catalog::root(&mut r.view)?);
+            every
         } else {
             Vec::new()
         };

@@ -60,13 +60,14 @@ impl Transaction {
     fn end_row(&self, table: &Table, last: bool) -> Result<Option<Row>> {
         self.check(table)?;
         let whole = (Bound::Unbounded, Bound::Unbounded);
-        let (mut scan, mark) = self.scan_in(table, Bound::Unbounded, Bound::Unbounded, Mark::Range);
+        let (mut scan, mark) =
+            self.scan_in(table, Bound::Unbounded, Bound::Unbounded, Mark::Range)?;
         let row = match last {
             false => scan.next(),
             true => scan.next_back(),
         }
         .transpose()?;
-        if let (Some((k, _)), Some(at)) = (&row, mark) {
+        if let (Some((k, _)), Some((root, at))) = (&row, mark) {
             let narrow = match last {
                 false => (Bound::Unbounded, Bound::Included(k.clone())),
                 true => (Bound::Included(k.clone()), Bound::Unbounded),
@@ -75,7 +76,7 @@ impl Transaction {
                 .txns
                 .ssi()
                 .lock()
-                .narrow_range(self.token, table.root, at, &whole, narrow);
+                .narrow_range(self.token, root, at, &whole, narrow);
         }
         Ok(row)
     }
@@ -86,7 +87,7 @@ impl Transaction {
     pub fn count<R: KeyRange>(&self, table: &Table, range: R) -> Result<u64> {
         self.check(table)?;
         let (lo, hi) = bounds(range)?;
-        self.scan_in(table, lo, hi, Mark::Range).0.count_rows()
+        self.scan_in(table, lo, hi, Mark::Range)?.0.count_rows()
     }
 
     /// How many rows the table holds for this transaction: `count(table, ..)`.
@@ -119,7 +120,7 @@ impl Transaction {
                     from,
                     hi.clone(),
                     std::mem::replace(&mut mark, Mark::Covered),
-                )
+                )?
                 .0
                 .keys_only()
                 .take(SCAN_BATCH)

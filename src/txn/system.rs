@@ -25,6 +25,8 @@ pub(crate) struct TxnSystem {
     ledger: Ledger,
     /// Prepared transactions waiting for a decision.
     prepared: Registry,
+    /// Running writers of each table, whom a drop or rename waits for.
+    writers: super::tables::Writers,
 }
 
 impl TxnSystem {
@@ -38,6 +40,7 @@ impl TxnSystem {
             ssi: SsiLock::new(ssi),
             ledger: Ledger::default(),
             prepared: Registry::default(),
+            writers: Default::default(),
         }
     }
 
@@ -70,6 +73,11 @@ impl TxnSystem {
     pub(crate) fn prepared(&self) -> &Registry {
         &self.prepared
     }
+
+    /// The running writers of each table.
+    pub(crate) fn writers(&self) -> &super::tables::Writers {
+        &self.writers
+    }
 }
 
 /// A database's engine and the transaction system on it: what its `Db`
@@ -77,4 +85,6 @@ impl TxnSystem {
 pub(crate) struct Core {
     pub(crate) engine: Engine,
     pub(crate) txns: TxnSystem,
+    /// The catalog's root (fixed for the database's life).
+    pub(crate) catalog: crate::ids::PageId,
 }

@@ -13,6 +13,15 @@ pub fn open(dir: &std::path::Path) -> Db {
     .expect("open")
 }
 
+/// The table `name`, created (committed) if it did not exist.
+pub fn create(db: &Db, name: &str) -> strata::Table {
+    let t = db.table(name).expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.create_table(&t).expect("create");
+    tx.commit().expect("commit");
+    t
+}
+
 pub fn rows(tx: &strata::Transaction, t: &strata::Table) -> Vec<(Vec<u8>, Vec<u8>)> {
     tx.scan(t, ..)
         .expect("scan")

@@ -73,6 +73,16 @@ fn main() {
         tx.put(&t, "big", vec![7u8; 20_000]).expect("put");
         tx.delete(&t, "k005").expect("delete");
         tx.commit().expect("commit");
+        // Catalog rows of every kind: a renamed table, a dropped one.
+        let (u, w) = (db.table("u").expect("u"), db.table("w").expect("w"));
+        let mut tx = db.begin().expect("begin");
+        tx.put(&u, "k", "v").expect("put");
+        tx.put(&w, "k", "v").expect("put");
+        tx.commit().expect("commit");
+        let mut tx = db.begin().expect("begin");
+        tx.rename_table(&u, "v").expect("rename");
+        tx.drop_table(&w).expect("drop");
+        tx.commit().expect("commit");
         std::mem::forget(db); // a crash: no final checkpoint
     }
     let image = fs.process_crash_image();
