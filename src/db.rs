@@ -429,6 +429,7 @@ fn init_pages(store: &Store) -> Result<()> {
     meta::init(w.mtr.new_page(META, PageType::Meta)?);
     catalog::init(&mut w.mtr)?;
     crate::txn::prepare::init(&mut w.mtr)?;
+    crate::mvcc::commit_ts::init(&mut w.mtr)?;
     if let Some(lsn) = w.commit(Kind::Pages, Op::Init as u8, Xid::NONE)? {
         store.wal.flush(lsn, true)?;
     }

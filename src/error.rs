@@ -152,6 +152,15 @@ pub enum Error {
     /// [`crate::limits::PREPARED_MAX`] transactions are already prepared
     /// and waiting for a decision.
     TooManyPrepared,
+    /// The clock cannot bound its error (unsynchronised, or uncertain past
+    /// its ceiling), or it lags the timestamps the database has already
+    /// assigned by more than a commit may wait
+    /// ([`crate::clock::COMMIT_WAIT_MAX`]). Commits fail with it before
+    /// writing anything; reads go on working.
+    ClockUncertain {
+        /// What the clock reported.
+        reason: String,
+    },
     /// The feature is not available in this version (for example
     /// `Isolation::Serializable` before SSI lands).
     Unsupported(&'static str),
@@ -393,6 +402,10 @@ impl fmt::Display for Error {
                 f,
                 "{} transactions are already prepared; commit or roll back some (commit_prepared / rollback_prepared) first",
                 crate::limits::PREPARED_MAX
+            ),
+            Error::ClockUncertain { reason } => write!(
+                f,
+                "cannot take a commit timestamp: {reason}"
             ),
             Error::Unsupported(what) => write!(f, "not supported: {what}"),
         }

@@ -139,6 +139,16 @@ pub fn check(
         },
     )?;
     c.report.prepared = prepared;
+    // Commit timestamps: 8-byte xid → 8-byte timestamp.
+    c.tree(
+        PageId(meta::get(&m, Field::CommitTsRoot)),
+        &mut |c, key, value| {
+            if key.len() != 8 || value.len() != 8 {
+                return Err(c.err(META, "commit-timestamp entry malformed".into()));
+            }
+            Ok(())
+        },
+    )?;
     for root in tables {
         let root = root.ok_or_else(|| c.err(META, "catalog entry malformed".into()))?;
         c.report.tables += 1;

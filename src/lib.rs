@@ -113,6 +113,7 @@
 pub(crate) mod btree;
 pub(crate) mod buffer;
 mod catalog;
+pub mod clock;
 mod codec;
 mod control;
 mod db;
