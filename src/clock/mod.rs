@@ -106,7 +106,12 @@ impl Timestamp {
 /// Shown as seconds and nanoseconds since the epoch, `1733572800.000000042`.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:09}", self.0 / 1_000_000_000, self.0 % 1_000_000_000)
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
     }
 }
 
@@ -184,11 +189,12 @@ impl Default for FixedEpsilon {
 impl FixedEpsilon {
     /// The system clock now, as a timestamp.
     pub fn system_now() -> Result<Timestamp> {
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| Error::ClockUncertain {
-                reason: "the system clock reads before 1970".into(),
-            })?;
+        let d =
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_err(|_| Error::ClockUncertain {
+                    reason: "the system clock reads before 1970".into(),
+                })?;
         Ok(Timestamp(nanos(d)))
     }
 }

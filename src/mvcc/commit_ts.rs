@@ -61,7 +61,12 @@ pub fn stamp(mtr: &mut Mtr<'_>, xid: Xid, now: Interval) -> Result<Timestamp> {
     let high = high_water(mtr)?;
     let ts = commit_ts(now, high)?;
     let root = root(mtr)?;
-    btree::insert(mtr, root, &xid.0.to_be_bytes(), &ts.as_nanos().to_le_bytes())?;
+    btree::insert(
+        mtr,
+        root,
+        &xid.0.to_be_bytes(),
+        &ts.as_nanos().to_le_bytes(),
+    )?;
     let m = mtr.page_mut_in(META, &[(COMMIT_TS_HIGH, COMMIT_TS_HIGH + 8)])?;
     put_u64(m, COMMIT_TS_HIGH, ts.as_nanos());
     Ok(ts)

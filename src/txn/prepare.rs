@@ -31,11 +31,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::btree::{self, Dir};
 use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
+use crate::clock;
 use crate::codec::{u16_at, u32_at, u64_at};
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
 use crate::limits::{GID_MAX, PREPARED_MAX, PREPARED_TABLES_MAX};
-use crate::clock;
 use crate::mvcc::{clog, commit_ts, Status};
 use crate::page::PageType;
 use crate::redo::record::{Kind, Op};

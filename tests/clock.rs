@@ -1,0 +1,310 @@
+//! Commit timestamps and commit wait: external consistency across
+//! databases whose clocks disagree within their ε, monotonic timestamps
+//! when a clock steps back and across restarts, timestamps kept through
+//! checkpoint and vacuum, and a clock that cannot vouch for itself
+//! refusing commits while reads go on.
+//!
+//! Every clock here is a `SimClock`: time moves only when a test (or a
+//! commit wait, which advances the simulated world) moves it, so each
+//! seeded run repeats exactly and nothing sleeps.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{copy_dir, xorshift};
+use strata::clock::{Clock, FixedEpsilon, SimClock, Timestamp};
+use strata::{Db, Durability, Error, Options};
+
+/// 2026-12-07, in nanoseconds since the epoch.
+const START: u64 = 1_796_601_600_000_000_000;
+const EPSILON: Duration = Duration::from_millis(5);
+const EPS_NS: i64 = 5_000_000;
+
+fn opts(clock: &SimClock) -> Options {
+    Options::default()
+        .cache_size(4 << 20)
+        .durability(Durability::Eventual)
+        .background(false)
+        .clock(Arc::new(clock.clone()))
+}
+
+fn put(db: &Db, key: &[u8]) -> strata::CommitInfo {
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, key, b"v").expect("put");
+    tx.commit().expect("commit")
+}
+
+/// Runs `runs` seeded rounds of "T1 commits on one database and returns,
+/// then T2 begins and commits on the other", the two databases' clocks
+/// set to random offsets within ε of the shared true time. Returns the
+/// rounds in which ts(T2) ≤ ts(T1): external consistency broken.
+fn violations(commit_wait: bool, runs: u64) -> Vec<String> {
+    let a_dir = tempfile::tempdir().expect("tempdir");
+    let b_dir = tempfile::tempdir().expect("tempdir");
+    let a_clock = SimClock::new(Timestamp::from_nanos(START));
+    a_clock.set_epsilon(EPSILON);
+    let b_clock = a_clock.sibling();
+    let a = Db::open_with(a_dir.path(), opts(&a_clock).commit_wait(commit_wait)).expect("open a");
+    let b = Db::open_with(b_dir.path(), opts(&b_clock).commit_wait(commit_wait)).expect("open b");
+    let mut found = Vec::new();
+    for seed in 0..runs {
+        let mut rng = xorshift(seed * 7919 + 1);
+        // Offsets within ε either way: each clock's interval holds the
+        // true time, as the contract demands.
+        let within = |rng: &mut dyn FnMut(u64) -> u64| rng(2 * EPS_NS as u64 + 1) as i64 - EPS_NS;
+        a_clock.set_offset(within(&mut rng));
+        b_clock.set_offset(within(&mut rng));
+        a_clock.advance(Duration::from_micros(rng(20_000)));
+        let (first, second) = if rng(2) == 0 { (&a, &b) } else { (&b, &a) };
+        let (first_clock, second_clock) = if std::ptr::eq(first, &a) {
+            (&a_clock, &b_clock)
+        } else {
+            (&b_clock, &a_clock)
+        };
+        let t1 = put(first, format!("k{seed}").as_bytes());
+        if commit_wait {
+            let earliest = first_clock.now().expect("now").earliest;
+            assert!(
+                earliest > t1.ts,
+                "seed {seed}: commit returned before its commit wait"
+            );
+        }
+        // T2 begins after T1 returned (a little later, or at once).
+        a_clock.advance(Duration::from_micros(rng(3) * rng(500)));
+        let before = second_clock.now().expect("now").latest;
+        let t2 = put(second, format!("k{seed}").as_bytes());
+        assert!(t2.ts >= before, "seed {seed}: ts below the clock's latest");
+        if t2.ts <= t1.ts {
+            found.push(format!("seed {seed}: ts(T2) {} ≤ ts(T1) {}", t2.ts, t1.ts));
+        }
+    }
+    found
+}
+
+#[test]
+fn commits_in_real_time_order_get_increasing_timestamps_across_skewed_clocks() {
+    let v = violations(true, 300);
+    assert!(v.is_empty(), "external consistency broken: {v:?}");
+}
+
+#[test]
+fn without_commit_wait_skewed_clocks_break_external_consistency() {
+    // The check above is alive: the same runs without the wait find the
+    // anomaly commit wait exists to prevent.
+    let v = violations(false, 300);
+    assert!(!v.is_empty(), "no violation found without commit wait");
+}
+
+#[test]
+fn timestamps_stay_monotonic_when_the_clock_steps_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    clock.set_epsilon(Duration::from_millis(1));
+    let db = Db::open_with(dir.path(), opts(&clock)).expect("open");
+    let mut last = Timestamp::ZERO;
+    let mut rng = xorshift(42);
+    for i in 0..200u32 {
+        // Steps of up to 400 ms either way, the clock's ε unchanged: a
+        // reading behind the high-water mark must not lower a timestamp.
+        clock.set_offset(rng(800_000_001) as i64 - 400_000_000);
+        let latest = clock.now().expect("now").latest;
+        let info = put(&db, &i.to_le_bytes());
+        assert!(info.ts > last, "commit {i}: {} after {last}", info.ts);
+        assert!(info.ts >= latest, "commit {i}: below the clock's latest");
+        last = info.ts;
+    }
+    // Read-only commits take no timestamp.
+    let tx = db.begin_read().expect("begin");
+    assert_eq!(tx.commit().expect("commit").ts, Timestamp::ZERO);
+    assert_eq!(
+        strata::internals::commit_ts_high_water(&db).expect("mark"),
+        last
+    );
+}
+
+/// Opens a copy of `dir` (what `kill -9` leaves) with `clock`.
+fn reopen_copy(dir: &Path, to: &Path, clock: &SimClock) -> Db {
+    copy_dir(dir, to);
+    Db::open_with(to, opts(clock)).expect("reopen")
+}
+
+#[test]
+fn timestamps_stay_monotonic_across_restart_and_checkpoint() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let live = root.path().join("live");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let db = Db::open_with(&live, opts(&clock).durability(Durability::Immediate)).expect("open");
+    let mut last = Timestamp::ZERO;
+    for i in 0..20u32 {
+        last = put(&db, &i.to_le_bytes()).ts;
+    }
+    // A restart from the log alone (no checkpoint since the commits)
+    // with a clock set 900 ms behind: the mark comes back from the log.
+    let behind = SimClock::new(Timestamp::from_nanos(START - 900_000_000));
+    let crashed = reopen_copy(&live, &root.path().join("crash"), &behind);
+    let after = put(&crashed, b"after crash").ts;
+    assert!(after > last, "after restart: {after} ≤ {last}");
+    drop(crashed);
+    // Again after a checkpoint, the log behind it recycled.
+    db.checkpoint().expect("checkpoint");
+    last = put(&db, b"after checkpoint").ts;
+    db.checkpoint().expect("checkpoint");
+    let behind = SimClock::new(Timestamp::from_nanos(START - 900_000_000));
+    let reopened = reopen_copy(&live, &root.path().join("checkpointed"), &behind);
+    let after = put(&reopened, b"after reopen").ts;
+    assert!(
+        after > last,
+        "after checkpoint and restart: {after} ≤ {last}"
+    );
+}
+
+#[test]
+fn timestamps_survive_restart_checkpoint_and_vacuum() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let live = root.path().join("live");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    clock.set_epsilon(Duration::from_micros(300));
+    let db = Db::open_with(&live, opts(&clock).durability(Durability::Immediate)).expect("open");
+    let t = db.table("t").expect("table");
+    let mut stamped = Vec::new();
+    for i in 0..30u32 {
+        clock.advance(Duration::from_micros(137));
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, (i % 7).to_le_bytes(), i.to_le_bytes())
+            .expect("put");
+        if i % 5 == 0 {
+            tx.delete(&t, ((i + 3) % 7).to_le_bytes()).expect("delete");
+        }
+        let info = tx.commit().expect("commit");
+        stamped.push((info.xid, info.ts));
+    }
+    // A prepared transaction's commit is stamped too.
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"prepared", b"v").expect("put");
+    let xid = tx.xid();
+    tx.prepare("g1").expect("prepare");
+    db.commit_prepared("g1").expect("commit prepared");
+    let ts = strata::internals::commit_ts(&db, xid).expect("lookup");
+    let ts = ts.expect("a prepared commit has a timestamp");
+    assert!(ts > stamped.last().expect("stamped").1);
+    stamped.push((xid, ts));
+    // A rolled-back transaction has none.
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"gone", b"v").expect("put");
+    let aborted = tx.xid();
+    tx.rollback().expect("rollback");
+
+    let check = |db: &Db, what: &str| {
+        for &(xid, ts) in &stamped {
+            let got = strata::internals::commit_ts(db, xid).expect("lookup");
+            assert_eq!(got, Some(ts), "{what}: xid {xid:?}");
+        }
+        assert_eq!(
+            strata::internals::commit_ts(db, aborted).expect("lookup"),
+            None,
+            "{what}: aborted"
+        );
+        let report = db.check_integrity().expect("integrity");
+        assert_eq!(report.leaked_pages, 0, "{what}: {report:?}");
+    };
+    check(&db, "live");
+    let crashed = reopen_copy(&live, &root.path().join("crash"), &clock.sibling());
+    check(&crashed, "after restart");
+    drop(crashed);
+    db.vacuum().expect("vacuum");
+    db.checkpoint().expect("checkpoint");
+    check(&db, "after vacuum and checkpoint");
+    drop(db);
+    let db = Db::open_with(&live, opts(&clock)).expect("reopen");
+    check(&db, "reopened");
+}
+
+#[test]
+fn an_unsynchronised_clock_fails_commits_and_reads_still_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let db = Db::open_with(dir.path(), opts(&clock)).expect("open");
+    put(&db, b"before");
+    let t = db.table("t").expect("table");
+    clock.set_unsynchronized(true);
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"during", b"v").expect("put");
+    let err = tx
+        .commit()
+        .expect_err("an unsynchronised clock commits nothing");
+    assert!(matches!(err, Error::ClockUncertain { .. }), "{err}");
+    assert!(err.to_string().contains("unsynchronised"), "{err}");
+    // Reads work, and see nothing of the failed commit.
+    let tx = db.begin_read().expect("begin");
+    assert!(tx.get(&t, b"before").expect("get").is_some());
+    assert_eq!(tx.get(&t, b"during").expect("get"), None);
+    tx.commit().expect("a read-only commit takes no timestamp");
+    // The clock back, commits work again.
+    clock.set_unsynchronized(false);
+    put(&db, b"after");
+}
+
+#[test]
+fn a_clock_too_uncertain_or_too_far_behind_fails_commits() {
+    // ε of 1 s either way: a commit would wait 2 s, past COMMIT_WAIT_MAX.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wide = Options::default()
+        .background(false)
+        .clock(Arc::new(FixedEpsilon(Duration::from_secs(1))));
+    let db = Db::open_with(dir.path(), wide).expect("open");
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"k", b"v").expect("put");
+    let err = tx.commit().expect_err("too uncertain");
+    assert!(matches!(err, Error::ClockUncertain { .. }), "{err}");
+    drop(db);
+    // A clock 5 s behind the timestamps already assigned.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let db = Db::open_with(dir.path(), opts(&clock)).expect("open");
+    let before = put(&db, b"k").ts;
+    clock.set_offset(-5_000_000_000);
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"k", b"w").expect("put");
+    let err = tx.commit().expect_err("too far behind");
+    assert!(matches!(err, Error::ClockUncertain { .. }), "{err}");
+    let tx = db.begin_read().expect("begin");
+    assert_eq!(tx.get(&t, b"k").expect("get").as_deref(), Some(&b"v"[..]));
+    drop(tx);
+    clock.set_offset(0);
+    assert!(put(&db, b"k").ts > before);
+}
+
+/// With the `truetime` feature: commits follow what the kernel says of
+/// its clock. On a machine without a synchronised clock they fail with
+/// the clear error; with one, they succeed.
+#[cfg(feature = "truetime")]
+#[test]
+fn truetime_commits_only_while_the_kernel_vouches_for_its_clock() {
+    use strata::clock::TrueTime;
+    let tt = TrueTime::with_ceiling(Duration::from_millis(20));
+    let k = TrueTime::kernel().expect("adjtimex");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(
+        dir.path(),
+        Options::default().background(false).clock(Arc::new(tt)),
+    )
+    .expect("open");
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"k", b"v").expect("put");
+    let r = tx.commit();
+    if k.unsynchronized || k.max_error > tt.ceiling {
+        assert!(
+            matches!(r, Err(Error::ClockUncertain { .. })),
+            "{k:?}: {r:?}"
+        );
+    } else {
+        assert!(r.is_ok(), "{k:?}: {r:?}");
+    }
+}
