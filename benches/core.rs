@@ -2,6 +2,7 @@
 //! benchmark crate of a later issue). Each figure is the median of several
 //! runs. Run: `cargo bench --bench core` (set `STRATA_BENCH_DIR` to measure
 //! on another file system; the default is the system temp directory).
+//! `STRATA_BENCH_ONLY_TIME=1` runs only the commit-wait figures.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -410,6 +411,77 @@ fn mixed_rows(
     rows
 }
 
+/// Commits per second with `threads` committers, each committing
+/// `per_thread` one-row transactions, and the median commit latency in
+/// microseconds (every commit timed).
+fn clocked_commits(opts: Options, threads: u64, per_thread: u64) -> (f64, f64) {
+    let tmp = bench_dir();
+    let db = Db::open_with(tmp.path(), opts).expect("open");
+    let t = db.table("t").expect("t");
+    let start = Instant::now();
+    let lat: Vec<f64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|th| {
+                let (db, t) = (db.clone(), t.clone());
+                s.spawn(move || {
+                    (0..per_thread)
+                        .map(|i| {
+                            let began = Instant::now();
+                            let mut tx = db.begin().expect("begin");
+                            tx.put(&t, key(th * 1_000_000 + i), [4u8; 100])
+                                .expect("put");
+                            tx.commit().expect("commit");
+                            began.elapsed().as_secs_f64() * 1e6
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("committer"))
+            .collect()
+    });
+    let rate = (threads * per_thread) as f64 / start.elapsed().as_secs_f64();
+    (rate, median(lat))
+}
+
+/// Commit wait's cost: commit latency (1 thread) and throughput (16
+/// threads) with the clock's ε at 0, 1 ms and 5 ms, against commits that
+/// skip the wait, for durable and eventual commits.
+fn commit_wait_rows() -> Vec<String> {
+    use std::sync::Arc;
+    use strata::clock::FixedEpsilon;
+    let mut rows = vec![
+        "| commit wait: durability, ε | median latency, 1 thread (µs) | commits/s, 16 threads | median latency, 16 threads (µs) |".into(),
+        "|---|---|---|---|".into(),
+    ];
+    let configs: [(&str, Duration, bool); 4] = [
+        ("no wait", Duration::ZERO, false),
+        ("ε = 0", Duration::ZERO, true),
+        ("ε = 1 ms", Duration::from_millis(1), true),
+        ("ε = 5 ms", Duration::from_millis(5), true),
+    ];
+    for durability in [Durability::Immediate, Durability::Eventual] {
+        for (name, eps, wait) in configs {
+            let opts = || {
+                Options::default()
+                    .durability(durability)
+                    .clock(Arc::new(FixedEpsilon(eps)))
+                    .commit_wait(wait)
+            };
+            let one: Vec<_> = (0..3).map(|_| clocked_commits(opts(), 1, 300)).collect();
+            let many: Vec<_> = (0..3).map(|_| clocked_commits(opts(), 16, 100)).collect();
+            rows.push(format!(
+                "| {durability:?}, {name} | {:.0} | {:.0} | {:.0} |",
+                median(one.iter().map(|r| r.1).collect()),
+                median(many.iter().map(|r| r.0).collect()),
+                median(many.iter().map(|r| r.1).collect()),
+            ));
+        }
+    }
+    rows
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("STRATA_BENCH_WAL_CHILD") {
         wal_child(&PathBuf::from(dir));
@@ -425,6 +497,12 @@ fn main() {
     }
     if std::env::var_os("STRATA_BENCH_ONLY_TWOPC").is_some() {
         for row in twopc_rows() {
+            println!("{row}");
+        }
+        return;
+    }
+    if std::env::var_os("STRATA_BENCH_ONLY_TIME").is_some() {
+        for row in commit_wait_rows() {
             println!("{row}");
         }
         return;
@@ -498,6 +576,9 @@ fn main() {
         println!("{row}");
     }
     for row in twopc_rows() {
+        println!("{row}");
+    }
+    for row in commit_wait_rows() {
         println!("{row}");
     }
     let amp = median((0..3).map(|_| space_amplification()).collect());
