@@ -3,8 +3,8 @@
 //! ```text
 //!  24        32        36         40           44          48             52             56              60
 //!  | magic 8 | version | page size | page count | free hint | catalog root | clog dir head | next table id | prepared root |
-//!  60                 64                     72
-//!  | commit-ts root   | commit-ts high water |
+//!  64               68                         76
+//!  | commit-ts root | commit-ts high water u64 |
 //! ```
 //! `page count` is the high-water mark: pages [0, count) exist. Which of
 //! them are free the free map says (`freemap`); no page below `free hint`
