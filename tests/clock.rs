@@ -308,3 +308,30 @@ fn truetime_commits_only_while_the_kernel_vouches_for_its_clock() {
         assert!(r.is_ok(), "{k:?}: {r:?}");
     }
 }
+
+/// The background worker's timers read the database's clock: a
+/// checkpoint interval of an hour passes when the simulated clock says
+/// so, not in real time.
+#[test]
+fn the_checkpoint_interval_runs_on_the_database_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let o = opts(&clock)
+        .background(true)
+        .durability(Durability::Immediate)
+        .checkpoint_interval(Duration::from_secs(3600));
+    let db = Db::open_with(dir.path(), o).expect("open");
+    put(&db, b"k");
+    let redo = db.stats().expect("stats").checkpoint_redo;
+    let mut moved = false;
+    for _ in 0..400 {
+        // Again each round: the worker may start its timer after the first.
+        clock.advance(Duration::from_secs(7200));
+        if db.stats().expect("stats").checkpoint_redo > redo {
+            moved = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(moved, "no checkpoint after the simulated hour passed");
+}

@@ -54,11 +54,7 @@ use crate::error::{Error, Result};
 /// clock's): 1 ms, what NTP keeps between machines of one network.
 pub const DEFAULT_EPSILON: Duration = Duration::from_millis(1);
 
-/// Longest commit wait a commit may be asked for: a timestamp this far
-/// above `now().earliest` (the clock stepped back behind timestamps already
-/// assigned, or its uncertainty is this wide) fails the commit with
-/// [`Error::ClockUncertain`] instead of stalling it.
-pub const COMMIT_WAIT_MAX: Duration = Duration::from_secs(1);
+pub use crate::limits::COMMIT_WAIT_MAX;
 
 /// A point in time: nanoseconds since the Unix epoch (UTC). Commit
 /// timestamps are these; `Timestamp::ZERO` stands for "none" (a commit
@@ -152,6 +148,15 @@ pub trait Clock: Send + Sync {
     /// (unsynchronised, or past its ceiling).
     fn now(&self) -> Result<Interval>;
 
+    /// Time on a clock that never steps backwards, from an arbitrary
+    /// origin: what lock timeouts and the background worker's timers
+    /// measure with. The default is the operating system's monotonic
+    /// clock; a simulated clock returns its world's time, so a simulation
+    /// decides when a timeout expires.
+    fn monotonic(&self) -> Duration {
+        process_start().elapsed()
+    }
+
     /// Returns once `now().earliest > ts` (the commit wait), sleeping
     /// between readings. A simulated clock overrides it to advance its
     /// own time instead of sleeping. An error from `now()` ends the wait
@@ -175,6 +180,12 @@ pub trait Clock: Send + Sync {
 
 /// Readings a commit wait takes at most before giving up on the clock.
 const WAIT_READINGS_MAX: u32 = 10_000;
+
+/// The instant `Clock::monotonic` counts from, for clocks without their own.
+fn process_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
 
 /// The system clock (`SystemTime`) within a fixed ε either way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

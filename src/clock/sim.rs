@@ -150,6 +150,12 @@ impl Clock for SimClock {
         Ok(Interval::around(self.reading(), epsilon))
     }
 
+    /// The world's true time: it never steps back, whatever this clock's
+    /// offset does.
+    fn monotonic(&self) -> Duration {
+        Duration::from_nanos(*self.world.lock())
+    }
+
     /// Advances the world until this clock's `earliest` passes `ts`.
     fn wait_until(&self, ts: Timestamp) -> Result<()> {
         for _ in 0..WAIT_ROUNDS_MAX {
