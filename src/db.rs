@@ -178,7 +178,9 @@ impl Db {
     /// Commits the prepared transaction `gid` (two-phase commit, phase
     /// two), durably whatever the durability setting. `UnknownTransaction`
     /// if no transaction waits under that id (never prepared, or decided);
-    /// `CommitOutcomeUnknown` as for `Transaction::commit`.
+    /// `CommitOutcomeUnknown` as for `Transaction::commit`. The commit
+    /// takes a timestamp and waits out the clock's uncertainty as
+    /// `Transaction::commit` does; `ClockUncertain` leaves it in doubt.
     pub fn commit_prepared(&self, gid: &str) -> Result<()> {
         crate::txn::prepare::decide(self.core(), gid, true)
     }

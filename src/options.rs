@@ -230,8 +230,9 @@ impl Options {
     }
 
     /// The clock commit timestamps come from (default
-    /// [`FixedEpsilon`]`(1 ms)` over the system clock; see
-    /// [`crate::clock`]). Every read-write commit takes a timestamp
+    /// [`FixedEpsilon`]`(0)`: the system clock, trusted exactly — right
+    /// among databases on one machine; across machines give the error
+    /// their clocks keep, or `TrueTime`; see [`crate::clock`]). Every read-write commit takes a timestamp
     /// `≥ now().latest` and waits, before it becomes visible and returns,
     /// until `now().earliest` has passed it.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {

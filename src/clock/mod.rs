@@ -18,12 +18,17 @@
 //!
 //! Sources:
 //! - [`FixedEpsilon`] — the system clock ± a fixed ε; the default, with
-//!   ε = [`DEFAULT_EPSILON`] (1 ms). Why 1 ms: it is the accuracy NTP or
-//!   chrony keep between machines of one network in ordinary operation,
-//!   and a commit waits about 2ε, which with `Durability::Immediate`
-//!   mostly overlaps the log's fsync. A deployment that knows its clock
-//!   better (PTP, a cloud time service) sets a smaller ε, one that knows
-//!   it worse a larger one, or uses `TrueTime`.
+//!   ε = [`DEFAULT_EPSILON`] = 0. Why 0: every database on one machine
+//!   reads the same kernel clock, so among them the clock has no error to
+//!   wait out, and timestamps order their commits as real time does (the
+//!   high-water mark keeps each database's own timestamps rising when the
+//!   clock is stepped back); and a wider ε is paid on every commit —
+//!   measured on this project's 2-core VM (`STRATA_BENCH_ONLY_TIME=1
+//!   cargo bench --bench core`), ε = 1 ms takes a durable one-thread
+//!   commit from about 0.2 ms to 2.2 ms, and an `Eventual` one from 4 µs
+//!   to 2.1 ms. Databases on different machines must be given an ε their
+//!   clocks keep (NTP within a network: about 1 ms; PTP or a cloud time
+//!   service: tens of µs) or `TrueTime`.
 //! - `TrueTime` (feature `truetime`) — the kernel's own error bound
 //!   (`adjtimex(2)`: `maxerror`, `STA_UNSYNC`), refused past a ceiling.
 //! - [`SimClock`] — simulated time for tests: manual advance, per-instance
@@ -51,8 +56,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 
 /// The uncertainty [`FixedEpsilon::default`] admits (and the default
-/// clock's): 1 ms, what NTP keeps between machines of one network.
-pub const DEFAULT_EPSILON: Duration = Duration::from_millis(1);
+/// clock's): none, right for databases that share one machine's clock
+/// (see the module essay for why, and what to set across machines).
+pub const DEFAULT_EPSILON: Duration = Duration::ZERO;
 
 pub use crate::limits::COMMIT_WAIT_MAX;
 
@@ -170,7 +176,14 @@ pub trait Clock: Send + Sync {
             if e > ts {
                 return Ok(());
             }
-            std::thread::sleep(ts.since(e) + Duration::from_nanos(1));
+            // A sleep lasts at least the timer slack (about 50 µs on
+            // Linux): a wait shorter than that yields instead.
+            let left = ts.since(e);
+            if left < SPIN_BELOW {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(left + Duration::from_nanos(1));
+            }
         }
         Err(Error::ClockUncertain {
             reason: format!("the clock did not pass {ts} in {WAIT_READINGS_MAX} readings"),
@@ -180,6 +193,9 @@ pub trait Clock: Send + Sync {
 
 /// Readings a commit wait takes at most before giving up on the clock.
 const WAIT_READINGS_MAX: u32 = 10_000;
+
+/// Waits shorter than this yield the processor instead of sleeping.
+const SPIN_BELOW: Duration = Duration::from_micros(20);
 
 /// The instant `Clock::monotonic` counts from, for clocks without their own.
 fn process_start() -> Instant {

@@ -425,6 +425,13 @@ impl Transaction {
 
     /// Commits. With `Durability::Immediate` the commit is on disk when this returns.
     ///
+    /// A transaction that wrote takes a commit timestamp from the
+    /// database's clock ([`CommitInfo::ts`]) and, before it becomes
+    /// visible and this returns, waits until the clock's `earliest` has
+    /// passed it (commit wait; see [`crate::clock`]). A clock that cannot
+    /// bound its error fails the commit with `Error::ClockUncertain`
+    /// before anything is written: the transaction is rolled back.
+    ///
     /// If writing or syncing the log fails once the commit record is
     /// appended, `Error::CommitOutcomeUnknown`: the transaction may have
     /// committed (reopen and read back); the database is poisoned.

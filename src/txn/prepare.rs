@@ -295,9 +295,10 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
     inner.engine.writable()?;
     // A commit takes a timestamp as any other: no clock, no decision (the
     // transaction stays in doubt).
-    let reading = match commit {
-        true => Some(clock::read(&*inner.engine.opts().clock.0)?),
-        false => None,
+    let reading = if commit {
+        Some(clock::read(&*inner.engine.opts().clock.0)?)
+    } else {
+        None
     };
     let t = inner.txns.prepared().decide(gid)?;
     let poisoned_before = inner.engine.store().wal.is_poisoned();
