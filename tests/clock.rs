@@ -289,6 +289,7 @@ fn truetime_commits_only_while_the_kernel_vouches_for_its_clock() {
     use strata::clock::TrueTime;
     let tt = TrueTime::with_ceiling(Duration::from_millis(20));
     let k = TrueTime::kernel().expect("adjtimex");
+    println!("the kernel's clock: {k:?}");
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open_with(
         dir.path(),

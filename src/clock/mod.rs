@@ -48,7 +48,7 @@ mod truetime;
 
 pub use sim::SimClock;
 #[cfg(feature = "truetime")]
-pub use truetime::TrueTime;
+pub use truetime::{KernelClock, TrueTime};
 
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -292,9 +292,12 @@ mod tests {
     #[test]
     fn commit_ts_is_above_latest_and_the_high_water_mark() {
         let iv = Interval::around(Timestamp(1_000_000), Duration::from_nanos(100));
-        assert_eq!(commit_ts(iv, Timestamp(5)).unwrap(), Timestamp(1_000_100));
         assert_eq!(
-            commit_ts(iv, Timestamp(2_000_000)).unwrap(),
+            commit_ts(iv, Timestamp(5)).expect("stamp"),
+            Timestamp(1_000_100)
+        );
+        assert_eq!(
+            commit_ts(iv, Timestamp(2_000_000)).expect("stamp"),
             Timestamp(2_000_001)
         );
         let far = Timestamp(1_000_000 + nanos(COMMIT_WAIT_MAX) + 10);
