@@ -336,3 +336,93 @@ fn the_checkpoint_interval_runs_on_the_database_clock() {
     }
     assert!(moved, "no checkpoint after the simulated hour passed");
 }
+
+/// The two-phase-commit coordinator's resends and its wait for
+/// acknowledgements run on its clock: a participant that fails to apply
+/// the commit three times is sent it again every ten simulated minutes,
+/// and the whole exchange takes no real time to speak of.
+#[cfg(feature = "twopc")]
+#[test]
+fn the_coordinators_resends_run_on_its_clock() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use strata::twopc::{Coordinator, Outcome, Participant, Timing};
+    use strata::Transaction;
+
+    /// A shard whose first `fails` commit requests fail (unreachable).
+    struct Flaky {
+        db: Db,
+        fails: AtomicU32,
+        asked: AtomicU32,
+    }
+    impl Participant for Flaky {
+        type Work = Transaction;
+        fn prepare(&self, gid: &str, work: Transaction) -> strata::Result<()> {
+            Participant::prepare(&self.db, gid, work)
+        }
+        fn commit_prepared(&self, gid: &str) -> strata::Result<()> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            if self.fails.load(Ordering::Relaxed) > 0 {
+                self.fails.fetch_sub(1, Ordering::Relaxed);
+                return Err(Error::Unsupported("unreachable"));
+            }
+            self.db.commit_prepared(gid)
+        }
+        fn rollback_prepared(&self, gid: &str) -> strata::Result<()> {
+            self.db.rollback_prepared(gid)
+        }
+        fn in_doubt(&self) -> strata::Result<Vec<String>> {
+            Participant::in_doubt(&self.db)
+        }
+    }
+
+    const RESEND: Duration = Duration::from_secs(600);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let path = dir.path().to_path_buf();
+    let world = clock.clone();
+    let run = std::thread::spawn(move || {
+        let db = Db::open_with(path.join("shard"), opts(&world)).expect("open");
+        let t = db.table("t").expect("table");
+        let shard = Flaky {
+            db: db.clone(),
+            fails: AtomicU32::new(3),
+            asked: AtomicU32::new(0),
+        };
+        let timing = Timing {
+            vote_timeout: Duration::from_secs(3600),
+            resend: RESEND,
+            ack_wait: Duration::from_secs(10 * 3600),
+        };
+        let mut c = Coordinator::open_with_clock(
+            Arc::new(strata::RealFs),
+            &path.join("decisions"),
+            "c",
+            vec![shard],
+            timing,
+            Arc::new(world.clone()),
+        )
+        .expect("coordinator");
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, b"k", b"v").expect("put");
+        let outcome = c.execute(vec![tx]).expect("execute");
+        let tx = db.begin_read().expect("begin");
+        let got = tx.get(&t, b"k").expect("get");
+        (outcome, got)
+    });
+    // Bounded: on the real clock the resends would take half an hour.
+    for _ in 0..2000 {
+        if run.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(run.is_finished(), "the coordinator waited in real time");
+    let (outcome, got) = run.join().expect("coordinator thread");
+    assert_eq!(outcome, Outcome::Committed);
+    assert_eq!(got.as_deref(), Some(&b"v"[..]), "the commit was applied");
+    let passed = clock.true_now().as_nanos() - START;
+    assert!(
+        passed >= 3 * RESEND.as_nanos() as u64,
+        "three resends take three resend intervals of simulated time, not {passed} ns"
+    );
+}

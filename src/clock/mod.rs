@@ -163,6 +163,13 @@ pub trait Clock: Send + Sync {
         process_start().elapsed()
     }
 
+    /// Lets `d` of [`Clock::monotonic`] time pass: the thread sleeps; a
+    /// simulated clock advances instead. For the pauses of loops that
+    /// wait on time (the two-phase-commit coordinator's resends).
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
     /// Returns once `now().earliest > ts` (the commit wait), sleeping
     /// between readings. A simulated clock overrides it to advance its
     /// own time instead of sleeping. An error from `now()` ends the wait

@@ -156,6 +156,11 @@ impl Clock for SimClock {
         Duration::from_nanos(*self.world.lock())
     }
 
+    /// Advances the world by `d`, at once.
+    fn sleep(&self, d: Duration) {
+        self.advance(d);
+    }
+
     /// Advances the world until this clock's `earliest` passes `ts`.
     fn wait_until(&self, ts: Timestamp) -> Result<()> {
         for _ in 0..WAIT_ROUNDS_MAX {
