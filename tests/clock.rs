@@ -426,3 +426,28 @@ fn the_coordinators_resends_run_on_its_clock() {
         "three resends take three resend intervals of simulated time, not {passed} ns"
     );
 }
+
+/// `Db::transaction` pauses between attempts on the database's clock: on a
+/// simulated one the pauses pass in simulated time.
+#[test]
+fn retry_pauses_pass_on_the_database_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let db = Db::open_with(dir.path(), opts(&clock)).expect("open");
+    let t = db.table("t").expect("table");
+    let mut attempts = 0;
+    let before = clock.true_now();
+    db.transaction(|tx| {
+        attempts += 1;
+        if attempts < 4 {
+            return Err(Error::Deadlock);
+        }
+        tx.put(&t, b"k", b"v")
+    })
+    .expect("the fourth attempt commits");
+    assert_eq!(attempts, 4);
+    // Three pauses of at least TRANSACTION_BACKOFF_MIN_MICROS each.
+    let min = 3 * strata::limits::TRANSACTION_BACKOFF_MIN_MICROS * 1000;
+    let passed = clock.true_now().as_nanos() - before.as_nanos();
+    assert!(passed >= min, "{passed} ns of simulated time passed");
+}
