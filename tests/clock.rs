@@ -451,3 +451,135 @@ fn retry_pauses_pass_on_the_database_clock() {
     let passed = clock.true_now().as_nanos() - before.as_nanos();
     assert!(passed >= min, "{passed} ns of simulated time passed");
 }
+
+/// A clock whose next commit wait blocks until the test releases it,
+/// so a test can look at the database while a commit waits.
+struct Gate {
+    inner: SimClock,
+    /// (hold the next wait, a wait is held)
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Clock for Gate {
+    fn now(&self) -> strata::Result<strata::clock::Interval> {
+        self.inner.now()
+    }
+    fn monotonic(&self) -> Duration {
+        self.inner.monotonic()
+    }
+    fn wait_until(&self, ts: Timestamp) -> strata::Result<()> {
+        let mut s = self.state.lock().expect("gate");
+        if s.0 {
+            *s = (false, true);
+            self.changed.notify_all();
+            while s.1 {
+                s = self.changed.wait(s).expect("gate");
+            }
+        }
+        drop(s);
+        self.inner.wait_until(ts)
+    }
+}
+
+impl Gate {
+    /// Waits (bounded) until `f` holds of the state.
+    fn until(&self, f: impl Fn(&(bool, bool)) -> bool) -> bool {
+        let mut s = self.state.lock().expect("gate");
+        for _ in 0..200 {
+            if f(&s) {
+                return true;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, Duration::from_millis(50))
+                .expect("gate")
+                .0;
+        }
+        f(&s)
+    }
+}
+
+/// Polls (bounded, 20 s) until `h` finishes.
+fn finishes<T>(h: &std::thread::JoinHandle<T>) -> bool {
+    for _ in 0..2000 {
+        if h.is_finished() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// A commit in its commit wait is durable but not yet visible, and it
+/// holds up nobody: another commit (with its own fsync) goes through
+/// while it waits.
+#[test]
+fn a_commit_is_invisible_during_its_wait_and_holds_up_no_other_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gate = Arc::new(Gate {
+        inner: SimClock::new(Timestamp::from_nanos(START)),
+        state: std::sync::Mutex::new((true, false)),
+        changed: std::sync::Condvar::new(),
+    });
+    let o = Options::default()
+        .cache_size(4 << 20)
+        .background(false)
+        .clock(gate.clone());
+    let db = Db::open_with(dir.path(), o).expect("open");
+    let t = db.table("t").expect("table");
+    let first = {
+        let (db, t) = (db.clone(), t.clone());
+        std::thread::spawn(move || {
+            let mut tx = db.begin().expect("begin");
+            tx.put(&t, b"waiting", b"1").expect("put");
+            tx.commit().expect("commit")
+        })
+    };
+    assert!(
+        gate.until(|s| s.1),
+        "the first commit never reached its wait"
+    );
+    let syncs = db.wal_syncs();
+    let tx = db.begin_read().expect("begin");
+    assert_eq!(
+        tx.get(&t, b"waiting").expect("get"),
+        None,
+        "visible before its commit wait ended"
+    );
+    drop(tx);
+    let second = {
+        let (db, t) = (db.clone(), t.clone());
+        std::thread::spawn(move || {
+            let mut tx = db.begin().expect("begin");
+            tx.put(&t, b"other", b"2").expect("put");
+            tx.commit().expect("commit")
+        })
+    };
+    assert!(
+        finishes(&second),
+        "a commit waited for another's commit wait"
+    );
+    let second = second.join().expect("second");
+    assert!(
+        db.wal_syncs() > syncs,
+        "the second commit had its own fsync"
+    );
+    assert!(
+        !first.is_finished(),
+        "the first commit returned during its wait"
+    );
+    {
+        let mut s = gate.state.lock().expect("gate");
+        s.1 = false;
+        gate.changed.notify_all();
+    }
+    assert!(finishes(&first), "the first commit never returned");
+    let first = first.join().expect("first");
+    assert!(first.ts < second.ts, "stamped in commit order");
+    let tx = db.begin_read().expect("begin");
+    assert_eq!(
+        tx.get(&t, b"waiting").expect("get").as_deref(),
+        Some(&b"1"[..])
+    );
+}
