@@ -2,6 +2,7 @@
 //! benchmark crate of a later issue). Each figure is the median of several
 //! runs. Run: `cargo bench --bench core` (set `STRATA_BENCH_DIR` to measure
 //! on another file system; the default is the system temp directory).
+//! `STRATA_BENCH_ONLY_TIME=1` runs only the commit-wait figures.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -410,6 +411,124 @@ fn mixed_rows(
     rows
 }
 
+/// Commits per second with `threads` committers, each committing
+/// `per_thread` one-row transactions, and the median commit latency in
+/// microseconds (every commit timed).
+fn clocked_commits(opts: Options, threads: u64, per_thread: u64) -> (f64, f64) {
+    let tmp = bench_dir();
+    let db = Db::open_with(tmp.path(), opts).expect("open");
+    let t = db.table("t").expect("t");
+    let start = Instant::now();
+    let lat: Vec<f64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|th| {
+                let (db, t) = (db.clone(), t.clone());
+                s.spawn(move || {
+                    (0..per_thread)
+                        .map(|i| {
+                            let began = Instant::now();
+                            let mut tx = db.begin().expect("begin");
+                            tx.put(&t, key(th * 1_000_000 + i), [4u8; 100])
+                                .expect("put");
+                            tx.commit().expect("commit");
+                            began.elapsed().as_secs_f64() * 1e6
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("committer"))
+            .collect()
+    });
+    let rate = (threads * per_thread) as f64 / start.elapsed().as_secs_f64();
+    (rate, median(lat))
+}
+
+/// Commit wait's cost: commit latency (1 thread) and throughput (64 and
+/// 256 threads: a committer's rate is at most one over its latency, so
+/// it takes many to show whether waits hold up others) with the clock's ε at 0, 1 ms and
+/// 5 ms, against commits that skip the wait, for durable and eventual
+/// commits. The configurations take turns within each round, so a drift
+/// of the machine's speed touches them all alike.
+fn commit_wait_rows() -> Vec<String> {
+    use std::sync::Arc;
+    use strata::clock::FixedEpsilon;
+    const ROUNDS: usize = 3;
+    let mut rows = vec![
+        format!("| commit wait: durability, ε | median latency, 1 thread, 300 commits interleaved (µs) | commits/s, 64 threads (median of {ROUNDS}) | commits/s, 256 threads (median of {ROUNDS}) | median latency, 256 threads (µs) |"),
+        "|---|---|---|---|---|".into(),
+    ];
+    let configs: [(&str, Duration, bool); 4] = [
+        ("no wait", Duration::ZERO, false),
+        ("ε = 0", Duration::ZERO, true),
+        ("ε = 1 ms", Duration::from_millis(1), true),
+        ("ε = 5 ms", Duration::from_millis(5), true),
+    ];
+    for durability in [Durability::Immediate, Durability::Eventual] {
+        let opts = |eps: Duration, wait: bool| {
+            Options::default()
+                .durability(durability)
+                .clock(Arc::new(FixedEpsilon(eps)))
+                .commit_wait(wait)
+        };
+        // Latency: one database per configuration, one commit on each in
+        // turn, so the disk's drift (large on a shared VM) touches all
+        // alike.
+        let tmp = bench_dir();
+        let dbs: Vec<(Db, Table)> = configs
+            .iter()
+            .enumerate()
+            .map(|(c, &(_, eps, wait))| {
+                let db =
+                    Db::open_with(tmp.path().join(c.to_string()), opts(eps, wait)).expect("open");
+                let t = db.table("t").expect("t");
+                (db, t)
+            })
+            .collect();
+        let mut one = vec![Vec::new(); configs.len()];
+        let mut order: Vec<usize> = (0..dbs.len()).collect();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..300 {
+            // A new order every turn: a commit right after a long commit
+            // wait finds the disk idle, and must not always be the same one.
+            for k in (1..order.len()).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                order.swap(k, (seed % (k as u64 + 1)) as usize);
+            }
+            for &c in &order {
+                let (db, t) = &dbs[c];
+                let began = Instant::now();
+                let mut tx = db.begin().expect("begin");
+                tx.put(t, key(i), [4u8; 100]).expect("put");
+                tx.commit().expect("commit");
+                one[c].push(began.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        drop(dbs);
+        let mut some = vec![Vec::new(); configs.len()];
+        let mut many = vec![Vec::new(); configs.len()];
+        for _ in 0..ROUNDS {
+            for (c, &(_, eps, wait)) in configs.iter().enumerate() {
+                some[c].push(clocked_commits(opts(eps, wait), 64, 60));
+                many[c].push(clocked_commits(opts(eps, wait), 256, 40));
+            }
+        }
+        for (c, (name, _, _)) in configs.iter().enumerate() {
+            rows.push(format!(
+                "| {durability:?}, {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                median(one[c].clone()),
+                median(some[c].iter().map(|r| r.0).collect()),
+                median(many[c].iter().map(|r| r.0).collect()),
+                median(many[c].iter().map(|r| r.1).collect()),
+            ));
+        }
+    }
+    rows
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("STRATA_BENCH_WAL_CHILD") {
         wal_child(&PathBuf::from(dir));
@@ -425,6 +544,12 @@ fn main() {
     }
     if std::env::var_os("STRATA_BENCH_ONLY_TWOPC").is_some() {
         for row in twopc_rows() {
+            println!("{row}");
+        }
+        return;
+    }
+    if std::env::var_os("STRATA_BENCH_ONLY_TIME").is_some() {
+        for row in commit_wait_rows() {
             println!("{row}");
         }
         return;
@@ -498,6 +623,9 @@ fn main() {
         println!("{row}");
     }
     for row in twopc_rows() {
+        println!("{row}");
+    }
+    for row in commit_wait_rows() {
         println!("{row}");
     }
     let amp = median((0..3).map(|_| space_amplification()).collect());

@@ -196,7 +196,9 @@ impl Db {
     /// Commits the prepared transaction `gid` (two-phase commit, phase
     /// two), durably whatever the durability setting. `UnknownTransaction`
     /// if no transaction waits under that id (never prepared, or decided);
-    /// `CommitOutcomeUnknown` as for `Transaction::commit`.
+    /// `CommitOutcomeUnknown` as for `Transaction::commit`. The commit
+    /// takes a timestamp and waits out the clock's uncertainty as
+    /// `Transaction::commit` does; `ClockUncertain` leaves it in doubt.
     pub fn commit_prepared(&self, gid: &str) -> Result<()> {
         crate::txn::prepare::decide(self.core(), gid, true)
     }
@@ -449,6 +451,7 @@ fn init_pages(store: &Store) -> Result<()> {
     meta::init(w.mtr.new_page(META, PageType::Meta)?);
     catalog::init(&mut w.mtr)?;
     crate::txn::prepare::init(&mut w.mtr)?;
+    crate::mvcc::commit_ts::init(&mut w.mtr)?;
     if let Some(lsn) = w.commit(Kind::Pages, Op::Init as u8, Xid::NONE)? {
         store.wal.flush(lsn, true)?;
     }

@@ -170,6 +170,15 @@ pub enum Error {
     /// [`crate::limits::PREPARED_MAX`] transactions are already prepared
     /// and waiting for a decision.
     TooManyPrepared,
+    /// The clock cannot bound its error (unsynchronised, or uncertain past
+    /// its ceiling), or it lags the timestamps the database has already
+    /// assigned by more than a commit may wait
+    /// ([`crate::clock::COMMIT_WAIT_MAX`]). Commits fail with it before
+    /// writing anything; reads go on working.
+    ClockUncertain {
+        /// What the clock reported.
+        reason: String,
+    },
     /// The feature is not available in this version (for example
     /// `Isolation::Serializable` before SSI lands).
     Unsupported(&'static str),
@@ -377,6 +386,10 @@ impl fmt::Display for Error {
                 "no table {name:?}: no committed transaction this one sees created it (a table comes into being with the first committed write to it)"
             ),
             Error::TableExists { name } => write!(f, "a table named {name:?} exists already"),
+            Error::ClockUncertain { reason } => {
+                write!(f, "cannot take a commit timestamp: {reason}")
+            }
+            Error::Unsupported(what) => write!(f, "not supported: {what}"),
             Error::ReadOnlyTransaction => write!(
                 f,
                 "cannot write in a read-only transaction (begun with begin_read)"
@@ -389,7 +402,6 @@ impl fmt::Display for Error {
             Error::DuplicateTransaction => {
                 write!(f, "a prepared transaction with that id already exists")
             }
-            Error::Unsupported(what) => write!(f, "not supported: {what}"),
         }
     }
 }

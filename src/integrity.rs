@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use crate::btree::node;
 use crate::buffer::mtr::{PageAccess, ReadView};
-use crate::codec::u32_at;
+use crate::codec::{u32_at, u64_at};
 use crate::error::{Error, Result};
 use crate::heap::{self, overflow};
 use crate::ids::{PageId, Tid, Xid};
@@ -31,7 +31,7 @@ use crate::limits::PAGE_SIZE;
 use crate::mvcc::chain::{self, Cursor};
 use crate::page::{self, PageType, HDR};
 use crate::store::freemap::{self, MAP_BITS};
-use crate::store::meta::{self, Field, META};
+use crate::store::meta::{self, Field, COMMIT_TS_HIGH, META};
 
 /// What the check found in a sound database.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -155,6 +155,20 @@ pub fn check(
         },
     )?;
     c.report.prepared = prepared;
+    // Commit timestamps: 8-byte xid → 8-byte timestamp, none above the
+    // high-water mark the next commit must exceed.
+    let high = u64_at(&m[..], COMMIT_TS_HIGH).unwrap_or(0);
+    c.tree(
+        PageId(meta::get(&m, Field::CommitTsRoot)),
+        &mut |c, key, value| match (key.len(), u64_at(value, 0)) {
+            (8, Some(ts)) if value.len() == 8 && ts <= high => Ok(()),
+            (8, Some(ts)) if value.len() == 8 => Err(c.err(
+                META,
+                format!("commit timestamp {ts} above the high-water mark {high}"),
+            )),
+            _ => Err(c.err(META, "commit-timestamp entry malformed".into())),
+        },
+    )?;
     for root in tables {
         c.report.tables += 1;
         c.table(root)?;

@@ -86,3 +86,19 @@ pub fn table_log_ids(db: &crate::Db) -> crate::Result<Vec<(u64, String)>> {
     out.push((u64::from(core.catalog.0), "(catalog)".to_string()));
     Ok(out)
 }
+
+/// The timestamp `xid` committed at, read from the database's pages (as
+/// a restart, checkpoint and vacuum leave them).
+pub fn commit_ts(
+    db: &crate::Db,
+    xid: crate::Xid,
+) -> crate::Result<Option<crate::clock::Timestamp>> {
+    let mut r = db.core().engine.store().read();
+    crate::mvcc::commit_ts::lookup(&mut r.view, xid)
+}
+
+/// The highest commit timestamp the database has assigned.
+pub fn commit_ts_high_water(db: &crate::Db) -> crate::Result<crate::clock::Timestamp> {
+    let mut r = db.core().engine.store().read();
+    crate::mvcc::commit_ts::high_water(&mut r.view)
+}

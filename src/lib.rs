@@ -50,6 +50,36 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Time
+//!
+//! Every read-write commit carries a timestamp ([`CommitInfo::ts`]) from
+//! the database's [`clock::Clock`] ([`Options::clock`]): at least the
+//! clock's `latest` reading, above every timestamp the database assigned
+//! before (across clock steps and restarts), and in the past by the
+//! clock's `earliest` reading before the commit becomes visible and
+//! `commit` returns (commit wait). So commits that follow one another in
+//! real time, on any databases whose clocks keep their stated error, get
+//! rising timestamps (external consistency). The default clock is the
+//! system clock with no error ([`clock::FixedEpsilon`]`(0)`: right for
+//! databases sharing one machine); a clock that cannot bound its error
+//! fails commits with [`Error::ClockUncertain`].
+//!
+//! ```
+//! # fn main() -> strata::Result<()> {
+//! use std::{sync::Arc, time::Duration};
+//! use strata::clock::{Clock, SimClock, Timestamp};
+//! let dir = tempfile::tempdir()?;
+//! let clock = SimClock::new(Timestamp::from_nanos(1_000_000_000));
+//! clock.set_epsilon(Duration::from_millis(2));
+//! let db = strata::Db::open_with(dir.path(), strata::Options::default().clock(Arc::new(clock.clone())))?;
+//! let t = db.table("t")?;
+//! let mut tx = db.begin()?;
+//! tx.put(&t, b"k", b"v")?;
+//! let info = tx.commit()?;
+//! assert!(clock.now()?.earliest > info.ts, "commit waited out the uncertainty");
+//! # Ok(()) }
+//! ```
+//!
 //! ## Observability
 //!
 //! The engine reports through the [`tracing`] facade, and is silent until
@@ -130,6 +160,7 @@
 pub(crate) mod btree;
 pub(crate) mod buffer;
 mod catalog;
+pub mod clock;
 mod codec;
 mod control;
 mod db;

@@ -33,6 +33,11 @@ pub const TWOPC_PARTICIPANTS_MAX: usize = 1024;
 /// 10 times in a row to three others incrementing one key had paused only
 /// 0.23 s; 30 attempts pause about 2.3 s.
 pub const TRANSACTION_ATTEMPTS_MAX: u32 = 30;
+/// Longest commit wait a commit may be asked for: a timestamp this far
+/// above the clock's `earliest` (the clock stepped back behind timestamps
+/// already assigned, or its uncertainty is this wide) fails the commit
+/// with [`crate::Error::ClockUncertain`] instead of stalling it.
+pub const COMMIT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest pause between two attempts of `Db::transaction` (the pause
 /// doubles from [`TRANSACTION_BACKOFF_MIN_MICROS`], with jitter).
 pub const TRANSACTION_BACKOFF_MAX_MICROS: u64 = 100_000;
@@ -100,6 +105,10 @@ pub(crate) mod tuning {
     pub const PREPARED_TABLES_MAX: usize = 64;
     /// Length of a deadlock-detection walk along the wait-for graph.
     pub const WAIT_CHAIN_MAX: usize = 4096;
+    /// Longest a row-lock waiter sleeps before reading the clock again
+    /// (its timeout is measured on `Options::clock`, which a simulation
+    /// may advance while it sleeps).
+    pub const LOCK_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
     /// Bytes of a key an error message shows.
     pub const KEY_SHOWN_MAX: usize = 64;
 }

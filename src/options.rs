@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::{Clock, FixedEpsilon};
+
 /// When `commit` returns relative to the fsync of its log record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -70,6 +72,18 @@ pub struct Options {
     pub(crate) read_only: bool,
     pub(crate) create: bool,
     pub(crate) race_hook: Option<RaceHook>,
+    pub(crate) clock: ClockHandle,
+    pub(crate) commit_wait: bool,
+}
+
+/// The clock behind `Options::clock`.
+#[derive(Clone)]
+pub(crate) struct ClockHandle(pub Arc<dyn Clock>);
+
+impl std::fmt::Debug for ClockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 /// A point on the begin and commit paths, or in vacuum, between two steps
@@ -119,6 +133,8 @@ impl Default for Options {
             read_only: false,
             create: true,
             race_hook: None,
+            clock: ClockHandle(Arc::new(FixedEpsilon::default())),
+            commit_wait: true,
         }
     }
 }
@@ -214,6 +230,25 @@ impl Options {
     /// elsewhere gives [`crate::Error::Locked`].
     pub fn read_only(mut self, on: bool) -> Self {
         self.read_only = on;
+        self
+    }
+
+    /// The clock commit timestamps come from (default
+    /// [`FixedEpsilon`]`(0)`: the system clock, trusted exactly — right
+    /// among databases on one machine; across machines give the error
+    /// their clocks keep, or `TrueTime`; see [`crate::clock`]). Every read-write commit takes a timestamp
+    /// `≥ now().latest` and waits, before it becomes visible and returns,
+    /// until `now().earliest` has passed it.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = ClockHandle(clock);
+        self
+    }
+
+    /// For tests only: `false` skips the commit wait, which breaks
+    /// external consistency (tests show that it does).
+    #[doc(hidden)]
+    pub fn commit_wait(mut self, on: bool) -> Self {
+        self.commit_wait = on;
         self
     }
 

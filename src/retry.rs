@@ -72,7 +72,9 @@ impl Db {
             match outcome {
                 Err(e) if retry(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
                     attempt += 1;
-                    std::thread::sleep(backoff.next());
+                    // On the database's clock: a simulation's pauses take
+                    // no real time.
+                    self.core().engine.opts().clock.0.sleep(backoff.next());
                 }
                 outcome => return outcome,
             }

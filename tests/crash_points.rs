@@ -149,6 +149,7 @@ fn done() -> strata::CommitInfo {
     strata::CommitInfo {
         xid: strata::Xid::NONE,
         lsn: strata::Lsn(0),
+        ts: strata::clock::Timestamp::ZERO,
     }
 }
 

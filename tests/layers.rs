@@ -14,7 +14,9 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "base",
-        &["ids", "codec", "hash", "limits", "sync", "error", "options"],
+        &[
+            "ids", "codec", "hash", "limits", "sync", "error", "clock", "options",
+        ],
     ),
     ("io", &["io"]),
     ("log", &["page", "redo", "wal"]),

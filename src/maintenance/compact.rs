@@ -566,11 +566,11 @@ pub(crate) fn settle(inner: &Core, planned: Option<Limits>) -> Result<()> {
 }
 
 /// Every tree's root (the catalog, the prepared transactions, the
-/// tables), and the tables' alone.
+/// commit timestamps, the tables), and the tables' alone.
 fn roots(inner: &Core) -> Result<(Vec<PageId>, Vec<PageId>)> {
     let mut r = inner.engine.store().read();
     let m = meta::read(&mut r.view)?;
-    let mut roots: Vec<PageId> = [Field::CatalogRoot, Field::PreparedRoot]
+    let mut roots: Vec<PageId> = [Field::CatalogRoot, Field::PreparedRoot, Field::CommitTsRoot]
         .map(|f| PageId(meta::get(&m, f)))
         .into_iter()
         .filter(|p| p.0 != 0)

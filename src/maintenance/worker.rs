@@ -8,9 +8,10 @@
 //! not meet again is kept for `Db::background_error` and retried after a
 //! pause. Either way a `tracing` event says what happened.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::policy;
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::sync::{Condvar, Mutex};
 use crate::txn::Core;
@@ -79,20 +80,21 @@ pub(crate) fn sort(e: &Error) -> Verdict {
 #[derive(Default)]
 struct Backoff {
     failures: u32,
-    until: Option<Instant>,
+    /// On the clock's monotonic time (`Clock::monotonic`).
+    until: Option<Duration>,
 }
 
 impl Backoff {
-    fn ready(&self) -> bool {
-        self.until.is_none_or(|t| Instant::now() >= t)
+    fn ready(&self, clock: &dyn Clock) -> bool {
+        self.until.is_none_or(|t| clock.monotonic() >= t)
     }
 
-    fn done(&mut self, ok: bool, tick: Duration) {
+    fn done(&mut self, ok: bool, tick: Duration, clock: &dyn Clock) {
         if ok {
             *self = Backoff::default();
         } else {
             self.failures = self.failures.saturating_add(1);
-            self.until = Some(Instant::now() + policy::retry_after(self.failures, tick));
+            self.until = Some(clock.monotonic() + policy::retry_after(self.failures, tick));
         }
     }
 }
@@ -147,7 +149,10 @@ pub(crate) fn run(inner: &Core, worker: &Worker, replayed: bool) {
     } else {
         Duration::from_millis(100)
     };
-    let mut last_checkpoint = Instant::now();
+    // Timers run on the database's clock (a simulation's, in tests); the
+    // tick itself is a real wait, for the thread has to sleep on something.
+    let clock = &*inner.engine.opts().clock.0;
+    let mut last_checkpoint = clock.monotonic();
     let mut checkpoint_due = replayed;
     let (mut checkpoint_wait, mut vacuum_wait) = (Backoff::default(), Backoff::default());
     loop {
@@ -172,10 +177,10 @@ pub(crate) fn run(inner: &Core, worker: &Worker, replayed: bool) {
         }
         let since_redo = wal.end().0.saturating_sub(inner.engine.store().redo().0);
         let opts = inner.engine.opts();
-        if checkpoint_wait.ready()
+        if checkpoint_wait.ready(clock)
             && (checkpoint_due
                 || policy::should_checkpoint(
-                    last_checkpoint.elapsed(),
+                    clock.monotonic().saturating_sub(last_checkpoint),
                     opts.checkpoint_interval,
                     since_redo,
                     opts.checkpoint_wal_bytes,
@@ -188,12 +193,12 @@ pub(crate) fn run(inner: &Core, worker: &Worker, replayed: bool) {
                     continue;
                 }
             }
-            checkpoint_wait.done(ok, tick);
+            checkpoint_wait.done(ok, tick, clock);
             checkpoint_due = !ok && checkpoint_due;
-            last_checkpoint = Instant::now();
+            last_checkpoint = clock.monotonic();
         }
         let (dead, keys) = inner.engine.vacuum_due();
-        if vacuum_wait.ready() && policy::should_vacuum(dead, keys, opts.vacuum_threshold) {
+        if vacuum_wait.ready(clock) && policy::should_vacuum(dead, keys, opts.vacuum_threshold) {
             let r = super::vacuum::run(inner);
             let ok = r.is_ok();
             if let Err(e) = r {
@@ -201,7 +206,7 @@ pub(crate) fn run(inner: &Core, worker: &Worker, replayed: bool) {
                     continue;
                 }
             }
-            vacuum_wait.done(ok, tick);
+            vacuum_wait.done(ok, tick, clock);
         }
     }
 }

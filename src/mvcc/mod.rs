@@ -2,6 +2,7 @@
 //!
 //! - [`manager`]: xids, running transactions, snapshots.
 //! - [`clog`]: the commit log, in memory and in pages.
+//! - [`commit_ts`]: commit timestamps, beside the commit log.
 //! - [`snapshot`]: snapshots and `visible`, the one visibility rule.
 //! - [`chain`]: walking a key's versions to the visible one.
 //! - [`ledger`]: writers of versions vacuum removed that a serializable
@@ -9,6 +10,7 @@
 
 pub mod chain;
 pub mod clog;
+pub mod commit_ts;
 pub mod ledger;
 pub mod manager;
 pub mod snapshot;

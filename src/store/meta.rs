@@ -3,6 +3,8 @@
 //! ```text
 //!  24        32        36         40           44          48             52             56              60
 //!  | magic 8 | version | page size | page count | free hint | catalog root | clog dir head | next table id | prepared root |
+//!  64               68                         76
+//!  | commit-ts root | commit-ts high water u64 |
 //! ```
 //! `page count` is the high-water mark: pages [0, count) exist. Which of
 //! them are free the free map says (`freemap`); no page below `free hint`
@@ -27,7 +29,7 @@ pub fn read(acc: &mut impl PageAccess) -> Result<Box<PageBuf>> {
 /// Magic bytes identifying a strata data file.
 pub const MAGIC: &[u8; 8] = b"STRATADB";
 /// Version of the on-disk format described in FORMAT.md.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 const VERSION: usize = HDR + 8;
 const PAGE_SIZE_AT: usize = HDR + 12;
@@ -37,6 +39,9 @@ const CATALOG_ROOT: usize = HDR + 24;
 const CLOG_DIR: usize = HDR + 28;
 const NEXT_TABLE: usize = HDR + 32;
 const PREPARED_ROOT: usize = HDR + 36;
+const COMMIT_TS_ROOT: usize = HDR + 40;
+/// The u64 high-water mark of commit timestamps (`mvcc::commit_ts`).
+pub const COMMIT_TS_HIGH: usize = HDR + 44;
 
 /// Named fields of the meta page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +58,8 @@ pub enum Field {
     NextTable,
     /// Root of the B+tree of prepared transactions (two-phase commit).
     PreparedRoot,
+    /// Root of the B+tree of commit timestamps (xid → timestamp).
+    CommitTsRoot,
 }
 
 fn offset(f: Field) -> usize {
@@ -63,6 +70,7 @@ fn offset(f: Field) -> usize {
         Field::ClogDir => CLOG_DIR,
         Field::NextTable => NEXT_TABLE,
         Field::PreparedRoot => PREPARED_ROOT,
+        Field::CommitTsRoot => COMMIT_TS_ROOT,
     }
 }
 

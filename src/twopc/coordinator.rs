@@ -11,14 +11,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::log::DecisionLog;
 use super::machine::{Input, Machine, Message, Outcome, Pid};
 use super::participant::Participant;
+use crate::clock::{Clock, FixedEpsilon};
 use crate::error::{Error, Result};
 use crate::io::Vfs;
 use crate::limits::TWOPC_PARTICIPANTS_MAX;
+
+/// The clock of a coordinator opened without one: the system's.
+fn default_clock() -> Arc<dyn Clock> {
+    Arc::new(FixedEpsilon::default())
+}
 
 /// Timing of a coordinator.
 #[derive(Clone, Copy, Debug)]
@@ -54,7 +60,10 @@ pub struct Coordinator<P: Participant> {
     decided: HashMap<String, Outcome>,
     epoch: u128,
     seq: u64,
-    started: Instant,
+    /// Where its timeouts and resends read time, and how it sleeps.
+    clock: Arc<dyn Clock>,
+    /// `clock.monotonic()` at the open: the machine's ticks count from it.
+    started: Duration,
     timing: Timing,
 }
 
@@ -71,7 +80,21 @@ impl<P: Participant> Coordinator<P> {
         participants: Vec<P>,
         timing: Timing,
     ) -> Result<Self> {
-        let mut c = Self::restore(vfs, log_path, name, participants, timing)?;
+        Self::open_with_clock(vfs, log_path, name, participants, timing, default_clock())
+    }
+
+    /// [`Coordinator::open`] with its timeouts, resends and pauses on
+    /// `clock` (its monotonic time and `Clock::sleep`): a simulated clock
+    /// runs them without waiting.
+    pub fn open_with_clock(
+        vfs: Arc<dyn Vfs>,
+        log_path: &Path,
+        name: &str,
+        participants: Vec<P>,
+        timing: Timing,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let mut c = Self::restore_with_clock(vfs, log_path, name, participants, timing, clock)?;
         c.settle()?;
         Ok(c)
     }
@@ -84,6 +107,18 @@ impl<P: Participant> Coordinator<P> {
         name: &str,
         participants: Vec<P>,
         timing: Timing,
+    ) -> Result<Self> {
+        Self::restore_with_clock(vfs, log_path, name, participants, timing, default_clock())
+    }
+
+    /// [`Coordinator::restore`] on `clock`, as [`Coordinator::open_with_clock`].
+    pub fn restore_with_clock(
+        vfs: Arc<dyn Vfs>,
+        log_path: &Path,
+        name: &str,
+        participants: Vec<P>,
+        timing: Timing,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         if name.is_empty() || name.len() > 64 || name.contains('/') {
             return Err(Error::Unsupported(
@@ -110,12 +145,15 @@ impl<P: Participant> Coordinator<P> {
             work: HashMap::new(),
             outbox: VecDeque::new(),
             decided: HashMap::new(),
-            // Gids carry the opening time, so they never repeat across runs.
+            // Gids carry the opening time, so they never repeat across runs:
+            // the system's wall clock, which a simulated clock restarted at
+            // the same instant would not be.
             epoch: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros()),
             seq: 0,
-            started: Instant::now(),
+            started: clock.monotonic(),
+            clock,
             timing,
         };
         let prefix = format!("{name}/");
@@ -171,8 +209,9 @@ impl<P: Participant> Coordinator<P> {
         let mut since = None;
         loop {
             if let Some(&o) = self.decided.get(gid) {
-                let t = *since.get_or_insert_with(Instant::now);
-                if !self.machine.knows(gid) || t.elapsed() >= self.timing.ack_wait {
+                let now = self.clock.monotonic();
+                let t = *since.get_or_insert(now);
+                if !self.machine.knows(gid) || now.saturating_sub(t) >= self.timing.ack_wait {
                     self.decided.remove(gid);
                     return Ok(o);
                 }
@@ -206,8 +245,10 @@ impl<P: Participant> Coordinator<P> {
             return Ok(false);
         }
         // Waiting on time (a vote deadline, a resend): sleep a little.
-        std::thread::sleep(self.timing.resend.min(Duration::from_millis(10)));
-        let now = self.started.elapsed().as_millis() as u64;
+        self.clock
+            .sleep(self.timing.resend.min(Duration::from_millis(10)));
+        let now = self.clock.monotonic().saturating_sub(self.started);
+        let now = now.as_millis() as u64;
         self.machine.step(Input::Tick(now));
         Ok(true)
     }
@@ -215,8 +256,8 @@ impl<P: Participant> Coordinator<P> {
     /// Steps until nothing is left in flight, or `Timing::ack_wait`
     /// passed (a participant that stays unreachable).
     pub fn settle(&mut self) -> Result<()> {
-        let deadline = Instant::now() + self.timing.ack_wait;
-        while self.step()? && Instant::now() < deadline {}
+        let deadline = self.clock.monotonic() + self.timing.ack_wait;
+        while self.step()? && self.clock.monotonic() < deadline {}
         Ok(())
     }
 

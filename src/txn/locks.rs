@@ -13,13 +13,35 @@
 //! two transactions closing a cycle the second always sees the first.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::Duration;
 
 use crate::sync::{Condvar, Mutex};
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::Xid;
-use crate::limits::WAIT_CHAIN_MAX;
+use crate::limits::{LOCK_WAIT_SLICE, WAIT_CHAIN_MAX};
+
+/// When a lock wait gives up, on a clock's monotonic time (`Options::clock`).
+#[derive(Clone, Copy)]
+pub struct Deadline<'a> {
+    clock: &'a dyn Clock,
+    at: Duration,
+}
+
+impl<'a> Deadline<'a> {
+    /// `timeout` from now on `clock`.
+    pub fn after(clock: &'a dyn Clock, timeout: Duration) -> Deadline<'a> {
+        Deadline {
+            clock,
+            at: clock.monotonic().saturating_add(timeout),
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.at.saturating_sub(self.clock.monotonic())
+    }
+}
 use crate::mvcc::{Status, StatusOf};
 
 /// The wait-for graph.
@@ -37,7 +59,7 @@ impl LockWaits {
         me: Xid,
         holder: Xid,
         clog: &impl StatusOf,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline<'_>>,
     ) -> Result<()> {
         assert_ne!(me, holder, "a transaction never waits for itself");
         let mut edges = self.edges.lock();
@@ -58,11 +80,13 @@ impl LockWaits {
             }
             match deadline {
                 Some(d) => {
-                    if self.wake.wait_until(&mut edges, d).timed_out()
-                        && clog.status(holder) == Status::InProgress
-                    {
+                    let left = d.remaining();
+                    if left.is_zero() {
                         break Err(Error::LockTimeout);
                     }
+                    // In slices: the deadline is on the database's clock,
+                    // which need not be this thread's.
+                    self.wake.wait_for(&mut edges, left.min(LOCK_WAIT_SLICE));
                 }
                 None => self.wake.wait(&mut edges),
             }
@@ -84,9 +108,40 @@ impl LockWaits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{FixedEpsilon, SimClock, Timestamp};
     use crate::mvcc::clog::Clog;
     use std::sync::Arc;
     use std::time::Duration;
+
+    static REAL: FixedEpsilon = FixedEpsilon(Duration::ZERO);
+
+    /// A lock timeout is measured on the database's clock: on a simulated
+    /// one it expires when the simulation moves time, not before.
+    #[test]
+    fn a_lock_timeout_follows_the_simulated_clock() {
+        let clog = Arc::new(Clog::new(Vec::new(), Xid(1)));
+        let w = Arc::new(LockWaits::default());
+        let clock = SimClock::new(Timestamp::from_nanos(1));
+        let (c2, w2, clock2) = (clog.clone(), w.clone(), clock.clone());
+        let t = std::thread::spawn(move || {
+            let d = Deadline::after(&clock2, Duration::from_secs(3600));
+            w2.wait_for(Xid(2), Xid(1), c2.as_ref(), Some(d))
+        });
+        while w.edges.lock().is_empty() {
+            std::thread::yield_now();
+        }
+        clock.advance(Duration::from_secs(3600));
+        // Bounded: a wait on the wrong clock would last an hour.
+        for _ in 0..2000 {
+            if t.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(t.is_finished(), "the waiter did not time out");
+        let r = t.join().expect("join");
+        assert!(matches!(r, Err(Error::LockTimeout)), "{r:?}");
+    }
 
     #[test]
     fn waiter_wakes_when_holder_finishes() {
@@ -110,7 +165,7 @@ mod tests {
                 Xid(1),
                 Xid(2),
                 c2.as_ref(),
-                Some(Instant::now() + Duration::from_secs(5)),
+                Some(Deadline::after(&REAL, Duration::from_secs(5))),
             )
         });
         while w.edges.lock().is_empty() {
@@ -122,7 +177,7 @@ mod tests {
             Xid(3),
             Xid(2),
             clog.as_ref(),
-            Some(Instant::now() + Duration::from_millis(20)),
+            Some(Deadline::after(&REAL, Duration::from_millis(20))),
         );
         assert!(matches!(r, Err(Error::LockTimeout)), "{r:?}");
         clog.set(Xid(2), Status::Aborted);

@@ -31,11 +31,13 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::catalog::Table;
+use crate::clock::{self, Timestamp};
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::KEY_MAX;
 use crate::mvcc::chain;
 use crate::mvcc::clog;
+use crate::mvcc::commit_ts;
 use crate::mvcc::{Snapshot, Status};
 use crate::options::{Durability, Isolation};
 use crate::redo::record::{Kind, Op};
@@ -71,6 +73,20 @@ pub struct CommitInfo {
     /// LSN just past its commit record (0 if it wrote nothing). With
     /// `Durability::Immediate` the log is durable up to here.
     pub lsn: Lsn,
+    /// Its commit timestamp (`Timestamp::ZERO` if it wrote nothing): at
+    /// least the clock's `latest` when it committed, above every earlier
+    /// commit's on this database, and already in the past by the clock's
+    /// `earliest` when `commit` returns (see [`crate::clock`]).
+    pub ts: Timestamp,
+}
+
+/// Waits out the clock's uncertainty about commit timestamp `ts` (unless
+/// the test-only switch turned it off).
+pub(crate) fn commit_wait(inner: &Core, ts: Timestamp, reading: clock::Reading) {
+    let opts = inner.engine.opts();
+    if opts.commit_wait {
+        clock::commit_wait(&*opts.clock.0, ts, reading);
+    }
 }
 
 /// A transaction. Dropping it without `commit` rolls it back.
@@ -473,6 +489,13 @@ impl Transaction {
 
     /// Commits. With `Durability::Immediate` the commit is on disk when this returns.
     ///
+    /// A transaction that wrote takes a commit timestamp from the
+    /// database's clock ([`CommitInfo::ts`]) and, before it becomes
+    /// visible and this returns, waits until the clock's `earliest` has
+    /// passed it (commit wait; see [`crate::clock`]). A clock that cannot
+    /// bound its error fails the commit with `Error::ClockUncertain`
+    /// before anything is written: the transaction is rolled back.
+    ///
     /// If writing or syncing the log fails once the commit record is
     /// appended, `Error::CommitOutcomeUnknown`: the transaction may have
     /// committed (reopen and read back); the database is poisoned.
@@ -510,16 +533,28 @@ impl Transaction {
             return Ok(CommitInfo {
                 xid: Xid::NONE,
                 lsn: Lsn(0),
+                ts: Timestamp::ZERO,
             });
         }
+        // The clock is read before the latch (a system call less under
+        // it); the timestamp is still at least that reading's `latest`.
+        let reading = match clock::read(&*inner.engine.opts().clock.0) {
+            Ok(r) => r,
+            Err(e) => {
+                self.abort();
+                return Err(e);
+            }
+        };
         let poisoned_before = inner.engine.store().wal.is_poisoned();
         let logged = (|| {
             let mut w = inner.engine.store().write();
+            let ts = commit_ts::stamp(&mut w.mtr, self.xid, reading.now)?;
             clog::set_committed(&mut w.mtr, self.xid)?;
             let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
-            lsn.ok_or(Error::Unsupported("commit record was not written"))
+            lsn.map(|lsn| (lsn, ts))
+                .ok_or(Error::Unsupported("commit record was not written"))
         })();
-        let durable = logged.and_then(|lsn| {
+        let durable = logged.and_then(|(lsn, ts)| {
             let started = (!span.is_disabled()).then(std::time::Instant::now);
             inner
                 .engine
@@ -530,14 +565,21 @@ impl Transaction {
                 span.record("lsn", lsn.0);
                 span.record("fsync_wait_us", t.elapsed().as_micros() as u64);
             }
-            Ok(lsn)
+            Ok((lsn, ts))
         });
         match durable {
-            Ok(lsn) => {
+            Ok((lsn, ts)) => {
+                // The commit hook's seam: past every check, durable, not yet
+                // visible. No latch is held, so other commits' fsyncs go on.
+                commit_wait(inner, ts, reading);
                 self.finish(Status::Committed);
                 inner.engine.note_dead(self.versions.dead_if_committed());
                 inner.txns.waits().finished();
-                Ok(CommitInfo { xid: self.xid, lsn })
+                Ok(CommitInfo {
+                    xid: self.xid,
+                    lsn,
+                    ts,
+                })
             }
             Err(e) => {
                 let e = outcome_unknown(&inner.engine.store().wal, poisoned_before, e);

@@ -31,11 +31,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::btree::{self, Dir};
 use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
+use crate::clock;
 use crate::codec::{u16_at, u32_at, u64_at};
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
 use crate::limits::{GID_MAX, PREPARED_MAX, PREPARED_TABLES_MAX};
-use crate::mvcc::{clog, Status};
+use crate::mvcc::{clog, commit_ts, Status};
 use crate::page::PageType;
 use crate::redo::record::{Kind, Op};
 use crate::store::meta::{self, Field, META};
@@ -292,23 +293,35 @@ pub(crate) fn load(view: &mut ReadView<'_>) -> Result<Vec<Entry>> {
 /// Commits (`commit`) or rolls back prepared transaction `gid`.
 pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
     inner.engine.writable()?;
+    // A commit takes a timestamp as any other: no clock, no decision (the
+    // transaction stays in doubt).
+    let reading = if commit {
+        Some(clock::read(&*inner.engine.opts().clock.0)?)
+    } else {
+        None
+    };
     let t = inner.txns.prepared().decide(gid)?;
     let poisoned_before = inner.engine.store().wal.is_poisoned();
     let logged = (|| {
-        let lsn = {
+        let (lsn, ts) = {
             let mut w = inner.engine.store().write();
-            if commit && t.xid != Xid::NONE {
+            let mut ts = None;
+            if let (Some(r), true) = (reading, t.xid != Xid::NONE) {
+                ts = Some(commit_ts::stamp(&mut w.mtr, t.xid, r.now)?);
                 clog::set_committed(&mut w.mtr, t.xid)?;
             }
             remove(&mut w.mtr, gid)?;
             let kind = if commit { Kind::Commit } else { Kind::Abort };
-            w.commit(kind, Op::Prepared as u8, t.xid)?
+            (w.commit(kind, Op::Prepared as u8, t.xid)?, ts)
         };
         if let Some(lsn) = lsn {
             inner.engine.store().wal.flush(lsn, true)?;
         }
-        Ok(())
+        Ok(ts.zip(reading))
     })();
+    if let Ok(Some((ts, reading))) = logged {
+        super::commit_wait(inner, ts, reading);
+    }
     if let Err(e) = logged {
         // Undecided as far as the disk knows: it stays in doubt here too
         // (the database is poisoned; reopening finds it prepared).

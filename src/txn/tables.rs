@@ -40,8 +40,8 @@
 //! checked for writing holds for good: the transaction is a registered
 //! writer, and no one drops or renames the table under it.
 
+use super::locks::Deadline;
 use std::collections::HashMap;
-use std::time::Instant;
 
 use super::Transaction;
 use crate::btree;
@@ -494,8 +494,10 @@ impl Transaction {
                 }
                 Err(holder) => {
                     drop(w);
+                    let opts = core.engine.opts();
                     let deadline = *deadline.get_or_insert_with(|| {
-                        core.engine.opts().lock_timeout.map(|t| Instant::now() + t)
+                        opts.lock_timeout
+                            .map(|t| Deadline::after(&*opts.clock.0, t))
                     });
                     core.txns
                         .waits()

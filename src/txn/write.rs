@@ -16,8 +16,7 @@
 //! Large values are written to overflow pages before the latch is taken,
 //! and freed again if the write fails.
 
-use std::time::Instant;
-
+use super::locks::Deadline;
 use super::ssi::{mark_absence_under_latch, Coarsening};
 use super::Transaction;
 use crate::btree;
@@ -123,8 +122,10 @@ fn write_loop(tx: &mut Transaction, inner: &Core, w: &Write<'_>) -> Result<bool>
                 return Ok(existed);
             }
             Step::Wait(holder) => {
+                let opts = inner.engine.opts();
                 let deadline = *deadline.get_or_insert_with(|| {
-                    inner.engine.opts().lock_timeout.map(|t| Instant::now() + t)
+                    opts.lock_timeout
+                        .map(|t| Deadline::after(&*opts.clock.0, t))
                 });
                 inner
                     .txns

@@ -1,0 +1,322 @@
+//! Time: a clock that admits its uncertainty, and the timestamps commits
+//! carry.
+//!
+//! A [`Clock`] answers `now()` with an [`Interval`] `[earliest, latest]`
+//! that contains the true time (TrueTime's contract, Spanner §3). A commit
+//! takes a timestamp `ts ≥ now().latest`, strictly above every timestamp
+//! the database has assigned, and becomes visible (and `commit` returns)
+//! only once `now().earliest > ts`: the *commit wait*. Whatever starts
+//! after that, on any machine whose clock keeps the same contract, reads
+//! a `latest` above `ts`, so timestamps order commits the way real time
+//! does (external consistency):
+//!
+//! ```text
+//!   true time ───────────────────────────────────────────────────▶
+//!   A:  now() = [e1 ──── l1]        commit ts = l1      wait ... e > ts → return
+//!   B:                                         begin after return: now().latest > ts
+//! ```
+//!
+//! Sources:
+//! - [`FixedEpsilon`] — the system clock ± a fixed ε; the default, with
+//!   ε = [`DEFAULT_EPSILON`] = 0. Why 0: every database on one machine
+//!   reads the same kernel clock, so among them the clock has no error to
+//!   wait out, and timestamps order their commits as real time does (the
+//!   high-water mark keeps each database's own timestamps rising when the
+//!   clock is stepped back); and a wider ε is paid on every commit —
+//!   measured on this project's 2-core VM (`STRATA_BENCH_ONLY_TIME=1
+//!   cargo bench --bench core`), ε = 1 ms takes a durable one-thread
+//!   commit from about 0.2 ms to 2.2 ms, and an `Eventual` one from 4 µs
+//!   to 2.1 ms. Databases on different machines must be given an ε their
+//!   clocks keep (NTP within a network: about 1 ms; PTP or a cloud time
+//!   service: tens of µs) or `TrueTime`.
+//! - `TrueTime` (feature `truetime`) — the kernel's own error bound
+//!   (`adjtimex(2)`: `maxerror`, `STA_UNSYNC`), refused past a ceiling.
+//! - [`SimClock`] — simulated time for tests: manual advance, per-instance
+//!   offset and drift, steps backwards; a wait on it advances its world.
+//!
+//! A clock that cannot vouch for itself (unsynchronised, or an error
+//! bound past its ceiling) makes `now()` fail with
+//! [`Error::ClockUncertain`]; commits then fail with it before anything is
+//! written, and reads, which take no timestamp yet, go on working.
+//!
+//! Not here yet: reads as of a timestamp, chosen timestamps for
+//! replication and two-phase commit, hybrid logical clocks.
+
+mod sim;
+#[cfg(feature = "truetime")]
+mod truetime;
+
+pub use sim::SimClock;
+#[cfg(feature = "truetime")]
+pub use truetime::{KernelClock, TrueTime};
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+
+/// The uncertainty [`FixedEpsilon::default`] admits (and the default
+/// clock's): none, right for databases that share one machine's clock
+/// (see the module essay for why, and what to set across machines).
+pub const DEFAULT_EPSILON: Duration = Duration::ZERO;
+
+pub use crate::limits::COMMIT_WAIT_MAX;
+
+/// A point in time: nanoseconds since the Unix epoch (UTC). Commit
+/// timestamps are these; `Timestamp::ZERO` stands for "none" (a commit
+/// that wrote nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The epoch itself; no commit carries it.
+    pub const ZERO: Timestamp = Timestamp(0);
+    /// The latest representable time (year 2554).
+    pub const MAX: Timestamp = Timestamp(u64::MAX);
+
+    /// The timestamp `nanos` nanoseconds after the Unix epoch.
+    pub const fn from_nanos(nanos: u64) -> Timestamp {
+        Timestamp(nanos)
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// The same instant as a `SystemTime`.
+    pub fn to_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.0)
+    }
+
+    /// `self + d`, saturating at [`Timestamp::MAX`].
+    pub fn saturating_add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(nanos(d)))
+    }
+
+    /// `self - d`, saturating at [`Timestamp::ZERO`].
+    pub fn saturating_sub(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(nanos(d)))
+    }
+
+    /// How far `self` is past `earlier` (zero if it is not).
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// Shown as seconds and nanoseconds since the epoch, `1733572800.000000042`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
+    }
+}
+
+/// Nanoseconds in `d`, saturating (584 years fit).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A span of time that contains the true time: `earliest ≤ true ≤ latest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval {
+    /// No earlier than this.
+    pub earliest: Timestamp,
+    /// No later than this.
+    pub latest: Timestamp,
+}
+
+impl Interval {
+    /// `[t - ε, t + ε]`.
+    pub fn around(t: Timestamp, epsilon: Duration) -> Interval {
+        Interval {
+            earliest: t.saturating_sub(epsilon),
+            latest: t.saturating_add(epsilon),
+        }
+    }
+
+    /// `latest - earliest`: twice the uncertainty.
+    pub fn width(&self) -> Duration {
+        self.latest.since(self.earliest)
+    }
+}
+
+/// A source of time that says how far it may be off. Shared by every
+/// thread of a database (`Options::clock`).
+pub trait Clock: Send + Sync {
+    /// An interval containing the true time, or
+    /// [`Error::ClockUncertain`] when the clock cannot bound its error
+    /// (unsynchronised, or past its ceiling).
+    fn now(&self) -> Result<Interval>;
+
+    /// Time on a clock that never steps backwards, from an arbitrary
+    /// origin: what lock timeouts and the background worker's timers
+    /// measure with. The default is the operating system's monotonic
+    /// clock; a simulated clock returns its world's time, so a simulation
+    /// decides when a timeout expires.
+    fn monotonic(&self) -> Duration {
+        process_start().elapsed()
+    }
+
+    /// Lets `d` of [`Clock::monotonic`] time pass: the thread sleeps; a
+    /// simulated clock advances instead. For the pauses of loops that
+    /// wait on time (the two-phase-commit coordinator's resends).
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    /// Returns once `now().earliest > ts` (the commit wait), sleeping
+    /// between readings. A simulated clock overrides it to advance its
+    /// own time instead of sleeping. An error from `now()` ends the wait
+    /// early with that error.
+    fn wait_until(&self, ts: Timestamp) -> Result<()> {
+        // Each sleep lasts the distance still to go, so the loop ends
+        // after a reading or two unless the clock is slower than the
+        // sleeps; the bound stops a clock that never advances.
+        for _ in 0..WAIT_READINGS_MAX {
+            let e = self.now()?.earliest;
+            if e > ts {
+                return Ok(());
+            }
+            // A sleep lasts at least the timer slack (about 50 µs on
+            // Linux): a wait shorter than that yields instead.
+            let left = ts.since(e);
+            if left < SPIN_BELOW {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(left + Duration::from_nanos(1));
+            }
+        }
+        Err(Error::ClockUncertain {
+            reason: format!("the clock did not pass {ts} in {WAIT_READINGS_MAX} readings"),
+        })
+    }
+}
+
+/// Readings a commit wait takes at most before giving up on the clock.
+const WAIT_READINGS_MAX: u32 = 10_000;
+
+/// Waits shorter than this yield the processor instead of sleeping.
+const SPIN_BELOW: Duration = Duration::from_micros(20);
+
+/// The instant `Clock::monotonic` counts from, for clocks without their own.
+fn process_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// The system clock (`SystemTime`) within a fixed ε either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedEpsilon(pub Duration);
+
+impl Default for FixedEpsilon {
+    fn default() -> Self {
+        FixedEpsilon(DEFAULT_EPSILON)
+    }
+}
+
+impl FixedEpsilon {
+    /// The system clock now, as a timestamp.
+    pub fn system_now() -> Result<Timestamp> {
+        let d =
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_err(|_| Error::ClockUncertain {
+                    reason: "the system clock reads before 1970".into(),
+                })?;
+        Ok(Timestamp(nanos(d)))
+    }
+}
+
+impl Clock for FixedEpsilon {
+    fn now(&self) -> Result<Interval> {
+        Ok(Interval::around(Self::system_now()?, self.0))
+    }
+}
+
+/// The timestamp a commit takes: at least `now.latest`, strictly above
+/// `high_water` (every timestamp this database assigned). Refused when
+/// the commit would have to wait past [`COMMIT_WAIT_MAX`] for it.
+pub(crate) fn commit_ts(now: Interval, high_water: Timestamp) -> Result<Timestamp> {
+    let ts = now.latest.max(Timestamp(high_water.0.saturating_add(1)));
+    let wait = ts.since(now.earliest);
+    if wait > COMMIT_WAIT_MAX {
+        return Err(Error::ClockUncertain {
+            reason: format!(
+                "a commit now would wait {wait:?} for its timestamp {ts} (the clock reads [{}, {}]; \
+                 the database has assigned timestamps up to {high_water}); at most {COMMIT_WAIT_MAX:?} is allowed",
+                now.earliest, now.latest
+            ),
+        });
+    }
+    assert!(ts > high_water && ts >= now.latest);
+    Ok(ts)
+}
+
+/// A clock reading a commit takes its timestamp from, and the monotonic
+/// instant it was taken at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reading {
+    pub now: Interval,
+    at: Instant,
+}
+
+/// Reads `clock` for a commit.
+pub(crate) fn read(clock: &dyn Clock) -> Result<Reading> {
+    let at = Instant::now();
+    Ok(Reading {
+        now: clock.now()?,
+        at,
+    })
+}
+
+/// The commit wait: returns once `clock` says `earliest > ts`. Should the
+/// clock fail during the wait (the commit is durable by then, and must
+/// become visible), the wait falls back to the bound `reading` gave: the
+/// true time was at least `reading.now.earliest` when it was taken, so
+/// after `ts - earliest` more of monotonic time it is past `ts`.
+pub(crate) fn commit_wait(clock: &dyn Clock, ts: Timestamp, reading: Reading) {
+    if clock.wait_until(ts).is_ok() {
+        return;
+    }
+    let need = ts.since(reading.now.earliest) + Duration::from_nanos(1);
+    // `commit_ts` refused timestamps further away than COMMIT_WAIT_MAX.
+    debug_assert!(need <= COMMIT_WAIT_MAX + Duration::from_nanos(1));
+    if let Some(rest) = need.checked_sub(reading.at.elapsed()) {
+        std::thread::sleep(rest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_ts_is_above_latest_and_the_high_water_mark() {
+        let iv = Interval::around(Timestamp(1_000_000), Duration::from_nanos(100));
+        assert_eq!(
+            commit_ts(iv, Timestamp(5)).expect("stamp"),
+            Timestamp(1_000_100)
+        );
+        assert_eq!(
+            commit_ts(iv, Timestamp(2_000_000)).expect("stamp"),
+            Timestamp(2_000_001)
+        );
+        let far = Timestamp(1_000_000 + nanos(COMMIT_WAIT_MAX) + 10);
+        assert!(matches!(
+            commit_ts(iv, far),
+            Err(Error::ClockUncertain { .. })
+        ));
+    }
+
+    #[test]
+    fn timestamps_display_as_seconds() {
+        assert_eq!(Timestamp(1_000_000_042).to_string(), "1.000000042");
+        assert_eq!(Timestamp::from_nanos(7).as_nanos(), 7);
+    }
+}
