@@ -166,12 +166,12 @@ impl Db {
     /// transactions and not dropped by one), in name order.
     pub fn table_names(&self) -> Result<Vec<String>> {
         let core = self.core();
-        let snap = core.txns.mgr().snapshot();
+        let snap = core.txns.manager().snapshot();
         let list = catalog::list(
             &mut core.engine.store().read().view,
             core.catalog,
             &snap,
-            core.txns.mgr().clog(),
+            core.txns.manager().clog(),
         )?;
         Ok(list.into_iter().map(|(name, _)| name).collect())
     }
@@ -248,7 +248,7 @@ impl Db {
         crate::integrity::check(
             r.view,
             inner.engine.store().pool.path().to_path_buf(),
-            inner.txns.mgr().high_water(),
+            inner.txns.manager().high_water(),
             progress,
         )
     }
@@ -427,11 +427,11 @@ fn recover(
         meta::validate(&m)?;
         clog::load(&mut r.view, PageId(meta::get(&m, Field::ClogDir)), next_xid)?
     };
-    let mgr = TxnManager::new(next_xid, Clog::new(bits, next_xid));
+    let manager = TxnManager::new(next_xid, Clog::new(bits, next_xid));
     let catalog = catalog::root(&mut store.read().view)?;
     let inner = Core {
         engine: Engine::new(store, opts, vfs, dir),
-        txns: TxnSystem::new(mgr),
+        txns: TxnSystem::new(manager),
         catalog,
     };
     crate::txn::prepare::adopt(&inner)?;

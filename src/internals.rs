@@ -72,12 +72,12 @@ pub mod twopc {
 /// by (their `aux`), and the catalog itself as `(catalog)`: for log dumps.
 pub fn table_log_ids(db: &crate::Db) -> crate::Result<Vec<(u64, String)>> {
     let core = db.core();
-    let snap = core.txns.mgr().snapshot();
+    let snap = core.txns.manager().snapshot();
     let list = crate::catalog::list(
         &mut core.engine.store().read().view,
         core.catalog,
         &snap,
-        core.txns.mgr().clog(),
+        core.txns.manager().clog(),
     )?;
     let mut out: Vec<(u64, String)> = list
         .into_iter()

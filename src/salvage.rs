@@ -105,7 +105,7 @@ pub fn rows(tx: &Transaction, table: &Table, visit: &mut RowFn<'_>) -> Result<Ve
         });
     }
     let (snap, _) = tx.read_snapshot();
-    let clog = core.txns.mgr().clog();
+    let clog = core.txns.manager().clog();
     let mut r = core.engine.store().read();
     let mut walk = Walk {
         skipped: Vec::new(),
@@ -131,7 +131,7 @@ pub fn rows(tx: &Transaction, table: &Table, visit: &mut RowFn<'_>) -> Result<Ve
 pub fn tables(tx: &Transaction) -> Result<(Vec<Table>, Vec<Skipped>)> {
     let core = tx.core();
     let (snap, _) = tx.read_snapshot();
-    let clog = core.txns.mgr().clog();
+    let clog = core.txns.manager().clog();
     let dir: Arc<Path> = core.engine.dir().into();
     let mut r = core.engine.store().read();
     let root = catalog::root(&mut r.view)?;

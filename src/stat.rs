@@ -149,11 +149,11 @@ pub(crate) fn collect(inner: &Core) -> Result<Stats> {
     let mut tables = Vec::new();
     // The tables that exist now, under a snapshot registered for vacuum
     // while they are walked: a table dropped meanwhile keeps its pages.
-    let mgr = inner.txns.mgr();
-    let (token, snap) = mgr.begin_new(false);
-    let _registered = Registered(mgr, token);
-    mgr.read_only(token);
-    let list = catalog::list(&mut store.read().view, inner.catalog, &snap, mgr.clog());
+    let manager = inner.txns.manager();
+    let (token, snap) = manager.begin_new(false);
+    let _registered = Registered(manager, token);
+    manager.read_only(token);
+    let list = catalog::list(&mut store.read().view, inner.catalog, &snap, manager.clog());
     for (name, root) in kept(list, &mut damage)?.unwrap_or_default() {
         let mut t = TableStats {
             name,
@@ -193,8 +193,8 @@ pub(crate) fn collect(inner: &Core) -> Result<Stats> {
         wal_start: Lsn(starts.first().copied().unwrap_or(0)),
         wal_end: store.wal.end(),
         checkpoint_redo: store.redo(),
-        next_xid: inner.txns.mgr().high_water(),
-        running_xids: inner.txns.mgr().running() as u64,
+        next_xid: inner.txns.manager().high_water(),
+        running_xids: inner.txns.manager().running() as u64,
         tables,
         prepared: inner.txns.prepared().list(),
         cache_bytes: store.pool.capacity_bytes(),
@@ -228,7 +228,7 @@ fn walk_table(
     heap_page: &mut dyn FnMut(PageId, usize),
 ) -> Result<()> {
     let views = vacuum::gather(inner);
-    let clog = inner.txns.mgr().clog();
+    let clog = inner.txns.manager().clog();
     let mut keys = btree::Batches::new(root);
     loop {
         // Chains are read under the same latch as their index entries.

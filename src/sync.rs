@@ -126,11 +126,6 @@ mod model {
         pub fn notify_all(&self) {
             self.0.notify_all();
         }
-
-        /// Wakes one waiter.
-        pub fn notify_one(&self) {
-            self.0.notify_one();
-        }
     }
 
     /// As the real `unlock_fair`; loom's scheduler picks who goes next.

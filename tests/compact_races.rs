@@ -117,7 +117,7 @@ fn decisions_during_compaction_report_no_corruption() {
     let mut vacuum_errors = Vec::new();
     let mut nodes_moved = 0;
     for pass in 0..PASSES {
-        // Registry leaves split while these rows go in lie among them, so
+        // The prepared transactions' tree's leaves split while these rows go in lie among them, so
         // once they are gone compaction moves those leaves down.
         let key = |i: u32| format!("{pass:02}-{i:06}");
         let mut tx = db.begin().expect("begin");

@@ -79,31 +79,31 @@ fn no_snapshot_sees_half_a_commit() {
     loom::model(|| {
         let fs = FaultFs::new();
         let log = Arc::new(wal(&fs));
-        let mgr = Arc::new(TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1))));
-        let (token, _) = mgr.begin_new(false);
-        let xid = mgr.assign(token, &log).expect("assign");
+        let manager = Arc::new(TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1))));
+        let (token, _) = manager.begin_new(false);
+        let xid = manager.assign(token, &log).expect("assign");
         let committer = {
-            let mgr = mgr.clone();
-            thread::spawn(move || mgr.finish(token, xid, Status::Committed))
+            let manager = manager.clone();
+            thread::spawn(move || manager.finish(token, xid, Status::Committed))
         };
-        let snap = mgr.snapshot();
+        let snap = manager.snapshot();
         let finished = xid < snap.xmax && !snap.xip.contains(&xid);
         if finished {
             assert_eq!(
-                mgr.clog().status(xid),
+                manager.clog().status(xid),
                 Status::Committed,
                 "snapshot saw half a commit"
             );
-            assert!(snap.sees(xid, Xid::NONE, mgr.clog()));
+            assert!(snap.sees(xid, Xid::NONE, manager.clog()));
         } else {
             assert!(
-                !snap.sees(xid, Xid::NONE, mgr.clog()),
+                !snap.sees(xid, Xid::NONE, manager.clog()),
                 "a running transaction became visible"
             );
         }
         committer.join().expect("committer");
         assert!(
-            !snap.sees(xid, Xid::NONE, mgr.clog()) || finished,
+            !snap.sees(xid, Xid::NONE, manager.clog()) || finished,
             "a snapshot changed its mind"
         );
     });
@@ -399,7 +399,7 @@ fn an_absent_key_delete_never_loses_its_edge() {
 /// y, T3 (token 2, writing as the returned xid) has written y, so T2 -rw->
 /// T3; both run serializable, begun through the engine's `SsiLock`.
 struct Fekete {
-    mgr: Arc<TxnManager>,
+    manager: Arc<TxnManager>,
     ssi: Arc<SsiLock>,
     marks: Arc<strata::internals::txn::ssi::KeyMarks>,
     log: Arc<Wal>,
@@ -408,21 +408,21 @@ struct Fekete {
 }
 
 fn fekete(fs: &FaultFs) -> Fekete {
-    let mgr = Arc::new(TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1))));
+    let manager = Arc::new(TxnManager::new(Xid(1), Clog::new(Vec::new(), Xid(1))));
     let graph = strata::internals::txn::ssi::Ssi::default();
     let marks = graph.marks();
     let ssi = Arc::new(SsiLock::new(graph));
     let log = Arc::new(wal(fs));
     let opts = Options::default();
-    let (t2, t3) = (mgr.next_token(), mgr.next_token());
-    let (mut r2, _) = ssi.begin(&mgr, t2, false, &opts);
-    let (r3, _) = ssi.begin(&mgr, t3, false, &opts);
+    let (t2, t3) = (manager.next_token(), manager.next_token());
+    let (mut r2, _) = ssi.begin(&manager, t2, false, &opts);
+    let (r3, _) = ssi.begin(&manager, t3, false, &opts);
     assert!(r2.mark(&marks, SSI_TABLE, b"y").is_none());
-    let x3 = mgr.assign(t3, &log).expect("xid");
+    let x3 = manager.assign(t3, &log).expect("xid");
     ssi.lock().assign(t3, x3);
     ssi.lock().write(t3, SSI_TABLE, b"y").expect("T2 -rw-> T3");
     Fekete {
-        mgr,
+        manager,
         ssi,
         marks,
         log,
@@ -443,7 +443,7 @@ fn ssi_counts_every_commit_a_snapshot_sees() {
     loom::model(|| {
         let fs = FaultFs::new();
         let Fekete {
-            mgr,
+            manager,
             ssi,
             marks,
             log,
@@ -451,11 +451,11 @@ fn ssi_counts_every_commit_a_snapshot_sees() {
             t3: (t3, r3, x3),
         } = fekete(&fs);
         let committer = {
-            let (mgr, ssi) = (mgr.clone(), ssi.clone());
+            let (manager, ssi) = (manager.clone(), ssi.clone());
             thread::spawn(move || {
                 ssi.lock().prepare(t3).expect("T3 commits first");
                 ssi.finish(
-                    &mgr,
+                    &manager,
                     t3,
                     x3,
                     Status::Committed,
@@ -464,12 +464,12 @@ fn ssi_counts_every_commit_a_snapshot_sees() {
                 );
             })
         };
-        let t1 = mgr.next_token();
-        let (mut r1, snap) = ssi.begin(&mgr, t1, true, &Options::default());
+        let t1 = manager.next_token();
+        let (mut r1, snap) = ssi.begin(&manager, t1, true, &Options::default());
         committer.join().expect("committer");
-        let sees_t3 = snap.sees(x3, Xid::NONE, mgr.clog());
+        let sees_t3 = snap.sees(x3, Xid::NONE, manager.clog());
         assert!(r1.mark(&marks, SSI_TABLE, b"x").is_none());
-        let x2 = mgr.assign(t2, &log).expect("xid");
+        let x2 = manager.assign(t2, &log).expect("xid");
         ssi.lock().assign(t2, x2);
         let all_commit = ssi.lock().write(t2, SSI_TABLE, b"x").is_ok()
             && ssi.lock().prepare(t2).is_ok()
@@ -493,7 +493,7 @@ fn ssi_watches_every_writer_a_snapshot_misses() {
     loom::model(|| {
         let fs = FaultFs::new();
         let Fekete {
-            mgr,
+            manager,
             ssi,
             marks: _,
             log,
@@ -502,18 +502,18 @@ fn ssi_watches_every_writer_a_snapshot_misses() {
         } = fekete(&fs);
         let opts = Options::default();
         ssi.lock().prepare(t3).expect("T3 commits first");
-        ssi.finish(&mgr, t3, x3, Status::Committed, Some(r3), &opts);
-        let x2 = mgr.assign(t2, &log).expect("xid");
+        ssi.finish(&manager, t3, x3, Status::Committed, Some(r3), &opts);
+        let x2 = manager.assign(t2, &log).expect("xid");
         ssi.lock().assign(t2, x2);
         ssi.lock()
             .write(t2, SSI_TABLE, b"x")
             .expect("nobody read x");
         let committer = {
-            let (mgr, ssi) = (mgr.clone(), ssi.clone());
+            let (manager, ssi) = (manager.clone(), ssi.clone());
             thread::spawn(move || {
                 ssi.lock().prepare(t2).expect("T2 commits");
                 ssi.finish(
-                    &mgr,
+                    &manager,
                     t2,
                     x2,
                     Status::Committed,
@@ -522,11 +522,14 @@ fn ssi_watches_every_writer_a_snapshot_misses() {
                 );
             })
         };
-        let t1 = mgr.next_token();
-        let (_r1, snap) = ssi.begin(&mgr, t1, true, &opts);
+        let t1 = manager.next_token();
+        let (_r1, snap) = ssi.begin(&manager, t1, true, &opts);
         committer.join().expect("committer");
-        assert!(snap.sees(x3, Xid::NONE, mgr.clog()), "T3 committed before");
-        if !snap.sees(x2, Xid::NONE, mgr.clog()) {
+        assert!(
+            snap.sees(x3, Xid::NONE, manager.clog()),
+            "T3 committed before"
+        );
+        if !snap.sees(x2, Xid::NONE, manager.clog()) {
             assert!(
                 ssi.lock().read_unseen(t1, &[x2]).is_err(),
                 "T1 read x past T2's version unchecked: T1 -rw-> T2 -rw-> T3"

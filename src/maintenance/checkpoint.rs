@@ -40,7 +40,7 @@ pub(crate) fn run(inner: &Core) -> Result<()> {
         "a checkpoint's redo point is past the log's first header"
     );
     span.record("redo", redo.0);
-    let next_xid = inner.txns.mgr().high_water();
+    let next_xid = inner.txns.manager().high_water();
     inner.engine.race(RacePoint::CheckpointFlush);
     let flushed = store.pool.flush_all()?;
     span.record("pages_flushed", flushed as u64);

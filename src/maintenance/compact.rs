@@ -470,7 +470,7 @@ fn plan_inputs(inner: &Core, roots: &[PageId]) -> Result<Option<(u32, u64, HashS
         let mut r = inner.engine.store().read();
         let m = meta::read(&mut r.view)?;
         let count = meta::get(&m, Field::PageCount);
-        let xmin = inner.txns.mgr().snapshot().xmin;
+        let xmin = inner.txns.manager().snapshot().xmin;
         if inner
             .engine
             .compaction_stuck()
@@ -556,7 +556,7 @@ pub(crate) fn settle(inner: &Core, planned: Option<Limits>) -> Result<()> {
         meta::get(&*meta::read(&mut r.view)?, Field::PageCount)
     };
     let short = count > limits.nodes.0;
-    let now = inner.txns.mgr().snapshot();
+    let now = inner.txns.manager().snapshot();
     inner.engine.set_compaction_stuck(short.then_some(Stuck {
         count,
         xmin: now.xmin,

@@ -70,7 +70,7 @@ pub(super) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<()> {
 
 fn plan(inner: &Core, views: &Views) -> Result<Plan> {
     let mut r = inner.engine.store().read();
-    let clog = inner.txns.mgr().clog();
+    let clog = inner.txns.manager().clog();
     let mut plan = Plan::default();
     // Root → (versions a view needs, dead versions) naming it.
     let mut named: HashMap<PageId, (usize, usize)> = HashMap::new();

@@ -220,7 +220,7 @@ fn pass(inner: &Core) -> Result<VacuumStats> {
 }
 
 pub(crate) fn gather(inner: &Core) -> Views {
-    let (live, now) = inner.txns.mgr().views();
+    let (live, now) = inner.txns.manager().views();
     let mut list: Vec<(Snapshot, Xid)> = Vec::with_capacity(live.len() + 1);
     let mut serializable = Vec::new();
     let mut writers = Vec::new();
@@ -283,7 +283,7 @@ pub(super) fn record_unseen(
     if views.serializable.is_empty() && views.writers.is_empty() {
         return;
     }
-    let clog = inner.txns.mgr().clog();
+    let clog = inner.txns.manager().clog();
     let mut unseen: Vec<usize> = (0..versions.len())
         .filter(|&i| !need[i] && unseen_creator(&versions[i], views, clog))
         .collect();
@@ -381,7 +381,7 @@ fn round(
     };
     let head = chain::head(mtr, &v)?;
     let (versions, tail) = walk(mtr, &inner.engine.store().fsm, head)?;
-    let mut need = needed(&versions, views, inner.txns.mgr().clog());
+    let mut need = needed(&versions, views, inner.txns.manager().clog());
     if need.iter().all(|&n| n) {
         return Ok(false);
     }

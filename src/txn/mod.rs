@@ -139,20 +139,23 @@ impl Transaction {
     ) -> Result<Transaction> {
         let inner = &*core;
         inner.engine.store().wal.check()?;
-        let token = inner.txns.mgr().next_token();
+        let token = inner.txns.manager().next_token();
         let (reads, snapshot) = if level == Isolation::Serializable {
             let (reads, snapshot) =
                 inner
                     .txns
                     .ssi()
-                    .begin(inner.txns.mgr(), token, read_only, inner.engine.opts());
+                    .begin(inner.txns.manager(), token, read_only, inner.engine.opts());
             if read_only {
-                inner.txns.mgr().read_only(token);
+                inner.txns.manager().read_only(token);
             }
             (Some(reads), snapshot)
         } else {
             let per_operation = level == Isolation::ReadCommitted;
-            (None, inner.txns.mgr().begin(token, per_operation, false))
+            (
+                None,
+                inner.txns.manager().begin(token, per_operation, false),
+            )
         };
         Ok(Transaction {
             core,
@@ -294,7 +297,7 @@ impl Transaction {
     pub(crate) fn read_snapshot(&self) -> (Cow<'_, Snapshot>, u64) {
         match self.level {
             Isolation::ReadCommitted => {
-                let (snap, epoch) = self.core().txns.mgr().operation_at(self.token);
+                let (snap, epoch) = self.core().txns.manager().operation_at(self.token);
                 (Cow::Owned(snap), epoch)
             }
             _ => (Cow::Borrowed(&self.snapshot), 0),
@@ -305,7 +308,7 @@ impl Transaction {
     /// under the store's write latch, which vacuum needs to free any.
     fn snapshot_now(&self) -> Cow<'_, Snapshot> {
         match self.level {
-            Isolation::ReadCommitted => Cow::Owned(self.core().txns.mgr().snapshot()),
+            Isolation::ReadCommitted => Cow::Owned(self.core().txns.manager().snapshot()),
             _ => Cow::Borrowed(&self.snapshot),
         }
     }
@@ -339,7 +342,7 @@ impl Transaction {
                             head,
                             &snap,
                             self.xid,
-                            inner.txns.mgr().clog(),
+                            inner.txns.manager().clog(),
                             &mut unseen,
                         )
                     }
@@ -369,7 +372,7 @@ impl Transaction {
     }
 
     fn keep_unseen(&self, snap: &Snapshot, xids: &mut Vec<Xid>) {
-        let clog = self.core().txns.mgr().clog();
+        let clog = self.core().txns.manager().clog();
         xids.retain(|&x| x != self.xid && !snap.sees(x, self.xid, clog));
     }
 
@@ -442,7 +445,7 @@ impl Transaction {
         // pinned for vacuum until the scan is dropped.
         let (pin, snap, epoch) = match self.level {
             Isolation::ReadCommitted => {
-                let (id, snap, epoch) = self.core().txns.mgr().pin_at(self.token);
+                let (id, snap, epoch) = self.core().txns.manager().pin_at(self.token);
                 (
                     Some(scan::Pin::new(self.core.clone(), self.token, id)),
                     snap,
@@ -481,7 +484,7 @@ impl Transaction {
             let inner = self.core();
             self.xid = inner
                 .txns
-                .mgr()
+                .manager()
                 .assign(self.token, &inner.engine.store().wal)?;
         }
         Ok(self.xid)
@@ -594,7 +597,7 @@ impl Transaction {
         let inner = self.core();
         let reads = self.reads.take();
         inner.txns.ssi().finish(
-            inner.txns.mgr(),
+            inner.txns.manager(),
             self.token,
             self.xid,
             outcome,

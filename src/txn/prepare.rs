@@ -81,7 +81,7 @@ enum Slot {
 
 /// The prepared transactions of one database, by gid.
 #[derive(Default)]
-pub(crate) struct Registry {
+pub(crate) struct Prepared {
     slots: Mutex<BTreeMap<String, Slot>>,
 }
 
@@ -93,7 +93,7 @@ pub(crate) fn check_gid(gid: &str) -> Result<()> {
     Ok(())
 }
 
-impl Registry {
+impl Prepared {
     /// Takes `gid` for a prepare.
     pub fn reserve(&self, gid: &str) -> Result<()> {
         check_gid(gid)?;
@@ -341,7 +341,7 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
         Status::Aborted
     };
     inner.txns.ssi().finish(
-        inner.txns.mgr(),
+        inner.txns.manager(),
         t.token,
         t.xid,
         outcome,
@@ -376,9 +376,9 @@ pub(crate) fn adopt(inner: &Core) -> Result<()> {
     };
     for e in entries {
         if e.xid != Xid::NONE {
-            inner.txns.mgr().clog().keep_in_doubt(e.xid);
+            inner.txns.manager().clog().keep_in_doubt(e.xid);
         }
-        let token = inner.txns.mgr().adopt(e.xid);
+        let token = inner.txns.manager().adopt(e.xid);
         let reads = match &e.reads {
             Reads::Untracked => None,
             Reads::Tables(t) => Some(inner.txns.ssi().lock().recovered(token, e.xid, t)),
@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn gids_are_bounded_and_unique_and_decided_once() {
-        let r = Registry::default();
+        let r = Prepared::default();
         assert!(matches!(r.reserve(""), Err(Error::InvalidGid { len: 0 })));
         let long = "x".repeat(GID_MAX + 1);
         assert!(matches!(r.reserve(&long), Err(Error::InvalidGid { .. })));

@@ -351,7 +351,7 @@ impl<'t> Scan<'t> {
             match tid {
                 Some(tid) => {
                     let head = chain::valid(&r.view, tid)?;
-                    let clog = inner.txns.mgr().clog();
+                    let clog = inner.txns.manager().clog();
                     match self.values {
                         true => chain::read_visible(
                             &mut r.view,
@@ -489,7 +489,7 @@ impl Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        self.core.txns.mgr().unpin(self.token, self.id);
+        self.core.txns.manager().unpin(self.token, self.id);
     }
 }
 

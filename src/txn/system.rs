@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::locks::LockWaits;
-use super::prepare::Registry;
+use super::prepare::Prepared;
 use super::ssi::{KeyMarks, Ssi, SsiLock};
 use crate::engine::Engine;
 use crate::mvcc::ledger::Ledger;
@@ -15,7 +15,7 @@ use crate::mvcc::manager::TxnManager;
 
 /// Shared state of every transaction of one database.
 pub(crate) struct TxnSystem {
-    mgr: TxnManager,
+    manager: TxnManager,
     waits: LockWaits,
     ssi: SsiLock,
     /// SSI's key marks, taken by reads without the `ssi` lock.
@@ -24,29 +24,29 @@ pub(crate) struct TxnSystem {
     /// would have skipped.
     ledger: Ledger,
     /// Prepared transactions waiting for a decision.
-    prepared: Registry,
+    prepared: Prepared,
     /// Running writers of each table, whom a drop or rename waits for.
     writers: super::tables::Writers,
 }
 
 impl TxnSystem {
-    /// A system handing out xids from `mgr`, with no transaction yet.
-    pub(crate) fn new(mgr: TxnManager) -> TxnSystem {
+    /// A system handing out xids from `manager`, with no transaction yet.
+    pub(crate) fn new(manager: TxnManager) -> TxnSystem {
         let ssi = Ssi::default();
         TxnSystem {
-            mgr,
+            manager,
             waits: LockWaits::default(),
             marks: ssi.marks(),
             ssi: SsiLock::new(ssi),
             ledger: Ledger::default(),
-            prepared: Registry::default(),
+            prepared: Prepared::default(),
             writers: Default::default(),
         }
     }
 
     /// Xids, snapshots, the commit log.
-    pub(crate) fn mgr(&self) -> &TxnManager {
-        &self.mgr
+    pub(crate) fn manager(&self) -> &TxnManager {
+        &self.manager
     }
 
     /// Waits for row locks (and deadlock detection).
@@ -70,7 +70,7 @@ impl TxnSystem {
     }
 
     /// The prepared transactions.
-    pub(crate) fn prepared(&self) -> &Registry {
+    pub(crate) fn prepared(&self) -> &Prepared {
         &self.prepared
     }
 

@@ -245,7 +245,7 @@ impl Transaction {
             name.as_bytes(),
             || {
                 let mut r = inner.engine.store().read();
-                let clog = inner.txns.mgr().clog();
+                let clog = inner.txns.manager().clog();
                 catalog::lookup(&mut r.view, cat, name, snap, self.xid, clog, &mut unseen)
             },
         );
@@ -290,7 +290,7 @@ impl Transaction {
                     Row::Live { root, .. } => {
                         core.txns
                             .writers()
-                            .register(root, me, core.txns.mgr().clog());
+                            .register(root, me, core.txns.manager().clog());
                         Ok(Ok(Some(root)))
                     }
                     Row::Absent { .. } if !create => Ok(Ok(None)),
@@ -309,7 +309,7 @@ impl Transaction {
             return Ok(None);
         };
         if created {
-            core.txns.mgr().catalog_write(me);
+            core.txns.manager().catalog_write(me);
             self.versions.written += 1;
             self.ssi_write_at(core.catalog, name, name.as_bytes())?;
         }
@@ -362,7 +362,10 @@ impl Transaction {
                     Row::Wait(x) => Ok(Err(x)),
                     Row::Absent { .. } => Ok(Ok(false)),
                     Row::Live { version, root, .. } => {
-                        if let Some(x) = core.txns.writers().other(root, me, core.txns.mgr().clog())
+                        if let Some(x) =
+                            core.txns
+                                .writers()
+                                .other(root, me, core.txns.manager().clog())
                         {
                             return Ok(Err(x));
                         }
@@ -375,7 +378,7 @@ impl Transaction {
             name,
         )?;
         if dropped {
-            core.txns.mgr().catalog_write(me);
+            core.txns.manager().catalog_write(me);
             self.versions.superseded += 1;
             self.ssi_write_at(core.catalog, name, name.as_bytes())?;
         }
@@ -445,7 +448,11 @@ impl Transaction {
                     }
                     Row::Absent { head } => head,
                 };
-                if let Some(x) = core.txns.writers().other(root, me, core.txns.mgr().clog()) {
+                if let Some(x) = core
+                    .txns
+                    .writers()
+                    .other(root, me, core.txns.manager().clog())
+                {
                     return Ok(Err(x));
                 }
                 heap::stamp_xmax(mtr, version.tid, me)?;
@@ -458,7 +465,7 @@ impl Transaction {
         if same {
             return Ok(());
         }
-        core.txns.mgr().catalog_write(me);
+        core.txns.manager().catalog_write(me);
         self.versions.superseded += 1;
         self.versions.written += 1;
         self.ssi_write_at(core.catalog, name, name.as_bytes())?;
@@ -501,7 +508,7 @@ impl Transaction {
                     });
                     core.txns
                         .waits()
-                        .wait_for(me, holder, core.txns.mgr().clog(), deadline)?;
+                        .wait_for(me, holder, core.txns.manager().clog(), deadline)?;
                 }
             }
         }
@@ -513,7 +520,7 @@ impl Transaction {
     /// Serializable), live or absent.
     fn row(&self, mtr: &mut Mtr<'_>, name: &str, me: Xid, snap: &Snapshot) -> Result<Row> {
         let core = self.core();
-        let clog = core.txns.mgr().clog();
+        let clog = core.txns.manager().clog();
         let cat = core.catalog;
         let Some(tid) = btree::get_with(mtr, cat, name.as_bytes(), chain::tid_of)? else {
             return Ok(Row::Absent { head: Tid::NULL });
@@ -573,7 +580,7 @@ impl Transaction {
         }
         let mut xids = Vec::new();
         core.txns.ledger().writers(cat, name.as_bytes(), &mut xids);
-        let clog = core.txns.mgr().clog();
+        let clog = core.txns.manager().clog();
         xids.iter()
             .any(|&x| x != me && clog.status(x) == Status::Committed && !snap.sees(x, me, clog))
     }

@@ -130,7 +130,7 @@ fn write_loop(tx: &mut Transaction, inner: &Core, w: &Write<'_>) -> Result<bool>
                 inner
                     .txns
                     .waits()
-                    .wait_for(w.me, holder, inner.txns.mgr().clog(), deadline)?
+                    .wait_for(w.me, holder, inner.txns.manager().clog(), deadline)?
             }
         }
     }
@@ -163,7 +163,7 @@ fn newest(
         return Ok((place, Tid::NULL, None));
     };
     let head = chain::valid(mtr, tid)?;
-    let clog = inner.txns.mgr().clog();
+    let clog = inner.txns.manager().clog();
     let mut c = Cursor::new(head);
     while let Some(v) = c.next(mtr)? {
         if v.xmin == w.me || clog.status(v.xmin) != Status::Aborted {
@@ -181,7 +181,7 @@ fn apply(
     snap: &Snapshot,
     level: Isolation,
 ) -> Result<Step> {
-    let clog = inner.txns.mgr().clog();
+    let clog = inner.txns.manager().clog();
     let me = w.me;
     // The heap pages and the meta page change below, never the index's:
     // the key's place stays valid until the insert.
@@ -251,7 +251,7 @@ fn removed_unseen(inner: &Core, w: &Write<'_>, snap: &Snapshot) -> bool {
     }
     let mut xids = Vec::new();
     inner.txns.ledger().writers(w.table.root, w.key, &mut xids);
-    let clog = inner.txns.mgr().clog();
+    let clog = inner.txns.manager().clog();
     xids.iter()
         .any(|&x| x != w.me && clog.status(x) == Status::Committed && !snap.sees(x, w.me, clog))
 }

@@ -40,7 +40,7 @@ impl SsiLock {
     /// as finished.
     pub fn begin(
         &self,
-        mgr: &TxnManager,
+        manager: &TxnManager,
         token: u64,
         read_only: bool,
         opts: &Options,
@@ -52,7 +52,7 @@ impl SsiLock {
             ssi.begin(token)
         };
         opts.race(RacePoint::BeforeSnapshot);
-        let snapshot = mgr.begin(token, false, true);
+        let snapshot = manager.begin(token, false, true);
         opts.race(RacePoint::AfterSnapshot);
         drop(ssi);
         (reads, snapshot)
@@ -66,14 +66,14 @@ impl SsiLock {
     /// committed here.
     pub fn finish(
         &self,
-        mgr: &TxnManager,
+        manager: &TxnManager,
         token: u64,
         xid: Xid,
         outcome: Status,
         reads: Option<ReadSet>,
         opts: &Options,
     ) {
-        mgr.finish(token, xid, outcome);
+        manager.finish(token, xid, outcome);
         opts.race(RacePoint::Published);
         if let Some(reads) = reads {
             let mut ssi = self.lock();
