@@ -93,6 +93,7 @@ impl Db {
         let _in = span.enter();
         let vfs: Arc<dyn Vfs> = Arc::new(crate::io::Named(vfs));
         let (inner, replayed) = open_inner(vfs, dir, opts)?;
+        wait_out_recovered_commits(&inner)?;
         let inner = Arc::new(inner);
         let worker = Arc::new(Worker::new());
         let thread = if inner.engine.opts().background && !inner.engine.opts().read_only {
@@ -455,5 +456,42 @@ fn init_pages(store: &Store) -> Result<()> {
     if let Some(lsn) = w.commit(Kind::Pages, Op::Init as u8, Xid::NONE)? {
         store.wal.flush(lsn, true)?;
     }
+    Ok(())
+}
+
+/// Waits until the clock has passed every commit timestamp the database
+/// assigned, before anything is served: a commit whose record reached the
+/// log but whose process died in its commit wait is committed after
+/// recovery, and would otherwise be visible before its timestamp passed
+/// (a commit elsewhere, on a clock behind this one within its error,
+/// could then take a lower timestamp although it began after this one
+/// was seen). Normally the mark is in the past and this is one reading.
+/// A clock that cannot say (unsynchronised) or that lies further behind
+/// the mark than a commit may wait (`COMMIT_WAIT_MAX`) is not waited for:
+/// reads go on, and commits fail with `ClockUncertain` until the clock
+/// is back (a WARN event says so).
+fn wait_out_recovered_commits(inner: &Core) -> Result<()> {
+    let high = crate::mvcc::commit_ts::high_water(&mut inner.engine.store().read().view)?;
+    if high == crate::clock::Timestamp::ZERO {
+        return Ok(());
+    }
+    let clock = &*inner.engine.opts().clock.0;
+    let Ok(reading) = crate::clock::read(clock) else {
+        return Ok(());
+    };
+    if reading.now.earliest > high {
+        return Ok(());
+    }
+    if high.since(reading.now.earliest) > crate::limits::COMMIT_WAIT_MAX {
+        tracing::warn!(
+            target: "strata::db",
+            dir = %inner.engine.dir().display(),
+            high_water = %high,
+            earliest = %reading.now.earliest,
+            "the clock is behind the commit timestamps this database assigned; commits fail until it passes them"
+        );
+        return Ok(());
+    }
+    crate::clock::commit_wait(clock, high, reading);
     Ok(())
 }

@@ -468,7 +468,7 @@ impl Clock for Gate {
     fn monotonic(&self) -> Duration {
         self.inner.monotonic()
     }
-    fn wait_until(&self, ts: Timestamp) -> strata::Result<()> {
+    fn wait_until(&self, ts: Timestamp, by: Duration) -> strata::Result<()> {
         let mut s = self.state.lock().expect("gate");
         if s.0 {
             *s = (false, true);
@@ -478,7 +478,7 @@ impl Clock for Gate {
             }
         }
         drop(s);
-        self.inner.wait_until(ts)
+        self.inner.wait_until(ts, by)
     }
 }
 

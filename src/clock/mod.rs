@@ -170,11 +170,16 @@ pub trait Clock: Send + Sync {
         std::thread::sleep(d);
     }
 
-    /// Returns once `now().earliest > ts` (the commit wait), sleeping
-    /// between readings. A simulated clock overrides it to advance its
-    /// own time instead of sleeping. An error from `now()` ends the wait
-    /// early with that error.
-    fn wait_until(&self, ts: Timestamp) -> Result<()> {
+    /// Returns once `now().earliest > ts` (the commit wait), or once
+    /// [`Clock::monotonic`] reaches `by`: the caller took `by` from an
+    /// earlier reading (its `earliest` plus the distance to `ts`), so by
+    /// then the true time is past `ts` whatever this clock says now — a
+    /// clock stepped back during the wait does not stall the commit for
+    /// the length of the step. The default sleeps between readings, each
+    /// sleep no longer than what is left to either; a simulated clock
+    /// overrides it to advance its own time instead. An error from `now()`
+    /// ends the wait early with that error.
+    fn wait_until(&self, ts: Timestamp, by: Duration) -> Result<()> {
         // Each sleep lasts the distance still to go, so the loop ends
         // after a reading or two unless the clock is slower than the
         // sleeps; the bound stops a clock that never advances.
@@ -183,13 +188,16 @@ pub trait Clock: Send + Sync {
             if e > ts {
                 return Ok(());
             }
+            let Some(bound) = by.checked_sub(self.monotonic()).filter(|b| !b.is_zero()) else {
+                return Ok(());
+            };
             // A sleep lasts at least the timer slack (about 50 µs on
             // Linux): a wait shorter than that yields instead.
-            let left = ts.since(e);
+            let left = (ts.since(e) + Duration::from_nanos(1)).min(bound);
             if left < SPIN_BELOW {
                 std::thread::yield_now();
             } else {
-                std::thread::sleep(left + Duration::from_nanos(1));
+                self.sleep(left);
             }
         }
         Err(Error::ClockUncertain {
@@ -243,7 +251,20 @@ impl Clock for FixedEpsilon {
 /// `high_water` (every timestamp this database assigned). Refused when
 /// the commit would have to wait past [`COMMIT_WAIT_MAX`] for it.
 pub(crate) fn commit_ts(now: Interval, high_water: Timestamp) -> Result<Timestamp> {
-    let ts = now.latest.max(Timestamp(high_water.0.saturating_add(1)));
+    // No clock's `earliest` passes the last representable time, so no
+    // commit may take it (nor anything after a mark there).
+    let above = high_water
+        .0
+        .checked_add(1)
+        .map(Timestamp)
+        .filter(|&t| t < Timestamp::MAX && now.latest < Timestamp::MAX)
+        .ok_or_else(|| Error::ClockUncertain {
+            reason: format!(
+                "no timestamp is left above {high_water} (the clock reads up to {}): the end of representable time",
+                now.latest
+            ),
+        })?;
+    let ts = now.latest.max(above);
     let wait = ts.since(now.earliest);
     if wait > COMMIT_WAIT_MAX {
         return Err(Error::ClockUncertain {
@@ -254,25 +275,46 @@ pub(crate) fn commit_ts(now: Interval, high_water: Timestamp) -> Result<Timestam
             ),
         });
     }
-    assert!(ts > high_water && ts >= now.latest);
+    debug_assert!(ts > high_water && ts >= now.latest);
     Ok(ts)
 }
 
-/// A clock reading a commit takes its timestamp from, and the monotonic
-/// instant it was taken at.
+/// A clock reading a commit takes its timestamp from, and the clock's
+/// monotonic time once it was taken.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Reading {
     pub now: Interval,
-    at: Instant,
+    /// `Clock::monotonic` after `now` was read: the true time was at least
+    /// `now.earliest` then (taken before, it would count the time the
+    /// reading itself took, and a wait bounded by it could end early).
+    mono: Duration,
 }
 
 /// Reads `clock` for a commit.
 pub(crate) fn read(clock: &dyn Clock) -> Result<Reading> {
-    let at = Instant::now();
+    let now = clock.now()?;
     Ok(Reading {
-        now: clock.now()?,
-        at,
+        now,
+        mono: clock.monotonic(),
     })
+}
+
+/// The commit timestamp under the high-water mark `high`, from `reading`
+/// — or, when that reading is too old for it (taken before the latch,
+/// while other commits raised the mark), from a new one, which replaces
+/// it. A refusal then is the clock's.
+pub(crate) fn stamp_with(
+    clock: &dyn Clock,
+    reading: &mut Reading,
+    high: Timestamp,
+) -> Result<Timestamp> {
+    match commit_ts(reading.now, high) {
+        Ok(ts) => Ok(ts),
+        Err(_) => {
+            *reading = read(clock)?;
+            commit_ts(reading.now, high)
+        }
+    }
 }
 
 /// The commit wait: returns once `clock` says `earliest > ts`. Should the
@@ -281,14 +323,15 @@ pub(crate) fn read(clock: &dyn Clock) -> Result<Reading> {
 /// true time was at least `reading.now.earliest` when it was taken, so
 /// after `ts - earliest` more of monotonic time it is past `ts`.
 pub(crate) fn commit_wait(clock: &dyn Clock, ts: Timestamp, reading: Reading) {
-    if clock.wait_until(ts).is_ok() {
-        return;
-    }
     let need = ts.since(reading.now.earliest) + Duration::from_nanos(1);
     // `commit_ts` refused timestamps further away than COMMIT_WAIT_MAX.
     debug_assert!(need <= COMMIT_WAIT_MAX + Duration::from_nanos(1));
-    if let Some(rest) = need.checked_sub(reading.at.elapsed()) {
-        std::thread::sleep(rest);
+    let by = reading.mono + need;
+    if clock.wait_until(ts, by).is_ok() {
+        return;
+    }
+    if let Some(rest) = by.checked_sub(clock.monotonic()) {
+        clock.sleep(rest);
     }
 }
 

@@ -162,7 +162,7 @@ impl Clock for SimClock {
     }
 
     /// Advances the world until this clock's `earliest` passes `ts`.
-    fn wait_until(&self, ts: Timestamp) -> Result<()> {
+    fn wait_until(&self, ts: Timestamp, _by: Duration) -> Result<()> {
         for _ in 0..WAIT_ROUNDS_MAX {
             let e = self.now()?.earliest;
             if e > ts {

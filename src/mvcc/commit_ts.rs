@@ -23,7 +23,7 @@
 
 use crate::btree;
 use crate::buffer::mtr::{Mtr, PageAccess};
-use crate::clock::{commit_ts, Interval, Timestamp};
+use crate::clock::{stamp_with, Clock, Reading, Timestamp};
 use crate::codec::{put_u64, u64_at};
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
@@ -57,9 +57,14 @@ pub fn high_water(acc: &mut impl PageAccess) -> Result<Timestamp> {
 /// `mtr`, the commit's mini-transaction. Fails, changing nothing the
 /// caller keeps (the mini-transaction is dropped), when the clock lags the
 /// high-water mark by more than a commit may wait.
-pub fn stamp(mtr: &mut Mtr<'_>, xid: Xid, now: Interval) -> Result<Timestamp> {
+pub(crate) fn stamp(
+    mtr: &mut Mtr<'_>,
+    xid: Xid,
+    clock: &dyn Clock,
+    reading: &mut Reading,
+) -> Result<Timestamp> {
     let high = high_water(mtr)?;
-    let ts = commit_ts(now, high)?;
+    let ts = stamp_with(clock, reading, high)?;
     let root = root(mtr)?;
     btree::insert(
         mtr,

@@ -541,7 +541,8 @@ impl Transaction {
         }
         // The clock is read before the latch (a system call less under
         // it); the timestamp is still at least that reading's `latest`.
-        let reading = match clock::read(&*inner.engine.opts().clock.0) {
+        let clock = &*inner.engine.opts().clock.0;
+        let mut reading = match clock::read(clock) {
             Ok(r) => r,
             Err(e) => {
                 self.abort();
@@ -551,7 +552,7 @@ impl Transaction {
         let poisoned_before = inner.engine.store().wal.is_poisoned();
         let logged = (|| {
             let mut w = inner.engine.store().write();
-            let ts = commit_ts::stamp(&mut w.mtr, self.xid, reading.now)?;
+            let ts = commit_ts::stamp(&mut w.mtr, self.xid, clock, &mut reading)?;
             clog::set_committed(&mut w.mtr, self.xid)?;
             let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
             lsn.map(|lsn| (lsn, ts))

@@ -295,8 +295,9 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
     inner.engine.writable()?;
     // A commit takes a timestamp as any other: no clock, no decision (the
     // transaction stays in doubt).
-    let reading = if commit {
-        Some(clock::read(&*inner.engine.opts().clock.0)?)
+    let clock = &*inner.engine.opts().clock.0;
+    let mut reading = if commit {
+        Some(clock::read(clock)?)
     } else {
         None
     };
@@ -306,8 +307,8 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
         let (lsn, ts) = {
             let mut w = inner.engine.store().write();
             let mut ts = None;
-            if let (Some(r), true) = (reading, t.xid != Xid::NONE) {
-                ts = Some(commit_ts::stamp(&mut w.mtr, t.xid, r.now)?);
+            if let (Some(r), true) = (reading.as_mut(), t.xid != Xid::NONE) {
+                ts = Some(commit_ts::stamp(&mut w.mtr, t.xid, clock, r)?);
                 clog::set_committed(&mut w.mtr, t.xid)?;
             }
             remove(&mut w.mtr, gid)?;
