@@ -373,19 +373,10 @@ impl fmt::Display for Error {
             | Error::InvalidTableName
             | Error::InvalidGid { .. }
             | Error::TooManyPrepared => self.fmt_over_limit(f),
-            Error::ForeignTable => write!(
-                f,
-                "the table handle belongs to another database; ask this Db for the table (db.table(name))"
-            ),
-            Error::StaleTable { name } => write!(
-                f,
-                "the handle to table {name:?} is from an earlier open of this database; ask the new Db for the table again (db.table({name:?}))"
-            ),
-            Error::NoSuchTable { name } => write!(
-                f,
-                "no table {name:?}: no committed transaction this one sees created it (a table comes into being with the first committed write to it)"
-            ),
-            Error::TableExists { name } => write!(f, "a table named {name:?} exists already"),
+            Error::ForeignTable
+            | Error::StaleTable { .. }
+            | Error::NoSuchTable { .. }
+            | Error::TableExists { .. } => self.fmt_table(f),
             Error::ClockUncertain { reason } => {
                 write!(f, "cannot take a commit timestamp: {reason}")
             }
@@ -441,6 +432,38 @@ impl Error {
                 "cannot close {}: other handles (clones of the Db, open transactions) still use it; it closes when the last of them is dropped",
                 path.display()
             ),
+            // Not sent here by `fmt` (asserted above).
+            other => write!(f, "{other:?}"),
+        }
+    }
+
+    /// The text of an error about a table: a handle from another database
+    /// or an earlier open, a name with no table, a name taken.
+    fn fmt_table(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        assert!(
+            matches!(
+                self,
+                Error::ForeignTable
+                    | Error::StaleTable { .. }
+                    | Error::NoSuchTable { .. }
+                    | Error::TableExists { .. }
+            ),
+            "not a table error: {self:?}"
+        );
+        match self {
+            Error::ForeignTable => write!(
+                f,
+                "the table handle belongs to another database; ask this Db for the table (db.table(name))"
+            ),
+            Error::StaleTable { name } => write!(
+                f,
+                "the handle to table {name:?} is from an earlier open of this database; ask the new Db for the table again (db.table({name:?}))"
+            ),
+            Error::NoSuchTable { name } => write!(
+                f,
+                "no table {name:?}: no committed transaction this one sees created it (a table comes into being with the first committed write to it)"
+            ),
+            Error::TableExists { name } => write!(f, "a table named {name:?} exists already"),
             // Not sent here by `fmt` (asserted above).
             other => write!(f, "{other:?}"),
         }

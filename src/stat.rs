@@ -23,6 +23,7 @@ use crate::mvcc::chain::{self, Cursor};
 use crate::mvcc::{visible, Seen};
 use crate::store::freemap;
 use crate::store::meta::{self, Field, FORMAT_VERSION};
+use crate::store::Store;
 use crate::txn::prepare::PreparedTransaction;
 use crate::txn::Core;
 use crate::wal::segment;
@@ -137,13 +138,57 @@ pub(crate) fn collect(inner: &Core) -> Result<Stats> {
     let store = inner.engine.store();
     let (page_reads, page_writes) = store.pool.io_counts();
     let mut damage = Vec::new();
-    let (pages, free_pages) = {
-        let mut r = store.read();
-        let m = crate::store::meta::read(&mut r.view)?;
-        let count = meta::get(&m, Field::PageCount);
-        let free = freemap::count_free(&mut r.view, count);
-        (count as u64, kept(free, &mut damage)?.unwrap_or(0))
-    };
+    let (pages, free_pages) = page_counts(store, &mut damage)?;
+    let (tables, heap) = walk_tables(inner, &mut damage)?;
+    let wal = wal_figures(inner)?;
+    Ok(Stats {
+        format_version: FORMAT_VERSION,
+        page_size: PAGE_SIZE,
+        data_file_bytes: store.pool.file_pages()? * PAGE_SIZE as u64,
+        pages,
+        free_pages,
+        heap_pages: heap.pages,
+        heap_free_bytes: heap.free_bytes,
+        wal_segments: wal.segments,
+        wal_bytes: wal.bytes,
+        wal_start: wal.start,
+        wal_end: store.wal.end(),
+        checkpoint_redo: store.redo(),
+        next_xid: inner.txns.manager().high_water(),
+        running_xids: inner.txns.manager().running() as u64,
+        tables,
+        prepared: inner.txns.prepared().list(),
+        cache_bytes: store.pool.capacity_bytes(),
+        page_reads,
+        page_writes,
+        read_only: inner.engine.opts().read_only,
+        damage,
+    })
+}
+
+/// The data file's pages and how many of them are free (none counted if
+/// the free map is damaged: see `kept`).
+fn page_counts(store: &Store, damage: &mut Vec<Error>) -> Result<(u64, u64)> {
+    let mut r = store.read();
+    let m = crate::store::meta::read(&mut r.view)?;
+    let count = meta::get(&m, Field::PageCount);
+    let free = freemap::count_free(&mut r.view, count);
+    let free = kept(free, damage)?.unwrap_or(0);
+    // The free map is counted only up to the page count, whatever it holds.
+    assert!(free <= u64::from(count), "{free} free of {count} pages");
+    Ok((count as u64, free))
+}
+
+/// The heap pages the tables' chains lie on, counted once each.
+#[derive(Default)]
+struct HeapFigures {
+    pages: u64,
+    free_bytes: u64,
+}
+
+/// Each table's figures, and the heap's over all of them.
+fn walk_tables(inner: &Core, damage: &mut Vec<Error>) -> Result<(Vec<TableStats>, HeapFigures)> {
+    let store = inner.engine.store();
     let mut heap_pages = HashSet::new();
     let mut heap_free_bytes = 0u64;
     let mut tables = Vec::new();
@@ -154,7 +199,7 @@ pub(crate) fn collect(inner: &Core) -> Result<Stats> {
     let _registered = Registered(manager, token);
     manager.read_only(token);
     let list = catalog::list(&mut store.read().view, inner.catalog, &snap, manager.clog());
-    for (name, root) in kept(list, &mut damage)?.unwrap_or_default() {
+    for (name, root) in kept(list, damage)?.unwrap_or_default() {
         let mut t = TableStats {
             name,
             ..TableStats::default()
@@ -167,41 +212,39 @@ pub(crate) fn collect(inner: &Core) -> Result<Stats> {
         if let Err(e @ Error::Corruption { .. }) = &walked {
             t.damage = Some(e.clone());
         }
-        kept(walked, &mut damage)?;
+        kept(walked, damage)?;
         tables.push(t);
     }
+    let heap = HeapFigures {
+        pages: heap_pages.len() as u64,
+        free_bytes: heap_free_bytes,
+    };
+    Ok((tables, heap))
+}
+
+/// The log's segments: how many, their bytes, and the first one's start.
+struct WalFigures {
+    segments: u64,
+    bytes: u64,
+    start: Lsn,
+}
+
+/// The log's figures, from its segment files' sizes.
+fn wal_figures(inner: &Core) -> Result<WalFigures> {
     let wal_dir = inner.engine.dir().join(crate::dir::WAL_DIR);
     let starts = segment::list(inner.engine.vfs(), &wal_dir)?;
-    let mut wal_bytes = 0;
+    let mut bytes = 0;
     for &s in &starts {
-        wal_bytes += inner
+        bytes += inner
             .engine
             .vfs()
             .open_read(&segment::path(&wal_dir, s))?
             .len()?;
     }
-    Ok(Stats {
-        format_version: FORMAT_VERSION,
-        page_size: PAGE_SIZE,
-        data_file_bytes: store.pool.file_pages()? * PAGE_SIZE as u64,
-        pages,
-        free_pages,
-        heap_pages: heap_pages.len() as u64,
-        heap_free_bytes,
-        wal_segments: starts.len() as u64,
-        wal_bytes,
-        wal_start: Lsn(starts.first().copied().unwrap_or(0)),
-        wal_end: store.wal.end(),
-        checkpoint_redo: store.redo(),
-        next_xid: inner.txns.manager().high_water(),
-        running_xids: inner.txns.manager().running() as u64,
-        tables,
-        prepared: inner.txns.prepared().list(),
-        cache_bytes: store.pool.capacity_bytes(),
-        page_reads,
-        page_writes,
-        read_only: inner.engine.opts().read_only,
-        damage,
+    Ok(WalFigures {
+        segments: starts.len() as u64,
+        bytes,
+        start: Lsn(starts.first().copied().unwrap_or(0)),
     })
 }
 

@@ -822,6 +822,7 @@ pub fn range_with(
     limit: usize,
     mut take: impl FnMut(&[u8], &[u8]),
 ) -> Result<bool> {
+    let range = RangeScan { lo, hi, dir, limit };
     // Borrowed until the range crosses into a second leaf: most ranges
     // end in their first.
     let mut cursor: Bound<Cow<'_, [u8]>> = match dir {
@@ -830,54 +831,12 @@ pub fn range_with(
     };
     let mut taken = 0;
     loop {
-        let seek = match (&cursor, dir) {
-            (Bound::Unbounded, Dir::Forward) => Seek::First,
-            (Bound::Unbounded, Dir::Reverse) => Seek::Last,
-            (Bound::Included(k), Dir::Reverse) => Seek::At(k),
-            (Bound::Excluded(k), Dir::Reverse) => Seek::Below(k),
-            (Bound::Included(k) | Bound::Excluded(k), Dir::Forward) => Seek::At(k),
-        };
-        let d = descend(acc, root, seek)?;
-        let (lo_now, hi_now) = match dir {
-            Dir::Forward => (cursor.as_ref().map(|k| &**k), hi),
-            Dir::Reverse => (lo, cursor.as_ref().map(|k| &**k)),
-        };
-        let full = acc.with_page(d.leaf, |p| {
-            let n = node::count(p);
-            // Where the cursor cuts the leaf, found by a search rather than
-            // a walk from its first cell: a short range costs a few key
-            // comparisons wherever it starts.
-            let from = match &cursor {
-                Bound::Unbounded => None,
-                Bound::Included(k) => Some(edge(p, k, dir == Dir::Reverse, d.bounds)?),
-                Bound::Excluded(k) => Some(edge(p, k, dir == Dir::Forward, d.bounds)?),
-            };
-            // The j-th cell in the scan's direction.
-            let (start, cells) = match dir {
-                Dir::Forward => (from.unwrap_or(0), n.saturating_sub(from.unwrap_or(0))),
-                Dir::Reverse => (from.unwrap_or(n), from.unwrap_or(n)),
-            };
-            for j in 0..cells {
-                let i = match dir {
-                    Dir::Forward => start + j,
-                    Dir::Reverse => start - 1 - j,
-                };
-                let k = node::key(p, i)?;
-                if within(k, lo_now, hi_now) {
-                    take(k, node::value(p, i)?);
-                    taken += 1;
-                    if taken >= limit {
-                        return Some(true);
-                    }
-                } else if (dir == Dir::Forward && !within(k, Bound::Unbounded, hi))
-                    || (dir == Dir::Reverse && !within(k, lo, Bound::Unbounded))
-                {
-                    return Some(true);
-                }
-            }
-            Some(false)
+        let cut = cursor.as_ref().map(|k| &**k);
+        let d = descend(acc, root, range.seek(cut))?;
+        let ended = acc.with_page(d.leaf, |p| {
+            range.take_from_leaf(p, d.bounds, cut, &mut taken, &mut take)
         })?;
-        match full {
+        match ended {
             None => return Err(corrupt(acc, d.leaf, "malformed leaf")),
             Some(true) => {
                 let past_end = taken < limit;
@@ -885,27 +844,112 @@ pub fn range_with(
             }
             Some(false) => {}
         }
-        let next = match dir {
+        match range.next_cursor(acc, &d)? {
+            None => return Ok(true),
+            Some(b) => cursor = b.map(Cow::Owned),
+        }
+    }
+}
+
+/// A range scan's fixed terms: its bounds, direction and limit.
+struct RangeScan<'r> {
+    lo: Bound<&'r [u8]>,
+    hi: Bound<&'r [u8]>,
+    dir: Dir,
+    limit: usize,
+}
+
+impl RangeScan<'_> {
+    /// Where to descend to resume from `cursor` (a bound in the scan's
+    /// direction).
+    #[inline]
+    fn seek<'c>(&self, cursor: Bound<&'c [u8]>) -> Seek<'c> {
+        match (cursor, self.dir) {
+            (Bound::Unbounded, Dir::Forward) => Seek::First,
+            (Bound::Unbounded, Dir::Reverse) => Seek::Last,
+            (Bound::Included(k), Dir::Reverse) => Seek::At(k),
+            (Bound::Excluded(k), Dir::Reverse) => Seek::Below(k),
+            (Bound::Included(k) | Bound::Excluded(k), Dir::Forward) => Seek::At(k),
+        }
+    }
+
+    /// Hands `take` the entries of leaf `p` from `cursor` on, in the
+    /// scan's direction, counting them in `taken`: `Some(true)` once the
+    /// limit or the range's end is reached, `Some(false)` at the leaf's
+    /// end, `None` for a malformed leaf.
+    #[inline]
+    fn take_from_leaf(
+        &self,
+        p: &PageBuf,
+        bounds: Bounds,
+        cursor: Bound<&[u8]>,
+        taken: &mut usize,
+        take: &mut impl FnMut(&[u8], &[u8]),
+    ) -> Option<bool> {
+        let (dir, lo, hi) = (self.dir, self.lo, self.hi);
+        let (lo_now, hi_now) = match dir {
+            Dir::Forward => (cursor, hi),
+            Dir::Reverse => (lo, cursor),
+        };
+        let n = node::count(p);
+        // Where the cursor cuts the leaf, found by a search rather than
+        // a walk from its first cell: a short range costs a few key
+        // comparisons wherever it starts.
+        let from = match cursor {
+            Bound::Unbounded => None,
+            Bound::Included(k) => Some(edge(p, k, dir == Dir::Reverse, bounds)?),
+            Bound::Excluded(k) => Some(edge(p, k, dir == Dir::Forward, bounds)?),
+        };
+        // A search lands between cells, whatever the page holds.
+        assert!(from.unwrap_or(0) <= n, "cut {from:?} past {n} cells");
+        // The j-th cell in the scan's direction.
+        let (start, cells) = match dir {
+            Dir::Forward => (from.unwrap_or(0), n.saturating_sub(from.unwrap_or(0))),
+            Dir::Reverse => (from.unwrap_or(n), from.unwrap_or(n)),
+        };
+        for j in 0..cells {
+            let i = match dir {
+                Dir::Forward => start + j,
+                Dir::Reverse => start - 1 - j,
+            };
+            let k = node::key(p, i)?;
+            if within(k, lo_now, hi_now) {
+                take(k, node::value(p, i)?);
+                *taken += 1;
+                if *taken >= self.limit {
+                    return Some(true);
+                }
+            } else if (dir == Dir::Forward && !within(k, Bound::Unbounded, hi))
+                || (dir == Dir::Reverse && !within(k, lo, Bound::Unbounded))
+            {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+
+    /// The cursor into the next leaf in the scan's direction after `d`'s,
+    /// or `None` where there is none or it lies past the range.
+    #[inline]
+    fn next_cursor(
+        &self,
+        acc: &mut impl PageAccess,
+        d: &Descent,
+    ) -> Result<Option<Bound<Vec<u8>>>> {
+        let next = match self.dir {
             Dir::Forward => Descent::fence(acc, d.upper_fence)?.map(Bound::Included),
             Dir::Reverse => Descent::fence(acc, d.lower_fence)?.map(Bound::Excluded),
         };
-        match next {
-            None => return Ok(true),
-            Some(b) => {
-                let outside = match (&b, dir) {
-                    (Bound::Included(k), Dir::Forward) => !within(k, Bound::Unbounded, hi),
-                    (Bound::Excluded(k), Dir::Reverse) => match lo {
-                        Bound::Included(l) | Bound::Excluded(l) => k.as_slice() <= l,
-                        Bound::Unbounded => false,
-                    },
-                    _ => false,
-                };
-                if outside {
-                    return Ok(true);
-                }
-                cursor = b.map(Cow::Owned);
-            }
-        }
+        let Some(b) = next else { return Ok(None) };
+        let outside = match (&b, self.dir) {
+            (Bound::Included(k), Dir::Forward) => !within(k, Bound::Unbounded, self.hi),
+            (Bound::Excluded(k), Dir::Reverse) => match self.lo {
+                Bound::Included(l) | Bound::Excluded(l) => k.as_slice() <= l,
+                Bound::Unbounded => false,
+            },
+            _ => false,
+        };
+        Ok(if outside { None } else { Some(b) })
     }
 }
 

@@ -96,32 +96,7 @@ const HOLE_MIN: usize = 16;
 /// scan was a twentieth of a bulk load's time, a word at a time a sixth of
 /// a bulk delete's instructions.)
 fn hole(b: &[u8]) -> (usize, usize) {
-    let mut best = (0, 0);
-    let (mut at, mut run) = (0, 0);
-    let mut end_run = |at: usize, run: usize| {
-        if run > best.1 {
-            best = (at, run);
-        }
-    };
-    // The run so far meets word `v` at byte `i`.
-    let mut word = |v: u64, i: usize, at: &mut usize, run: &mut usize| {
-        if v == 0 {
-            if *run == 0 {
-                *at = i;
-            }
-            *run += 8;
-            return;
-        }
-        // Little-endian: the word's first bytes are its low ones.
-        let lead = (v.trailing_zeros() / 8) as usize;
-        if *run == 0 {
-            *at = i;
-        }
-        end_run(*at, *run + lead);
-        *run = (v.leading_zeros() / 8) as usize;
-        *at = i + 8 - *run;
-    };
-    let le = |w: &[u8]| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+    let mut runs = ZeroRuns::default();
     // Four words at a time. A run of `HOLE_MIN` bytes holds a whole zero
     // word, so in four words without one, only the run coming in (ending
     // in the first word) and the run going out (starting in the last)
@@ -129,43 +104,108 @@ fn hole(b: &[u8]) -> (usize, usize) {
     let blocks = b.chunks_exact(32);
     let rest = blocks.remainder();
     for (k, blk) in blocks.enumerate() {
-        let w = [
-            le(&blk[..8]),
-            le(&blk[8..16]),
-            le(&blk[16..24]),
-            le(&blk[24..]),
-        ];
-        let i = 32 * k;
-        if w.iter().all(|&v| v != 0) {
-            word(w[0], i, &mut at, &mut run);
-            run = (w[3].leading_zeros() / 8) as usize;
-            at = i + 32 - run;
-            continue;
-        }
-        for (j, &v) in w.iter().enumerate() {
-            word(v, i + 8 * j, &mut at, &mut run);
-        }
+        runs.block(blk, 32 * k);
     }
     let base = b.len() - rest.len();
     let words = rest.chunks_exact(8);
     let tail = words.remainder();
     for (j, w) in words.enumerate() {
-        word(le(w), base + 8 * j, &mut at, &mut run);
+        runs.word(le_word(w), base + 8 * j);
     }
     let base = b.len() - tail.len();
     for (j, &x) in tail.iter().enumerate() {
-        if x == 0 {
-            if run == 0 {
-                at = base + j;
-            }
-            run += 1;
-        } else {
-            end_run(at, run);
-            run = 0;
+        runs.byte(x, base + j);
+    }
+    runs.end_run(runs.at, runs.run);
+    let (at, len) = runs.best;
+    assert!(
+        at + len <= b.len(),
+        "hole {at}+{len} past {} bytes",
+        b.len()
+    );
+    runs.best
+}
+
+/// The 8 bytes of `w` (exactly 8) as a little-endian word.
+#[inline]
+fn le_word(w: &[u8]) -> u64 {
+    u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
+}
+
+/// `hole`'s scan state: the longest run so far and the one under way.
+#[derive(Default)]
+struct ZeroRuns {
+    /// The longest run ended so far, (start, length).
+    best: (usize, usize),
+    /// Where the run under way starts.
+    at: usize,
+    /// The run under way's length so far.
+    run: usize,
+}
+
+impl ZeroRuns {
+    /// A run of `run` bytes from `at` ends.
+    #[inline]
+    fn end_run(&mut self, at: usize, run: usize) {
+        if run > self.best.1 {
+            self.best = (at, run);
         }
     }
-    end_run(at, run);
-    best
+
+    /// The run so far meets word `v` at byte `i`.
+    #[inline]
+    fn word(&mut self, v: u64, i: usize) {
+        if v == 0 {
+            if self.run == 0 {
+                self.at = i;
+            }
+            self.run += 8;
+            return;
+        }
+        // Little-endian: the word's first bytes are its low ones.
+        let lead = (v.trailing_zeros() / 8) as usize;
+        if self.run == 0 {
+            self.at = i;
+        }
+        self.end_run(self.at, self.run + lead);
+        self.run = (v.leading_zeros() / 8) as usize;
+        self.at = i + 8 - self.run;
+    }
+
+    /// The 32 bytes `blk` at byte `i`: with no zero word among them, only
+    /// the runs ending in the first word and starting in the last count.
+    #[inline]
+    fn block(&mut self, blk: &[u8], i: usize) {
+        let w = [
+            le_word(&blk[..8]),
+            le_word(&blk[8..16]),
+            le_word(&blk[16..24]),
+            le_word(&blk[24..]),
+        ];
+        if w.iter().all(|&v| v != 0) {
+            self.word(w[0], i);
+            self.run = (w[3].leading_zeros() / 8) as usize;
+            self.at = i + 32 - self.run;
+            return;
+        }
+        for (j, &v) in w.iter().enumerate() {
+            self.word(v, i + 8 * j);
+        }
+    }
+
+    /// The run so far meets byte `x` at `i` (the tail shorter than a word).
+    #[inline]
+    fn byte(&mut self, x: u8, i: usize) {
+        if x == 0 {
+            if self.run == 0 {
+                self.at = i;
+            }
+            self.run += 1;
+        } else {
+            self.end_run(self.at, self.run);
+            self.run = 0;
+        }
+    }
 }
 
 /// One page's change.
@@ -277,88 +317,118 @@ pub fn encode_into<'p>(
     pages: impl Iterator<Item = (PageId, ChangeRef<'p>)> + Clone,
     out: &mut Vec<u8>,
 ) {
-    // Each full image's hole, found once (no list at all for a record of
-    // deltas only, the usual one).
-    let holes: Vec<Option<(usize, usize)>> = if pages
-        .clone()
-        .any(|(_, ch)| matches!(ch, ChangeRef::Full(_)))
-    {
-        pages
-            .clone()
-            .map(|(_, ch)| match ch {
-                ChangeRef::Full(bytes) => Some(hole(bytes)).filter(|&(_, len)| len >= HOLE_MIN),
-                _ => None,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let hole_of = |i: usize| holes.get(i).copied().flatten();
+    let holes = full_image_holes(pages.clone());
     // Sized exactly up front: records are encoded for every change.
     let size = PAYLOAD_HDR
         + head.key.len()
         + pages
             .clone()
             .enumerate()
-            .map(|(i, (_, ch))| {
-                5 + match (&ch, hole_of(i)) {
-                    (ChangeRef::Full(bytes), Some((_, len))) => 4 + bytes.len() - len,
-                    (ChangeRef::Full(bytes), None) => bytes.len(),
-                    (delta, _) => {
-                        let shift = if delta.shift().is_some() { 6 } else { 0 };
-                        shift + 2 + delta.runs().map(|(_, b)| 4 + b.len()).sum::<usize>()
-                    }
-                }
-            })
+            .map(|(i, (_, ch))| change_len(&ch, hole_at(&holes, i)))
             .sum::<usize>();
     let start = out.len();
     out.reserve(size);
+    encode_head(head, pages.clone().count(), out);
+    for (i, (pid, ch)) in pages.enumerate() {
+        out.extend_from_slice(&pid.0.to_le_bytes());
+        match ch {
+            ChangeRef::Full(bytes) => encode_full(bytes, hole_at(&holes, i), out),
+            delta => encode_delta(&delta, out),
+        }
+    }
+    debug_assert_eq!(out.len() - start, size);
+}
+
+/// Each full image's hole (`None` where it has none worth leaving out),
+/// found once — and no list at all for a record of deltas only, the usual
+/// one.
+fn full_image_holes<'p>(
+    pages: impl Iterator<Item = (PageId, ChangeRef<'p>)> + Clone,
+) -> Vec<Option<(usize, usize)>> {
+    if !pages
+        .clone()
+        .any(|(_, ch)| matches!(ch, ChangeRef::Full(_)))
+    {
+        return Vec::new();
+    }
+    pages
+        .map(|(_, ch)| match ch {
+            ChangeRef::Full(bytes) => Some(hole(bytes)).filter(|&(_, len)| len >= HOLE_MIN),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The hole of the `i`th change, from `full_image_holes`.
+#[inline]
+fn hole_at(holes: &[Option<(usize, usize)>], i: usize) -> Option<(usize, usize)> {
+    holes.get(i).copied().flatten()
+}
+
+/// The encoded size of one page change, its page number and form included.
+#[inline]
+fn change_len(ch: &ChangeRef<'_>, hole: Option<(usize, usize)>) -> usize {
+    5 + match (ch, hole) {
+        (ChangeRef::Full(bytes), Some((_, len))) => 4 + bytes.len() - len,
+        (ChangeRef::Full(bytes), None) => bytes.len(),
+        (delta, _) => {
+            let shift = if delta.shift().is_some() { 6 } else { 0 };
+            shift + 2 + delta.runs().map(|(_, b)| 4 + b.len()).sum::<usize>()
+        }
+    }
+}
+
+/// The record's fields before its page changes: kind, op, xid, aux, the
+/// number of page changes, and the key.
+#[inline]
+fn encode_head(head: &Head<'_>, pages: usize, out: &mut Vec<u8>) {
+    // A count cut to 16 bits would log a record that decodes as another.
+    assert!(pages <= usize::from(u16::MAX));
     out.push(head.kind as u8);
     out.push(head.op);
     out.extend_from_slice(&head.xid.0.to_le_bytes());
     out.extend_from_slice(&head.aux.to_le_bytes());
-    out.extend_from_slice(&(pages.clone().count() as u16).to_le_bytes());
+    out.extend_from_slice(&(pages as u16).to_le_bytes());
     debug_assert!(head.key.len() <= KEY_MAX);
     out.extend_from_slice(&(head.key.len() as u16).to_le_bytes());
     out.extend_from_slice(head.key);
-    for (i, (pid, ch)) in pages.enumerate() {
-        let hole = hole_of(i);
-        out.extend_from_slice(&pid.0.to_le_bytes());
-        match ch {
-            ChangeRef::Full(bytes) => {
-                debug_assert_eq!(bytes.len(), PAGE_SIZE - LOGGED_FROM);
-                if let Some((at, len)) = hole {
-                    out.push(3);
-                    out.extend_from_slice(&(at as u16).to_le_bytes());
-                    out.extend_from_slice(&(len as u16).to_le_bytes());
-                    out.extend_from_slice(&bytes[..at]);
-                    out.extend_from_slice(&bytes[at + len..]);
-                } else {
-                    out.push(1);
-                    out.extend_from_slice(bytes);
-                }
-            }
-            delta => {
-                match delta.shift() {
-                    Some(sh) => {
-                        debug_assert!(sh.in_page());
-                        out.push(4);
-                        for f in [sh.from, sh.to, sh.len] {
-                            out.extend_from_slice(&(f as u16).to_le_bytes());
-                        }
-                    }
-                    None => out.push(2),
-                }
-                out.extend_from_slice(&(delta.runs().count() as u16).to_le_bytes());
-                for (off, bytes) in delta.runs() {
-                    out.extend_from_slice(&off.to_le_bytes());
-                    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
-                    out.extend_from_slice(bytes);
-                }
+}
+
+/// A full page image: form 3 without its hole, or form 1 whole.
+#[inline]
+fn encode_full(bytes: &[u8], hole: Option<(usize, usize)>, out: &mut Vec<u8>) {
+    debug_assert_eq!(bytes.len(), PAGE_SIZE - LOGGED_FROM);
+    if let Some((at, len)) = hole {
+        out.push(3);
+        out.extend_from_slice(&(at as u16).to_le_bytes());
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+        out.extend_from_slice(&bytes[..at]);
+        out.extend_from_slice(&bytes[at + len..]);
+    } else {
+        out.push(1);
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// A delta: form 4 with its shift first, or form 2, then its runs.
+#[inline]
+fn encode_delta(delta: &ChangeRef<'_>, out: &mut Vec<u8>) {
+    match delta.shift() {
+        Some(sh) => {
+            debug_assert!(sh.in_page());
+            out.push(4);
+            for f in [sh.from, sh.to, sh.len] {
+                out.extend_from_slice(&(f as u16).to_le_bytes());
             }
         }
+        None => out.push(2),
     }
-    debug_assert_eq!(out.len() - start, size);
+    out.extend_from_slice(&(delta.runs().count() as u16).to_le_bytes());
+    for (off, bytes) in delta.runs() {
+        out.extend_from_slice(&off.to_le_bytes());
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
 }
 
 /// A decoded log record.
@@ -591,77 +661,106 @@ impl<'a> ChangeView<'a> {
 /// The page change at `*pos` of a record's changes, validated; `*pos`
 /// moves past it.
 fn change_at<'a>(b: &'a [u8], pos: &mut usize) -> Result<(PageId, ChangeView<'a>), String> {
-    let short = || "record shorter than its fields".to_string();
-    let body = PAGE_SIZE - LOGGED_FROM;
     let pid = PageId(u32_at(b, *pos).ok_or_else(short)?);
     let form = *b.get(*pos + 4).ok_or_else(short)?;
     *pos += 5;
     let change = match form {
-        1 => {
-            let head = b.get(*pos..*pos + body).ok_or_else(short)?;
-            *pos += body;
-            ChangeView::Full {
-                head,
-                hole: 0,
-                tail: &[],
-            }
-        }
-        3 => {
-            let at = u16_at(b, *pos).ok_or_else(short)? as usize;
-            let len = u16_at(b, *pos + 2).ok_or_else(short)? as usize;
-            *pos += 4;
-            if at + len > body {
-                return Err(format!("hole {at}+{len} outside the page body"));
-            }
-            let bytes = b.get(*pos..*pos + body - len).ok_or_else(short)?;
-            *pos += body - len;
-            let (head, tail) = bytes.split_at(at);
-            ChangeView::Full {
-                head,
-                hole: len,
-                tail,
-            }
-        }
-        2 | 4 => {
-            let shift = if form == 4 {
-                let field = |i: usize| u16_at(b, *pos + 2 * i).map(usize::from);
-                let sh = Shift {
-                    from: field(0).ok_or_else(short)?,
-                    to: field(1).ok_or_else(short)?,
-                    len: field(2).ok_or_else(short)?,
-                };
-                if !sh.in_page() {
-                    return Err(format!(
-                        "shift of {} bytes from {} to {} outside the page body",
-                        sh.len, sh.from, sh.to
-                    ));
-                }
-                *pos += 6;
-                Some(sh)
-            } else {
-                None
-            };
-            let count = u16_at(b, *pos).ok_or_else(short)? as usize;
-            *pos += 2;
-            let start = *pos;
-            for _ in 0..count {
-                let off = u16_at(b, *pos).ok_or_else(short)? as usize;
-                let len = u16_at(b, *pos + 2).ok_or_else(short)? as usize;
-                if off < LOGGED_FROM || off + len > PAGE_SIZE {
-                    return Err(format!("delta range {off}+{len} outside the page body"));
-                }
-                b.get(*pos + 4..*pos + 4 + len).ok_or_else(short)?;
-                *pos += 4 + len;
-            }
-            ChangeView::Runs {
-                shift,
-                count,
-                bytes: &b[start..*pos],
-            }
+        1 => whole_image_at(b, pos)?,
+        3 => holed_image_at(b, pos)?,
+        2 => runs_at(b, pos, None)?,
+        4 => {
+            let shift = shift_at(b, pos)?;
+            runs_at(b, pos, Some(shift))?
         }
         f => return Err(format!("unknown page change form {f}")),
     };
     Ok((pid, change))
+}
+
+/// The error for a record that ends inside a field.
+fn short() -> String {
+    "record shorter than its fields".to_string()
+}
+
+/// The bytes a full image covers: the page from `LOGGED_FROM` on.
+const IMAGE_BODY: usize = PAGE_SIZE - LOGGED_FROM;
+
+/// Form 1 at `*pos`: a full image with no hole left out.
+#[inline]
+fn whole_image_at<'a>(b: &'a [u8], pos: &mut usize) -> Result<ChangeView<'a>, String> {
+    let head = b.get(*pos..*pos + IMAGE_BODY).ok_or_else(short)?;
+    *pos += IMAGE_BODY;
+    Ok(ChangeView::Full {
+        head,
+        hole: 0,
+        tail: &[],
+    })
+}
+
+/// Form 3 at `*pos`: a full image without its hole, the hole checked to lie
+/// within the page body.
+#[inline]
+fn holed_image_at<'a>(b: &'a [u8], pos: &mut usize) -> Result<ChangeView<'a>, String> {
+    let at = u16_at(b, *pos).ok_or_else(short)? as usize;
+    let len = u16_at(b, *pos + 2).ok_or_else(short)? as usize;
+    *pos += 4;
+    if at + len > IMAGE_BODY {
+        return Err(format!("hole {at}+{len} outside the page body"));
+    }
+    let bytes = b.get(*pos..*pos + IMAGE_BODY - len).ok_or_else(short)?;
+    *pos += IMAGE_BODY - len;
+    let (head, tail) = bytes.split_at(at);
+    Ok(ChangeView::Full {
+        head,
+        hole: len,
+        tail,
+    })
+}
+
+/// Form 4's shift at `*pos`, checked to lie within the page body.
+#[inline]
+fn shift_at(b: &[u8], pos: &mut usize) -> Result<Shift, String> {
+    let field = |i: usize| u16_at(b, *pos + 2 * i).map(usize::from);
+    let sh = Shift {
+        from: field(0).ok_or_else(short)?,
+        to: field(1).ok_or_else(short)?,
+        len: field(2).ok_or_else(short)?,
+    };
+    if !sh.in_page() {
+        return Err(format!(
+            "shift of {} bytes from {} to {} outside the page body",
+            sh.len, sh.from, sh.to
+        ));
+    }
+    *pos += 6;
+    Ok(sh)
+}
+
+/// A delta's runs at `*pos` (forms 2 and 4, after the shift), each checked
+/// to lie within the page body and the record.
+#[inline]
+fn runs_at<'a>(
+    b: &'a [u8],
+    pos: &mut usize,
+    shift: Option<Shift>,
+) -> Result<ChangeView<'a>, String> {
+    let count = u16_at(b, *pos).ok_or_else(short)? as usize;
+    *pos += 2;
+    let start = *pos;
+    for _ in 0..count {
+        let off = u16_at(b, *pos).ok_or_else(short)? as usize;
+        let len = u16_at(b, *pos + 2).ok_or_else(short)? as usize;
+        if off < LOGGED_FROM || off + len > PAGE_SIZE {
+            return Err(format!("delta range {off}+{len} outside the page body"));
+        }
+        b.get(*pos + 4..*pos + 4 + len).ok_or_else(short)?;
+        *pos += 4 + len;
+    }
+    Ok(ChangeView::Runs {
+        shift,
+        count,
+        bytes: &b[start..*pos],
+    })
 }
 
 #[cfg(test)]

@@ -521,16 +521,7 @@ impl Transaction {
             return Err(e);
         }
         self.finished = true;
-        let inner = self.core();
-        if self.serializable() {
-            // The last dangerous-structure check; past it, this transaction
-            // can no longer be chosen as a victim.
-            let prepared = inner.txns.ssi().lock().prepare(self.token);
-            if let Err(e) = prepared {
-                self.abort();
-                return Err(e);
-            }
-        }
+        self.ssi_prepare()?;
         if self.xid == Xid::NONE {
             self.finish(Status::Committed);
             return Ok(CommitInfo {
@@ -541,7 +532,7 @@ impl Transaction {
         }
         // The clock is read before the latch (a system call less under
         // it); the timestamp is still at least that reading's `latest`.
-        let clock = &*inner.engine.opts().clock.0;
+        let clock = &*self.core().engine.opts().clock.0;
         let mut reading = match clock::read(clock) {
             Ok(r) => r,
             Err(e) => {
@@ -549,47 +540,70 @@ impl Transaction {
                 return Err(e);
             }
         };
+        let inner = self.core();
         let poisoned_before = inner.engine.store().wal.is_poisoned();
-        let logged = (|| {
-            let mut w = inner.engine.store().write();
-            let ts = commit_ts::stamp(&mut w.mtr, self.xid, clock, &mut reading)?;
-            clog::set_committed(&mut w.mtr, self.xid)?;
-            let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
-            lsn.map(|lsn| (lsn, ts))
-                .ok_or(Error::Unsupported("commit record was not written"))
-        })();
-        let durable = logged.and_then(|(lsn, ts)| {
-            let started = (!span.is_disabled()).then(std::time::Instant::now);
-            inner
-                .engine
-                .store()
-                .wal
-                .flush(lsn, inner.engine.opts().durability == Durability::Immediate)?;
-            if let Some(t) = started {
-                span.record("lsn", lsn.0);
-                span.record("fsync_wait_us", t.elapsed().as_micros() as u64);
-            }
+        let durable = self.log_commit(clock, &mut reading).and_then(|(lsn, ts)| {
+            flush_commit(inner, &span, lsn)?;
             Ok((lsn, ts))
         });
         match durable {
-            Ok((lsn, ts)) => {
-                // The commit hook's seam: past every check, durable, not yet
-                // visible. No latch is held, so other commits' fsyncs go on.
-                commit_wait(inner, ts, reading);
-                self.finish(Status::Committed);
-                inner.engine.note_dead(self.versions.dead_if_committed());
-                inner.txns.waits().finished();
-                Ok(CommitInfo {
-                    xid: self.xid,
-                    lsn,
-                    ts,
-                })
-            }
+            Ok((lsn, ts)) => Ok(self.publish_commit(lsn, ts, reading)),
             Err(e) => {
                 let e = outcome_unknown(&inner.engine.store().wal, poisoned_before, e);
                 self.abort();
                 Err(e)
             }
+        }
+    }
+
+    /// For a serializable transaction, SSI's last dangerous-structure
+    /// check; past it, this transaction can no longer be chosen as a
+    /// victim. A failure aborts the transaction.
+    fn ssi_prepare(&mut self) -> Result<()> {
+        if !self.serializable() {
+            return Ok(());
+        }
+        let prepared = self.core().txns.ssi().lock().prepare(self.token);
+        if let Err(e) = prepared {
+            self.abort();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Under the store's write latch: stamps the commit timestamp (from
+    /// `reading`, taken again if too old), marks the transaction committed in
+    /// the clog and appends the commit record. Returns the record's LSN and
+    /// the timestamp.
+    fn log_commit(
+        &self,
+        clock: &dyn clock::Clock,
+        reading: &mut clock::Reading,
+    ) -> Result<(Lsn, Timestamp)> {
+        // Only a transaction that wrote has an xid to log.
+        assert!(self.xid != Xid::NONE);
+        let mut w = self.core().engine.store().write();
+        let ts = commit_ts::stamp(&mut w.mtr, self.xid, clock, reading)?;
+        clog::set_committed(&mut w.mtr, self.xid)?;
+        let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
+        lsn.map(|lsn| (lsn, ts))
+            .ok_or(Error::Unsupported("commit record was not written"))
+    }
+
+    /// Once durable: waits out the commit timestamp, then makes the commit
+    /// visible and counts the versions it left dead.
+    fn publish_commit(&self, lsn: Lsn, ts: Timestamp, reading: clock::Reading) -> CommitInfo {
+        let inner = self.core();
+        // The commit hook's seam: past every check, durable, not yet
+        // visible. No latch is held, so other commits' fsyncs go on.
+        commit_wait(inner, ts, reading);
+        self.finish(Status::Committed);
+        inner.engine.note_dead(self.versions.dead_if_committed());
+        inner.txns.waits().finished();
+        CommitInfo {
+            xid: self.xid,
+            lsn,
+            ts,
         }
     }
 
@@ -713,6 +727,23 @@ fn bounds<R: KeyRange>(range: R) -> Result<ssi::Range> {
         }
     }
     Ok((lo, hi))
+}
+
+/// Flushes the log through a commit's record `lsn` (synced under
+/// `Durability::Immediate`), recording in `span`, when a subscriber wants
+/// it, the record's LSN and the microseconds the flush waited.
+fn flush_commit(inner: &Core, span: &tracing::Span, lsn: Lsn) -> Result<()> {
+    let started = (!span.is_disabled()).then(std::time::Instant::now);
+    inner
+        .engine
+        .store()
+        .wal
+        .flush(lsn, inner.engine.opts().durability == Durability::Immediate)?;
+    if let Some(t) = started {
+        span.record("lsn", lsn.0);
+        span.record("fsync_wait_us", t.elapsed().as_micros() as u64);
+    }
+    Ok(())
 }
 
 /// What a failed commit (or `commit_prepared`) reports. If the log was

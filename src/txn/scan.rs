@@ -31,7 +31,7 @@ use std::sync::Arc;
 use crate::catalog::Table;
 use crate::error::Result;
 use crate::heap;
-use crate::ids::Tid;
+use crate::ids::{PageId, Tid};
 use crate::limits::{SCAN_BATCH, SCAN_BATCH_FIRST};
 use crate::mvcc::chain;
 use crate::mvcc::Snapshot;
@@ -173,6 +173,62 @@ impl End {
         // no entry is pending.
         self.keys.get(at..at + len).unwrap_or_default()
     }
+
+    /// Fetches into this end, which has nothing pending, at most `batch`
+    /// index entries of the tree at `root` within `bounds`, from its `dir`
+    /// end, under one visit with the store's read latch. Whether they
+    /// reach the range's end.
+    fn fetch(
+        &mut self,
+        inner: &Core,
+        root: PageId,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+        dir: Dir,
+        batch: usize,
+    ) -> Result<bool> {
+        // Called only when this end has nothing pending.
+        debug_assert!(self.pending.is_empty());
+        // Keys are at most KEY_MAX bytes and a batch at most SCAN_BATCH
+        // entries: offsets fit in u32.
+        assert!(batch <= SCAN_BATCH);
+        self.keys.clear();
+        // Grown once to the batch (and keys of up to 32 bytes), not doubled
+        // up to it entry by entry.
+        self.pending.reserve(batch);
+        self.keys.reserve(batch * 32);
+        let mut r = inner.engine.store().read();
+        // Read under the latch that the entries are read under: a removal
+        // after it makes them suspect (`resolve`).
+        let removals = inner.engine.store().fsm.removals();
+        let done = btree::range_with(&mut r.view, root, bounds, dir, batch, |k, e| {
+            let key = (self.keys.len() as u32, k.len() as u32);
+            self.keys.extend_from_slice(k);
+            self.pending.push_back(Pending {
+                key,
+                tid: chain::tid_of(e),
+                removals,
+            })
+        })?;
+        drop(r);
+        Ok(done)
+    }
+}
+
+/// The span of the index a batch fetched from the `dir` end covered: the
+/// scan's `bounds`, cut at the batch's `last` key unless the batch reached
+/// the range's end (`done`).
+#[inline]
+fn batch_span<'a>(
+    dir: Dir,
+    (lo, hi): (Bound<&'a [u8]>, Bound<&'a [u8]>),
+    last: Option<&'a [u8]>,
+    done: bool,
+) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    match (dir, last, done) {
+        (Dir::Forward, Some(k), false) => (lo, Bound::Included(k)),
+        (Dir::Reverse, Some(k), false) => (Bound::Included(k), hi),
+        _ => (lo, hi),
+    }
 }
 
 /// Iterator over `Result<(key, value)>` in key order (or reverse with `.rev()`).
@@ -260,40 +316,11 @@ impl<'t> Scan<'t> {
             Dir::Forward => &mut self.front,
             Dir::Reverse => &mut self.back,
         };
-        // Called only when this end has nothing pending.
-        debug_assert!(side.pending.is_empty());
-        side.keys.clear();
-        // Grown once to the batch (and keys of up to 32 bytes), not doubled
-        // up to it entry by entry.
-        side.pending.reserve(self.batch);
-        side.keys.reserve(self.batch * 32);
         let bounds = (
             self.lo.as_ref().map(Vec::as_slice),
             self.hi.as_ref().map(Vec::as_slice),
         );
-        let mut r = inner.engine.store().read();
-        // Read under the latch that the entries are read under: a removal
-        // after it makes them suspect (`resolve`).
-        let removals = inner.engine.store().fsm.removals();
-        let done = btree::range_with(
-            &mut r.view,
-            self.table.root,
-            bounds,
-            dir,
-            self.batch,
-            |k, e| {
-                // Keys are at most KEY_MAX bytes and a batch at most
-                // SCAN_BATCH entries: offsets fit in u32.
-                let key = (side.keys.len() as u32, k.len() as u32);
-                side.keys.extend_from_slice(k);
-                side.pending.push_back(Pending {
-                    key,
-                    tid: chain::tid_of(e),
-                    removals,
-                })
-            },
-        )?;
-        drop(r);
+        let done = side.fetch(inner, self.table.root, bounds, dir, self.batch)?;
         self.batch = (self.batch * 2).min(SCAN_BATCH);
         self.exhausted = done;
         // Writers of versions vacuum removed before this batch was fetched,
@@ -301,13 +328,7 @@ impl<'t> Scan<'t> {
         let mut unseen = Vec::new();
         if self.tx.serializable() && inner.txns.ledger().concerns(&self.snap) {
             let last = side.pending.back().map(|p| side.key(p));
-            let lo = self.lo.as_ref().map(Vec::as_slice);
-            let hi = self.hi.as_ref().map(Vec::as_slice);
-            let (lo, hi) = match (dir, last, done) {
-                (Dir::Forward, Some(k), false) => (lo, Bound::Included(k)),
-                (Dir::Reverse, Some(k), false) => (Bound::Included(k), hi),
-                _ => (lo, hi),
-            };
+            let (lo, hi) = batch_span(dir, bounds, last, done);
             inner
                 .txns
                 .ledger()

@@ -406,73 +406,100 @@ impl Transaction {
         let me = self.ensure_xid()?;
         let target = Table::new(table.db(), table.dir().into(), new_name);
         if self.serializable() {
-            let snap = self.snapshot.clone();
-            for t in [table, &target] {
-                // Absent is what the decision under the latch reports.
-                match self.table_for_read(t, &snap, 0) {
-                    Ok(_) | Err(Error::NoSuchTable { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            self.read_both_names(table, &target)?;
         }
-        let core = self.core.clone();
         let name = table.name();
-        let same = name == new_name;
         let root = self.row_loop(
             me,
-            |tx, mtr| {
-                let snap = tx.snapshot_now();
-                let (version, root, value) = match tx.row(mtr, name, me, &snap)? {
-                    Row::Wait(x) => return Ok(Err(x)),
-                    Row::Absent { .. } => {
-                        return Err(Error::NoSuchTable {
-                            name: name.to_string(),
-                        })
-                    }
-                    Row::Live {
-                        version,
-                        root,
-                        value,
-                        ..
-                    } => (version, root, value),
-                };
-                if same {
-                    return Ok(Ok(root));
-                }
-                let head = match tx.row(mtr, new_name, me, &snap)? {
-                    Row::Wait(x) => return Ok(Err(x)),
-                    Row::Live { .. } => {
-                        return Err(Error::TableExists {
-                            name: new_name.to_string(),
-                        })
-                    }
-                    Row::Absent { head } => head,
-                };
-                if let Some(x) = core
-                    .txns
-                    .writers()
-                    .other(root, me, core.txns.manager().clog())
-                {
-                    return Ok(Err(x));
-                }
-                heap::stamp_xmax(mtr, version.tid, me)?;
-                insert_row(mtr, &core, me, head, new_name, &value)?;
-                Ok(Ok(root))
-            },
+            |tx, mtr| tx.rename_row(mtr, me, name, new_name),
             Op::RenameTable,
             name,
         )?;
-        if same {
+        if name == new_name {
             return Ok(());
         }
-        core.txns.manager().catalog_write(me);
+        self.note_renamed(me, table, &target, root)
+    }
+
+    /// Reads both names' catalog rows as a serializable transaction reads
+    /// a table, so that SSI sees the rename depend on them.
+    fn read_both_names(&mut self, table: &Table, target: &Table) -> Result<()> {
+        let snap = self.snapshot.clone();
+        for t in [table, target] {
+            // Absent is what the decision under the latch reports.
+            match self.table_for_read(t, &snap, 0) {
+                Ok(_) | Err(Error::NoSuchTable { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// `rename_inner`'s step under the latch: the table's root once its row
+    /// `name` is superseded by one under `new_name` (nothing written for a
+    /// rename to the same name), or the transaction to wait for.
+    fn rename_row(
+        &self,
+        mtr: &mut Mtr<'_>,
+        me: Xid,
+        name: &str,
+        new_name: &str,
+    ) -> Result<std::result::Result<PageId, Xid>> {
+        let core = self.core();
+        let snap = self.snapshot_now();
+        let (version, root, value) = match self.row(mtr, name, me, &snap)? {
+            Row::Wait(x) => return Ok(Err(x)),
+            Row::Absent { .. } => {
+                return Err(Error::NoSuchTable {
+                    name: name.to_string(),
+                })
+            }
+            Row::Live {
+                version,
+                root,
+                value,
+                ..
+            } => (version, root, value),
+        };
+        if name == new_name {
+            return Ok(Ok(root));
+        }
+        let head = match self.row(mtr, new_name, me, &snap)? {
+            Row::Wait(x) => return Ok(Err(x)),
+            Row::Live { .. } => {
+                return Err(Error::TableExists {
+                    name: new_name.to_string(),
+                })
+            }
+            Row::Absent { head } => head,
+        };
+        if let Some(x) = core
+            .txns
+            .writers()
+            .other(root, me, core.txns.manager().clog())
+        {
+            return Ok(Err(x));
+        }
+        heap::stamp_xmax(mtr, version.tid, me)?;
+        insert_row(mtr, core, me, head, new_name, &value)?;
+        Ok(Ok(root))
+    }
+
+    /// After a rename is logged: the catalog written, one version
+    /// superseded and one written, both names marked for SSI, and the
+    /// table cache told the table moved from `table`'s name to `target`'s.
+    fn note_renamed(&mut self, me: Xid, table: &Table, target: &Table, root: PageId) -> Result<()> {
+        // A rename to the same name changes nothing and records nothing.
+        assert!(table.name() != target.name());
+        let catalog = self.core().catalog;
+        self.core().txns.manager().catalog_write(me);
         self.versions.superseded += 1;
         self.versions.written += 1;
-        self.ssi_write_at(core.catalog, name, name.as_bytes())?;
-        self.ssi_write_at(core.catalog, new_name, new_name.as_bytes())?;
+        self.ssi_write_at(catalog, table.name(), table.name().as_bytes())?;
+        self.ssi_write_at(catalog, target.name(), target.name().as_bytes())?;
         let mut cache = self.tables.borrow_mut();
         cache.set(table, None, 0, true);
-        cache.set(&target, Some(root), 0, true);
+        cache.set(target, Some(root), 0, true);
         Ok(())
     }
 
