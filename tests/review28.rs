@@ -49,3 +49,40 @@ fn a_recovered_prepared_writer_holds_off_a_drop() {
          its committed row is now in a dropped table: {seen:?}"
     );
 }
+
+// The same, carried through: the drop commits, vacuum frees the table
+// under the in-doubt writer, COMMIT PREPARED reports success, and the
+// committed row is gone for every later reader.
+#[test]
+fn a_recovered_prepared_writers_commit_is_lost_to_a_drop_and_vacuum() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    {
+        let db = Db::open_with(tmp.path(), options()).expect("open");
+        let t = common::create(&db, "t");
+        let mut w = db.begin().expect("begin");
+        w.put(&t, "base", "1").expect("put");
+        w.commit().expect("commit");
+        let mut p = db.begin().expect("begin");
+        p.put(&t, "k", "prepared").expect("put");
+        p.prepare("p").expect("prepare");
+    }
+    let db = open(tmp.path());
+    let t = db.table("t").expect("table");
+    let mut d = db.begin_with(Isolation::ReadCommitted).expect("begin");
+    let dropped = d.drop_table(&t);
+    let dropped = matches!(dropped, Ok(true)) && d.commit().is_ok();
+    let freed = db.vacuum().expect("vacuum").tables_freed;
+    db.commit_prepared("p").expect("commit p");
+    let integrity = db.check_integrity().expect("integrity");
+    eprintln!(
+        "drop committed {dropped}, tables freed {freed}, leaked {}, names {:?}",
+        integrity.leaked_pages,
+        db.table_names()
+    );
+    let r = db.begin().expect("begin");
+    let after = rows(&r, &t);
+    assert!(
+        !dropped || after.iter().any(|(k, _)| k == b"k"),
+        "commit_prepared succeeded but its row is in no table: {after:?}"
+    );
+}
