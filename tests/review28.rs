@@ -6,12 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::{open, rows};
-use strata::{Db, Error, Isolation, Options};
+use strata::{Db, Isolation, Options};
 
 fn options() -> Options {
     Options::default()
         .cache_size(4 << 20)
-        .lock_timeout(Some(Duration::from_secs(2)))
+        .lock_timeout(Some(Duration::from_millis(200)))
 }
 
 // A prepared transaction that wrote table t, recovered at open, is still
@@ -66,7 +66,7 @@ fn a_recovered_prepared_writers_commit_is_lost_to_a_drop_and_vacuum() {
         p.put(&t, "k", "prepared").expect("put");
         p.prepare("p").expect("prepare");
     }
-    let db = open(tmp.path());
+    let db = Db::open_with(tmp.path(), options()).expect("reopen");
     let t = db.table("t").expect("table");
     let mut d = db.begin_with(Isolation::ReadCommitted).expect("begin");
     let dropped = d.drop_table(&t);
@@ -84,5 +84,53 @@ fn a_recovered_prepared_writers_commit_is_lost_to_a_drop_and_vacuum() {
     assert!(
         !dropped || after.iter().any(|(k, _)| k == b"k"),
         "commit_prepared succeeded but its row is in no table: {after:?}"
+    );
+}
+
+// Invariant "a or b exists": each serializable transaction sees both and
+// drops one. Committing both leaves neither: write skew through drops.
+#[test]
+fn serializable_drops_of_two_tables_meet_as_write_skew() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let a = common::create(&db, "a");
+    let b = common::create(&db, "b");
+    let mut t1 = db.begin().expect("t1");
+    let mut t2 = db.begin().expect("t2");
+    assert_eq!(t1.len(&a).expect("a"), 0);
+    assert_eq!(t1.len(&b).expect("b"), 0);
+    assert_eq!(t2.len(&a).expect("a"), 0);
+    assert_eq!(t2.len(&b).expect("b"), 0);
+    assert!(t1.drop_table(&a).expect("t1 drops a"));
+    assert!(t2.drop_table(&b).expect("t2 drops b"));
+    let c1 = t1.commit();
+    let c2 = t2.commit();
+    assert!(
+        c1.is_err() || c2.is_err(),
+        "{c1:?} {c2:?}; names {:?}",
+        db.table_names()
+    );
+}
+
+// Write skew through existence alone: each creates a table only if the
+// other's is absent (create_table returns whether it created).
+#[test]
+fn serializable_creates_guarded_by_absence_meet_as_write_skew() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let a = db.table("a").expect("a");
+    let b = db.table("b").expect("b");
+    let mut t1 = db.begin().expect("t1");
+    let mut t2 = db.begin().expect("t2");
+    assert_eq!(t1.first(&b).expect("b"), None);
+    assert_eq!(t2.last(&a).expect("a"), None);
+    assert!(t1.create_table(&a).expect("t1 creates a"));
+    assert!(t2.create_table(&b).expect("t2 creates b"));
+    let c1 = t1.commit();
+    let c2 = t2.commit();
+    assert!(
+        c1.is_err() || c2.is_err(),
+        "{c1:?} {c2:?}; names {:?}",
+        db.table_names()
     );
 }

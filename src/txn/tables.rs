@@ -131,7 +131,7 @@ pub(crate) struct Writers {
 }
 
 impl Writers {
-    fn register(&self, root: PageId, xid: Xid, clog: &impl StatusOf) {
+    pub(super) fn register(&self, root: PageId, xid: Xid, clog: &impl StatusOf) {
         let mut map = self.map.lock();
         if map.len() >= WRITERS_PRUNE_AT {
             map.retain(|_, xs| {
