@@ -175,3 +175,68 @@ fn a_table_created_by_a_recovered_prepared_transaction() {
         assert_eq!(db.table_names().expect("names").len(), commit as usize);
     }
 }
+
+// first/last narrow their SIREAD mark to what they depended on: a key
+// inserted beyond the returned end must still meet the mark.
+#[test]
+fn first_and_last_still_meet_an_insert_beyond_the_returned_key() {
+    for last in [false, true] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = open(tmp.path());
+        let t = db.table("t").expect("t");
+        let u = db.table("u").expect("u");
+        let mut s = db.begin().expect("seed");
+        for k in ["k3", "k5", "k7"] {
+            s.put(&t, k, "x").expect("put");
+        }
+        s.put(&u, "end", "none").expect("put");
+        s.commit().expect("commit");
+        let mut t1 = db.begin().expect("t1");
+        let mut t2 = db.begin().expect("t2");
+        let end = if last { t1.last(&t) } else { t1.first(&t) }
+            .expect("end")
+            .expect("row");
+        t1.put(&u, "end", &end.0).expect("t1 writes u");
+        assert!(t2.get(&u, "end").expect("t2 reads u").is_some());
+        let beyond = if last { "k9" } else { "k1" };
+        t2.put(&t, beyond, "y").expect("t2 inserts");
+        let c1 = t1.commit();
+        let c2 = t2.commit();
+        assert!(c1.is_err() || c2.is_err(), "last {last}: {c1:?} {c2:?}");
+    }
+}
+
+// A Read Committed scan open across a drop, a vacuum and a re-create of
+// the name reads the table it started on, whole; nothing leaks after.
+#[test]
+fn a_read_committed_scan_outlives_a_drop_vacuum_and_recreate() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let mut s = db.begin().expect("seed");
+    for i in 0..600u32 {
+        s.put(&t, format!("k{i:04}"), vec![3u8; 200]).expect("put");
+    }
+    s.commit().expect("commit");
+    let r = db.begin_with(Isolation::ReadCommitted).expect("rc");
+    let mut scan = r.scan(&t, ..).expect("scan");
+    let first = scan.next().expect("row").expect("ok");
+    assert_eq!(first.0, b"k0000");
+    let mut d = db.begin().expect("dropper");
+    assert!(d.drop_table(&t).expect("drop"));
+    d.commit().expect("commit");
+    let mut c = db.begin().expect("creator");
+    for i in 0..600u32 {
+        c.put(&t, format!("k{i:04}"), vec![9u8; 200]).expect("put");
+    }
+    c.commit().expect("commit");
+    assert_eq!(db.vacuum().expect("vacuum").tables_freed, 0);
+    let rest: Vec<_> = scan.collect::<Result<_, _>>().expect("rest");
+    assert_eq!(rest.len(), 599);
+    assert!(rest.iter().all(|(_, v)| v[0] == 3), "old table's rows");
+    assert_eq!(r.get(&t, "k0001").expect("get").expect("row")[0], 9);
+    drop(r);
+    assert_eq!(db.vacuum().expect("vacuum").tables_freed, 1);
+    let i = db.check_integrity().expect("integrity");
+    assert_eq!(i.leaked_pages, 0, "{i:?}");
+}
