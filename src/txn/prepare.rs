@@ -368,7 +368,10 @@ pub(crate) fn adopt(inner: &Core) -> Result<()> {
         // Which tables a prepared transaction wrote is not recorded: it
         // counts as a writer of every table there is, so a drop or rename
         // waits for its decision as for a running writer's.
-        let roots = if entries.iter().any(|e| e.xid != Xid::NONE) {
+        let roots = if entries
+            .iter()
+            .any(|e| e.xid != Xid::NONE || e.reads == Reads::Every)
+        {
             crate::catalog::all_roots(&mut r.view)?
         } else {
             Vec::new()
@@ -385,12 +388,7 @@ pub(crate) fn adopt(inner: &Core) -> Result<()> {
     for e in entries {
         if e.xid != Xid::NONE {
             inner.txns.mgr().clog().keep_in_doubt(e.xid);
-            for &root in &roots {
-                inner
-                    .txns
-                    .writers()
-                    .register(root, e.xid, inner.txns.mgr().clog());
-            }
+            inner.txns.writers().recovered(&roots, e.xid);
         }
         let token = inner.txns.mgr().adopt(e.xid);
         let reads = match &e.reads {

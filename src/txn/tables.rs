@@ -131,7 +131,7 @@ pub(crate) struct Writers {
 }
 
 impl Writers {
-    pub(super) fn register(&self, root: PageId, xid: Xid, clog: &impl StatusOf) {
+    fn register(&self, root: PageId, xid: Xid, clog: &impl StatusOf) {
         let mut map = self.map.lock();
         if map.len() >= WRITERS_PRUNE_AT {
             map.retain(|_, xs| {
@@ -143,6 +143,15 @@ impl Writers {
         xs.retain(|&x| clog.status(x) == Status::InProgress);
         if !xs.contains(&xid) {
             xs.push(xid);
+        }
+    }
+
+    /// A prepared transaction found at open, whose written tables are not
+    /// recorded: a writer of each of `roots` (every table there is).
+    pub(super) fn recovered(&self, roots: &[PageId], xid: Xid) {
+        let mut map = self.map.lock();
+        for &root in roots {
+            map.entry(root).or_default().push(xid);
         }
     }
 
