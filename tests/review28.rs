@@ -240,3 +240,65 @@ fn a_read_committed_scan_outlives_a_drop_vacuum_and_recreate() {
     let i = db.check_integrity().expect("integrity");
     assert_eq!(i.leaked_pages, 0, "{i:?}");
 }
+
+// A dropped table whose index has grown levels is freed whole: emptying
+// must leave a root vacuum recognises as empty.
+#[test]
+fn a_dropped_multi_level_table_is_freed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let mut s = db.begin().expect("seed");
+    for i in 0..3000u32 {
+        let key = format!("{i:06}{}", "k".repeat(200));
+        s.put(&t, key, "v").expect("put");
+    }
+    s.commit().expect("commit");
+    let keep = common::create(&db, "keep");
+    let mut w = db.begin().expect("w");
+    w.put(&keep, "a", "b").expect("put");
+    w.commit().expect("commit");
+    let mut d = db.begin().expect("d");
+    assert!(d.drop_table(&t).expect("drop"));
+    d.commit().expect("commit");
+    let mut freed = 0;
+    for _ in 0..3 {
+        freed += db.vacuum().expect("vacuum").tables_freed;
+    }
+    let i = db.check_integrity().expect("integrity");
+    eprintln!("freed {freed}: {i:?}");
+    assert_eq!(freed, 1, "{i:?}");
+    assert_eq!(i.leaked_pages, 0, "{i:?}");
+}
+
+// A Read Committed reader's resolved tables are refreshed when a prepared
+// drop and create are committed by COMMIT PREPARED (with and without a
+// restart in between).
+#[test]
+fn read_committed_sees_a_prepared_drop_once_committed() {
+    for restart in [false, true] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut db = Db::open_with(tmp.path(), options()).expect("open");
+        let t = db.table("t").expect("t");
+        let mut s = db.begin().expect("seed");
+        s.put(&t, "k", "old").expect("put");
+        s.commit().expect("commit");
+        let mut p = db.begin().expect("p");
+        assert!(p.drop_table(&t).expect("drop"));
+        p.put(&t, "k", "new").expect("re-create");
+        p.prepare("p").expect("prepare");
+        if restart {
+            drop(db);
+            db = Db::open_with(tmp.path(), options()).expect("reopen");
+        }
+        let t = db.table("t").expect("t");
+        let r = db.begin_with(Isolation::ReadCommitted).expect("rc");
+        assert_eq!(r.get(&t, "k").expect("get").as_deref(), Some(&b"old"[..]));
+        db.commit_prepared("p").expect("commit");
+        assert_eq!(
+            r.get(&t, "k").expect("get").as_deref(),
+            Some(&b"new"[..]),
+            "restart {restart}"
+        );
+    }
+}
