@@ -302,3 +302,26 @@ fn read_committed_sees_a_prepared_drop_once_committed() {
         );
     }
 }
+
+// A Read Committed drop of a table that does not exist holds nothing:
+// a table another transaction then creates and commits must be seen by
+// the next statement, as every committed change is under Read Committed.
+#[test]
+fn read_committed_sees_a_table_created_after_its_drop_found_none() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = open(tmp.path());
+    let t = db.table("t").expect("t");
+    let mut r = db.begin_with(Isolation::ReadCommitted).expect("rc");
+    assert!(!r.drop_table(&t).expect("drop of nothing"));
+    let mut c = db.begin().expect("creator");
+    c.put(&t, "k", "v").expect("put");
+    c.commit().expect("commit");
+    // The statement after the creator's commit.
+    let other = db.begin_with(Isolation::ReadCommitted).expect("rc");
+    assert_eq!(other.get(&t, "k").expect("get").as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        r.get(&t, "k").expect("get").as_deref(),
+        Some(&b"v"[..]),
+        "a Read Committed read after the commit misses the created table"
+    );
+}
