@@ -387,8 +387,11 @@ impl Transaction {
             core.txns.mgr().catalog_write(me);
             self.versions.superseded += 1;
             self.ssi_write_at(core.catalog, name, name.as_bytes())?;
+            // This transaction holds the name's row: the answer holds.
+            self.tables.borrow_mut().set(table, None, 0, true);
         }
-        self.tables.borrow_mut().set(table, None, 0, true);
+        // A drop that found no table holds nothing: another transaction
+        // may create one, and Read Committed must see it once committed.
         Ok(dropped)
     }
 
