@@ -363,21 +363,33 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
 /// Takes up the prepared transactions recorded on disk (at open): each
 /// keeps its xid in progress, and SSI remembers it conservatively.
 pub(crate) fn adopt(inner: &Core) -> Result<()> {
-    let (entries, every) = {
+    let (entries, every, roots) = {
         let mut r = inner.engine.store().read();
         let entries = load(&mut r.view)?;
+        // Which tables a prepared transaction wrote is not recorded: it
+        // counts as a writer of every table there is, so a drop or rename
+        // waits for its decision as for a running writer's.
+        let roots = if entries
+            .iter()
+            .any(|e| e.xid != Xid::NONE || e.reads == Reads::Every)
+        {
+            crate::catalog::all_roots(&mut r.view)?
+        } else {
+            Vec::new()
+        };
         let every = if entries.iter().any(|e| e.reads == Reads::Every) {
-            let mut every = crate::catalog::all_roots(&mut r.view)?;
+            let mut every = roots.clone();
             every.push(crate::catalog::root(&mut r.view)?);
             every
         } else {
             Vec::new()
         };
-        (entries, every)
+        (entries, every, roots)
     };
     for e in entries {
         if e.xid != Xid::NONE {
             inner.txns.manager().clog().keep_in_doubt(e.xid);
+            inner.txns.writers().recovered(&roots, e.xid);
         }
         let token = inner.txns.manager().adopt(e.xid);
         let reads = match &e.reads {

@@ -146,6 +146,15 @@ impl Writers {
         }
     }
 
+    /// A prepared transaction found at open, whose written tables are not
+    /// recorded: a writer of each of `roots` (every table there is).
+    pub(super) fn recovered(&self, roots: &[PageId], xid: Xid) {
+        let mut map = self.map.lock();
+        for &root in roots {
+            map.entry(root).or_default().push(xid);
+        }
+    }
+
     /// A running writer of `root` other than `me`.
     fn other(&self, root: PageId, me: Xid, clog: &impl StatusOf) -> Option<Xid> {
         let map = self.map.lock();
@@ -381,8 +390,11 @@ impl Transaction {
             core.txns.manager().catalog_write(me);
             self.versions.superseded += 1;
             self.ssi_write_at(core.catalog, name, name.as_bytes())?;
+            // This transaction holds the name's row: the answer holds.
+            self.tables.borrow_mut().set(table, None, 0, true);
         }
-        self.tables.borrow_mut().set(table, None, 0, true);
+        // A drop that found no table holds nothing: another transaction
+        // may create one, and Read Committed must see it once committed.
         Ok(dropped)
     }
 
