@@ -356,7 +356,7 @@ fn the_coordinators_resends_run_on_its_clock() {
     }
     impl Participant for Flaky {
         type Work = Transaction;
-        fn prepare(&self, gid: &str, work: Transaction) -> strata::Result<()> {
+        fn prepare(&self, gid: &str, work: Transaction) -> strata::Result<Timestamp> {
             Participant::prepare(&self.db, gid, work)
         }
         fn commit_prepared(&self, gid: &str) -> strata::Result<()> {
@@ -587,4 +587,44 @@ fn a_commit_is_invisible_during_its_wait_and_holds_up_no_other_commit() {
         tx.get(&t, b"waiting").expect("get").as_deref(),
         Some(&b"1"[..])
     );
+}
+
+/// A prepare timestamp is above every earlier commit and at least the
+/// clock's `latest`; it raises the high-water mark, so every later commit
+/// is above it — after a restart with the clock set back too, where it
+/// comes back with the prepared transaction.
+#[test]
+fn the_prepare_timestamp_raises_the_mark_and_survives_restart() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let live = root.path().join("live");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let db = Db::open_with(&live, opts(&clock)).expect("open");
+    let t = db.table("t").expect("table");
+    let last = put(&db, b"before").ts;
+    let latest = clock.now().expect("now").latest;
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"prepared", b"v").expect("put");
+    let pts = tx.prepare("g").expect("prepare");
+    assert!(pts > last, "prepare ts {pts} ≤ earlier commit {last}");
+    assert!(
+        pts >= latest,
+        "prepare ts {pts} below the clock's latest {latest}"
+    );
+    let listed = db.prepared_transactions().expect("list");
+    assert_eq!(listed[0].prepare_ts, pts);
+    let next = put(&db, b"after").ts;
+    assert!(next > pts, "a commit after the prepare: {next} ≤ {pts}");
+    // kill -9, then open with a clock 900 ms behind: only the recovered
+    // mark keeps the next commit above the prepare timestamp.
+    let behind = SimClock::new(Timestamp::from_nanos(START - 900_000_000));
+    let copy = root.path().join("crash");
+    copy_dir(&live, &copy);
+    drop(db);
+    let db = Db::open_with(&copy, opts(&behind)).expect("reopen");
+    let listed = db.prepared_transactions().expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].prepare_ts, pts, "the prepare timestamp came back");
+    let after = put(&db, b"after restart").ts;
+    assert!(after > pts, "after restart: {after} ≤ {pts}");
+    db.commit_prepared("g").expect("commit prepared");
 }

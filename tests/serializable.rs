@@ -116,7 +116,7 @@ fn worker_deciding(
             rec.appends.push((target, e.clone()));
             rec.xid = tx.xid().0;
             match decider {
-                Some(_) if rnd(3) == 0 => tx.prepare(&e).map(|()| Some(e)),
+                Some(_) if rnd(3) == 0 => tx.prepare(&e).map(|_| Some(e)),
                 _ => tx.commit().map(|_| None),
             }
         })();

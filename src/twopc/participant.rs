@@ -7,6 +7,7 @@
 //! for a remote shard (the example server, later) it would be the request
 //! that shard runs.
 
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::{Db, Transaction};
 
@@ -16,8 +17,9 @@ pub trait Participant {
     type Work;
 
     /// Phase one: makes `work` durable under `gid` without committing it.
-    /// `Ok` is a yes vote; an error is a no.
-    fn prepare(&self, gid: &str, work: Self::Work) -> Result<()>;
+    /// `Ok` is a yes vote, with the prepare timestamp: the commit
+    /// timestamp the coordinator picks is not below it. An error is a no.
+    fn prepare(&self, gid: &str, work: Self::Work) -> Result<Timestamp>;
 
     /// Phase two: commits prepared `gid`. `Error::UnknownTransaction` if
     /// there is none (for example, already committed).
@@ -34,7 +36,7 @@ pub trait Participant {
 impl Participant for Db {
     type Work = Transaction;
 
-    fn prepare(&self, gid: &str, work: Transaction) -> Result<()> {
+    fn prepare(&self, gid: &str, work: Transaction) -> Result<Timestamp> {
         if work.db_id() != self.id() {
             return Err(Error::Unsupported(
                 "preparing a transaction at a participant it does not belong to",

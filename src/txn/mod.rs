@@ -613,12 +613,22 @@ impl Transaction {
     /// until [`Db::commit_prepared`](crate::Db::commit_prepared) or
     /// [`Db::rollback_prepared`](crate::Db::rollback_prepared) decides.
     ///
+    /// Returns its prepare timestamp (also in
+    /// [`PreparedTransaction::prepare_ts`](crate::PreparedTransaction)): at
+    /// least the clock's `latest`, above every timestamp the database
+    /// assigned, and logged with the prepare, so it survives restarts. It
+    /// raises the database's high-water mark: every later commit here,
+    /// this transaction's own included, is above it, and a coordinator may
+    /// commit it at any timestamp not below it
+    /// (`Db::commit_prepared_at`).
+    ///
     /// Errors: `DuplicateTransaction` (the gid is in use), `InvalidGid`,
-    /// `TooManyPrepared`, or what `commit` would return; after an error
+    /// `TooManyPrepared`, `ClockUncertain` (no clock, no vote), or what
+    /// `commit` would return; after an error
     /// the transaction is rolled back — except `PrepareOutcomeUnknown`
     /// (the log failed once the prepare record was appended): the database
     /// is poisoned, and after reopening the gid may be in doubt.
-    pub fn prepare(mut self, gid: &str) -> Result<()> {
+    pub fn prepare(mut self, gid: &str) -> Result<Timestamp> {
         if let Some(e) = self.doomed() {
             return Err(e);
         }
@@ -639,8 +649,9 @@ impl Transaction {
         r
     }
 
-    fn prepare_reserved(&mut self, gid: &str) -> Result<()> {
+    fn prepare_reserved(&mut self, gid: &str) -> Result<Timestamp> {
         let inner = self.core();
+        let reading = clock::read(&*inner.engine.opts().clock.0)?;
         let mut reads = prepare::Reads::Untracked;
         if self.serializable() {
             let mut ssi = inner.txns.ssi().lock();
@@ -649,14 +660,18 @@ impl Transaction {
                 reads = prepare::Reads::Tables(ssi.tables_read(self.token, set));
             }
         }
-        let entry = prepare::Entry {
+        let mut entry = prepare::Entry {
             gid: gid.to_owned(),
             xid: self.xid,
             prepared_at: std::time::SystemTime::now(),
+            prepare_ts: Timestamp::ZERO,
             reads,
         };
         let lsn = {
             let mut w = inner.engine.store().write();
+            // Taken under the latch, as a commit's: no commit can slip in
+            // between reading the high-water mark and raising it.
+            entry.prepare_ts = commit_ts::reserve(&mut w.mtr, reading.now)?;
             prepare::insert(&mut w.mtr, &entry)?;
             w.commit(Kind::Pages, Op::Prepared as u8, self.xid)?
         };
@@ -669,11 +684,12 @@ impl Transaction {
                 token: self.token,
                 xid: self.xid,
                 prepared_at: entry.prepared_at,
+                prepare_ts: entry.prepare_ts,
                 reads: self.reads.take(),
                 versions: self.versions,
             },
         );
-        Ok(())
+        Ok(entry.prepare_ts)
     }
 
     /// Rolls back: every write of the transaction is discarded.
