@@ -628,3 +628,92 @@ fn the_prepare_timestamp_raises_the_mark_and_survives_restart() {
     assert!(after > pts, "after restart: {after} ≤ {pts}");
     db.commit_prepared("g").expect("commit prepared");
 }
+
+/// `commit_at` commits at the caller's timestamp only above every one the
+/// database assigned (commits and prepares); refused, the transaction is
+/// rolled back. `commit_prepared_at` takes any timestamp not below the
+/// prepare timestamp, even below commits made after the prepare.
+#[test]
+fn chosen_timestamps_are_refused_at_or_below_what_was_assigned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let db = Db::open_with(dir.path(), opts(&clock)).expect("open");
+    let t = db.table("t").expect("table");
+    let high = put(&db, b"a").ts;
+    for ts in [high, Timestamp::from_nanos(high.as_nanos() - 1)] {
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, b"refused", b"v").expect("put");
+        let r = tx.commit_at(ts);
+        assert!(
+            matches!(r, Err(Error::TimestampRefused { .. })),
+            "commit_at({ts}) with {high} assigned: {r:?}"
+        );
+    }
+    assert_eq!(
+        db.begin().expect("begin").get(&t, b"refused").expect("get"),
+        None
+    );
+    // Too far ahead of the clock for a commit wait: refused too.
+    let far = clock
+        .now()
+        .expect("now")
+        .latest
+        .saturating_add(Duration::from_secs(3600));
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"refused", b"v").expect("put");
+    assert!(matches!(
+        tx.commit_at(far),
+        Err(Error::TimestampRefused { .. })
+    ));
+    // Above the mark: committed at exactly that timestamp, which the next
+    // commit then exceeds.
+    let chosen = Timestamp::from_nanos(high.as_nanos() + 1_000);
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"chosen", b"v").expect("put");
+    let info = tx.commit_at(chosen).expect("commit_at");
+    assert_eq!(info.ts, chosen);
+    let mark = strata::internals::commit_ts_high_water;
+    assert_eq!(
+        strata::internals::commit_ts(&db, info.xid).expect("ts"),
+        Some(chosen)
+    );
+    assert_eq!(mark(&db).expect("mark"), chosen, "the mark rose to it");
+    assert!(put(&db, b"b").ts > chosen);
+
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"prepared", b"v").expect("put");
+    let pts = tx.prepare("g").expect("prepare");
+    // The prepare raised the mark: commit_at at the prepare timestamp is
+    // refused.
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"at prepare ts", b"v").expect("put");
+    assert!(matches!(
+        tx.commit_at(pts),
+        Err(Error::TimestampRefused { .. })
+    ));
+    let later = put(&db, b"c").ts;
+    assert!(later > pts);
+    let below = Timestamp::from_nanos(pts.as_nanos() - 1);
+    let r = db.commit_prepared_at("g", below);
+    assert!(matches!(r, Err(Error::TimestampRefused { .. })), "{r:?}");
+    assert_eq!(
+        db.prepared_transactions().expect("list").len(),
+        1,
+        "still prepared"
+    );
+    // At the prepare timestamp, below the later commit: applied.
+    let xid = db.prepared_transactions().expect("list")[0].xid;
+    db.commit_prepared_at("g", pts).expect("commit_prepared_at");
+    assert_eq!(
+        strata::internals::commit_ts(&db, xid).expect("ts"),
+        Some(pts)
+    );
+    assert_eq!(mark(&db).expect("mark"), later, "the mark never falls");
+    assert!(db.prepared_transactions().expect("list").is_empty());
+    assert!(db
+        .begin()
+        .expect("begin")
+        .get(&t, b"prepared")
+        .expect("get")
+        .is_some());
+}

@@ -508,7 +508,27 @@ impl Transaction {
     /// `fsync_wait_us`, the microseconds it waited for the log flush (its
     /// own fsync or a group commit's). With no subscriber interested the
     /// span costs a check of one atomic, and the clock is not read.
-    pub fn commit(mut self) -> Result<CommitInfo> {
+    pub fn commit(self) -> Result<CommitInfo> {
+        self.commit_with(None)
+    }
+
+    /// Commits at timestamp `ts`, chosen by the caller instead of the
+    /// clock: a replica applying its leader's commit, or a participant
+    /// told the timestamp by a protocol above. Otherwise as
+    /// [`commit`](Self::commit): durable, then visible once the clock's
+    /// `earliest` has passed `ts` (commit wait), and `CommitInfo::ts` is
+    /// `ts` (`ZERO` if the transaction wrote nothing: nothing is stamped).
+    ///
+    /// Refused with `Error::TimestampRefused`, the transaction rolled
+    /// back, if `ts` is not above every timestamp this database has
+    /// assigned (commits and prepares), or lies further past the clock's
+    /// `earliest` than a commit may wait
+    /// ([`COMMIT_WAIT_MAX`](crate::clock::COMMIT_WAIT_MAX)).
+    pub fn commit_at(self, ts: Timestamp) -> Result<CommitInfo> {
+        self.commit_with(Some(ts))
+    }
+
+    fn commit_with(mut self, at: Option<Timestamp>) -> Result<CommitInfo> {
         let span = tracing::debug_span!(
             target: "strata::txn",
             "commit",
@@ -551,7 +571,15 @@ impl Transaction {
         let poisoned_before = inner.engine.store().wal.is_poisoned();
         let logged = (|| {
             let mut w = inner.engine.store().write();
-            let ts = commit_ts::stamp(&mut w.mtr, self.xid, reading.now)?;
+            let ts = match at {
+                None => commit_ts::stamp(&mut w.mtr, self.xid, reading.now)?,
+                Some(ts) => {
+                    let high = commit_ts::high_water(&mut w.mtr)?;
+                    clock::check_chosen(ts, reading.now, high, Timestamp::ZERO)?;
+                    commit_ts::stamp_at(&mut w.mtr, self.xid, ts)?;
+                    ts
+                }
+            };
             clog::set_committed(&mut w.mtr, self.xid)?;
             let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
             lsn.map(|lsn| (lsn, ts))
@@ -620,7 +648,7 @@ impl Transaction {
     /// raises the database's high-water mark: every later commit here,
     /// this transaction's own included, is above it, and a coordinator may
     /// commit it at any timestamp not below it
-    /// (`Db::commit_prepared_at`).
+    /// ([`Db::commit_prepared_at`](crate::Db::commit_prepared_at)).
     ///
     /// Errors: `DuplicateTransaction` (the gid is in use), `InvalidGid`,
     /// `TooManyPrepared`, `ClockUncertain` (no clock, no vote), or what

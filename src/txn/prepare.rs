@@ -307,8 +307,17 @@ pub(crate) fn load(view: &mut ReadView<'_>) -> Result<Vec<Entry>> {
     rows.iter().map(|(k, v)| decode(view, k, v)).collect()
 }
 
-/// Commits (`commit`) or rolls back prepared transaction `gid`.
-pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
+/// Commits (`commit`; at timestamp `at` if given) or rolls back prepared
+/// transaction `gid`.
+///
+/// A chosen timestamp need only be at or above the prepare timestamp, not
+/// above the high-water mark: the prepare raised the mark to its prepare
+/// timestamp, so nothing this database assigned before the vote is above
+/// it, and what was assigned since went to transactions that could not
+/// touch its rows (it holds their locks). Requiring more would let any
+/// local commit after the vote make the coordinator's decision impossible
+/// to apply.
+pub(crate) fn decide(inner: &Core, gid: &str, commit: bool, at: Option<Timestamp>) -> Result<()> {
     inner.engine.writable()?;
     // A commit takes a timestamp as any other: no clock, no decision (the
     // transaction stays in doubt).
@@ -318,13 +327,25 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
         None
     };
     let t = inner.txns.prepared().decide(gid)?;
+    if let (Some(ts), Some(r)) = (at, reading) {
+        if let Err(e) = clock::check_chosen(ts, r.now, Timestamp::ZERO, t.prepare_ts) {
+            inner.txns.prepared().waiting(gid, t);
+            return Err(e);
+        }
+    }
     let poisoned_before = inner.engine.store().wal.is_poisoned();
     let logged = (|| {
         let (lsn, ts) = {
             let mut w = inner.engine.store().write();
             let mut ts = None;
             if let (Some(r), true) = (reading, t.xid != Xid::NONE) {
-                ts = Some(commit_ts::stamp(&mut w.mtr, t.xid, r.now)?);
+                ts = Some(match at {
+                    None => commit_ts::stamp(&mut w.mtr, t.xid, r.now)?,
+                    Some(ts) => {
+                        commit_ts::stamp_at(&mut w.mtr, t.xid, ts)?;
+                        ts
+                    }
+                });
                 clog::set_committed(&mut w.mtr, t.xid)?;
             }
             remove(&mut w.mtr, gid)?;
