@@ -359,13 +359,13 @@ fn the_coordinators_resends_run_on_its_clock() {
         fn prepare(&self, gid: &str, work: Transaction) -> strata::Result<Timestamp> {
             Participant::prepare(&self.db, gid, work)
         }
-        fn commit_prepared(&self, gid: &str) -> strata::Result<()> {
+        fn commit_prepared(&self, gid: &str, ts: Timestamp) -> strata::Result<()> {
             self.asked.fetch_add(1, Ordering::Relaxed);
             if self.fails.load(Ordering::Relaxed) > 0 {
                 self.fails.fetch_sub(1, Ordering::Relaxed);
                 return Err(Error::Unsupported("unreachable"));
             }
-            self.db.commit_prepared(gid)
+            Participant::commit_prepared(&self.db, gid, ts)
         }
         fn rollback_prepared(&self, gid: &str) -> strata::Result<()> {
             self.db.rollback_prepared(gid)
@@ -716,4 +716,71 @@ fn chosen_timestamps_are_refused_at_or_below_what_was_assigned() {
         .get(&t, b"prepared")
         .expect("get")
         .is_some());
+}
+
+/// The coordinator picks the commit timestamp as Spanner's does: at least
+/// every participant's prepare timestamp (a shard whose clock runs 300 ms
+/// ahead) and its own clock's `latest` (a coordinator 600 ms ahead), the
+/// same on both shards; `execute` reports the commit only once its own
+/// clock's `earliest` has passed it (a coordinator 150 ms behind, whose
+/// wait the shards' own commit waits do not cover).
+#[cfg(feature = "twopc")]
+#[test]
+fn the_coordinator_commits_every_shard_at_one_timestamp_above_every_prepare() {
+    use strata::twopc::{Coordinator, Outcome, Timing};
+    const AHEAD: i64 = 300_000_000;
+    for coordinator_ahead in [-AHEAD / 2, 0, 2 * AHEAD] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let world = SimClock::new(Timestamp::from_nanos(START));
+        let clocks = [world.sibling(), world.sibling()];
+        clocks[1].set_offset(AHEAD);
+        let own = world.sibling();
+        own.set_offset(coordinator_ahead);
+        let shards: Vec<Db> = (0..2)
+            .map(|i| {
+                Db::open_with(dir.path().join(format!("s{i}")), opts(&clocks[i])).expect("open")
+            })
+            .collect();
+        let mut c = Coordinator::open_with_clock(
+            Arc::new(strata::RealFs),
+            &dir.path().join("decisions"),
+            "c",
+            shards.clone(),
+            Timing::default(),
+            Arc::new(own.clone()),
+        )
+        .expect("coordinator");
+        let floor = [clocks[1].now(), own.now()]
+            .map(|n| n.expect("now").latest)
+            .into_iter()
+            .max()
+            .expect("two");
+        let work: Vec<strata::Transaction> = shards
+            .iter()
+            .map(|s| {
+                let t = s.table("t").expect("table");
+                let mut tx = s.begin().expect("begin");
+                tx.put(&t, b"k", b"v").expect("put");
+                tx
+            })
+            .collect();
+        let xids: Vec<strata::Xid> = work.iter().map(|t| t.xid()).collect();
+        assert_eq!(c.execute(work).expect("execute"), Outcome::Committed);
+        let ts: Vec<Timestamp> = (0..2)
+            .map(|i| {
+                strata::internals::commit_ts(&shards[i], xids[i])
+                    .expect("lookup")
+                    .expect("committed with a timestamp")
+            })
+            .collect();
+        let what = format!("coordinator {coordinator_ahead} ns ahead");
+        assert_eq!(ts[0], ts[1], "{what}: one timestamp on both shards");
+        assert!(ts[0] >= floor, "{what}: {} below {floor}", ts[0]);
+        let earliest = own.now().expect("now").earliest;
+        assert!(
+            earliest > ts[0],
+            "{what}: reported at {earliest}, before {}",
+            ts[0]
+        );
+    }
 }

@@ -21,9 +21,11 @@ pub trait Participant {
     /// timestamp the coordinator picks is not below it. An error is a no.
     fn prepare(&self, gid: &str, work: Self::Work) -> Result<Timestamp>;
 
-    /// Phase two: commits prepared `gid`. `Error::UnknownTransaction` if
+    /// Phase two: commits prepared `gid` at the coordinator's commit
+    /// timestamp `ts` (`Timestamp::ZERO`: a decision logged without one;
+    /// the participant stamps its own). `Error::UnknownTransaction` if
     /// there is none (for example, already committed).
-    fn commit_prepared(&self, gid: &str) -> Result<()>;
+    fn commit_prepared(&self, gid: &str, ts: Timestamp) -> Result<()>;
 
     /// Phase two: rolls back prepared `gid`; `Error::UnknownTransaction`
     /// as above.
@@ -45,8 +47,11 @@ impl Participant for Db {
         work.prepare(gid)
     }
 
-    fn commit_prepared(&self, gid: &str) -> Result<()> {
-        Db::commit_prepared(self, gid)
+    fn commit_prepared(&self, gid: &str, ts: Timestamp) -> Result<()> {
+        if ts == Timestamp::ZERO {
+            return Db::commit_prepared(self, gid);
+        }
+        Db::commit_prepared_at(self, gid, ts)
     }
 
     fn rollback_prepared(&self, gid: &str) -> Result<()> {
