@@ -277,6 +277,28 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_record_carries_its_timestamp_and_an_old_one_reads_as_zero() {
+        let mut with = Vec::new();
+        encode(&sample()[1], &mut with);
+        assert_eq!(with[0], 5);
+        assert_eq!(
+            with[with.len() - 8..],
+            1_796_601_600_000_000_007u64.to_le_bytes()
+        );
+        let old = [2u8, 1, b'a'];
+        let (e, rest) = decode(&old).expect("a COMMITTED of an older log");
+        assert_eq!(
+            e,
+            Entry::Committed {
+                gid: "a".into(),
+                ts: Timestamp::ZERO
+            }
+        );
+        assert!(rest.is_empty());
+        assert!(decode(&with[..with.len() - 1]).is_none(), "a cut timestamp");
+    }
+
+    #[test]
     fn damage_before_the_end_is_corruption_with_the_offset() {
         let first = frame(&sample()[..2]);
         let mut bytes = first.clone();
