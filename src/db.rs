@@ -12,6 +12,7 @@ use crate::sync::Mutex;
 use crate::buffer::BufferPool;
 use crate::catalog;
 use crate::catalog::Table;
+use crate::clock::Timestamp;
 use crate::control::Control;
 use crate::dir::{self, DATA_FILE, WAL_DIR};
 use crate::engine::Engine;
@@ -201,13 +202,28 @@ impl Db {
     /// takes a timestamp and waits out the clock's uncertainty as
     /// `Transaction::commit` does; `ClockUncertain` leaves it in doubt.
     pub fn commit_prepared(&self, gid: &str) -> Result<()> {
-        crate::txn::prepare::decide(self.core(), gid, true)
+        crate::txn::prepare::decide(self.core(), gid, true, None)
+    }
+
+    /// Commits the prepared transaction `gid` at timestamp `ts`, chosen by
+    /// the caller (a two-phase-commit coordinator's commit timestamp,
+    /// which is at least every participant's prepare timestamp). As
+    /// [`Db::commit_prepared`] otherwise: durable, then waits out the
+    /// clock's uncertainty about `ts` (commit wait).
+    ///
+    /// Refused with `Error::TimestampRefused`, the transaction still
+    /// prepared, if `ts` is below its prepare timestamp
+    /// ([`PreparedTransaction::prepare_ts`]) or lies further past the
+    /// clock's `earliest` than a commit may wait. `ts` need not be above
+    /// commits made here after the prepare: they could not touch its rows.
+    pub fn commit_prepared_at(&self, gid: &str, ts: Timestamp) -> Result<()> {
+        crate::txn::prepare::decide(self.core(), gid, true, Some(ts))
     }
 
     /// Rolls back the prepared transaction `gid`, durably.
     /// `UnknownTransaction` as for `commit_prepared`.
     pub fn rollback_prepared(&self, gid: &str) -> Result<()> {
-        crate::txn::prepare::decide(self.core(), gid, false)
+        crate::txn::prepare::decide(self.core(), gid, false, None)
     }
 
     /// The prepared transactions waiting for a decision (in doubt), in gid

@@ -179,6 +179,15 @@ pub enum Error {
         /// What the clock reported.
         reason: String,
     },
+    /// A commit at a chosen timestamp (`Transaction::commit_at`,
+    /// `Db::commit_prepared_at`) was refused: the timestamp is not above
+    /// every one this database assigned, or is below the prepared
+    /// transaction's prepare timestamp, or lies further ahead of the clock
+    /// than a commit may wait. Nothing was committed.
+    TimestampRefused {
+        /// The timestamp asked for, and why it was refused.
+        reason: String,
+    },
     /// The feature is not available in this version (for example
     /// `Isolation::Serializable` before SSI lands).
     Unsupported(&'static str),
@@ -379,6 +388,9 @@ impl fmt::Display for Error {
             | Error::TableExists { .. } => self.fmt_table(f),
             Error::ClockUncertain { reason } => {
                 write!(f, "cannot take a commit timestamp: {reason}")
+            }
+            Error::TimestampRefused { reason } => {
+                write!(f, "cannot commit at the chosen timestamp: {reason}")
             }
             Error::Unsupported(what) => write!(f, "not supported: {what}"),
             Error::ReadOnlyTransaction => write!(

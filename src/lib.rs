@@ -137,10 +137,13 @@
 //!   the keys it read, so a concurrent insert that changes its answer is
 //!   a conflict.
 //! - Two-phase commit: [`Transaction::prepare`] makes a transaction
-//!   durable and in doubt; [`Db::commit_prepared`] or
-//!   [`Db::rollback_prepared`] decides it, across restarts
+//!   durable and in doubt and returns its prepare timestamp;
+//!   [`Db::commit_prepared`] (or [`Db::commit_prepared_at`] a chosen
+//!   timestamp) or [`Db::rollback_prepared`] decides it, across restarts
 //!   ([`Db::prepared_transactions`] lists the undecided), and the `twopc`
-//!   feature adds a coordinator.
+//!   feature adds a coordinator that commits every participant at one
+//!   timestamp. [`Transaction::commit_at`] commits at a chosen timestamp
+//!   above every one the database assigned.
 //! - Every I/O failure is an [`Error::Io`] naming the operation and path,
 //!   with the operating system's error as its source. `Error` is `Clone`
 //!   and `PartialEq`.

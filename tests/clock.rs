@@ -356,16 +356,16 @@ fn the_coordinators_resends_run_on_its_clock() {
     }
     impl Participant for Flaky {
         type Work = Transaction;
-        fn prepare(&self, gid: &str, work: Transaction) -> strata::Result<()> {
+        fn prepare(&self, gid: &str, work: Transaction) -> strata::Result<Timestamp> {
             Participant::prepare(&self.db, gid, work)
         }
-        fn commit_prepared(&self, gid: &str) -> strata::Result<()> {
+        fn commit_prepared(&self, gid: &str, ts: Timestamp) -> strata::Result<()> {
             self.asked.fetch_add(1, Ordering::Relaxed);
             if self.fails.load(Ordering::Relaxed) > 0 {
                 self.fails.fetch_sub(1, Ordering::Relaxed);
                 return Err(Error::Unsupported("unreachable"));
             }
-            self.db.commit_prepared(gid)
+            Participant::commit_prepared(&self.db, gid, ts)
         }
         fn rollback_prepared(&self, gid: &str) -> strata::Result<()> {
             self.db.rollback_prepared(gid)
@@ -587,4 +587,200 @@ fn a_commit_is_invisible_during_its_wait_and_holds_up_no_other_commit() {
         tx.get(&t, b"waiting").expect("get").as_deref(),
         Some(&b"1"[..])
     );
+}
+
+/// A prepare timestamp is above every earlier commit and at least the
+/// clock's `latest`; it raises the high-water mark, so every later commit
+/// is above it — after a restart with the clock set back too, where it
+/// comes back with the prepared transaction.
+#[test]
+fn the_prepare_timestamp_raises_the_mark_and_survives_restart() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let live = root.path().join("live");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let db = Db::open_with(&live, opts(&clock)).expect("open");
+    let t = db.table("t").expect("table");
+    let last = put(&db, b"before").ts;
+    let latest = clock.now().expect("now").latest;
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"prepared", b"v").expect("put");
+    let pts = tx.prepare("g").expect("prepare");
+    assert!(pts > last, "prepare ts {pts} ≤ earlier commit {last}");
+    assert!(
+        pts >= latest,
+        "prepare ts {pts} below the clock's latest {latest}"
+    );
+    let listed = db.prepared_transactions().expect("list");
+    assert_eq!(listed[0].prepare_ts, pts);
+    let next = put(&db, b"after").ts;
+    assert!(next > pts, "a commit after the prepare: {next} ≤ {pts}");
+    // kill -9, then open with a clock 900 ms behind: only the recovered
+    // mark keeps the next commit above the prepare timestamp.
+    let behind = SimClock::new(Timestamp::from_nanos(START - 900_000_000));
+    let copy = root.path().join("crash");
+    copy_dir(&live, &copy);
+    drop(db);
+    let db = Db::open_with(&copy, opts(&behind)).expect("reopen");
+    let listed = db.prepared_transactions().expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].prepare_ts, pts, "the prepare timestamp came back");
+    let after = put(&db, b"after restart").ts;
+    assert!(after > pts, "after restart: {after} ≤ {pts}");
+    db.commit_prepared("g").expect("commit prepared");
+}
+
+/// `commit_at` commits at the caller's timestamp only above every one the
+/// database assigned (commits and prepares); refused, the transaction is
+/// rolled back. `commit_prepared_at` takes any timestamp not below the
+/// prepare timestamp, even below commits made after the prepare.
+#[test]
+fn chosen_timestamps_are_refused_at_or_below_what_was_assigned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let db = Db::open_with(dir.path(), opts(&clock)).expect("open");
+    let t = db.table("t").expect("table");
+    let high = put(&db, b"a").ts;
+    for ts in [high, Timestamp::from_nanos(high.as_nanos() - 1)] {
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, b"refused", b"v").expect("put");
+        let r = tx.commit_at(ts);
+        assert!(
+            matches!(r, Err(Error::TimestampRefused { .. })),
+            "commit_at({ts}) with {high} assigned: {r:?}"
+        );
+    }
+    assert_eq!(
+        db.begin().expect("begin").get(&t, b"refused").expect("get"),
+        None
+    );
+    // Too far ahead of the clock for a commit wait: refused too.
+    let far = clock
+        .now()
+        .expect("now")
+        .latest
+        .saturating_add(Duration::from_secs(3600));
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"refused", b"v").expect("put");
+    assert!(matches!(
+        tx.commit_at(far),
+        Err(Error::TimestampRefused { .. })
+    ));
+    // Above the mark: committed at exactly that timestamp, which the next
+    // commit then exceeds.
+    let chosen = Timestamp::from_nanos(high.as_nanos() + 1_000);
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"chosen", b"v").expect("put");
+    let info = tx.commit_at(chosen).expect("commit_at");
+    assert_eq!(info.ts, chosen);
+    let mark = strata::internals::commit_ts_high_water;
+    assert_eq!(
+        strata::internals::commit_ts(&db, info.xid).expect("ts"),
+        Some(chosen)
+    );
+    assert_eq!(mark(&db).expect("mark"), chosen, "the mark rose to it");
+    assert!(put(&db, b"b").ts > chosen);
+
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"prepared", b"v").expect("put");
+    let pts = tx.prepare("g").expect("prepare");
+    // The prepare raised the mark: commit_at at the prepare timestamp is
+    // refused.
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"at prepare ts", b"v").expect("put");
+    assert!(matches!(
+        tx.commit_at(pts),
+        Err(Error::TimestampRefused { .. })
+    ));
+    let later = put(&db, b"c").ts;
+    assert!(later > pts);
+    let below = Timestamp::from_nanos(pts.as_nanos() - 1);
+    let r = db.commit_prepared_at("g", below);
+    assert!(matches!(r, Err(Error::TimestampRefused { .. })), "{r:?}");
+    assert_eq!(
+        db.prepared_transactions().expect("list").len(),
+        1,
+        "still prepared"
+    );
+    // At the prepare timestamp, below the later commit: applied.
+    let xid = db.prepared_transactions().expect("list")[0].xid;
+    db.commit_prepared_at("g", pts).expect("commit_prepared_at");
+    assert_eq!(
+        strata::internals::commit_ts(&db, xid).expect("ts"),
+        Some(pts)
+    );
+    assert_eq!(mark(&db).expect("mark"), later, "the mark never falls");
+    assert!(db.prepared_transactions().expect("list").is_empty());
+    assert!(db
+        .begin()
+        .expect("begin")
+        .get(&t, b"prepared")
+        .expect("get")
+        .is_some());
+}
+
+/// The coordinator picks the commit timestamp as Spanner's does: at least
+/// every participant's prepare timestamp (a shard whose clock runs 300 ms
+/// ahead) and its own clock's `latest` (a coordinator 600 ms ahead), the
+/// same on both shards; `execute` reports the commit only once its own
+/// clock's `earliest` has passed it (a coordinator 150 ms behind, whose
+/// wait the shards' own commit waits do not cover).
+#[cfg(feature = "twopc")]
+#[test]
+fn the_coordinator_commits_every_shard_at_one_timestamp_above_every_prepare() {
+    use strata::twopc::{Coordinator, Outcome, Timing};
+    const AHEAD: i64 = 300_000_000;
+    for coordinator_ahead in [-AHEAD / 2, 0, 2 * AHEAD] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let world = SimClock::new(Timestamp::from_nanos(START));
+        let clocks = [world.sibling(), world.sibling()];
+        clocks[1].set_offset(AHEAD);
+        let own = world.sibling();
+        own.set_offset(coordinator_ahead);
+        let shards: Vec<Db> = (0..2)
+            .map(|i| {
+                Db::open_with(dir.path().join(format!("s{i}")), opts(&clocks[i])).expect("open")
+            })
+            .collect();
+        let mut c = Coordinator::open_with_clock(
+            Arc::new(strata::RealFs),
+            &dir.path().join("decisions"),
+            "c",
+            shards.clone(),
+            Timing::default(),
+            Arc::new(own.clone()),
+        )
+        .expect("coordinator");
+        let floor = [clocks[1].now(), own.now()]
+            .map(|n| n.expect("now").latest)
+            .into_iter()
+            .max()
+            .expect("two");
+        let work: Vec<strata::Transaction> = shards
+            .iter()
+            .map(|s| {
+                let t = s.table("t").expect("table");
+                let mut tx = s.begin().expect("begin");
+                tx.put(&t, b"k", b"v").expect("put");
+                tx
+            })
+            .collect();
+        let xids: Vec<strata::Xid> = work.iter().map(|t| t.xid()).collect();
+        assert_eq!(c.execute(work).expect("execute"), Outcome::Committed);
+        let ts: Vec<Timestamp> = (0..2)
+            .map(|i| {
+                strata::internals::commit_ts(&shards[i], xids[i])
+                    .expect("lookup")
+                    .expect("committed with a timestamp")
+            })
+            .collect();
+        let what = format!("coordinator {coordinator_ahead} ns ahead");
+        assert_eq!(ts[0], ts[1], "{what}: one timestamp on both shards");
+        assert!(ts[0] >= floor, "{what}: {} below {floor}", ts[0]);
+        let earliest = own.now().expect("now").earliest;
+        assert!(
+            earliest > ts[0],
+            "{what}: reported at {earliest}, before {}",
+            ts[0]
+        );
+    }
 }

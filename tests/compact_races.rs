@@ -59,7 +59,7 @@ fn churn(db: &Db, thread: usize, stop: &AtomicBool, decided: &AtomicU64) -> Vec<
         // so each pass's deleted rows are vacuum's to remove.
         let tx = db.begin_with(Isolation::ReadCommitted).expect("begin");
         match tx.prepare(&gid(thread, i)) {
-            Ok(()) => waiting.push_back(i),
+            Ok(_) => waiting.push_back(i),
             Err(e) => errors.push(e),
         }
         while waiting.len() > IN_DOUBT {

@@ -268,9 +268,10 @@ mod coordinator {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use strata::clock::Timestamp;
     use strata::fault::FaultFs;
     use strata::internals::twopc::{parse, Coordinator, Entry, Timing};
-    use strata::{Db, Isolation, Options, Transaction};
+    use strata::{Db, Isolation, Options, Transaction, Xid};
 
     const LOG: &str = "/coordinator/decisions";
 
@@ -353,11 +354,24 @@ mod coordinator {
         n
     }
 
+    /// The prepare timestamps the shards list now (in doubt).
+    fn prepare_timestamps(shards: &[Db]) -> Vec<Timestamp> {
+        shards
+            .iter()
+            .flat_map(|s| s.prepared_transactions().expect("list"))
+            .map(|p| p.prepare_ts)
+            .collect()
+    }
+
     /// Crashes the coordinator — and with it none, one or both shards (a
     /// power loss on each crashed machine) — after every step of a
     /// transfer; optionally crashes the coordinator again in the middle of
     /// its recovery. After recovery both shards agree, no transaction is
-    /// left in doubt, and a logged COMMITTED decision was carried out.
+    /// left in doubt, and a logged COMMITTED decision was carried out. A
+    /// committed transfer has one commit timestamp on both shards: the one
+    /// logged with COMMITTED, at least every prepare timestamp seen before
+    /// and after the crash, and each prepare timestamp a crashed shard
+    /// lists after its restart is the one it listed before.
     #[test]
     fn crash_at_every_step_never_splits_the_outcome() {
         let n = steps_of_a_transfer();
@@ -369,10 +383,13 @@ mod coordinator {
                 for again in [None, Some(1), Some(3)] {
                     let (fs, shards) = world();
                     let mut c = coordinator(&fs[2], &shards, false);
-                    c.begin(transfer(&shards)).expect("begin");
+                    let work = transfer(&shards);
+                    let xids: Vec<Xid> = work.iter().map(|t| t.xid()).collect();
+                    c.begin(work).expect("begin");
                     for _ in 0..k {
                         c.step().expect("step");
                     }
+                    let mut prepared = prepare_timestamps(&shards);
                     let seed = (k * 8 + crashed as usize) as u64;
                     let mut log_fs = fs[2].power_loss_image(seed);
                     drop(c);
@@ -386,6 +403,18 @@ mod coordinator {
                             }
                         })
                         .collect();
+                    for (i, s) in shards.iter().enumerate() {
+                        if crashed & (1 << i) != 0 {
+                            for p in prepare_timestamps(std::slice::from_ref(s)) {
+                                assert!(
+                                    prepared.contains(&p),
+                                    "step {k}: shard {i} lists prepare ts {p} after its crash, \
+                                     not one of {prepared:?}"
+                                );
+                            }
+                        }
+                    }
+                    prepared.extend(prepare_timestamps(&shards));
                     if let Some(m) = again {
                         let mut c = coordinator(&log_fs, &shards, true);
                         for _ in 0..m {
@@ -399,6 +428,10 @@ mod coordinator {
                         .unwrap_or_default();
                     let decided_commit =
                         logged.iter().any(|r| matches!(r, Entry::Committed { .. }));
+                    let logged_ts = logged.iter().find_map(|r| match r {
+                        Entry::Committed { ts, .. } => Some(*ts),
+                        _ => None,
+                    });
                     let c = coordinator(&log_fs, &shards, false);
                     drop(c);
                     let got = (balance(&shards[0]), balance(&shards[1]));
@@ -410,6 +443,22 @@ mod coordinator {
                     if decided_commit {
                         assert_eq!(got, (90, 10), "{what}: a logged commit was lost");
                         committed += 1;
+                    }
+                    if got == (90, 10) {
+                        let ts: Vec<Option<Timestamp>> = (0..2)
+                            .map(|i| strata::internals::commit_ts(&shards[i], xids[i]).expect("ts"))
+                            .collect();
+                        assert!(ts[0].is_some(), "{what}: no commit timestamp");
+                        assert_eq!(ts[0], ts[1], "{what}: the shards' commit timestamps");
+                        if let Some(l) = logged_ts {
+                            assert_eq!(ts[0], Some(l), "{what}: not the logged timestamp");
+                        }
+                        for p in &prepared {
+                            assert!(
+                                ts[0] >= Some(*p),
+                                "{what}: committed at {ts:?}, below prepare ts {p}"
+                            );
+                        }
                     }
                     for s in &shards {
                         assert!(

@@ -452,6 +452,7 @@ pub fn decoders(data: &[u8]) {
 /// participant, the logged one.
 pub fn coordinator(data: &[u8]) {
     use strata::internals::twopc::{frame, parse, Input, Machine, Message, Entry};
+    use strata::clock::Timestamp;
 
     #[derive(Clone, Copy, PartialEq, Debug)]
     enum P {
@@ -523,10 +524,15 @@ pub fn coordinator(data: &[u8]) {
                         gid: g,
                         from: to,
                         yes: vote,
+                        ts: Timestamp::from_nanos(1_000 + u64::from(to)),
                     });
                 }
             }
-            Message::Commit(g) => {
+            Message::Commit(g, ts) => {
+                assert!(
+                    ts >= Timestamp::from_nanos(1_000 + u64::from(n - 1)),
+                    "{g} committed at {ts}, below a vote's timestamp"
+                );
                 let s = state.entry((g.clone(), to)).or_insert(P::Aborted);
                 assert!(
                     *s != P::Aborted,
@@ -612,7 +618,7 @@ pub fn coordinator(data: &[u8]) {
         let g = format!("g{t}");
         let committed = records
             .iter()
-            .any(|r| matches!(r, Entry::Committed { gid } if *gid == g));
+            .any(|r| matches!(r, Entry::Committed { gid, .. } if *gid == g));
         for p in 0..n {
             let s = state.get(&(g.clone(), p)).copied();
             match s {

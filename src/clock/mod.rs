@@ -279,6 +279,37 @@ pub(crate) fn commit_ts(now: Interval, high_water: Timestamp) -> Result<Timestam
     Ok(ts)
 }
 
+/// Checks a chosen commit timestamp (`Transaction::commit_at`,
+/// `Db::commit_prepared_at`): it must be above `above` (the high-water
+/// mark, or `ZERO`), not below `floor` (a prepare timestamp, or `ZERO`),
+/// and no further past `now.earliest` than a commit may wait.
+pub(crate) fn check_chosen(
+    ts: Timestamp,
+    now: Interval,
+    above: Timestamp,
+    floor: Timestamp,
+) -> Result<()> {
+    let refuse = |reason: String| Err(Error::TimestampRefused { reason });
+    if ts <= above {
+        return refuse(format!(
+            "{ts} is not above {above}, the highest timestamp this database has assigned"
+        ));
+    }
+    if ts < floor {
+        return refuse(format!(
+            "{ts} is below the transaction's prepare timestamp {floor}"
+        ));
+    }
+    let wait = ts.since(now.earliest);
+    if wait > COMMIT_WAIT_MAX {
+        return refuse(format!(
+            "{ts} is {wait:?} past the clock's earliest {}; a commit waits at most {COMMIT_WAIT_MAX:?}",
+            now.earliest
+        ));
+    }
+    Ok(())
+}
+
 /// A clock reading a commit takes its timestamp from, and the clock's
 /// monotonic time once it was taken.
 #[derive(Clone, Copy, Debug)]

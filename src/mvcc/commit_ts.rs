@@ -63,18 +63,49 @@ pub(crate) fn stamp(
     clock: &dyn Clock,
     reading: &mut Reading,
 ) -> Result<Timestamp> {
+    let ts = reserve(mtr, clock, reading)?;
+    record(mtr, xid, ts)?;
+    Ok(ts)
+}
+
+/// Takes a timestamp as `stamp` does, without a commit: the high-water
+/// mark rises to it, so every later timestamp is above it. A prepare
+/// takes its prepare timestamp so, in the prepare's mini-transaction.
+pub(crate) fn reserve(
+    mtr: &mut Mtr<'_>,
+    clock: &dyn Clock,
+    reading: &mut Reading,
+) -> Result<Timestamp> {
     let high = high_water(mtr)?;
     let ts = stamp_with(clock, reading, high)?;
+    raise(mtr, ts)?;
+    Ok(ts)
+}
+
+/// Records that `xid` committed at `ts`, a timestamp chosen by the caller
+/// and already checked (`Transaction::commit_at`,
+/// `Db::commit_prepared_at`); the high-water mark rises to it if below.
+pub fn stamp_at(mtr: &mut Mtr<'_>, xid: Xid, ts: Timestamp) -> Result<()> {
+    if ts > high_water(mtr)? {
+        raise(mtr, ts)?;
+    }
+    record(mtr, xid, ts)
+}
+
+fn raise(mtr: &mut Mtr<'_>, ts: Timestamp) -> Result<()> {
+    let m = mtr.page_mut_in(META, &[(COMMIT_TS_HIGH, COMMIT_TS_HIGH + 8)])?;
+    put_u64(m, COMMIT_TS_HIGH, ts.as_nanos());
+    Ok(())
+}
+
+fn record(mtr: &mut Mtr<'_>, xid: Xid, ts: Timestamp) -> Result<()> {
     let root = root(mtr)?;
     btree::insert(
         mtr,
         root,
         &xid.0.to_be_bytes(),
         &ts.as_nanos().to_le_bytes(),
-    )?;
-    let m = mtr.page_mut_in(META, &[(COMMIT_TS_HIGH, COMMIT_TS_HIGH + 8)])?;
-    put_u64(m, COMMIT_TS_HIGH, ts.as_nanos());
-    Ok(ts)
+    )
 }
 
 /// The timestamp `xid` committed at, if it committed with one.

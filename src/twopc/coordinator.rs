@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::log::DecisionLog;
-use super::machine::{Input, Machine, Message, Outcome, Pid};
+use super::machine::{Entry, Input, Machine, Message, Outcome, Pid};
 use super::participant::Participant;
-use crate::clock::{Clock, FixedEpsilon};
+use crate::clock::{Clock, FixedEpsilon, Timestamp};
 use crate::error::{Error, Result};
 use crate::io::Vfs;
 use crate::limits::TWOPC_PARTICIPANTS_MAX;
@@ -57,7 +57,9 @@ pub struct Coordinator<P: Participant> {
     participants: Vec<P>,
     work: HashMap<(String, Pid), P::Work>,
     outbox: VecDeque<(Pid, Message)>,
-    decided: HashMap<String, Outcome>,
+    /// Outcomes decided in this run, with the commit timestamp (`ZERO`
+    /// for an abort), until `finish` reports them.
+    decided: HashMap<String, (Outcome, Timestamp)>,
     epoch: u128,
     seq: u64,
     /// Where its timeouts and resends read time, and how it sleeps.
@@ -176,7 +178,11 @@ impl<P: Participant> Coordinator<P> {
 
     /// Runs `work` (one item per participant, in order) as one atomic
     /// transaction: prepares every item, logs the decision, then applies
-    /// it everywhere. Returns the outcome once decided and acknowledged
+    /// it everywhere, a commit at one commit timestamp: at least every
+    /// participant's prepare timestamp and this coordinator's clock's
+    /// `now().latest`, logged with the decision; a commit is reported only
+    /// once the clock's `earliest` has passed it (commit wait). Returns the
+    /// outcome once decided and acknowledged
     /// (or after `Timing::ack_wait`; the decision is final either way).
     pub fn execute(&mut self, work: Vec<P::Work>) -> Result<Outcome> {
         let gid = self.begin(work)?;
@@ -208,11 +214,24 @@ impl<P: Participant> Coordinator<P> {
     pub fn finish(&mut self, gid: &str) -> Result<Outcome> {
         let mut since = None;
         loop {
-            if let Some(&o) = self.decided.get(gid) {
+            if let Some(&(o, ts)) = self.decided.get(gid) {
                 let now = self.clock.monotonic();
                 let t = *since.get_or_insert(now);
                 if !self.machine.knows(gid) || now.saturating_sub(t) >= self.timing.ack_wait {
                     self.decided.remove(gid);
+                    if o == Outcome::Committed {
+                        // Commit wait: nobody hears "committed" before the
+                        // commit timestamp has passed on this clock, so a
+                        // transaction that starts afterwards anywhere gets a
+                        // later timestamp (external consistency). An error
+                        // reading the clock reaches the caller; the
+                        // decision stands.
+                        let now = self.clock.now()?;
+                        let by = self.clock.monotonic()
+                            + ts.since(now.earliest)
+                            + std::time::Duration::from_nanos(1);
+                        self.clock.wait_until(ts, by)?;
+                    }
                     return Ok(o);
                 }
             }
@@ -234,7 +253,17 @@ impl<P: Participant> Coordinator<P> {
             // could still take back.
             self.log.append(&ready.persist)?;
             self.outbox.extend(ready.send);
-            self.decided.extend(ready.decided);
+            for (gid, o) in ready.decided {
+                let ts = ready
+                    .persist
+                    .iter()
+                    .find_map(|e| match e {
+                        Entry::Committed { gid: g, ts } if *g == gid => Some(*ts),
+                        _ => None,
+                    })
+                    .unwrap_or(Timestamp::ZERO);
+                self.decided.insert(gid, (o, ts));
+            }
             return Ok(true);
         }
         if let Some((to, msg)) = self.outbox.pop_front() {
@@ -269,12 +298,27 @@ impl<P: Participant> Coordinator<P> {
             Message::Prepare(gid) => {
                 // A duplicate prepare finds no work left: ignored.
                 if let Some(w) = self.work.remove(&(gid.clone(), to)) {
-                    let yes = p.prepare(&gid, w).is_ok();
-                    self.machine.step(Input::Vote { gid, from: to, yes });
+                    // The vote carries the prepare timestamp raised to
+                    // this clock's `latest`: the commit timestamp, their
+                    // maximum, is at least both. No clock, no yes.
+                    let at = p.prepare(&gid, w).and_then(|pts| {
+                        let latest = self.clock.now()?.latest;
+                        Ok(pts.max(latest))
+                    });
+                    let (yes, ts) = match at {
+                        Ok(ts) => (true, ts),
+                        Err(_) => (false, Timestamp::ZERO),
+                    };
+                    self.machine.step(Input::Vote {
+                        gid,
+                        from: to,
+                        yes,
+                        ts,
+                    });
                 }
             }
-            Message::Commit(gid) => {
-                let r = p.commit_prepared(&gid);
+            Message::Commit(gid, ts) => {
+                let r = p.commit_prepared(&gid, ts);
                 self.acked(gid, to, r);
             }
             Message::Rollback(gid) => {

@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! frame:   | len u32 | crc32c u32 | count u16 | record * count |   crc covers the rest
-//! record:  | kind u8 | gid_len u8 | gid | (kind 1: n u16 | participant u32 * n) |
-//!            kind 1 PREPARED, 2 COMMITTED, 3 ABORTED, 4 ENDED
+//! record:  | kind u8 | gid_len u8 | gid | (kind 1: n u16 | participant u32 * n)
+//!                                           (kind 5: commit ts u64) |
+//!            kind 1 PREPARED, 5 COMMITTED at ts, 3 ABORTED, 4 ENDED;
+//!            kind 2 COMMITTED without a timestamp (read, no longer written)
 //! ```
 //! One append is one frame, followed by an fsync, so only the last frame
 //! can be torn: a bad frame with no valid frame after it is a torn tail
@@ -18,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::machine::{Entry, Pid};
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::io::{Vfs, VfsFile};
 use crate::limits::{GID_MAX, TWOPC_PARTICIPANTS_MAX};
@@ -25,7 +28,7 @@ use crate::limits::{GID_MAX, TWOPC_PARTICIPANTS_MAX};
 fn encode(r: &Entry, p: &mut Vec<u8>) {
     let (kind, gid) = match r {
         Entry::Prepared { gid, .. } => (1u8, gid),
-        Entry::Committed { gid } => (2, gid),
+        Entry::Committed { gid, .. } => (5, gid),
         Entry::Aborted { gid } => (3, gid),
         Entry::Ended { gid } => (4, gid),
     };
@@ -37,6 +40,9 @@ fn encode(r: &Entry, p: &mut Vec<u8>) {
         for x in participants {
             p.extend_from_slice(&x.to_le_bytes());
         }
+    }
+    if let Entry::Committed { ts, .. } = r {
+        p.extend_from_slice(&ts.as_nanos().to_le_bytes());
     }
 }
 
@@ -82,7 +88,23 @@ fn decode(p: &[u8]) -> Option<(Entry, &[u8])> {
                 &rest[2 + 4 * count..],
             ))
         }
-        2 => Some((Entry::Committed { gid }, rest)),
+        2 => Some((
+            Entry::Committed {
+                gid,
+                ts: Timestamp::ZERO,
+            },
+            rest,
+        )),
+        5 => {
+            let ts = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+            Some((
+                Entry::Committed {
+                    gid,
+                    ts: Timestamp::from_nanos(ts),
+                },
+                &rest[8..],
+            ))
+        }
         3 => Some((Entry::Aborted { gid }, rest)),
         4 => Some((Entry::Ended { gid }, rest)),
         _ => None,
@@ -231,7 +253,10 @@ mod tests {
                 gid: "a".into(),
                 participants: vec![0, 1, 2],
             },
-            Entry::Committed { gid: "a".into() },
+            Entry::Committed {
+                gid: "a".into(),
+                ts: Timestamp::from_nanos(1_796_601_600_000_000_007),
+            },
             Entry::Ended { gid: "a".into() },
             Entry::Aborted { gid: "b".into() },
         ]
@@ -249,6 +274,28 @@ mod tests {
             assert!(r.len() < 4 && end <= cut as u64);
             assert_eq!(r[..], sample()[..r.len()]);
         }
+    }
+
+    #[test]
+    fn a_commit_record_carries_its_timestamp_and_an_old_one_reads_as_zero() {
+        let mut with = Vec::new();
+        encode(&sample()[1], &mut with);
+        assert_eq!(with[0], 5);
+        assert_eq!(
+            with[with.len() - 8..],
+            1_796_601_600_000_000_007u64.to_le_bytes()
+        );
+        let old = [2u8, 1, b'a'];
+        let (e, rest) = decode(&old).expect("a COMMITTED of an older log");
+        assert_eq!(
+            e,
+            Entry::Committed {
+                gid: "a".into(),
+                ts: Timestamp::ZERO
+            }
+        );
+        assert!(rest.is_empty());
+        assert!(decode(&with[..with.len() - 1]).is_none(), "a cut timestamp");
     }
 
     #[test]

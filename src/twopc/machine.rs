@@ -19,12 +19,21 @@
 //! Participants' in-doubt transactions that the log does not know are
 //! rolled back.
 //!
+//! The commit timestamp is chosen as Spanner's coordinator does: each yes
+//! vote carries the participant's prepare timestamp raised to the
+//! driver's clock reading (`now().latest`) when the vote arrived, and the
+//! commit timestamp is the highest of them — at least every prepare
+//! timestamp and the coordinator's `latest` at the decision. It is logged
+//! with COMMITTED and sent with every commit, the same after a restart.
+//!
 //! Messages may be lost, duplicated, delayed or reordered: votes and
 //! acknowledgements are idempotent, decisions are sent again every
 //! `resend` until acknowledged, a vote for an unknown transaction is
 //! answered with rollback.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use crate::clock::Timestamp;
 
 /// A participant's index in the coordinator's list.
 pub type Pid = u32;
@@ -39,10 +48,14 @@ pub enum Entry {
         /// Who takes part.
         participants: Vec<Pid>,
     },
-    /// Decided: commit.
+    /// Decided: commit, at timestamp `ts`.
     Committed {
         /// Global transaction id.
         gid: String,
+        /// The commit timestamp every participant commits at (`ZERO` in
+        /// a record of a log written before timestamps: each participant
+        /// then stamps its own).
+        ts: Timestamp,
     },
     /// Decided: roll back.
     Aborted {
@@ -61,7 +74,7 @@ impl Entry {
     pub fn gid(&self) -> &str {
         match self {
             Entry::Prepared { gid, .. }
-            | Entry::Committed { gid }
+            | Entry::Committed { gid, .. }
             | Entry::Aborted { gid }
             | Entry::Ended { gid } => gid,
         }
@@ -73,8 +86,9 @@ impl Entry {
 pub enum Message {
     /// Phase one: prepare the work of `gid`, and vote.
     Prepare(String),
-    /// Phase two: commit the prepared `gid`, and acknowledge.
-    Commit(String),
+    /// Phase two: commit the prepared `gid` at the timestamp, and
+    /// acknowledge.
+    Commit(String, Timestamp),
     /// Phase two: roll back `gid` (prepared or not), and acknowledge.
     Rollback(String),
 }
@@ -124,6 +138,10 @@ pub enum Input {
         from: Pid,
         /// Prepared (yes) or failed to (no).
         yes: bool,
+        /// With a yes: the voter's prepare timestamp, raised to the
+        /// driver's clock's `now().latest` when the vote arrived; the
+        /// commit timestamp is the highest of these. Ignored with a no.
+        ts: Timestamp,
     },
     /// A participant applied the decision (or had nothing to apply).
     Ack {
@@ -148,11 +166,15 @@ enum Phase {
     Voting {
         yes: BTreeSet<Pid>,
         deadline: u64,
+        /// The highest timestamp the yes votes carried.
+        ts: Timestamp,
     },
     Deciding {
         outcome: Outcome,
         acked: BTreeSet<Pid>,
         resend_at: u64,
+        /// The commit timestamp (`ZERO` for an abort).
+        ts: Timestamp,
     },
 }
 
@@ -201,20 +223,22 @@ impl Machine {
                             phase: Phase::Voting {
                                 yes: BTreeSet::new(),
                                 deadline: now,
+                                ts: Timestamp::ZERO,
                             },
                         },
                     );
                 }
-                Entry::Committed { gid } | Entry::Aborted { gid } => {
-                    let outcome = match r {
-                        Entry::Committed { .. } => Outcome::Committed,
-                        _ => Outcome::Aborted,
+                Entry::Committed { gid, .. } | Entry::Aborted { gid } => {
+                    let (outcome, ts) = match r {
+                        Entry::Committed { ts, .. } => (Outcome::Committed, *ts),
+                        _ => (Outcome::Aborted, Timestamp::ZERO),
                     };
                     if let Some(t) = m.txns.get_mut(gid) {
                         t.phase = Phase::Deciding {
                             outcome,
                             acked: BTreeSet::new(),
                             resend_at: now,
+                            ts,
                         };
                     }
                 }
@@ -258,7 +282,7 @@ impl Machine {
     pub fn step(&mut self, input: Input) {
         match input {
             Input::Begin { gid, participants } => self.begin(gid, participants),
-            Input::Vote { gid, from, yes } => self.vote(gid, from, yes),
+            Input::Vote { gid, from, yes, ts } => self.vote(gid, from, yes, ts),
             Input::Ack { gid, from } => self.ack(&gid, from),
             Input::Tick(now) => self.tick(now),
             Input::InDoubt { from, gids } => {
@@ -294,13 +318,14 @@ impl Machine {
                 phase: Phase::Voting {
                     yes: BTreeSet::new(),
                     deadline,
+                    ts: Timestamp::ZERO,
                 },
             },
         );
         self.maybe_commit(&gid);
     }
 
-    fn vote(&mut self, gid: String, from: Pid, yes: bool) {
+    fn vote(&mut self, gid: String, from: Pid, yes: bool, at: Timestamp) {
         let Some(t) = self.txns.get_mut(&gid) else {
             if yes {
                 // Decided and forgotten, or never ours: presumed abort. A
@@ -313,9 +338,10 @@ impl Machine {
             return;
         }
         match &mut t.phase {
-            Phase::Voting { yes: ayes, .. } => {
+            Phase::Voting { yes: ayes, ts, .. } => {
                 if yes {
                     ayes.insert(from);
+                    *ts = (*ts).max(at);
                     self.maybe_commit(&gid);
                 } else {
                     self.decide(&gid, Outcome::Aborted);
@@ -342,14 +368,22 @@ impl Machine {
         let Some(t) = self.txns.get_mut(gid) else {
             return;
         };
+        let ts = match (&t.phase, outcome) {
+            (Phase::Voting { ts, .. }, Outcome::Committed) => *ts,
+            _ => Timestamp::ZERO,
+        };
         t.phase = Phase::Deciding {
             outcome,
             acked: BTreeSet::new(),
             resend_at: self.now,
+            ts,
         };
         let gid = gid.to_owned();
         self.ready.persist.push(match outcome {
-            Outcome::Committed => Entry::Committed { gid: gid.clone() },
+            Outcome::Committed => Entry::Committed {
+                gid: gid.clone(),
+                ts,
+            },
             Outcome::Aborted => Entry::Aborted { gid: gid.clone() },
         });
         self.ready.decided.push((gid, outcome));
@@ -366,6 +400,7 @@ impl Machine {
             outcome,
             acked,
             resend_at,
+            ts,
         } = &mut t.phase
         else {
             return;
@@ -374,7 +409,7 @@ impl Machine {
         for &p in &t.participants {
             if !acked.contains(&p) {
                 let m = match outcome {
-                    Outcome::Committed => Message::Commit(gid.to_owned()),
+                    Outcome::Committed => Message::Commit(gid.to_owned(), *ts),
                     Outcome::Aborted => Message::Rollback(gid.to_owned()),
                 };
                 self.ready.send.push((p, m));
@@ -434,11 +469,17 @@ mod tests {
         m.ready()
     }
 
+    /// The timestamp participant `p`'s yes vote carries in these tests.
+    fn vote_ts(p: Pid) -> Timestamp {
+        Timestamp::from_nanos(1_000 + u64::from(3 - p % 4) * 7)
+    }
+
     fn vote(m: &mut Machine, gid: &str, from: Pid, yes: bool) -> Ready {
         m.step(Input::Vote {
             gid: gid.into(),
             from,
             yes,
+            ts: vote_ts(from),
         });
         m.ready()
     }
@@ -456,10 +497,20 @@ mod tests {
         let r = vote(&mut m, "g", 1, true);
         assert_eq!(
             r.persist,
-            [Entry::Committed { gid: "g".into() }],
-            "the decision is in the same Ready as the commits, to be persisted first"
+            [Entry::Committed {
+                gid: "g".into(),
+                ts: vote_ts(0).max(vote_ts(1)),
+            }],
+            "the decision, at the highest vote's timestamp, is in the same Ready as the commits, to be persisted first"
         );
         assert_eq!(r.send.len(), 2);
+        assert!(
+            r.send
+                .iter()
+                .all(|(_, m)| *m == Message::Commit("g".into(), vote_ts(0))),
+            "every participant commits at the logged timestamp: {:?}",
+            r.send
+        );
         assert_eq!(r.decided, [("g".into(), Outcome::Committed)]);
         m.step(Input::Ack {
             gid: "g".into(),
@@ -506,6 +557,7 @@ mod tests {
             p("committed"),
             Entry::Committed {
                 gid: "committed".into(),
+                ts: Timestamp::from_nanos(77),
             },
             p("undecided"),
             p("ended"),
@@ -530,9 +582,15 @@ mod tests {
         assert_eq!(
             sent,
             [
-                (0, Message::Commit("committed".into())),
+                (
+                    0,
+                    Message::Commit("committed".into(), Timestamp::from_nanos(77))
+                ),
                 (0, Message::Rollback("undecided".into())),
-                (1, Message::Commit("committed".into())),
+                (
+                    1,
+                    Message::Commit("committed".into(), Timestamp::from_nanos(77))
+                ),
                 (1, Message::Rollback("undecided".into())),
             ]
         );
@@ -601,8 +659,11 @@ mod tests {
                         gid: g,
                         from: to,
                         yes: !(refuse && to == 1) && applied[p].is_none(),
+                        ts: vote_ts(to),
                     }),
-                    Message::Commit(g) => {
+                    Message::Commit(g, ts) => {
+                        let top = (0..n).map(vote_ts).max();
+                        assert_eq!(Some(ts), top, "seed {seed}: the commit timestamp");
                         assert_ne!(applied[p], Some(Outcome::Aborted), "seed {seed}");
                         applied[p] = Some(Outcome::Committed);
                         m.step(Input::Ack { gid: g, from: to });

@@ -7,6 +7,7 @@
 //! for a remote shard (the example server, later) it would be the request
 //! that shard runs.
 
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::{Db, Transaction};
 
@@ -16,12 +17,15 @@ pub trait Participant {
     type Work;
 
     /// Phase one: makes `work` durable under `gid` without committing it.
-    /// `Ok` is a yes vote; an error is a no.
-    fn prepare(&self, gid: &str, work: Self::Work) -> Result<()>;
+    /// `Ok` is a yes vote, with the prepare timestamp: the commit
+    /// timestamp the coordinator picks is not below it. An error is a no.
+    fn prepare(&self, gid: &str, work: Self::Work) -> Result<Timestamp>;
 
-    /// Phase two: commits prepared `gid`. `Error::UnknownTransaction` if
+    /// Phase two: commits prepared `gid` at the coordinator's commit
+    /// timestamp `ts` (`Timestamp::ZERO`: a decision logged without one;
+    /// the participant stamps its own). `Error::UnknownTransaction` if
     /// there is none (for example, already committed).
-    fn commit_prepared(&self, gid: &str) -> Result<()>;
+    fn commit_prepared(&self, gid: &str, ts: Timestamp) -> Result<()>;
 
     /// Phase two: rolls back prepared `gid`; `Error::UnknownTransaction`
     /// as above.
@@ -34,7 +38,7 @@ pub trait Participant {
 impl Participant for Db {
     type Work = Transaction;
 
-    fn prepare(&self, gid: &str, work: Transaction) -> Result<()> {
+    fn prepare(&self, gid: &str, work: Transaction) -> Result<Timestamp> {
         if work.db_id() != self.id() {
             return Err(Error::Unsupported(
                 "preparing a transaction at a participant it does not belong to",
@@ -43,8 +47,11 @@ impl Participant for Db {
         work.prepare(gid)
     }
 
-    fn commit_prepared(&self, gid: &str) -> Result<()> {
-        Db::commit_prepared(self, gid)
+    fn commit_prepared(&self, gid: &str, ts: Timestamp) -> Result<()> {
+        if ts == Timestamp::ZERO {
+            return Db::commit_prepared(self, gid);
+        }
+        Db::commit_prepared_at(self, gid, ts)
     }
 
     fn rollback_prepared(&self, gid: &str) -> Result<()> {

@@ -508,7 +508,27 @@ impl Transaction {
     /// `fsync_wait_us`, the microseconds it waited for the log flush (its
     /// own fsync or a group commit's). With no subscriber interested the
     /// span costs a check of one atomic, and the clock is not read.
-    pub fn commit(mut self) -> Result<CommitInfo> {
+    pub fn commit(self) -> Result<CommitInfo> {
+        self.commit_with(None)
+    }
+
+    /// Commits at timestamp `ts`, chosen by the caller instead of the
+    /// clock: a replica applying its leader's commit, or a participant
+    /// told the timestamp by a protocol above. Otherwise as
+    /// [`commit`](Self::commit): durable, then visible once the clock's
+    /// `earliest` has passed `ts` (commit wait), and `CommitInfo::ts` is
+    /// `ts` (`ZERO` if the transaction wrote nothing: nothing is stamped).
+    ///
+    /// Refused with `Error::TimestampRefused`, the transaction rolled
+    /// back, if `ts` is not above every timestamp this database has
+    /// assigned (commits and prepares), or lies further past the clock's
+    /// `earliest` than a commit may wait
+    /// ([`COMMIT_WAIT_MAX`](crate::clock::COMMIT_WAIT_MAX)).
+    pub fn commit_at(self, ts: Timestamp) -> Result<CommitInfo> {
+        self.commit_with(Some(ts))
+    }
+
+    fn commit_with(mut self, at: Option<Timestamp>) -> Result<CommitInfo> {
         let span = tracing::debug_span!(
             target: "strata::txn",
             "commit",
@@ -542,10 +562,12 @@ impl Transaction {
         };
         let inner = self.core();
         let poisoned_before = inner.engine.store().wal.is_poisoned();
-        let durable = self.log_commit(clock, &mut reading).and_then(|(lsn, ts)| {
-            flush_commit(inner, &span, lsn)?;
-            Ok((lsn, ts))
-        });
+        let durable = self
+            .log_commit(clock, &mut reading, at)
+            .and_then(|(lsn, ts)| {
+                flush_commit(inner, &span, lsn)?;
+                Ok((lsn, ts))
+            });
         match durable {
             Ok((lsn, ts)) => Ok(self.publish_commit(lsn, ts, reading)),
             Err(e) => {
@@ -571,19 +593,28 @@ impl Transaction {
         Ok(())
     }
 
-    /// Under the store's write latch: stamps the commit timestamp (from
-    /// `reading`, taken again if too old), marks the transaction committed in
+    /// Under the store's write latch: stamps the commit timestamp (`at`, if
+    /// chosen and allowed, else from `reading`, taken again if too old), marks the transaction committed in
     /// the clog and appends the commit record. Returns the record's LSN and
     /// the timestamp.
     fn log_commit(
         &self,
         clock: &dyn clock::Clock,
         reading: &mut clock::Reading,
+        at: Option<Timestamp>,
     ) -> Result<(Lsn, Timestamp)> {
         // Only a transaction that wrote has an xid to log.
         assert!(self.xid != Xid::NONE);
         let mut w = self.core().engine.store().write();
-        let ts = commit_ts::stamp(&mut w.mtr, self.xid, clock, reading)?;
+        let ts = match at {
+            None => commit_ts::stamp(&mut w.mtr, self.xid, clock, reading)?,
+            Some(ts) => {
+                let high = commit_ts::high_water(&mut w.mtr)?;
+                clock::check_chosen(ts, reading.now, high, Timestamp::ZERO)?;
+                commit_ts::stamp_at(&mut w.mtr, self.xid, ts)?;
+                ts
+            }
+        };
         clog::set_committed(&mut w.mtr, self.xid)?;
         let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
         lsn.map(|lsn| (lsn, ts))
@@ -628,12 +659,22 @@ impl Transaction {
     /// until [`Db::commit_prepared`](crate::Db::commit_prepared) or
     /// [`Db::rollback_prepared`](crate::Db::rollback_prepared) decides.
     ///
+    /// Returns its prepare timestamp (also in
+    /// [`PreparedTransaction::prepare_ts`](crate::PreparedTransaction)): at
+    /// least the clock's `latest`, above every timestamp the database
+    /// assigned, and logged with the prepare, so it survives restarts. It
+    /// raises the database's high-water mark: every later commit here,
+    /// this transaction's own included, is above it, and a coordinator may
+    /// commit it at any timestamp not below it
+    /// ([`Db::commit_prepared_at`](crate::Db::commit_prepared_at)).
+    ///
     /// Errors: `DuplicateTransaction` (the gid is in use), `InvalidGid`,
-    /// `TooManyPrepared`, or what `commit` would return; after an error
+    /// `TooManyPrepared`, `ClockUncertain` (no clock, no vote), or what
+    /// `commit` would return; after an error
     /// the transaction is rolled back — except `PrepareOutcomeUnknown`
     /// (the log failed once the prepare record was appended): the database
     /// is poisoned, and after reopening the gid may be in doubt.
-    pub fn prepare(mut self, gid: &str) -> Result<()> {
+    pub fn prepare(mut self, gid: &str) -> Result<Timestamp> {
         if let Some(e) = self.doomed() {
             return Err(e);
         }
@@ -654,8 +695,10 @@ impl Transaction {
         r
     }
 
-    fn prepare_reserved(&mut self, gid: &str) -> Result<()> {
+    fn prepare_reserved(&mut self, gid: &str) -> Result<Timestamp> {
         let inner = self.core();
+        let clock = &*inner.engine.opts().clock.0;
+        let mut reading = clock::read(clock)?;
         let mut reads = prepare::Reads::Untracked;
         if self.serializable() {
             let mut ssi = inner.txns.ssi().lock();
@@ -664,14 +707,18 @@ impl Transaction {
                 reads = prepare::Reads::Tables(ssi.tables_read(self.token, set));
             }
         }
-        let entry = prepare::Entry {
+        let mut entry = prepare::Entry {
             gid: gid.to_owned(),
             xid: self.xid,
             prepared_at: std::time::SystemTime::now(),
+            prepare_ts: Timestamp::ZERO,
             reads,
         };
         let lsn = {
             let mut w = inner.engine.store().write();
+            // Taken under the latch, as a commit's: no commit can slip in
+            // between reading the high-water mark and raising it.
+            entry.prepare_ts = commit_ts::reserve(&mut w.mtr, clock, &mut reading)?;
             prepare::insert(&mut w.mtr, &entry)?;
             w.commit(Kind::Pages, Op::Prepared as u8, self.xid)?
         };
@@ -684,11 +731,12 @@ impl Transaction {
                 token: self.token,
                 xid: self.xid,
                 prepared_at: entry.prepared_at,
+                prepare_ts: entry.prepare_ts,
                 reads: self.reads.take(),
                 versions: self.versions,
             },
         );
-        Ok(())
+        Ok(entry.prepare_ts)
     }
 
     /// Rolls back: every write of the transaction is discarded.

@@ -8,9 +8,13 @@
 //!
 //! ```text
 //!  key: gid (1..=GID_MAX bytes)
-//!  value: | xid u64 | prepared_at µs since 1970 u64 | n u16 | table root u32 * n |
+//!  value: | xid u64 | prepared_at µs since 1970 u64 | prepare_ts u64 | n u16 | table root u32 * n |
 //!         n = 0xFFFF: read every table (too many to list); 0xFFFE: not serializable
 //! ```
+//! The prepare timestamp (`commit_ts::reserve`, in the same
+//! mini-transaction) raises the database's high-water mark, so every
+//! commit after the prepare, the prepared transaction's own included, is
+//! above it: a coordinator may commit it at any timestamp not below it.
 //! Nothing else needs saving: a transaction's row locks are its xid on the
 //! versions it wrote (already in the heap and the log), and its writes
 //! stay invisible while the commit log says "in progress". At open, each
@@ -31,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::btree::{self, Dir};
 use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
-use crate::clock;
+use crate::clock::{self, Timestamp};
 use crate::codec::{u16_at, u32_at, u64_at};
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
@@ -57,6 +61,10 @@ pub struct PreparedTransaction {
     pub xid: Xid,
     /// When it was prepared (wall clock).
     pub prepared_at: SystemTime,
+    /// Its prepare timestamp (`Transaction::prepare` returned it): a lower
+    /// bound for its commit timestamp, above every timestamp the database
+    /// had assigned before it.
+    pub prepare_ts: Timestamp,
 }
 
 /// What the database keeps of a prepared transaction until the decision.
@@ -64,6 +72,7 @@ pub(crate) struct InDoubt {
     pub token: u64,
     pub xid: Xid,
     pub prepared_at: SystemTime,
+    pub prepare_ts: Timestamp,
     /// Its SSI marks, if it runs under SSI (recovered ones hold table marks
     /// in the graph and an empty set here).
     pub reads: Option<ReadSet>,
@@ -141,6 +150,7 @@ impl Prepared {
                     gid: gid.clone(),
                     xid: t.xid,
                     prepared_at: t.prepared_at,
+                    prepare_ts: t.prepare_ts,
                 }),
                 _ => None,
             })
@@ -161,12 +171,15 @@ pub(crate) enum Reads {
 
 const EVERY: u16 = u16::MAX;
 const UNTRACKED: u16 = u16::MAX - 1;
+/// Bytes of an entry before its table list.
+const HEAD: usize = 26;
 
 /// One entry of the on-disk registry.
 pub(crate) struct Entry {
     pub gid: String,
     pub xid: Xid,
     pub prepared_at: SystemTime,
+    pub prepare_ts: Timestamp,
     pub reads: Reads,
 }
 
@@ -176,9 +189,10 @@ fn micros(t: SystemTime) -> u64 {
 }
 
 fn encode(e: &Entry) -> Vec<u8> {
-    let mut v = Vec::with_capacity(18 + 4 * PREPARED_TABLES_MAX);
+    let mut v = Vec::with_capacity(HEAD + 4 * PREPARED_TABLES_MAX);
     v.extend_from_slice(&e.xid.0.to_le_bytes());
     v.extend_from_slice(&micros(e.prepared_at).to_le_bytes());
+    v.extend_from_slice(&e.prepare_ts.as_nanos().to_le_bytes());
     match &e.reads {
         Reads::Tables(t) if t.len() <= PREPARED_TABLES_MAX => {
             v.extend_from_slice(&(t.len() as u16).to_le_bytes());
@@ -207,17 +221,19 @@ fn decode(acc: &impl PageAccess, gid: &[u8], v: &[u8]) -> Result<Entry> {
     if gid.is_empty() || gid.len() > GID_MAX {
         return Err(bad("gid length out of range"));
     }
-    let (Some(xid), Some(at), Some(n)) = (u64_at(v, 0), u64_at(v, 8), u16_at(v, 16)) else {
+    let (Some(xid), Some(at), Some(ts), Some(n)) =
+        (u64_at(v, 0), u64_at(v, 8), u64_at(v, 16), u16_at(v, 24))
+    else {
         return Err(bad("entry too short"));
     };
     let reads = match n {
-        EVERY if v.len() == 18 => Reads::Every,
-        UNTRACKED if v.len() == 18 => Reads::Untracked,
-        n if (n as usize) <= PREPARED_TABLES_MAX && v.len() == 18 + 4 * n as usize => {
+        EVERY if v.len() == HEAD => Reads::Every,
+        UNTRACKED if v.len() == HEAD => Reads::Untracked,
+        n if (n as usize) <= PREPARED_TABLES_MAX && v.len() == HEAD + 4 * n as usize => {
             Reads::Tables(
                 (0..n as usize)
                     .map(|i| {
-                        u32_at(v, 18 + 4 * i)
+                        u32_at(v, HEAD + 4 * i)
                             .map(PageId)
                             .ok_or_else(|| bad("table list"))
                     })
@@ -230,6 +246,7 @@ fn decode(acc: &impl PageAccess, gid: &[u8], v: &[u8]) -> Result<Entry> {
         gid,
         xid: Xid(xid),
         prepared_at: UNIX_EPOCH + Duration::from_micros(at),
+        prepare_ts: Timestamp::from_nanos(ts),
         reads,
     })
 }
@@ -290,8 +307,17 @@ pub(crate) fn load(view: &mut ReadView<'_>) -> Result<Vec<Entry>> {
     rows.iter().map(|(k, v)| decode(view, k, v)).collect()
 }
 
-/// Commits (`commit`) or rolls back prepared transaction `gid`.
-pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
+/// Commits (`commit`; at timestamp `at` if given) or rolls back prepared
+/// transaction `gid`.
+///
+/// A chosen timestamp need only be at or above the prepare timestamp, not
+/// above the high-water mark: the prepare raised the mark to its prepare
+/// timestamp, so nothing this database assigned before the vote is above
+/// it, and what was assigned since went to transactions that could not
+/// touch its rows (it holds their locks). Requiring more would let any
+/// local commit after the vote make the coordinator's decision impossible
+/// to apply.
+pub(crate) fn decide(inner: &Core, gid: &str, commit: bool, at: Option<Timestamp>) -> Result<()> {
     inner.engine.writable()?;
     // A commit takes a timestamp as any other: no clock, no decision (the
     // transaction stays in doubt).
@@ -302,13 +328,25 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool) -> Result<()> {
         None
     };
     let t = inner.txns.prepared().decide(gid)?;
+    if let (Some(ts), Some(r)) = (at, reading) {
+        if let Err(e) = clock::check_chosen(ts, r.now, Timestamp::ZERO, t.prepare_ts) {
+            inner.txns.prepared().waiting(gid, t);
+            return Err(e);
+        }
+    }
     let poisoned_before = inner.engine.store().wal.is_poisoned();
     let logged = (|| {
         let (lsn, ts) = {
             let mut w = inner.engine.store().write();
             let mut ts = None;
             if let (Some(r), true) = (reading.as_mut(), t.xid != Xid::NONE) {
-                ts = Some(commit_ts::stamp(&mut w.mtr, t.xid, clock, r)?);
+                ts = Some(match at {
+                    None => commit_ts::stamp(&mut w.mtr, t.xid, clock, r)?,
+                    Some(ts) => {
+                        commit_ts::stamp_at(&mut w.mtr, t.xid, ts)?;
+                        ts
+                    }
+                });
                 clog::set_committed(&mut w.mtr, t.xid)?;
             }
             remove(&mut w.mtr, gid)?;
@@ -403,6 +441,7 @@ pub(crate) fn adopt(inner: &Core) -> Result<()> {
                 token,
                 xid: e.xid,
                 prepared_at: e.prepared_at,
+                prepare_ts: e.prepare_ts,
                 reads,
                 versions: Versions::default(),
             },
@@ -433,6 +472,7 @@ mod tests {
                 token: 1,
                 xid: Xid(5),
                 prepared_at: UNIX_EPOCH,
+                prepare_ts: Timestamp::ZERO,
                 reads: None,
                 versions: Versions::default(),
             },
