@@ -2,7 +2,8 @@
 //! benchmark crate of a later issue). Each figure is the median of several
 //! runs. Run: `cargo bench --bench core` (set `STRATA_BENCH_DIR` to measure
 //! on another file system; the default is the system temp directory).
-//! `STRATA_BENCH_ONLY_TIME=1` runs only the commit-wait figures.
+//! `STRATA_BENCH_ONLY_TIME=1` runs only the commit-wait figures and those
+//! of reads as of a timestamp; `STRATA_BENCH_ONLY_AS_OF=1` only the latter.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -529,6 +530,87 @@ fn commit_wait_rows() -> Vec<String> {
     rows
 }
 
+/// Reads as of a timestamp against plain snapshot reads: random gets over
+/// rows written by one commit per 10 000 rows (the commit timestamps of a
+/// few xids, looked up once) and by one commit per row (a lookup for
+/// every row a transaction meets first), each read transaction doing
+/// 20 000 gets; and the cost of beginning one (`begin_at` the clock's
+/// `earliest`, which waits nothing at ε = 0 but takes the write latch)
+/// against `begin`. The two kinds take turns within each round.
+fn as_of_rows() -> Vec<String> {
+    use strata::clock::{Clock, FixedEpsilon};
+    const ROWS: u64 = 20_000;
+    const GETS: u64 = 20_000;
+    let mut rows = vec![
+        format!("| reads as of a timestamp ({ROWS} rows, {GETS} random gets per transaction, median of {RUNS}) | snapshot read | read as of a timestamp | ratio |"),
+        "|---|---|---|---|".into(),
+    ];
+    let clock = FixedEpsilon::default();
+    for per_commit in [10_000u64, 1] {
+        let tmp = bench_dir();
+        let db = Db::open_with(
+            tmp.path(),
+            Options::default().durability(Durability::Eventual),
+        )
+        .expect("open");
+        let t = db.table("t").expect("t");
+        let mut last = strata::clock::Timestamp::ZERO;
+        for chunk in 0..ROWS / per_commit {
+            let mut tx = db.begin().expect("begin");
+            for i in chunk * per_commit..(chunk + 1) * per_commit {
+                tx.put(&t, key(i), [5u8; 100]).expect("put");
+            }
+            last = tx.commit().expect("commit").ts;
+        }
+        let gets = |tx: &strata::Transaction| {
+            let began = Instant::now();
+            let mut x = 0x2545_F491_4F6C_DD1Du64;
+            for _ in 0..GETS {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let v = tx.get(&t, key(x % ROWS)).expect("get");
+                assert!(v.is_some());
+            }
+            GETS as f64 / began.elapsed().as_secs_f64()
+        };
+        let (mut plain, mut as_of) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            plain.push(gets(
+                &db.begin_with(strata::Isolation::Snapshot).expect("begin"),
+            ));
+            as_of.push(gets(&db.begin_at(last).expect("begin_at")));
+        }
+        let (p, a) = (median(plain), median(as_of));
+        rows.push(format!(
+            "| gets/s, {per_commit} row(s) per commit | {p:.0} | {a:.0} | {:.2} |",
+            a / p
+        ));
+    }
+    let tmp = bench_dir();
+    let db = Db::open_with(tmp.path(), Options::default()).expect("open");
+    let (mut plain, mut as_of) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let began = Instant::now();
+        for _ in 0..1000 {
+            drop(db.begin_with(strata::Isolation::Snapshot).expect("begin"));
+        }
+        plain.push(began.elapsed().as_secs_f64() * 1e3);
+        let began = Instant::now();
+        for _ in 0..1000 {
+            let at = clock.now().expect("now").earliest;
+            drop(db.begin_at(at).expect("begin_at"));
+        }
+        as_of.push(began.elapsed().as_secs_f64() * 1e3);
+    }
+    let (p, a) = (median(plain), median(as_of));
+    rows.push(format!(
+        "| begin, µs (`begin_at` the clock's earliest: waits out ε = 0, raises the mark) | {p:.1} | {a:.1} | {:.2} |",
+        a / p
+    ));
+    rows
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("STRATA_BENCH_WAL_CHILD") {
         wal_child(&PathBuf::from(dir));
@@ -548,8 +630,18 @@ fn main() {
         }
         return;
     }
+    if std::env::var_os("STRATA_BENCH_ONLY_AS_OF").is_some() {
+        for row in as_of_rows() {
+            println!("{row}");
+        }
+        return;
+    }
     if std::env::var_os("STRATA_BENCH_ONLY_TIME").is_some() {
         for row in commit_wait_rows() {
+            println!("{row}");
+        }
+        println!();
+        for row in as_of_rows() {
             println!("{row}");
         }
         return;

@@ -190,6 +190,28 @@ impl Db {
         Transaction::begin_read(self.shared.core.clone(), self.holder())
     }
 
+    /// Begins a read-only transaction that sees exactly the commits
+    /// stamped at or before `ts` ([`CommitInfo::ts`](crate::CommitInfo)):
+    /// the same answer every time it is asked, here and on any database
+    /// that applied the same commits at the same timestamps. Never
+    /// aborted by a conflict, and it holds back no writer.
+    ///
+    /// A `ts` not yet safe waits: until the clock's `earliest` has passed
+    /// it, and until every commit that may still land at or below it has
+    /// finished (one in its fsync or commit wait, or a prepared
+    /// transaction whose prepare timestamp is at or below `ts`). From then
+    /// on every new commit here takes a timestamp above `ts`. The wait is
+    /// bounded by the lock timeout: `TimestampRefused` if the clock is
+    /// further behind `ts` than that, `LockTimeout` if a prepared
+    /// transaction stays undecided that long.
+    ///
+    /// Errors: `SnapshotTooOld` if `ts` is older than the history vacuum
+    /// keeps (`Options::history_retention`); `ClockUncertain` if the clock
+    /// cannot say and `ts` is above every timestamp the database assigned.
+    pub fn begin_at(&self, ts: Timestamp) -> Result<Transaction> {
+        crate::txn::as_of::begin(self.shared.core.clone(), self.holder(), ts)
+    }
+
     /// Begins a transaction at `level`.
     pub fn begin_with(&self, level: Isolation) -> Result<Transaction> {
         Transaction::begin(self.shared.core.clone(), self.holder(), level)
@@ -446,9 +468,10 @@ fn recover(
     };
     let manager = TxnManager::new(next_xid, Clog::new(bits, next_xid));
     let catalog = catalog::root(&mut store.read().view)?;
+    let horizon = crate::mvcc::commit_ts::horizon(&mut store.read().view)?;
     let inner = Core {
         engine: Engine::new(store, opts, vfs, dir),
-        txns: TxnSystem::new(manager),
+        txns: TxnSystem::new(manager, crate::mvcc::history::History::new(horizon)),
         catalog,
     };
     crate::txn::prepare::adopt(&inner)?;

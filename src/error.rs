@@ -183,10 +183,21 @@ pub enum Error {
     /// `Db::commit_prepared_at`) was refused: the timestamp is not above
     /// every one this database assigned, or is below the prepared
     /// transaction's prepare timestamp, or lies further ahead of the clock
-    /// than a commit may wait. Nothing was committed.
+    /// than a commit may wait. Nothing was committed. Also a read as of a
+    /// timestamp (`Db::begin_at`) further ahead of the clock than the
+    /// lock timeout lets it wait.
     TimestampRefused {
         /// The timestamp asked for, and why it was refused.
         reason: String,
+    },
+    /// A read as of `ts` (`Db::begin_at`) asked for history vacuum has
+    /// already freed: `ts` is below the history horizon, which follows
+    /// `Options::history_retention` behind the clock.
+    SnapshotTooOld {
+        /// The timestamp asked for.
+        ts: crate::clock::Timestamp,
+        /// The oldest timestamp a read may be at.
+        horizon: crate::clock::Timestamp,
     },
     /// The feature is not available in this version (for example
     /// `Isolation::Serializable` before SSI lands).
@@ -390,8 +401,12 @@ impl fmt::Display for Error {
                 write!(f, "cannot take a commit timestamp: {reason}")
             }
             Error::TimestampRefused { reason } => {
-                write!(f, "cannot commit at the chosen timestamp: {reason}")
+                write!(f, "timestamp refused: {reason}")
             }
+            Error::SnapshotTooOld { ts, horizon } => write!(
+                f,
+                "cannot read as of {ts}: history before {horizon} is gone (see Options::history_retention)"
+            ),
             Error::Unsupported(what) => write!(f, "not supported: {what}"),
             Error::ReadOnlyTransaction => write!(
                 f,

@@ -136,6 +136,12 @@
 //!   [`Transaction::delete_range`]. Under Serializable each depends on
 //!   the keys it read, so a concurrent insert that changes its answer is
 //!   a conflict.
+//! - Time: every read-write commit's [`CommitInfo::ts`] orders it as
+//!   real time does, across databases too (commit wait, [`clock`]);
+//!   [`Db::begin_at`] reads exactly the commits at or before a timestamp,
+//!   the same answer every time, waiting until no commit can still land
+//!   there; [`Options::history_retention`] keeps history for such reads,
+//!   and a read below it is [`Error::SnapshotTooOld`].
 //! - Two-phase commit: [`Transaction::prepare`] makes a transaction
 //!   durable and in doubt and returns its prepare timestamp;
 //!   [`Db::commit_prepared`] (or [`Db::commit_prepared_at`] a chosen

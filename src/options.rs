@@ -74,6 +74,7 @@ pub struct Options {
     pub(crate) race_hook: Option<RaceHook>,
     pub(crate) clock: ClockHandle,
     pub(crate) commit_wait: bool,
+    pub(crate) history_retention: Duration,
 }
 
 /// The clock behind `Options::clock`.
@@ -135,6 +136,7 @@ impl Default for Options {
             race_hook: None,
             clock: ClockHandle(Arc::new(FixedEpsilon::default())),
             commit_wait: true,
+            history_retention: Duration::ZERO,
         }
     }
 }
@@ -241,6 +243,21 @@ impl Options {
     /// until `now().earliest` has passed it.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = ClockHandle(clock);
+        self
+    }
+
+    /// How far behind the clock reads as of a timestamp
+    /// ([`Db::begin_at`](crate::Db::begin_at)) are served (default zero).
+    /// Vacuum keeps every version such a read may see: a version deleted
+    /// or replaced by a commit stamped less than `retention` before the
+    /// clock's `earliest` (as of the vacuum pass) stays, as does anything
+    /// a live read as of a timestamp sees. A read further back fails with
+    /// `Error::SnapshotTooOld`. With zero, a read may be at any timestamp
+    /// from the start of the last vacuum pass on; history costs space
+    /// only while such reads run. The horizon this sets is in
+    /// `Stats::history_horizon`.
+    pub fn history_retention(mut self, retention: Duration) -> Self {
+        self.history_retention = retention;
         self
     }
 

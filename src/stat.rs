@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use crate::btree;
 use crate::buffer::mtr::PageAccess;
 use crate::catalog;
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::heap;
 use crate::ids::{Lsn, PageId, Xid};
@@ -65,6 +66,13 @@ pub struct Stats {
     /// way and prepared transactions waiting for a decision. Every snapshot
     /// lists them as in progress.
     pub running_xids: u64,
+    /// The highest timestamp this database has assigned a commit or
+    /// served a read as of a timestamp at (`ZERO`: none yet); every later
+    /// commit takes one above it.
+    pub newest_ts: Timestamp,
+    /// The history horizon: reads as of a timestamp below it fail with
+    /// `SnapshotTooOld` (`Options::history_retention`).
+    pub history_horizon: Timestamp,
     /// Every table, in name order.
     pub tables: Vec<TableStats>,
     /// Prepared transactions waiting for a decision.
@@ -156,6 +164,8 @@ pub(crate) fn collect(inner: &Core) -> Result<Stats> {
         checkpoint_redo: store.redo(),
         next_xid: inner.txns.manager().high_water(),
         running_xids: inner.txns.manager().running() as u64,
+        newest_ts: crate::mvcc::commit_ts::high_water(&mut store.read().view)?,
+        history_horizon: inner.txns.history().horizon(),
         tables,
         prepared: inner.txns.prepared().list(),
         cache_bytes: store.pool.capacity_bytes(),
@@ -307,18 +317,23 @@ fn walk_table(
                 }
                 window.push(v);
                 if window.len() == WINDOW {
-                    t.dead_versions += dead(&window, &views, clog);
+                    t.dead_versions += dead(&mut r.view, &window, &views, clog)?;
                     window.clear();
                 }
             }
-            t.dead_versions += dead(&window, &views, clog);
+            t.dead_versions += dead(&mut r.view, &window, &views, clog)?;
         }
     }
 }
 
-fn dead(window: &[chain::Version], views: &vacuum::Views, clog: &crate::mvcc::clog::Clog) -> u64 {
-    vacuum::needed(window, views, clog)
+fn dead(
+    acc: &mut impl crate::buffer::mtr::PageAccess,
+    window: &[chain::Version],
+    views: &vacuum::Views,
+    clog: &crate::mvcc::clog::Clog,
+) -> Result<u64> {
+    Ok(vacuum::needed(acc, window, views, clog)?
         .iter()
         .filter(|&&n| !n)
-        .count() as u64
+        .count() as u64)
 }

@@ -24,14 +24,14 @@ use std::io::{BufRead, BufWriter, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata::internals::salvage::{self, Lost, Skipped};
-use strata::{Db, Table};
+use strata::{Db, Table, Transaction};
 
 use crate::escape::{escape, unescape, word};
 use crate::{existing_table, Failure, Outcome};
 
 const HEADER: &str = "strata-dump 1";
 
-pub fn dump(db: &Db, only: Option<&str>) -> Outcome {
+pub fn dump(db: &Db, tx: &Transaction, only: Option<&str>) -> Outcome {
     let tables = match only {
         Some(name) => vec![existing_table(db, name)?],
         None => db
@@ -40,16 +40,21 @@ pub fn dump(db: &Db, only: Option<&str>) -> Outcome {
             .map(|n| db.table(n))
             .collect::<Result<_, _>>()?,
     };
-    // One snapshot for every table: a consistent copy (Snapshot, not
-    // Serializable: see main.rs).
-    let tx = db.begin_with(strata::Isolation::Snapshot)?;
+    // One transaction for every table (`main::reader`): a consistent copy.
     let out = std::io::stdout();
     let mut out = BufWriter::new(out.lock());
     writeln!(out, "{HEADER}")?;
     let mut rows = 0u64;
     for t in &tables {
+        let scan = match tx.scan(t, ..) {
+            // Read as of a time before the table was created.
+            Err(strata::Error::NoSuchTable { .. }) if tx.read_ts().is_some() && only.is_none() => {
+                continue
+            }
+            other => other?,
+        };
         writeln!(out, "table\t{}", escape(t.name().as_bytes()))?;
-        for row in tx.scan(t, ..)? {
+        for row in scan {
             let (k, v) = row?;
             writeln!(out, "row\t{}\t{}", escape(&k), escape(&v))?;
             rows += 1;

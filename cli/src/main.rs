@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use strata::clock::Timestamp;
 use strata::{Db, Error, Isolation, Options, Table};
 
 #[derive(Parser)]
@@ -66,6 +67,10 @@ enum Command {
         /// report on stderr what was skipped (exit status 1 if anything was).
         #[arg(long)]
         salvage: bool,
+        /// Read as of this commit timestamp (seconds since the epoch, as
+        /// `stat` prints them): exactly the commits at or before it.
+        #[arg(long, value_name = "TS", conflicts_with = "salvage")]
+        as_of: Option<String>,
     },
     /// List the tables, one a line (with --rows, each with its row count).
     Tables {
@@ -103,6 +108,9 @@ enum Command {
         /// Write the value's raw bytes instead of its escaped form.
         #[arg(long)]
         raw: bool,
+        /// Read as of this commit timestamp (seconds since the epoch).
+        #[arg(long, value_name = "TS")]
+        as_of: Option<String>,
     },
     /// Set one key (one durable transaction).
     Put {
@@ -139,6 +147,9 @@ enum Command {
         table: String,
         #[command(flatten)]
         opts: scan::ScanOpts,
+        /// Read as of this commit timestamp (seconds since the epoch).
+        #[arg(long, value_name = "TS")]
+        as_of: Option<String>,
     },
     /// An interactive prompt: begin/commit/rollback, get/put/delete/scan, isolation.
     Shell {
@@ -276,11 +287,16 @@ fn run(command: Command) -> Outcome {
             dir,
             table,
             salvage: false,
-        } => dump::dump(&open_read(&dir)?, table.as_deref()),
+            as_of,
+        } => {
+            let db = open_read(&dir)?;
+            dump::dump(&db, &reader(&db, as_of.as_deref())?, table.as_deref())
+        }
         Command::Dump {
             dir,
             table,
             salvage: true,
+            ..
         } => dump::salvage(&open_read(&dir)?, table.as_deref()),
         Command::Tables { dir, rows } => tables(&open_read(&dir)?, rows),
         Command::Load { dir, batch } => {
@@ -293,7 +309,8 @@ fn run(command: Command) -> Outcome {
             table,
             key,
             raw,
-        } => get(&open_read(&dir)?, &table, &key, raw),
+            as_of,
+        } => get(&open_read(&dir)?, &table, &key, raw, as_of.as_deref()),
         Command::Put {
             create,
             dir,
@@ -324,7 +341,12 @@ fn run(command: Command) -> Outcome {
                 Err(Failure::new(format!("no key {key} in table {table}")))
             }
         }
-        Command::Scan { dir, table, opts } => scan(&open_read(&dir)?, &table, &opts),
+        Command::Scan {
+            dir,
+            table,
+            opts,
+            as_of,
+        } => scan(&open_read(&dir)?, &table, &opts, as_of.as_deref()),
         Command::Shell { create, dir } => shell::run(open_write(&dir, create)?),
         Command::Checkpoint { dir } => Ok(open_write(&dir, false)?.checkpoint()?),
         Command::Vacuum { dir } => {
@@ -356,6 +378,40 @@ fn open_write(dir: &Path, create: bool) -> Result<Db, Failure> {
 // Reads run at Snapshot isolation: one consistent snapshot, and no
 // serialization failure from prepared transactions recovered in doubt
 // (which Serializable readers of their tables must avoid).
+
+/// The transaction a read command reads in: a snapshot of now, or a read
+/// as of the timestamp `as_of` (seconds since the epoch).
+fn reader(db: &Db, as_of: Option<&str>) -> Result<strata::Transaction, Failure> {
+    Ok(match as_of {
+        None => db.begin_with(Isolation::Snapshot)?,
+        Some(text) => db.begin_at(timestamp(text)?)?,
+    })
+}
+
+/// A timestamp as `stat` prints it: seconds since the epoch, with up to
+/// nine digits of fraction (`1796601600.000000042`, or `1796601600`).
+fn timestamp(text: &str) -> Result<Timestamp, Failure> {
+    let bad = || {
+        Failure::new(format!(
+            "not a timestamp: {text} (seconds since the epoch, as stat prints them, e.g. 1796601600.5)"
+        ))
+    };
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(secs) || (!frac.is_empty() && !digits(frac)) || frac.len() > 9 {
+        return Err(bad());
+    }
+    let secs: u64 = secs.parse().map_err(|_| bad())?;
+    let nanos: u64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().map_err(|_| bad())?
+    };
+    secs.checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(nanos))
+        .map(Timestamp::from_nanos)
+        .ok_or_else(bad)
+}
 
 /// A key or value from the command line.
 pub fn arg(text: &str) -> Result<Vec<u8>, Failure> {
@@ -396,9 +452,9 @@ pub fn existing_table(db: &Db, name: &str) -> Result<Table, Failure> {
     )))
 }
 
-fn get(db: &Db, table: &str, key: &str, raw: bool) -> Outcome {
+fn get(db: &Db, table: &str, key: &str, raw: bool, as_of: Option<&str>) -> Outcome {
     let t = existing_table(db, table)?;
-    let tx = db.begin_with(Isolation::Snapshot)?;
+    let tx = reader(db, as_of)?;
     match tx.get(&t, arg(key)?)? {
         Some(v) if raw => {
             use std::io::Write;
@@ -413,10 +469,10 @@ fn get(db: &Db, table: &str, key: &str, raw: bool) -> Outcome {
     }
 }
 
-fn scan(db: &Db, table: &str, opts: &scan::ScanOpts) -> Outcome {
+fn scan(db: &Db, table: &str, opts: &scan::ScanOpts, as_of: Option<&str>) -> Outcome {
     use std::io::Write;
     let t = existing_table(db, table)?;
-    let tx = db.begin_with(Isolation::Snapshot)?;
+    let tx = reader(db, as_of)?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     for row in opts

@@ -47,6 +47,10 @@ pub fn stat(db: &Db, dir: &Path) -> Outcome {
     );
     println!("next xid      {}", s.next_xid);
     println!(
+        "timestamps    newest {} (commits and reads as of a timestamp); history from {}",
+        s.newest_ts, s.history_horizon
+    );
+    println!(
         "cache         {:.0} MiB (this tool's open: {} page reads, {} page writes)",
         mib(s.cache_bytes as u64),
         s.page_reads,

@@ -787,3 +787,44 @@ fn scan_takes_a_prefix_and_runs_backwards_and_the_shell_scan_takes_the_same_opti
         "the shell's scan prints what `strata scan` prints"
     );
 }
+
+#[test]
+fn get_scan_and_dump_read_as_of_a_timestamp() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("db");
+    let (first, second) = {
+        let db = Db::open_with(&dir, Options::default().background(false)).expect("open");
+        let t = db.table("t").expect("t");
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, "a", "1").expect("put");
+        tx.put(&t, "b", "1").expect("put");
+        let first = tx.commit().expect("commit").ts;
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, "a", "2").expect("put");
+        tx.delete(&t, "b").expect("delete");
+        let u = db.table("u").expect("u");
+        tx.put(&u, "x", "y").expect("put");
+        let second = tx.commit().expect("commit").ts;
+        db.close().expect("close");
+        (first.to_string(), second.to_string())
+    };
+    let d = s(&dir);
+    assert_eq!(ok(&["get", d, "t", "a", "--as-of", &first]), "1\n");
+    assert_eq!(ok(&["get", d, "t", "a", "--as-of", &second]), "2\n");
+    assert_eq!(ok(&["scan", d, "t", "--as-of", &first]), "a\t1\nb\t1\n");
+    assert_eq!(ok(&["scan", d, "t", "--as-of", &second]), "a\t2\n");
+    let dump = ok(&["dump", d, "--as-of", &first]);
+    assert_eq!(
+        dump, "strata-dump 1\ntable\tt\nrow\ta\t1\nrow\tb\t1\nend\t2\n",
+        "u did not exist yet"
+    );
+    let stat = ok(&["stat", d]);
+    assert!(stat.contains(&format!("newest {second}")), "{stat}");
+    let bad = strata(&["get", d, "t", "a", "--as-of", "yesterday"], None);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("not a timestamp: yesterday"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -39,8 +39,8 @@
 //! [`Error::ClockUncertain`]; commits then fail with it before anything is
 //! written, and reads, which take no timestamp yet, go on working.
 //!
-//! Not here yet: reads as of a timestamp, chosen timestamps for
-//! replication and two-phase commit, hybrid logical clocks.
+//! Reads as of a timestamp (`Db::begin_at`) are in `mvcc::history` and
+//! `txn::as_of`. Not here yet: hybrid logical clocks.
 
 mod sim;
 #[cfg(feature = "truetime")]

@@ -82,7 +82,7 @@ fn plan(inner: &Core, views: &Views) -> Result<Plan> {
             roots.push(catalog::root_of(r.view.file(), &name, t.body)?);
             versions.push(v);
         }
-        let need = vacuum::needed(&versions, views, clog);
+        let need = vacuum::needed(&mut r.view, &versions, views, clog)?;
         let mut any = false;
         for ((v, root), &n) in versions.iter().zip(&roots).zip(&need) {
             let e = named.entry(*root).or_default();

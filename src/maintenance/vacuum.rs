@@ -77,13 +77,15 @@
 //! end of the file.
 
 use crate::btree;
-use crate::buffer::mtr::Mtr;
+use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::catalog;
-use crate::error::Result;
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
 use crate::heap::{self, overflow, tuple};
 use crate::ids::{PageId, Tid, Xid};
 use crate::limits::{OVERFLOW_PAGES_PER_RECORD, VACUUM_BATCH};
 use crate::mvcc::chain::{self, Cursor, Version};
+use crate::mvcc::commit_ts;
 use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
 use crate::redo::record::{Kind, Op};
 use crate::store::meta;
@@ -134,6 +136,9 @@ pub(crate) struct Views {
     /// by the chain head.
     writers: Vec<(Snapshot, Xid)>,
     pub(crate) now: Snapshot,
+    /// The history horizon: a version deleted by a commit stamped after it
+    /// may be seen by a read as of a timestamp (`mvcc::history`).
+    history: Timestamp,
 }
 
 /// One full pass over every table.
@@ -186,6 +191,7 @@ fn pass(inner: &Core) -> Result<VacuumStats> {
     inner.engine.writable()?;
     let _one = inner.engine.vacuum_pass();
     inner.engine.store().wal.check()?;
+    advance_history(inner)?;
     // Every table any catalog version names: dropped ones too, until
     // `dropped` frees them.
     let roots: Vec<PageId> = catalog::all_roots(&mut inner.engine.store().read().view)?;
@@ -250,6 +256,7 @@ pub(crate) fn gather(inner: &Core) -> Views {
         serializable,
         writers,
         now,
+        history: inner.txns.history().horizon(),
     }
 }
 
@@ -347,7 +354,12 @@ pub(super) fn walk(
 
 /// Which versions of the window someone needs. Versions past the window
 /// are never freed in this round, whoever needs them.
-pub(crate) fn needed(versions: &[Version], views: &Views, clog: &impl StatusOf) -> Vec<bool> {
+pub(crate) fn needed(
+    acc: &mut impl PageAccess,
+    versions: &[Version],
+    views: &Views,
+    clog: &impl StatusOf,
+) -> Result<Vec<bool>> {
     let mut need: Vec<bool> = versions
         .iter()
         .map(|v| clog.status(v.xmin) != Status::Aborted && !views.now.sees(v.xmin, Xid::NONE, clog))
@@ -364,7 +376,64 @@ pub(crate) fn needed(versions: &[Version], views: &Views, clog: &impl StatusOf) 
             }
         }
     }
-    need
+    keep_history(acc, versions, views, clog, &mut need)?;
+    Ok(need)
+}
+
+/// Marks needed the versions a read as of a timestamp at or above the
+/// history horizon may see: created by a commit, deleted (or replaced)
+/// by one stamped after the horizon. Nothing to look up while every
+/// timestamp assigned is at or below the horizon.
+fn keep_history(
+    acc: &mut impl PageAccess,
+    versions: &[Version],
+    views: &Views,
+    clog: &impl StatusOf,
+    need: &mut [bool],
+) -> Result<()> {
+    let committed = |x: Xid| x != Xid::NONE && clog.status(x) == Status::Committed;
+    let mut high = None;
+    for (v, n) in versions.iter().zip(need.iter_mut()) {
+        if *n || !committed(v.xmin) || !committed(v.xmax) {
+            continue;
+        }
+        let high = match high {
+            Some(h) => h,
+            None => *high.insert(commit_ts::high_water(acc)?),
+        };
+        if high <= views.history {
+            return Ok(());
+        }
+        match commit_ts::lookup(acc, v.xmax)? {
+            Some(ts) => *n = ts > views.history,
+            None => {
+                return Err(Error::corruption(
+                    acc.file(),
+                    0,
+                    format!("committed xid {} has no commit timestamp", v.xmax.0),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Raises the history horizon to `retention` behind the clock's
+/// `earliest` (not past a live read as of a timestamp), logging it before
+/// anything it lets go is freed. A clock that cannot say leaves it.
+fn advance_history(inner: &Core) -> Result<()> {
+    let opts = inner.engine.opts();
+    let Ok(now) = opts.clock.0.now() else {
+        return Ok(());
+    };
+    let to = now.earliest.saturating_sub(opts.history_retention);
+    let (horizon, moved) = inner.txns.history().advance(to);
+    if moved {
+        let mut w = inner.engine.store().write();
+        commit_ts::set_horizon(&mut w.mtr, horizon)?;
+        w.commit(Kind::Pages, Op::Timestamp as u8, Xid::NONE)?;
+    }
+    Ok(())
 }
 
 /// One round on one key; true if it changed something.
@@ -381,7 +450,7 @@ fn round(
     };
     let head = chain::head(mtr, &v)?;
     let (versions, tail) = walk(mtr, &inner.engine.store().fsm, head)?;
-    let mut need = needed(&versions, views, inner.txns.manager().clog());
+    let mut need = needed(mtr, &versions, views, inner.txns.manager().clog())?;
     if need.iter().all(|&n| n) {
         return Ok(false);
     }

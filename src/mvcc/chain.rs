@@ -152,6 +152,7 @@ fn walk(
         if at.is_null() {
             return Ok(None);
         }
+        let mark = unseen.len();
         let step = heap::with_tuple(acc, at, |t| match visible(t.xmin, t.xmax, snap, me, clog) {
             Seen::Visible => {
                 if live(t.xmax) && !snap.sees(t.xmax, me, clog) {
@@ -171,6 +172,11 @@ fn walk(
                 Step::Older(t.prev)
             }
         })?;
+        if clog.settle(acc)? {
+            // Judged with a status only now known: judge it again.
+            unseen.truncate(mark);
+            continue;
+        }
         match step {
             Step::Inline(v) => return Ok(Some(v)),
             Step::Overflow(first, len) => {

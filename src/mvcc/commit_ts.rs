@@ -12,13 +12,15 @@
 //! `xmin` already leads to its commit's outcome; its timestamp is one more
 //! lookup by the same key, kept as long as the commit log (never pruned,
 //! like the commit-log bits), so vacuum, which removes versions, never
-//! removes a timestamp a surviving version needs. It costs about 25 bytes
-//! per commit on disk. (Pruning entries older than every version's xmin
-//! horizon is left for when reads as of a timestamp need a retention.)
+//! removes a timestamp a surviving version needs, and a read as of a
+//! timestamp (`mvcc::history`) can judge any version it meets. It costs
+//! about 25 bytes per commit on disk.
 //!
 //! ```text
 //!  key: xid u64 BE (8)   value: timestamp u64 LE (8), nanoseconds since the epoch
-//!  meta: COMMIT_TS_HIGH u64 LE — every assigned timestamp is ≤ it
+//!  meta: COMMIT_TS_HIGH u64 LE — every assigned timestamp, and every
+//!        timestamp a read was served at, is ≤ it
+//!        HISTORY_HORIZON u64 LE — reads as of a timestamp below it are refused
 //! ```
 
 use crate::btree;
@@ -28,7 +30,7 @@ use crate::codec::{put_u64, u64_at};
 use crate::error::{Error, Result};
 use crate::ids::{PageId, Xid};
 use crate::page::PageType;
-use crate::store::meta::{self, Field, COMMIT_TS_HIGH, META};
+use crate::store::meta::{self, Field, COMMIT_TS_HIGH, HISTORY_HORIZON, META};
 
 /// Starts an empty tree (database creation).
 pub fn init(mtr: &mut Mtr<'_>) -> Result<()> {
@@ -90,6 +92,32 @@ pub fn stamp_at(mtr: &mut Mtr<'_>, xid: Xid, ts: Timestamp) -> Result<()> {
         raise(mtr, ts)?;
     }
     record(mtr, xid, ts)
+}
+
+/// Records that a read as of `ts` was served: the high-water mark rises
+/// to it if below, so every later commit here takes a timestamp above it
+/// and the read stays the same answer. True if the mark moved.
+pub(crate) fn serve(mtr: &mut Mtr<'_>, ts: Timestamp) -> Result<bool> {
+    if ts <= high_water(mtr)? {
+        return Ok(false);
+    }
+    raise(mtr, ts)?;
+    Ok(true)
+}
+
+/// The history horizon: reads as of a timestamp below it are refused,
+/// vacuum having freed what they would see (`mvcc::history`).
+pub fn horizon(acc: &mut impl PageAccess) -> Result<Timestamp> {
+    let v = acc.with_page(META, |m| u64_at(m, HISTORY_HORIZON).unwrap_or(0))?;
+    Ok(Timestamp::from_nanos(v))
+}
+
+/// Records a raised history horizon, before vacuum frees anything it
+/// allows.
+pub(crate) fn set_horizon(mtr: &mut Mtr<'_>, ts: Timestamp) -> Result<()> {
+    let m = mtr.page_mut_in(META, &[(HISTORY_HORIZON, HISTORY_HORIZON + 8)])?;
+    put_u64(m, HISTORY_HORIZON, ts.as_nanos());
+    Ok(())
 }
 
 fn raise(mtr: &mut Mtr<'_>, ts: Timestamp) -> Result<()> {

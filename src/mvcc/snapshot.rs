@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use crate::buffer::mtr::PageAccess;
+use crate::error::Result;
 use crate::ids::Xid;
 
 /// Commit status of a transaction.
@@ -26,6 +28,14 @@ pub enum Status {
 pub trait StatusOf {
     /// Status of `xid`.
     fn status(&self, xid: Xid) -> Status;
+
+    /// Called by a reader once out of the page it judged a version in:
+    /// true if some of the statuses it gave were provisional (a read as of
+    /// a timestamp had not yet looked up a commit's timestamp, which it
+    /// now has), so the version must be judged again.
+    fn settle(&self, _acc: &mut impl PageAccess) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A consistent view of which transactions had committed at one instant.

@@ -64,6 +64,10 @@ pub enum Op {
     DropTable = 9,
     /// Table rename (a catalog row stamped, one inserted under the new name).
     RenameTable = 10,
+    /// A timestamp mark in the meta page: the commit-timestamp high-water
+    /// mark raised by a read as of a timestamp, or the history horizon
+    /// raised by vacuum.
+    Timestamp = 11,
 }
 
 impl Op {
@@ -81,6 +85,7 @@ impl Op {
             8 => Op::Prepared,
             9 => Op::DropTable,
             10 => Op::RenameTable,
+            11 => Op::Timestamp,
             _ => return None,
         })
     }

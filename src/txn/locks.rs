@@ -95,13 +95,39 @@ impl LockWaits {
         result
     }
 
+    /// Blocks until none of `xids` is in progress in `clog` (a read as of
+    /// a timestamp waiting for the commits at or before it to finish).
+    /// `LockTimeout` past `deadline`. Not a lock: no edge, no deadlock to
+    /// find (a reader holds nothing anyone waits for).
+    pub fn wait_finished(
+        &self,
+        xids: &[Xid],
+        clog: &impl StatusOf,
+        deadline: Option<Deadline<'_>>,
+    ) -> Result<()> {
+        let mut edges = self.edges.lock();
+        while xids.iter().any(|&x| clog.status(x) == Status::InProgress) {
+            match &deadline {
+                Some(d) => {
+                    let left = d.remaining();
+                    if left.is_zero() {
+                        return Err(Error::LockTimeout);
+                    }
+                    self.wake.wait_for(&mut edges, left.min(LOCK_WAIT_SLICE));
+                }
+                None => {
+                    self.wake.wait_for(&mut edges, LOCK_WAIT_SLICE);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Wakes waiters after a transaction finished (its outcome must already
     /// be published in the commit log).
     pub fn finished(&self) {
-        let edges = self.edges.lock();
-        if !edges.is_empty() {
-            self.wake.notify_all();
-        }
+        let _edges = self.edges.lock();
+        self.wake.notify_all();
     }
 }
 

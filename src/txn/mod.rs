@@ -11,6 +11,7 @@
 //! After a retryable error (serialization failure, deadlock, lock timeout)
 //! the transaction is doomed: every later operation returns that error.
 
+pub(crate) mod as_of;
 pub mod locks;
 pub(crate) mod prepare;
 mod ranges;
@@ -38,6 +39,7 @@ use crate::limits::KEY_MAX;
 use crate::mvcc::chain;
 use crate::mvcc::clog;
 use crate::mvcc::commit_ts;
+use crate::mvcc::history::{AsOf, Statuses};
 use crate::mvcc::{Snapshot, Status};
 use crate::options::{Durability, Isolation};
 use crate::redo::record::{Kind, Op};
@@ -107,6 +109,8 @@ pub struct Transaction {
     reads: RefCell<Option<ssi::ReadSet>>,
     /// The tables it resolved, by name (`tables`).
     tables: RefCell<tables::Cache>,
+    /// Set for a read as of a timestamp (`Db::begin_at`).
+    as_of: Option<as_of::AsOfRead>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -170,7 +174,37 @@ impl Transaction {
             read_only,
             reads: RefCell::new(reads),
             tables: RefCell::default(),
+            as_of: None,
         })
+    }
+
+    /// A read-only transaction as of a timestamp, once `as_of::begin` has
+    /// made it safe: a snapshot taken now, which every commit at or below
+    /// the timestamp precedes, read by timestamp.
+    pub(crate) fn begin_as_of(
+        core: Arc<Core>,
+        holder: Arc<dyn Send + Sync>,
+        read: as_of::AsOfRead,
+    ) -> Result<Transaction> {
+        let mut t = Self::begin_as(core, holder, Isolation::Snapshot, true)?;
+        t.core().txns.manager().read_only(t.token);
+        t.as_of = Some(read);
+        Ok(t)
+    }
+
+    /// The timestamp a read as of a timestamp reads at (`Db::begin_at`);
+    /// `None` for any other transaction.
+    pub fn read_ts(&self) -> Option<Timestamp> {
+        self.as_of.as_ref().map(|a| a.hold.ts())
+    }
+
+    /// The commit statuses this transaction's reads judge versions by.
+    pub(crate) fn statuses(&self) -> Statuses<'_> {
+        let clog = self.core().txns.manager().clog();
+        match &self.as_of {
+            None => Statuses::Now(clog),
+            Some(a) => Statuses::AsOf(AsOf::new(clog, a.hold.ts(), &a.known)),
+        }
     }
 
     /// The isolation level.
@@ -342,7 +376,7 @@ impl Transaction {
                             head,
                             &snap,
                             self.xid,
-                            inner.txns.manager().clog(),
+                            &self.statuses(),
                             &mut unseen,
                         )
                     }

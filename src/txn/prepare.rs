@@ -34,7 +34,7 @@ use std::ops::Bound;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::btree::{self, Dir};
-use crate::buffer::mtr::{Mtr, PageAccess, ReadView};
+use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::clock::{self, Timestamp};
 use crate::codec::{u16_at, u32_at, u64_at};
 use crate::error::{Error, Result};
@@ -285,7 +285,7 @@ pub(crate) fn remove(mtr: &mut Mtr<'_>, gid: &str) -> Result<()> {
 }
 
 /// Every recorded prepared transaction.
-pub(crate) fn load(view: &mut ReadView<'_>) -> Result<Vec<Entry>> {
+pub(crate) fn load(view: &mut impl PageAccess) -> Result<Vec<Entry>> {
     let root = root(view)?;
     let mut rows = Vec::new();
     btree::range(

@@ -372,7 +372,7 @@ impl<'t> Scan<'t> {
             match tid {
                 Some(tid) => {
                     let head = chain::valid(&r.view, tid)?;
-                    let clog = inner.txns.manager().clog();
+                    let clog = &self.tx.statuses();
                     match self.values {
                         true => chain::read_visible(
                             &mut r.view,

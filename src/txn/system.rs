@@ -10,6 +10,7 @@ use super::locks::LockWaits;
 use super::prepare::Prepared;
 use super::ssi::{KeyMarks, Ssi, SsiLock};
 use crate::engine::Engine;
+use crate::mvcc::history::History;
 use crate::mvcc::ledger::Ledger;
 use crate::mvcc::manager::TxnManager;
 
@@ -27,11 +28,14 @@ pub(crate) struct TxnSystem {
     prepared: Prepared,
     /// Running writers of each table, whom a drop or rename waits for.
     writers: super::tables::Writers,
+    /// The history horizon and the reads as of a timestamp holding it.
+    history: History,
 }
 
 impl TxnSystem {
-    /// A system handing out xids from `manager`, with no transaction yet.
-    pub(crate) fn new(manager: TxnManager) -> TxnSystem {
+    /// A system handing out xids from `manager`, with no transaction yet,
+    /// serving reads as of a timestamp from `history` on.
+    pub(crate) fn new(manager: TxnManager, history: History) -> TxnSystem {
         let ssi = Ssi::default();
         TxnSystem {
             manager,
@@ -41,6 +45,7 @@ impl TxnSystem {
             ledger: Ledger::default(),
             prepared: Prepared::default(),
             writers: Default::default(),
+            history,
         }
     }
 
@@ -72,6 +77,11 @@ impl TxnSystem {
     /// The prepared transactions.
     pub(crate) fn prepared(&self) -> &Prepared {
         &self.prepared
+    }
+
+    /// The history horizon and the reads as of a timestamp.
+    pub(crate) fn history(&self) -> &History {
+        &self.history
     }
 
     /// The running writers of each table.

@@ -254,8 +254,8 @@ impl Transaction {
             name.as_bytes(),
             || {
                 let mut r = inner.engine.store().read();
-                let clog = inner.txns.manager().clog();
-                catalog::lookup(&mut r.view, cat, name, snap, self.xid, clog, &mut unseen)
+                let clog = self.statuses();
+                catalog::lookup(&mut r.view, cat, name, snap, self.xid, &clog, &mut unseen)
             },
         );
         self.ssi_coarsen(coarsening);

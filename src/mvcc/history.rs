@@ -1,0 +1,249 @@
+//! Reads as of a timestamp, and the history they need.
+//!
+//! A read as of `T` sees exactly the commits with a timestamp at or below
+//! `T`: a version is visible iff its creator committed at or before `T`
+//! and its deleter (if any) did not. That is the snapshot rule
+//! (`snapshot::visible`) with one more condition on "committed", so
+//! [`AsOf`] is a [`StatusOf`] that answers `Committed` only for commits
+//! stamped at or before `T`, and everything else (chains, the catalog,
+//! scans) is the code every reader runs.
+//!
+//! A commit's timestamp lives in a B+tree (`commit_ts`), which a reader
+//! can only look up between pages, not while it judges a tuple under a
+//! page latch. So `AsOf` answers from what it already knows; an xid it
+//! has not met yet it notes as missing and calls in progress, and the
+//! chain walk, once out of the page, asks it to [`StatusOf::settle`]:
+//! it looks the missing ones up and the walk judges the same version
+//! again. Each xid is looked up once per transaction.
+//!
+//! The history a read needs is kept by vacuum: it frees a version deleted
+//! by a commit only if that commit's timestamp is at or below the
+//! *horizon*, which never passes a live reader's `T` nor `now − retention`
+//! (`Options::history_retention`), and never moves back. It is raised at
+//! the start of a vacuum pass and logged in the meta page before anything
+//! it allows is freed, so after a crash it is at least where the freed
+//! versions need it. A read below it fails with `SnapshotTooOld`; one at or
+//! above it is registered here first ([`History::hold`]), in the same
+//! step as the check, so vacuum cannot pass it afterwards.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::clog::Clog;
+use super::commit_ts;
+use super::snapshot::{Status, StatusOf};
+use crate::buffer::mtr::PageAccess;
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::hash::IntMap;
+use crate::ids::Xid;
+use crate::sync::Mutex;
+
+#[derive(Default)]
+struct State {
+    horizon: Timestamp,
+    /// Timestamps of live reads as of a timestamp, with how many read at each.
+    readers: BTreeMap<Timestamp, usize>,
+}
+
+/// The history horizon and the reads that hold it back.
+#[derive(Clone, Default)]
+pub struct History {
+    state: Arc<Mutex<State>>,
+}
+
+impl History {
+    /// Starts at `horizon`, read from the meta page at open.
+    pub fn new(horizon: Timestamp) -> History {
+        History {
+            state: Arc::new(Mutex::new(State {
+                horizon,
+                readers: BTreeMap::new(),
+            })),
+        }
+    }
+
+    /// The horizon: vacuum has freed nothing a read at or above it needs.
+    pub fn horizon(&self) -> Timestamp {
+        self.state.lock().horizon
+    }
+
+    /// Registers a read as of `ts`, held until the returned `Hold` drops;
+    /// `SnapshotTooOld` if `ts` is below the horizon.
+    pub fn hold(&self, ts: Timestamp) -> Result<Hold> {
+        let mut s = self.state.lock();
+        if ts < s.horizon {
+            return Err(Error::SnapshotTooOld {
+                ts,
+                horizon: s.horizon,
+            });
+        }
+        *s.readers.entry(ts).or_default() += 1;
+        Ok(Hold {
+            state: self.state.clone(),
+            ts,
+        })
+    }
+
+    /// Raises the horizon towards `to` (`now − retention`), but not past
+    /// the oldest live read, and never lowers it. Returns the horizon,
+    /// and whether it moved (the caller then logs it before freeing).
+    pub fn advance(&self, to: Timestamp) -> (Timestamp, bool) {
+        let mut s = self.state.lock();
+        let oldest = s.readers.keys().next().copied().unwrap_or(Timestamp::MAX);
+        let next = to.min(oldest);
+        if next > s.horizon {
+            s.horizon = next;
+            return (next, true);
+        }
+        (s.horizon, false)
+    }
+}
+
+/// A registered read as of `ts`; dropping it lets the horizon pass.
+pub struct Hold {
+    state: Arc<Mutex<State>>,
+    ts: Timestamp,
+}
+
+impl Hold {
+    /// The timestamp read at.
+    pub fn ts(&self) -> Timestamp {
+        self.ts
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut s = self.state.lock();
+        if let Some(n) = s.readers.get_mut(&self.ts) {
+            *n -= 1;
+            if *n == 0 {
+                s.readers.remove(&self.ts);
+            }
+        }
+    }
+}
+
+/// What a read as of a timestamp has learnt of commit timestamps: per
+/// xid, whether it committed at or before the read's timestamp.
+#[derive(Default)]
+pub struct Known {
+    at_or_before: RefCell<IntMap<u64, bool>>,
+    missing: RefCell<Vec<Xid>>,
+}
+
+/// The commit log as seen by a read as of `ts`: an xid committed after
+/// `ts` is still in progress to it.
+pub struct AsOf<'a> {
+    clog: &'a Clog,
+    ts: Timestamp,
+    known: &'a Known,
+}
+
+impl<'a> AsOf<'a> {
+    /// `clog` as of `ts`, with what the reader learnt so far.
+    pub fn new(clog: &'a Clog, ts: Timestamp, known: &'a Known) -> Self {
+        AsOf { clog, ts, known }
+    }
+}
+
+impl StatusOf for AsOf<'_> {
+    fn status(&self, xid: Xid) -> Status {
+        match self.clog.status(xid) {
+            Status::Committed => match self.known.at_or_before.borrow().get(&xid.0) {
+                Some(true) => Status::Committed,
+                Some(false) => Status::InProgress,
+                None => {
+                    self.known.missing.borrow_mut().push(xid);
+                    Status::InProgress
+                }
+            },
+            other => other,
+        }
+    }
+
+    fn settle(&self, acc: &mut impl PageAccess) -> Result<bool> {
+        let missing = std::mem::take(&mut *self.known.missing.borrow_mut());
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        for xid in missing {
+            let Some(ts) = commit_ts::lookup(acc, xid)? else {
+                return Err(Error::corruption(
+                    acc.file(),
+                    0,
+                    format!("committed xid {} has no commit timestamp", xid.0),
+                ));
+            };
+            self.known
+                .at_or_before
+                .borrow_mut()
+                .insert(xid.0, ts <= self.ts);
+        }
+        Ok(true)
+    }
+}
+
+/// The commit log a transaction's reads judge by: the current one, or
+/// one as of a timestamp.
+pub enum Statuses<'a> {
+    /// Every commit counts (a snapshot decides which it sees).
+    Now(&'a Clog),
+    /// Only commits stamped at or before a timestamp count.
+    AsOf(AsOf<'a>),
+}
+
+impl StatusOf for Statuses<'_> {
+    #[inline]
+    fn status(&self, xid: Xid) -> Status {
+        match self {
+            Statuses::Now(c) => c.status(xid),
+            Statuses::AsOf(a) => a.status(xid),
+        }
+    }
+
+    fn settle(&self, acc: &mut impl PageAccess) -> Result<bool> {
+        match self {
+            Statuses::Now(_) => Ok(false),
+            Statuses::AsOf(a) => a.settle(acc),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_keeps_the_horizon_below_it_until_dropped() {
+        let h = History::new(Timestamp::from_nanos(10));
+        assert!(matches!(
+            h.hold(Timestamp::from_nanos(9)),
+            Err(Error::SnapshotTooOld { .. })
+        ));
+        let a = h.hold(Timestamp::from_nanos(20)).expect("hold");
+        let b = h.hold(Timestamp::from_nanos(20)).expect("hold");
+        assert_eq!(
+            h.advance(Timestamp::from_nanos(50)),
+            (Timestamp::from_nanos(20), true)
+        );
+        drop(a);
+        assert_eq!(
+            h.advance(Timestamp::from_nanos(50)),
+            (Timestamp::from_nanos(20), false),
+            "one reader at 20 is left"
+        );
+        drop(b);
+        assert_eq!(
+            h.advance(Timestamp::from_nanos(50)),
+            (Timestamp::from_nanos(50), true)
+        );
+        assert_eq!(
+            h.advance(Timestamp::from_nanos(30)),
+            (Timestamp::from_nanos(50), false),
+            "never back"
+        );
+    }
+}
