@@ -784,3 +784,99 @@ fn the_coordinator_commits_every_shard_at_one_timestamp_above_every_prepare() {
         );
     }
 }
+
+/// A ClockBound segment (protocol version 2, native byte order) as the
+/// daemon writes it.
+#[cfg(feature = "truetime")]
+fn clockbound_segment(
+    path: &Path,
+    generation: u16,
+    (as_of_s, void_after_s): (i64, i64),
+    bound_ns: i64,
+    drift_ppb: u32,
+    status: i32,
+) {
+    let mut b = vec![0u8; 80];
+    b[0..4].copy_from_slice(&0x414D_5A4Eu32.to_ne_bytes());
+    b[4..8].copy_from_slice(&0x4342_0200u32.to_ne_bytes());
+    b[8..12].copy_from_slice(&80u32.to_ne_bytes());
+    b[12..14].copy_from_slice(&2u16.to_ne_bytes());
+    b[14..16].copy_from_slice(&generation.to_ne_bytes());
+    b[16..24].copy_from_slice(&as_of_s.to_ne_bytes());
+    b[32..40].copy_from_slice(&void_after_s.to_ne_bytes());
+    b[48..56].copy_from_slice(&bound_ns.to_ne_bytes());
+    b[64..68].copy_from_slice(&drift_ppb.to_ne_bytes());
+    b[68..72].copy_from_slice(&status.to_ne_bytes());
+    std::fs::write(path, b).expect("segment");
+}
+
+/// ClockBound's segment: a synchronised clock's interval is the real
+/// time ± the published bound, grown by the drift since it was published;
+/// an unknown or disrupted status, a void bound, a bound past the
+/// ceiling, a segment the daemon is still writing, a wrong magic or
+/// version are each `ClockUncertain` — and a database on such a clock
+/// refuses commits.
+#[cfg(feature = "truetime")]
+#[test]
+fn clockbound_segments_bound_the_clock_or_refuse() {
+    use strata::clock::ClockBound;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shm0");
+    let cb = ClockBound::at(&path);
+    let forever = i64::MAX / 4;
+    // As of monotonic time 0, no drift: the bound as published.
+    clockbound_segment(&path, 2, (0, forever), 1_000_000, 0, 1);
+    let before = FixedEpsilon::system_now().expect("now");
+    let iv = cb.now().expect("synchronised");
+    let after = FixedEpsilon::system_now().expect("now");
+    assert_eq!(iv.width(), Duration::from_millis(2), "{iv:?}");
+    let mid = Timestamp::from_nanos(iv.earliest.as_nanos() + 1_000_000);
+    assert!(
+        before <= mid && mid <= after,
+        "{iv:?} is not around the real time"
+    );
+    // Free running: still bounded, the bound grown by 1 µs a second of
+    // monotonic time since 0 (the machine has been up for some seconds).
+    clockbound_segment(&path, 4, (0, forever), 1_000_000, 1_000, 2);
+    let grown = cb.now().expect("free running").width();
+    assert!(grown > Duration::from_millis(2), "no drift: {grown:?}");
+    let refused = |what: &str| match cb.now() {
+        Err(Error::ClockUncertain { reason }) => println!("{what}: {reason}"),
+        other => panic!("{what}: {other:?}"),
+    };
+    clockbound_segment(&path, 6, (0, forever), 1_000_000, 0, 0);
+    refused("status unknown");
+    clockbound_segment(&path, 6, (0, forever), 1_000_000, 0, 3);
+    refused("status disrupted");
+    clockbound_segment(&path, 6, (0, 0), 1_000_000, 0, 1);
+    refused("void after monotonic 0");
+    clockbound_segment(&path, 6, (0, forever), 50_000_000, 0, 1);
+    refused("50 ms, past the 10 ms ceiling");
+    clockbound_segment(&path, 6, (0, forever), 1_000_000, 1_000_000_000, 2);
+    refused("drifting a second a second");
+    clockbound_segment(&path, 7, (0, forever), 1_000_000, 0, 1);
+    refused("generation odd: the daemon is writing");
+    std::fs::write(&path, [0u8; 80]).expect("zeros");
+    refused("no magic");
+    std::fs::remove_file(&path).expect("rm");
+    refused("no segment");
+    // A database on the clock refuses commits while it cannot bound it.
+    clockbound_segment(&path, 8, (0, forever), 1_000_000, 0, 0);
+    let db_dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(
+        db_dir.path(),
+        Options::default()
+            .background(false)
+            .clock(Arc::new(cb.clone())),
+    )
+    .expect("open");
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"k", b"v").expect("put");
+    assert!(matches!(tx.commit(), Err(Error::ClockUncertain { .. })));
+    clockbound_segment(&path, 10, (0, forever), 1_000_000, 0, 1);
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"k", b"v").expect("put");
+    tx.commit()
+        .expect("commit once the daemon vouches for the clock");
+}

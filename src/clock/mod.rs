@@ -30,7 +30,9 @@
 //!   clocks keep (NTP within a network: about 1 ms; PTP or a cloud time
 //!   service: tens of µs) or `TrueTime`.
 //! - `TrueTime` (feature `truetime`) — the kernel's own error bound
-//!   (`adjtimex(2)`: `maxerror`, `STA_UNSYNC`), refused past a ceiling.
+//!   (`adjtimex(2)`: `maxerror`, `STA_UNSYNC`), refused past a ceiling;
+//!   where AWS's ClockBound daemon publishes its segment, its bound
+//!   instead (`ClockBound`, which also reads a segment at any path).
 //! - [`SimClock`] — simulated time for tests: manual advance, per-instance
 //!   offset and drift, steps backwards; a wait on it advances its world.
 //!
@@ -42,10 +44,14 @@
 //! Reads as of a timestamp (`Db::begin_at`) are in `mvcc::history` and
 //! `txn::as_of`. Not here yet: hybrid logical clocks.
 
+#[cfg(feature = "truetime")]
+mod clockbound;
 mod sim;
 #[cfg(feature = "truetime")]
 mod truetime;
 
+#[cfg(feature = "truetime")]
+pub use clockbound::{ClockBound, Segment, CLOCKBOUND_SEGMENT};
 pub use sim::SimClock;
 #[cfg(feature = "truetime")]
 pub use truetime::{KernelClock, TrueTime};

@@ -9,7 +9,13 @@
 //! fails instead of taking a timestamp it cannot stand behind.
 //!
 //! The reading and the bound come from one `adjtimex` call, so they
-//! belong together. ClockBound's shared segment (AWS) is not read yet.
+//! belong together.
+//!
+//! Where AWS's ClockBound daemon runs (its segment at
+//! [`CLOCKBOUND_SEGMENT`](super::CLOCKBOUND_SEGMENT) exists), `TrueTime`
+//! takes its bound instead ([`ClockBound`](super::ClockBound)): chrony's
+//! own accounting of the error, tighter than the kernel's 500 ppm guess,
+//! and with a status of its own.
 
 use std::time::Duration;
 
@@ -82,6 +88,14 @@ impl TrueTime {
 
 impl Clock for TrueTime {
     fn now(&self) -> Result<Interval> {
+        let segment = std::path::Path::new(super::CLOCKBOUND_SEGMENT);
+        if segment.exists() {
+            return super::ClockBound {
+                path: segment.to_path_buf(),
+                ceiling: self.ceiling,
+            }
+            .now();
+        }
         let k = Self::kernel()?;
         if k.unsynchronized {
             return Err(Error::ClockUncertain {
