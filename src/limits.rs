@@ -111,6 +111,9 @@ pub(crate) mod tuning {
     pub const LOCK_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
     /// Bytes of a key an error message shows.
     pub const KEY_SHOWN_MAX: usize = 64;
+    /// Commit timestamps reads as of a timestamp keep in memory, shared,
+    /// once looked up (about 20 bytes each); when full, they start over.
+    pub const STAMPS_CACHED_MAX: usize = 1 << 18;
 }
 // In-page offsets, including PAGE_SIZE itself, are u16.
 const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);

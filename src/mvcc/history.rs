@@ -14,7 +14,9 @@
 //! has not met yet it notes as missing and calls in progress, and the
 //! chain walk, once out of the page, asks it to [`StatusOf::settle`]:
 //! it looks the missing ones up and the walk judges the same version
-//! again. Each xid is looked up once per transaction.
+//! again. A commit's timestamp never changes, so what one read looked up
+//! serves every later one: a bounded map shared by the database's reads
+//! ([`Stamps`]) keeps it, and each transaction keeps what it judged.
 //!
 //! The history a read needs is kept by vacuum: it frees a version deleted
 //! by a commit only if that commit's timestamp is at or below the
@@ -38,7 +40,8 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::hash::IntMap;
 use crate::ids::Xid;
-use crate::sync::Mutex;
+use crate::limits::STAMPS_CACHED_MAX;
+use crate::sync::{Mutex, RwLock};
 
 #[derive(Default)]
 struct State {
@@ -51,6 +54,26 @@ struct State {
 #[derive(Clone, Default)]
 pub struct History {
     state: Arc<Mutex<State>>,
+    stamps: Arc<Stamps>,
+}
+
+/// Commit timestamps looked up by reads as of a timestamp, shared by all
+/// of them (bounded by `STAMPS_CACHED_MAX`: when full, it starts over).
+#[derive(Default)]
+pub struct Stamps(RwLock<IntMap<u64, Timestamp>>);
+
+impl Stamps {
+    fn get(&self, xid: Xid) -> Option<Timestamp> {
+        self.0.read().get(&xid.0).copied()
+    }
+
+    fn put(&self, xid: Xid, ts: Timestamp) {
+        let mut m = self.0.write();
+        if m.len() >= STAMPS_CACHED_MAX {
+            m.clear();
+        }
+        m.insert(xid.0, ts);
+    }
 }
 
 impl History {
@@ -61,7 +84,13 @@ impl History {
                 horizon,
                 readers: BTreeMap::new(),
             })),
+            stamps: Arc::default(),
         }
+    }
+
+    /// The commit timestamps reads have looked up.
+    pub fn stamps(&self) -> &Stamps {
+        &self.stamps
     }
 
     /// The horizon: vacuum has freed nothing a read at or above it needs.
@@ -140,19 +169,37 @@ pub struct AsOf<'a> {
     clog: &'a Clog,
     ts: Timestamp,
     known: &'a Known,
+    stamps: &'a Stamps,
 }
 
 impl<'a> AsOf<'a> {
-    /// `clog` as of `ts`, with what the reader learnt so far.
-    pub fn new(clog: &'a Clog, ts: Timestamp, known: &'a Known) -> Self {
-        AsOf { clog, ts, known }
+    /// `clog` as of `ts`, with what the reader learnt so far and what
+    /// every reader looked up (`stamps`).
+    pub fn new(clog: &'a Clog, ts: Timestamp, known: &'a Known, stamps: &'a Stamps) -> Self {
+        AsOf {
+            clog,
+            ts,
+            known,
+            stamps,
+        }
+    }
+
+    /// Whether committed `xid` committed at or before the read, if known
+    /// here or to another read.
+    fn judged(&self, xid: Xid) -> Option<bool> {
+        if let Some(&b) = self.known.at_or_before.borrow().get(&xid.0) {
+            return Some(b);
+        }
+        let b = self.stamps.get(xid)? <= self.ts;
+        self.known.at_or_before.borrow_mut().insert(xid.0, b);
+        Some(b)
     }
 }
 
 impl StatusOf for AsOf<'_> {
     fn status(&self, xid: Xid) -> Status {
         match self.clog.status(xid) {
-            Status::Committed => match self.known.at_or_before.borrow().get(&xid.0) {
+            Status::Committed => match self.judged(xid) {
                 Some(true) => Status::Committed,
                 Some(false) => Status::InProgress,
                 None => {
@@ -177,6 +224,7 @@ impl StatusOf for AsOf<'_> {
                     format!("committed xid {} has no commit timestamp", xid.0),
                 ));
             };
+            self.stamps.put(xid, ts);
             self.known
                 .at_or_before
                 .borrow_mut()

@@ -203,7 +203,12 @@ impl Transaction {
         let clog = self.core().txns.manager().clog();
         match &self.as_of {
             None => Statuses::Now(clog),
-            Some(a) => Statuses::AsOf(AsOf::new(clog, a.hold.ts(), &a.known)),
+            Some(a) => Statuses::AsOf(AsOf::new(
+                clog,
+                a.hold.ts(),
+                &a.known,
+                self.core().txns.history().stamps(),
+            )),
         }
     }
 
