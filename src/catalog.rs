@@ -206,10 +206,20 @@ pub fn list(
     snap: &Snapshot,
     clog: &impl StatusOf,
 ) -> Result<Vec<(String, PageId)>> {
+    list_as(view, cat, (snap, Xid::NONE), clog)
+}
+
+/// `list`, for transaction `me`, which sees the tables it created.
+pub fn list_as(
+    view: &mut ReadView<'_>,
+    cat: PageId,
+    (snap, me): (&Snapshot, Xid),
+    clog: &impl StatusOf,
+) -> Result<Vec<(String, PageId)>> {
     let mut out = Vec::new();
     let mut unseen = Vec::new();
     for (name, head) in rows_at(view, cat)? {
-        if let Some(v) = chain::read_visible(view, head, snap, Xid::NONE, clog, &mut unseen)? {
+        if let Some(v) = chain::read_visible(view, head, snap, me, clog, &mut unseen)? {
             let root = root_of(view.file(), &name, &v)?;
             out.push((String::from_utf8_lossy(&name).into_owned(), root));
         }

@@ -236,8 +236,9 @@ fn a_read_at_a_future_timestamp_waits_for_the_clock_and_commits_follow_it() {
     assert!(first.ts < future);
     assert_eq!(reader.get(&t, b"k").expect("get"), Some(b"1".to_vec()));
     // Every later commit is above the timestamp read at, even one whose
-    // clock stepped back.
-    clock.set_offset(-1_500_000);
+    // clock stepped back further than its interval is wide (2ε), so that
+    // only the raised mark keeps it above.
+    clock.set_offset(-5_000_000);
     let mut tx = db.begin().expect("begin");
     tx.put(&t, b"k", b"2").expect("put");
     let next = tx.commit().expect("commit");
@@ -452,4 +453,111 @@ fn reads_as_of_now_beside_writers_match_the_commits_by_timestamp() {
         assert_eq!(got, want, "read as of {at} beside writers");
         assert_eq!(state_at(&db, &t, *at), want, "read as of {at} again");
     }
+}
+
+/// The mark a read raised survives a crash right after the read: a
+/// commit at a chosen timestamp at or below the read's, which the clock
+/// would allow, is refused after the restart as before it, so the read's
+/// answer stands.
+#[test]
+fn the_mark_a_read_raised_survives_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let opts = sim_opts(&clock).durability(Durability::Immediate);
+    let db = Db::open_with(dir.path(), opts.clone()).expect("open");
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"k", b"1").expect("put");
+    tx.commit().expect("commit");
+    clock.advance(Duration::from_millis(100));
+    let read_at = clock
+        .now()
+        .expect("now")
+        .earliest
+        .saturating_sub(Duration::from_millis(10));
+    let first = db
+        .begin_at(read_at)
+        .expect("begin_at")
+        .get(&t, b"k")
+        .expect("get");
+    assert_eq!(first, Some(b"1".to_vec()));
+    let below = Timestamp::from_nanos(read_at.as_nanos() - 1);
+    let refused = |db: &Db, what: &str| {
+        let t = db.table("t").expect("table");
+        let mut tx = db.begin().expect("begin");
+        tx.put(&t, b"k", b"2").expect("put");
+        match tx.commit_at(below) {
+            Err(Error::TimestampRefused { .. }) => {}
+            other => panic!("{what}: a commit at {below}, below a read at {read_at}: {other:?}"),
+        }
+    };
+    refused(&db, "live");
+    // kill -9: the files as they are.
+    common::copy_dir(dir.path(), copy.path());
+    std::mem::forget(db);
+    let db = Db::open_with(copy.path(), opts).expect("reopen");
+    refused(&db, "after a crash");
+    let t = db.table("t").expect("table");
+    assert_eq!(
+        state_at(&db, &t, read_at).get(&b"k"[..]),
+        Some(&b"1".to_vec())
+    );
+}
+
+/// A read-only open cannot raise the mark: it serves reads at timestamps
+/// the database assigned, and refuses later ones (a commit after it
+/// closes could land below them).
+#[test]
+fn a_read_only_open_serves_only_timestamps_already_assigned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let h = {
+        let db = Db::open_with(dir.path(), sim_opts(&clock)).expect("open");
+        let t = db.table("t").expect("table");
+        let h = history(&db, &t, &clock, 17, 5);
+        db.close().expect("close");
+        h
+    };
+    clock.advance(Duration::from_millis(100));
+    let ro = Db::open_with(dir.path(), sim_opts(&clock).read_only(true)).expect("read-only");
+    let t = ro.table("t").expect("table");
+    for (ts, want) in &h {
+        assert_eq!(&state_at(&ro, &t, *ts), want);
+    }
+    let later = h[4].0.saturating_add(Duration::from_millis(1));
+    assert!(matches!(
+        ro.begin_at(later),
+        Err(Error::TimestampRefused { .. })
+    ));
+}
+
+/// A read as of a timestamp sees the tables of that time, under the
+/// names they had: one dropped since, one renamed since, not one created
+/// since.
+#[test]
+fn a_read_as_of_a_timestamp_sees_the_tables_of_its_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let opts = sim_opts(&clock).history_retention(Duration::from_secs(60));
+    let db = Db::open_with(dir.path(), opts).expect("open");
+    let (gone, old) = (db.table("gone").expect("t"), db.table("old").expect("t"));
+    let mut tx = db.begin().expect("begin");
+    tx.put(&gone, b"a", b"1").expect("put");
+    tx.put(&old, b"b", b"2").expect("put");
+    let at = tx.commit().expect("commit").ts;
+    clock.advance(Duration::from_millis(1));
+    let mut tx = db.begin().expect("begin");
+    tx.drop_table(&gone).expect("drop");
+    tx.rename_table(&old, "new").expect("rename");
+    tx.put(&db.table("later").expect("t"), b"c", b"3")
+        .expect("put");
+    tx.commit().expect("commit");
+    db.vacuum().expect("vacuum");
+    let then = db.begin_at(at).expect("begin_at");
+    assert_eq!(then.table_names().expect("names"), ["gone", "old"]);
+    assert_eq!(then.get(&gone, b"a").expect("get"), Some(b"1".to_vec()));
+    assert_eq!(then.get(&old, b"b").expect("get"), Some(b"2".to_vec()));
+    let now = db.begin().expect("begin");
+    assert_eq!(now.table_names().expect("names"), ["later", "new"]);
 }

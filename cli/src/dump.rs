@@ -27,14 +27,16 @@ use strata::internals::salvage::{self, Lost, Skipped};
 use strata::{Db, Table, Transaction};
 
 use crate::escape::{escape, unescape, word};
-use crate::{existing_table, Failure, Outcome};
+use crate::{table_seen, Failure, Outcome};
 
 const HEADER: &str = "strata-dump 1";
 
 pub fn dump(db: &Db, tx: &Transaction, only: Option<&str>) -> Outcome {
+    // The tables the transaction sees: for a read as of a timestamp,
+    // those that existed then, under the names they had.
     let tables = match only {
-        Some(name) => vec![existing_table(db, name)?],
-        None => db
+        Some(name) => vec![table_seen(db, tx, name)?],
+        None => tx
             .table_names()?
             .iter()
             .map(|n| db.table(n))
@@ -46,15 +48,8 @@ pub fn dump(db: &Db, tx: &Transaction, only: Option<&str>) -> Outcome {
     writeln!(out, "{HEADER}")?;
     let mut rows = 0u64;
     for t in &tables {
-        let scan = match tx.scan(t, ..) {
-            // Read as of a time before the table was created.
-            Err(strata::Error::NoSuchTable { .. }) if tx.read_ts().is_some() && only.is_none() => {
-                continue
-            }
-            other => other?,
-        };
         writeln!(out, "table\t{}", escape(t.name().as_bytes()))?;
-        for row in scan {
+        for row in tx.scan(t, ..)? {
             let (k, v) = row?;
             writeln!(out, "row\t{}\t{}", escape(&k), escape(&v))?;
             rows += 1;

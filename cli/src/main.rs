@@ -437,7 +437,16 @@ pub fn key_range(from: Option<&str>, to: Option<&str>) -> Result<KeyBounds, Fail
 
 /// The table `name`, which must exist (listing the ones that do).
 pub fn existing_table(db: &Db, name: &str) -> Result<Table, Failure> {
-    let names = db.table_names()?;
+    named_table(db, &db.table_names()?, name)
+}
+
+/// `existing_table` among the tables `tx` sees (for a read as of a
+/// timestamp, those that existed then).
+pub fn table_seen(db: &Db, tx: &strata::Transaction, name: &str) -> Result<Table, Failure> {
+    named_table(db, &tx.table_names()?, name)
+}
+
+fn named_table(db: &Db, names: &[String], name: &str) -> Result<Table, Failure> {
     if names.iter().any(|n| n == name) {
         return Ok(db.table(name)?);
     }
@@ -453,8 +462,8 @@ pub fn existing_table(db: &Db, name: &str) -> Result<Table, Failure> {
 }
 
 fn get(db: &Db, table: &str, key: &str, raw: bool, as_of: Option<&str>) -> Outcome {
-    let t = existing_table(db, table)?;
     let tx = reader(db, as_of)?;
+    let t = table_seen(db, &tx, table)?;
     match tx.get(&t, arg(key)?)? {
         Some(v) if raw => {
             use std::io::Write;
@@ -471,8 +480,8 @@ fn get(db: &Db, table: &str, key: &str, raw: bool, as_of: Option<&str>) -> Outco
 
 fn scan(db: &Db, table: &str, opts: &scan::ScanOpts, as_of: Option<&str>) -> Outcome {
     use std::io::Write;
-    let t = existing_table(db, table)?;
     let tx = reader(db, as_of)?;
+    let t = table_seen(db, &tx, table)?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     for row in opts

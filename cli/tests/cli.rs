@@ -804,7 +804,14 @@ fn get_scan_and_dump_read_as_of_a_timestamp() {
         tx.delete(&t, "b").expect("delete");
         let u = db.table("u").expect("u");
         tx.put(&u, "x", "y").expect("put");
+        let old = db.table("old").expect("old");
+        tx.put(&old, "o", "1").expect("put");
         let second = tx.commit().expect("commit").ts;
+        // After `second`: `old` renamed, `u` dropped.
+        let mut tx = db.begin().expect("begin");
+        tx.rename_table(&old, "new").expect("rename");
+        tx.drop_table(&u).expect("drop");
+        tx.commit().expect("commit");
         db.close().expect("close");
         (first.to_string(), second.to_string())
     };
@@ -818,8 +825,29 @@ fn get_scan_and_dump_read_as_of_a_timestamp() {
         dump, "strata-dump 1\ntable\tt\nrow\ta\t1\nrow\tb\t1\nend\t2\n",
         "u did not exist yet"
     );
+    // Tables as they were: `u` (dropped since) and `old` (renamed since).
+    assert_eq!(ok(&["get", d, "u", "x", "--as-of", &second]), "y\n");
+    assert_eq!(ok(&["scan", d, "old", "--as-of", &second]), "o\t1\n");
+    assert_eq!(
+        ok(&["dump", d, "--as-of", &second]),
+        "strata-dump 1\ntable\told\nrow\to\t1\ntable\tt\nrow\ta\t2\ntable\tu\nrow\tx\ty\nend\t3\n"
+    );
+    let gone = strata(&["get", d, "u", "x"], None);
+    assert!(
+        stderr(&gone).contains("its tables: new, t"),
+        "{}",
+        stderr(&gone)
+    );
     let stat = ok(&["stat", d]);
-    assert!(stat.contains(&format!("newest {second}")), "{stat}");
+    assert!(stat.contains("newest "), "{stat}");
+    // The tool opens read-only: it cannot fix an answer past every
+    // timestamp the database assigned.
+    let later = strata(&["get", d, "t", "a", "--as-of", "4102444800"], None);
+    assert!(
+        stderr(&later).contains("read-only open serves reads only at timestamps"),
+        "{}",
+        stderr(&later)
+    );
     let bad = strata(&["get", d, "t", "a", "--as-of", "yesterday"], None);
     assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
     assert!(

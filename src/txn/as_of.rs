@@ -7,14 +7,16 @@
 //!
 //! 1. *Commits not yet stamped.* Under the store's write latch, where
 //!    every timestamp is taken, the read raises the high-water mark to
-//!    `T` (`commit_ts::serve`): every later stamp is above it. So that a
-//!    read never pushes commits into the future, it first waits until the
-//!    clock's `earliest` has passed `T` — as a commit waits out its own
-//!    timestamp — and a `T` further ahead than the lock timeout is refused.
-//!    Waiting for `earliest` also covers a crash that loses the raised
-//!    mark (no later commit was durable): after a restart the clock's
-//!    `latest`, hence every new stamp, is past the true time, which was
-//!    past `T` when the read began.
+//!    `T` (`commit_ts::serve`): every later stamp is above it, a chosen
+//!    one (`commit_at`) too. If the mark moved, its record is flushed
+//!    before the read is served: a chosen timestamp need not follow the
+//!    clock, so after a crash only the durable mark keeps one from
+//!    landing at or below `T`. So that a read never pushes commits into
+//!    the future, it first waits until the clock's `earliest` has passed
+//!    `T` — as a commit waits out its own timestamp — and a `T` further
+//!    ahead than the lock timeout is refused. A read at or below the mark
+//!    (a timestamp already assigned or read at) neither waits for the
+//!    clock nor writes.
 //! 2. *Commits stamped but not yet finished* (in their fsync or commit
 //!    wait): they are still in progress to every reader. Still under the
 //!    latch, the read finds the running transactions stamped at or below
@@ -30,9 +32,16 @@
 //! the read takes an ordinary snapshot, which every commit at or below
 //! `T` precedes, and judges "committed" by timestamp (`mvcc::history`).
 //!
-//! Opened read-only, nothing commits: no mark to raise, nothing in
-//! flight; a prepared transaction at or below `T` is refused at once, its
-//! decision being out of reach.
+//! Opened read-only, nothing commits while it is open, but the mark
+//! cannot be raised either, and a commit after it closes could land at or
+//! below a `T` above the mark: such a `T` is refused, as is one at or
+//! after an undecided prepared transaction, whose decision is out of
+//! reach. Reads at timestamps the database assigned are served.
+//!
+//! A commit that was stamped at or below `T` and then failed (its log
+//! write poisoned the database) may still be committed after a reopen:
+//! a read that waited for it is refused with the poisoning error rather
+//! than served without it.
 //!
 //! With no clock (unsynchronised), a read at a `T` the database has
 //! already assigned or served is still safe: no commit can take a
@@ -72,14 +81,21 @@ pub(crate) fn begin(
     let hold = inner.txns.history().hold(ts)?;
     let opts = inner.engine.opts();
     let clock = &*opts.clock.0;
-    let deadline = opts.lock_timeout.map(|t| Deadline::after(clock, t));
-    wait_past(inner, ts, opts.lock_timeout)?;
-    let pending = serve(inner, ts)?;
-    if !pending.is_empty() {
-        inner
-            .txns
-            .waits()
-            .wait_finished(&pending, inner.txns.manager().clog(), deadline)?;
+    let high = commit_ts::high_water(&mut inner.engine.store().read().view)?;
+    if opts.read_only {
+        serve_read_only(inner, ts, high)?;
+    } else {
+        if ts > high {
+            wait_past(inner, ts, opts.lock_timeout)?;
+        }
+        let pending = serve(inner, ts)?;
+        if !pending.is_empty() {
+            let deadline = opts.lock_timeout.map(|t| Deadline::after(clock, t));
+            let waits = inner.txns.waits();
+            waits.wait_finished(&pending, inner.txns.manager().clog(), deadline)?;
+            // One that failed may be committed after a reopen.
+            inner.engine.store().wal.check()?;
+        }
     }
     Transaction::begin_as_of(
         core.clone(),
@@ -91,16 +107,11 @@ pub(crate) fn begin(
     )
 }
 
-/// Waits until the clock's `earliest` has passed `ts` (source 1).
+/// Waits until the clock's `earliest` has passed `ts` (source 1), for a
+/// `ts` above the mark.
 fn wait_past(inner: &Core, ts: Timestamp, limit: Option<Duration>) -> Result<()> {
     let clock = &*inner.engine.opts().clock.0;
-    let reading = match clock::read(clock) {
-        Ok(r) => r,
-        Err(e) => {
-            let high = commit_ts::high_water(&mut inner.engine.store().read().view)?;
-            return if ts <= high { Ok(()) } else { Err(e) };
-        }
-    };
+    let reading = clock::read(clock)?;
     if reading.now.earliest > ts {
         return Ok(());
     }
@@ -120,15 +131,12 @@ fn wait_past(inner: &Core, ts: Timestamp, limit: Option<Duration>) -> Result<()>
     Ok(())
 }
 
-/// Under the write latch: raises the high-water mark to `ts` (logged, not
-/// forced: a later commit's flush carries it) and returns the running
-/// transactions that may still commit at or below `ts` (sources 2 and 3).
+/// Under the write latch: raises the high-water mark to `ts` (durably,
+/// before the read is served) and returns the running transactions that
+/// may still commit at or below `ts` (sources 2 and 3).
 fn serve(inner: &Core, ts: Timestamp) -> Result<Vec<Xid>> {
-    if inner.engine.opts().read_only {
-        return serve_read_only(inner, ts);
-    }
     let mut w = inner.engine.store().write();
-    commit_ts::serve(&mut w.mtr, ts)?;
+    let raised = commit_ts::serve(&mut w.mtr, ts)?;
     let running = inner.txns.manager().snapshot();
     let mut pending = Vec::new();
     for &x in running.xip.iter() {
@@ -137,26 +145,39 @@ fn serve(inner: &Core, ts: Timestamp) -> Result<Vec<Xid>> {
         }
     }
     for e in prepare::load(&mut w.mtr)? {
-        if e.prepare_ts <= ts {
+        // A prepared transaction that wrote nothing changes no answer.
+        if e.prepare_ts <= ts && e.xid != Xid::NONE {
             pending.push(e.xid);
         }
     }
-    w.commit(Kind::Pages, Op::Timestamp as u8, Xid::NONE)?;
+    let lsn = w.commit(Kind::Pages, Op::Timestamp as u8, Xid::NONE)?;
+    if let Some(lsn) = lsn.filter(|_| raised) {
+        inner.engine.store().wal.flush(lsn, true)?;
+    }
     Ok(pending)
 }
 
 /// `serve` on a database opened read-only: nothing commits while it is
-/// open, so there is no mark to raise and no commit in flight; but a
-/// transaction recovered prepared at or below `ts` may commit there after
-/// it closes, and no decision can come meanwhile: refused at once.
-fn serve_read_only(inner: &Core, ts: Timestamp) -> Result<Vec<Xid>> {
+/// open and nothing is in flight, but the mark `high` cannot be raised,
+/// so a `ts` above it is refused; and a transaction recovered prepared at
+/// or below `ts` may commit there after it closes, with no decision to
+/// wait for meanwhile: refused too.
+fn serve_read_only(inner: &Core, ts: Timestamp, high: Timestamp) -> Result<()> {
+    if ts > high {
+        return Err(Error::TimestampRefused {
+            reason: format!(
+                "a read-only open serves reads only at timestamps the database has already \
+                 assigned or read at (up to {high}): a commit could still land at or below {ts}"
+            ),
+        });
+    }
     let undecided: Vec<String> = prepare::load(&mut inner.engine.store().read().view)?
         .into_iter()
-        .filter(|e| e.prepare_ts <= ts)
+        .filter(|e| e.prepare_ts <= ts && e.xid != Xid::NONE)
         .map(|e| format!("{} (prepared at {})", e.gid, e.prepare_ts))
         .collect();
     if undecided.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     Err(Error::TimestampRefused {
         reason: format!(

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::sync::{Condvar, Mutex};
+use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -49,6 +49,9 @@ use crate::mvcc::{Status, StatusOf};
 pub struct LockWaits {
     edges: Mutex<HashMap<Xid, Xid>>,
     wake: Condvar,
+    /// Reads as of a timestamp waiting in `wait_finished` (changed only
+    /// under `edges`' lock, so `finished` never misses one).
+    readers: AtomicU64,
 }
 
 impl LockWaits {
@@ -106,6 +109,19 @@ impl LockWaits {
         deadline: Option<Deadline<'_>>,
     ) -> Result<()> {
         let mut edges = self.edges.lock();
+        self.readers.fetch_add(1, Ordering::Relaxed);
+        let r = self.wait_finished_locked(xids, clog, deadline, &mut edges);
+        self.readers.fetch_sub(1, Ordering::Relaxed);
+        r
+    }
+
+    fn wait_finished_locked(
+        &self,
+        xids: &[Xid],
+        clog: &impl StatusOf,
+        deadline: Option<Deadline<'_>>,
+        edges: &mut crate::sync::MutexGuard<'_, HashMap<Xid, Xid>>,
+    ) -> Result<()> {
         while xids.iter().any(|&x| clog.status(x) == Status::InProgress) {
             match &deadline {
                 Some(d) => {
@@ -113,10 +129,10 @@ impl LockWaits {
                     if left.is_zero() {
                         return Err(Error::LockTimeout);
                     }
-                    self.wake.wait_for(&mut edges, left.min(LOCK_WAIT_SLICE));
+                    self.wake.wait_for(edges, left.min(LOCK_WAIT_SLICE));
                 }
                 None => {
-                    self.wake.wait_for(&mut edges, LOCK_WAIT_SLICE);
+                    self.wake.wait_for(edges, LOCK_WAIT_SLICE);
                 }
             }
         }
@@ -126,8 +142,10 @@ impl LockWaits {
     /// Wakes waiters after a transaction finished (its outcome must already
     /// be published in the commit log).
     pub fn finished(&self) {
-        let _edges = self.edges.lock();
-        self.wake.notify_all();
+        let edges = self.edges.lock();
+        if !edges.is_empty() || self.readers.load(Ordering::Relaxed) > 0 {
+            self.wake.notify_all();
+        }
     }
 }
 

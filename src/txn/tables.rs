@@ -241,6 +241,26 @@ impl Transaction {
         }
     }
 
+    /// The names of the tables this transaction sees, in name order: the
+    /// committed ones its snapshot sees (for a read as of a timestamp,
+    /// those that existed then) and the ones it created. Not a read that
+    /// serializable isolation tracks: a table created or dropped
+    /// concurrently is no conflict.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        if let Some(e) = self.doomed() {
+            return Err(e);
+        }
+        let (snap, _) = self.read_snapshot();
+        let core = self.core();
+        let list = catalog::list_as(
+            &mut core.engine.store().read().view,
+            core.catalog,
+            (&snap, self.xid),
+            &self.statuses(),
+        )?;
+        Ok(list.into_iter().map(|(name, _)| name).collect())
+    }
+
     /// Reads the catalog row of `name` as any row is read: marked for SSI,
     /// the writers it skips reported.
     fn lookup(&self, name: &str, snap: &Snapshot) -> Result<Option<PageId>> {
