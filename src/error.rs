@@ -195,9 +195,9 @@ pub enum Error {
     /// `Options::history_retention` behind the clock.
     SnapshotTooOld {
         /// The timestamp asked for.
-        ts: crate::clock::Timestamp,
+        ts: crate::ids::Timestamp,
         /// The oldest timestamp a read may be at.
-        horizon: crate::clock::Timestamp,
+        horizon: crate::ids::Timestamp,
     },
     /// The feature is not available in this version (for example
     /// `Isolation::Serializable` before SSI lands).

@@ -1,6 +1,7 @@
 //! Newtypes for the numbers that mean something on disk.
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Log sequence number: a byte position in the write-ahead log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -79,4 +80,64 @@ impl fmt::Display for Tid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "({},{})", self.page.0, self.slot.0)
     }
+}
+
+/// A point in time: nanoseconds since the Unix epoch (UTC). Commit
+/// timestamps are these; `Timestamp::ZERO` stands for "none" (a commit
+/// that wrote nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub(crate) u64);
+
+impl Timestamp {
+    /// The epoch itself; no commit carries it.
+    pub const ZERO: Timestamp = Timestamp(0);
+    /// The latest representable time (year 2554).
+    pub const MAX: Timestamp = Timestamp(u64::MAX);
+
+    /// The timestamp `nanos` nanoseconds after the Unix epoch.
+    pub const fn from_nanos(nanos: u64) -> Timestamp {
+        Timestamp(nanos)
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// The same instant as a `SystemTime`.
+    pub fn to_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.0)
+    }
+
+    /// `self + d`, saturating at [`Timestamp::MAX`].
+    pub fn saturating_add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(nanos(d)))
+    }
+
+    /// `self - d`, saturating at [`Timestamp::ZERO`].
+    pub fn saturating_sub(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(nanos(d)))
+    }
+
+    /// How far `self` is past `earlier` (zero if it is not).
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// Shown as seconds and nanoseconds since the epoch, `1733572800.000000042`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
+    }
+}
+
+/// Nanoseconds in `d`, saturating (584 years fit).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -50,13 +50,14 @@ mod sim;
 #[cfg(feature = "truetime")]
 mod truetime;
 
+pub(crate) use crate::ids::nanos;
+pub use crate::ids::Timestamp;
 #[cfg(feature = "truetime")]
 pub use clockbound::{ClockBound, Segment, CLOCKBOUND_SEGMENT};
 pub use sim::SimClock;
 #[cfg(feature = "truetime")]
 pub use truetime::{KernelClock, TrueTime};
 
-use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -67,66 +68,6 @@ use crate::error::{Error, Result};
 pub const DEFAULT_EPSILON: Duration = Duration::ZERO;
 
 pub use crate::limits::COMMIT_WAIT_MAX;
-
-/// A point in time: nanoseconds since the Unix epoch (UTC). Commit
-/// timestamps are these; `Timestamp::ZERO` stands for "none" (a commit
-/// that wrote nothing).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(u64);
-
-impl Timestamp {
-    /// The epoch itself; no commit carries it.
-    pub const ZERO: Timestamp = Timestamp(0);
-    /// The latest representable time (year 2554).
-    pub const MAX: Timestamp = Timestamp(u64::MAX);
-
-    /// The timestamp `nanos` nanoseconds after the Unix epoch.
-    pub const fn from_nanos(nanos: u64) -> Timestamp {
-        Timestamp(nanos)
-    }
-
-    /// Nanoseconds since the Unix epoch.
-    pub const fn as_nanos(self) -> u64 {
-        self.0
-    }
-
-    /// The same instant as a `SystemTime`.
-    pub fn to_system_time(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(self.0)
-    }
-
-    /// `self + d`, saturating at [`Timestamp::MAX`].
-    pub fn saturating_add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(nanos(d)))
-    }
-
-    /// `self - d`, saturating at [`Timestamp::ZERO`].
-    pub fn saturating_sub(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_sub(nanos(d)))
-    }
-
-    /// How far `self` is past `earlier` (zero if it is not).
-    pub fn since(self, earlier: Timestamp) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
-    }
-}
-
-/// Shown as seconds and nanoseconds since the epoch, `1733572800.000000042`.
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:09}",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000
-        )
-    }
-}
-
-/// Nanoseconds in `d`, saturating (584 years fit).
-pub(crate) fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// A span of time that contains the true time: `earliest ≤ true ≤ latest`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
