@@ -280,7 +280,7 @@ fn walk_table(
     t: &mut TableStats,
     heap_page: &mut dyn FnMut(PageId, usize),
 ) -> Result<()> {
-    let views = vacuum::gather(inner);
+    let views = vacuum::gather_for_pass(inner);
     let clog = inner.txns.manager().clog();
     let mut keys = btree::Batches::new(root);
     loop {

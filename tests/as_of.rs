@@ -140,9 +140,18 @@ fn vacuum_keeps_the_retention_and_refuses_reads_before_it() {
     let db = Db::open_with(dir.path(), opts.clone()).expect("open");
     let t = db.table("t").expect("table");
     let h = history(&db, &t, &clock, 11, 40);
-    // 40 ms of history; the vacuum pass keeps the last 20.
+    // 40 ms of history; the vacuum pass keeps the last 20, and the
+    // statistics said beforehand what it would remove.
+    let dead: u64 = db
+        .stats()
+        .expect("stats")
+        .tables
+        .iter()
+        .map(|t| t.dead_versions)
+        .sum();
     let v = db.vacuum().expect("vacuum");
     assert!(v.versions_removed > 0, "older history goes: {v:?}");
+    assert_eq!(v.versions_removed, dead, "dead versions in the statistics");
     let horizon = db.stats().expect("stats").history_horizon;
     assert_eq!(
         horizon,

@@ -418,15 +418,32 @@ fn keep_history(
     Ok(())
 }
 
+/// Where the retention puts the horizon now: `retention` behind the
+/// clock's `earliest` (`None` if the clock cannot say).
+fn horizon_wanted(inner: &Core) -> Option<Timestamp> {
+    let opts = inner.engine.opts();
+    let now = opts.clock.0.now().ok()?;
+    Some(now.earliest.saturating_sub(opts.history_retention))
+}
+
+/// The views a vacuum pass starting now would work with, its history
+/// horizon included (`gather` takes the horizon as it stands): what
+/// `Stats` counts as dead.
+pub(crate) fn gather_for_pass(inner: &Core) -> Views {
+    let mut views = gather(inner);
+    if let Some(to) = horizon_wanted(inner) {
+        views.history = inner.txns.history().peek(to);
+    }
+    views
+}
+
 /// Raises the history horizon to `retention` behind the clock's
 /// `earliest` (not past a live read as of a timestamp), logging it before
 /// anything it lets go is freed. A clock that cannot say leaves it.
 fn advance_history(inner: &Core) -> Result<()> {
-    let opts = inner.engine.opts();
-    let Ok(now) = opts.clock.0.now() else {
+    let Some(to) = horizon_wanted(inner) else {
         return Ok(());
     };
-    let to = now.earliest.saturating_sub(opts.history_retention);
     let (horizon, moved) = inner.txns.history().advance(to);
     if moved {
         let mut w = inner.engine.store().write();

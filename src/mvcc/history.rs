@@ -120,13 +120,20 @@ impl History {
     /// and whether it moved (the caller then logs it before freeing).
     pub fn advance(&self, to: Timestamp) -> (Timestamp, bool) {
         let mut s = self.state.lock();
+        let next = Self::next(&s, to);
+        let moved = next > s.horizon;
+        s.horizon = next;
+        (next, moved)
+    }
+
+    /// The horizon `advance(to)` would set, leaving it where it is.
+    pub fn peek(&self, to: Timestamp) -> Timestamp {
+        Self::next(&self.state.lock(), to)
+    }
+
+    fn next(s: &State, to: Timestamp) -> Timestamp {
         let oldest = s.readers.keys().next().copied().unwrap_or(Timestamp::MAX);
-        let next = to.min(oldest);
-        if next > s.horizon {
-            s.horizon = next;
-            return (next, true);
-        }
-        (s.horizon, false)
+        to.min(oldest).max(s.horizon)
     }
 }
 
