@@ -212,6 +212,23 @@ impl Db {
         crate::txn::as_of::begin(self.shared.core.clone(), self.holder(), ts)
     }
 
+    /// The index of the last entry of a caller's log (a Raft log) whose
+    /// effects this database holds, recorded with them
+    /// (`Transaction::set_applied_index`, [`Db::set_applied_index`]); 0
+    /// before any. After a crash, exactly the entries up to it are here:
+    /// replay the log from the next one.
+    pub fn applied_index(&self) -> Result<u64> {
+        crate::txn::applied::get(&mut self.core().engine.store().read().view)
+    }
+
+    /// Records `index` as applied for an entry of a caller's log that
+    /// changes nothing else (a no-op, a membership change, a transaction
+    /// its validation aborted), durable as a commit is.
+    /// `Error::IndexRefused` unless `index` is above the one recorded.
+    pub fn set_applied_index(&self, index: u64) -> Result<()> {
+        crate::txn::applied_alone(self.core(), index).map(|_| ())
+    }
+
     /// Begins a transaction at `level`.
     pub fn begin_with(&self, level: Isolation) -> Result<Transaction> {
         Transaction::begin(self.shared.core.clone(), self.holder(), level)

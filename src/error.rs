@@ -190,6 +190,15 @@ pub enum Error {
         /// The timestamp asked for, and why it was refused.
         reason: String,
     },
+    /// An applied log index (`Transaction::set_applied_index`,
+    /// `Db::set_applied_index`) not above the one the database recorded:
+    /// indexes must rise. Nothing was applied.
+    IndexRefused {
+        /// The index offered.
+        index: u64,
+        /// The index recorded.
+        applied: u64,
+    },
     /// A read as of `ts` (`Db::begin_at`) asked for history vacuum has
     /// already freed: `ts` is below the history horizon, which follows
     /// `Options::history_retention` behind the clock.
@@ -403,6 +412,10 @@ impl fmt::Display for Error {
             Error::TimestampRefused { reason } => {
                 write!(f, "timestamp refused: {reason}")
             }
+            Error::IndexRefused { index, applied } => write!(
+                f,
+                "cannot apply log index {index}: the database holds entries up to {applied}, and indexes must rise"
+            ),
             Error::SnapshotTooOld { ts, horizon } => write!(
                 f,
                 "cannot read as of {ts}: history before {horizon} is gone (see Options::history_retention)"

@@ -68,6 +68,9 @@ pub enum Op {
     /// mark raised by a read as of a timestamp, or the history horizon
     /// raised by vacuum.
     Timestamp = 11,
+    /// A caller's applied log index recorded alone
+    /// (`Db::set_applied_index`).
+    Applied = 12,
 }
 
 impl Op {
@@ -86,6 +89,7 @@ impl Op {
             9 => Op::DropTable,
             10 => Op::RenameTable,
             11 => Op::Timestamp,
+            12 => Op::Applied,
             _ => return None,
         })
     }

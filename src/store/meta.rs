@@ -3,8 +3,8 @@
 //! ```text
 //!  24        32        36         40           44          48             52             56              60
 //!  | magic 8 | version | page size | page count | free hint | catalog root | clog dir head | next table id | prepared root |
-//!  64               68                         76                       84
-//!  | commit-ts root | commit-ts high water u64 | history horizon u64 |
+//!  64               68                         76                    84                    92
+//!  | commit-ts root | commit-ts high water u64 | history horizon u64 | applied index u64 |
 //! ```
 //! `page count` is the high-water mark: pages [0, count) exist. Which of
 //! them are free the free map says (`freemap`); no page below `free hint`
@@ -29,7 +29,7 @@ pub fn read(acc: &mut impl PageAccess) -> Result<Box<PageBuf>> {
 /// Magic bytes identifying a strata data file.
 pub const MAGIC: &[u8; 8] = b"STRATADB";
 /// Version of the on-disk format described in FORMAT.md.
-pub const FORMAT_VERSION: u32 = 10;
+pub const FORMAT_VERSION: u32 = 11;
 
 const VERSION: usize = HDR + 8;
 const PAGE_SIZE_AT: usize = HDR + 12;
@@ -45,6 +45,9 @@ pub const COMMIT_TS_HIGH: usize = HDR + 44;
 /// The u64 history horizon: reads as of a timestamp below it are refused
 /// (`mvcc::history`).
 pub const HISTORY_HORIZON: usize = HDR + 52;
+/// The u64 index of the last entry of a caller's log (a Raft log) applied
+/// (`txn::applied`).
+pub const APPLIED_INDEX: usize = HDR + 60;
 
 /// Named fields of the meta page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

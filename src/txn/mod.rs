@@ -11,6 +11,7 @@
 //! After a retryable error (serialization failure, deadlock, lock timeout)
 //! the transaction is doomed: every later operation returns that error.
 
+pub(crate) mod applied;
 pub(crate) mod as_of;
 pub mod locks;
 pub(crate) mod prepare;
@@ -111,6 +112,9 @@ pub struct Transaction {
     tables: RefCell<tables::Cache>,
     /// Set for a read as of a timestamp (`Db::begin_at`).
     as_of: Option<as_of::AsOfRead>,
+    /// The caller's log index its commit or prepare records
+    /// (`set_applied_index`).
+    applied: Option<u64>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -175,7 +179,20 @@ impl Transaction {
             reads: RefCell::new(reads),
             tables: RefCell::default(),
             as_of: None,
+            applied: None,
         })
+    }
+
+    /// Records `index` — the position of the entry this transaction
+    /// applies in a caller's log, such as a Raft log — with its commit
+    /// (`commit`, `commit_at`) or its `prepare`, atomically: after any
+    /// crash [`Db::applied_index`](crate::Db::applied_index) is `index`
+    /// exactly when this transaction's effects are there. A transaction
+    /// that wrote nothing records it alone. The commit (or prepare) fails
+    /// with `Error::IndexRefused`, rolling back, unless `index` is above
+    /// the index recorded before.
+    pub fn set_applied_index(&mut self, index: u64) {
+        self.applied = Some(index);
     }
 
     /// A read-only transaction as of a timestamp, once `as_of::begin` has
@@ -582,10 +599,19 @@ impl Transaction {
         self.finished = true;
         self.ssi_prepare()?;
         if self.xid == Xid::NONE {
-            self.finish(Status::Committed);
+            let lsn = match self.applied {
+                Some(index) => applied_alone(self.core(), index),
+                None => Ok(Lsn(0)),
+            };
+            let outcome = if lsn.is_ok() {
+                Status::Committed
+            } else {
+                Status::Aborted
+            };
+            self.finish(outcome);
             return Ok(CommitInfo {
                 xid: Xid::NONE,
-                lsn: Lsn(0),
+                lsn: lsn?,
                 ts: Timestamp::ZERO,
             });
         }
@@ -645,6 +671,9 @@ impl Transaction {
         // Only a transaction that wrote has an xid to log.
         assert!(self.xid != Xid::NONE);
         let mut w = self.core().engine.store().write();
+        if let Some(index) = self.applied {
+            applied::record(&mut w.mtr, index)?;
+        }
         let ts = match at {
             None => commit_ts::stamp(&mut w.mtr, self.xid, clock, reading)?,
             Some(ts) => {
@@ -757,6 +786,9 @@ impl Transaction {
             let mut w = inner.engine.store().write();
             // Taken under the latch, as a commit's: no commit can slip in
             // between reading the high-water mark and raising it.
+            if let Some(index) = self.applied {
+                applied::record(&mut w.mtr, index)?;
+            }
             entry.prepare_ts = commit_ts::reserve(&mut w.mtr, clock, &mut reading)?;
             prepare::insert(&mut w.mtr, &entry)?;
             w.commit(Kind::Pages, Op::Prepared as u8, self.xid)?
@@ -819,6 +851,23 @@ fn bounds<R: KeyRange>(range: R) -> Result<ssi::Range> {
 /// Flushes the log through a commit's record `lsn` (synced under
 /// `Durability::Immediate`), recording in `span`, when a subscriber wants
 /// it, the record's LSN and the microseconds the flush waited.
+/// Records the applied index `index` in a record of its own, durable as
+/// a commit is (`Db::set_applied_index`, and a transaction that wrote
+/// nothing).
+pub(crate) fn applied_alone(inner: &Core, index: u64) -> Result<Lsn> {
+    inner.engine.writable()?;
+    let lsn = {
+        let mut w = inner.engine.store().write();
+        applied::record(&mut w.mtr, index)?;
+        w.commit(Kind::Pages, Op::Applied as u8, Xid::NONE)?
+    };
+    let Some(lsn) = lsn else {
+        return Err(Error::Unsupported("applied index record was not written"));
+    };
+    flush_commit(inner, &tracing::Span::none(), lsn)?;
+    Ok(lsn)
+}
+
 fn flush_commit(inner: &Core, span: &tracing::Span, lsn: Lsn) -> Result<()> {
     let started = (!span.is_disabled()).then(std::time::Instant::now);
     inner
