@@ -40,6 +40,15 @@ pub enum Error {
     Deadlock,
     /// A row lock was not granted within `Options::lock_timeout`. Retry from `begin`.
     LockTimeout,
+    /// A write of a transaction set not to wait (`Transaction::set_nowait`)
+    /// met a row, or a table, another transaction holds. Retry from
+    /// `begin` once that one has finished.
+    LockNotAvailable {
+        /// The table of the row, or the table dropped or renamed.
+        table: Option<String>,
+        /// The row's key (`None` for a table).
+        key: Option<Vec<u8>>,
+    },
     /// Bytes on disk are damaged or inconsistent.
     Corruption {
         /// The file holding the damaged bytes.
@@ -267,7 +276,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::SerializationFailure { .. } | Error::Deadlock | Error::LockTimeout
+            Error::SerializationFailure { .. }
+                | Error::Deadlock
+                | Error::LockTimeout
+                | Error::LockNotAvailable { .. }
         )
     }
 
@@ -366,6 +378,11 @@ impl fmt::Display for Error {
             }
             Error::Deadlock => write!(f, "deadlock detected; retry the transaction"),
             Error::LockTimeout => write!(f, "lock wait timed out; retry the transaction"),
+            Error::LockNotAvailable { table, key } => {
+                write!(f, "could not obtain the lock without waiting")?;
+                at_row(f, table.as_deref(), key.as_deref())?;
+                write!(f, ": another transaction holds it; retry the transaction")
+            }
             Error::Corruption {
                 file,
                 offset,
@@ -554,12 +571,18 @@ fn serialization_failure(
         Conflict::ConcurrentTableChange => "a concurrent create, drop or rename of a table",
     };
     write!(f, "could not serialize access due to {why}")?;
-    match (table, key) {
-        (Some(t), Some(k)) => write!(f, " (table {t:?}, key {})", Printable(k))?,
-        (Some(t), None) => write!(f, " (table {t:?})")?,
-        _ => {}
-    }
+    at_row(f, table, key)?;
     write!(f, "; retry the transaction")
+}
+
+/// ` (table "t", key k)`, ` (table "t")`, or nothing: where an error met
+/// the row.
+fn at_row(f: &mut fmt::Formatter<'_>, table: Option<&str>, key: Option<&[u8]>) -> fmt::Result {
+    match (table, key) {
+        (Some(t), Some(k)) => write!(f, " (table {t:?}, key {})", Printable(k)),
+        (Some(t), None) => write!(f, " (table {t:?})"),
+        _ => Ok(()),
+    }
 }
 
 /// `Io`'s text: the operation and path when known, then the system's

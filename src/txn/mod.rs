@@ -115,6 +115,9 @@ pub struct Transaction {
     /// The caller's log index its commit or prepare records
     /// (`set_applied_index`).
     applied: Option<u64>,
+    /// Writes fail at once on a row another transaction holds
+    /// (`set_nowait`).
+    nowait: bool,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -180,7 +183,20 @@ impl Transaction {
             tables: RefCell::default(),
             as_of: None,
             applied: None,
+            nowait: false,
         })
+    }
+
+    /// With `true`, a write that meets a row another transaction holds
+    /// (running, or prepared and in doubt) fails at once with
+    /// `Error::LockNotAvailable` instead of waiting for it (PostgreSQL's
+    /// `NOWAIT`); likewise a drop or rename of a table another
+    /// transaction writes. What a replica applying its log needs: apply
+    /// never blocks, and every replica meets the same held rows in the
+    /// same order, so each decides the same. Like other retryable
+    /// errors, the failure dooms the transaction.
+    pub fn set_nowait(&mut self, on: bool) {
+        self.nowait = on;
     }
 
     /// Records `index` — the position of the entry this transaction
@@ -848,9 +864,6 @@ fn bounds<R: KeyRange>(range: R) -> Result<ssi::Range> {
     Ok((lo, hi))
 }
 
-/// Flushes the log through a commit's record `lsn` (synced under
-/// `Durability::Immediate`), recording in `span`, when a subscriber wants
-/// it, the record's LSN and the microseconds the flush waited.
 /// Records the applied index `index` in a record of its own, durable as
 /// a commit is (`Db::set_applied_index`, and a transaction that wrote
 /// nothing).
@@ -868,6 +881,9 @@ pub(crate) fn applied_alone(inner: &Core, index: u64) -> Result<Lsn> {
     Ok(lsn)
 }
 
+/// Flushes the log through a commit's record `lsn` (synced under
+/// `Durability::Immediate`), recording in `span`, when a subscriber wants
+/// it, the record's LSN and the microseconds the flush waited.
 fn flush_commit(inner: &Core, span: &tracing::Span, lsn: Lsn) -> Result<()> {
     let started = (!span.is_disabled()).then(std::time::Instant::now);
     inner

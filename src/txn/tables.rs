@@ -558,6 +558,12 @@ impl Transaction {
                     w.commit_write(op as u8, me, core.catalog, name.as_bytes())?;
                     return Ok(t);
                 }
+                Err(_) if self.nowait => {
+                    return Err(Error::LockNotAvailable {
+                        table: Some(name.to_string()),
+                        key: None,
+                    });
+                }
                 Err(holder) => {
                     drop(w);
                     let opts = core.engine.opts();

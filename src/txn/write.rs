@@ -121,6 +121,12 @@ fn write_loop(tx: &mut Transaction, inner: &Core, w: &Write<'_>) -> Result<bool>
                 tx.versions.superseded += u64::from(existed);
                 return Ok(existed);
             }
+            Step::Wait(_) if tx.nowait => {
+                return Err(Error::LockNotAvailable {
+                    table: Some(w.table.name().to_string()),
+                    key: Some(w.key.to_vec()),
+                });
+            }
             Step::Wait(holder) => {
                 let opts = inner.engine.opts();
                 let deadline = *deadline.get_or_insert_with(|| {
