@@ -20,6 +20,7 @@ mod scan;
 pub mod ssi;
 mod system;
 mod tables;
+mod validate;
 mod write;
 
 pub use scan::{KeyRange, Prefix, Scan};
