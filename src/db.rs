@@ -215,10 +215,14 @@ impl Db {
     /// The index of the last entry of a caller's log (a Raft log) whose
     /// effects this database holds, recorded with them
     /// (`Transaction::set_applied_index`, [`Db::set_applied_index`]); 0
-    /// before any. After a crash, exactly the entries up to it are here:
-    /// replay the log from the next one.
+    /// before any. Reported once the entry has landed — its record
+    /// flushed as the durability setting flushes (synced under
+    /// `Immediate`; under `Eventual` a power loss may still take it), a
+    /// commit visible — and every lower index has too. After a crash,
+    /// exactly the entries up to it are here: replay the log from the
+    /// next one.
     pub fn applied_index(&self) -> Result<u64> {
-        crate::txn::applied::get(&mut self.core().engine.store().read().view)
+        Ok(self.core().txns.applied().get())
     }
 
     /// Records `index` as applied for an entry of a caller's log that
@@ -486,9 +490,14 @@ fn recover(
     let manager = TxnManager::new(next_xid, Clog::new(bits, next_xid));
     let catalog = catalog::root(&mut store.read().view)?;
     let horizon = crate::mvcc::commit_ts::horizon(&mut store.read().view)?;
+    let applied = crate::txn::applied::get(&mut store.read().view)?;
     let inner = Core {
         engine: Engine::new(store, opts, vfs, dir),
-        txns: TxnSystem::new(manager, crate::mvcc::history::History::new(horizon)),
+        txns: TxnSystem::new(
+            manager,
+            crate::mvcc::history::History::new(horizon),
+            applied,
+        ),
         catalog,
     };
     crate::txn::prepare::adopt(&inner)?;

@@ -5,10 +5,13 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use strata::fault::FaultFs;
+use strata::clock::FixedEpsilon;
+use strata::fault::{FaultFs, FaultKind, OpKind, OpMatch};
 use strata::{Db, Durability, Error, Options};
 
 #[test]
@@ -64,9 +67,199 @@ fn the_applied_index_rises_with_commits_prepares_and_entries_of_its_own() {
         .all(|p| p.gid != "h"));
     db.commit_prepared("g").expect("decide");
     db.set_applied_index(9).expect("decision entry");
+    // A read-only transaction records nothing: an index is a write.
+    let mut ro = db.begin_read().expect("begin_read");
+    ro.set_applied_index(10);
+    assert!(matches!(ro.commit(), Err(Error::ReadOnlyTransaction)));
     db.close().expect("close");
     let db = common::open(dir.path());
     assert_eq!(db.applied_index().expect("index"), 9, "after a reopen");
+    let t = db.table("t").expect("table");
+    let tx = db.begin().expect("begin");
+    assert_eq!(
+        tx.get(&t, b"b").expect("get"),
+        None,
+        "a refused commit, after a reopen"
+    );
+    assert_eq!(tx.get(&t, b"c").expect("get"), Some(b"3".to_vec()));
+}
+
+/// The log cut after every one of its records in turn — every state a
+/// crash can leave, whatever the write and sector boundaries — holds
+/// exactly the entries up to its applied index.
+#[test]
+fn every_log_prefix_holds_exactly_the_entries_up_to_its_index() {
+    use strata::internals::ids::Lsn;
+    use strata::internals::wal::{reader::LogReader, segment};
+    let dir = Path::new("/db");
+    let fs = FaultFs::new();
+    let o = || {
+        Options::default()
+            .background(false)
+            .durability(Durability::Immediate)
+    };
+    let db = Db::open_vfs(Arc::new(fs.clone()), dir, o()).expect("open");
+    let t = common::create(&db, "t");
+    db.checkpoint().expect("checkpoint");
+    let effect = |i: u64| (!i.is_multiple_of(3)).then_some(i % 5);
+    for i in 1..=30 {
+        match effect(i) {
+            None => db.set_applied_index(i).expect("alone"),
+            Some(k) => {
+                let mut tx = db.begin().expect("begin");
+                tx.put(&t, k.to_be_bytes(), i.to_be_bytes()).expect("put");
+                tx.set_applied_index(i);
+                tx.commit().expect("commit");
+            }
+        }
+    }
+    let full = fs.process_crash_image();
+    drop(db);
+    let wal_dir = dir.join(strata::WAL_DIR);
+    let segs = segment::list(&full, &wal_dir).expect("segments");
+    assert_eq!(segs.len(), 1, "one segment");
+    let seg_path = segment::path(&wal_dir, segs[0]);
+    let bytes = full.read_file(&seg_path).expect("segment");
+    let mut ends = Vec::new();
+    let mut r = LogReader::open(&full, &wal_dir, Lsn(segs[0])).expect("reader");
+    while let Some(e) = r.next_ref().expect("record") {
+        ends.push(e.end.0);
+    }
+    let mut seen = BTreeSet::new();
+    for end in ends {
+        let img = full.synced_image();
+        let mut cut = bytes.clone();
+        cut.truncate((end - segs[0]) as usize);
+        img.write_file(&seg_path, cut);
+        let db = match Db::open_vfs(Arc::new(img), dir, o()) {
+            // A cut before the checkpoint's redo point is no crash state.
+            Err(Error::Corruption { reason, .. })
+                if seen.is_empty() && reason.contains("redo point") =>
+            {
+                continue
+            }
+            r => r.expect("reopen"),
+        };
+        let applied = db.applied_index().expect("index");
+        seen.insert(applied);
+        let mut want = BTreeMap::new();
+        for i in 1..=applied {
+            if let Some(k) = effect(i) {
+                want.insert(k.to_be_bytes().to_vec(), i.to_be_bytes().to_vec());
+            }
+        }
+        let tx = db.begin().expect("begin");
+        let rows: BTreeMap<Vec<u8>, Vec<u8>> = common::rows(&tx, &db.table("t").expect("table"))
+            .into_iter()
+            .collect();
+        assert_eq!(rows, want, "log cut at LSN {end}: applied index {applied}");
+    }
+    assert_eq!(
+        seen.len(),
+        31,
+        "every index from 0 to 30 was a cut: {seen:?}"
+    );
+}
+
+/// `applied_index` reports an entry only once it is visible: a follower
+/// that serves a read once the index reaches the read's index finds the
+/// entry's write (here in a commit wait of 700 ms).
+#[test]
+fn the_applied_index_is_reported_only_once_the_entry_is_visible() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = common::open(dir.path());
+    let t = common::create(&db, "t");
+    let ts = FixedEpsilon::system_now()
+        .expect("now")
+        .saturating_add(Duration::from_millis(700));
+    let seen = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut tx = db.begin().expect("begin");
+            tx.put(&t, b"k", b"v").expect("put");
+            tx.set_applied_index(1);
+            tx.commit_at(ts).expect("commit_at");
+        });
+        let start = Instant::now();
+        while db.applied_index().expect("index") < 1 {
+            assert!(start.elapsed() < Duration::from_secs(20), "never applied");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        db.begin_read().expect("begin").get(&t, b"k").expect("get")
+    });
+    assert_eq!(
+        seen,
+        Some(b"v".to_vec()),
+        "index 1 reported, its write not visible"
+    );
+}
+
+/// Under `Immediate`, `applied_index` reports an entry only once it is
+/// durable: a power loss while its fsync is held leaves the database at
+/// or above every index reported.
+#[test]
+fn the_applied_index_is_reported_only_once_the_entry_is_durable() {
+    let dir = Path::new("/db");
+    let fs = FaultFs::new();
+    let o = || {
+        Options::default()
+            .background(false)
+            .durability(Durability::Immediate)
+    };
+    let db = Db::open_vfs(Arc::new(fs.clone()), dir, o()).expect("open");
+    let t = db.table("t").expect("table");
+    let hold = fs.hold(
+        OpMatch {
+            kind: OpKind::Sync,
+            file: "",
+        },
+        OpMatch {
+            kind: OpKind::Remove,
+            file: "never",
+        },
+        Duration::from_secs(3),
+    );
+    let (reported, image) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut tx = db.begin().expect("begin");
+            tx.put(&t, b"k", b"v").expect("put");
+            tx.set_applied_index(1);
+            tx.commit().expect("commit");
+        });
+        assert!(hold.wait_holding(Duration::from_secs(20)), "no fsync held");
+        (db.applied_index().expect("index"), fs.synced_image())
+    });
+    let db = Db::open_vfs(Arc::new(image), dir, o()).expect("reopen");
+    let after = db.applied_index().expect("index");
+    assert!(
+        after >= reported,
+        "reported {reported}, after power loss {after}"
+    );
+}
+
+/// An index recorded alone whose fsync fails says the outcome is unknown
+/// (the record may be in the log), as a commit does.
+#[test]
+fn a_failed_fsync_of_an_index_alone_says_the_outcome_is_unknown() {
+    let dir = Path::new("/db");
+    let fs = FaultFs::new();
+    let o = || {
+        Options::default()
+            .background(false)
+            .durability(Durability::Immediate)
+    };
+    let db = Db::open_vfs(Arc::new(fs.clone()), dir, o()).expect("open");
+    db.set_applied_index(1).expect("first");
+    let before = fs.ops();
+    db.set_applied_index(2).expect("second");
+    let per = fs.ops() - before;
+    // The last operation of the next one: its fsync.
+    fs.fail_at(fs.ops() + per, FaultKind::Io, false);
+    let r = db.set_applied_index(3);
+    assert!(
+        matches!(r, Err(Error::CommitOutcomeUnknown { .. })),
+        "{r:?}"
+    );
+    assert_eq!(db.applied_index().expect("index"), 2, "not reported");
 }
 
 /// A replica's apply loop (Durability::Eventual: the caller's log is the

@@ -13,14 +13,28 @@
 //! `Error::IndexRefused`, changing nothing, under the same latch that
 //! records it, so two appliers cannot interleave out of order.
 //!
+//! What `Db::applied_index` reports is not the meta page's field, which
+//! the latch has let others see before the entry's record is flushed and
+//! (for a commit) before its commit wait ends: a follower serving reads
+//! once the index reaches a read index, or a snapshot labelled with it,
+//! would miss the entry, and a power loss could take the database back
+//! below an index already reported. It reports [`Published`]: the highest
+//! index whose entry has landed — flushed as its durability setting
+//! flushes (under `Eventual`, not yet synced), and visible — with no
+//! lower index still in flight (two appliers may land out of order).
+//!
 //! ```text
 //!  meta: APPLIED_INDEX u64 LE — 0 until an index is first recorded
 //! ```
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::codec::{put_u64, u64_at};
 use crate::error::{Error, Result};
 use crate::store::meta::{APPLIED_INDEX, META};
+use crate::sync::Mutex;
 
 /// The index recorded last (0: none).
 pub fn get(acc: &mut impl PageAccess) -> Result<u64> {
@@ -37,4 +51,101 @@ pub(crate) fn record(mtr: &mut Mtr<'_>, index: u64) -> Result<()> {
     let m = mtr.page_mut_in(META, &[(APPLIED_INDEX, APPLIED_INDEX + 8)])?;
     put_u64(m, APPLIED_INDEX, index);
     Ok(())
+}
+
+/// The applied index as reported: entries landed, none lower in flight.
+pub(crate) struct Published(Mutex<Flights>);
+
+struct Flights {
+    published: u64,
+    /// Recorded under the latch, not yet landed or failed.
+    in_flight: BTreeSet<u64>,
+    /// Landed above a lower one still in flight.
+    landed: BTreeSet<u64>,
+}
+
+impl Published {
+    /// Starting at `index`, the recorded one at open (all of it landed).
+    pub(crate) fn new(index: u64) -> Published {
+        Published(Mutex::new(Flights {
+            published: index,
+            in_flight: BTreeSet::new(),
+            landed: BTreeSet::new(),
+        }))
+    }
+
+    /// The index reported.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.lock().published
+    }
+
+    /// Index `index` is recorded in a mini-transaction about to commit
+    /// (called under the store latch, after everything in it that can
+    /// fail): in flight until the returned guard lands, or drops.
+    pub(crate) fn start(self: &Arc<Self>, index: u64) -> Flight {
+        self.0.lock().in_flight.insert(index);
+        Flight {
+            of: self.clone(),
+            index: Some(index),
+        }
+    }
+
+    fn end(&self, index: u64, landed: bool) {
+        let mut f = self.0.lock();
+        f.in_flight.remove(&index);
+        if landed {
+            f.landed.insert(index);
+        }
+        let floor = f.in_flight.first().copied().unwrap_or(u64::MAX);
+        while let Some(&i) = f.landed.first().filter(|&&i| i < floor) {
+            f.landed.remove(&i);
+            f.published = f.published.max(i);
+        }
+    }
+}
+
+/// An index in flight; dropped without `landed`, its entry failed (the
+/// database is poisoned, or the mini-transaction never committed).
+pub(crate) struct Flight {
+    of: Arc<Published>,
+    /// `None` once landed.
+    index: Option<u64>,
+}
+
+impl Flight {
+    /// The entry is flushed and visible.
+    pub(crate) fn landed(mut self) {
+        if let Some(i) = self.index.take() {
+            self.of.end(i, true);
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if let Some(i) = self.index.take() {
+            self.of.end(i, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_is_published_once_it_and_every_lower_one_landed() {
+        let p = Arc::new(Published::new(4));
+        let five = p.start(5);
+        let six = p.start(6);
+        let seven = p.start(7);
+        six.landed();
+        assert_eq!(p.get(), 4, "5 is still in flight");
+        five.landed();
+        assert_eq!(p.get(), 6);
+        drop(seven);
+        assert_eq!(p.get(), 6, "7 failed");
+        p.start(8).landed();
+        assert_eq!(p.get(), 8);
+    }
 }

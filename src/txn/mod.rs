@@ -615,6 +615,11 @@ impl Transaction {
         }
         self.finished = true;
         self.ssi_prepare()?;
+        if self.read_only && self.applied.is_some() {
+            // Recording an index is a write.
+            self.abort();
+            return Err(Error::ReadOnlyTransaction);
+        }
         if self.xid == Xid::NONE {
             let lsn = match self.applied {
                 Some(index) => applied_alone(self.core(), index),
@@ -646,12 +651,19 @@ impl Transaction {
         let poisoned_before = inner.engine.store().wal.is_poisoned();
         let durable = self
             .log_commit(clock, &mut reading, at)
-            .and_then(|(lsn, ts)| {
+            .and_then(|(lsn, ts, flight)| {
                 flush_commit(inner, &span, lsn)?;
-                Ok((lsn, ts))
+                Ok((lsn, ts, flight))
             });
         match durable {
-            Ok((lsn, ts)) => Ok(self.publish_commit(lsn, ts, reading)),
+            Ok((lsn, ts, flight)) => {
+                let info = self.publish_commit(lsn, ts, reading);
+                // Flushed and visible: the index may be reported.
+                if let Some(f) = flight {
+                    f.landed();
+                }
+                Ok(info)
+            }
             Err(e) => {
                 let e = outcome_unknown(&inner.engine.store().wal, poisoned_before, e);
                 self.abort();
@@ -677,14 +689,15 @@ impl Transaction {
 
     /// Under the store's write latch: stamps the commit timestamp (`at`, if
     /// chosen and allowed, else from `reading`, taken again if too old), marks the transaction committed in
-    /// the clog and appends the commit record. Returns the record's LSN and
-    /// the timestamp.
+    /// the clog and appends the commit record, with the applied index if
+    /// set. Returns the record's LSN, the timestamp, and the index in
+    /// flight.
     fn log_commit(
         &self,
         clock: &dyn clock::Clock,
         reading: &mut clock::Reading,
         at: Option<Timestamp>,
-    ) -> Result<(Lsn, Timestamp)> {
+    ) -> Result<(Lsn, Timestamp, Option<applied::Flight>)> {
         // Only a transaction that wrote has an xid to log.
         assert!(self.xid != Xid::NONE);
         let mut w = self.core().engine.store().write();
@@ -701,8 +714,9 @@ impl Transaction {
             }
         };
         clog::set_committed(&mut w.mtr, self.xid)?;
+        let flight = self.applied.map(|i| self.core().txns.applied().start(i));
         let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
-        lsn.map(|lsn| (lsn, ts))
+        lsn.map(|lsn| (lsn, ts, flight))
             .ok_or(Error::Unsupported("commit record was not written"))
     }
 
@@ -799,7 +813,7 @@ impl Transaction {
             prepare_ts: Timestamp::ZERO,
             reads,
         };
-        let lsn = {
+        let (lsn, flight) = {
             let mut w = inner.engine.store().write();
             // Taken under the latch, as a commit's: no commit can slip in
             // between reading the high-water mark and raising it.
@@ -808,10 +822,14 @@ impl Transaction {
             }
             entry.prepare_ts = commit_ts::reserve(&mut w.mtr, clock, &mut reading)?;
             prepare::insert(&mut w.mtr, &entry)?;
-            w.commit(Kind::Pages, Op::Prepared as u8, self.xid)?
+            let flight = self.applied.map(|i| inner.txns.applied().start(i));
+            (w.commit(Kind::Pages, Op::Prepared as u8, self.xid)?, flight)
         };
         if let Some(lsn) = lsn {
             inner.engine.store().wal.flush(lsn, true)?;
+        }
+        if let Some(f) = flight {
+            f.landed();
         }
         inner.txns.prepared().waiting(
             gid,
@@ -868,17 +886,25 @@ fn bounds<R: KeyRange>(range: R) -> Result<ssi::Range> {
 /// Records the applied index `index` in a record of its own, durable as
 /// a commit is (`Db::set_applied_index`, and a transaction that wrote
 /// nothing).
+/// A failure once the record may be in the log is `CommitOutcomeUnknown`,
+/// as a commit's.
 pub(crate) fn applied_alone(inner: &Core, index: u64) -> Result<Lsn> {
     inner.engine.writable()?;
-    let lsn = {
+    let wal = &inner.engine.store().wal;
+    let poisoned_before = wal.is_poisoned();
+    let logged = (|| {
         let mut w = inner.engine.store().write();
         applied::record(&mut w.mtr, index)?;
-        w.commit(Kind::Pages, Op::Applied as u8, Xid::NONE)?
-    };
-    let Some(lsn) = lsn else {
-        return Err(Error::Unsupported("applied index record was not written"));
-    };
-    flush_commit(inner, &tracing::Span::none(), lsn)?;
+        let flight = inner.txns.applied().start(index);
+        let lsn = w
+            .commit(Kind::Pages, Op::Applied as u8, Xid::NONE)?
+            .ok_or(Error::Unsupported("applied index record was not written"))?;
+        Ok((lsn, flight))
+    })();
+    let (lsn, flight) = logged.map_err(|e| outcome_unknown(wal, poisoned_before, e))?;
+    flush_commit(inner, &tracing::Span::none(), lsn)
+        .map_err(|e| outcome_unknown(wal, poisoned_before, e))?;
+    flight.landed();
     Ok(lsn)
 }
 

@@ -30,12 +30,14 @@ pub(crate) struct TxnSystem {
     writers: super::tables::Writers,
     /// The history horizon and the reads as of a timestamp holding it.
     history: History,
+    /// The applied log index as reported (`txn::applied`).
+    applied: Arc<super::applied::Published>,
 }
 
 impl TxnSystem {
     /// A system handing out xids from `manager`, with no transaction yet,
     /// serving reads as of a timestamp from `history` on.
-    pub(crate) fn new(manager: TxnManager, history: History) -> TxnSystem {
+    pub(crate) fn new(manager: TxnManager, history: History, applied: u64) -> TxnSystem {
         let ssi = Ssi::default();
         TxnSystem {
             manager,
@@ -46,6 +48,7 @@ impl TxnSystem {
             prepared: Prepared::default(),
             writers: Default::default(),
             history,
+            applied: Arc::new(super::applied::Published::new(applied)),
         }
     }
 
@@ -77,6 +80,11 @@ impl TxnSystem {
     /// The prepared transactions.
     pub(crate) fn prepared(&self) -> &Prepared {
         &self.prepared
+    }
+
+    /// The applied log index as reported.
+    pub(crate) fn applied(&self) -> &Arc<super::applied::Published> {
+        &self.applied
     }
 
     /// The history horizon and the reads as of a timestamp.
