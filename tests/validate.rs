@@ -185,3 +185,146 @@ fn changed_since_agrees_with_a_model_over_many_keys_and_timestamps() {
         assert_eq!(changed(&db, &t, mid.., at), want, "from k0300 as of {at}");
     }
 }
+
+fn sim_db(dir: &std::path::Path, clock: &SimClock) -> Db {
+    let opts = Options::default()
+        .durability(Durability::Eventual)
+        .background(false)
+        .history_retention(Duration::from_secs(3600))
+        .clock(Arc::new(clock.clone()));
+    Db::open_with(dir, opts).expect("open")
+}
+
+fn table_change(r: strata::Result<Option<Vec<u8>>>, what: &str) {
+    match r {
+        Err(Error::SerializationFailure {
+            cause: strata::Conflict::ConcurrentTableChange,
+            table: Some(_),
+            key: None,
+        }) => {}
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+/// The table itself changing after the timestamp is a change of every key
+/// read under its name: renamed over, dropped (seen from a snapshot older
+/// than the drop), dropped by an undecided transaction, dropped and made
+/// again. A table made since where none was is new (its first key
+/// answers); a name never made is an empty table that did not change.
+#[test]
+fn a_change_of_the_table_itself_fails_the_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let db = sim_db(dir.path(), &clock);
+    let (t, u, v) = (
+        db.table("t").expect("t"),
+        db.table("u").expect("u"),
+        db.table("v").expect("v"),
+    );
+    let t0 = commit(&db, &clock, |tx| {
+        tx.put(&t, "k", "t's").expect("put");
+        tx.put(&u, "k", "u's").expect("put");
+        tx.put(&v, "k", "v's").expect("put");
+    });
+    assert_eq!(changed(&db, &t, .., t0), None);
+    // An undecided drop.
+    let mut dropper = db.begin().expect("begin");
+    assert!(dropper.drop_table(&v).expect("drop"));
+    table_change(
+        db.begin().expect("b").changed_since(&v, .., t0),
+        "undecided drop",
+    );
+    dropper.rollback().expect("rollback");
+    assert_eq!(changed(&db, &v, .., t0), None, "rolled back");
+    // A drop, seen from a snapshot older than it.
+    let old = db.begin_with(strata::Isolation::Snapshot).expect("begin");
+    commit(&db, &clock, |tx| {
+        tx.drop_table(&v).expect("drop");
+    });
+    table_change(old.changed_since(&v, .., t0), "dropped after t0");
+    // Dropped and made again, empty.
+    commit(&db, &clock, |tx| {
+        tx.create_table(&v).expect("create");
+    });
+    table_change(
+        db.begin().expect("b").changed_since(&v, .., t0),
+        "dropped and made again",
+    );
+    // Names swapped: t now holds u's rows, all written at t0.
+    commit(&db, &clock, |tx| {
+        tx.rename_table(&t, "x").expect("rename");
+        tx.rename_table(&u, "t").expect("rename");
+    });
+    let tx = db.begin().expect("begin");
+    assert_eq!(tx.get(&t, "k").expect("get"), Some(b"u's".to_vec()));
+    table_change(tx.changed_since(&t, .., t0), "renamed over");
+    // A table made since where none was: new, its first key answers.
+    let w = db.table("w").expect("w");
+    commit(&db, &clock, |tx| tx.put(&w, "a", "1").expect("put"));
+    assert_eq!(changed(&db, &w, .., t0), Some(b"a".to_vec()));
+    // Never made: nothing changed.
+    assert_eq!(changed(&db, &db.table("never").expect("t"), .., t0), None);
+}
+
+/// The history horizon is held for the whole check: vacuum passes running
+/// beside slow checks (the checker's own versions on every key to walk)
+/// never free a version one still needs — each answer is the key deleted
+/// after the timestamp, or `SnapshotTooOld`, never "unchanged". By default
+/// a short run (20 trials over 100 keys of 50 versions); with
+/// `STRATA_VALIDATE_TRIALS=n`, n trials over 300 keys of 200 versions
+/// (`.ci/run`: 150, release, where the race is caught).
+#[test]
+fn vacuum_beside_a_check_never_frees_what_it_needs() {
+    let (trials, keys, versions) = match std::env::var("STRATA_VALIDATE_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(n) => (n, 300, 200u32),
+        None => (20, 100, 50),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(START));
+    let opts = Options::default()
+        .durability(Durability::Eventual)
+        .background(false)
+        .clock(Arc::new(clock.clone()));
+    let db = Db::open_with(dir.path(), opts).expect("open");
+    let t = db.table("t").expect("table");
+    let keys: Vec<String> = (0..keys).map(|i| format!("k{i:04}")).collect();
+    commit(&db, &clock, |tx| {
+        for k in &keys {
+            tx.put(&t, k, "0").expect("put");
+        }
+    });
+    let mut me = db
+        .begin_with(strata::Isolation::ReadCommitted)
+        .expect("begin");
+    for round in 0..versions {
+        for k in &keys {
+            me.put(&t, k, round.to_le_bytes()).expect("put");
+        }
+    }
+    let (mut right, mut too_old) = (0, 0);
+    for i in 0..trials {
+        let z = format!("z{i:03}");
+        let at = commit(&db, &clock, |tx| tx.put(&t, &z, "v").expect("put"));
+        commit(&db, &clock, |tx| {
+            tx.delete(&t, &z).expect("delete");
+        });
+        clock.advance(Duration::from_millis(50));
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                db.vacuum().expect("vacuum")
+            });
+            barrier.wait();
+            match me.changed_since(&t, .., at) {
+                Ok(Some(k)) if k == z.as_bytes() => right += 1,
+                Err(Error::SnapshotTooOld { .. }) => too_old += 1,
+                other => panic!("trial {i}: {z} deleted after {at}, answer {other:?}"),
+            }
+        });
+    }
+    println!("{right} answered, {too_old} too old");
+}

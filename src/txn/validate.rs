@@ -13,6 +13,16 @@
 //! change: it may land after `T`, and apply must not wait to find out.
 //! Rolled-back versions are not changes.
 //!
+//! The table is a row too: its name's catalog row (`catalog`). If the
+//! table the name meant at `T` was dropped or renamed since, or a
+//! transaction not yet decided changes the name, what was read at `T`
+//! under the name is not what the name holds now, key by key or at all:
+//! the check fails with a serialization failure (a concurrent table
+//! change), whatever the keys say. A table created under the name since
+//! `T`, where none was at `T`, is new: each of its keys changed since,
+//! and the first one answers. A name no one ever created is an empty
+//! table that did not change.
+//!
 //! Vacuum keeps every version deleted after the history horizon, so a
 //! check at `T` registers `T` as a read as of a timestamp does
 //! (`History::hold`): below the horizon it is `SnapshotTooOld`, at or
@@ -25,7 +35,7 @@ use crate::btree::{self, Dir};
 use crate::buffer::mtr::PageAccess;
 use crate::catalog::Table;
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, Result};
 use crate::ids::{Tid, Xid};
 use crate::limits::SCAN_BATCH;
 use crate::mvcc::chain::{self, Cursor};
@@ -40,9 +50,13 @@ impl Transaction {
     /// The check for a replica applying an optimistic transaction: abort
     /// it if what it read or wrote changed after its snapshot.
     ///
-    /// `SnapshotTooOld` if `ts` is below the history horizon (vacuum may
-    /// have freed the versions that would answer); `NoSuchTable` if the
-    /// transaction does not see the table.
+    /// A change of the table itself after `ts` — created, dropped or
+    /// renamed since, or by an undecided transaction — is a
+    /// `SerializationFailure` (`Conflict::ConcurrentTableChange`): every
+    /// key read under the name may now mean another. A table that never
+    /// existed did not change (`None`). `SnapshotTooOld` if `ts` is below
+    /// the history horizon (vacuum may have freed the versions that would
+    /// answer).
     pub fn changed_since<R: KeyRange>(
         &self,
         table: &Table,
@@ -53,13 +67,29 @@ impl Transaction {
         let (lo, hi) = bounds(range)?;
         let inner = self.core();
         let _hold = inner.txns.history().hold(ts)?;
-        let (snap, epoch) = self.read_snapshot();
-        let root = self
-            .root_for_read(table, &snap, epoch)?
-            .ok_or_else(|| Error::NoSuchTable {
-                name: table.name().to_string(),
-            })?;
         let clog = inner.txns.manager().clog();
+        {
+            let mut r = inner.engine.store().read();
+            let name = table.name().as_bytes();
+            let row = btree::get_with(&mut r.view, inner.catalog, name, chain::tid_of)?;
+            if let Some(tid) = row {
+                let head = chain::valid(&r.view, tid)?;
+                if table_changed(&mut r.view, head, (self.xid, ts), clog)? {
+                    return Err(Error::SerializationFailure {
+                        cause: Conflict::ConcurrentTableChange,
+                        table: Some(table.name().to_string()),
+                        key: None,
+                    });
+                }
+            }
+        }
+        let (snap, epoch) = self.read_snapshot();
+        // Unchanged since `ts`, and absent: never created, nothing to see.
+        let root = match self.root_for_read(table, &snap, epoch) {
+            Ok(Some(root)) => root,
+            Ok(None) | Err(Error::NoSuchTable { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let mut from: Bound<Vec<u8>> = lo.clone();
         loop {
             let mut r = inner.engine.store().read();
@@ -105,6 +135,30 @@ fn changed(
             None => {}
         }
     }
+    Ok(false)
+}
+
+/// Whether the name whose catalog row's newest version is `head` meant,
+/// at `ts`, a table dropped or renamed since, or has an undecided change.
+fn table_changed(
+    acc: &mut impl PageAccess,
+    head: Tid,
+    (me, ts): (Xid, Timestamp),
+    clog: &Clog,
+) -> Result<bool> {
+    let mut c = Cursor::new(head);
+    while let Some(v) = c.next(acc)? {
+        let undecided = |x: Xid| x != me && x != Xid::NONE && clog.status(x) == Status::InProgress;
+        if undecided(v.xmin) || undecided(v.xmax) {
+            return Ok(true);
+        }
+        // Created at or before `ts`: the table of that time, if not gone
+        // by then; changed if it went since.
+        if after(acc, v.xmin, (me, ts), clog)? == Some(false) {
+            return Ok(after(acc, v.xmax, (me, ts), clog)? == Some(true));
+        }
+    }
+    // No table under the name at `ts`: one made since is new.
     Ok(false)
 }
 
