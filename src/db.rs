@@ -225,6 +225,16 @@ impl Db {
         Ok(self.core().txns.applied().get())
     }
 
+    /// The highest [`applied_index`](Db::applied_index) whose record is
+    /// synced: what a power loss cannot take back. Under `Immediate` the
+    /// two are the same; under `Eventual` this one follows the log's
+    /// syncs (the background flush, a checkpoint). A replica purges its
+    /// own log only up to here.
+    pub fn durable_applied_index(&self) -> Result<u64> {
+        let synced = self.core().engine.store().wal.durable();
+        Ok(self.core().txns.applied().durable(synced))
+    }
+
     /// Records `index` as applied for an entry of a caller's log that
     /// changes nothing else (a no-op, a membership change, a transaction
     /// its validation aborted), durable as a commit is.

@@ -27,12 +27,13 @@
 //!  meta: APPLIED_INDEX u64 LE — 0 until an index is first recorded
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::codec::{put_u64, u64_at};
 use crate::error::{Error, Result};
+use crate::ids::Lsn;
 use crate::store::meta::{APPLIED_INDEX, META};
 use crate::sync::Mutex;
 
@@ -60,23 +61,38 @@ struct Flights {
     published: u64,
     /// Recorded under the latch, not yet landed or failed.
     in_flight: BTreeSet<u64>,
-    /// Landed above a lower one still in flight.
-    landed: BTreeSet<u64>,
+    /// Landed above a lower one still in flight, with their records' LSNs.
+    landed: BTreeMap<u64, Lsn>,
+    /// The highest published index whose record the log has synced.
+    durable: u64,
+    /// Published indexes whose records may not be synced yet, ascending.
+    unsynced: VecDeque<(u64, Lsn)>,
 }
 
 impl Published {
-    /// Starting at `index`, the recorded one at open (all of it landed).
+    /// Starting at `index`, the recorded one at open (all of it landed,
+    /// and durable: recovery read it from the disk).
     pub(crate) fn new(index: u64) -> Published {
         Published(Mutex::new(Flights {
             published: index,
             in_flight: BTreeSet::new(),
-            landed: BTreeSet::new(),
+            landed: BTreeMap::new(),
+            durable: index,
+            unsynced: VecDeque::new(),
         }))
     }
 
     /// The index reported.
     pub(crate) fn get(&self) -> u64 {
         self.0.lock().published
+    }
+
+    /// The highest index reported whose record is synced, given that the
+    /// log is synced below `synced`.
+    pub(crate) fn durable(&self, synced: Lsn) -> u64 {
+        let mut f = self.0.lock();
+        f.sync(synced);
+        f.durable
     }
 
     /// Index `index` is recorded in a mini-transaction about to commit
@@ -90,16 +106,36 @@ impl Published {
         }
     }
 
-    fn end(&self, index: u64, landed: bool) {
+    fn end(&self, index: u64, landed: Option<(Lsn, Lsn)>) {
         let mut f = self.0.lock();
         f.in_flight.remove(&index);
-        if landed {
-            f.landed.insert(index);
+        if let Some((lsn, _)) = landed {
+            f.landed.insert(index, lsn);
         }
         let floor = f.in_flight.first().copied().unwrap_or(u64::MAX);
-        while let Some(&i) = f.landed.first().filter(|&&i| i < floor) {
+        while let Some((i, lsn)) = f.landed.first_key_value().map(|(&i, &l)| (i, l)) {
+            if i >= floor {
+                break;
+            }
             f.landed.remove(&i);
             f.published = f.published.max(i);
+            f.unsynced.push_back((i, lsn));
+        }
+        if let Some((_, synced)) = landed {
+            f.sync(synced);
+        }
+    }
+}
+
+impl Flights {
+    /// Moves what the log has synced (below `synced`) to `durable`.
+    fn sync(&mut self, synced: Lsn) {
+        while let Some(&(i, lsn)) = self.unsynced.front() {
+            if lsn > synced {
+                break;
+            }
+            self.unsynced.pop_front();
+            self.durable = self.durable.max(i);
         }
     }
 }
@@ -113,10 +149,11 @@ pub(crate) struct Flight {
 }
 
 impl Flight {
-    /// The entry is flushed and visible.
-    pub(crate) fn landed(mut self) {
+    /// The entry, logged at `lsn`, is flushed and visible; the log is
+    /// synced below `synced`.
+    pub(crate) fn landed(mut self, lsn: Lsn, synced: Lsn) {
         if let Some(i) = self.index.take() {
-            self.of.end(i, true);
+            self.of.end(i, Some((lsn, synced)));
         }
     }
 }
@@ -124,7 +161,7 @@ impl Flight {
 impl Drop for Flight {
     fn drop(&mut self) {
         if let Some(i) = self.index.take() {
-            self.of.end(i, false);
+            self.of.end(i, None);
         }
     }
 }
@@ -139,13 +176,16 @@ mod tests {
         let five = p.start(5);
         let six = p.start(6);
         let seven = p.start(7);
-        six.landed();
+        six.landed(Lsn(60), Lsn(0));
         assert_eq!(p.get(), 4, "5 is still in flight");
-        five.landed();
+        five.landed(Lsn(50), Lsn(0));
         assert_eq!(p.get(), 6);
         drop(seven);
         assert_eq!(p.get(), 6, "7 failed");
-        p.start(8).landed();
+        p.start(8).landed(Lsn(80), Lsn(0));
         assert_eq!(p.get(), 8);
+        assert_eq!(p.durable(Lsn(0)), 4, "nothing synced since the open");
+        assert_eq!(p.durable(Lsn(59)), 5);
+        assert_eq!(p.durable(Lsn(100)), 8);
     }
 }

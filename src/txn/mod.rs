@@ -660,7 +660,7 @@ impl Transaction {
                 let info = self.publish_commit(lsn, ts, reading);
                 // Flushed and visible: the index may be reported.
                 if let Some(f) = flight {
-                    f.landed();
+                    f.landed(lsn, inner.engine.store().wal.durable());
                 }
                 Ok(info)
             }
@@ -827,9 +827,9 @@ impl Transaction {
         };
         if let Some(lsn) = lsn {
             inner.engine.store().wal.flush(lsn, true)?;
-        }
-        if let Some(f) = flight {
-            f.landed();
+            if let Some(f) = flight {
+                f.landed(lsn, inner.engine.store().wal.durable());
+            }
         }
         inner.txns.prepared().waiting(
             gid,
@@ -904,7 +904,7 @@ pub(crate) fn applied_alone(inner: &Core, index: u64) -> Result<Lsn> {
     let (lsn, flight) = logged.map_err(|e| outcome_unknown(wal, poisoned_before, e))?;
     flush_commit(inner, &tracing::Span::none(), lsn)
         .map_err(|e| outcome_unknown(wal, poisoned_before, e))?;
-    flight.landed();
+    flight.landed(lsn, wal.durable());
     Ok(lsn)
 }
 
