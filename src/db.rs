@@ -255,7 +255,7 @@ impl Db {
     /// takes a timestamp and waits out the clock's uncertainty as
     /// `Transaction::commit` does; `ClockUncertain` leaves it in doubt.
     pub fn commit_prepared(&self, gid: &str) -> Result<()> {
-        crate::txn::prepare::decide(self.core(), gid, true, None)
+        crate::txn::prepare::decide(self.core(), gid, (true, None), None)
     }
 
     /// Commits the prepared transaction `gid` at timestamp `ts`, chosen by
@@ -270,13 +270,29 @@ impl Db {
     /// clock's `earliest` than a commit may wait. `ts` need not be above
     /// commits made here after the prepare: they could not touch its rows.
     pub fn commit_prepared_at(&self, gid: &str, ts: Timestamp) -> Result<()> {
-        crate::txn::prepare::decide(self.core(), gid, true, Some(ts))
+        crate::txn::prepare::decide(self.core(), gid, (true, Some(ts)), None)
     }
 
     /// Rolls back the prepared transaction `gid`, durably.
     /// `UnknownTransaction` as for `commit_prepared`.
     pub fn rollback_prepared(&self, gid: &str) -> Result<()> {
-        crate::txn::prepare::decide(self.core(), gid, false, None)
+        crate::txn::prepare::decide(self.core(), gid, (false, None), None)
+    }
+
+    /// [`commit_prepared_at`](Db::commit_prepared_at), recording the
+    /// applied log `index` of the decision's entry with it, atomically (as
+    /// [`Transaction::set_applied_index`] does for a commit): a replica
+    /// applying a decision entry of its log. `IndexRefused` (the
+    /// transaction still prepared) unless `index` is above the one
+    /// recorded.
+    pub fn commit_prepared_applying(&self, gid: &str, ts: Timestamp, index: u64) -> Result<()> {
+        crate::txn::prepare::decide(self.core(), gid, (true, Some(ts)), Some(index))
+    }
+
+    /// [`rollback_prepared`](Db::rollback_prepared), recording the applied
+    /// log `index` with it, as `commit_prepared_applying` does.
+    pub fn rollback_prepared_applying(&self, gid: &str, index: u64) -> Result<()> {
+        crate::txn::prepare::decide(self.core(), gid, (false, None), Some(index))
     }
 
     /// The prepared transactions waiting for a decision (in doubt), in gid

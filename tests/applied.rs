@@ -54,7 +54,7 @@ fn the_applied_index_rises_with_commits_prepares_and_entries_of_its_own() {
     let mut tx = db.begin().expect("begin");
     tx.put(&t, b"c", b"3").expect("put");
     tx.set_applied_index(8);
-    tx.prepare("g").expect("prepare");
+    let prepared_at = tx.prepare("g").expect("prepare");
     assert_eq!(db.applied_index().expect("index"), 8);
     let mut tx = db.begin().expect("begin");
     tx.put(&t, b"d", b"4").expect("put");
@@ -65,15 +65,28 @@ fn the_applied_index_rises_with_commits_prepares_and_entries_of_its_own() {
         .expect("list")
         .iter()
         .all(|p| p.gid != "h"));
-    db.commit_prepared("g").expect("decide");
-    db.set_applied_index(9).expect("decision entry");
+    // A decision records it too; refused, the transaction stays prepared.
+    assert!(matches!(
+        db.commit_prepared_applying("g", prepared_at, 8),
+        Err(Error::IndexRefused { .. })
+    ));
+    assert_eq!(db.prepared_transactions().expect("list").len(), 1);
+    db.commit_prepared_applying("g", prepared_at, 9)
+        .expect("decide");
+    assert_eq!(db.applied_index().expect("index"), 9);
     // A read-only transaction records nothing: an index is a write.
     let mut ro = db.begin_read().expect("begin_read");
     ro.set_applied_index(10);
     assert!(matches!(ro.commit(), Err(Error::ReadOnlyTransaction)));
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, b"e", b"5").expect("put");
+    tx.set_applied_index(10);
+    tx.prepare("r").expect("prepare");
+    db.rollback_prepared_applying("r", 11).expect("roll back");
     db.close().expect("close");
     let db = common::open(dir.path());
-    assert_eq!(db.applied_index().expect("index"), 9, "after a reopen");
+    assert_eq!(db.applied_index().expect("index"), 11, "after a reopen");
+    assert!(db.prepared_transactions().expect("list").is_empty());
     let t = db.table("t").expect("table");
     let tx = db.begin().expect("begin");
     assert_eq!(
@@ -113,6 +126,14 @@ fn every_log_prefix_holds_exactly_the_entries_up_to_its_index() {
             }
         }
     }
+    // Entry 31 prepares a write of key 9, entry 32 commits it.
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, 9u64.to_be_bytes(), 32u64.to_be_bytes())
+        .expect("put");
+    tx.set_applied_index(31);
+    let prepared_at = tx.prepare("g").expect("prepare");
+    db.commit_prepared_applying("g", prepared_at, 32)
+        .expect("decide");
     let full = fs.process_crash_image();
     drop(db);
     let wal_dir = dir.join(strata::WAL_DIR);
@@ -143,12 +164,21 @@ fn every_log_prefix_holds_exactly_the_entries_up_to_its_index() {
         let applied = db.applied_index().expect("index");
         seen.insert(applied);
         let mut want = BTreeMap::new();
-        for i in 1..=applied {
+        for i in 1..=applied.min(30) {
             if let Some(k) = effect(i) {
                 want.insert(k.to_be_bytes().to_vec(), i.to_be_bytes().to_vec());
             }
         }
-        let tx = db.begin().expect("begin");
+        if applied >= 32 {
+            want.insert(9u64.to_be_bytes().to_vec(), 32u64.to_be_bytes().to_vec());
+        }
+        let prepared = db.prepared_transactions().expect("list").len();
+        assert_eq!(
+            prepared,
+            usize::from(applied == 31),
+            "log cut at LSN {end}: in doubt"
+        );
+        let tx = db.begin_with(strata::Isolation::Snapshot).expect("begin");
         let rows: BTreeMap<Vec<u8>, Vec<u8>> = common::rows(&tx, &db.table("t").expect("table"))
             .into_iter()
             .collect();
@@ -156,8 +186,8 @@ fn every_log_prefix_holds_exactly_the_entries_up_to_its_index() {
     }
     assert_eq!(
         seen.len(),
-        31,
-        "every index from 0 to 30 was a cut: {seen:?}"
+        33,
+        "every index from 0 to 32 was a cut: {seen:?}"
     );
 }
 

@@ -317,7 +317,15 @@ pub(crate) fn load(view: &mut impl PageAccess) -> Result<Vec<Entry>> {
 /// touch its rows (it holds their locks). Requiring more would let any
 /// local commit after the vote make the coordinator's decision impossible
 /// to apply.
-pub(crate) fn decide(inner: &Core, gid: &str, commit: bool, at: Option<Timestamp>) -> Result<()> {
+///
+/// With `index`, the decision records that applied log index in its own
+/// record (`txn::applied`), reported once the decision has landed.
+pub(crate) fn decide(
+    inner: &Core,
+    gid: &str,
+    (commit, at): (bool, Option<Timestamp>),
+    index: Option<u64>,
+) -> Result<()> {
     inner.engine.writable()?;
     // A commit takes a timestamp as any other: no clock, no decision (the
     // transaction stays in doubt).
@@ -336,8 +344,11 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool, at: Option<Timestamp
     }
     let poisoned_before = inner.engine.store().wal.is_poisoned();
     let logged = (|| {
-        let (lsn, ts) = {
+        let (lsn, ts, flight) = {
             let mut w = inner.engine.store().write();
+            if let Some(i) = index {
+                super::applied::record(&mut w.mtr, i)?;
+            }
             let mut ts = None;
             if let (Some(r), true) = (reading.as_mut(), t.xid != Xid::NONE) {
                 ts = Some(match at {
@@ -351,29 +362,33 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool, at: Option<Timestamp
             }
             remove(&mut w.mtr, gid)?;
             let kind = if commit { Kind::Commit } else { Kind::Abort };
-            (w.commit(kind, Op::Prepared as u8, t.xid)?, ts)
+            let flight = index.map(|i| inner.txns.applied().start(i));
+            (w.commit(kind, Op::Prepared as u8, t.xid)?, ts, flight)
         };
         if let Some(lsn) = lsn {
             inner.engine.store().wal.flush(lsn, true)?;
         }
-        Ok(ts.zip(reading))
+        Ok((ts.zip(reading), lsn.zip(flight)))
     })();
-    if let Ok(Some((ts, reading))) = logged {
-        super::commit_wait(inner, ts, reading);
+    if let Ok((Some((ts, reading)), _)) = &logged {
+        super::commit_wait(inner, *ts, *reading);
     }
-    if let Err(e) = logged {
-        // Undecided as far as the disk knows: it stays in doubt here too
-        // (the database is poisoned; reopening finds it prepared).
-        inner.txns.prepared().waiting(gid, t);
-        if commit {
-            return Err(super::outcome_unknown(
-                &inner.engine.store().wal,
-                poisoned_before,
-                e,
-            ));
+    let landing = match logged {
+        Ok((_, landing)) => landing,
+        Err(e) => {
+            // Undecided as far as the disk knows: it stays in doubt here too
+            // (the database is poisoned; reopening finds it prepared).
+            inner.txns.prepared().waiting(gid, t);
+            if commit {
+                return Err(super::outcome_unknown(
+                    &inner.engine.store().wal,
+                    poisoned_before,
+                    e,
+                ));
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     let outcome = if commit {
         Status::Committed
     } else {
@@ -395,6 +410,9 @@ pub(crate) fn decide(inner: &Core, gid: &str, commit: bool, at: Option<Timestamp
     inner.engine.note_dead(dead);
     inner.txns.waits().finished();
     inner.txns.prepared().release(gid);
+    if let Some((lsn, flight)) = landing {
+        flight.landed(lsn, inner.engine.store().wal.durable());
+    }
     Ok(())
 }
 
