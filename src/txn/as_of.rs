@@ -43,6 +43,12 @@
 //! a read that waited for it is refused with the poisoning error rather
 //! than served without it.
 //!
+//! A replica applying its leader's commits at the leader's timestamps
+//! (`commit_at`) must not serve a read above what it applied: the raised
+//! mark would refuse the leader's next commit at or below `T`. Its reads
+//! wait for its own safe time — the timestamps it has applied — as
+//! Spanner's replicas do; `begin_at` is the local rule.
+//!
 //! With no clock (unsynchronised), a read at a `T` the database has
 //! already assigned or served is still safe: no commit can take a
 //! timestamp without the clock, and once it is back, stamps are above the
