@@ -250,11 +250,11 @@ impl Options {
     /// ([`Db::begin_at`](crate::Db::begin_at)) are served (default zero).
     /// Vacuum keeps every version such a read may see: a version deleted
     /// or replaced by a commit stamped less than `retention` before the
-    /// clock's `earliest` (as of the vacuum pass) stays, as does anything
+    /// clock's `earliest` (read as vacuum goes) stays, as does anything
     /// a live read as of a timestamp sees. A read further back fails with
-    /// `Error::SnapshotTooOld`. With zero, a read may be at any timestamp
-    /// from the start of the last vacuum pass on; history costs space
-    /// only while such reads run. The horizon this sets is in
+    /// `Error::SnapshotTooOld`. With zero, a read may go back to the
+    /// clock's time when vacuum last ran; history costs space only while
+    /// such reads run. The horizon this sets is in
     /// `Stats::history_horizon`.
     pub fn history_retention(mut self, retention: Duration) -> Self {
         self.history_retention = retention;

@@ -56,7 +56,7 @@ struct Plan {
 
 /// Frees the tables no one can see and sweeps the catalog.
 pub(super) fn run(inner: &Core, stats: &mut VacuumStats) -> Result<()> {
-    let views = vacuum::gather(inner);
+    let views = vacuum::gather_advancing(inner)?;
     let plan = plan(inner, &views)?;
     for &root in plan.orphans.keys() {
         empty(inner, root, stats)?;

@@ -191,7 +191,6 @@ fn pass(inner: &Core) -> Result<VacuumStats> {
     inner.engine.writable()?;
     let _one = inner.engine.vacuum_pass();
     inner.engine.store().wal.check()?;
-    advance_history(inner)?;
     // Every table any catalog version names: dropped ones too, until
     // `dropped` frees them.
     let roots: Vec<PageId> = catalog::all_roots(&mut inner.engine.store().read().view)?;
@@ -204,7 +203,10 @@ fn pass(inner: &Core) -> Result<VacuumStats> {
             if batch.is_empty() {
                 break;
             }
-            let views = gather(inner);
+            // The horizon moves with the views: a version deleted by a
+            // commit that finished during the pass may go in this batch
+            // (the retention allowing), as the views let it.
+            let views = gather_advancing(inner)?;
             for (key, _) in &batch {
                 stats.keys += 1;
                 vacuum_key(inner, root, key, &views, &mut stats)?;
@@ -223,6 +225,13 @@ fn pass(inner: &Core) -> Result<VacuumStats> {
     super::compact::settle(inner, planned)?;
     inner.engine.vacuumed(stats.keys);
     Ok(stats)
+}
+
+/// `gather`, after raising the history horizon (logged) to where the
+/// retention puts it now: what a vacuum round may free by.
+pub(crate) fn gather_advancing(inner: &Core) -> Result<Views> {
+    advance_history(inner)?;
+    Ok(gather(inner))
 }
 
 pub(crate) fn gather(inner: &Core) -> Views {

@@ -21,9 +21,11 @@
 //! The history a read needs is kept by vacuum: it frees a version deleted
 //! by a commit only if that commit's timestamp is at or below the
 //! *horizon*, which never passes a live reader's `T` nor `now − retention`
-//! (`Options::history_retention`), and never moves back. It is raised at
-//! the start of a vacuum pass and logged in the meta page before anything
-//! it allows is freed, so after a crash it is at least where the freed
+//! (`Options::history_retention`), and never moves back. It is raised
+//! with each batch of keys a vacuum pass gathers its views for (so
+//! versions deleted during a long pass go in the same pass, as the views
+//! let them) and logged in the meta page before anything it allows is
+//! freed, so after a crash it is at least where the freed
 //! versions need it. A read below it fails with `SnapshotTooOld`; one at or
 //! above it is registered here first ([`History::hold`]), in the same
 //! step as the check, so vacuum cannot pass it afterwards.
