@@ -14,6 +14,11 @@ use strata::clock::FixedEpsilon;
 use strata::fault::{FaultFs, FaultKind, OpKind, OpMatch};
 use strata::{Db, Durability, Error, Options};
 
+/// Options without background work, at durability `d`.
+fn quiet(d: Durability) -> Options {
+    Options::default().background(false).durability(d)
+}
+
 #[test]
 fn the_applied_index_rises_with_commits_prepares_and_entries_of_its_own() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -106,11 +111,7 @@ fn every_log_prefix_holds_exactly_the_entries_up_to_its_index() {
     use strata::internals::wal::{reader::LogReader, segment};
     let dir = Path::new("/db");
     let fs = FaultFs::new();
-    let o = || {
-        Options::default()
-            .background(false)
-            .durability(Durability::Immediate)
-    };
+    let o = || quiet(Durability::Immediate);
     let db = Db::open_vfs(Arc::new(fs.clone()), dir, o()).expect("open");
     let t = common::create(&db, "t");
     db.checkpoint().expect("checkpoint");
@@ -230,11 +231,7 @@ fn the_applied_index_is_reported_only_once_the_entry_is_visible() {
 fn the_applied_index_is_reported_only_once_the_entry_is_durable() {
     let dir = Path::new("/db");
     let fs = FaultFs::new();
-    let o = || {
-        Options::default()
-            .background(false)
-            .durability(Durability::Immediate)
-    };
+    let o = || quiet(Durability::Immediate);
     let db = Db::open_vfs(Arc::new(fs.clone()), dir, o()).expect("open");
     let t = db.table("t").expect("table");
     let hold = fs.hold(
@@ -272,11 +269,7 @@ fn the_applied_index_is_reported_only_once_the_entry_is_durable() {
 fn a_failed_fsync_of_an_index_alone_says_the_outcome_is_unknown() {
     let dir = Path::new("/db");
     let fs = FaultFs::new();
-    let o = || {
-        Options::default()
-            .background(false)
-            .durability(Durability::Immediate)
-    };
+    let o = || quiet(Durability::Immediate);
     let db = Db::open_vfs(Arc::new(fs.clone()), dir, o()).expect("open");
     db.set_applied_index(1).expect("first");
     let before = fs.ops();
@@ -400,11 +393,7 @@ fn after_power_loss_the_applied_index_names_exactly_what_is_there() {
 fn the_durable_applied_index_survives_power_loss() {
     let dir = Path::new("/db");
     let fs = FaultFs::new();
-    let o = || {
-        Options::default()
-            .background(false)
-            .durability(Durability::Eventual)
-    };
+    let o = || quiet(Durability::Eventual);
     let db = Db::open_vfs(Arc::new(fs.clone()), dir, o()).expect("open");
     let t = db.table("t").expect("table");
     let mut lagged = false;

@@ -331,25 +331,27 @@ fn a_read_as_of_a_timestamp_is_read_only() {
     assert_eq!(db.begin().expect("begin").read_ts(), None);
 }
 
-/// Prepares a put of `k` under `gid`; returns the prepare timestamp.
-fn prepare_put(db: &Db, t: &Table, gid: &str) -> Timestamp {
+/// A database with lock timeout `timeout` and a table `t` where a put of
+/// `k` is prepared under `g1`; with the prepare timestamp.
+fn with_prepared_put(dir: &std::path::Path, timeout: Duration) -> (Db, Table, Timestamp) {
+    let db = Db::open_with(
+        dir,
+        Options::default()
+            .cache_size(4 << 20)
+            .lock_timeout(Some(timeout)),
+    )
+    .expect("open");
+    let t = common::create(&db, "t");
     let mut tx = db.begin().expect("begin");
-    tx.put(t, b"k", b"prepared").expect("put");
-    tx.prepare(gid).expect("prepare")
+    tx.put(&t, b"k", b"prepared").expect("put");
+    let prepared = tx.prepare("g1").expect("prepare");
+    (db, t, prepared)
 }
 
 #[test]
 fn a_read_at_or_after_a_prepare_waits_for_the_decision() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open_with(
-        dir.path(),
-        Options::default()
-            .cache_size(4 << 20)
-            .lock_timeout(Some(Duration::from_secs(10))),
-    )
-    .expect("open");
-    let t = common::create(&db, "t");
-    let prepared = prepare_put(&db, &t, "g1");
+    let (db, t, prepared) = with_prepared_put(dir.path(), Duration::from_secs(10));
     let read_at = prepared.saturating_add(Duration::from_millis(1));
     let seen = std::thread::scope(|s| {
         let reader = s.spawn(|| {
@@ -381,15 +383,7 @@ fn a_read_at_or_after_a_prepare_waits_for_the_decision() {
 #[test]
 fn a_prepared_transaction_left_undecided_times_the_read_out() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open_with(
-        dir.path(),
-        Options::default()
-            .cache_size(4 << 20)
-            .lock_timeout(Some(Duration::from_millis(200))),
-    )
-    .expect("open");
-    let t = common::create(&db, "t");
-    let prepared = prepare_put(&db, &t, "g1");
+    let (db, t, prepared) = with_prepared_put(dir.path(), Duration::from_millis(200));
     assert!(matches!(db.begin_at(prepared), Err(Error::LockTimeout)));
     db.rollback_prepared("g1").expect("rollback");
     assert_eq!(

@@ -28,15 +28,22 @@ fn changed(db: &Db, t: &Table, range: impl strata::KeyRange, ts: Timestamp) -> O
         .expect("changed_since")
 }
 
+/// A database on `clock`, without background work, keeping `retention`
+/// of history.
+fn sim_db(dir: &std::path::Path, clock: &SimClock, retention: Duration) -> Db {
+    let opts = Options::default()
+        .durability(Durability::Eventual)
+        .background(false)
+        .history_retention(retention)
+        .clock(Arc::new(clock.clone()));
+    Db::open_with(dir, opts).expect("open")
+}
+
 #[test]
 fn changed_since_finds_the_first_key_changed_after_a_timestamp() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = SimClock::new(Timestamp::from_nanos(START));
-    let opts = Options::default()
-        .durability(Durability::Eventual)
-        .background(false)
-        .clock(Arc::new(clock.clone()));
-    let db = Db::open_with(dir.path(), opts).expect("open");
+    let db = sim_db(dir.path(), &clock, Duration::ZERO);
     let t = db.table("t").expect("table");
     let t0 = commit(&db, &clock, |tx| {
         for k in ["a", "b", "c", "d"] {
@@ -128,12 +135,7 @@ fn changed_since_finds_the_first_key_changed_after_a_timestamp() {
 fn changed_since_agrees_with_a_model_over_many_keys_and_timestamps() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = SimClock::new(Timestamp::from_nanos(START));
-    let opts = Options::default()
-        .durability(Durability::Eventual)
-        .background(false)
-        .history_retention(Duration::from_secs(3600))
-        .clock(Arc::new(clock.clone()));
-    let db = Db::open_with(dir.path(), opts).expect("open");
+    let db = sim_db(dir.path(), &clock, Duration::from_secs(3600));
     let t = db.table("t").expect("table");
     let mut rng = common::xorshift(99);
     // key → the timestamps of its changes.
@@ -186,15 +188,6 @@ fn changed_since_agrees_with_a_model_over_many_keys_and_timestamps() {
     }
 }
 
-fn sim_db(dir: &std::path::Path, clock: &SimClock) -> Db {
-    let opts = Options::default()
-        .durability(Durability::Eventual)
-        .background(false)
-        .history_retention(Duration::from_secs(3600))
-        .clock(Arc::new(clock.clone()));
-    Db::open_with(dir, opts).expect("open")
-}
-
 fn table_change(r: strata::Result<Option<Vec<u8>>>, what: &str) {
     match r {
         Err(Error::SerializationFailure {
@@ -215,7 +208,7 @@ fn table_change(r: strata::Result<Option<Vec<u8>>>, what: &str) {
 fn a_change_of_the_table_itself_fails_the_check() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = SimClock::new(Timestamp::from_nanos(START));
-    let db = sim_db(dir.path(), &clock);
+    let db = sim_db(dir.path(), &clock, Duration::from_secs(3600));
     let (t, u, v) = (
         db.table("t").expect("t"),
         db.table("u").expect("u"),
@@ -284,11 +277,7 @@ fn vacuum_beside_a_check_never_frees_what_it_needs() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = SimClock::new(Timestamp::from_nanos(START));
-    let opts = Options::default()
-        .durability(Durability::Eventual)
-        .background(false)
-        .clock(Arc::new(clock.clone()));
-    let db = Db::open_with(dir.path(), opts).expect("open");
+    let db = sim_db(dir.path(), &clock, Duration::ZERO);
     let t = db.table("t").expect("table");
     let keys: Vec<String> = (0..keys).map(|i| format!("k{i:04}")).collect();
     commit(&db, &clock, |tx| {

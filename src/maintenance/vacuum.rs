@@ -80,7 +80,7 @@ use crate::btree;
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::catalog;
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::heap::{self, overflow, tuple};
 use crate::ids::{PageId, Tid, Xid};
 use crate::limits::{OVERFLOW_PAGES_PER_RECORD, VACUUM_BATCH};
@@ -413,16 +413,7 @@ fn keep_history(
         if high <= views.history {
             return Ok(());
         }
-        match commit_ts::lookup(acc, v.xmax)? {
-            Some(ts) => *n = ts > views.history,
-            None => {
-                return Err(Error::corruption(
-                    acc.file(),
-                    0,
-                    format!("committed xid {} has no commit timestamp", v.xmax.0),
-                ))
-            }
-        }
+        *n = commit_ts::of_committed(acc, v.xmax)? > views.history;
     }
     Ok(())
 }

@@ -136,6 +136,18 @@ fn record(mtr: &mut Mtr<'_>, xid: Xid, ts: Timestamp) -> Result<()> {
     )
 }
 
+/// The timestamp `xid`, a committed transaction, committed at: every
+/// commit is stamped, so none is damage.
+pub fn of_committed(acc: &mut impl PageAccess, xid: Xid) -> Result<Timestamp> {
+    lookup(acc, xid)?.ok_or_else(|| {
+        Error::corruption(
+            acc.file(),
+            0,
+            format!("committed xid {} has no commit timestamp", xid.0),
+        )
+    })
+}
+
 /// The timestamp `xid` committed at, if it committed with one.
 pub fn lookup(acc: &mut impl PageAccess, xid: Xid) -> Result<Option<Timestamp>> {
     let root = root(acc)?;

@@ -53,7 +53,6 @@ struct State {
 }
 
 /// The history horizon and the reads that hold it back.
-#[derive(Clone, Default)]
 pub struct History {
     state: Arc<Mutex<State>>,
     stamps: Arc<Stamps>,
@@ -226,13 +225,7 @@ impl StatusOf for AsOf<'_> {
             return Ok(false);
         }
         for xid in missing {
-            let Some(ts) = commit_ts::lookup(acc, xid)? else {
-                return Err(Error::corruption(
-                    acc.file(),
-                    0,
-                    format!("committed xid {} has no commit timestamp", xid.0),
-                ));
-            };
+            let ts = commit_ts::of_committed(acc, xid)?;
             self.stamps.put(xid, ts);
             self.known
                 .at_or_before

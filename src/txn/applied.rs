@@ -43,15 +43,17 @@ pub fn get(acc: &mut impl PageAccess) -> Result<u64> {
 }
 
 /// Records `index` in `mtr`, the mini-transaction of what the entry
-/// changed; refused unless above the index recorded.
-pub(crate) fn record(mtr: &mut Mtr<'_>, index: u64) -> Result<()> {
+/// changed, under the store latch; refused unless above the index
+/// recorded. In flight in `published` until the returned guard lands —
+/// or drops, as it does if the mini-transaction fails after this.
+pub(crate) fn record(mtr: &mut Mtr<'_>, published: &Arc<Published>, index: u64) -> Result<Flight> {
     let applied = get(mtr)?;
     if index <= applied {
         return Err(Error::IndexRefused { index, applied });
     }
     let m = mtr.page_mut_in(META, &[(APPLIED_INDEX, APPLIED_INDEX + 8)])?;
     put_u64(m, APPLIED_INDEX, index);
-    Ok(())
+    Ok(published.start(index))
 }
 
 /// The applied index as reported: entries landed, none lower in flight.
@@ -95,10 +97,9 @@ impl Published {
         f.durable
     }
 
-    /// Index `index` is recorded in a mini-transaction about to commit
-    /// (called under the store latch, after everything in it that can
-    /// fail): in flight until the returned guard lands, or drops.
-    pub(crate) fn start(self: &Arc<Self>, index: u64) -> Flight {
+    /// Index `index` is recorded in a mini-transaction under the store
+    /// latch: in flight until the returned guard lands, or drops.
+    fn start(self: &Arc<Self>, index: u64) -> Flight {
         self.0.lock().in_flight.insert(index);
         Flight {
             of: self.clone(),

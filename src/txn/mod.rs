@@ -701,9 +701,11 @@ impl Transaction {
         // Only a transaction that wrote has an xid to log.
         assert!(self.xid != Xid::NONE);
         let mut w = self.core().engine.store().write();
-        if let Some(index) = self.applied {
-            applied::record(&mut w.mtr, index)?;
-        }
+        let applied = self.core().txns.applied();
+        let flight = self
+            .applied
+            .map(|i| applied::record(&mut w.mtr, applied, i))
+            .transpose()?;
         let ts = match at {
             None => commit_ts::stamp(&mut w.mtr, self.xid, clock, reading)?,
             Some(ts) => {
@@ -714,7 +716,6 @@ impl Transaction {
             }
         };
         clog::set_committed(&mut w.mtr, self.xid)?;
-        let flight = self.applied.map(|i| self.core().txns.applied().start(i));
         let lsn = w.commit(Kind::Commit, Op::Clog as u8, self.xid)?;
         lsn.map(|lsn| (lsn, ts, flight))
             .ok_or(Error::Unsupported("commit record was not written"))
@@ -817,12 +818,12 @@ impl Transaction {
             let mut w = inner.engine.store().write();
             // Taken under the latch, as a commit's: no commit can slip in
             // between reading the high-water mark and raising it.
-            if let Some(index) = self.applied {
-                applied::record(&mut w.mtr, index)?;
-            }
+            let flight = self
+                .applied
+                .map(|i| applied::record(&mut w.mtr, inner.txns.applied(), i))
+                .transpose()?;
             entry.prepare_ts = commit_ts::reserve(&mut w.mtr, clock, &mut reading)?;
             prepare::insert(&mut w.mtr, &entry)?;
-            let flight = self.applied.map(|i| inner.txns.applied().start(i));
             (w.commit(Kind::Pages, Op::Prepared as u8, self.xid)?, flight)
         };
         if let Some(lsn) = lsn {
@@ -894,8 +895,7 @@ pub(crate) fn applied_alone(inner: &Core, index: u64) -> Result<Lsn> {
     let poisoned_before = wal.is_poisoned();
     let logged = (|| {
         let mut w = inner.engine.store().write();
-        applied::record(&mut w.mtr, index)?;
-        let flight = inner.txns.applied().start(index);
+        let flight = applied::record(&mut w.mtr, inner.txns.applied(), index)?;
         let lsn = w
             .commit(Kind::Pages, Op::Applied as u8, Xid::NONE)?
             .ok_or(Error::Unsupported("applied index record was not written"))?;

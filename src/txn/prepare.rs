@@ -346,9 +346,9 @@ pub(crate) fn decide(
     let logged = (|| {
         let (lsn, ts, flight) = {
             let mut w = inner.engine.store().write();
-            if let Some(i) = index {
-                super::applied::record(&mut w.mtr, i)?;
-            }
+            let flight = index
+                .map(|i| super::applied::record(&mut w.mtr, inner.txns.applied(), i))
+                .transpose()?;
             let mut ts = None;
             if let (Some(r), true) = (reading.as_mut(), t.xid != Xid::NONE) {
                 ts = Some(match at {
@@ -362,7 +362,6 @@ pub(crate) fn decide(
             }
             remove(&mut w.mtr, gid)?;
             let kind = if commit { Kind::Commit } else { Kind::Abort };
-            let flight = index.map(|i| inner.txns.applied().start(i));
             (w.commit(kind, Op::Prepared as u8, t.xid)?, ts, flight)
         };
         if let Some(lsn) = lsn {

@@ -176,13 +176,6 @@ fn after(
     match clog.status(x) {
         Status::Aborted => Ok(None),
         Status::InProgress => Ok(Some(true)),
-        Status::Committed => match commit_ts::lookup(acc, x)? {
-            Some(t) => Ok(Some(t > ts)),
-            None => Err(Error::corruption(
-                acc.file(),
-                0,
-                format!("committed xid {} has no commit timestamp", x.0),
-            )),
-        },
+        Status::Committed => Ok(Some(commit_ts::of_committed(acc, x)? > ts)),
     }
 }
