@@ -199,6 +199,93 @@ fn big_values_and_limits() {
     assert_eq!(tx.get(&t, b"mid").expect("get"), Some(vec![9u8; 5000]));
 }
 
+/// Value lengths at each edge of how a value is split between its tuple
+/// and an overflow chain, for a key of `klen` bytes: the tuple limit
+/// (4 000 bytes), one page's worth (8 160), and a tail past whole pages
+/// that just fits in the tuple beside the chain's page id, or just not.
+fn split_edges(klen: usize) -> Vec<usize> {
+    let room = 4_000 - 30 - klen;
+    let page = 8_160;
+    let mut lens = vec![room, room + 1, page - 1, page, page + 1];
+    for whole in [page, 2 * page, 5 * page] {
+        lens.extend([
+            whole + room - 5,
+            whole + room - 4,
+            whole + room - 3,
+            whole + 1,
+        ]);
+    }
+    lens
+}
+
+fn patterned(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|j| ((j * 7 + seed * 13 + j / 251) % 251) as u8)
+        .collect()
+}
+
+#[test]
+fn values_at_every_split_round_trip() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let keys: Vec<(Vec<u8>, usize)> = [3, 900, strata::limits::KEY_MAX]
+        .iter()
+        .flat_map(|&klen| split_edges(klen).into_iter().map(move |len| (klen, len)))
+        .enumerate()
+        .map(|(i, (klen, len))| {
+            let mut k = format!("{i:03}").into_bytes();
+            k.resize(klen, b'k');
+            (k, len)
+        })
+        .collect();
+    let check = |db: &Db, t: &strata::Table, round: usize| {
+        let tx = db.begin_read().expect("reader");
+        for (i, (k, len)) in keys.iter().enumerate() {
+            let want = match (round, i % 3) {
+                (0, _) | (1, 1) => Some(patterned(*len, i)),
+                (1, 0) => Some(patterned(keys[keys.len() - 1 - i].1, i + 1)),
+                _ => None,
+            };
+            let got = tx.get(t, k).expect("get");
+            assert!(got == want, "key {i} ({} bytes): generation {round}", len);
+        }
+        let scanned = tx.scan(t, ..).expect("scan").count();
+        assert_eq!(
+            scanned,
+            (0..keys.len()).filter(|i| round == 0 || i % 3 != 2).count()
+        );
+    };
+    let db = open(tmp.path());
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    for (i, (k, len)) in keys.iter().enumerate() {
+        tx.put(&t, k, patterned(*len, i)).expect("put");
+        assert_eq!(tx.get(&t, k).expect("own write"), Some(patterned(*len, i)));
+    }
+    tx.commit().expect("commit");
+    check(&db, &t, 0);
+    // Overwrite a third with another edge's length, delete a third.
+    let mut tx = db.begin().expect("begin");
+    for (i, (k, _)) in keys.iter().enumerate() {
+        match i % 3 {
+            0 => tx
+                .put(&t, k, patterned(keys[keys.len() - 1 - i].1, i + 1))
+                .expect("put"),
+            2 => assert!(tx.delete(&t, k).expect("delete")),
+            _ => {}
+        }
+    }
+    tx.commit().expect("commit");
+    check(&db, &t, 1);
+    db.vacuum().expect("vacuum");
+    check(&db, &t, 1);
+    db.check_integrity().expect("sound");
+    drop((t, db));
+    let db = open(tmp.path());
+    let t = db.table("t").expect("table");
+    check(&db, &t, 1);
+    db.check_integrity().expect("sound after reopen");
+}
+
 #[test]
 fn sixty_four_mib_value_round_trips() {
     let tmp = tempfile::tempdir().expect("tmp");

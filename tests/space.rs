@@ -1,9 +1,11 @@
 //! Space after vacuum: once most rows are deleted and vacuum has run, the
 //! database directory (data file and log) is at most 1.5 times the live
-//! data, whatever the row size — rows of about 1 KiB (a few to a heap
-//! page, so whole tuples, not bytes, decide what fits where), rows of two
-//! sizes far from their average, and values larger than a page (kept in
-//! overflow chains).
+//! data — rows of about 1 KiB (a few to a heap page, so whole tuples, not
+//! bytes, decide what fits where), rows of two sizes far from their
+//! average, and values larger than a page (kept in overflow chains, their
+//! tails in the tuple). Values between the tuple limit (about 4 KB) and a
+//! page are the exception FORMAT.md's known gaps name: each takes an
+//! overflow page of its own (4 500 bytes: 1.97 times).
 
 use std::path::Path;
 
@@ -118,4 +120,30 @@ fn rows_of_two_sizes_shrink_to_the_goal() {
     };
     let amp = amplification(8_000, len, 1_000, 4);
     assert!(amp <= GOAL, "directory is {amp:.2}x the live data");
+}
+
+#[test]
+fn values_just_past_whole_pages_shrink_to_the_goal() {
+    // 8 300 and 16 500 bytes: a page's or two pages' worth (8 160 bytes
+    // each) and a tail of a few hundred. The tail stays in the tuple,
+    // sharing a heap page, instead of taking an overflow page of its own
+    // (which made these 2.14 times the live data).
+    let amp = amplification(1_600, |i| [8_300, 16_500][i as usize % 2], 100, 4);
+    assert!(amp <= GOAL, "directory is {amp:.2}x the live data");
+}
+
+#[test]
+fn values_of_every_length_past_a_page_shrink_to_the_goal() {
+    // Lengths 700 bytes apart from just past a page to past three pages'
+    // worth, 8 MB of each; the tightest (12 500: two pages, the tail too
+    // long for the tuple) measured 1.49. Below a page the goal is not met
+    // (FORMAT.md's known gaps): printed, not asserted.
+    for len in (4_100..26_000).step_by(700) {
+        let amp = amplification((8_000_000 / len) as u32, |_| len, 100, 4);
+        eprintln!("{len}-byte values: {amp:.2}x");
+        assert!(
+            len < 8_160 || amp <= GOAL,
+            "{len}-byte values: {amp:.2}x the live data"
+        );
+    }
 }

@@ -272,7 +272,9 @@ fn freed_pages_at_the_end_leave_the_file() {
     }
     tx.commit().expect("commit");
     let stats = db.vacuum().expect("vacuum");
-    assert!(stats.pages_cut >= 300, "{stats:?}");
+    // Each value took two overflow pages and left 3 680 bytes in its tuple:
+    // 200 overflow pages and 50 heap pages at the end of the file.
+    assert!(stats.pages_cut >= 240, "{stats:?}");
     assert_eq!(
         file_len(tmp.path()),
         grown,

@@ -13,8 +13,9 @@
 use crate::buffer::mtr::{Mtr, PageAccess};
 use crate::codec::{put_u32, u32_at};
 use crate::error::{Error, Result};
+use crate::heap::tuple;
 use crate::ids::PageId;
-use crate::limits::{OVERFLOW_PAGES_PER_RECORD, PAGE_SIZE};
+use crate::limits::{OVERFLOW_PAGES_PER_RECORD, PAGE_SIZE, TUPLE_INLINE_MAX};
 use crate::page::{self, PageType, HDR};
 use crate::store::meta;
 
@@ -23,6 +24,24 @@ const LEN: usize = HDR + 4;
 const DATA: usize = HDR + 8;
 /// Value bytes per overflow page.
 pub const CAPACITY: usize = PAGE_SIZE - DATA;
+
+/// How many of a value's bytes go to an overflow chain, for a tuple
+/// whose key is `klen` bytes: `None` if the whole value fits in the tuple;
+/// else the whole pages' worth when what is left fits in the tuple beside
+/// the page id (the tail), or all of it. Below a page's worth there is no
+/// whole page to fill, and a value alone on its page wastes the rest
+/// whichever way it is split.
+pub fn split(klen: usize, vlen: usize) -> Option<usize> {
+    let Some(room) = TUPLE_INLINE_MAX.checked_sub(tuple::HEADER + klen) else {
+        return Some(vlen);
+    };
+    if vlen <= room {
+        return None;
+    }
+    let whole = vlen - vlen % CAPACITY;
+    let tail_fits = whole > 0 && vlen - whole + 4 <= room;
+    Some(if tail_fits { whole } else { vlen })
+}
 
 /// Writes `value` as a chain; `each` runs one mini-transaction per group of
 /// pages (the caller supplies latching and logging). Returns the first page.
@@ -236,14 +255,39 @@ fn relocate_below(
     Ok(Some(at))
 }
 
-/// Reads a whole value.
-pub fn read(acc: &mut impl PageAccess, first: PageId, len: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(len);
+/// Reads the `len` bytes a chain holds, then appends `tail` (the value's
+/// end kept in its tuple).
+pub fn read(acc: &mut impl PageAccess, first: PageId, len: usize, tail: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(len + tail.len());
     for pid in pages(acc, first, len)? {
         acc.with_page(pid, |p| {
             let n = u32_at(p, LEN).unwrap_or(0) as usize;
             out.extend_from_slice(&p[DATA..DATA + n.min(CAPACITY)]);
         })?;
     }
+    out.extend_from_slice(tail);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_stays_in_the_tuple_only_past_whole_pages_and_when_it_fits() {
+        let room = TUPLE_INLINE_MAX - tuple::HEADER - 10;
+        assert_eq!(split(10, room), None);
+        // Under a page's worth: all of it in the chain.
+        assert_eq!(split(10, room + 1), Some(room + 1));
+        assert_eq!(split(10, CAPACITY), Some(CAPACITY));
+        // Past whole pages: the pages, and a tail that fits with the page id.
+        assert_eq!(split(10, CAPACITY + 1), Some(CAPACITY));
+        assert_eq!(split(10, 3 * CAPACITY + room - 4), Some(3 * CAPACITY));
+        assert_eq!(
+            split(10, 3 * CAPACITY + room - 3),
+            Some(3 * CAPACITY + room - 3)
+        );
+        // A key too long for any tuple is refused before this is asked.
+        assert_eq!(split(TUPLE_INLINE_MAX, 1), Some(1));
+    }
 }

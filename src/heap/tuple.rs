@@ -2,12 +2,18 @@
 //!
 //! ```text
 //!  0        8        16         20         22      24     26          30
-//!  | xmin   | xmax   | prev pg  | prev slot| flags | klen | vlen u32  | key | value or overflow page u32 |
+//!  | xmin   | xmax   | prev pg  | prev slot| flags | klen | vlen u32  | key | value, or overflow page u32 + tail |
 //! ```
 //! `xmin` created the version, `xmax` deleted or superseded it (0: nobody),
 //! `prev` links to the next older version of the same key (page 0: none).
-//! With `OVERFLOW` set, `vlen` is the value's full length and the value
-//! lives in a chain of overflow pages starting at the stored page id.
+//! With `OVERFLOW` set, `vlen` is the value's full length: its first
+//! `vlen - tail` bytes live in a chain of overflow pages starting at the
+//! stored page id, and the rest (the tail, possibly empty) follows the
+//! page id in the tuple. A tail stays in the tuple when it fits
+//! (`overflow::split`): a value a few bytes past a page's worth would
+//! otherwise take a second overflow page for those few bytes, where in the
+//! tuple it shares a heap page with other tuples, as PostgreSQL's TOAST
+//! chunks do.
 
 use crate::codec::{put_u32, put_u64, u16_at, u32_at, u64_at};
 use crate::ids::{PageId, Tid, Xid};
@@ -32,7 +38,7 @@ pub struct Tuple<'a> {
     pub flags: u16,
     /// The key.
     pub key: &'a [u8],
-    /// Inline value, or the 4-byte overflow page id.
+    /// Inline value, or the 4-byte overflow page id and the value's tail.
     pub body: &'a [u8],
     /// Full value length.
     pub vlen: u32,
@@ -50,7 +56,7 @@ impl<'a> Tuple<'a> {
         let key = b.get(HEADER..HEADER + klen)?;
         let body = b.get(HEADER + klen..)?;
         let body_ok = if flags & OVERFLOW != 0 {
-            body.len() == 4
+            body.len() >= 4 && body.len() - 4 <= vlen as usize
         } else {
             body.len() == vlen as usize
         };
@@ -65,23 +71,36 @@ impl<'a> Tuple<'a> {
         })
     }
 
-    /// First overflow page, if the value is stored out of line.
-    pub fn overflow(&self) -> Option<PageId> {
-        (self.flags & OVERFLOW != 0).then(|| PageId(u32_at(self.body, 0).unwrap_or(0)))
+    /// First overflow page and the bytes of the value the chain holds, if
+    /// the value is stored out of line.
+    pub fn overflow(&self) -> Option<(PageId, u32)> {
+        (self.flags & OVERFLOW != 0).then(|| {
+            let first = PageId(u32_at(self.body, 0).unwrap_or(0));
+            (first, self.vlen - self.tail().len() as u32)
+        })
+    }
+
+    /// The end of an out-of-line value kept in the tuple (empty for an
+    /// inline value, whose bytes are all `body`).
+    pub fn tail(&self) -> &'a [u8] {
+        match self.flags & OVERFLOW {
+            0 => &[],
+            _ => self.body.get(4..).unwrap_or(&[]),
+        }
     }
 }
 
 /// Encodes a new version.
 pub fn encode(xmin: Xid, prev: Tid, key: &[u8], value: Inline<'_>) -> Vec<u8> {
     let page;
-    let (flags, vlen, body): (u16, u32, &[u8]) = match value {
-        Inline::Bytes(v) => (0, v.len() as u32, v),
-        Inline::Overflow { first, len } => {
+    let (flags, vlen, body, tail): (u16, u32, &[u8], &[u8]) = match value {
+        Inline::Bytes(v) => (0, v.len() as u32, v, &[]),
+        Inline::Overflow { first, chain, tail } => {
             page = first.0.to_le_bytes();
-            (OVERFLOW, len, &page)
+            (OVERFLOW, chain + tail.len() as u32, &page, tail)
         }
     };
-    let mut t = Vec::with_capacity(HEADER + key.len() + body.len());
+    let mut t = Vec::with_capacity(HEADER + key.len() + body.len() + tail.len());
     t.extend_from_slice(&xmin.0.to_le_bytes());
     t.extend_from_slice(&0u64.to_le_bytes());
     t.extend_from_slice(&prev.encode());
@@ -90,6 +109,7 @@ pub fn encode(xmin: Xid, prev: Tid, key: &[u8], value: Inline<'_>) -> Vec<u8> {
     t.extend_from_slice(&vlen.to_le_bytes());
     t.extend_from_slice(key);
     t.extend_from_slice(body);
+    t.extend_from_slice(tail);
     t
 }
 
@@ -97,12 +117,14 @@ pub fn encode(xmin: Xid, prev: Tid, key: &[u8], value: Inline<'_>) -> Vec<u8> {
 pub enum Inline<'a> {
     /// In the tuple.
     Bytes(&'a [u8]),
-    /// In an overflow chain.
+    /// In an overflow chain, and the rest in the tuple.
     Overflow {
         /// First page of the chain.
         first: PageId,
-        /// Value length.
-        len: u32,
+        /// Bytes of the value the chain holds.
+        chain: u32,
+        /// The value's last bytes, kept in the tuple.
+        tail: &'a [u8],
     },
 }
 
@@ -117,11 +139,13 @@ pub fn set_prev(b: &mut [u8], prev: Tid) {
     b[20..22].copy_from_slice(&prev.slot.0.to_le_bytes());
 }
 
-/// Repoints an overflow tuple at the rest of its chain (vacuum frees a
-/// dead value piecewise).
-pub fn set_overflow(b: &mut [u8], first: PageId, len: u32) {
-    put_u32(b, 26, len);
+/// Repoints an overflow tuple at the rest of its chain, `chain` bytes
+/// long (vacuum frees a dead value piecewise; compaction moves the chain).
+/// The tail in the tuple stays, and `vlen` counts it.
+pub fn set_overflow(b: &mut [u8], first: PageId, chain: u32) {
     let klen = u16_at(b, 24).unwrap_or(0) as usize;
+    let tail = b.len().saturating_sub(HEADER + klen + 4) as u32;
+    put_u32(b, 26, chain + tail);
     put_u32(b, HEADER + klen, first.0);
 }
 
@@ -152,11 +176,44 @@ mod tests {
             b"k",
             Inline::Overflow {
                 first: PageId(77),
-                len: 1 << 20,
+                chain: 1 << 20,
+                tail: b"",
             },
         );
         let d = Tuple::decode(&o).expect("decodes");
-        assert_eq!((d.overflow(), d.vlen), (Some(PageId(77)), 1 << 20));
+        assert_eq!(
+            (d.overflow(), d.vlen),
+            (Some((PageId(77), 1 << 20)), 1 << 20)
+        );
+        assert_eq!(d.tail(), b"");
+    }
+
+    #[test]
+    fn a_tail_stays_in_the_tuple_and_counts_in_the_length() {
+        let mut o = encode(
+            Xid(1),
+            Tid::NULL,
+            b"k",
+            Inline::Overflow {
+                first: PageId(77),
+                chain: 8160,
+                tail: b"end",
+            },
+        );
+        let d = Tuple::decode(&o).expect("decodes");
+        assert_eq!(
+            (d.overflow(), d.vlen, d.tail()),
+            (Some((PageId(77), 8160)), 8163, &b"end"[..])
+        );
+        set_overflow(&mut o, PageId(0), 0);
+        let d = Tuple::decode(&o).expect("decodes");
+        assert_eq!(
+            (d.overflow(), d.vlen, d.tail()),
+            (Some((PageId(0), 0)), 3, &b"end"[..])
+        );
+        // A tail longer than the value is damage.
+        put_u32(&mut o, 26, 2);
+        assert!(Tuple::decode(&o).is_none());
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl Cursor {
             xmin: t.xmin,
             xmax: t.xmax,
             prev: t.prev,
-            overflow: t.overflow().map(|p| (p, t.vlen)),
+            overflow: t.overflow(),
         })?;
         self.at = v.prev;
         Ok(Some(v))
@@ -142,7 +142,7 @@ fn walk(
 ) -> Result<Option<Vec<u8>>> {
     enum Step {
         Inline(Vec<u8>),
-        Overflow(PageId, u32),
+        Overflow(PageId, u32, Vec<u8>),
         Gone,
         Older(Tid),
     }
@@ -161,7 +161,7 @@ fn walk(
                 match t.overflow() {
                     _ if !copy => Step::Inline(Vec::new()),
                     None => Step::Inline(t.body.to_vec()),
-                    Some(first) => Step::Overflow(first, t.vlen),
+                    Some((first, chain)) => Step::Overflow(first, chain, t.tail().to_vec()),
                 }
             }
             Seen::Deleted => Step::Gone,
@@ -179,8 +179,8 @@ fn walk(
         }
         match step {
             Step::Inline(v) => return Ok(Some(v)),
-            Step::Overflow(first, len) => {
-                return overflow::read(acc, first, len as usize).map(Some)
+            Step::Overflow(first, chain, tail) => {
+                return overflow::read(acc, first, chain as usize, &tail).map(Some)
             }
             Step::Gone => return Ok(None),
             Step::Older(prev) => at = prev,

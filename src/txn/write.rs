@@ -25,7 +25,7 @@ use crate::catalog::Table;
 use crate::error::{Error, Result};
 use crate::heap::{self, overflow, tuple};
 use crate::ids::{PageId, Tid, Xid};
-use crate::limits::{KEY_MAX, OVERFLOW_PAGES_PER_RECORD, TUPLE_INLINE_MAX, VALUE_MAX};
+use crate::limits::{KEY_MAX, OVERFLOW_PAGES_PER_RECORD, VALUE_MAX};
 use crate::mvcc::chain::{self, Cursor, Version};
 use crate::mvcc::{visible, Seen, Snapshot, Status, StatusOf};
 use crate::options::Isolation;
@@ -39,8 +39,9 @@ struct Write<'a> {
     key: &'a [u8],
     /// `None` deletes.
     value: Option<&'a [u8]>,
-    /// The value's overflow chain, already written, if it is large.
-    big: Option<PageId>,
+    /// The value's overflow chain, already written, and the bytes it
+    /// holds, if the value is large.
+    big: Option<(PageId, usize)>,
     me: Xid,
 }
 
@@ -70,11 +71,9 @@ pub(super) fn write(
     let me = tx.ensure_xid()?;
     let core = tx.core.clone();
     let inner = &*core;
-    let big = match value {
-        Some(v) if tuple::HEADER + key.len() + v.len() > TUPLE_INLINE_MAX => {
-            Some(write_overflow(inner, me, v)?)
-        }
-        _ => None,
+    let big = match value.and_then(|v| Some((v, overflow::split(key.len(), v.len())?))) {
+        Some((v, chain)) => Some((write_overflow(inner, me, &v[..chain])?, chain)),
+        None => None,
     };
     let w = Write {
         table,
@@ -85,9 +84,9 @@ pub(super) fn write(
     };
     let r = write_loop(tx, inner, &w);
     if r.is_err() {
-        if let (Some(first), Some(v)) = (big, value) {
+        if let Some((first, chain)) = big {
             // Best effort: on failure the pages are merely unreferenced.
-            let _ = free_overflow(inner, first, v.len());
+            let _ = free_overflow(inner, first, chain);
         }
     }
     r
@@ -226,9 +225,10 @@ fn apply(
         }
         Some(value) => {
             let body = match w.big {
-                Some(first) => tuple::Inline::Overflow {
+                Some((first, chain)) => tuple::Inline::Overflow {
                     first,
-                    len: value.len() as u32,
+                    chain: chain as u32,
+                    tail: &value[chain..],
                 },
                 None => tuple::Inline::Bytes(value),
             };
