@@ -69,7 +69,10 @@ pub fn ops_crash(data: &[u8]) {
             match op % 9 {
                 0..=2 => {
                     let len = match input.byte().unwrap_or(0) {
-                        255 => 20_000,
+                        // A tail past whole pages in the tuple, and one too
+                        // long for it (the whole value in the chain).
+                        254 => 20_000,
+                        255 => 30_000,
                         n => n as usize * 9,
                     };
                     let value = vec![op; len];
@@ -432,7 +435,9 @@ pub fn decoders(data: &[u8]) {
     let _ = heap::page::used_slots(&p);
     for s in 0..64 {
         if let Some(t) = heap::page::get(&p, SlotId(s)) {
-            let _ = heap::tuple::Tuple::decode(t);
+            if let Some(t) = heap::tuple::Tuple::decode(t) {
+                let _ = (t.overflow(), t.tail());
+            }
         }
     }
     let mut q = p.clone();

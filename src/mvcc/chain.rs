@@ -22,7 +22,8 @@ pub struct Version {
     pub xmax: Xid,
     /// Next older version.
     pub prev: Tid,
-    /// First overflow page and value length, for out-of-line values.
+    /// First overflow page and the bytes the chain holds (the value's
+    /// length less the tail kept in the tuple), for out-of-line values.
     pub overflow: Option<(PageId, u32)>,
 }
 
