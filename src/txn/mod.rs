@@ -731,6 +731,7 @@ impl Transaction {
         self.finish(Status::Committed);
         inner.engine.note_dead(self.versions.dead_if_committed());
         inner.txns.waits().finished();
+        inner.changes.notify();
         CommitInfo {
             xid: self.xid,
             lsn,
