@@ -405,10 +405,11 @@ fn after_a_reopen_the_stream_reads_from_an_old_position() {
         let db = open(dir.path());
         create_tables(&db, &["t", "u"]);
         let from = db.change_position();
-        let mut xids = Vec::new();
-        xids.push(commit(&db, "t", &[(b"a", Some(b"1"))]).0.xid);
-        xids.push(commit(&db, "u", &[(b"b", Some(b"2"))]).0.xid);
-        xids.push(commit(&db, "t", &[(b"a", None)]).0.xid);
+        let xids = vec![
+            commit(&db, "t", &[(b"a", Some(b"1"))]).0.xid,
+            commit(&db, "u", &[(b"b", Some(b"2"))]).0.xid,
+            commit(&db, "t", &[(b"a", None)]).0.xid,
+        ];
         db.close().expect("close");
         (from, xids)
     };
