@@ -457,3 +457,27 @@ fn tables_created_renamed_and_dropped_are_changes_of_their_own() {
         ]
     );
 }
+
+/// Guards against a scan that took a new segment holding only its header,
+/// durable at the log's end after a checkpoint rolled the log, for damage.
+#[test]
+fn a_checkpoint_that_rolls_the_log_leaves_the_stream_readable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Segments of the default size: the checkpoint rolls one of 1 MiB.
+    let opts = opts().wal_segment_size(strata::limits::WAL_SEGMENT_SIZE);
+    let db = Db::open_with(dir.path(), opts).expect("open");
+    create_tables(&db, &["t"]);
+    let mut r = db.change_reader(db.change_position()).expect("reader");
+    let xids = fill(&db, 600, "a");
+    let before = oldest_segment(dir.path());
+    db.checkpoint().expect("checkpoint");
+    assert_eq!(
+        oldest_segment(dir.path()),
+        before,
+        "the reader's segment stays"
+    );
+    let got: Vec<Xid> = drain(&mut r, NONE).iter().map(|s| s.xid).collect();
+    assert_eq!(got, xids);
+    let (next, _) = commit(&db, "t", &[(b"k", Some(b"v"))]);
+    assert_eq!(r.next(NONE).expect("next").map(|s| s.xid), Some(next.xid));
+}

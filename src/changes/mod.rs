@@ -314,10 +314,14 @@ impl ChangeReader {
         };
         let ts =
             commit_ts::lookup(&mut core.engine.store().read().view, c.xid)?.ok_or_else(|| {
+                let (file, offset) = scan::locate(core.engine.vfs(), &wal_dir(core), c.end);
                 Error::corruption(
-                    wal_dir(core),
-                    c.end.0,
-                    format!("transaction {} committed with no commit timestamp", c.xid.0),
+                    file,
+                    offset,
+                    format!(
+                        "transaction {} has a commit record ending here but no commit timestamp",
+                        c.xid.0
+                    ),
                 )
             })?;
         if ts < self.floor {
@@ -393,11 +397,13 @@ impl ChangeReader {
                         if !dropped.is_empty() {
                             continue;
                         }
+                        let (file, offset) = scan::locate(core.engine.vfs(), &wal_dir(core), end);
                         return Err(Error::corruption(
-                            wal_dir(core),
-                            end.0,
+                            file,
+                            offset,
                             format!(
-                                "a write logged in table page {root} that no table had at {ts}"
+                                "the transaction committed here wrote in table page {root}, \
+                                 which no table had at {ts}"
                             ),
                         ));
                     };

@@ -10,7 +10,7 @@
 //! a transaction neither running nor committed is dropped too (`prune`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::ids::{Lsn, Xid};
@@ -19,6 +19,17 @@ use crate::limits::CHANGES_AHEAD_MAX;
 use crate::mvcc::{Snapshot, Status, StatusOf};
 use crate::redo::record::{Kind, Op};
 use crate::wal::reader::LogReader;
+use crate::wal::segment;
+
+/// The segment file holding `lsn`, and its offset there (for errors).
+pub(crate) fn locate(vfs: &dyn Vfs, dir: &Path, lsn: Lsn) -> (PathBuf, u64) {
+    let starts = segment::list(vfs, dir).unwrap_or_default();
+    let start = starts.iter().rev().find(|&&s| s <= lsn.0).copied();
+    match start {
+        Some(s) => (segment::path(dir, s), lsn.0 - s),
+        None => (dir.to_path_buf(), lsn.0),
+    }
+}
 
 /// What a transaction did to one key or table, as its records name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +90,11 @@ impl Scan {
         let mut log = LogReader::open(vfs, dir, self.pos)?;
         while self.pos < limit && self.ready.len() < CHANGES_AHEAD_MAX {
             let Some(e) = log.next_ref()? else {
+                // A new segment's header may be all there is up to `limit`.
+                if let Some(end) = log.end.filter(|&end| end >= limit) {
+                    self.pos = end;
+                    break;
+                }
                 // The log was durable up to `limit`: ending before it is damage.
                 return Err(Error::corruption(
                     dir,
