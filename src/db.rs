@@ -530,7 +530,7 @@ fn recover(
             applied,
         ),
         catalog,
-        changes: crate::changes::Registry::default(),
+        changes: crate::txn::change_readers::Registry::default(),
     };
     crate::txn::prepare::adopt(&inner)?;
     // After a replay, the maintenance thread checkpoints at its first

@@ -3,25 +3,28 @@
 //! from any position the log still holds.
 //!
 //! ```text
-//!   log:  ..| put t/a x7 | put t/b x8 | commit x8 | del t/a x7 | commit x7 |..
-//!                                          │                        │
-//!   stream:                  x8 @ts8 {t/b = v}          x7 @ts7 {t/a = v, t/a deleted}
-//!                                                              → {t/a deleted}
-//!   values:  read from the database as of each commit's timestamp
+//!   log:     | put t/a x7 | put t/b x8 | commit x8 | del t/a x7 | commit x7 |
+//!   stream:    x8 { t/b = its value as of ts8 }, then x7 { t/a deleted }
+//!              each with the position after it: (restart, next)
+//!                 x8: restart = x7's first record, next = end of x8's commit
 //! ```
 //!
 //! **Where the values come from.** The log names the table and key of every
 //! put and delete (FORMAT.md §3.3), but logs values only as page changes,
 //! which cannot be read without the page as it was before. Two ways out:
 //! log each value a second time, logically (a format change, and every
-//! write pays for it: a put of a 100-byte value logs some 150 bytes of page
-//! deltas, so the value again is most of that once more, and a 64 MiB value
-//! twice), or take only *which* keys a transaction wrote from the log and
-//! read their values from the database as of the transaction's commit
-//! timestamp. strata does the second: no format change and no cost to
-//! writers; the price is that a reader must keep vacuum from freeing the
-//! versions it has yet to read (below), and reading costs a B+tree lookup
-//! per key.
+//! write pays for it), or take only *which* keys a transaction wrote from
+//! the log and read their values from the database as of the
+//! transaction's commit timestamp. Measured (2026-12-07, 2-core VM,
+//! release build, 5 000 puts of 11-byte keys in transactions of ten,
+//! `Durability::Eventual`): a put logs 262 bytes with a 16-byte value,
+//! 347 with 100 bytes, 1 249 with 1 000; the key and value again would be
+//! some 13%, 35% and 82% more log, and a 64 MiB value twice. Reading the
+//! same stream back took 0.8–1.1 µs a change (warm cache), against
+//! 1.8–3.5 µs a put to write it. strata does the second: no format change
+//! and no cost to writers; the price is that a reader must keep vacuum
+//! from freeing the versions it has yet to read (below), and a B+tree
+//! lookup per key changed.
 //!
 //! **Why "as of the commit timestamp" is exactly the transaction's
 //! writes.** A key's writers hold its row lock until they commit, so the
@@ -42,7 +45,10 @@
 //! logged, so a transaction neither running nor committed is dropped
 //! (`scan::Scan::prune`). A commit is returned once its record is durable
 //! and it is visible — never one a power loss could take back, under
-//! either durability.
+//! either durability (under `Eventual`, so, only once the background flush
+//! or a checkpoint has synced it). Timestamps rise along the stream, except
+//! for a prepared transaction committed at a chosen timestamp
+//! (`commit_prepared_at`) below later commits.
 //!
 //! **Positions.** A transaction's writes may precede an earlier one's
 //! commit, so a position is two LSNs ([`ChangePos`], PostgreSQL's
@@ -60,7 +66,7 @@
 //! cannot detect it: use the positions this module returns.
 //!
 //! **Retention.** A registered reader holds the log from its last
-//! returned `restart` against recycling (`registry`), up to
+//! returned `restart` against recycling (`txn::change_readers`), up to
 //! `Options::change_retention_bytes` behind the log's end; past it the
 //! checkpoint recycles anyway, marks the reader lost, and its next read
 //! fails with `Error::ChangesLost` — as does a reader started before the
@@ -85,10 +91,7 @@
 //! Not done here: filtering by table, decoding without the database (the
 //! log alone does not hold values), persisting readers across reopens.
 
-mod registry;
 mod scan;
-
-pub(crate) use registry::Registry;
 
 use std::path::PathBuf;
 use std::sync::Arc;

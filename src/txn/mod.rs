@@ -13,6 +13,7 @@
 
 pub(crate) mod applied;
 pub(crate) mod as_of;
+pub(crate) mod change_readers;
 pub mod locks;
 pub(crate) mod prepare;
 mod ranges;

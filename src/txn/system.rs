@@ -106,5 +106,5 @@ pub(crate) struct Core {
     /// The catalog's root (fixed for the database's life).
     pub(crate) catalog: crate::ids::PageId,
     /// The change readers, and their wakeup at each commit.
-    pub(crate) changes: crate::changes::Registry,
+    pub(crate) changes: super::change_readers::Registry,
 }

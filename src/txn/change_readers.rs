@@ -1,4 +1,4 @@
-//! The change readers a database has: what log each still needs, which a
+//! The change readers (`changes`) a database has: what log each still needs, which a
 //! checkpoint recycled past, and the wakeup a commit gives them.
 //!
 //! A checkpoint recycles the log under this registry's lock, so a reader
