@@ -481,3 +481,47 @@ fn a_checkpoint_that_rolls_the_log_leaves_the_stream_readable() {
     let (next, _) = commit(&db, "t", &[(b"k", Some(b"v"))]);
     assert_eq!(r.next(NONE).expect("next").map(|s| s.xid), Some(next.xid));
 }
+
+#[test]
+fn a_reader_behind_concurrent_overwrites_and_vacuum_reads_every_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    create_tables(&db, &["t"]);
+    let mut r = db.change_reader(db.change_position()).expect("reader");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let vacuum = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut passes = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                db.vacuum().expect("vacuum");
+                passes += 1;
+            }
+            passes
+        })
+    };
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            (0..150u32)
+                .map(|i| {
+                    let (k, v) = (format!("k{}", i % 4), format!("v{i}"));
+                    commit(&db, "t", &[(k.as_bytes(), Some(v.as_bytes()))])
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut got = Vec::new();
+    while got.len() < 150 {
+        // Behind the writer, so vacuum meets versions replaced since.
+        std::thread::sleep(Duration::from_millis(2));
+        got.push(r.next(WAIT).expect("next").expect("a commit"));
+    }
+    let model = writer.join().expect("writer");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(vacuum.join().expect("vacuum") > 0);
+    for (i, (s, (info, w))) in got.iter().zip(&model).enumerate() {
+        assert_eq!(s.xid, info.xid, "#{i}");
+        assert_eq!(&writes(s), w, "#{i}");
+    }
+}
