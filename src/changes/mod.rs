@@ -74,7 +74,9 @@
 //! when it starts, then at the timestamp of the last transaction it
 //! returned. A version a later transaction wrote is replaced only by a
 //! commit stamped above everything assigned before, so above that hold,
-//! and vacuum keeps it. A transaction stamped below the horizon the reader
+//! and vacuum keeps it. (A reader marked lost drops that hold with its
+//! registration, so one that stopped reading costs bounded log and, from
+//! then on, no history.) A transaction stamped below the horizon the reader
 //! started at may have lost versions to vacuum before the reader came:
 //! that is `Error::SnapshotTooOld`, never a wrong value
 //! (`Options::history_retention` keeps history for readers resuming after
@@ -84,8 +86,7 @@
 //!
 //! **Tables.** Creating, dropping and renaming a table are changes of
 //! their own ([`ChangeKind::TableCreated`], ...), in the transaction's log
-//! order; a table is also created by its first write, which the stream
-//! shows as both. Writes to a table the same transaction dropped are not
+//! order; a table created by its first write shows as both. Writes to a table the same transaction dropped are not
 //! shown (the drop is).
 //!
 //! Not done here: filtering by table, decoding without the database (the
@@ -103,7 +104,7 @@ use crate::error::{Error, Result};
 use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::CHANGE_WAIT_SLICE;
 use crate::mvcc::commit_ts;
-use crate::mvcc::history::{Hold, Known};
+use crate::mvcc::history::Known;
 use crate::txn::as_of::AsOfRead;
 use crate::txn::locks::Deadline;
 use crate::txn::{Core, Transaction};
@@ -186,9 +187,9 @@ pub struct ChangeReader {
     id: u64,
     scan: Scan,
     pos: ChangePos,
-    /// The history this reader keeps: versions replaced by commits stamped
-    /// above it stay.
-    hold: Hold,
+    /// The timestamp of the history this reader keeps (its hold, in the
+    /// registry): versions replaced by commits stamped above it stay.
+    kept: Timestamp,
     /// The history horizon when the reader started: transactions stamped
     /// below it may have lost versions before the reader held them.
     floor: Timestamp,
@@ -221,15 +222,16 @@ impl Db {
         }
         let core = self.core();
         let wal = &core.engine.store().wal;
-        let id = core.changes.register(from.restart, || wal.oldest())?;
         let hold = core.txns.history().hold_horizon();
+        let floor = hold.ts();
+        let id = core.changes.register(from.restart, hold, || wal.oldest())?;
         Ok(ChangeReader {
             db: self.clone(),
             id,
             scan: Scan::new(from.restart, from.next),
             pos: from,
-            floor: hold.ts(),
-            hold,
+            kept: floor,
+            floor,
         })
     }
 
@@ -339,11 +341,9 @@ impl ChangeReader {
             next: c.end,
         };
         self.pos = resume;
-        core.changes.advance(self.id, c.restart);
-        if ts > self.hold.ts() {
-            // The new hold first, so the horizon never passes both.
-            self.hold = core.txns.history().hold_kept(ts);
-        }
+        let hold = (ts > self.kept).then(|| core.txns.history().hold_kept(ts));
+        self.kept = self.kept.max(ts);
+        core.changes.advance(self.id, c.restart, hold);
         Ok(Some(ChangeSet {
             xid: c.xid,
             lsn: c.end,
