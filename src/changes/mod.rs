@@ -237,6 +237,10 @@ impl Db {
 
     /// The change stream's position now: a reader started here returns
     /// every transaction that commits from now on, and nothing before.
+    /// While a transaction recovered prepared at open is in doubt, where
+    /// its writes lie in the log is not known here: the position then
+    /// starts at LSN 0, which a reader finds recycled (`ChangesLost`) —
+    /// resume from a position the stream returned instead.
     pub fn change_position(&self) -> ChangePos {
         let core = self.core();
         let wal = &core.engine.store().wal;
