@@ -525,3 +525,35 @@ fn a_reader_behind_concurrent_overwrites_and_vacuum_reads_every_value() {
         assert_eq!(&writes(s), w, "#{i}");
     }
 }
+
+#[test]
+fn a_damaged_log_is_corruption_naming_the_segment_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    create_tables(&db, &["t"]);
+    let mut r = db.change_reader(db.change_position()).expect("reader");
+    fill(&db, 100, "a");
+    let first = oldest_segment(dir.path());
+    let path = dir
+        .path()
+        .join(strata::WAL_DIR)
+        .join(format!("{first:016x}.wal"));
+    let mut bytes = std::fs::read(&path).expect("segment");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&path, &bytes).expect("damage");
+    let err = loop {
+        match r.next(NONE) {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the damage went unnoticed"),
+            Err(e) => break e,
+        }
+    };
+    match err {
+        Error::Corruption { file, offset, .. } => {
+            assert_eq!(file, path);
+            assert!(offset <= at as u64, "{offset} after the damage at {at}");
+        }
+        e => panic!("{e:?}"),
+    }
+}
