@@ -128,8 +128,13 @@ impl Db {
         &self.shared.core
     }
 
+    /// The shared core, for what outlives a borrow of this handle.
+    pub(crate) fn core_arc(&self) -> Arc<Core> {
+        self.shared.core.clone()
+    }
+
     /// What a transaction holds to keep this database open.
-    fn holder(&self) -> Arc<dyn Send + Sync> {
+    pub(crate) fn holder(&self) -> Arc<dyn Send + Sync> {
         self.shared.clone()
     }
 
@@ -525,6 +530,7 @@ fn recover(
             applied,
         ),
         catalog,
+        changes: crate::txn::change_readers::Registry::default(),
     };
     crate::txn::prepare::adopt(&inner)?;
     // After a replay, the maintenance thread checkpoints at its first

@@ -217,6 +217,18 @@ pub enum Error {
         /// The oldest timestamp a read may be at.
         horizon: crate::ids::Timestamp,
     },
+    /// A change reader (`Db::change_reader`) asked for log the database no
+    /// longer keeps: its position `from` is before the oldest retained
+    /// log, `oldest`, because a checkpoint recycled it (the reader fell
+    /// further behind than `Options::change_retention_bytes`, or no reader
+    /// held it). Changes from `from` on can no longer be read; nothing was
+    /// skipped silently.
+    ChangesLost {
+        /// Where the reader needed the log from.
+        from: crate::ids::Lsn,
+        /// The oldest LSN the log still holds.
+        oldest: crate::ids::Lsn,
+    },
     /// The feature is not available in this version (for example
     /// `Isolation::Serializable` before SSI lands).
     Unsupported(&'static str),
@@ -436,6 +448,10 @@ impl fmt::Display for Error {
             Error::SnapshotTooOld { ts, horizon } => write!(
                 f,
                 "cannot read as of {ts}: history before {horizon} is gone (see Options::history_retention)"
+            ),
+            Error::ChangesLost { from, oldest } => write!(
+                f,
+                "changes from LSN {from} are lost: the log now starts at LSN {oldest} (see Options::change_retention_bytes)"
             ),
             Error::Unsupported(what) => write!(f, "not supported: {what}"),
             Error::ReadOnlyTransaction => write!(

@@ -169,6 +169,7 @@
 pub(crate) mod btree;
 pub(crate) mod buffer;
 mod catalog;
+mod changes;
 pub mod clock;
 mod codec;
 mod control;
@@ -199,6 +200,7 @@ pub(crate) mod txn;
 pub(crate) mod wal;
 
 pub use catalog::Table;
+pub use changes::{Change, ChangeKind, ChangePos, ChangeReader, ChangeSet};
 pub use db::Db;
 pub use dir::{DATA_FILE, WAL_DIR};
 pub use error::{Conflict, Error, IoSource, Result};

@@ -114,7 +114,19 @@ pub(crate) mod tuning {
     /// Commit timestamps reads as of a timestamp keep in memory, shared,
     /// once looked up (about 20 bytes each); when full, they start over.
     pub const STAMPS_CACHED_MAX: usize = 1 << 18;
+    /// Default of `Options::change_retention_bytes`: the log one change
+    /// reader may hold back from recycling.
+    pub const CHANGE_RETENTION_DEFAULT: u64 = 1 << 30;
+    /// Longest a waiting change reader sleeps before looking at the log
+    /// again: its timeout is measured on `Options::clock`, and under
+    /// `Durability::Eventual` the background flush makes commits durable
+    /// with no commit to wake it.
+    pub const CHANGE_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
+    /// Transactions a change reader decodes ahead of the one it returns.
+    pub const CHANGES_AHEAD_MAX: usize = 1024;
 }
+// A change reader may hold at least two segments.
+const _: () = assert!(CHANGE_RETENTION_DEFAULT >= 2 * WAL_SEGMENT_SIZE);
 // In-page offsets, including PAGE_SIZE itself, are u16.
 const _: () = assert!(PAGE_SIZE <= u16::MAX as usize);
 // A tuple whose value went to overflow must fit inline.

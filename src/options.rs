@@ -75,6 +75,7 @@ pub struct Options {
     pub(crate) clock: ClockHandle,
     pub(crate) commit_wait: bool,
     pub(crate) history_retention: Duration,
+    pub(crate) change_retention_bytes: u64,
 }
 
 /// The clock behind `Options::clock`.
@@ -137,6 +138,7 @@ impl Default for Options {
             clock: ClockHandle(Arc::new(FixedEpsilon::default())),
             commit_wait: true,
             history_retention: Duration::ZERO,
+            change_retention_bytes: crate::limits::CHANGE_RETENTION_DEFAULT,
         }
     }
 }
@@ -258,6 +260,17 @@ impl Options {
     /// `Stats::history_horizon`.
     pub fn history_retention(mut self, retention: Duration) -> Self {
         self.history_retention = retention;
+        self
+    }
+
+    /// The most log one change reader ([`Db::change_reader`](crate::Db::change_reader))
+    /// may hold back from recycling, in bytes behind the log's end (default
+    /// 1 GiB). A checkpoint recycles past a reader further behind, and that
+    /// reader's next read fails with `Error::ChangesLost`: a reader that
+    /// stopped reading costs bounded disk, and never misses a change
+    /// unnoticed.
+    pub fn change_retention_bytes(mut self, bytes: u64) -> Self {
+        self.change_retention_bytes = bytes;
         self
     }
 

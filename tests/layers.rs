@@ -30,7 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("maintenance", &["maintenance"]),
     ("reports", &["integrity", "stat", "salvage"]),
     ("api", &["db", "retry", "lib"]),
-    ("modules", &["twopc"]),
+    ("modules", &["twopc", "changes"]),
     // Re-exports of the modules for tests, fuzz targets and the CLI.
     ("internals", &["internals"]),
 ];

@@ -51,6 +51,13 @@ pub(crate) fn run(inner: &Core) -> Result<()> {
         &Control { redo, next_xid },
     );
     store.wal.fail(r)?;
-    store.wal.recycle(redo)?;
+    // Change readers hold back the log they still need, up to their bound.
+    let limit = inner.engine.opts().change_retention_bytes;
+    inner
+        .changes
+        .recycle(redo, store.wal.end(), limit, |bound| {
+            store.wal.recycle(bound)?;
+            store.wal.oldest()
+        })?;
     store.cut_file()
 }

@@ -116,6 +116,33 @@ impl History {
         })
     }
 
+    /// Registers a hold at the horizon itself (which then stays put until
+    /// the hold moves or drops): a change reader's, from its start.
+    pub(crate) fn hold_horizon(&self) -> Hold {
+        let mut s = self.state.lock();
+        let ts = s.horizon;
+        *s.readers.entry(ts).or_default() += 1;
+        Hold {
+            state: self.state.clone(),
+            ts,
+        }
+    }
+
+    /// Registers a read as of `ts` that another registration already
+    /// keeps safe, whatever the horizon: a change reader's read of a
+    /// transaction it has reached, whose versions its own hold keeps
+    /// (`changes`), even when that transaction's timestamp lies below the
+    /// horizon its hold allows (a prepared one committed at a chosen
+    /// timestamp below later commits).
+    pub(crate) fn hold_kept(&self, ts: Timestamp) -> Hold {
+        let mut s = self.state.lock();
+        *s.readers.entry(ts).or_default() += 1;
+        Hold {
+            state: self.state.clone(),
+            ts,
+        }
+    }
+
     /// Raises the horizon towards `to` (`now − retention`), but not past
     /// the oldest live read, and never lowers it. Returns the horizon,
     /// and whether it moved (the caller then logs it before freeing).

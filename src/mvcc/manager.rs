@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::clog::Clog;
 use super::snapshot::{Snapshot, Status};
 use crate::error::Result;
-use crate::ids::Xid;
+use crate::ids::{Lsn, Xid};
 use crate::limits::XID_BATCH;
 use crate::redo::record::{Kind, Record};
 use crate::wal::Wal;
@@ -48,6 +48,11 @@ struct State {
     next: u64,
     high_water: u64,
     running: BTreeSet<Xid>,
+    /// For each running xid, an LSN at or below its first log record (the
+    /// log's end when it got its xid; 0 for one adopted at open, whose
+    /// records may lie anywhere before): where a change reader must read
+    /// from to see all of its writes (`Db::change_position`).
+    first_lsn: BTreeMap<Xid, Lsn>,
     views: BTreeMap<u64, View>,
     next_token: u64,
     /// Running xids that changed the catalog (created, dropped or renamed
@@ -75,6 +80,7 @@ impl TxnManager {
                 next,
                 high_water: next,
                 running: BTreeSet::new(),
+                first_lsn: BTreeMap::new(),
                 views: BTreeMap::new(),
                 next_token: 0,
                 catalog_writers: BTreeSet::new(),
@@ -208,6 +214,8 @@ impl TxnManager {
         let xid = Xid(s.next);
         s.next += 1;
         s.running.insert(xid);
+        // Its first record is appended after this, so at or past the end.
+        s.first_lsn.insert(xid, wal.end());
         if let Some(v) = s.views.get_mut(&token) {
             v.xid = xid;
         }
@@ -226,6 +234,7 @@ impl TxnManager {
         // stay there for good, the xmin of every later snapshot.
         if xid != Xid::NONE {
             s.running.insert(xid);
+            s.first_lsn.insert(xid, Lsn(0));
             // Whether it changed the catalog is not recorded: count it as
             // if it did.
             s.catalog_writers.insert(xid);
@@ -249,11 +258,21 @@ impl TxnManager {
         if xid != Xid::NONE {
             self.clog.set(xid, outcome);
             s.running.remove(&xid);
+            s.first_lsn.remove(&xid);
             if s.catalog_writers.remove(&xid) && outcome == Status::Committed {
                 s.catalog_epoch += 1;
             }
         }
         s.views.remove(&token);
+    }
+
+    /// `end()` (the log's end) and an LSN at or below the first log
+    /// record of every transaction running then (`None` if none has
+    /// written), read in one step with xids handed out: one that gets its
+    /// xid later logs after the end read.
+    pub fn oldest_first_lsn(&self, end: impl FnOnce() -> Lsn) -> (Option<Lsn>, Lsn) {
+        let s = self.state.lock();
+        (s.first_lsn.values().min().copied(), end())
     }
 
     /// Views of every live transaction, plus a fresh snapshot standing for

@@ -38,7 +38,7 @@ impl<'a> Deadline<'a> {
         }
     }
 
-    fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         self.at.saturating_sub(self.clock.monotonic())
     }
 }

@@ -13,6 +13,7 @@
 
 pub(crate) mod applied;
 pub(crate) mod as_of;
+pub(crate) mod change_readers;
 pub mod locks;
 pub(crate) mod prepare;
 mod ranges;
@@ -731,6 +732,7 @@ impl Transaction {
         self.finish(Status::Committed);
         inner.engine.note_dead(self.versions.dead_if_committed());
         inner.txns.waits().finished();
+        inner.changes.notify();
         CommitInfo {
             xid: self.xid,
             lsn,

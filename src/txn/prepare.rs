@@ -408,6 +408,7 @@ pub(crate) fn decide(
     };
     inner.engine.note_dead(dead);
     inner.txns.waits().finished();
+    inner.changes.notify();
     inner.txns.prepared().release(gid);
     if let Some((lsn, flight)) = landing {
         flight.landed(lsn, inner.engine.store().wal.durable());

@@ -105,4 +105,6 @@ pub(crate) struct Core {
     pub(crate) txns: TxnSystem,
     /// The catalog's root (fixed for the database's life).
     pub(crate) catalog: crate::ids::PageId,
+    /// The change readers, and their wakeup at each commit.
+    pub(crate) changes: super::change_readers::Registry,
 }

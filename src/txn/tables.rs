@@ -261,6 +261,19 @@ impl Transaction {
         Ok(list.into_iter().map(|(name, _)| name).collect())
     }
 
+    /// The tables this transaction sees, as `table_names`, each with its
+    /// root page (what log records name a table by).
+    pub(crate) fn tables_with_roots(&self) -> Result<Vec<(String, PageId)>> {
+        let (snap, _) = self.read_snapshot();
+        let core = self.core();
+        catalog::list_as(
+            &mut core.engine.store().read().view,
+            core.catalog,
+            (&snap, self.xid),
+            &self.statuses(),
+        )
+    }
+
     /// Reads the catalog row of `name` as any row is read: marked for SSI,
     /// the writers it skips reported.
     fn lookup(&self, name: &str, snap: &Snapshot) -> Result<Option<PageId>> {

@@ -484,6 +484,15 @@ impl Wal {
         Lsn(self.durable.load(Ordering::Acquire))
     }
 
+    /// Where the log starts: the first retained segment's first LSN.
+    pub fn oldest(&self) -> Result<Lsn> {
+        let starts = segment::list(self.vfs.as_ref(), &self.dir)?;
+        Ok(Lsn(starts
+            .first()
+            .copied()
+            .unwrap_or(self.inner.lock().seg.start)))
+    }
+
     /// Removes segments that hold only log before `redo`.
     pub fn recycle(&self, redo: Lsn) -> Result<usize> {
         let current = self.inner.lock().seg.start;
