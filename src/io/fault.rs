@@ -211,11 +211,37 @@ fn apply_name(names: &mut BTreeMap<PathBuf, u64>, op: &NameOp) {
         NameOp::Rename(from, to) => {
             if let Some(ino) = names.remove(from) {
                 names.insert(to.clone(), ino);
+                move_under(names, from, to);
             }
         }
         NameOp::Unlink(p) => {
             names.remove(p);
         }
+    }
+}
+
+/// Moves the names below directory `from` below `to` (a directory's
+/// rename: its entries go with it, durable or not as they were).
+fn move_under<V: Copy>(names: &mut BTreeMap<PathBuf, V>, from: &Path, to: &Path) {
+    let below: Vec<(PathBuf, V)> = names
+        .iter()
+        .filter(|(p, _)| p.starts_with(from) && p.as_path() != from)
+        .map(|(p, &v)| (p.clone(), v))
+        .collect();
+    for (p, v) in below {
+        names.remove(&p);
+        if let Ok(rest) = p.strip_prefix(from) {
+            names.insert(to.join(rest), v);
+        }
+    }
+}
+
+/// `p` with its prefix `from` replaced by `to`, if it has it.
+fn moved(p: &Path, from: &Path, to: &Path) -> PathBuf {
+    match p.strip_prefix(from) {
+        Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+        Ok(rest) => to.join(rest),
+        Err(_) => p.to_path_buf(),
     }
 }
 
@@ -689,6 +715,34 @@ impl Vfs for FaultFs {
             let ino = s.lookup(from)?;
             s.names.remove(from);
             s.names.insert(to.to_path_buf(), ino);
+            if s.dirs.remove(from) {
+                // A made directory moves with what is below it, and the
+                // name changes not yet synced below it go along.
+                move_under(&mut s.names, from, to);
+                let made: Vec<PathBuf> = s
+                    .dirs
+                    .iter()
+                    .filter(|d| d.starts_with(from))
+                    .cloned()
+                    .collect();
+                for d in made {
+                    s.dirs.remove(&d);
+                    s.dirs.insert(moved(&d, from, to));
+                }
+                s.dirs.insert(to.to_path_buf());
+                for (dir, op) in &mut s.pending_names {
+                    if dir.starts_with(from) {
+                        *dir = moved(dir, from, to);
+                        match op {
+                            NameOp::Link(p, _) | NameOp::Unlink(p) => *p = moved(p, from, to),
+                            NameOp::Rename(a, b) => {
+                                *a = moved(a, from, to);
+                                *b = moved(b, from, to);
+                            }
+                        }
+                    }
+                }
+            }
             s.pending_names.push((
                 parent(to),
                 NameOp::Rename(from.to_path_buf(), to.to_path_buf()),
