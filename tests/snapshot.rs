@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use strata::clock::{SimClock, Timestamp};
 use strata::fault::FaultFs;
+use strata::internals::RacePoint;
 use strata::{key_hash, Db, Error, ExportOptions, HashRange, Isolation, Options};
 
 type Rows = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
@@ -165,30 +166,40 @@ fn an_export_under_concurrent_transfers_is_one_snapshot() {
 #[test]
 fn the_applied_index_is_exactly_what_the_rows_hold_while_entries_apply() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open_with(
-        dir.path().join("src"),
-        quiet().durability(strata::Durability::Eventual),
-    )
-    .expect("open");
+    // The applier's commits dwell between becoming visible and their
+    // index being reported: an export reading the index on either side
+    // of its snapshot, unbracketed, is caught there.
+    let dwell = |p: RacePoint| {
+        if p == RacePoint::Published && std::thread::current().name() == Some("applier") {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    };
+    let opts = quiet()
+        .durability(strata::Durability::Eventual)
+        .race_hook(dwell);
+    let db = Db::open_with(dir.path().join("src"), opts).expect("open");
     let t = common::create(&db, "log");
     let stop = Arc::new(AtomicBool::new(false));
     let applier = {
         let (db, t, stop) = (db.clone(), t.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                if i.is_multiple_of(5) {
-                    // An entry that changes nothing else.
-                    db.set_applied_index(i).expect("index");
-                    continue;
+        let named = std::thread::Builder::new().name("applier".into());
+        named
+            .spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    if i.is_multiple_of(5) {
+                        // An entry that changes nothing else.
+                        db.set_applied_index(i).expect("index");
+                        continue;
+                    }
+                    let mut tx = db.begin().expect("begin");
+                    tx.put(&t, b"last", i.to_le_bytes()).expect("put");
+                    tx.set_applied_index(i);
+                    tx.commit().expect("commit");
                 }
-                let mut tx = db.begin().expect("begin");
-                tx.put(&t, b"last", i.to_le_bytes()).expect("put");
-                tx.set_applied_index(i);
-                tx.commit().expect("commit");
-            }
-        })
+            })
+            .expect("spawn")
     };
     let mut seen = BTreeSet::new();
     for round in 0..24 {
