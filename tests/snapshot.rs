@@ -577,10 +577,15 @@ fn a_power_loss_at_any_point_of_an_import_leaves_all_or_nothing() {
     for n in 1..=ops + 1 {
         let fs = FaultFs::new();
         fs.crash_at(n);
-        let _ = run(&fs);
+        let finished = run(&fs).is_ok();
         for seed in 0..3 {
             let image = Arc::new(fs.power_loss_image(n * 7 + seed));
             let opened = Db::open_vfs(image.clone(), target, quiet().create(false));
+            // An import that returned is durable.
+            assert!(
+                opened.is_ok() || !finished,
+                "power loss after a finished import: {opened:?}"
+            );
             if let Ok(copy) = opened {
                 assert_eq!(
                     all_rows(&copy),
