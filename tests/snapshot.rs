@@ -605,3 +605,50 @@ fn a_power_loss_at_any_point_of_an_import_leaves_all_or_nothing() {
     eprintln!("{ops} operations, {complete} images held the finished import");
     assert!(complete > 0, "no crash point kept the finished import");
 }
+
+/// The frames of a stream: (offset, length) each.
+fn frames(stream: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < stream.len() {
+        let len = u32::from_le_bytes(stream[at..at + 4].try_into().expect("4")) as usize;
+        out.push((at, 8 + len));
+        at += 8 + len;
+    }
+    out
+}
+
+#[test]
+fn a_frame_dropped_or_repeated_whole_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(dir.path().join("src"), quiet()).expect("open");
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "big", value(5, 3 << 20)).expect("put");
+    tx.put(&t, "small", "v").expect("put");
+    tx.commit().expect("commit");
+    let stream = export(&db, ExportOptions::default());
+    let f = frames(&stream);
+    assert!(f.len() >= 5, "header, 3+ data frames, trailer: {f:?}");
+    let target = dir.path().join("target");
+    let (second, third) = (f[2], f[3]);
+    // Frame 1 (the second data frame) left out: frame 2 stands in its place.
+    let mut dropped = stream[..second.0].to_vec();
+    dropped.extend_from_slice(&stream[third.0..]);
+    // Frame 1 twice.
+    let mut twice = stream[..third.0].to_vec();
+    twice.extend_from_slice(&stream[second.0..]);
+    for (bad, at, what) in [
+        (dropped, second.0, "frame 2 where frame 1"),
+        (twice, third.0, "frame 1 where frame 2"),
+    ] {
+        match strata::import(&mut Cursor::new(&bad), &target, quiet()) {
+            Err(Error::Corruption { offset, reason, .. }) => {
+                assert_eq!(offset, at as u64, "{reason}");
+                assert!(reason.contains(what), "{reason}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        assert!(!target.exists());
+    }
+}
