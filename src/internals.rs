@@ -60,6 +60,9 @@ pub mod txn {
 pub mod wal {
     pub use crate::wal::*;
 }
+/// Building a database from a snapshot stream through any file system.
+pub use crate::snapshot::import_vfs;
+
 /// The two-phase-commit machine and decision log.
 #[cfg(feature = "twopc")]
 pub mod twopc {

@@ -84,6 +84,16 @@ pub(crate) mod tuning {
     pub const LEDGER_BYTES_MAX: usize = 4 << 20;
     /// Index entries a scan fetches per latch acquisition.
     pub const SCAN_BATCH: usize = 128;
+    /// Bytes of records one data frame of a snapshot stream carries
+    /// (`snapshot::format`); a reader refuses a longer frame.
+    pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+    /// Bytes of rows an import commits per transaction.
+    pub const IMPORT_BATCH_BYTES: usize = 32 << 20;
+    /// Rows an import commits per transaction.
+    pub const IMPORT_BATCH_ROWS: usize = 50_000;
+    /// Attempts an export makes to find a cut (no applied index in flight,
+    /// no prepared transaction coming or going) before `LockTimeout`.
+    pub const EXPORT_CUT_ATTEMPTS: u32 = 2_000;
     /// Entries of a scan's first batch (later batches double up to `SCAN_BATCH`).
     pub const SCAN_BATCH_FIRST: usize = 16;
     /// Key marks one serializable transaction keeps on one table before they
@@ -140,6 +150,8 @@ const _: () = assert!(MTR_PAGES_MAX * (PAGE_SIZE + 16) < WAL_RECORD_MAX);
 const _: () = assert!(OVERFLOW_PAGES_PER_RECORD + 4 <= MTR_PAGES_MAX);
 const _: () = assert!(VACUUM_BATCH * 3 / 2 <= MTR_PAGES_MAX);
 const _: () = assert!(WAL_RECORD_MAX as u64 <= WAL_SEGMENT_SIZE);
+// A snapshot frame goes through the log's frame codec, within its limit.
+const _: () = assert!(SNAPSHOT_CHUNK + 64 <= WAL_RECORD_MAX);
 const _: () = assert!(WAL_ROLL_AT_CHECKPOINT < WAL_SEGMENT_SIZE);
 const _: () = assert!(WAL_EXTENT_MIN <= WAL_EXTENT_MAX && WAL_EXTENT_MAX <= WAL_SEGMENT_SIZE);
 

@@ -29,7 +29,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("txn", &["txn"]),
     ("maintenance", &["maintenance"]),
     ("reports", &["integrity", "stat", "salvage"]),
-    ("api", &["db", "retry", "lib"]),
+    // Snapshot export and import stand on `Db` and its transactions.
+    ("api", &["db", "retry", "snapshot", "lib"]),
     ("modules", &["twopc", "changes"]),
     // Re-exports of the modules for tests, fuzz targets and the CLI.
     ("internals", &["internals"]),

@@ -1,11 +1,14 @@
-//! `strata`: look inside, verify, dump, load and edit a strata database.
+//! `strata`: look inside, verify, dump, load, back up, restore and edit a
+//! strata database.
 //!
-//! Every subcommand takes the database directory first. `stat`, `verify`,
-//! `dump`, `tables`, `waldump`, `get` and `scan` open it read-only (they never change
-//! a byte, even when the log needs replaying); the others open it for
-//! writing. Only `load`, and `put` and `shell` given `--create`, create a
-//! database: on a mistyped path every other command says there is none
-//! and changes nothing. Errors are one line on stderr saying what went wrong and what
+//! Every subcommand takes the database directory first (`restore`: the
+//! snapshot file, then the directory of the database it builds). `stat`,
+//! `verify`, `dump`, `tables`, `waldump`, `get`, `scan` and `backup` open
+//! it read-only (they never change a byte, even when the log needs
+//! replaying); the others open it for writing. Only `load`, `restore`, and
+//! `put` and `shell` given `--create`, create a database: on a mistyped
+//! path every other command says there is none and changes nothing.
+//! Errors are one line on stderr saying what went wrong and what
 //! to do, and the exit status is 0 on success, 1 when the command failed
 //! (for `verify`, `stat` and `dump --salvage`: the database is damaged,
 //! whatever they could still print printed), 2 when the database could
@@ -157,6 +160,21 @@ enum Command {
         #[arg(long)]
         create: bool,
         /// Database directory.
+        dir: PathBuf,
+    },
+    /// Write a consistent snapshot of the database to FILE (a checksummed
+    /// stream: rows, applied index, timestamp horizon, prepared transactions).
+    Backup {
+        /// Database directory.
+        dir: PathBuf,
+        /// The snapshot file to write (written beside as FILE.partial, then renamed).
+        file: PathBuf,
+    },
+    /// Build a new database in DIR (missing or empty) from a snapshot FILE `backup` wrote.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// Directory for the new database: missing or empty.
         dir: PathBuf,
     },
     /// Write every dirty page and trim the log.
@@ -348,6 +366,24 @@ fn run(command: Command) -> Outcome {
             as_of,
         } => scan(&open_read(&dir)?, &table, &opts, as_of.as_deref()),
         Command::Shell { create, dir } => shell::run(open_write(&dir, create)?),
+        Command::Backup { dir, file } => backup(&open_read(&dir)?, &file),
+        Command::Restore { file, dir } => {
+            let s = strata::import_file(&file, &dir, Options::default()).map_err(|e| match e {
+                // The stream is damaged, not a database.
+                Error::Corruption { .. } => Failure::new(format!(
+                    "{e}\nthe snapshot file is damaged; nothing was restored into {}",
+                    dir.display()
+                )),
+                e => Failure::from(e),
+            })?;
+            println!(
+                "restored {} into {}: {}",
+                file.display(),
+                dir.display(),
+                summary(&s)
+            );
+            Ok(())
+        }
         Command::Checkpoint { dir } => Ok(open_write(&dir, false)?.checkpoint()?),
         Command::Vacuum { dir } => {
             let s = open_write(&dir, false)?.vacuum()?;
@@ -535,4 +571,57 @@ fn tables(db: &Db, rows: bool) -> Outcome {
     }
     out.flush()?;
     Ok(())
+}
+
+/// What a snapshot holds, in one line.
+fn summary(s: &strata::SnapshotStats) -> String {
+    format!(
+        "{} tables, {} rows, {} prepared transactions in doubt ({} writes), applied index {}, newest timestamp {}, {} bytes",
+        s.tables, s.rows, s.prepared, s.writes, s.applied_index, s.newest_ts, s.bytes
+    )
+}
+
+/// Exports `db` to `file`: written as `file.partial`, synced, then renamed,
+/// so a failed or interrupted backup never leaves a file by that name.
+fn backup(db: &Db, file: &Path) -> Outcome {
+    use std::io::Write;
+    let mut partial = file.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let written = (|| -> Result<strata::SnapshotStats, Failure> {
+        let f = std::fs::File::create(&partial)
+            .map_err(|e| Failure::new(format!("cannot create {}: {e}", partial.display())))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let s = db.export(&mut w, strata::ExportOptions::default())?;
+        let f = w.into_inner().map_err(|e| {
+            Failure::new(format!("cannot write {}: {}", partial.display(), e.error()))
+        })?;
+        f.sync_all()
+            .map_err(|e| Failure::new(format!("cannot sync {}: {e}", partial.display())))?;
+        std::fs::rename(&partial, file).map_err(|e| {
+            Failure::new(format!(
+                "cannot rename {} to {}: {e}",
+                partial.display(),
+                file.display()
+            ))
+        })?;
+        Ok(s)
+    })();
+    match written {
+        Ok(s) => {
+            let mut out = std::io::stdout();
+            writeln!(
+                out,
+                "backed up {} to {}: {}",
+                db.path().display(),
+                file.display(),
+                summary(&s)
+            )?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
 }

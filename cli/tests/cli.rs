@@ -856,3 +856,48 @@ fn get_scan_and_dump_read_as_of_a_timestamp() {
         stderr(&bad)
     );
 }
+
+#[test]
+fn backup_then_restore_round_trips_with_prepared_transactions() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = sample(tmp.path());
+    let before = snapshot_files(&db);
+    let file = tmp.path().join("db.snap");
+    let said = ok(&["backup", s(&db), s(&file)]);
+    assert!(said.contains("1 prepared transactions in doubt"), "{said}");
+    assert_eq!(
+        snapshot_files(&db),
+        before,
+        "backup changed the database's files"
+    );
+    assert!(!tmp.path().join("db.snap.partial").exists());
+    let copy = tmp.path().join("restored");
+    let said = ok(&["restore", s(&file), s(&copy)]);
+    assert!(said.contains("restored"), "{said}");
+    assert_eq!(ok(&["dump", s(&copy)]), ok(&["dump", s(&db)]));
+    assert_eq!(all_rows(&copy), all_rows(&db));
+    let stat = ok(&["stat", s(&copy)]);
+    assert!(stat.contains("transfer-7"), "{stat}");
+
+    // Into a directory that holds a database: refused, in plain words.
+    let out = strata(&["restore", s(&file), s(&copy)], None);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("choose a new or empty directory"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A damaged backup: named, with the offset, and nothing restored.
+    let mut bytes = std::fs::read(&file).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&file, &bytes).expect("write");
+    let other = tmp.path().join("other");
+    let out = strata(&["restore", s(&file), s(&other)], None);
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains(s(&file)) && err.contains("at byte"), "{err}");
+    assert!(err.contains("nothing was restored"), "{err}");
+    assert!(!other.exists());
+}

@@ -35,7 +35,8 @@ fn s(p: &Path) -> &str {
 fn commands_on_a_mistyped_path_create_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
     let typo = tmp.path().join("dbb");
-    let commands: [&[&str]; 9] = [
+    let file = tmp.path().join("backup.snap");
+    let commands: [&[&str]; 10] = [
         &["put", s(&typo), "t", "k", "v"],
         &["delete", s(&typo), "t", "k"],
         &["shell", s(&typo)],
@@ -45,6 +46,7 @@ fn commands_on_a_mistyped_path_create_nothing() {
         &["scan", s(&typo), "t"],
         &["stat", s(&typo)],
         &["dump", s(&typo)],
+        &["backup", s(&typo), s(&file)],
     ];
     for args in commands {
         let out = strata(args, b"");

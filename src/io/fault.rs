@@ -211,11 +211,37 @@ fn apply_name(names: &mut BTreeMap<PathBuf, u64>, op: &NameOp) {
         NameOp::Rename(from, to) => {
             if let Some(ino) = names.remove(from) {
                 names.insert(to.clone(), ino);
+                move_under(names, from, to);
             }
         }
         NameOp::Unlink(p) => {
             names.remove(p);
         }
+    }
+}
+
+/// Moves the names below directory `from` below `to` (a directory's
+/// rename: its entries go with it, durable or not as they were).
+fn move_under<V: Copy>(names: &mut BTreeMap<PathBuf, V>, from: &Path, to: &Path) {
+    let below: Vec<(PathBuf, V)> = names
+        .iter()
+        .filter(|(p, _)| p.starts_with(from) && p.as_path() != from)
+        .map(|(p, &v)| (p.clone(), v))
+        .collect();
+    for (p, v) in below {
+        names.remove(&p);
+        if let Ok(rest) = p.strip_prefix(from) {
+            names.insert(to.join(rest), v);
+        }
+    }
+}
+
+/// `p` with its prefix `from` replaced by `to`, if it has it.
+fn moved(p: &Path, from: &Path, to: &Path) -> PathBuf {
+    match p.strip_prefix(from) {
+        Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+        Ok(rest) => to.join(rest),
+        Err(_) => p.to_path_buf(),
     }
 }
 
@@ -689,6 +715,34 @@ impl Vfs for FaultFs {
             let ino = s.lookup(from)?;
             s.names.remove(from);
             s.names.insert(to.to_path_buf(), ino);
+            if s.dirs.remove(from) {
+                // A made directory moves with what is below it, and the
+                // name changes not yet synced below it go along.
+                move_under(&mut s.names, from, to);
+                let made: Vec<PathBuf> = s
+                    .dirs
+                    .iter()
+                    .filter(|d| d.starts_with(from))
+                    .cloned()
+                    .collect();
+                for d in made {
+                    s.dirs.remove(&d);
+                    s.dirs.insert(moved(&d, from, to));
+                }
+                s.dirs.insert(to.to_path_buf());
+                for (dir, op) in &mut s.pending_names {
+                    if dir.starts_with(from) {
+                        *dir = moved(dir, from, to);
+                        match op {
+                            NameOp::Link(p, _) | NameOp::Unlink(p) => *p = moved(p, from, to),
+                            NameOp::Rename(a, b) => {
+                                *a = moved(a, from, to);
+                                *b = moved(b, from, to);
+                            }
+                        }
+                    }
+                }
+            }
             s.pending_names.push((
                 parent(to),
                 NameOp::Rename(from.to_path_buf(), to.to_path_buf()),
@@ -776,6 +830,45 @@ impl Vfs for FaultFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renamed_directory_takes_what_is_below_it() {
+        let fs = FaultFs::new();
+        let (tmp, to) = (Path::new("/p/.t.import/db"), Path::new("/p/t"));
+        fs.create_dir_all(&tmp.join("wal")).expect("mkdir");
+        fs.sync_dir(Path::new("/")).expect("sync");
+        fs.sync_dir(Path::new("/p")).expect("sync");
+        fs.sync_dir(Path::new("/p/.t.import")).expect("sync");
+        fs.sync_dir(tmp).expect("sync");
+        let f = fs.open(&tmp.join("wal/seg"), true).expect("create");
+        f.write_at(b"log", 0).expect("write");
+        f.sync().expect("sync");
+        fs.sync_dir(&tmp.join("wal")).expect("sync");
+        // Not yet synced in its directory when the rename comes.
+        let g = fs.open(&tmp.join("data"), true).expect("create");
+        g.write_at(b"pages", 0).expect("write");
+        g.sync().expect("sync");
+        fs.rename(tmp, to).expect("rename");
+        assert_eq!(
+            fs.read_file(&to.join("wal/seg")).as_deref(),
+            Some(&b"log"[..])
+        );
+        assert!(fs.list(tmp).expect("list").is_empty());
+        fs.sync_dir(to).expect("sync the moved directory");
+        fs.sync_dir(Path::new("/p")).expect("sync the rename");
+        for seed in 0..16 {
+            let img = fs.power_loss_image(seed);
+            assert_eq!(
+                img.read_file(&to.join("wal/seg")).as_deref(),
+                Some(&b"log"[..])
+            );
+            assert_eq!(
+                img.read_file(&to.join("data")).as_deref(),
+                Some(&b"pages"[..])
+            );
+            assert_eq!(img.read_file(&tmp.join("wal/seg")), None);
+        }
+    }
 
     #[test]
     fn synced_data_survives_unsynced_may_not() {

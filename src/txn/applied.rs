@@ -69,6 +69,8 @@ struct Flights {
     durable: u64,
     /// Published indexes whose records may not be synced yet, ascending.
     unsynced: VecDeque<(u64, Lsn)>,
+    /// How many indexes were ever recorded in this open (`settled`).
+    started: u64,
 }
 
 impl Published {
@@ -81,7 +83,20 @@ impl Published {
             landed: BTreeMap::new(),
             durable: index,
             unsynced: VecDeque::new(),
+            started: 0,
         }))
+    }
+
+    /// With no index in flight, the index reported and how many were ever
+    /// recorded; `None` while one is in flight. Two equal answers around
+    /// a snapshot bracket it: every index recorded before the first had
+    /// landed (its entry visible), none was recorded between them, and an
+    /// entry is recorded before it can become visible — so the snapshot
+    /// holds exactly the entries up to the index reported
+    /// (`snapshot::export`).
+    pub(crate) fn settled(&self) -> Option<(u64, u64)> {
+        let f = self.0.lock();
+        (f.in_flight.is_empty() && f.landed.is_empty()).then_some((f.published, f.started))
     }
 
     /// The index reported.
@@ -100,7 +115,10 @@ impl Published {
     /// Index `index` is recorded in a mini-transaction under the store
     /// latch: in flight until the returned guard lands, or drops.
     fn start(self: &Arc<Self>, index: u64) -> Flight {
-        self.0.lock().in_flight.insert(index);
+        let mut f = self.0.lock();
+        f.in_flight.insert(index);
+        f.started += 1;
+        drop(f);
         Flight {
             of: self.clone(),
             index: Some(index),

@@ -23,6 +23,7 @@ mod system;
 mod tables;
 mod validate;
 mod write;
+pub(crate) mod written;
 
 pub use scan::{KeyRange, Prefix, Scan};
 pub(crate) use system::{Core, TxnSystem};
@@ -830,10 +831,10 @@ impl Transaction {
         };
         if let Some(lsn) = lsn {
             inner.engine.store().wal.flush(lsn, true)?;
-            if let Some(f) = flight {
-                f.landed(lsn, inner.engine.store().wal.durable());
-            }
         }
+        // Listed before its index is reported: whoever sees the index (an
+        // export's cut, `snapshot::export`) finds the transaction in doubt.
+        let landed = lsn.zip(flight);
         inner.txns.prepared().waiting(
             gid,
             prepare::InDoubt {
@@ -845,6 +846,9 @@ impl Transaction {
                 versions: self.versions,
             },
         );
+        if let Some((lsn, f)) = landed {
+            f.landed(lsn, inner.engine.store().wal.durable());
+        }
         Ok(entry.prepare_ts)
     }
 
