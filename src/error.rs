@@ -229,6 +229,17 @@ pub enum Error {
         /// The oldest LSN the log still holds.
         oldest: crate::ids::Lsn,
     },
+    /// A change position past the end of the log (`Db::change_reader`):
+    /// not a position this database's log reached — one taken from another
+    /// database, or from a log a crash cut shorter (the positions strata
+    /// hands out are durable, so a crash never does). Reading from it
+    /// would skip whatever commits below it, so it is refused.
+    ChangePositionAhead {
+        /// The position's `next` LSN.
+        next: crate::ids::Lsn,
+        /// Where the log ends.
+        end: crate::ids::Lsn,
+    },
     /// The feature is not available in this version (for example
     /// `Isolation::Serializable` before SSI lands).
     Unsupported(&'static str),
@@ -452,6 +463,10 @@ impl fmt::Display for Error {
             Error::ChangesLost { from, oldest } => write!(
                 f,
                 "changes from LSN {from} are lost: the log now starts at LSN {oldest} (see Options::change_retention_bytes)"
+            ),
+            Error::ChangePositionAhead { next, end } => write!(
+                f,
+                "change position LSN {next} lies past the end of the log at LSN {end}: not a position of this database's log"
             ),
             Error::Unsupported(what) => write!(f, "not supported: {what}"),
             Error::ReadOnlyTransaction => write!(

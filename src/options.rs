@@ -108,6 +108,10 @@ pub enum RacePoint {
     /// dirty pages to flush: an eviction that takes a page's dirty bit
     /// now writes it beside the flush.
     CheckpointFlush,
+    /// A change reader has checked that no checkpoint marked it lost
+    /// (letting its hold on the history go) and is about to read a
+    /// transaction's values; it checks again once it has read them.
+    ChangeRead,
 }
 
 /// The hook behind `Options::race_hook`.

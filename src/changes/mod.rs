@@ -58,7 +58,18 @@
 //! the position after it; reading from it returns exactly the rest.
 //! `Db::change_position` is the position "now": the end of the log, and
 //! the first record of every transaction writing then, which the
-//! transaction manager notes when it hands out an xid. A bare LSN is the
+//! transaction manager notes when it hands out an xid. It syncs the log
+//! up to that end before it returns: a position not yet durable could lie
+//! past the log a crash leaves, where new commits would take LSNs below
+//! it and a reader from it would skip them. (Capping it at the durable
+//! end would not do: a transaction committed in the unsynced tail runs no
+//! longer, so `restart` would not reach back to its earlier writes.) Every
+//! position strata hands out is so durable; one past the log's end — from
+//! another database, or cut off by a crash — is refused
+//! (`Error::ChangePositionAhead`), never read as "nothing yet". A writer
+//! that began before the oldest retained log and still runs holds
+//! `restart` before it: a reader cannot start at `change_position` (it is
+//! `ChangesLost`) until that writer ends. A bare LSN is the
 //! position `{ restart: lsn, next: lsn }`: right only where no transaction
 //! was writing across it. The log cannot tell a transaction whose writes
 //! lie before such an LSN from one that logged none (a delete of a key
@@ -80,14 +91,45 @@
 //! started at may have lost versions to vacuum before the reader came:
 //! that is `Error::SnapshotTooOld`, never a wrong value
 //! (`Options::history_retention` keeps history for readers resuming after
-//! a restart). Nothing persists a reader: after a reopen, a consumer
+//! a restart) — unless it was still running when the reader took its
+//! hold: a prepared transaction committed since at a timestamp chosen
+//! below that horizon. Nothing it wrote can be gone: its versions were not
+//! committed before the hold, and a later writer of any of its keys (or of
+//! a table it wrote or renamed, which waits for it as well) commits after
+//! it, above every timestamp assigned before — above the reader's hold —
+//! so vacuum keeps what such a writer replaced; its versions are the
+//! newest at the hold, and the read as of its timestamp needs nothing
+//! else. A checkpoint that marks a reader lost lets its hold go at once,
+//! possibly while the reader is reading a transaction, so the reader
+//! checks again after its reads and returns `ChangesLost` rather than what
+//! it read.
+//!
+//! **Errors.** A reader takes a transaction off its queue only once it is
+//! built whole: after any error the reader is where it was, and the next
+//! call returns the same transaction or the same error. `next`'s timeout
+//! is measured on `Options::clock` (a simulated clock moves it only when
+//! the clock moves). Nothing persists a reader: after a reopen, a consumer
 //! resumes from the position it stored, as far as the log and history
 //! still reach.
 //!
 //! **Tables.** Creating, dropping and renaming a table are changes of
-//! their own ([`ChangeKind::TableCreated`], ...), in the transaction's log
-//! order; a table created by its first write shows as both. Writes to a table the same transaction dropped are not
-//! shown (the drop is).
+//! their own ([`ChangeKind::TableCreated`], ...); a table created by its
+//! first write shows as both. A transaction's table changes come first,
+//! in its log order, then its key changes, each under its table's name at
+//! the commit: a replica applying them in order has heard of every table
+//! before it writes in it. A rename is resolved by the table's identity,
+//! its root page, which the rename record names (FORMAT.md §3.3), and the
+//! catalog as of the commit timestamp itself: its new name is the one the
+//! same table's next rename or drop in the transaction names, else its
+//! name at the commit. So a → b → c in one transaction is two renames,
+//! a → b and b → c; a table created and renamed in one transaction is
+//! created under its first name and renamed, in that order. Nothing older
+//! than the commit is read (the catalog row a rename replaced may be gone
+//! by then: a prepared rename committed below the reader's hold); only a
+//! rename logged before records named the table is resolved through the
+//! catalog as of just before its commit, and that read is
+//! `SnapshotTooOld` once the horizon has passed it. Writes to a table the
+//! same transaction dropped are not shown (the drop is).
 //!
 //! Not done here: filtering by table, decoding without the database (the
 //! log alone does not hold values), persisting readers across reopens.
@@ -105,6 +147,8 @@ use crate::ids::{Lsn, PageId, Xid};
 use crate::limits::CHANGE_WAIT_SLICE;
 use crate::mvcc::commit_ts;
 use crate::mvcc::history::Known;
+use crate::mvcc::Snapshot;
+use crate::options::RacePoint;
 use crate::txn::as_of::AsOfRead;
 use crate::txn::locks::Deadline;
 use crate::txn::{Core, Transaction};
@@ -193,6 +237,10 @@ pub struct ChangeReader {
     /// The history horizon when the reader started: transactions stamped
     /// below it may have lost versions before the reader held them.
     floor: Timestamp,
+    /// The transactions running when the reader's hold was in place: one
+    /// of them stamped below `floor` (a prepared one committed at a
+    /// chosen timestamp) lost nothing (see `poll`).
+    running: Snapshot,
 }
 
 impl std::fmt::Debug for ChangeReader {
@@ -212,7 +260,8 @@ impl Db {
     /// [`ChangeSet`] returned, or [`Db::change_position`]): the committed
     /// transactions whose commit records end after `from.next`, in commit
     /// order. Errors: `ChangesLost` if the log no longer holds
-    /// `from.restart`.
+    /// `from.restart`; `ChangePositionAhead` if `from.next` lies past the
+    /// log's end (not a position of this log).
     pub fn change_reader(&self, from: impl Into<ChangePos>) -> Result<ChangeReader> {
         let from = from.into();
         if from.restart > from.next {
@@ -222,9 +271,19 @@ impl Db {
         }
         let core = self.core();
         let wal = &core.engine.store().wal;
+        let end = wal.end();
+        if from.next > end {
+            return Err(Error::ChangePositionAhead {
+                next: from.next,
+                end,
+            });
+        }
         let hold = core.txns.history().hold_horizon();
         let floor = hold.ts();
         let id = core.changes.register(from.restart, hold, || wal.oldest())?;
+        // Taken after the hold: a transaction running here commits after
+        // the hold was in place (see `poll`).
+        let running = core.txns.manager().snapshot();
         Ok(ChangeReader {
             db: self.clone(),
             id,
@@ -232,23 +291,40 @@ impl Db {
             pos: from,
             kept: floor,
             floor,
+            running,
         })
     }
 
     /// The change stream's position now: a reader started here returns
     /// every transaction that commits from now on, and nothing before.
-    /// While a transaction recovered prepared at open is in doubt, where
-    /// its writes lie in the log is not known here: the position then
-    /// starts at LSN 0, which a reader finds recycled (`ChangesLost`) —
-    /// resume from a position the stream returned instead.
-    pub fn change_position(&self) -> ChangePos {
+    ///
+    /// The position is durable before it is returned (the log is synced
+    /// up to it: one fsync, if the log's tail was not synced yet), so a
+    /// crash cannot cut the log below it and let new commits take LSNs
+    /// a reader from it would skip. (Capping it at the durable end instead
+    /// would not do: a transaction committed in the unsynced tail, whose
+    /// earlier writes lie below the durable end, is no longer running and
+    /// so not below `restart`; a reader would meet its commit without its
+    /// writes.)
+    ///
+    /// A writer that began before the oldest retained log and is still
+    /// running keeps `restart` there: a reader started here fails with
+    /// `ChangesLost` until that writer ends. While a transaction recovered
+    /// prepared at open is in doubt, where its writes lie in the log is
+    /// not known here: the position then starts at LSN 0, which a reader
+    /// finds recycled (`ChangesLost`) — resume from a position the stream
+    /// returned instead.
+    ///
+    /// Errors: those of syncing the log (`Poisoned` once it failed).
+    pub fn change_position(&self) -> Result<ChangePos> {
         let core = self.core();
         let wal = &core.engine.store().wal;
         let (first, end) = core.txns.manager().oldest_first_lsn(|| wal.end());
-        ChangePos {
+        wal.flush(end, true)?;
+        Ok(ChangePos {
             restart: first.map_or(end, |f| f.min(end)),
             next: end,
-        }
+        })
     }
 }
 
@@ -293,7 +369,10 @@ impl ChangeReader {
         }
     }
 
-    /// Returns the next transaction if one is durable and visible.
+    /// Returns the next transaction if one is durable and visible. It
+    /// leaves the queue as it was until the transaction is built whole: an
+    /// error leaves the reader where it was, and the next call returns the
+    /// same transaction (or the same error).
     fn poll(&mut self, core: &Core) -> Result<Option<ChangeSet>> {
         self.check_lost(core)?;
         if self.scan.ready.is_empty() {
@@ -309,18 +388,15 @@ impl ChangeReader {
             }
             self.scan.prune(&running, core.txns.manager().clog());
         }
-        let Some(front) = self.scan.ready.front() else {
+        let Some(c) = self.scan.ready.front() else {
             return Ok(None);
         };
         // Its record is durable; once it is visible too, its versions are
         // what a read as of its timestamp sees.
         let snap = core.txns.manager().snapshot();
-        if front.xid >= snap.xmin && snap.xip.binary_search(&front.xid).is_ok() {
+        if c.xid >= snap.xmin && snap.xip.binary_search(&c.xid).is_ok() {
             return Ok(None);
         }
-        let Some(c) = self.scan.ready.pop_front() else {
-            return Ok(None);
-        };
         let ts =
             commit_ts::lookup(&mut core.engine.store().read().view, c.xid)?.ok_or_else(|| {
                 let (file, offset) = scan::locate(core.engine.vfs(), &wal_dir(core), c.end);
@@ -333,28 +409,48 @@ impl ChangeReader {
                     ),
                 )
             })?;
-        if ts < self.floor {
+        // Stamped below the horizon the reader started at: vacuum may have
+        // freed its versions before the reader held them — unless it was
+        // still running when the hold was taken (a prepared transaction,
+        // committed since at its chosen timestamp). Then nothing it wrote
+        // can be gone: its versions were not committed before the hold,
+        // and a later writer of any of its keys (or of a table it wrote or
+        // renamed, which waits for it too) commits after it, above every
+        // timestamp assigned before, so above this reader's hold — vacuum
+        // keeps what such a writer replaced. The read as of `ts` sees its
+        // versions, and reads nothing else the hold does not keep.
+        if ts < self.floor && !self.running_at_start(c.xid) {
             return Err(Error::SnapshotTooOld {
                 ts,
                 horizon: self.floor,
             });
         }
-        let changes = self.decode(core, ts, &c.touched, c.end)?;
-        let resume = ChangePos {
-            restart: c.restart,
-            next: c.end,
-        };
+        core.engine.race(RacePoint::ChangeRead);
+        let changes = self.decode(core, ts, c.xid, &c.touched, c.end)?;
+        let (xid, lsn, restart) = (c.xid, c.end, c.restart);
+        // A checkpoint may have marked this reader lost (and let its hold
+        // on the history go) since the check above, while it read: vacuum
+        // could then have freed what it read. Not lost now means the hold
+        // was there throughout.
+        self.check_lost(core)?;
+        self.scan.ready.pop_front();
+        let resume = ChangePos { restart, next: lsn };
         self.pos = resume;
         let hold = (ts > self.kept).then(|| core.txns.history().hold_kept(ts));
         self.kept = self.kept.max(ts);
-        core.changes.advance(self.id, c.restart, hold);
+        core.changes.advance(self.id, restart, hold);
         Ok(Some(ChangeSet {
-            xid: c.xid,
-            lsn: c.end,
+            xid,
+            lsn,
             ts,
             changes,
             resume,
         }))
+    }
+
+    /// Whether `xid` was running when this reader's hold was taken.
+    fn running_at_start(&self, xid: Xid) -> bool {
+        xid >= self.running.xmax || self.running.xip.binary_search(&xid).is_ok()
     }
 
     /// A read as of `ts`, kept by this reader's hold (no wait: see the
@@ -362,6 +458,10 @@ impl ChangeReader {
     fn read_at(&self, ts: Timestamp) -> Result<Transaction> {
         let core: Arc<Core> = self.db.core_arc();
         let hold = core.txns.history().hold_kept(ts);
+        self.read_held(core, hold)
+    }
+
+    fn read_held(&self, core: Arc<Core>, hold: crate::mvcc::history::Hold) -> Result<Transaction> {
         Transaction::begin_as_of(
             core,
             self.db.holder(),
@@ -372,11 +472,16 @@ impl ChangeReader {
         )
     }
 
-    /// The changes of a transaction committed at `ts` that touched `touched`.
+    /// The changes of a transaction committed at `ts` that touched
+    /// `touched`: its table changes first, in its log order, then its key
+    /// changes, each under its table's name at `ts` — so that a replica
+    /// applying them in order has heard of every table before it writes in
+    /// it.
     fn decode(
         &self,
         core: &Core,
         ts: Timestamp,
+        xid: Xid,
         touched: &[Touch],
         end: Lsn,
     ) -> Result<Vec<Change>> {
@@ -384,55 +489,101 @@ impl ChangeReader {
         let tables = tx.tables_with_roots()?;
         let name_of = |root: PageId| tables.iter().find(|(_, r)| *r == root).map(|(n, _)| n);
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let dropped: Vec<&[u8]> = touched
-            .iter()
-            .filter_map(|t| match t {
-                Touch::Drop(n) => Some(n.as_slice()),
-                _ => None,
-            })
-            .collect();
+        let damage = |what: String| {
+            let (file, offset) = scan::locate(core.engine.vfs(), &wal_dir(core), end);
+            Error::corruption(file, offset, what)
+        };
+        let catalog = u64::from(core.catalog.0);
         let mut out: Vec<Change> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for t in touched {
-            let (table, key, kind) = match t {
-                Touch::Key { root, key } => {
-                    if !seen.insert((*root, key.as_slice())) {
-                        continue;
-                    }
-                    let root = PageId(u32::try_from(*root).unwrap_or(0));
-                    let Some(name) = name_of(root) else {
-                        if !dropped.is_empty() {
-                            continue;
-                        }
-                        let (file, offset) = scan::locate(core.engine.vfs(), &wal_dir(core), end);
-                        return Err(Error::corruption(
-                            file,
-                            offset,
-                            format!(
-                                "the transaction committed here wrote in table page {root}, \
-                                 which no table had at {ts}"
-                            ),
-                        ));
-                    };
-                    let v = tx.get(&self.db.table(name)?, key)?;
-                    let kind = v.map_or(ChangeKind::Delete, ChangeKind::Put);
-                    (name.clone(), key.clone(), kind)
+        for (i, t) in touched.iter().enumerate() {
+            let (table, kind) = match t {
+                Touch::Key { .. } => continue,
+                Touch::Create(n) => (text(n), ChangeKind::TableCreated),
+                Touch::Drop { name, .. } => (text(name), ChangeKind::TableDropped),
+                Touch::Rename { old, root } if *root == catalog => {
+                    // Logged before rename records named the table.
+                    let to = self.renamed_to_by_name(old, ts, &tables)?;
+                    (text(old), ChangeKind::TableRenamed { to })
                 }
-                Touch::Create(n) => (text(n), Vec::new(), ChangeKind::TableCreated),
-                Touch::Drop(n) => (text(n), Vec::new(), ChangeKind::TableDropped),
-                Touch::Rename(n) => {
-                    let to = self.renamed_to(n, ts, &tables)?;
-                    (text(n), Vec::new(), ChangeKind::TableRenamed { to })
+                Touch::Rename { old, root } => {
+                    // The new name is the one the table's next rename or
+                    // drop in this transaction names, else its name at `ts`.
+                    let next = touched[i + 1..].iter().find_map(|t| match t {
+                        Touch::Rename { old: n, root: r } | Touch::Drop { name: n, root: r }
+                            if r == root =>
+                        {
+                            Some(text(n))
+                        }
+                        _ => None,
+                    });
+                    let page = PageId(u32::try_from(*root).unwrap_or(0));
+                    let to = match next.or_else(|| name_of(page).cloned()) {
+                        Some(to) => to,
+                        None => {
+                            return Err(damage(format!(
+                                "transaction {} committed here renamed table page {page}, \
+                                 which no table had at {ts}",
+                                xid.0
+                            )))
+                        }
+                    };
+                    (text(old), ChangeKind::TableRenamed { to })
                 }
             };
-            out.push(Change { table, key, kind });
+            out.push(Change {
+                table,
+                key: Vec::new(),
+                kind,
+            });
+        }
+        let dropped = touched.iter().any(|t| matches!(t, Touch::Drop { .. }));
+        let mut seen = std::collections::HashSet::new();
+        for t in touched {
+            let Touch::Key { root, key } = t else {
+                continue;
+            };
+            if !seen.insert((*root, key.as_slice())) {
+                continue;
+            }
+            let root = PageId(u32::try_from(*root).unwrap_or(0));
+            let Some(name) = name_of(root) else {
+                // Writes to a table this transaction dropped: the drop is
+                // the change.
+                if dropped {
+                    continue;
+                }
+                return Err(damage(format!(
+                    "the transaction committed here wrote in table page {root}, \
+                     which no table had at {ts}"
+                )));
+            };
+            let v = tx.get(&self.db.table(name)?, key)?;
+            let kind = v.map_or(ChangeKind::Delete, ChangeKind::Put);
+            out.push(Change {
+                table: name.clone(),
+                key: key.clone(),
+                kind,
+            });
         }
         Ok(out)
     }
 
-    /// The name at `ts` of the table named `old` just before.
-    fn renamed_to(&self, old: &[u8], ts: Timestamp, now: &[(String, PageId)]) -> Result<String> {
-        let before = self.read_at(Timestamp(ts.0.saturating_sub(1)))?;
+    /// The name at `ts` of the table named `old` just before, for a rename
+    /// record that does not name the table's root: read as of `ts − 1`,
+    /// which the history horizon may have passed (`SnapshotTooOld` then,
+    /// never a read of freed history).
+    fn renamed_to_by_name(
+        &self,
+        old: &[u8],
+        ts: Timestamp,
+        now: &[(String, PageId)],
+    ) -> Result<String> {
+        let core: Arc<Core> = self.db.core_arc();
+        let hold = core
+            .txns
+            .history()
+            .hold(Timestamp(ts.0.saturating_sub(1)))?;
+        let before = self.read_held(core, hold)?;
         let root = before
             .tables_with_roots()?
             .into_iter()

@@ -38,10 +38,12 @@ pub(crate) enum Touch {
     Key { root: u64, key: Vec<u8> },
     /// A table created (by name).
     Create(Vec<u8>),
-    /// A table dropped (by name).
-    Drop(Vec<u8>),
-    /// A table renamed (by its old name).
-    Rename(Vec<u8>),
+    /// A table dropped: its name, and the root page its record names
+    /// (the catalog's root in logs written before records named the
+    /// table's).
+    Drop { name: Vec<u8>, root: u64 },
+    /// A table renamed: its old name, and the root page as for `Drop`.
+    Rename { old: Vec<u8>, root: u64 },
 }
 
 /// A transaction met in the log, not yet decided there.
@@ -122,8 +124,14 @@ impl Scan {
                             o.touched.push(Touch::Key { root: r.aux, key })
                         }
                         Some(Op::CreateTable) => o.touched.push(Touch::Create(key)),
-                        Some(Op::DropTable) => o.touched.push(Touch::Drop(key)),
-                        Some(Op::RenameTable) => o.touched.push(Touch::Rename(key)),
+                        Some(Op::DropTable) => o.touched.push(Touch::Drop {
+                            name: key,
+                            root: r.aux,
+                        }),
+                        Some(Op::RenameTable) => o.touched.push(Touch::Rename {
+                            old: key,
+                            root: r.aux,
+                        }),
                         _ => {}
                     }
                 }

@@ -53,11 +53,12 @@ pub(crate) fn run(inner: &Core) -> Result<()> {
     store.wal.fail(r)?;
     // Change readers hold back the log they still need, up to their bound.
     let limit = inner.engine.opts().change_retention_bytes;
-    inner
-        .changes
-        .recycle(redo, store.wal.end(), limit, |bound| {
-            store.wal.recycle(bound)?;
-            store.wal.oldest()
-        })?;
+    inner.changes.recycle(
+        redo,
+        store.wal.end(),
+        limit,
+        |bound| store.wal.recycle(bound).map(|_| ()),
+        || store.wal.oldest(),
+    )?;
     store.cut_file()
 }

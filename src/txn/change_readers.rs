@@ -92,15 +92,19 @@ impl Registry {
     }
 
     /// The checkpoint's recycle: `recycle(bound)` removes the segments
-    /// before `bound` and returns where the log then starts. The bound is
-    /// `redo`, held back to every reader no more than `limit` bytes
-    /// behind `end`; a reader whose log went anyway is marked lost.
+    /// before `bound`, and `oldest` lists where the log then starts. The
+    /// bound is `redo`, held back to every reader no more than `limit`
+    /// bytes behind `end`; a reader whose log went anyway is marked lost —
+    /// also when the recycle fails part way, having removed some segments
+    /// (the error is returned after), so that such a reader's next read is
+    /// `ChangesLost`, never a log that ends in a gap.
     pub(crate) fn recycle(
         &self,
         redo: Lsn,
         end: Lsn,
         limit: u64,
-        recycle: impl FnOnce(Lsn) -> Result<Lsn>,
+        recycle: impl FnOnce(Lsn) -> Result<()>,
+        oldest: impl FnOnce() -> Result<Lsn>,
     ) -> Result<()> {
         let mut s = self.state.lock();
         let bound = s
@@ -110,7 +114,24 @@ impl Registry {
             .filter(|at| end.0.saturating_sub(at.0) <= limit)
             .fold(redo, Lsn::min);
         assert!(bound <= redo, "recycling past the redo point");
-        let oldest = recycle(bound)?;
+        let removed = recycle(bound);
+        // Where the log starts now, whatever the recycle managed. If even
+        // that cannot be listed, every reader behind the bound is taken
+        // as lost: the segments before it may be gone.
+        let oldest = match oldest() {
+            Ok(o) => o,
+            Err(e) => {
+                Self::mark_lost(&mut s, bound);
+                return Err(removed.err().unwrap_or(e));
+            }
+        };
+        Self::mark_lost(&mut s, oldest);
+        removed
+    }
+
+    /// Marks lost (dropping their holds) the readers needing log before
+    /// `oldest`.
+    fn mark_lost(s: &mut State, oldest: Lsn) {
         let gone: Vec<u64> = s
             .held
             .iter()
@@ -122,7 +143,6 @@ impl Registry {
             s.held.remove(&id);
             s.lost.insert(id, oldest);
         }
-        Ok(())
     }
 
     /// The number of commits and decisions so far (for `wait`).

@@ -395,14 +395,16 @@ impl Transaction {
             self.table_for_read(table, &snap, 0)?;
         }
         let core = self.core.clone();
+        let catalog = core.catalog;
         let name = table.name();
-        let dropped = self.row_loop(
+        // The record names the table by its root (as a rename's does).
+        let dropped = self.row_loop_as(
             me,
             |tx, mtr| {
                 let snap = tx.snapshot_now();
                 match tx.row(mtr, name, me, &snap)? {
                     Row::Wait(x) => Ok(Err(x)),
-                    Row::Absent { .. } => Ok(Ok(false)),
+                    Row::Absent { .. } => Ok(Ok(None)),
                     Row::Live { version, root, .. } => {
                         if let Some(x) =
                             core.txns
@@ -412,13 +414,15 @@ impl Transaction {
                             return Ok(Err(x));
                         }
                         heap::stamp_xmax(mtr, version.tid, me)?;
-                        Ok(Ok(true))
+                        Ok(Ok(Some(root)))
                     }
                 }
             },
             Op::DropTable,
             name,
+            |root: &Option<PageId>| root.unwrap_or(catalog),
         )?;
+        let dropped = dropped.is_some();
         if dropped {
             core.txns.manager().catalog_write(me);
             self.versions.superseded += 1;
@@ -454,11 +458,14 @@ impl Transaction {
             self.read_both_names(table, &target)?;
         }
         let name = table.name();
-        let root = self.row_loop(
+        // The record names the table by its root, its identity across
+        // renames: the change stream follows a table by it.
+        let root = self.row_loop_as(
             me,
             |tx, mtr| tx.rename_row(mtr, me, name, new_name),
             Op::RenameTable,
             name,
+            |root| *root,
         )?;
         if name == new_name {
             return Ok(());
@@ -556,9 +563,23 @@ impl Transaction {
     fn row_loop<T>(
         &mut self,
         me: Xid,
+        step: impl FnMut(&Transaction, &mut Mtr<'_>) -> Result<std::result::Result<T, Xid>>,
+        op: Op,
+        name: &str,
+    ) -> Result<T> {
+        let catalog = self.core.catalog;
+        self.row_loop_as(me, step, op, name, |_| catalog)
+    }
+
+    /// `row_loop`, its record naming in `aux` the page `aux(decided)`
+    /// (the table's root for a rename, FORMAT.md §3.3) for the catalog's.
+    fn row_loop_as<T>(
+        &mut self,
+        me: Xid,
         mut step: impl FnMut(&Transaction, &mut Mtr<'_>) -> Result<std::result::Result<T, Xid>>,
         op: Op,
         name: &str,
+        aux: impl Fn(&T) -> PageId,
     ) -> Result<T> {
         let core = self.core.clone();
         let mut deadline = None;
@@ -568,7 +589,7 @@ impl Transaction {
             match decided {
                 Ok(t) => {
                     // Nothing is logged if nothing changed.
-                    w.commit_write(op as u8, me, core.catalog, name.as_bytes())?;
+                    w.commit_write(op as u8, me, aux(&t), name.as_bytes())?;
                     return Ok(t);
                 }
                 Err(_) if self.nowait => {
