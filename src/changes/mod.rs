@@ -493,18 +493,12 @@ impl ChangeReader {
             let (file, offset) = scan::locate(core.engine.vfs(), &wal_dir(core), end);
             Error::corruption(file, offset, what)
         };
-        let catalog = u64::from(core.catalog.0);
         let mut out: Vec<Change> = Vec::new();
         for (i, t) in touched.iter().enumerate() {
             let (table, kind) = match t {
                 Touch::Key { .. } => continue,
                 Touch::Create(n) => (text(n), ChangeKind::TableCreated),
                 Touch::Drop { name, .. } => (text(name), ChangeKind::TableDropped),
-                Touch::Rename { old, root } if *root == catalog => {
-                    // Logged before rename records named the table.
-                    let to = self.renamed_to_by_name(old, ts, &tables)?;
-                    (text(old), ChangeKind::TableRenamed { to })
-                }
                 Touch::Rename { old, root } => {
                     // The new name is the one the table's next rename or
                     // drop in this transaction names, else its name at `ts`.
@@ -566,32 +560,6 @@ impl ChangeReader {
             });
         }
         Ok(out)
-    }
-
-    /// The name at `ts` of the table named `old` just before, for a rename
-    /// record that does not name the table's root: read as of `ts − 1`,
-    /// which the history horizon may have passed (`SnapshotTooOld` then,
-    /// never a read of freed history).
-    fn renamed_to_by_name(
-        &self,
-        old: &[u8],
-        ts: Timestamp,
-        now: &[(String, PageId)],
-    ) -> Result<String> {
-        let core: Arc<Core> = self.db.core_arc();
-        let hold = core
-            .txns
-            .history()
-            .hold(Timestamp(ts.0.saturating_sub(1)))?;
-        let before = self.read_held(core, hold)?;
-        let root = before
-            .tables_with_roots()?
-            .into_iter()
-            .find(|(n, _)| n.as_bytes() == old)
-            .map(|(_, r)| r);
-        let to = root.and_then(|r| now.iter().find(|(_, x)| *x == r).map(|(n, _)| n.clone()));
-        // Renamed and dropped again in one transaction: no name at `ts`.
-        Ok(to.unwrap_or_default())
     }
 }
 

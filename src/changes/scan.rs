@@ -38,9 +38,8 @@ pub(crate) enum Touch {
     Key { root: u64, key: Vec<u8> },
     /// A table created (by name).
     Create(Vec<u8>),
-    /// A table dropped: its name, and the root page its record names
-    /// (the catalog's root in logs written before records named the
-    /// table's).
+    /// A table dropped: its name, and the table's root page, which its
+    /// record names.
     Drop { name: Vec<u8>, root: u64 },
     /// A table renamed: its old name, and the root page as for `Drop`.
     Rename { old: Vec<u8>, root: u64 },
