@@ -188,6 +188,8 @@ mod options;
 pub(crate) mod page;
 mod recovery;
 pub(crate) mod redo;
+#[cfg(feature = "raft")]
+pub mod replication;
 mod retry;
 mod salvage;
 mod snapshot;
