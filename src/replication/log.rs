@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  raft/meta                         header | frame(vote, purged log id)   replaced whole
-//!  raft/<first index, 16 hex>.log    header | frame(entry) | frame(entry) | ...
+//!  raft/<sequence, 16 hex>.log       header | frame(entry) | frame(entry) | ...
 //! ```
 //!
 //! **Acknowledged means synced.** `append` writes frames and hands the
@@ -13,8 +13,9 @@
 //! before they return. So after a crash the log holds every acknowledged
 //! entry, and at its tail maybe part of an unacknowledged batch.
 //!
-//! **Recovery.** Segments are read in order; indexes must follow one
-//! another. In the last segment, the first frame that is cut short or fails
+//! **Recovery.** Segments are read in order, and the frames placed in
+//! the order they were written ([`RaftLog::place`]: a frame at or below
+//! the last entry replaces it and what follows). In the last segment, the first frame that is cut short or fails
 //! its checksum ends the log and is cut off (a torn tail: never
 //! acknowledged) — unless a whole frame follows it, which means the bytes
 //! were written, and later ones after them: that is damage, and so is a bad
@@ -76,6 +77,7 @@ impl PurgeBound {
 #[derive(Clone, Copy, Debug)]
 struct Loc {
     log_id: LogId<u64>,
+    /// The segment's sequence number.
     seg: u64,
     off: u64,
     len: u64,
@@ -101,26 +103,24 @@ pub struct RaftLog {
     purged: Option<LogId<u64>>,
     /// The purge point in the meta file: entries up to it are gone.
     purged_physical: Option<LogId<u64>>,
-    /// Index of the last frame on disk (purged or not).
-    tail: Option<u64>,
     bound: PurgeBound,
     segment_size: u64,
 }
 
-fn seg_path(dir: &Path, first: u64) -> PathBuf {
-    dir.join(format!("{first:016x}.log"))
+fn seg_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016x}.log"))
 }
 
-fn header(magic: &[u8; 8], first: u64) -> [u8; HDR as usize] {
+fn header(magic: &[u8; 8], seq: u64) -> [u8; HDR as usize] {
     let mut h = [0u8; HDR as usize];
     h[..8].copy_from_slice(magic);
     h[8..12].copy_from_slice(&RAFT_LOG_VERSION.to_le_bytes());
-    h[16..24].copy_from_slice(&first.to_le_bytes());
+    h[16..24].copy_from_slice(&seq.to_le_bytes());
     h
 }
 
 /// Checks a header; `Ok(false)` when it is missing or torn.
-fn header_ok(h: &[u8], magic: &[u8; 8], first: u64, p: &Path) -> Result<bool> {
+fn header_ok(h: &[u8], magic: &[u8; 8], seq: u64, p: &Path) -> Result<bool> {
     if h.len() < HDR as usize || h.iter().all(|&b| b == 0) || &h[..8] != magic {
         return Ok(false);
     }
@@ -134,11 +134,11 @@ fn header_ok(h: &[u8], magic: &[u8; 8], first: u64, p: &Path) -> Result<bool> {
         });
     }
     match u64_at(h, 16) {
-        Some(f) if f == first => Ok(true),
+        Some(f) if f == seq => Ok(true),
         f => Err(Error::corruption(
             p,
             16,
-            format!("header names first index {f:?}, the file name {first}"),
+            format!("header names segment {f:?}, the file name {seq}"),
         )),
     }
 }
@@ -168,25 +168,24 @@ impl RaftLog {
             vote: None,
             purged: None,
             purged_physical: None,
-            tail: None,
             bound,
             segment_size: RAFT_SEGMENT_SIZE,
         };
         log.read_meta()?;
         log.purged = log.purged_physical;
-        let mut firsts = Vec::new();
+        let mut seqs = Vec::new();
         for p in log.vfs.list(dir)? {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if let Some(hex) = name.strip_suffix(".log") {
-                if let (16, Ok(first)) = (hex.len(), u64::from_str_radix(hex, 16)) {
-                    firsts.push(first);
+                if let (16, Ok(seq)) = (hex.len(), u64::from_str_radix(hex, 16)) {
+                    seqs.push(seq);
                 }
             }
         }
-        firsts.sort_unstable();
-        let n = firsts.len();
-        for (i, first) in firsts.into_iter().enumerate() {
-            log.recover_segment(first, i + 1 == n)?;
+        seqs.sort_unstable();
+        let n = seqs.len();
+        for (i, seq) in seqs.into_iter().enumerate() {
+            log.recover_segment(seq, i + 1 == n)?;
         }
         log.drop_purged_segments()?;
         Ok(log)
@@ -248,11 +247,11 @@ impl RaftLog {
         self.vfs.sync_dir(&self.dir)
     }
 
-    fn recover_segment(&mut self, first: u64, last: bool) -> Result<()> {
-        let p = seg_path(&self.dir, first);
+    fn recover_segment(&mut self, seq: u64, last: bool) -> Result<()> {
+        let p = seg_path(&self.dir, seq);
         let file: Arc<dyn VfsFile> = Arc::from(self.vfs.open(&p, false)?);
         let b = read_all(file.as_ref())?;
-        if !header_ok(&b, SEG_MAGIC, first, &p)? {
+        if !header_ok(&b, SEG_MAGIC, seq, &p)? {
             if last {
                 // Created just before a crash: nothing in it was acknowledged.
                 drop(file);
@@ -262,36 +261,27 @@ impl RaftLog {
             return Err(Error::corruption(&p, 0, "segment header missing or torn"));
         }
         let mut off = HDR as usize;
-        let mut next = first;
         loop {
-            match unframe(&b[off..]) {
+            let rest = &b[off..];
+            match unframe(rest) {
                 Framed::Ok(payload, n) => {
                     let e = encode::decode_entry(payload)
                         .map_err(|e| Error::corruption(&p, off as u64, e))?;
-                    if e.log_id.index != next {
-                        return Err(Error::corruption(
-                            &p,
-                            off as u64,
-                            format!("entry {} where {next} belongs", e.log_id.index),
-                        ));
-                    }
-                    self.add_loc(Loc {
+                    self.place(Loc {
                         log_id: e.log_id,
-                        seg: first,
+                        seg: seq,
                         off: off as u64,
                         len: n as u64,
-                    })
-                    .map_err(|why| Error::corruption(&p, off as u64, why))?;
-                    next += 1;
+                    });
                     off += n;
                 }
-                Framed::End if b[off..].iter().all(|&x| x == 0) => break,
-                Framed::End | Framed::Bad(_) => {
-                    let why = match unframe(&b[off..]) {
+                Framed::End if rest.iter().all(|&x| x == 0) => break,
+                bad => {
+                    let why = match bad {
                         Framed::Bad(why) => why,
                         _ => "nonzero bytes after the end of the log".into(),
                     };
-                    if !last || whole_frame_in(&b[off + 1..]) {
+                    if !last || whole_frame_in(&rest[1..]) {
                         return Err(Error::corruption(&p, off as u64, why));
                     }
                     break;
@@ -304,7 +294,7 @@ impl RaftLog {
             file.sync()?;
         }
         self.segments.insert(
-            first,
+            seq,
             Segment {
                 file,
                 len: off as u64,
@@ -313,24 +303,25 @@ impl RaftLog {
         Ok(())
     }
 
-    /// Records an entry's location; entries at or below the physical purge
-    /// point (left by an interrupted purge) are skipped.
-    fn add_loc(&mut self, loc: Loc) -> std::result::Result<(), String> {
+    /// Takes a frame into the entries held, in the order frames were
+    /// written: one at or below the last entry replaces it and what
+    /// follows (a truncation written as an append), one past a gap starts
+    /// the log anew; one at or below the physical purge point is gone.
+    fn place(&mut self, loc: Loc) {
         let index = loc.log_id.index;
-        match (self.tail, self.purged_physical) {
-            (Some(t), _) if index != t + 1 => {
-                return Err(format!("entry {index} follows entry {t}"));
-            }
-            (None, Some(p)) if index > p.index + 1 => {
-                return Err(format!("entry {index} follows the purge point {}", p.index));
-            }
-            _ => {}
+        while self.locs.back().is_some_and(|b| b.log_id.index >= index) {
+            self.locs.pop_back();
         }
-        self.tail = Some(index);
+        if self
+            .locs
+            .back()
+            .is_some_and(|b| b.log_id.index + 1 != index)
+        {
+            self.locs.clear();
+        }
         if self.purged_physical.is_none_or(|p| index > p.index) {
             self.locs.push_back(loc);
         }
-        Ok(())
     }
 
     /// The vote saved last.
@@ -413,21 +404,23 @@ impl RaftLog {
         Ok(e)
     }
 
-    /// Writes `entries` after the last one (not synced: the caller hands
-    /// the returned files to the flusher, which syncs them before it
-    /// acknowledges). Each must follow the last entry, or the purge point
-    /// when it lies past every entry (then it starts a segment of its own).
+    /// Writes `entries` (not synced: the caller hands the returned files
+    /// to the flusher, which syncs them before it acknowledges). They are
+    /// placed as [`place`](Self::place) says: openraft appends after the
+    /// last entry, or after truncating, or past a purge point beyond every
+    /// entry.
     pub fn append(&mut self, entries: &[Entry]) -> Result<Vec<Arc<dyn VfsFile>>> {
         let mut dirty: Vec<Arc<dyn VfsFile>> = Vec::new();
         for e in entries {
-            let index = e.log_id.index;
-            let want = self.state().1.map_or(0, |l| l.index + 1);
-            if index != want {
-                return Err(Error::corruption(
-                    &self.dir,
-                    0,
-                    format!("append of entry {index} where {want} belongs"),
-                ));
+            if self
+                .locs
+                .back()
+                .is_some_and(|b| b.log_id.index >= e.log_id.index)
+            {
+                // Overwriting: cut the old suffix off the disk first, so no
+                // replaced frame lies before the new one.
+                self.truncate(e.log_id.index)?;
+                dirty.retain(|f| self.segments.values().any(|s| Arc::ptr_eq(&s.file, f)));
             }
             let payload = encode::encode_entry(e);
             if payload.len() > WAL_RECORD_MAX {
@@ -435,17 +428,10 @@ impl RaftLog {
             }
             let mut buf = Vec::with_capacity(payload.len() + FRAME_HDR);
             frame(&payload, &mut buf);
-            let seg = if self.tail.is_some_and(|t| t + 1 == index) {
-                self.writable_segment(index, buf.len() as u64)?
-            } else {
-                // First entry, or one past a purge point beyond every entry.
-                self.locs.clear();
-                self.start_segment(index)?;
-                index
-            };
-            let Some(s) = self.segments.get_mut(&seg) else {
+            let seq = self.writable_segment(buf.len() as u64)?;
+            let Some(s) = self.segments.get_mut(&seq) else {
                 return Err(Error::corruption(
-                    seg_path(&self.dir, seg),
+                    seg_path(&self.dir, seq),
                     0,
                     "segment gone",
                 ));
@@ -453,7 +439,7 @@ impl RaftLog {
             s.file.write_at(&buf, s.len)?;
             let loc = Loc {
                 log_id: e.log_id,
-                seg,
+                seg: seq,
                 off: s.len,
                 len: buf.len() as u64,
             };
@@ -461,83 +447,69 @@ impl RaftLog {
             if !dirty.iter().any(|f| Arc::ptr_eq(f, &s.file)) {
                 dirty.push(s.file.clone());
             }
-            self.locs.push_back(loc);
-            self.tail = Some(index);
+            self.place(loc);
         }
         Ok(dirty)
     }
 
-    /// The segment the next frame of `len` bytes goes to, starting one at
-    /// `index` when the last is full (or there is none).
-    fn writable_segment(&mut self, index: u64, len: u64) -> Result<u64> {
+    /// The segment the next frame of `len` bytes goes to, starting one
+    /// when the last is full (or there is none).
+    fn writable_segment(&mut self, len: u64) -> Result<u64> {
         match self.segments.last_key_value() {
-            Some((&first, s)) if s.len + len <= self.segment_size || s.len == HDR => Ok(first),
-            _ => {
-                self.start_segment(index)?;
-                Ok(index)
+            Some((&seq, s)) if s.len + len <= self.segment_size || s.len == HDR => Ok(seq),
+            last => {
+                let seq = last.map_or(0, |(&q, _)| q + 1);
+                self.start_segment(seq)?;
+                Ok(seq)
             }
         }
     }
 
-    fn start_segment(&mut self, first: u64) -> Result<()> {
-        let p = seg_path(&self.dir, first);
-        if self.segments.get(&first).is_some_and(|s| s.len == HDR) {
-            // Left empty by a truncation or a crash: reused.
-            return Ok(());
-        }
-        if let Some((&last, s)) = self.segments.last_key_value() {
+    fn start_segment(&mut self, seq: u64) -> Result<()> {
+        if let Some((_, s)) = self.segments.last_key_value() {
             // The full segment is synced before the next starts: only the
             // last segment may have a torn tail.
             s.file.sync()?;
-            if last >= first {
-                return Err(Error::corruption(
-                    &p,
-                    0,
-                    format!("segment {first} after {last}"),
-                ));
-            }
         }
+        let p = seg_path(&self.dir, seq);
         let f: Arc<dyn VfsFile> = Arc::from(self.vfs.open(&p, true)?);
         f.set_len(0)?;
-        f.write_at(&header(SEG_MAGIC, first), 0)?;
+        f.write_at(&header(SEG_MAGIC, seq), 0)?;
         f.sync()?;
         self.vfs.sync_dir(&self.dir)?;
-        self.segments.insert(first, Segment { file: f, len: HDR });
+        self.segments.insert(seq, Segment { file: f, len: HDR });
         Ok(())
     }
 
-    /// Removes the entries from `index` on, durably, before returning.
+    /// Removes the entries from `index` on, durably, before returning: the
+    /// segment holding the first is cut at its frame, later ones deleted.
     pub fn truncate(&mut self, index: u64) -> Result<()> {
-        let Some(i) = self.pos(index) else {
-            if self.locs.front().is_some_and(|l| l.log_id.index > index) {
-                return Err(Error::corruption(
-                    &self.dir,
-                    0,
-                    format!("truncate at {index}, below the first entry held"),
-                ));
-            }
+        let Some(front) = self.locs.front() else {
             return Ok(());
+        };
+        let i = if index <= front.log_id.index {
+            0
+        } else {
+            match self.pos(index) {
+                Some(i) => i,
+                None => return Ok(()),
+            }
         };
         let loc = self.locs[i];
         self.locs.truncate(i);
-        self.tail = index.checked_sub(1);
         let later: Vec<u64> = self
             .segments
             .range(loc.seg + 1..)
             .map(|(&k, _)| k)
             .collect();
-        for first in later {
-            self.segments.remove(&first);
-            self.vfs.remove(&seg_path(&self.dir, first))?;
+        for seq in later {
+            self.segments.remove(&seq);
+            self.vfs.remove(&seg_path(&self.dir, seq))?;
         }
         if let Some(s) = self.segments.get_mut(&loc.seg) {
             s.file.set_len(loc.off)?;
             s.file.sync()?;
             s.len = loc.off;
-        }
-        if self.segments.len() == 1 && loc.off == HDR {
-            // Nothing left on disk: the next entry may start anywhere.
-            self.tail = None;
         }
         self.vfs.sync_dir(&self.dir)
     }
@@ -559,21 +531,15 @@ impl RaftLog {
             return Ok(());
         };
         let upto = want.index.min(allowed);
-        if self.purged_physical.is_some_and(|p| p.index >= upto) {
-            return Ok(());
-        }
         let point = if upto == want.index {
             want
         } else {
-            // The bound stops short of the asked point: the last held entry
+            // The bound stops short of the asked point: the last entry held
             // at or below it.
-            let Some(i) = self
-                .pos(upto)
-                .or_else(|| self.locs.iter().rposition(|l| l.log_id.index <= upto))
-            else {
-                return Ok(());
-            };
-            self.locs[i].log_id
+            match self.locs.iter().rev().find(|l| l.log_id.index <= upto) {
+                Some(l) => l.log_id,
+                None => return Ok(()),
+            }
         };
         if self.purged_physical.is_some_and(|p| p.index >= point.index) {
             return Ok(());
@@ -590,22 +556,24 @@ impl RaftLog {
         self.drop_purged_segments()
     }
 
-    /// Deletes the segments holding only entries at or below the physical
-    /// purge point (the last segment is kept: it is written next).
+    /// Deletes the segments before the one holding the first entry held
+    /// (all but the last when none is held): nothing in them is read, and
+    /// reading the rest alone places the same entries.
     fn drop_purged_segments(&mut self) -> Result<()> {
-        let Some(p) = self.purged_physical else {
+        if self.purged_physical.is_none() {
             return Ok(());
-        };
-        let firsts: Vec<u64> = self.segments.keys().copied().collect();
-        let mut removed = false;
-        for w in firsts.windows(2) {
-            if w[1] <= p.index + 1 {
-                self.segments.remove(&w[0]);
-                self.vfs.remove(&seg_path(&self.dir, w[0]))?;
-                removed = true;
-            }
         }
-        if removed {
+        let keep_from = match (self.locs.front(), self.segments.last_key_value()) {
+            (Some(l), _) => l.seg,
+            (None, Some((&last, _))) => last,
+            (None, None) => return Ok(()),
+        };
+        let gone: Vec<u64> = self.segments.range(..keep_from).map(|(&k, _)| k).collect();
+        for seq in &gone {
+            self.segments.remove(seq);
+            self.vfs.remove(&seg_path(&self.dir, *seq))?;
+        }
+        if !gone.is_empty() {
             self.vfs.sync_dir(&self.dir)?;
         }
         Ok(())
