@@ -119,6 +119,10 @@ pub(crate) fn io_err(e: &Error) -> StorageError<u64> {
     StorageIOError::write_logs(AnyError::new(e)).into()
 }
 
+fn vote_err(e: &Error) -> StorageError<u64> {
+    StorageIOError::write_vote(AnyError::new(e)).into()
+}
+
 fn read_err(e: &Error) -> StorageError<u64> {
     StorageIOError::read_logs(AnyError::new(e)).into()
 }
@@ -198,7 +202,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> StoreResult<Vec<Entry>> {
         let (lo, hi) = Self::bounds(&range);
         let shared = self.shared.clone();
-        blocking(move || shared.log.lock().read(lo, hi).map_err(|e| read_err(&e))).await
+        blocking(move || shared.log.lock().read(lo, hi), read_err).await
     }
 }
 
@@ -220,14 +224,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StoreResult<()> {
         let shared = self.shared.clone();
         let vote = *vote;
-        blocking(move || {
-            shared
-                .log
-                .lock()
-                .save_vote(&vote)
-                .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
-        })
-        .await
+        blocking(move || shared.log.lock().save_vote(&vote), vote_err).await
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<u64>>> {
@@ -241,44 +238,40 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let shared = self.shared.clone();
-        blocking(move || {
-            if let Some(why) = shared.flusher.queue.lock().failed.clone() {
-                return Err(StorageIOError::write_logs(AnyError::error(why)).into());
-            }
-            let files = {
-                let mut log = shared.log.lock();
-                let files = log.append(&entries).map_err(|e| io_err(&e))?;
-                // A purge the bound held back may go further now.
-                log.purge_physical().map_err(|e| io_err(&e))?;
-                files
-            };
-            let mut q = shared.flusher.queue.lock();
-            for f in files {
-                if !q.files.iter().any(|g| Arc::ptr_eq(g, &f)) {
-                    q.files.push(f);
+        blocking(
+            move || {
+                if let Some(cause) = shared.flusher.queue.lock().failed.clone() {
+                    return Err(Error::Poisoned { cause });
                 }
-            }
-            q.callbacks.push(callback);
-            shared.flusher.wake.notify_one();
-            Ok(())
-        })
+                let files = {
+                    let mut log = shared.log.lock();
+                    let files = log.append(&entries)?;
+                    // A purge the bound held back may go further now.
+                    log.purge_physical()?;
+                    files
+                };
+                let mut q = shared.flusher.queue.lock();
+                for f in files {
+                    if !q.files.iter().any(|g| Arc::ptr_eq(g, &f)) {
+                        q.files.push(f);
+                    }
+                }
+                q.callbacks.push(callback);
+                shared.flusher.wake.notify_one();
+                Ok(())
+            },
+            io_err,
+        )
         .await
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StoreResult<()> {
         let shared = self.shared.clone();
-        blocking(move || {
-            shared
-                .log
-                .lock()
-                .truncate(log_id.index)
-                .map_err(|e| io_err(&e))
-        })
-        .await
+        blocking(move || shared.log.lock().truncate(log_id.index), io_err).await
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StoreResult<()> {
         let shared = self.shared.clone();
-        blocking(move || shared.log.lock().purge(log_id).map_err(|e| io_err(&e))).await
+        blocking(move || shared.log.lock().purge(log_id), io_err).await
     }
 }

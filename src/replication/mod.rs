@@ -131,15 +131,18 @@ openraft::declare_raft_types!(
 /// A Raft log entry of [`TypeConfig`].
 pub type Entry = openraft::Entry<TypeConfig>;
 
-/// Runs the synchronous `f` on tokio's blocking pool: the core never runs
-/// on an async worker thread.
-async fn blocking<T, F>(f: F) -> Result<T, StorageError<u64>>
+/// Runs the synchronous `f` on tokio's blocking pool (the core never runs
+/// on an async worker thread); its error becomes openraft's by `err`.
+async fn blocking<T, F>(
+    f: F,
+    err: fn(&crate::Error) -> StorageError<u64>,
+) -> Result<T, StorageError<u64>>
 where
-    F: FnOnce() -> Result<T, StorageError<u64>> + Send + 'static,
+    F: FnOnce() -> crate::Result<T> + Send + 'static,
     T: Send + 'static,
 {
     match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
+        Ok(r) => r.map_err(|e| err(&e)),
         Err(e) => Err(StorageIOError::write(AnyError::new(&e)).into()),
     }
 }

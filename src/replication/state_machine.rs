@@ -45,6 +45,10 @@ pub const REPLICA_HISTORY_RETENTION: Duration = Duration::from_secs(60);
 type StoreResult<T> = std::result::Result<T, StorageError<u64>>;
 type Membership = StoredMembership<u64, BasicNode>;
 
+fn snapshot_err(e: &Error) -> StorageError<u64> {
+    StorageIOError::write_snapshot(None, AnyError::new(e)).into()
+}
+
 fn sm_err(e: &Error) -> StorageError<u64> {
     StorageIOError::write_state_machine(AnyError::new(e)).into()
 }
@@ -480,13 +484,7 @@ impl Inner {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
         let inner = self.inner.clone();
-        let (meta, bytes) = blocking(move || {
-            inner
-                .lock()
-                .build()
-                .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)).into())
-        })
-        .await?;
+        let (meta, bytes) = blocking(move || inner.lock().build(), snapshot_err).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -508,7 +506,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let sm = self.clone();
-        blocking(move || sm.apply_entries(&entries).map_err(|e| sm_err(&e))).await
+        blocking(move || sm.apply_entries(&entries), sm_err).await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -526,14 +524,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> StoreResult<()> {
         let inner = self.inner.clone();
         let meta = meta.clone();
-        blocking(move || {
-            inner
-                .lock()
-                .install(&meta, snapshot.into_inner())
-                .map_err(|e| {
-                    StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)).into()
-                })
-        })
+        blocking(
+            move || inner.lock().install(&meta, snapshot.into_inner()),
+            snapshot_err,
+        )
         .await
     }
 
