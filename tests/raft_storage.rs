@@ -606,3 +606,49 @@ fn a_snapshot_installs_into_a_new_directory_and_survives_a_reopen() {
     );
     assert_eq!(contents(&b), contents(&a));
 }
+
+/// Reopens every power-loss image of `fs` and checks it holds `want` and
+/// `vote`.
+fn after_power_loss(
+    fs: &strata::fault::FaultFs,
+    dir: &Path,
+    want: &[(u64, u64)],
+    vote: Option<Vote<u64>>,
+) {
+    let rt = rt();
+    let images = (0..16)
+        .map(|seed| fs.power_loss_image(seed))
+        .chain([fs.synced_image()]);
+    for (i, img) in images.enumerate() {
+        let mut back =
+            LogStore::open_vfs(std::sync::Arc::new(img), dir, Default::default()).expect("reopen");
+        assert_eq!(indexes(&back), want, "image {i}: acknowledged entries");
+        assert_eq!(
+            rt.block_on(back.read_vote()).expect("vote"),
+            vote,
+            "image {i}: vote"
+        );
+    }
+}
+
+#[test]
+fn a_power_loss_keeps_every_acknowledged_append_vote_and_truncation() {
+    use std::sync::Arc;
+    use strata::fault::FaultFs;
+    let rt = rt();
+    let dir = Path::new("/node/raft");
+    let fs = Arc::new(FaultFs::new());
+    let mut log = LogStore::open_vfs(fs.clone(), dir, Default::default()).expect("open");
+    log.set_segment_size(200);
+    append(&rt, &mut log, blanks(1, 0..10));
+    after_power_loss(&fs, dir, &span(1, 0..=9), None);
+    let vote = Vote::new_committed(2, 1);
+    rt.block_on(log.save_vote(&vote)).expect("vote");
+    after_power_loss(&fs, dir, &span(1, 0..=9), Some(vote));
+    rt.block_on(log.truncate(id(1, 6))).expect("truncate");
+    after_power_loss(&fs, dir, &span(1, 0..=5), Some(vote));
+    append(&rt, &mut log, blanks(2, 6..9));
+    let mut want = span(1, 0..=5);
+    want.extend(span(2, 6..=8));
+    after_power_loss(&fs, dir, &want, Some(vote));
+}

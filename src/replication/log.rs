@@ -159,7 +159,21 @@ fn whole_frame_in(b: &[u8]) -> bool {
 impl RaftLog {
     /// Opens (creating) the log in `dir`, recovering from a torn tail.
     pub fn open(vfs: Arc<dyn Vfs>, dir: &Path, bound: PurgeBound) -> Result<RaftLog> {
+        // Directories made here are names in their parents: synced, or a
+        // power loss takes the whole log with them.
+        let mut made = Vec::new();
+        for a in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            if vfs.exists(a)? {
+                break;
+            }
+            made.push(a.to_path_buf());
+        }
         vfs.create_dir_all(dir)?;
+        for a in &made {
+            if let Some(parent) = a.parent().filter(|p| !p.as_os_str().is_empty()) {
+                vfs.sync_dir(parent)?;
+            }
+        }
         let mut log = RaftLog {
             vfs,
             dir: dir.to_path_buf(),

@@ -198,7 +198,15 @@ impl StateMachine {
     /// [`REPLICA_HISTORY_RETENTION`].
     pub fn open(root: impl AsRef<Path>, opts: Options) -> Result<StateMachine> {
         let root = root.as_ref().to_path_buf();
-        std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+        if !root.exists() {
+            std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+            // Its name in its parent, synced like the rest.
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(parent)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io("sync directory", parent))?;
+            }
+        }
         let mut opts = opts.durability(Durability::Eventual);
         if opts.history_retention.is_zero() {
             opts = opts.history_retention(REPLICA_HISTORY_RETENTION);
