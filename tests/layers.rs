@@ -29,8 +29,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("txn", &["txn"]),
     ("maintenance", &["maintenance"]),
     ("reports", &["integrity", "stat", "salvage"]),
-    ("api", &["db", "retry", "lib"]),
-    ("modules", &["twopc"]),
+    // Snapshot export is a method of `Db`, and the crate root re-exports
+    // import.
+    ("api", &["db", "retry", "lib", "snapshot"]),
+    ("modules", &["twopc", "replication"]),
     // Re-exports of the modules for tests, fuzz targets and the CLI.
     ("internals", &["internals"]),
 ];

@@ -376,19 +376,19 @@ impl RaftLog {
     /// Reads the entries with indexes in `[lo, hi)` that are held and not
     /// purged.
     pub fn read(&self, lo: u64, hi: u64) -> Result<Vec<Entry>> {
-        let lo = match self.purged {
-            Some(p) => lo.max(p.index + 1),
-            None => lo,
+        let (Some(front), Some(back)) = (self.locs.front(), self.locs.back()) else {
+            return Ok(Vec::new());
         };
-        let mut out = Vec::new();
+        let mut lo = lo.max(front.log_id.index);
+        if let Some(p) = self.purged {
+            lo = lo.max(p.index.saturating_add(1));
+        }
+        let hi = hi.min(back.log_id.index.saturating_add(1));
+        let mut out = Vec::with_capacity(hi.saturating_sub(lo).min(1024) as usize);
         for index in lo..hi {
-            let Some(i) = self.pos(index) else {
-                if out.is_empty() && self.locs.front().is_some_and(|l| l.log_id.index > index) {
-                    continue;
-                }
-                break;
-            };
-            out.push(self.read_at(&self.locs[i])?);
+            if let Some(i) = self.pos(index) {
+                out.push(self.read_at(&self.locs[i])?);
+            }
         }
         Ok(out)
     }

@@ -323,7 +323,10 @@ impl Inner {
         if record {
             tx.set_applied_index(id.index + 1);
         }
-        let ts = Timestamp::from_nanos(self.newest.as_nanos() + 1);
+        // A read as of a timestamp on this replica may have raised the
+        // database's high water past the log's newest timestamp.
+        let newest = self.newest.max(newest_ts(&self.db)?);
+        let ts = Timestamp::from_nanos(newest.as_nanos() + 1);
         let info = tx.commit_at(ts)?;
         self.newest = self.newest.max(info.ts);
         Ok(())
@@ -456,8 +459,12 @@ impl Inner {
     fn install(&mut self, meta: &SnapshotMeta<u64, BasicNode>, bytes: Vec<u8>) -> Result<()> {
         let n = self.dir_no + 1;
         let dir = db_dir(&self.root, n);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        // Left by an install that failed in this process (at open,
+        // orphans go anyway).
+        for d in [dir.clone(), self.root.join(format!(".db.{n}.import"))] {
+            if d.exists() {
+                std::fs::remove_dir_all(&d).map_err(io("remove", &d))?;
+            }
         }
         crate::snapshot::import(&mut bytes.as_slice(), &dir, self.opts.clone())?;
         let db = Db::open_with(&dir, self.opts.clone())?;
