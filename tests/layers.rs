@@ -29,9 +29,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("txn", &["txn"]),
     ("maintenance", &["maintenance"]),
     ("reports", &["integrity", "stat", "salvage"]),
-    // Snapshot export is a method of `Db`, and the crate root re-exports
-    // import.
-    ("api", &["db", "retry", "lib", "snapshot"]),
+    // Snapshot export and import stand on `Db` and its transactions.
+    ("api", &["db", "retry", "snapshot", "lib"]),
     ("modules", &["twopc", "replication"]),
     // Re-exports of the modules for tests, fuzz targets and the CLI.
     ("internals", &["internals"]),

@@ -832,6 +832,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_renamed_directory_takes_what_is_below_it() {
+        let fs = FaultFs::new();
+        let (tmp, to) = (Path::new("/p/.t.import/db"), Path::new("/p/t"));
+        fs.create_dir_all(&tmp.join("wal")).expect("mkdir");
+        fs.sync_dir(Path::new("/")).expect("sync");
+        fs.sync_dir(Path::new("/p")).expect("sync");
+        fs.sync_dir(Path::new("/p/.t.import")).expect("sync");
+        fs.sync_dir(tmp).expect("sync");
+        let f = fs.open(&tmp.join("wal/seg"), true).expect("create");
+        f.write_at(b"log", 0).expect("write");
+        f.sync().expect("sync");
+        fs.sync_dir(&tmp.join("wal")).expect("sync");
+        // Not yet synced in its directory when the rename comes.
+        let g = fs.open(&tmp.join("data"), true).expect("create");
+        g.write_at(b"pages", 0).expect("write");
+        g.sync().expect("sync");
+        fs.rename(tmp, to).expect("rename");
+        assert_eq!(
+            fs.read_file(&to.join("wal/seg")).as_deref(),
+            Some(&b"log"[..])
+        );
+        assert!(fs.list(tmp).expect("list").is_empty());
+        fs.sync_dir(to).expect("sync the moved directory");
+        fs.sync_dir(Path::new("/p")).expect("sync the rename");
+        for seed in 0..16 {
+            let img = fs.power_loss_image(seed);
+            assert_eq!(
+                img.read_file(&to.join("wal/seg")).as_deref(),
+                Some(&b"log"[..])
+            );
+            assert_eq!(
+                img.read_file(&to.join("data")).as_deref(),
+                Some(&b"pages"[..])
+            );
+            assert_eq!(img.read_file(&tmp.join("wal/seg")), None);
+        }
+    }
+
+    #[test]
     fn synced_data_survives_unsynced_may_not() {
         let fs = FaultFs::new();
         let dir = Path::new("/db");

@@ -99,10 +99,11 @@ impl Db {
     /// prepared transactions change around the snapshot.
     fn cut(&self, range: Option<HashRange>) -> Result<Cut> {
         let applied = self.core().txns.applied();
+        let clock = &*self.core().engine.opts().clock.0;
         for attempt in 0..EXPORT_CUT_ATTEMPTS {
             if attempt > 0 {
-                // Let what is in flight land.
-                std::thread::sleep(Duration::from_micros(50 * u64::from(attempt.min(40))));
+                // Let what is in flight land: 50 µs, growing to 2 ms.
+                clock.sleep(Duration::from_micros(50 * u64::from(attempt.min(40))));
             }
             let Some(before) = applied.settled() else {
                 continue;

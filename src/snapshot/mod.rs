@@ -37,9 +37,10 @@
 //! at the snapshot (a decision takes the gid off the list before it
 //! commits or rolls back, a prepare lists it before its index is
 //! reported). Their writes are read from the heap (`txn::written`)
-//! before any byte is written, and the list is checked a third time: a
-//! decision before the writes were read would have let them change, and
-//! the export starts over. Import re-prepares each under its gid with the
+//! before any byte is written — held in memory until the rows are out,
+//! which a prepared transaction's size bounds — and the list is checked a
+//! third time: a decision before the writes were read would have let them
+//! change, and the export starts over. Import re-prepares each under its gid with the
 //! same writes, in doubt, for the coordinator to decide.
 //!
 //! **Import** ([`import`]) builds the database in a directory beside the
