@@ -189,6 +189,8 @@ mod options;
 pub(crate) mod page;
 mod recovery;
 pub(crate) mod redo;
+#[cfg(feature = "raft")]
+pub mod replication;
 mod retry;
 mod salvage;
 mod snapshot;

@@ -68,6 +68,10 @@ pub(crate) mod tuning {
     pub const WAL_EXTENT_MAX: u64 = 1 << 20;
     /// Largest WAL record payload; anything longer on disk is damage.
     pub const WAL_RECORD_MAX: usize = 4 << 20;
+    /// A Raft log segment (`replication`) is closed once it grows past
+    /// this many bytes; an entry is at most `WAL_RECORD_MAX` encoded.
+    #[cfg_attr(not(feature = "raft"), allow(dead_code))]
+    pub const RAFT_SEGMENT_SIZE: u64 = 64 << 20;
     /// Pages a single mini-transaction may touch.
     pub const MTR_PAGES_MAX: usize = 96;
     /// Bytes of log buffered before the writer pushes them to the OS.
@@ -150,6 +154,7 @@ const _: () = assert!(MTR_PAGES_MAX * (PAGE_SIZE + 16) < WAL_RECORD_MAX);
 const _: () = assert!(OVERFLOW_PAGES_PER_RECORD + 4 <= MTR_PAGES_MAX);
 const _: () = assert!(VACUUM_BATCH * 3 / 2 <= MTR_PAGES_MAX);
 const _: () = assert!(WAL_RECORD_MAX as u64 <= WAL_SEGMENT_SIZE);
+const _: () = assert!(WAL_RECORD_MAX as u64 + 64 <= RAFT_SEGMENT_SIZE);
 // A snapshot frame goes through the log's frame codec, within its limit.
 const _: () = assert!(SNAPSHOT_CHUNK + 64 <= WAL_RECORD_MAX);
 const _: () = assert!(WAL_ROLL_AT_CHECKPOINT < WAL_SEGMENT_SIZE);

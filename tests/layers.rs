@@ -31,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("reports", &["integrity", "stat", "salvage"]),
     // Snapshot export and import stand on `Db` and its transactions.
     ("api", &["db", "retry", "snapshot", "lib"]),
-    ("modules", &["twopc", "changes"]),
+    ("modules", &["twopc", "changes", "replication"]),
     // Re-exports of the modules for tests, fuzz targets and the CLI.
     ("internals", &["internals"]),
 ];

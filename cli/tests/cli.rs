@@ -750,7 +750,7 @@ fn scan_takes_a_prefix_and_runs_backwards_and_the_shell_scan_takes_the_same_opti
         ),
         (
             vec!["--prefix", "a", "--from", "a\\xff", "--reverse"],
-            expect(&|k| k.starts_with(b"a") && k >= b"a\xff", true, 99),
+            expect(&|k| k.starts_with(b"a") && k >= &b"a\xff"[..], true, 99),
         ),
         (vec!["--prefix", ""], expect(&|_| true, false, 99)),
     ];
