@@ -99,6 +99,7 @@ impl Db {
     /// prepared transactions change around the snapshot.
     fn cut(&self, range: Option<HashRange>) -> Result<Cut> {
         let applied = self.core().txns.applied();
+        let prepared = self.core().txns.prepared();
         let clock = &*self.core().engine.opts().clock.0;
         for attempt in 0..EXPORT_CUT_ATTEMPTS {
             if attempt > 0 {
@@ -108,15 +109,18 @@ impl Db {
             let Some(before) = applied.settled() else {
                 continue;
             };
-            let listed = self.prepared_transactions()?;
+            // No decision under way (one is in flight until it is visible).
+            let Some(listed) = prepared.settled() else {
+                continue;
+            };
             let tx = self.begin_with(Isolation::Snapshot)?;
-            if self.prepared_transactions()? != listed || applied.settled() != Some(before) {
+            if prepared.settled().as_ref() != Some(&listed) || applied.settled() != Some(before) {
                 continue;
             }
             let in_doubt = self.writes_in_doubt(&tx, &listed, range)?;
             // A decision while the writes were read could have changed
             // them: they are the in-doubt writes only if none came.
-            if self.prepared_transactions()? != listed {
+            if prepared.settled().as_ref() != Some(&listed) {
                 continue;
             }
             return Ok(Cut {
@@ -150,6 +154,17 @@ impl Db {
             .collect();
         if xids.is_empty() {
             return Ok(out);
+        }
+        // Its writes to a table it created (or renamed) are in a table the
+        // snapshot does not see, and a drop or rename would not come back
+        // with it: refused, never a partial write set.
+        if let Some((xid, table)) = tx.tables_changed_by(&xids)? {
+            let gid = listed
+                .iter()
+                .find(|e| e.xid == xid)
+                .map(|e| e.gid.clone())
+                .unwrap_or_default();
+            return Err(Error::InDoubtTableChange { gid, table });
         }
         for name in tx.table_names()? {
             let table = self.table(&name)?;

@@ -142,8 +142,25 @@ impl Prepared {
 
     /// The waiting ones, in gid order.
     pub fn list(&self) -> Vec<PreparedTransaction> {
-        self.slots
-            .lock()
+        Self::waiting_in(&self.slots.lock())
+    }
+
+    /// The waiting ones, in gid order, if no decision is under way; `None`
+    /// while one is. A decision takes its gid off `list` before it commits
+    /// or rolls back (under the store latch, then flushed, then visible),
+    /// so a snapshot taken meanwhile sees the transaction neither in doubt
+    /// nor decided: an export's bracket (`snapshot::export`) takes a
+    /// deciding transaction as in flight and tries again.
+    pub fn settled(&self) -> Option<Vec<PreparedTransaction>> {
+        let slots = self.slots.lock();
+        if slots.values().any(|s| matches!(s, Slot::Deciding)) {
+            return None;
+        }
+        Some(Self::waiting_in(&slots))
+    }
+
+    fn waiting_in(slots: &BTreeMap<String, Slot>) -> Vec<PreparedTransaction> {
+        slots
             .iter()
             .filter_map(|(gid, s)| match s {
                 Slot::Waiting(t) => Some(PreparedTransaction {
@@ -503,7 +520,12 @@ mod tests {
             r.list().is_empty(),
             "a transaction being decided is not listed"
         );
+        assert!(
+            r.settled().is_none(),
+            "a decision under way leaves the list unsettled"
+        );
         r.release("a");
+        assert_eq!(r.settled(), Some(Vec::new()));
         r.reserve("a").expect("a decided gid can be used again");
     }
 }
