@@ -121,7 +121,12 @@ fn build_and_rename(
     vfs.sync_dir(&build)?;
     vfs.sync_dir(tmp)?;
     vfs.rename(&build, dir)?;
-    vfs.sync_dir(&parent)?;
+    if let Err(e) = vfs.sync_dir(&parent) {
+        // Not known durable: taken back out of place (best effort), so an
+        // error leaves no database at `dir`.
+        let _ = vfs.rename(dir, &build);
+        return Err(e);
+    }
     // The database is in place: a failure to tidy is not the import's.
     if vfs.remove_dir(tmp).is_ok() {
         let _ = vfs.sync_dir(&parent);
@@ -184,7 +189,9 @@ fn build_dir(dir: &Path) -> Result<PathBuf> {
 /// Removes `p` and everything under it.
 fn remove_tree(vfs: &dyn Vfs, p: &Path) -> Result<()> {
     for child in vfs.list(p)? {
-        if vfs.remove(&child).is_err() {
+        // A directory with entries first empties; an empty one (which a
+        // file removal refuses) is removed as a tree of none.
+        if vfs.list(&child).is_ok_and(|c| !c.is_empty()) || vfs.remove(&child).is_err() {
             remove_tree(vfs, &child)?;
         }
     }
