@@ -1006,3 +1006,50 @@ fn an_import_that_fails_anywhere_leaves_no_build_directory() {
     eprintln!("{failed} of {ops} operations failed the import");
     assert!(failed > 0);
 }
+
+#[test]
+fn ranges_that_partition_the_hash_space_carry_each_prepared_transaction_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(dir.path().join("src"), quiet()).expect("open");
+    let t = common::create(&db, "t");
+    // One that wrote nothing, alone and beside one that wrote a key.
+    db.begin()
+        .expect("begin")
+        .prepare("empty")
+        .expect("prepare");
+    let mid = 1u64 << 63;
+    let ranges = [HashRange::new(0, Some(mid)), HashRange::new(mid, None)];
+    let carried = |db: &Db| -> Vec<Vec<String>> {
+        ranges
+            .iter()
+            .map(|r| {
+                let mut buf = Vec::new();
+                let s = db
+                    .export(&mut buf, ExportOptions::default().range(*r))
+                    .expect("export");
+                let dir = tempfile::tempdir().expect("tempdir");
+                let copy = import(&buf, &dir.path().join("copy"));
+                let gids: Vec<String> = copy
+                    .prepared_transactions()
+                    .expect("list")
+                    .into_iter()
+                    .map(|p| p.gid)
+                    .collect();
+                assert_eq!(s.prepared, gids.len() as u64);
+                gids
+            })
+            .collect()
+    };
+    assert_eq!(carried(&db), [vec!["empty".to_string()], vec![]]);
+    let key = (0u32..)
+        .map(|i| format!("k{i}"))
+        .find(|k| key_hash(k.as_bytes()) >= mid)
+        .expect("a key in the upper range");
+    let mut p = db.begin().expect("begin");
+    p.put(&t, &key, "v").expect("put");
+    p.prepare("wrote").expect("prepare");
+    assert_eq!(
+        carried(&db),
+        [vec!["empty".to_string()], vec!["wrote".to_string()]]
+    );
+}

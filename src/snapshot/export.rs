@@ -152,13 +152,32 @@ impl Db {
             .map(|e| e.xid)
             .filter(|&x| x != Xid::NONE)
             .collect();
-        if xids.is_empty() {
-            return Ok(out);
+        if !xids.is_empty() {
+            self.find_writes(tx, listed, &xids, range, &mut out)?;
         }
+        // In a range, a transaction that wrote none of its keys is not
+        // this range's to carry; one that wrote nothing at all belongs to
+        // no key, and the range holding hash 0 carries it (ranges that
+        // partition the hash space carry it once).
+        if let Some(r) = range {
+            out.retain(|d| !d.writes.is_empty() || (d.entry.xid == Xid::NONE && r.contains(0)));
+        }
+        Ok(out)
+    }
+
+    /// Fills in the writes of `xids` (of `listed`) to the tables `tx` sees.
+    fn find_writes(
+        &self,
+        tx: &Transaction,
+        listed: &[PreparedTransaction],
+        xids: &[Xid],
+        range: Option<HashRange>,
+        out: &mut [InDoubt],
+    ) -> Result<()> {
         // Its writes to a table it created (or renamed) are in a table the
         // snapshot does not see, and a drop or rename would not come back
         // with it: refused, never a partial write set.
-        if let Some((xid, table)) = tx.tables_changed_by(&xids)? {
+        if let Some((xid, table)) = tx.tables_changed_by(xids)? {
             let gid = listed
                 .iter()
                 .find(|e| e.xid == xid)
@@ -168,7 +187,7 @@ impl Db {
         }
         for name in tx.table_names()? {
             let table = self.table(&name)?;
-            for w in tx.writes_of(&table, &xids)? {
+            for w in tx.writes_of(&table, xids)? {
                 if !range.is_none_or(|r| r.holds_key(&w.key)) {
                     continue;
                 }
@@ -177,11 +196,6 @@ impl Db {
                 }
             }
         }
-        // In a range, a transaction that wrote none of its keys is not
-        // this range's to carry.
-        if range.is_some() {
-            out.retain(|d| !d.writes.is_empty());
-        }
-        Ok(out)
+        Ok(())
     }
 }
