@@ -901,23 +901,47 @@ fn a_record_repeated_or_out_of_its_range_is_corruption_at_its_offset() {
     ]
     .concat();
     assert!(data.ends_with(&row));
-    // The record appended again, the trailer's counts agreeing: (edited
-    // stream, offset of the repeat, what it says).
-    let repeat = |rec: &[u8], count_at: usize| {
-        let data2 = [data, rec].concat();
+    // Records appended, the trailer's counts agreeing (`counts`: by
+    // offset in the trailer): the edited stream and the offset of the
+    // last record.
+    let append = |recs: &[&[u8]], counts: &[(usize, u64)]| {
+        let data2 = [&[data][..], recs].concat().concat();
         let mut tr = trailer.to_vec();
         let add = |tr: &mut Vec<u8>, at: usize, n: u64| {
             let v = u64::from_le_bytes(tr[at..at + 8].try_into().expect("8")) + n;
             tr[at..at + 8].copy_from_slice(&v.to_le_bytes());
         };
-        add(&mut tr, 9, rec.len() as u64);
-        add(&mut tr, count_at, 1);
-        let at = reframe(header).len() + 8 + data.len();
+        add(&mut tr, 9, (data2.len() - data.len()) as u64);
+        for &(at, n) in counts {
+            add(&mut tr, at, n);
+        }
+        let last = recs.last().map_or(0, |r| r.len());
+        let at = reframe(header).len() + 8 + data2.len() - last;
         (
             [reframe(header), reframe(&data2), reframe(&tr)].concat(),
             at,
         )
     };
+    let repeat = |rec: &[u8], count_at: usize| append(&[rec], &[(count_at, 1)]);
+    let prepared = |gid: &[u8], writes: u32| {
+        [
+            &[3u8][..],
+            &(gid.len() as u16).to_le_bytes(),
+            gid,
+            &[0u8; 16],
+            &writes.to_le_bytes(),
+        ]
+        .concat()
+    };
+    let put = [
+        &[4u8][..],
+        &1u16.to_le_bytes(),
+        b"t",
+        &1u16.to_le_bytes(),
+        b"k",
+        &0u32.to_le_bytes(),
+    ]
+    .concat();
     // A header whose range holds none of the keys.
     let mut narrow = header.to_vec();
     narrow[11..13].copy_from_slice(&1u16.to_le_bytes());
@@ -929,6 +953,14 @@ fn a_record_repeated_or_out_of_its_range_is_corruption_at_its_offset() {
     for ((bad, at), what) in [
         (repeat(&row, 25), "row key out of order"),
         (repeat(&table, 17), "table \"t\" out of order"),
+        (
+            append(&[&prepared(b"g", 0), &prepared(b"g", 0)], &[(33, 2)]),
+            "prepared transaction \"g\" out of order",
+        ),
+        (
+            append(&[&prepared(b"g", 2), &put, &put], &[(33, 1), (41, 2)]),
+            "prepared write out of order",
+        ),
         ((out_of_range, first_row), "outside the stream's hash range"),
     ] {
         match strata::import(&mut Cursor::new(&bad), &target, quiet()) {
