@@ -38,8 +38,10 @@ impl Db {
     /// keep running meanwhile. The stream's format is in FORMAT.md.
     ///
     /// `LockTimeout` if no cut was found (indexes or prepared transactions
-    /// kept changing around every attempt); an `Io` error naming "stream"
-    /// if `w` fails.
+    /// kept changing, or a decision stayed under way, around every
+    /// attempt); `InDoubtTableChange` if a prepared transaction in doubt
+    /// created, dropped or renamed a table (decide it first); an `Io`
+    /// error naming "stream" if `w` fails.
     pub fn export(&self, w: &mut impl Write, opts: ExportOptions) -> Result<SnapshotStats> {
         let range = opts.range;
         if let Some(r) = range {
