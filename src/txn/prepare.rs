@@ -27,7 +27,12 @@
 //! and removes the entry; rollback removes the entry (an xid below the
 //! crash horizon with no outcome is aborted). Both are forced to disk
 //! whatever the durability setting: a coordinator that has heard "done"
-//! forgets the transaction, so the answer must not be lost.
+//! forgets the transaction, so the answer must not be lost. While a
+//! decision is under way its gid is taken (`Slot::Deciding`): not listed
+//! by `Db::prepared_transactions`, and `Prepared::settled` answers `None`
+//! until the decision is visible and the gid released, so an export's cut
+//! never falls between the unlisting and the decision's visibility
+//! (`snapshot`'s essay).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
