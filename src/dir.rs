@@ -43,7 +43,7 @@ pub(crate) type Files = (
 const OWN: [&str; 5] = [control::NAME, "CONTROL.tmp", DATA_FILE, WAL_DIR, LOCK_FILE];
 /// Names of the files that make a directory a database (or a creation
 /// under way) rather than a new one.
-const DATABASE: [&str; 3] = [control::NAME, DATA_FILE, WAL_DIR];
+pub(crate) const DATABASE: [&str; 3] = [control::NAME, DATA_FILE, WAL_DIR];
 /// Foreign names an error shows.
 const FOUND_SHOWN: usize = 3;
 

@@ -240,6 +240,27 @@ pub enum Error {
         /// Where the log ends.
         end: crate::ids::Lsn,
     },
+    /// An export (`Db::export`) met a prepared transaction in doubt that
+    /// created, dropped or renamed a table: a snapshot stream carries a
+    /// transaction in doubt as its row writes only, so it cannot carry
+    /// this one whole. Decide it (`Db::commit_prepared`,
+    /// `Db::rollback_prepared`) and export again.
+    InDoubtTableChange {
+        /// The prepared transaction's global id.
+        gid: String,
+        /// The table it created, dropped or renamed.
+        table: String,
+    },
+    /// An import (`import`) into a directory that is not empty: a strata
+    /// database is there already, or other files are. Nothing was written.
+    TargetNotEmpty {
+        /// The target directory.
+        path: PathBuf,
+        /// Whether what is there is a strata database.
+        database: bool,
+        /// Some of the names found in it.
+        found: String,
+    },
     /// The feature is not available in this version (for example
     /// `Isolation::Serializable` before SSI lands).
     Unsupported(&'static str),
@@ -467,6 +488,24 @@ impl fmt::Display for Error {
             Error::ChangePositionAhead { next, end } => write!(
                 f,
                 "change position LSN {next} lies past the end of the log at LSN {end}: not a position of this database's log"
+            ),
+            Error::InDoubtTableChange { gid, table } => write!(
+                f,
+                "cannot export: prepared transaction {gid:?}, in doubt, created, dropped or renamed table {table:?}, which a snapshot stream cannot carry; decide it (commit or roll it back) and export again"
+            ),
+            Error::TargetNotEmpty {
+                path,
+                database: true,
+                ..
+            } => write!(
+                f,
+                "cannot import into {}: a strata database is there already; choose a new or empty directory",
+                path.display()
+            ),
+            Error::TargetNotEmpty { path, found, .. } => write!(
+                f,
+                "cannot import into {}: the directory is not empty (it holds {found}); choose a new or empty directory",
+                path.display()
             ),
             Error::Unsupported(what) => write!(f, "not supported: {what}"),
             Error::ReadOnlyTransaction => write!(

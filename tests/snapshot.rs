@@ -17,7 +17,7 @@ use std::time::Duration;
 use strata::clock::{SimClock, Timestamp};
 use strata::fault::FaultFs;
 use strata::internals::RacePoint;
-use strata::{key_hash, Db, Error, ExportOptions, HashRange, Isolation, Options};
+use strata::{key_hash, Db, Error, ExportOptions, HashRange, Isolation, Options, Vfs};
 
 type Rows = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 
@@ -474,20 +474,35 @@ fn an_import_refuses_a_directory_that_holds_anything() {
     let target = dir.path().join("full");
     std::fs::create_dir(&target).expect("mkdir");
     std::fs::write(target.join("notes.txt"), b"mine").expect("write");
-    match strata::import(&mut Cursor::new(&stream), &target, quiet()) {
-        Err(Error::NotEmpty { path, found }) => {
-            assert_eq!(path, target);
+    let r = strata::import(&mut Cursor::new(&stream), &target, quiet());
+    match &r {
+        Err(Error::TargetNotEmpty {
+            path,
+            database: false,
+            found,
+        }) => {
+            assert_eq!(*path, target);
             assert!(found.contains("notes.txt"), "{found}");
         }
         other => panic!("{other:?}"),
     }
+    let said = r.expect_err("refused").to_string();
+    assert!(said.contains("is not empty"), "{said}");
     assert_eq!(
         std::fs::read(target.join("notes.txt")).expect("read"),
         b"mine"
     );
     // A database is not empty either.
     let r = strata::import(&mut Cursor::new(&stream), dir.path().join("small"), quiet());
-    assert!(matches!(r, Err(Error::NotEmpty { .. })), "{r:?}");
+    match r {
+        Err(e @ Error::TargetNotEmpty { database: true, .. }) => {
+            assert!(
+                e.to_string().contains("a strata database is there already"),
+                "{e}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     // An empty directory is taken.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).expect("mkdir");
@@ -651,4 +666,422 @@ fn a_frame_dropped_or_repeated_whole_is_named() {
         }
         assert!(!target.exists());
     }
+}
+
+/// Whether the copy built from `stream` holds prepared transaction `g`
+/// (which wrote `k` = "from-g" to `t`) in one piece: in doubt with its
+/// write not among the rows, or committed with it, never neither.
+fn carries_g(stream: &[u8], target: &Path) -> Result<(), String> {
+    let copy = import(stream, target);
+    let in_doubt: Vec<String> = copy
+        .prepared_transactions()
+        .expect("list")
+        .into_iter()
+        .map(|p| p.gid)
+        .collect();
+    let tx = copy.begin_read().expect("begin");
+    let k = tx.get(&copy.table("t").expect("t"), b"k").expect("get");
+    match (in_doubt.as_slice(), k.as_deref()) {
+        ([g], None) if g == "g" => Ok(()),
+        ([], Some(b"from-g")) => Ok(()),
+        (d, k) => Err(format!("g in doubt: {d:?}; its row k: {k:?}")),
+    }
+}
+
+#[test]
+fn a_decision_under_way_at_the_cut_is_waited_for_not_lost() {
+    use strata::fault::{OpKind, OpMatch};
+    let fs = FaultFs::new();
+    let db = Db::open_vfs(Arc::new(fs.clone()), Path::new("/db"), quiet()).expect("open");
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "base", "v").expect("put");
+    tx.commit().expect("commit");
+    let mut p = db.begin().expect("begin");
+    p.put(&t, "k", "from-g").expect("put");
+    p.prepare("g").expect("prepare");
+    // The decision stops at its log flush: the gid is no longer listed
+    // and the commit not yet visible.
+    let hold = fs.hold(
+        OpMatch {
+            kind: OpKind::Sync,
+            file: "",
+        },
+        OpMatch {
+            kind: OpKind::Create,
+            file: "go",
+        },
+        Duration::from_secs(30),
+    );
+    let decider = {
+        let db = db.clone();
+        std::thread::spawn(move || db.commit_prepared("g"))
+    };
+    assert!(
+        hold.wait_holding(Duration::from_secs(10)),
+        "decision not held"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No cut while the decision is under way (the export gives up after
+    // its attempts) — or, if the hold ran out first, one after it.
+    let mut during = Vec::new();
+    match db.export(&mut during, ExportOptions::default()) {
+        Err(Error::LockTimeout) => {}
+        Ok(_) => carries_g(&during, &dir.path().join("during")).expect("during the decision"),
+        Err(e) => panic!("{e:?}"),
+    }
+    fs.open(Path::new("/go"), true)
+        .expect("release the decision");
+    decider.join().expect("join").expect("commit_prepared");
+    let after = export(&db, ExportOptions::default());
+    carries_g(&after, &dir.path().join("after")).expect("after the decision");
+    assert!(import(&after, &dir.path().join("again"))
+        .prepared_transactions()
+        .expect("list")
+        .is_empty());
+}
+
+#[test]
+fn an_indexed_decision_racing_the_cut_never_loses_its_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(
+        dir.path().join("src"),
+        quiet().durability(strata::Durability::Eventual),
+    )
+    .expect("open");
+    let t = common::create(&db, "t");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Entry 2j-1 prepares g{j}, entry 2j rolls it back: a stream at an
+    // odd index must carry g{j} in doubt, one at an even index none.
+    let applier = {
+        let (db, t, stop) = (db.clone(), t.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut j = 0u64;
+            while !stop.load(Ordering::Relaxed) && j < 200_000 {
+                j += 1;
+                let mut tx = db.begin().expect("begin");
+                tx.put(&t, "k", j.to_le_bytes()).expect("put");
+                tx.set_applied_index(2 * j - 1);
+                tx.prepare(&format!("g{j}")).expect("prepare");
+                db.rollback_prepared_applying(&format!("g{j}"), 2 * j)
+                    .expect("rollback");
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut exported = 0;
+    for _ in 0..400 {
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+        let mut buf = Vec::new();
+        match db.export(&mut buf, ExportOptions::default()) {
+            Ok(s) => {
+                exported += 1;
+                assert_eq!(
+                    s.prepared,
+                    s.applied_index % 2,
+                    "a stream at index {} with {} prepared transactions",
+                    s.applied_index,
+                    s.prepared
+                );
+            }
+            Err(Error::LockTimeout) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    applier.join().expect("applier");
+    eprintln!("{exported} exports");
+}
+
+#[test]
+fn re_prepares_are_stamped_above_the_carried_newest_timestamp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = SimClock::new(Timestamp::from_nanos(1_000_000_000_000));
+    let db = Db::open_with(dir.path().join("src"), quiet().clock(Arc::new(clock))).expect("open");
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "a", "1").expect("put");
+    tx.commit().expect("commit");
+    let mut p = db.begin().expect("begin");
+    p.put(&t, "k", "v").expect("put");
+    let old = p.prepare("g").expect("prepare");
+    let stream = export(&db, ExportOptions::default());
+    // The importing machine's clock is half a second behind.
+    let behind = SimClock::new(Timestamp::from_nanos(old.as_nanos() - 500_000_000));
+    let opts = quiet().clock(Arc::new(behind));
+    let target = dir.path().join("copy");
+    let stats = strata::import(&mut Cursor::new(&stream), &target, opts.clone()).expect("import");
+    let copy = Db::open_with(&target, opts.create(false)).expect("open");
+    let new = copy.prepared_transactions().expect("list")[0].prepare_ts;
+    assert!(
+        new > stats.newest_ts && new > old,
+        "re-prepared at {new}, the stream's newest is {}, the old prepare {old}",
+        stats.newest_ts
+    );
+    // A coordinator may commit at the prepare timestamp it is shown.
+    copy.commit_prepared_at("g", new)
+        .expect("commit at the prepare ts");
+}
+
+#[test]
+fn a_transaction_in_doubt_that_changed_a_table_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(dir.path().join("src"), quiet()).expect("open");
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "a", "1").expect("put");
+    tx.commit().expect("commit");
+    // Created by its first put.
+    let mut p = db.begin().expect("begin");
+    p.put(&t, "b", "2").expect("put");
+    p.put(&db.table("fresh").expect("fresh"), "x", "y")
+        .expect("put in a new table");
+    p.prepare("g").expect("prepare");
+    let r = db.export(&mut Vec::new(), ExportOptions::default());
+    assert_eq!(
+        r,
+        Err(Error::InDoubtTableChange {
+            gid: "g".into(),
+            table: "fresh".into()
+        })
+    );
+    db.rollback_prepared("g").expect("rollback");
+    // Dropped.
+    let mut p = db.begin().expect("begin");
+    assert!(p.drop_table(&t).expect("drop"));
+    p.prepare("h").expect("prepare");
+    let r = db.export(&mut Vec::new(), ExportOptions::default());
+    assert_eq!(
+        r,
+        Err(Error::InDoubtTableChange {
+            gid: "h".into(),
+            table: "t".into()
+        })
+    );
+    db.commit_prepared("h").expect("commit");
+    let copy = import(
+        &export(&db, ExportOptions::default()),
+        &dir.path().join("copy"),
+    );
+    assert_eq!(all_rows(&copy), all_rows(&db));
+}
+
+/// Re-frames one frame's payload.
+fn reframe(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    strata::internals::wal::frame::frame(payload, &mut out);
+    out
+}
+
+#[test]
+fn a_record_repeated_or_out_of_its_range_is_corruption_at_its_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(dir.path().join("src"), quiet()).expect("open");
+    let t = db.table("t").expect("t");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "k1", "v1").expect("put");
+    tx.put(&t, "k2", "v2").expect("put");
+    tx.commit().expect("commit");
+    let stream = export(&db, ExportOptions::default());
+    let f: Vec<&[u8]> = frames(&stream)
+        .into_iter()
+        .map(|(at, len)| &stream[at + 8..at + len])
+        .collect();
+    assert_eq!(f.len(), 3, "header, one data frame, trailer");
+    let (header, data, trailer) = (f[0], f[1], f[2]);
+    let table = [&[1u8][..], &1u16.to_le_bytes(), b"t"].concat();
+    let row = [
+        &[2u8][..],
+        &2u16.to_le_bytes(),
+        b"k2",
+        &2u32.to_le_bytes(),
+        b"v2",
+    ]
+    .concat();
+    assert!(data.ends_with(&row));
+    // Records appended, the trailer's counts agreeing (`counts`: by
+    // offset in the trailer): the edited stream and the offset of the
+    // last record.
+    let append = |recs: &[&[u8]], counts: &[(usize, u64)]| {
+        let data2 = [&[data][..], recs].concat().concat();
+        let mut tr = trailer.to_vec();
+        let add = |tr: &mut Vec<u8>, at: usize, n: u64| {
+            let v = u64::from_le_bytes(tr[at..at + 8].try_into().expect("8")) + n;
+            tr[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        };
+        add(&mut tr, 9, (data2.len() - data.len()) as u64);
+        for &(at, n) in counts {
+            add(&mut tr, at, n);
+        }
+        let last = recs.last().map_or(0, |r| r.len());
+        let at = reframe(header).len() + 8 + data2.len() - last;
+        (
+            [reframe(header), reframe(&data2), reframe(&tr)].concat(),
+            at,
+        )
+    };
+    let repeat = |rec: &[u8], count_at: usize| append(&[rec], &[(count_at, 1)]);
+    let prepared = |gid: &[u8], writes: u32| {
+        [
+            &[3u8][..],
+            &(gid.len() as u16).to_le_bytes(),
+            gid,
+            &[0u8; 16],
+            &writes.to_le_bytes(),
+        ]
+        .concat()
+    };
+    let put = [
+        &[4u8][..],
+        &1u16.to_le_bytes(),
+        b"t",
+        &1u16.to_le_bytes(),
+        b"k",
+        &0u32.to_le_bytes(),
+    ]
+    .concat();
+    // A header whose range holds none of the keys.
+    let mut narrow = header.to_vec();
+    narrow[11..13].copy_from_slice(&1u16.to_le_bytes());
+    narrow[29..37].copy_from_slice(&0u64.to_le_bytes());
+    narrow[37..45].copy_from_slice(&0u64.to_le_bytes());
+    let out_of_range = [reframe(&narrow), reframe(data), reframe(trailer)].concat();
+    let first_row = reframe(&narrow).len() + 8 + 9 + table.len();
+    let target = dir.path().join("copy");
+    for ((bad, at), what) in [
+        (repeat(&row, 25), "row key out of order"),
+        (repeat(&table, 17), "table \"t\" out of order"),
+        (
+            append(&[&prepared(b"g", 0), &prepared(b"g", 0)], &[(33, 2)]),
+            "prepared transaction \"g\" out of order",
+        ),
+        (
+            append(&[&prepared(b"g", 2), &put, &put], &[(33, 1), (41, 2)]),
+            "prepared write out of order",
+        ),
+        ((out_of_range, first_row), "outside the stream's hash range"),
+    ] {
+        match strata::import(&mut Cursor::new(&bad), &target, quiet()) {
+            Err(Error::Corruption { offset, reason, .. }) => {
+                assert!(reason.contains(what), "{what}: {reason}");
+                assert_eq!(offset, at as u64, "{what}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        assert!(!target.exists());
+    }
+}
+
+#[test]
+fn an_import_into_a_symbolic_link_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stream = small_stream(dir.path());
+    let real = dir.path().join("real-empty");
+    std::fs::create_dir(&real).expect("mkdir");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let r = strata::import(&mut Cursor::new(&stream), &link, quiet());
+    assert!(
+        matches!(&r, Err(Error::Unsupported(w)) if w.contains("symbolic link")),
+        "{r:?}"
+    );
+    assert!(!dir.path().join(".link.import").exists());
+    assert!(link.is_symlink());
+    assert_eq!(std::fs::read_dir(&real).expect("ls").count(), 0);
+    // The directory it names is taken.
+    assert_eq!(import(&stream, &real).applied_index().expect("index"), 7);
+}
+
+#[test]
+fn an_import_that_fails_anywhere_leaves_no_build_directory() {
+    use strata::fault::FaultKind;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stream = small_stream(dir.path());
+    let target = Path::new("/imports/target");
+    let tmp = Path::new("/imports/.target.import");
+    let run = |fs: &FaultFs| {
+        strata::internals::import_vfs(
+            Arc::new(fs.clone()),
+            &mut Cursor::new(&stream),
+            Path::new("stream"),
+            target,
+            quiet(),
+        )
+    };
+    let whole = FaultFs::new();
+    run(&whole).expect("import");
+    let ops = whole.ops();
+    let mut failed = 0;
+    for n in 1..=ops {
+        let fs = FaultFs::new();
+        fs.fail_at(n, FaultKind::Io, false);
+        let Err(e) = run(&fs) else {
+            continue;
+        };
+        failed += 1;
+        if let Error::Io { op, path, .. } = &e {
+            assert!(!op.is_empty() && path.is_some(), "op {n}: {e:?}");
+        }
+        assert!(
+            !fs.exists(tmp).expect("exists"),
+            "op {n} failed ({e}): the build directory is left"
+        );
+        assert!(
+            Db::open_vfs(Arc::new(fs.clone()), target, quiet().create(false)).is_err(),
+            "op {n} failed ({e}), yet the target opens"
+        );
+        fs.heal();
+        run(&fs).unwrap_or_else(|e2| panic!("op {n} failed ({e}); the next import: {e2:?}"));
+    }
+    eprintln!("{failed} of {ops} operations failed the import");
+    assert!(failed > 0);
+}
+
+#[test]
+fn ranges_that_partition_the_hash_space_carry_each_prepared_transaction_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(dir.path().join("src"), quiet()).expect("open");
+    let t = common::create(&db, "t");
+    // One that wrote nothing, alone and beside one that wrote a key.
+    db.begin()
+        .expect("begin")
+        .prepare("empty")
+        .expect("prepare");
+    let mid = 1u64 << 63;
+    let ranges = [HashRange::new(0, Some(mid)), HashRange::new(mid, None)];
+    let carried = |db: &Db| -> Vec<Vec<String>> {
+        ranges
+            .iter()
+            .map(|r| {
+                let mut buf = Vec::new();
+                let s = db
+                    .export(&mut buf, ExportOptions::default().range(*r))
+                    .expect("export");
+                let dir = tempfile::tempdir().expect("tempdir");
+                let copy = import(&buf, &dir.path().join("copy"));
+                let gids: Vec<String> = copy
+                    .prepared_transactions()
+                    .expect("list")
+                    .into_iter()
+                    .map(|p| p.gid)
+                    .collect();
+                assert_eq!(s.prepared, gids.len() as u64);
+                gids
+            })
+            .collect()
+    };
+    assert_eq!(carried(&db), [vec!["empty".to_string()], vec![]]);
+    let key = (0u32..)
+        .map(|i| format!("k{i}"))
+        .find(|k| key_hash(k.as_bytes()) >= mid)
+        .expect("a key in the upper range");
+    let mut p = db.begin().expect("begin");
+    p.put(&t, &key, "v").expect("put");
+    p.prepare("wrote").expect("prepare");
+    assert_eq!(
+        carried(&db),
+        [vec!["empty".to_string()], vec!["wrote".to_string()]]
+    );
 }

@@ -165,6 +165,9 @@ enum Command {
     /// Write a consistent snapshot of the database to FILE (a checksummed
     /// stream: rows, applied index, timestamp horizon, prepared transactions).
     Backup {
+        /// Replace FILE if it exists (without it, an existing FILE is refused).
+        #[arg(long)]
+        force: bool,
         /// Database directory.
         dir: PathBuf,
         /// The snapshot file to write (written beside as FILE.partial, then renamed).
@@ -366,7 +369,15 @@ fn run(command: Command) -> Outcome {
             as_of,
         } => scan(&open_read(&dir)?, &table, &opts, as_of.as_deref()),
         Command::Shell { create, dir } => shell::run(open_write(&dir, create)?),
-        Command::Backup { dir, file } => backup(&open_read(&dir)?, &file),
+        Command::Backup { force, dir, file } => {
+            if !force && file.symlink_metadata().is_ok() {
+                return Err(Failure::new(format!(
+                    "{} exists; choose another name, or --force to replace it",
+                    file.display()
+                )));
+            }
+            backup(&open_read(&dir)?, &file)
+        }
         Command::Restore { file, dir } => {
             let s = strata::import_file(&file, &dir, Options::default()).map_err(|e| match e {
                 // The stream is damaged, not a database.
@@ -605,6 +616,14 @@ fn backup(db: &Db, file: &Path) -> Outcome {
                 file.display()
             ))
         })?;
+        // The new name is durable once its directory is synced.
+        let parent = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Failure::new(format!("cannot sync {}: {e}", parent.display())))?;
         Ok(s)
     })();
     match written {

@@ -881,12 +881,21 @@ fn backup_then_restore_round_trips_with_prepared_transactions() {
 
     // Into a directory that holds a database: refused, in plain words.
     let out = strata(&["restore", s(&file), s(&copy)], None);
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("choose a new or empty directory"),
-        "{}",
-        stderr(&out)
+        err.contains("a strata database is there already")
+            && err.contains("choose a new or empty directory")
+            && !err.contains("no strata database"),
+        "{err}"
     );
+
+    // Over an existing backup: refused without --force, replaced with it.
+    let out = strata(&["backup", s(&db), s(&file)], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    let said = ok(&["backup", "--force", s(&db), s(&file)]);
+    assert!(said.contains("backed up"), "{said}");
 
     // A damaged backup: named, with the offset, and nothing restored.
     let mut bytes = std::fs::read(&file).expect("read");

@@ -762,6 +762,20 @@ impl Vfs for FaultFs {
         })
     }
 
+    fn remove_dir(&self, dir: &Path) -> Result<()> {
+        mutate(&self.state, OpKind::Remove, dir, |s| {
+            s.op()?;
+            s.lookup(dir)?;
+            if s.names.keys().any(|p| parent(p) == dir) {
+                return Err(std::io::Error::from(std::io::ErrorKind::DirectoryNotEmpty).into());
+            }
+            s.names.remove(dir);
+            s.pending_names
+                .push((parent(dir), NameOp::Unlink(dir.to_path_buf())));
+            Ok(())
+        })
+    }
+
     fn sync_dir(&self, dir: &Path) -> Result<()> {
         mutate(&self.state, OpKind::SyncDir, dir, |s| {
             s.op()?;

@@ -62,6 +62,22 @@ pub trait Vfs: Send + Sync {
     fn lock(&self, path: &Path) -> Result<Box<dyn VfsLock>>;
     /// Creates a directory and its parents.
     fn create_dir_all(&self, dir: &Path) -> Result<()>;
+    /// Creates one directory, failing (`ErrorKind::AlreadyExists`) if
+    /// the name is taken: two creators cannot both succeed. The default
+    /// looks first, which a file system with an exclusive create should
+    /// replace.
+    fn create_dir(&self, dir: &Path) -> Result<()> {
+        if self.exists(dir)? {
+            return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists).into());
+        }
+        self.create_dir_all(dir)
+    }
+    /// Whether `path` is a symbolic link (not followed). The default: no
+    /// file system of its own has them.
+    fn is_symlink(&self, path: &Path) -> Result<bool> {
+        let _ = path;
+        Ok(false)
+    }
     /// Removes an empty directory. Only a failed creation of a database
     /// removes one (the directory it made); a file system without this
     /// leaves the empty directory behind.

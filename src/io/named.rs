@@ -88,6 +88,16 @@ impl Vfs for Named {
         (self.0.create_dir_all(dir)).map_err(|e| e.doing("create directory", dir))
     }
 
+    fn create_dir(&self, dir: &Path) -> Result<()> {
+        (self.0.create_dir(dir)).map_err(|e| e.doing("create directory", dir))
+    }
+
+    fn is_symlink(&self, path: &Path) -> Result<bool> {
+        self.0
+            .is_symlink(path)
+            .map_err(|e| e.doing("look up", path))
+    }
+
     fn remove_dir(&self, dir: &Path) -> Result<()> {
         self.0
             .remove_dir(dir)

@@ -100,6 +100,18 @@ impl Vfs for RealFs {
         Ok(fs::create_dir_all(dir)?)
     }
 
+    fn create_dir(&self, dir: &Path) -> Result<()> {
+        Ok(fs::create_dir(dir)?)
+    }
+
+    fn is_symlink(&self, path: &Path) -> Result<bool> {
+        match fs::symlink_metadata(path) {
+            Ok(m) => Ok(m.file_type().is_symlink()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn remove_dir(&self, dir: &Path) -> Result<()> {
         Ok(fs::remove_dir(dir)?)
     }

@@ -38,8 +38,10 @@ impl Db {
     /// keep running meanwhile. The stream's format is in FORMAT.md.
     ///
     /// `LockTimeout` if no cut was found (indexes or prepared transactions
-    /// kept changing around every attempt); an `Io` error naming "stream"
-    /// if `w` fails.
+    /// kept changing, or a decision stayed under way, around every
+    /// attempt); `InDoubtTableChange` if a prepared transaction in doubt
+    /// created, dropped or renamed a table (decide it first); an `Io`
+    /// error naming "stream" if `w` fails.
     pub fn export(&self, w: &mut impl Write, opts: ExportOptions) -> Result<SnapshotStats> {
         let range = opts.range;
         if let Some(r) = range {
@@ -99,6 +101,7 @@ impl Db {
     /// prepared transactions change around the snapshot.
     fn cut(&self, range: Option<HashRange>) -> Result<Cut> {
         let applied = self.core().txns.applied();
+        let prepared = self.core().txns.prepared();
         let clock = &*self.core().engine.opts().clock.0;
         for attempt in 0..EXPORT_CUT_ATTEMPTS {
             if attempt > 0 {
@@ -108,15 +111,18 @@ impl Db {
             let Some(before) = applied.settled() else {
                 continue;
             };
-            let listed = self.prepared_transactions()?;
+            // No decision under way (one is in flight until it is visible).
+            let Some(listed) = prepared.settled() else {
+                continue;
+            };
             let tx = self.begin_with(Isolation::Snapshot)?;
-            if self.prepared_transactions()? != listed || applied.settled() != Some(before) {
+            if prepared.settled().as_ref() != Some(&listed) || applied.settled() != Some(before) {
                 continue;
             }
             let in_doubt = self.writes_in_doubt(&tx, &listed, range)?;
             // A decision while the writes were read could have changed
             // them: they are the in-doubt writes only if none came.
-            if self.prepared_transactions()? != listed {
+            if prepared.settled().as_ref() != Some(&listed) {
                 continue;
             }
             return Ok(Cut {
@@ -148,12 +154,42 @@ impl Db {
             .map(|e| e.xid)
             .filter(|&x| x != Xid::NONE)
             .collect();
-        if xids.is_empty() {
-            return Ok(out);
+        if !xids.is_empty() {
+            self.find_writes(tx, listed, &xids, range, &mut out)?;
+        }
+        // In a range, a transaction that wrote none of its keys is not
+        // this range's to carry; one that wrote nothing at all belongs to
+        // no key, and the range holding hash 0 carries it (ranges that
+        // partition the hash space carry it once).
+        if let Some(r) = range {
+            out.retain(|d| !d.writes.is_empty() || (d.entry.xid == Xid::NONE && r.contains(0)));
+        }
+        Ok(out)
+    }
+
+    /// Fills in the writes of `xids` (of `listed`) to the tables `tx` sees.
+    fn find_writes(
+        &self,
+        tx: &Transaction,
+        listed: &[PreparedTransaction],
+        xids: &[Xid],
+        range: Option<HashRange>,
+        out: &mut [InDoubt],
+    ) -> Result<()> {
+        // Its writes to a table it created (or renamed) are in a table the
+        // snapshot does not see, and a drop or rename would not come back
+        // with it: refused, never a partial write set.
+        if let Some((xid, table)) = tx.tables_changed_by(xids)? {
+            let gid = listed
+                .iter()
+                .find(|e| e.xid == xid)
+                .map(|e| e.gid.clone())
+                .unwrap_or_default();
+            return Err(Error::InDoubtTableChange { gid, table });
         }
         for name in tx.table_names()? {
             let table = self.table(&name)?;
-            for w in tx.writes_of(&table, &xids)? {
+            for w in tx.writes_of(&table, xids)? {
                 if !range.is_none_or(|r| r.holds_key(&w.key)) {
                     continue;
                 }
@@ -162,11 +198,6 @@ impl Db {
                 }
             }
         }
-        // In a range, a transaction that wrote none of its keys is not
-        // this range's to carry.
-        if range.is_some() {
-            out.retain(|d| !d.writes.is_empty());
-        }
-        Ok(out)
+        Ok(())
     }
 }

@@ -273,6 +273,14 @@ pub(crate) struct StreamReader<'r, R: Read> {
     counts: Counts,
     section: Section,
     done: bool,
+    /// The header's hash range: every key must be in it.
+    range: Option<HashRange>,
+    /// The last table name, row key (in that table), gid, and write
+    /// (table, key, in that transaction): each must rise.
+    last_table: Option<String>,
+    last_key: Option<Vec<u8>>,
+    last_gid: Option<String>,
+    last_write: Option<(String, Vec<u8>)>,
 }
 
 impl<'r, R: Read> StreamReader<'r, R> {
@@ -288,9 +296,15 @@ impl<'r, R: Read> StreamReader<'r, R> {
             counts: Counts::default(),
             section: Section::Rows { table: false },
             done: false,
+            range: None,
+            last_table: None,
+            last_key: None,
+            last_gid: None,
+            last_write: None,
         };
         let (at, p) = s.frame()?;
         let h = s.header(at, &p)?;
+        s.range = h.range;
         Ok((s, h))
     }
 
@@ -487,6 +501,14 @@ impl<'r, R: Read> StreamReader<'r, R> {
         String::from_utf8(b).map_err(|_| self.bad(at, format!("{what} is not UTF-8")))
     }
 
+    /// `key`'s hash must be in the header's range.
+    fn in_range(&self, at: u64, key: &[u8]) -> Result<()> {
+        if self.range.is_some_and(|r| !r.holds_key(key)) {
+            return Err(self.bad(at, "key outside the stream's hash range"));
+        }
+        Ok(())
+    }
+
     fn value(&mut self) -> Result<Vec<u8>> {
         let at = self.here();
         let n = self.u32()? as usize;
@@ -511,16 +533,41 @@ impl<'r, R: Read> StreamReader<'r, R> {
             (TABLE, Section::Rows { .. }) => {
                 self.counts.tables += 1;
                 self.section = Section::Rows { table: true };
-                Record::Table(self.name(TABLE_NAME_MAX, "table name")?)
+                let name = self.name(TABLE_NAME_MAX, "table name")?;
+                if self.last_table.as_ref().is_some_and(|l| *l >= name) {
+                    return Err(self.bad(
+                        at,
+                        format!("table {name:?} out of order (tables are in ascending name order, each once)"),
+                    ));
+                }
+                self.last_table = Some(name.clone());
+                self.last_key = None;
+                Record::Table(name)
             }
             (ROW, Section::Rows { table: true }) => {
                 self.counts.rows += 1;
                 let key = self.short(KEY_MAX, false, "key")?;
+                if self.last_key.as_ref().is_some_and(|l| *l >= key) {
+                    return Err(self.bad(
+                        at,
+                        "row key out of order (a table's rows are in ascending key order, each once)",
+                    ));
+                }
+                self.in_range(at, &key)?;
+                self.last_key = Some(key.clone());
                 Record::Row(key, self.value()?)
             }
             (PREPARED, Section::Rows { .. } | Section::Writes(0)) => {
                 self.counts.prepared += 1;
                 let gid = self.name(GID_MAX, "gid")?;
+                if self.last_gid.as_ref().is_some_and(|l| *l >= gid) {
+                    return Err(self.bad(
+                        at,
+                        format!("prepared transaction {gid:?} out of order (in ascending gid order, each once)"),
+                    ));
+                }
+                self.last_gid = Some(gid.clone());
+                self.last_write = None;
                 let prepare_ts = Timestamp::from_nanos(self.u64()?);
                 let prepared_at_us = self.u64()?;
                 let writes = self.u32()?;
@@ -537,6 +584,16 @@ impl<'r, R: Read> StreamReader<'r, R> {
                 self.section = Section::Writes(n - 1);
                 let table = self.name(TABLE_NAME_MAX, "table name")?;
                 let key = self.short(KEY_MAX, false, "key")?;
+                if self.last_write.as_ref().is_some_and(|(t, k)| {
+                    (t.as_str(), k.as_slice()) >= (table.as_str(), key.as_slice())
+                }) {
+                    return Err(self.bad(
+                        at,
+                        "prepared write out of order (a transaction's writes are in ascending table and key order, each key once)",
+                    ));
+                }
+                self.in_range(at, &key)?;
+                self.last_write = Some((table.clone(), key.clone()));
                 let value = match tag {
                     PUT => Some(self.value()?),
                     _ => None,

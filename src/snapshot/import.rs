@@ -5,7 +5,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::format::{Header, Record, StreamReader};
+use super::format::{Record, StreamReader};
 use super::SnapshotStats;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -19,12 +19,13 @@ use crate::txn::Transaction;
 use crate::{Db, Table};
 
 /// Builds a database in `dir` (missing or an empty directory; anything
-/// else is `Error::NotEmpty`) from the snapshot stream `r` that
-/// [`Db::export`] wrote, atomically: until it returns `Ok`, `dir` holds
-/// no database, whatever happens. `opts` are the options it is built
-/// with (its durability is `Eventual` while loading: the build is synced
-/// once, at the end). Prepared transactions come back in doubt, under
-/// their gids, with new prepare timestamps. Damage in the stream is
+/// else is `Error::TargetNotEmpty`, a symbolic link `Error::Unsupported`)
+/// from the snapshot stream `r` that [`Db::export`] wrote, atomically:
+/// until it returns `Ok`, `dir` holds no database, whatever happens. `opts`
+/// are the options it is built with (its durability is `Eventual` while
+/// loading: the build is synced once, at the end). Prepared transactions
+/// come back in doubt, under their gids, with new prepare timestamps
+/// above the stream's newest timestamp. Damage in the stream is
 /// `Error::Corruption` naming "stream" and the byte offset.
 ///
 /// The new database is closed when this returns; open it with `Db::open`.
@@ -53,12 +54,14 @@ pub fn import_vfs(
     dir: &Path,
     opts: Options,
 ) -> Result<SnapshotStats> {
+    // Every error names its operation and path.
+    let vfs: Arc<dyn Vfs> = Arc::new(crate::io::Named(vfs));
     check_target(&*vfs, dir)?;
     let tmp = build_dir(dir)?;
     if vfs.exists(&tmp)? {
         return Err(Error::NotEmpty {
             path: tmp,
-            found: "an interrupted import: remove it".into(),
+            found: "an interrupted or concurrent import: remove it once no import runs".into(),
         });
     }
     // Directories this import makes are names in their parents, synced
@@ -71,33 +74,74 @@ pub fn import_vfs(
         }
         made.push(a.to_path_buf());
     }
-    vfs.create_dir_all(&tmp)?;
-    for a in &made {
+    if !made.is_empty() {
+        vfs.create_dir_all(&parent)?;
+    }
+    // Exclusively: a concurrent import into the same target fails here
+    // rather than build in (and then remove) this one's directory.
+    if let Err(e) = vfs.create_dir(&tmp) {
+        if e.io_kind() == Some(std::io::ErrorKind::AlreadyExists) {
+            return Err(Error::NotEmpty {
+                path: tmp,
+                found: "a concurrent import: try again once it ends".into(),
+            });
+        }
+        return Err(e);
+    }
+    // From here every error removes the build directory (best effort):
+    // what is left is not a database at `dir`, and would block the next
+    // import.
+    match build_and_rename(&vfs, r, name, dir, &tmp, &made, opts) {
+        Ok(stats) => Ok(stats),
+        Err(e) => {
+            let _ = remove_tree(&*vfs, &tmp);
+            let _ = vfs.sync_dir(&parent);
+            Err(e)
+        }
+    }
+}
+
+/// Builds in `tmp/db`, syncs it, renames it to `dir` and removes `tmp`.
+fn build_and_rename(
+    vfs: &Arc<dyn Vfs>,
+    r: &mut impl Read,
+    name: &Path,
+    dir: &Path,
+    tmp: &Path,
+    made: &[PathBuf],
+    opts: Options,
+) -> Result<SnapshotStats> {
+    let parent = parent_of(dir);
+    for a in made {
         vfs.sync_dir(&parent_of(a))?;
     }
     let build = tmp.join("db");
-    let built = build_in(vfs.clone(), r, name, &build, opts);
-    let stats = match built {
-        Ok(s) => s,
-        Err(e) => {
-            // Best effort: what is left is not a database at `dir`, and
-            // the next import names it.
-            let _ = remove_tree(&*vfs, &tmp);
-            return Err(e);
-        }
-    };
+    let stats = build_in(vfs.clone(), r, name, &build, opts)?;
     vfs.sync_dir(&build.join(crate::dir::WAL_DIR))?;
     vfs.sync_dir(&build)?;
-    vfs.sync_dir(&tmp)?;
+    vfs.sync_dir(tmp)?;
     vfs.rename(&build, dir)?;
-    vfs.sync_dir(&parent)?;
-    vfs.remove_dir(&tmp)?;
-    vfs.sync_dir(&parent)?;
+    if let Err(e) = vfs.sync_dir(&parent) {
+        // Not known durable: taken back out of place (best effort), so an
+        // error leaves no database at `dir`.
+        let _ = vfs.rename(dir, &build);
+        return Err(e);
+    }
+    // The database is in place: a failure to tidy is not the import's.
+    if vfs.remove_dir(tmp).is_ok() {
+        let _ = vfs.sync_dir(&parent);
+    }
     Ok(stats)
 }
 
-/// `dir` must be missing or an empty directory.
+/// `dir` must be missing or an empty directory, and not a symbolic link
+/// (the rename would replace the link, not fill the directory it names).
 fn check_target(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    if vfs.is_symlink(dir)? {
+        return Err(Error::Unsupported(
+            "an import target that is a symbolic link: name the directory it points to",
+        ));
+    }
     if !vfs.exists(dir)? {
         return Ok(());
     }
@@ -105,18 +149,19 @@ fn check_target(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     if found.is_empty() {
         return Ok(());
     }
-    let names: Vec<String> = found
+    let leaf = |p: &PathBuf| {
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let database = found
         .iter()
-        .take(3)
-        .map(|p| {
-            p.file_name().map_or_else(
-                || p.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            )
-        })
-        .collect();
-    Err(Error::NotEmpty {
+        .any(|p| crate::dir::DATABASE.contains(&leaf(p).as_str()));
+    let names: Vec<String> = found.iter().take(3).map(leaf).collect();
+    Err(Error::TargetNotEmpty {
         path: dir.to_path_buf(),
+        database,
         found: names.join(", "),
     })
 }
@@ -144,7 +189,9 @@ fn build_dir(dir: &Path) -> Result<PathBuf> {
 /// Removes `p` and everything under it.
 fn remove_tree(vfs: &dyn Vfs, p: &Path) -> Result<()> {
     for child in vfs.list(p)? {
-        if vfs.remove(&child).is_err() {
+        // A directory with entries first empties; an empty one (which a
+        // file removal refuses) is removed as a tree of none.
+        if vfs.list(&child).is_ok_and(|c| !c.is_empty()) || vfs.remove(&child).is_err() {
             remove_tree(vfs, &child)?;
         }
     }
@@ -166,12 +213,18 @@ fn build_in(
         build,
         opts.durability(Durability::Eventual).create(true),
     )?;
+    // The high water first: every commit and re-prepare here is stamped
+    // above the stream's newest timestamp, whatever this machine's clock
+    // says.
+    raise_high_water(&db, header.newest_ts)?;
     let mut load = Loader::new(&db);
     while let Some(rec) = s.next()? {
         load.record(rec)?;
     }
     let counts = load.finish()?;
-    restore_marks(&db, &header)?;
+    if header.applied_index > 0 {
+        db.set_applied_index(header.applied_index)?;
+    }
     db.checkpoint()?;
     db.close()?;
     Ok(SnapshotStats {
@@ -184,15 +237,6 @@ fn build_in(
         writes: counts.3,
         bytes: s.offset(),
     })
-}
-
-/// Records the applied index and raises the commit-timestamp high water
-/// to the stream's newest timestamp.
-fn restore_marks(db: &Db, h: &Header) -> Result<()> {
-    if h.applied_index > 0 {
-        db.set_applied_index(h.applied_index)?;
-    }
-    raise_high_water(db, h.newest_ts)
 }
 
 /// Raises the high-water mark to `ts` (if below) in a record of its own,

@@ -33,36 +33,75 @@
 //! of times (`EXPORT_CUT_ATTEMPTS`, then `LockTimeout`): appliers leave
 //! gaps between entries, which is all it needs.
 //!
-//! **Prepared transactions** unchanged across the bracket were in doubt
-//! at the snapshot (a decision takes the gid off the list before it
-//! commits or rolls back, a prepare lists it before its index is
-//! reported). Their writes are read from the heap (`txn::written`)
-//! before any byte is written — held in memory until the rows are out,
-//! which a prepared transaction's size bounds — and the list is checked a
-//! third time: a decision before the writes were read would have let them
-//! change, and the export starts over. Import re-prepares each under its gid with the
+//! **Prepared transactions** are bracketed the same way. A decision
+//! takes its gid off the list (`Db::prepared_transactions`) before it
+//! commits or rolls back — under the store latch, then flushed, then
+//! visible — so a snapshot taken in that window would see the
+//! transaction neither in doubt nor decided, and an export whose cut fell
+//! there would lose it (with `commit_prepared_applying`, its index is not
+//! yet in flight there either). So the bracket reads the list only when
+//! no decision is under way (`Prepared::settled`: a gid being decided is
+//! in flight, as an index is), before and after the snapshot. Equal
+//! answers mean no decision began before the first reading and was
+//! unfinished at it, and none finished between the two (a finished one
+//! changes the list); a decision that began after the first reading and
+//! is still under way at the second makes the second `None`. So a
+//! transaction listed at both was in doubt at the snapshot — a decision
+//! becomes visible only after it leaves the list — and one listed at
+//! neither was decided and visible before it, or prepared after it (a
+//! prepare lists it before its index is reported). Their writes are read
+//! from the heap (`txn::written`) before any byte is written — held in
+//! memory until the rows are out, which a prepared transaction's size
+//! bounds — and the list is read a third time, settled and unchanged: a
+//! decision before the writes were read would have let them change, and
+//! the export starts over. Import re-prepares each under its gid with the
 //! same writes, in doubt, for the coordinator to decide.
 //!
-//! **Import** ([`import`]) builds the database in a directory beside the
-//! target (`.<name>.import/db`), loads the rows in large transactions
-//! under `Durability::Eventual` (nothing is acknowledged to anyone until
-//! the end), re-prepares the prepared transactions, records the applied
-//! index and raises the commit-timestamp high water to the stream's
-//! newest timestamp (so the new database never gives out a lower one),
-//! checkpoints, closes, syncs its directories, renames it into place and
-//! syncs the parent. A crash before the rename leaves the target absent
-//! (or the empty directory it was) and the build directory, which is not
-//! a database (it holds `db`) and makes the next import refuse to start
-//! until it is removed; after the rename the database is complete.
+//! A transaction in doubt that created, dropped or renamed a table cannot
+//! be carried: its writes to a table it created are in a table the
+//! snapshot does not see, and the stream has no record for a table
+//! change. The export finds it (a catalog row whose newest version names
+//! the transaction) and refuses with `Error::InDoubtTableChange` naming
+//! the gid and the table — never a partial write set. In a range export,
+//! a transaction with no writes at all belongs to no key: the range
+//! holding hash 0 carries it, so ranges that partition the hash space
+//! carry it once.
+//!
+//! **Import** ([`import`]) takes a missing or empty directory (not a
+//! symbolic link: the rename would replace the link), creates the
+//! directory beside it (`.<name>.import`) exclusively — a second import
+//! into the same target fails there rather than share it — and builds
+//! the database in it (`db`): raises the commit-timestamp high water to
+//! the stream's newest timestamp first, so that every commit and
+//! re-prepare of the build is stamped above it whatever the importing
+//! machine's clock says; loads the rows in large transactions under
+//! `Durability::Eventual` (nothing is acknowledged to anyone until the
+//! end); re-prepares the prepared transactions; records the applied
+//! index; checkpoints, closes, syncs its directories, renames it into
+//! place and syncs the parent (if that sync fails, the database is
+//! renamed back). Any error after the build directory was created removes
+//! it (best effort) and names its operation and path; a crash before the
+//! rename leaves the target absent (or the empty directory it was) and
+//! the build directory, which is not a database (it holds `db`) and makes
+//! the next import refuse to start until it is removed; after the rename
+//! the database is complete.
+//!
+//! The reader holds a stream to the order the export writes: tables in
+//! ascending name order, each once; a table's rows in ascending key
+//! order, each once; gids ascending; a transaction's writes ascending by
+//! table and key, each key once; in a range stream, every key's hash in
+//! the range. A record edited in place or repeated with checksums and
+//! counts made to agree is `Corruption` at its offset, not an overwrite
+//! leaving fewer rows than the stream claims.
 //!
 //! **Not carried**: history (reads as of a timestamp before the import
-//! see nothing), commit timestamps of the rows (they are re-stamped,
-//! below the restored high water only in the sense that later commits
-//! are above it), prepare timestamps (a re-prepare takes a new one,
-//! above the old: a coordinator committing at a chosen timestamp must
-//! choose at least the new one, which `prepared_transactions` shows),
-//! the SIREAD marks of prepared serializable transactions, and table
-//! creations, drops or renames by a transaction in doubt.
+//! see nothing), commit timestamps of the rows (they are re-stamped above
+//! the carried newest timestamp), prepare timestamps (a re-prepare takes
+//! a new one above the carried newest timestamp, so above the old: a
+//! coordinator committing at a chosen timestamp must choose at least the
+//! new one, which `prepared_transactions` shows), and the SIREAD marks of
+//! prepared serializable transactions. Table creations, drops or renames
+//! by a transaction in doubt are refused at export (above).
 
 mod export;
 pub(crate) mod format;

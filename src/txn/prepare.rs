@@ -27,7 +27,12 @@
 //! and removes the entry; rollback removes the entry (an xid below the
 //! crash horizon with no outcome is aborted). Both are forced to disk
 //! whatever the durability setting: a coordinator that has heard "done"
-//! forgets the transaction, so the answer must not be lost.
+//! forgets the transaction, so the answer must not be lost. While a
+//! decision is under way its gid is taken (`Slot::Deciding`): not listed
+//! by `Db::prepared_transactions`, and `Prepared::settled` answers `None`
+//! until the decision is visible and the gid released, so an export's cut
+//! never falls between the unlisting and the decision's visibility
+//! (`snapshot`'s essay).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -142,8 +147,25 @@ impl Prepared {
 
     /// The waiting ones, in gid order.
     pub fn list(&self) -> Vec<PreparedTransaction> {
-        self.slots
-            .lock()
+        Self::waiting_in(&self.slots.lock())
+    }
+
+    /// The waiting ones, in gid order, if no decision is under way; `None`
+    /// while one is. A decision takes its gid off `list` before it commits
+    /// or rolls back (under the store latch, then flushed, then visible),
+    /// so a snapshot taken meanwhile sees the transaction neither in doubt
+    /// nor decided: an export's bracket (`snapshot::export`) takes a
+    /// deciding transaction as in flight and tries again.
+    pub fn settled(&self) -> Option<Vec<PreparedTransaction>> {
+        let slots = self.slots.lock();
+        if slots.values().any(|s| matches!(s, Slot::Deciding)) {
+            return None;
+        }
+        Some(Self::waiting_in(&slots))
+    }
+
+    fn waiting_in(slots: &BTreeMap<String, Slot>) -> Vec<PreparedTransaction> {
+        slots
             .iter()
             .filter_map(|(gid, s)| match s {
                 Slot::Waiting(t) => Some(PreparedTransaction {
@@ -503,7 +525,12 @@ mod tests {
             r.list().is_empty(),
             "a transaction being decided is not listed"
         );
+        assert!(
+            r.settled().is_none(),
+            "a decision under way leaves the list unsettled"
+        );
         r.release("a");
+        assert_eq!(r.settled(), Some(Vec::new()));
         r.reserve("a").expect("a decided gid can be used again");
     }
 }

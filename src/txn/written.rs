@@ -11,13 +11,16 @@
 //! or `None` for a delete, however many times it wrote the key.
 //!
 //! It does not see a table the transaction created, dropped or renamed:
-//! only the tables the snapshot sees are walked (the export's essay).
+//! only the tables the snapshot sees are walked. So the export asks
+//! first whether any of them did ([`Transaction::tables_changed_by`]: a
+//! catalog row whose newest version names it) and refuses rather than
+//! carry a partial write set (the export's essay).
 
 use std::ops::Bound;
 
 use super::Transaction;
 use crate::btree::{self, Dir};
-use crate::catalog::Table;
+use crate::catalog::{self, Table};
 use crate::error::Result;
 use crate::ids::Xid;
 use crate::limits::SCAN_BATCH;
@@ -32,6 +35,23 @@ pub(crate) struct Written {
 }
 
 impl Transaction {
+    /// A table name whose catalog row one of `xids` created, dropped or
+    /// renamed (its newest version names it as xmin or xmax), with that
+    /// xid: the first in name order, if any.
+    pub(crate) fn tables_changed_by(&self, xids: &[Xid]) -> Result<Option<(Xid, String)>> {
+        let inner = self.core();
+        let mut r = inner.engine.store().read();
+        for (name, head) in catalog::rows(&mut r.view)? {
+            let Some(v) = chain::Cursor::new(head).next(&mut r.view)? else {
+                continue;
+            };
+            if let Some(&x) = xids.iter().find(|&&x| x == v.xmin || x == v.xmax) {
+                return Ok(Some((x, String::from_utf8_lossy(&name).into_owned())));
+            }
+        }
+        Ok(None)
+    }
+
     /// The writes of the transactions `xids` to `table`, in key order.
     pub(crate) fn writes_of(&self, table: &Table, xids: &[Xid]) -> Result<Vec<Written>> {
         let snap = self.snapshot.clone();
