@@ -55,6 +55,17 @@ fn value(i: usize, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
 }
 
+/// Imports `stream` into `target` on `fs`.
+fn import_on(fs: &FaultFs, stream: &[u8], target: &Path) -> strata::Result<strata::SnapshotStats> {
+    strata::internals::import_vfs(
+        Arc::new(fs.clone()),
+        &mut Cursor::new(stream),
+        Path::new("stream"),
+        target,
+        quiet(),
+    )
+}
+
 #[test]
 fn a_round_trip_keeps_every_table_row_and_large_value() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -576,15 +587,7 @@ fn a_power_loss_at_any_point_of_an_import_leaves_all_or_nothing() {
     let stream = export(&db, ExportOptions::default());
     let want = all_rows(&db);
     let target = Path::new("/imports/target");
-    let run = |fs: &FaultFs| {
-        strata::internals::import_vfs(
-            Arc::new(fs.clone()),
-            &mut Cursor::new(&stream),
-            Path::new("stream"),
-            target,
-            quiet(),
-        )
-    };
+    let run = |fs: &FaultFs| import_on(fs, &stream, target);
     let whole = FaultFs::new();
     run(&whole).expect("import");
     let ops = whole.ops();
@@ -1001,15 +1004,7 @@ fn an_import_that_fails_anywhere_leaves_no_build_directory() {
     let stream = small_stream(dir.path());
     let target = Path::new("/imports/target");
     let tmp = Path::new("/imports/.target.import");
-    let run = |fs: &FaultFs| {
-        strata::internals::import_vfs(
-            Arc::new(fs.clone()),
-            &mut Cursor::new(&stream),
-            Path::new("stream"),
-            target,
-            quiet(),
-        )
-    };
+    let run = |fs: &FaultFs| import_on(fs, &stream, target);
     let whole = FaultFs::new();
     run(&whole).expect("import");
     let ops = whole.ops();
