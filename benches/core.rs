@@ -3,7 +3,8 @@
 //! runs. Run: `cargo bench --bench core` (set `STRATA_BENCH_DIR` to measure
 //! on another file system; the default is the system temp directory).
 //! `STRATA_BENCH_ONLY_TIME=1` runs only the commit-wait figures and those
-//! of reads as of a timestamp; `STRATA_BENCH_ONLY_AS_OF=1` only the latter.
+//! of reads as of a timestamp; `STRATA_BENCH_ONLY_AS_OF=1` only the latter;
+//! `STRATA_BENCH_ONLY_SNAPSHOT=1` only snapshot export and import.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -639,6 +640,65 @@ fn as_of_rows() -> Vec<String> {
     rows
 }
 
+/// Export against a scan of the same rows, import against loading them
+/// with puts: what a snapshot stream costs beyond reading or writing them.
+fn snapshot_rows() -> Vec<String> {
+    const ROWS: u64 = 200_000;
+    let value = [7u8; 100];
+    // Seconds to load, scan, export and import, and the stream's bytes.
+    type Run = (f64, f64, f64, f64, usize);
+    let mut rates: Vec<Run> = Vec::new();
+    for _ in 0..RUNS {
+        let tmp = bench_dir();
+        let src = tmp.path().join("src");
+        let opts = || Options::default().durability(Durability::Eventual);
+        let db = Db::open_with(&src, opts()).expect("open");
+        let t = db.table("t").expect("t");
+        let start = Instant::now();
+        write_all(&db, &t, 0..ROWS, Some(&value));
+        db.checkpoint().expect("checkpoint");
+        let load = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let tx = db.begin_read().expect("reader");
+        let mut n = 0u64;
+        for row in tx.scan(&t, ..).expect("scan") {
+            let (k, v) = row.expect("row");
+            n += u64::from(!k.is_empty() && !v.is_empty());
+        }
+        let scan = start.elapsed().as_secs_f64();
+        assert_eq!(n, ROWS);
+        drop(tx);
+        let mut stream = Vec::new();
+        let start = Instant::now();
+        db.export(&mut stream, strata::ExportOptions::default())
+            .expect("export");
+        let export = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        strata::import(&mut stream.as_slice(), tmp.path().join("copy"), opts()).expect("import");
+        let import = start.elapsed().as_secs_f64();
+        rates.push((load, scan, export, import, stream.len()));
+    }
+    let m = |f: &dyn Fn(&Run) -> f64| median(rates.iter().map(f).collect());
+    let per_s = |secs: f64| ROWS as f64 / secs;
+    vec![
+        format!("| snapshot streams ({ROWS} rows of 16-byte keys and 100-byte values, median of {RUNS}) | rows/s | against | rows/s | ratio |"),
+        "|---|---|---|---|---|".into(),
+        format!(
+            "| export ({:.1} MB stream) | {:.0} | a snapshot scan | {:.0} | {:.2} |",
+            m(&|r| r.4 as f64) / 1e6,
+            m(&|r| per_s(r.2)),
+            m(&|r| per_s(r.1)),
+            m(&|r| r.1 / r.2)
+        ),
+        format!(
+            "| import (to a closed, synced database) | {:.0} | the same puts in one transaction, then a checkpoint | {:.0} | {:.2} |",
+            m(&|r| per_s(r.3)),
+            m(&|r| per_s(r.0)),
+            m(&|r| r.0 / r.3)
+        ),
+    ]
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("STRATA_BENCH_WAL_CHILD") {
         wal_child(&PathBuf::from(dir));
@@ -650,6 +710,12 @@ fn main() {
     if std::env::var_os("STRATA_BENCH_ONLY_SPACE").is_some() {
         let amp = median((0..3).map(|_| space_amplification()).collect());
         println!("| directory size / live data after vacuum | {amp:.2} |");
+        return;
+    }
+    if std::env::var_os("STRATA_BENCH_ONLY_SNAPSHOT").is_some() {
+        for row in snapshot_rows() {
+            println!("{row}");
+        }
         return;
     }
     if std::env::var_os("STRATA_BENCH_ONLY_TWOPC").is_some() {
