@@ -599,8 +599,9 @@ impl Transaction {
     }
 
     /// Commits at timestamp `ts`, chosen by the caller instead of the
-    /// clock: a replica applying its leader's commit, or a participant
-    /// told the timestamp by a protocol above. Otherwise as
+    /// clock: a participant told the timestamp by a protocol above (a
+    /// replica applying a log already decided uses
+    /// [`commit_applying`](Self::commit_applying)). Otherwise as
     /// [`commit`](Self::commit): durable, then visible once the clock's
     /// `earliest` has passed `ts` (commit wait), and `CommitInfo::ts` is
     /// `ts` (`ZERO` if the transaction wrote nothing: nothing is stamped).
