@@ -287,9 +287,12 @@ impl Db {
     /// [`commit_prepared_at`](Db::commit_prepared_at), recording the
     /// applied log `index` of the decision's entry with it, atomically (as
     /// [`Transaction::set_applied_index`] does for a commit): a replica
-    /// applying a decision entry of its log. `IndexRefused` (the
-    /// transaction still prepared) unless `index` is above the one
-    /// recorded.
+    /// applying a decision entry of its log. As
+    /// [`Transaction::commit_applying`], the outcome is the data's alone:
+    /// the clock is not read (no bound on how far ahead `ts` lies, no
+    /// commit wait) and `ts` is taken even below the prepare timestamp,
+    /// which is this replica's own. `IndexRefused` (the transaction still
+    /// prepared) unless `index` is above the one recorded.
     pub fn commit_prepared_applying(&self, gid: &str, ts: Timestamp, index: u64) -> Result<()> {
         crate::txn::prepare::decide(self.core(), gid, (true, Some(ts)), Some(index))
     }

@@ -652,3 +652,248 @@ fn a_power_loss_keeps_every_acknowledged_append_vote_and_truncation() {
     want.extend(span(2, 6..=8));
     after_power_loss(&fs, dir, &want, Some(vote));
 }
+
+/// The segment files of the log in `dir`, in order.
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+#[test]
+fn a_damaged_segment_header_is_corruption_not_a_torn_create() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    {
+        let mut log = LogStore::open(&dir, Default::default()).expect("open");
+        append(&rt, &mut log, blanks(1, 0..5));
+    }
+    let segs = segment_files(&dir);
+    assert_eq!(segs.len(), 1);
+    let mut b = std::fs::read(&segs[0]).expect("read");
+    // One flipped bit in the magic: the header was synced before any
+    // frame, so this is damage, not a creation cut short.
+    b[0] ^= 0x01;
+    std::fs::write(&segs[0], b).expect("write");
+    match LogStore::open(&dir, Default::default()) {
+        Err(Error::Corruption { file, offset, .. }) => {
+            assert_eq!(
+                (file, offset),
+                (segs[0].clone(), 0),
+                "names file and offset"
+            )
+        }
+        r => panic!("a damaged header must be Corruption: {r:?}"),
+    }
+    assert!(segs[0].exists(), "the segment and its entries are kept");
+}
+
+#[test]
+fn a_power_loss_inside_truncate_keeps_the_entries_below_the_cut() {
+    use std::sync::Arc;
+    use strata::fault::FaultFs;
+    let rt = rt();
+    let dir = Path::new("/node/raft");
+    // Each step of the truncation, each with 16 power-loss images.
+    for n in 1..=12u64 {
+        let fs = Arc::new(FaultFs::new());
+        let mut log = LogStore::open_vfs(fs.clone(), dir, Default::default()).expect("open");
+        log.set_segment_size(200);
+        append(&rt, &mut log, blanks(1, 0..12));
+        assert!(log.segment_paths().len() >= 3, "the cut spans segments");
+        fs.crash_at(fs.ops() + n);
+        let done = rt.block_on(log.truncate(id(1, 2))).is_ok();
+        for seed in 0..16 {
+            let img = Arc::new(fs.power_loss_image(seed));
+            let back = LogStore::open_vfs(img, dir, Default::default()).expect("reopen");
+            let got = indexes(&back);
+            assert!(
+                got.len() >= 2,
+                "crash at step {n} seed {seed}: 0 and 1 kept"
+            );
+            // A prefix of the log: below the cut all there, past it (the
+            // truncation cut short) whatever is left runs on without a gap.
+            assert_eq!(
+                got,
+                span(1, 0..=got.len() as u64 - 1),
+                "crash at step {n} seed {seed}: a prefix of the log"
+            );
+            if done {
+                assert_eq!(got, span(1, 0..=1), "step {n} seed {seed}: truncated");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_gap_in_the_log_is_corruption() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("raft");
+    {
+        let mut log = LogStore::open(&dir, Default::default()).expect("open");
+        log.set_segment_size(200);
+        append(&rt, &mut log, blanks(1, 0..12));
+    }
+    let segs = segment_files(&dir);
+    assert!(segs.len() >= 3);
+    std::fs::remove_file(&segs[1]).expect("remove");
+    match LogStore::open(&dir, Default::default()) {
+        Err(Error::Corruption { file, offset, .. }) => {
+            assert_eq!(file, segs[2], "names the segment after the gap");
+            assert_eq!(offset, 24, "and its first frame");
+        }
+        r => panic!("a gap must be Corruption: {r:?}"),
+    }
+}
+
+#[test]
+fn a_failed_write_path_poisons_the_log() {
+    use std::sync::Arc;
+    use strata::fault::{FaultFs, FaultKind};
+    let rt = rt();
+    let dir = Path::new("/node/raft");
+    // Each write, sync and directory sync of an append rolling over to
+    // new segments fails in turn.
+    for n in 1..=20u64 {
+        let fs = Arc::new(FaultFs::new());
+        let mut log = LogStore::open_vfs(fs.clone(), dir, Default::default()).expect("open");
+        log.set_segment_size(200);
+        append(&rt, &mut log, blanks(1, 0..2));
+        fs.fail_at(fs.ops() + n, FaultKind::Io, false);
+        let first = rt.block_on(log.blocking_append(blanks(1, 2..10)));
+        fs.heal();
+        let mut acked = span(1, 0..=1);
+        if first.is_ok() {
+            acked = span(1, 0..=9);
+        } else {
+            let last = indexes(&log).last().map_or(0, |e| e.1);
+            let again = rt.block_on(log.blocking_append(blanks(1, last + 1..last + 4)));
+            assert!(again.is_err(), "fault at op +{n}: append after a failure");
+            assert!(
+                rt.block_on(log.truncate(id(1, 1))).is_err(),
+                "fault at op +{n}: truncate after a failure"
+            );
+            assert!(
+                rt.block_on(log.save_vote(&Vote::new_committed(2, 1)))
+                    .is_err(),
+                "fault at op +{n}: vote after a failure"
+            );
+            assert!(
+                rt.block_on(log.purge(id(1, 0))).is_err(),
+                "fault at op +{n}: purge after a failure"
+            );
+        }
+        let back = LogStore::open_vfs(Arc::new(fs.synced_image()), dir, Default::default())
+            .expect("reopen");
+        let got = indexes(&back);
+        assert!(
+            got.starts_with(&acked),
+            "fault at op +{n}: acknowledged {acked:?}, after power loss {got:?}"
+        );
+    }
+}
+
+/// A transaction entry writing `t/k` at `commit_ts`.
+fn put_k(index: u64, snapshot_ts: Timestamp, commit_ts: Timestamp) -> Entry {
+    normal(
+        1,
+        index,
+        txn(snapshot_ts, vec![], vec![put("t", "k", "v")], commit_ts),
+    )
+}
+
+#[test]
+fn a_local_read_does_not_change_a_replicated_decision() {
+    let rt = rt();
+    let (ta, tb) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (_la, mut a) = open(ta.path());
+    let (_lb, mut b) = open(tb.path());
+    let t0 = Timestamp::from_nanos(now_ts().as_nanos() - 2_000_000_000);
+    for sm in [&mut a, &mut b] {
+        rt.block_on(sm.apply(vec![blank(1, 0)])).expect("apply");
+    }
+    // Replica a serves a read at a timestamp above the next entry's: its
+    // database's high-water mark rises there, b's does not.
+    let read = a.db().begin_at(now_ts()).expect("read at now");
+    read.rollback().expect("rollback");
+    let log = vec![
+        put_k(1, t0, Timestamp::from_nanos(t0.as_nanos() + 1_000)),
+        blank(1, 2),
+    ];
+    let oa = rt.block_on(a.apply(log.clone())).expect("apply a");
+    let ob = rt.block_on(b.apply(log)).expect("apply b");
+    assert_eq!(oa, ob, "same outcomes");
+    assert!(matches!(oa[0], Outcome::Committed { .. }), "{oa:?}");
+    assert_eq!(contents(&a), contents(&b), "same rows");
+}
+
+/// A clock `behind` the system clock, exact otherwise.
+struct Behind(std::time::Duration);
+
+impl strata::clock::Clock for Behind {
+    fn now(&self) -> strata::Result<strata::clock::Interval> {
+        let t = strata::clock::FixedEpsilon::system_now()?;
+        Ok(strata::clock::Interval::around(
+            Timestamp::from_nanos(t.as_nanos() - self.0.as_nanos() as u64),
+            std::time::Duration::ZERO,
+        ))
+    }
+}
+
+#[test]
+fn clock_skew_does_not_change_a_replicated_decision() {
+    let rt = rt();
+    let (ta, tb) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (_la, mut a) = open(ta.path());
+    // b's clock is further behind than a commit may wait
+    // (COMMIT_WAIT_MAX, 1 s).
+    let slow = Options::default().clock(std::sync::Arc::new(Behind(
+        std::time::Duration::from_secs(3),
+    )));
+    let mut b = StateMachine::open(tb.path().join("sm"), slow).expect("open b");
+    let t0 = now_ts();
+    let log = vec![blank(1, 0), put_k(1, t0, now_ts()), blank(1, 2)];
+    let oa = rt.block_on(a.apply(log.clone())).expect("apply a");
+    let ob = rt.block_on(b.apply(log)).expect("apply b");
+    assert_eq!(oa, ob, "same outcomes");
+    assert!(matches!(oa[1], Outcome::Committed { .. }), "{oa:?}");
+    assert_eq!(contents(&a), contents(&b), "same rows");
+}
+
+#[test]
+fn a_snapshot_older_than_the_applied_state_is_not_installed() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(tmp.path());
+    let t0 = Timestamp::from_nanos(now_ts().as_nanos() - 2_000_000_000);
+    rt.block_on(sm.apply(vec![blank(1, 0)])).expect("apply");
+    let mut builder = rt.block_on(sm.get_snapshot_builder());
+    let old = rt.block_on(builder.build_snapshot()).expect("build");
+    let ts = Timestamp::from_nanos(t0.as_nanos() + 1_000);
+    rt.block_on(sm.apply(vec![put_k(1, t0, ts)]))
+        .expect("apply");
+    let before = (
+        rt.block_on(sm.applied_state()).expect("state"),
+        contents(&sm),
+    );
+    rt.block_on(sm.install_snapshot(&old.meta, old.snapshot))
+        .expect("install");
+    let after = (
+        rt.block_on(sm.applied_state()).expect("state"),
+        contents(&sm),
+    );
+    assert_eq!(after, before, "the applied state does not go back");
+    assert_eq!(after.0 .0, Some(id(1, 1)));
+}

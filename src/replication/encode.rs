@@ -162,6 +162,16 @@ pub fn get_opt_log_id(r: &mut Reader<'_>) -> DecodeResult<Option<LogId<u64>>> {
     }
 }
 
+/// A timestamp: nanoseconds, u64.
+pub fn put_ts(w: &mut Writer, ts: Timestamp) {
+    w.u64(ts.as_nanos());
+}
+
+/// Reads what [`put_ts`] wrote.
+pub fn get_ts(r: &mut Reader<'_>) -> DecodeResult<Timestamp> {
+    Ok(Timestamp::from_nanos(r.u64()?))
+}
+
 /// `flag | term u64 | node u64 | committed u8` for an optional vote.
 pub fn put_opt_vote(w: &mut Writer, v: Option<&Vote<u64>>) {
     match v {

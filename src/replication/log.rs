@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::{LogId, Vote};
+use parking_lot::Mutex;
 
 use super::encode::{self, Reader, Writer, RAFT_LOG_VERSION};
 use super::Entry;
@@ -73,6 +74,44 @@ impl PurgeBound {
     }
 }
 
+/// The log's poisoning: the first failure on its write path. Once set,
+/// every later append, truncation, purge and vote fails with
+/// `Error::Poisoned`, as the engine's WAL does after a failed fsync: the
+/// log can no longer say what is on disk (a retried fsync may report
+/// success for pages the failed one lost). Every fsync of a segment goes
+/// through [`sync`](Self::sync), under its lock, so none can succeed after
+/// one has failed.
+#[derive(Clone, Debug, Default)]
+pub struct Poison(Arc<Mutex<Option<String>>>);
+
+impl Poison {
+    /// `Error::Poisoned` if poisoned.
+    pub fn check(&self) -> Result<()> {
+        match &*self.0.lock() {
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Poisons the log with `e`, unless poisoned already.
+    pub fn set(&self, e: &Error) {
+        self.0.lock().get_or_insert_with(|| e.to_string());
+    }
+
+    /// Syncs `f`, unless poisoned; a failure poisons.
+    pub fn sync(&self, f: &dyn VfsFile) -> Result<()> {
+        let mut g = self.0.lock();
+        if let Some(cause) = &*g {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        f.sync().inspect_err(|e| *g = Some(e.to_string()))
+    }
+}
+
 /// Where an entry's frame lies.
 #[derive(Clone, Copy, Debug)]
 struct Loc {
@@ -105,6 +144,7 @@ pub struct RaftLog {
     purged_physical: Option<LogId<u64>>,
     bound: PurgeBound,
     segment_size: u64,
+    poison: Poison,
 }
 
 fn seg_path(dir: &Path, seq: u64) -> PathBuf {
@@ -119,10 +159,19 @@ fn header(magic: &[u8; 8], seq: u64) -> [u8; HDR as usize] {
     h
 }
 
-/// Checks a header; `Ok(false)` when it is missing or torn.
+/// Checks a header; `Ok(false)` when it is torn: cut short, or all
+/// zeros. Anything else that is not this header is damage (the header is
+/// synced before anything follows it): `Corruption` with file and offset.
 fn header_ok(h: &[u8], magic: &[u8; 8], seq: u64, p: &Path) -> Result<bool> {
-    if h.len() < HDR as usize || h.iter().all(|&b| b == 0) || &h[..8] != magic {
+    if h.len() < HDR as usize || h[..HDR as usize].iter().all(|&b| b == 0) {
         return Ok(false);
+    }
+    if &h[..8] != magic {
+        return Err(Error::corruption(
+            p,
+            0,
+            format!("magic {:02x?}, not {:02x?}", &h[..8], magic),
+        ));
     }
     let version = u32_at(h, 8).unwrap_or(0);
     if version != RAFT_LOG_VERSION {
@@ -151,10 +200,35 @@ fn read_all(f: &dyn VfsFile) -> Result<Vec<u8>> {
     Ok(b)
 }
 
-/// Whether a whole, checksummed frame starts anywhere in `b`.
+/// Whether a whole, checksummed frame starts anywhere in `b`. Only
+/// offsets whose length field fits what follows are checksummed, and no
+/// more than [`SCAN_BUDGET`] times `b`'s length in all: past that (a
+/// crafted tail, not a torn one) the answer is yes, and the log is
+/// refused rather than cut.
 fn whole_frame_in(b: &[u8]) -> bool {
-    (0..b.len()).any(|i| matches!(unframe(&b[i..]), Framed::Ok(..)))
+    let mut budget = (b.len() as u64).saturating_mul(SCAN_BUDGET);
+    for i in 0..b.len() {
+        let Some(len) = u32_at(b, i) else {
+            return false;
+        };
+        let len = len as usize;
+        if len == 0 || len > WAL_RECORD_MAX || b.len() - i < FRAME_HDR + len {
+            continue;
+        }
+        budget = match budget.checked_sub(len as u64) {
+            Some(left) => left,
+            None => return true,
+        };
+        if matches!(unframe(&b[i..]), Framed::Ok(..)) {
+            return true;
+        }
+    }
+    false
 }
+
+/// Bytes checksummed per byte of a torn tail, at most, looking for a
+/// whole frame after it.
+const SCAN_BUDGET: u64 = 16;
 
 impl RaftLog {
     /// Opens (creating) the log in `dir`, recovering from a torn tail.
@@ -184,6 +258,7 @@ impl RaftLog {
             purged_physical: None,
             bound,
             segment_size: RAFT_SEGMENT_SIZE,
+            poison: Poison::default(),
         };
         log.read_meta()?;
         log.purged = log.purged_physical;
@@ -266,6 +341,19 @@ impl RaftLog {
         let file: Arc<dyn VfsFile> = Arc::from(self.vfs.open(&p, false)?);
         let b = read_all(file.as_ref())?;
         if !header_ok(&b, SEG_MAGIC, seq, &p)? {
+            // A torn header: the segment's creation was cut short — unless
+            // bytes follow, which were written after it was synced.
+            if let Some(at) = b
+                .iter()
+                .position(|&x| x != 0)
+                .filter(|_| b.len() > HDR as usize)
+            {
+                return Err(Error::corruption(
+                    &p,
+                    at as u64,
+                    "bytes in a segment whose header is zeros",
+                ));
+            }
             if last {
                 // Created just before a crash: nothing in it was acknowledged.
                 drop(file);
@@ -286,7 +374,7 @@ impl RaftLog {
                         seg: seq,
                         off: off as u64,
                         len: n as u64,
-                    });
+                    })?;
                     off += n;
                 }
                 Framed::End if rest.iter().all(|&x| x == 0) => break,
@@ -305,7 +393,7 @@ impl RaftLog {
         if off < b.len() {
             // The torn tail is cut, durably, before anything is appended.
             file.set_len(off as u64)?;
-            file.sync()?;
+            self.poison.sync(file.as_ref())?;
         }
         self.segments.insert(
             seq,
@@ -318,24 +406,36 @@ impl RaftLog {
     }
 
     /// Takes a frame into the entries held, in the order frames were
-    /// written: one at or below the last entry replaces it and what
-    /// follows (a truncation written as an append), one past a gap starts
-    /// the log anew; one at or below the physical purge point is gone.
-    fn place(&mut self, loc: Loc) {
+    /// written: one at or below the physical purge point is gone; one at
+    /// or below the last entry replaces it and what follows (a truncation
+    /// written as an append); otherwise it must follow the last entry (or
+    /// the purge point, if none is held). A gap the purge point does not
+    /// explain is damage — entries acknowledged once are missing —
+    /// `Corruption` naming the frame, never a log started anew.
+    fn place(&mut self, loc: Loc) -> Result<()> {
         let index = loc.log_id.index;
+        if self.purged_physical.is_some_and(|p| index <= p.index) {
+            return Ok(());
+        }
         while self.locs.back().is_some_and(|b| b.log_id.index >= index) {
             self.locs.pop_back();
         }
-        if self
-            .locs
-            .back()
-            .is_some_and(|b| b.log_id.index + 1 != index)
-        {
-            self.locs.clear();
+        let after = match self.locs.back() {
+            Some(b) => Some(b.log_id.index),
+            None => self.purged_physical.map(|p| p.index),
+        };
+        if let Some(after) = after.filter(|&a| a + 1 != index) {
+            return Err(Error::corruption(
+                seg_path(&self.dir, loc.seg),
+                loc.off,
+                format!(
+                    "entry {} follows entry {after}: the entries between are missing",
+                    loc.log_id
+                ),
+            ));
         }
-        if self.purged_physical.is_none_or(|p| index > p.index) {
-            self.locs.push_back(loc);
-        }
+        self.locs.push_back(loc);
+        Ok(())
     }
 
     /// The vote saved last.
@@ -345,9 +445,23 @@ impl RaftLog {
 
     /// Saves the vote, durably, before returning.
     pub fn save_vote(&mut self, vote: &Vote<u64>) -> Result<()> {
-        self.write_meta(Some(vote), self.purged_physical.as_ref())?;
-        self.vote = Some(*vote);
-        Ok(())
+        self.guarded(|log| {
+            log.write_meta(Some(vote), log.purged_physical.as_ref())?;
+            log.vote = Some(*vote);
+            Ok(())
+        })
+    }
+
+    /// The log's poisoning (the flusher syncs through it).
+    pub fn poison(&self) -> Poison {
+        self.poison.clone()
+    }
+
+    /// Runs `f`, a step on the write path, unless the log is poisoned; an
+    /// error of `f` poisons it.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.poison.check()?;
+        f(self).inspect_err(|e| self.poison.set(e))
     }
 
     /// The purge point (openraft's: logical) and the last entry's id (or
@@ -423,9 +537,28 @@ impl RaftLog {
     /// placed as [`place`](Self::place) says: openraft appends after the
     /// last entry, or after truncating, or past a purge point beyond every
     /// entry.
+    /// An entry too large is refused before anything is written; any
+    /// other failure poisons the log.
     pub fn append(&mut self, entries: &[Entry]) -> Result<Vec<Arc<dyn VfsFile>>> {
-        let mut dirty: Vec<Arc<dyn VfsFile>> = Vec::new();
+        self.poison.check()?;
+        let mut payloads = Vec::with_capacity(entries.len());
         for e in entries {
+            let payload = encode::encode_entry(e);
+            if payload.len() > WAL_RECORD_MAX {
+                return Err(Error::ValueTooLarge { len: payload.len() });
+            }
+            payloads.push(payload);
+        }
+        self.guarded(|log| log.append_encoded(entries, &payloads))
+    }
+
+    fn append_encoded(
+        &mut self,
+        entries: &[Entry],
+        payloads: &[Vec<u8>],
+    ) -> Result<Vec<Arc<dyn VfsFile>>> {
+        let mut dirty: Vec<Arc<dyn VfsFile>> = Vec::new();
+        for (e, payload) in entries.iter().zip(payloads) {
             if self
                 .locs
                 .back()
@@ -433,15 +566,25 @@ impl RaftLog {
             {
                 // Overwriting: cut the old suffix off the disk first, so no
                 // replaced frame lies before the new one.
-                self.truncate(e.log_id.index)?;
+                self.truncate_from(e.log_id.index)?;
                 dirty.retain(|f| self.segments.values().any(|s| Arc::ptr_eq(&s.file, f)));
             }
-            let payload = encode::encode_entry(e);
-            if payload.len() > WAL_RECORD_MAX {
-                return Err(Error::ValueTooLarge { len: payload.len() });
+            let after = match self.locs.back() {
+                Some(b) => Some(b.log_id.index),
+                None => self.purged_physical.map(|p| p.index),
+            };
+            if after.is_some_and(|a| a + 1 < e.log_id.index) {
+                match self.purged {
+                    Some(p) if p.index + 1 == e.log_id.index => self.purge_past(p)?,
+                    _ => {
+                        return Err(Error::Unsupported(
+                            "an append leaving a gap in the Raft log",
+                        ))
+                    }
+                }
             }
             let mut buf = Vec::with_capacity(payload.len() + FRAME_HDR);
-            frame(&payload, &mut buf);
+            frame(payload, &mut buf);
             let seq = self.writable_segment(buf.len() as u64)?;
             let Some(s) = self.segments.get_mut(&seq) else {
                 return Err(Error::corruption(
@@ -461,7 +604,7 @@ impl RaftLog {
             if !dirty.iter().any(|f| Arc::ptr_eq(f, &s.file)) {
                 dirty.push(s.file.clone());
             }
-            self.place(loc);
+            self.place(loc)?;
         }
         Ok(dirty)
     }
@@ -483,21 +626,29 @@ impl RaftLog {
         if let Some((_, s)) = self.segments.last_key_value() {
             // The full segment is synced before the next starts: only the
             // last segment may have a torn tail.
-            s.file.sync()?;
+            self.poison.sync(s.file.as_ref())?;
         }
         let p = seg_path(&self.dir, seq);
         let f: Arc<dyn VfsFile> = Arc::from(self.vfs.open(&p, true)?);
         f.set_len(0)?;
         f.write_at(&header(SEG_MAGIC, seq), 0)?;
-        f.sync()?;
+        self.poison.sync(f.as_ref())?;
         self.vfs.sync_dir(&self.dir)?;
         self.segments.insert(seq, Segment { file: f, len: HDR });
         Ok(())
     }
 
-    /// Removes the entries from `index` on, durably, before returning: the
-    /// segment holding the first is cut at its frame, later ones deleted.
+    /// Removes the entries from `index` on, durably, before returning:
+    /// later segments are deleted from the last back, the directory synced
+    /// after each, then the segment holding the first is cut at its frame.
+    /// So at every step the disk holds a prefix of the log — a power loss
+    /// inside leaves no gap, at most entries past `index` that the
+    /// truncation, not having returned, had not yet removed.
     pub fn truncate(&mut self, index: u64) -> Result<()> {
+        self.guarded(|log| log.truncate_from(index))
+    }
+
+    fn truncate_from(&mut self, index: u64) -> Result<()> {
         let Some(front) = self.locs.front() else {
             return Ok(());
         };
@@ -515,32 +666,40 @@ impl RaftLog {
             .segments
             .range(loc.seg + 1..)
             .map(|(&k, _)| k)
+            .rev()
             .collect();
         for seq in later {
             self.segments.remove(&seq);
             self.vfs.remove(&seg_path(&self.dir, seq))?;
+            self.vfs.sync_dir(&self.dir)?;
         }
         if let Some(s) = self.segments.get_mut(&loc.seg) {
             s.file.set_len(loc.off)?;
-            s.file.sync()?;
+            self.poison.sync(s.file.as_ref())?;
             s.len = loc.off;
         }
-        self.vfs.sync_dir(&self.dir)
+        Ok(())
     }
 
     /// Purges the entries up to `log_id`: at once from what is read, and
     /// from the disk as far as the purge bound allows.
     pub fn purge(&mut self, log_id: LogId<u64>) -> Result<()> {
-        if self.purged.is_some_and(|p| p.index >= log_id.index) {
-            return Ok(());
-        }
-        self.purged = Some(log_id);
-        self.purge_physical()
+        self.guarded(|log| {
+            if log.purged.is_some_and(|p| p.index >= log_id.index) {
+                return Ok(());
+            }
+            log.purged = Some(log_id);
+            log.purge_allowed()
+        })
     }
 
     /// Deletes what the logical purge point and the bound allow: the meta
     /// file names the new point first, then whole segments go.
     pub fn purge_physical(&mut self) -> Result<()> {
+        self.guarded(Self::purge_allowed)
+    }
+
+    fn purge_allowed(&mut self) -> Result<()> {
         let (Some(want), Some(allowed)) = (self.purged, self.bound.allowed()) else {
             return Ok(());
         };
@@ -567,6 +726,17 @@ impl RaftLog {
         {
             self.locs.pop_front();
         }
+        self.drop_purged_segments()
+    }
+
+    /// Makes `point`, a purge point past every entry held, the physical
+    /// one: openraft appends past such a point after installing a snapshot
+    /// there, so the state machine holds everything up to it. The disk then
+    /// never holds a gap the purge point does not explain.
+    fn purge_past(&mut self, point: LogId<u64>) -> Result<()> {
+        self.write_meta(self.vote.as_ref(), Some(&point))?;
+        self.purged_physical = Some(point);
+        self.locs.clear();
         self.drop_purged_segments()
     }
 

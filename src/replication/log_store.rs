@@ -11,8 +11,12 @@
 //! durable through the callback ([`LogFlushed`]), which the flusher calls
 //! only after syncing every file the batch touched. Appends arriving while
 //! a sync runs wait for the next one together: one fsync for all of them.
-//! A failed sync fails its callbacks and every later append (the log can
-//! no longer say what is on disk).
+//! Any failure on the write path — a failed sync, here or in the log, a
+//! failed write, truncation, purge or vote — poisons the log
+//! ([`Poison`]): the callbacks waiting fail, and so does every later
+//! append, truncation, purge and vote (the log can no longer say what is
+//! on disk). An append that fails still calls its callback, with the
+//! error.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -24,7 +28,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, LogId, StorageError, StorageIOError, Vote};
 use parking_lot::{Condvar, Mutex};
 
-use super::log::{PurgeBound, RaftLog};
+use super::log::{Poison, PurgeBound, RaftLog};
 use super::{blocking, Entry, TypeConfig};
 use crate::error::{Error, Result};
 use crate::io::{RealFs, Vfs, VfsFile};
@@ -36,7 +40,6 @@ struct Queue {
     files: Vec<Arc<dyn VfsFile>>,
     callbacks: Vec<LogFlushed<TypeConfig>>,
     stop: bool,
-    failed: Option<String>,
     /// Syncs done (for tests: appends sharing them).
     syncs: u64,
 }
@@ -44,6 +47,9 @@ struct Queue {
 struct Flusher {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// The log's: every sync goes through it, and once poisoned the
+    /// callbacks fail without a sync.
+    poison: Poison,
 }
 
 impl Flusher {
@@ -62,20 +68,14 @@ impl Flusher {
                     std::mem::take(&mut q.callbacks),
                 )
             };
-            let mut result = Ok(());
+            let mut result = self.poison.check().map_err(|e| e.to_string());
             for f in &files {
-                if let Err(e) = f.sync() {
-                    result = Err(e.to_string());
+                if result.is_err() {
                     break;
                 }
+                result = self.poison.sync(f.as_ref()).map_err(|e| e.to_string());
             }
-            {
-                let mut q = self.queue.lock();
-                q.syncs += 1;
-                if let Err(e) = &result {
-                    q.failed = Some(e.clone());
-                }
-            }
+            self.queue.lock().syncs += 1;
             for cb in callbacks {
                 cb.log_io_completed(result.clone().map_err(std::io::Error::other));
             }
@@ -140,6 +140,7 @@ impl LogStore {
         let flusher = Arc::new(Flusher {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            poison: log.poison(),
         });
         let f = flusher.clone();
         let thread = std::thread::Builder::new()
@@ -210,7 +211,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
-        let (last_purged_log_id, last_log_id) = self.shared.log.lock().state();
+        // The log's lock is held across fsyncs: waited for on the blocking
+        // pool, not on a runtime thread (so for every call here).
+        let shared = self.shared.clone();
+        let (last_purged_log_id, last_log_id) =
+            blocking(move || Ok(shared.log.lock().state()), read_err).await?;
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -228,7 +233,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<u64>>> {
-        Ok(self.shared.log.lock().vote())
+        let shared = self.shared.clone();
+        blocking(move || Ok(shared.log.lock().vote()), vote_err).await
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoreResult<()>
@@ -240,15 +246,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let shared = self.shared.clone();
         blocking(
             move || {
-                if let Some(cause) = shared.flusher.queue.lock().failed.clone() {
-                    return Err(Error::Poisoned { cause });
-                }
                 let files = {
                     let mut log = shared.log.lock();
-                    let files = log.append(&entries)?;
-                    // A purge the bound held back may go further now.
-                    log.purge_physical()?;
-                    files
+                    let written = log.append(&entries).and_then(|files| {
+                        // A purge the bound held back may go further now.
+                        log.purge_physical().map(|()| files)
+                    });
+                    match written {
+                        Ok(files) => files,
+                        Err(e) => {
+                            // Told, not dropped: openraft waits on it.
+                            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                            return Err(e);
+                        }
+                    }
                 };
                 let mut q = shared.flusher.queue.lock();
                 for f in files {

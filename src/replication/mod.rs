@@ -35,7 +35,23 @@
 //! callbacks. Truncation and vote are synced before they return. A torn
 //! last frame is cut on opening; a bad frame followed by a whole one, or
 //! in any segment but the last, is `Error::Corruption` with file and
-//! offset (openraft sees it as a storage error).
+//! offset (openraft sees it as a storage error). So is a segment header
+//! that is neither this segment's nor torn (cut short or zeros: a creation
+//! cut short, since the header is synced before any frame), and a gap in
+//! the indexes the purge point does not explain: recovery never drops
+//! entries to make the log whole. Truncation deletes the later segments
+//! from the last back, syncing the directory after each, before cutting
+//! the segment holding the first entry removed, so at every step the disk
+//! holds a prefix of the log (recording the cut in the meta file first
+//! would do too, at the price of a meta write per truncation and a format
+//! change; the order alone costs a directory sync per segment deleted,
+//! and truncations are rare). Any failure on the write path — a write,
+//! an fsync (the flusher's or the log's own), a truncation, a purge, a
+//! vote — poisons the log: every later append, truncation, purge and vote
+//! fails, and callbacks waiting fail, as the engine's WAL does after a
+//! failed fsync (a retried fsync may report success for pages the failed
+//! one lost). All fsyncs of segments go through one lock that keeps the
+//! first failure, so none succeeds after one has failed.
 //!
 //! **Apply** (state_machine.rs). Raft index `i` is the database's applied
 //! index `i + 1` (the database's 0 means "none"; openraft's first index is
@@ -44,12 +60,21 @@
 //! - a transaction (snapshot timestamp, read ranges, write set, commit
 //!   timestamp) runs in a nowait transaction: every read range and written
 //!   key is checked with `changed_since(snapshot)`; a change is
-//!   `SerializationFailure`, a held row `LockNotAvailable`; otherwise it
-//!   writes, records the index (`set_applied_index`) and commits at the
-//!   entry's timestamp (`commit_at`), under `Eventual`;
+//!   `SerializationFailure`, a held row `LockNotAvailable`, a commit
+//!   timestamp not above the newest the log gave before
+//!   `TimestampRefused`; otherwise it writes, records the index
+//!   (`set_applied_index`) and commits at the entry's timestamp
+//!   (`Transaction::commit_applying`), under `Eventual`;
 //! - prepare (gid + the same) validates and writes the same way, then
 //!   prepares; commit-prepared and rollback-prepared use
 //!   `commit_prepared_applying` / `rollback_prepared_applying`;
+//! - nothing of the replica's own decides: `commit_applying` and
+//!   `commit_prepared_applying` read no clock (a replica whose clock is
+//!   off by more than a commit may wait still applies its leader's
+//!   timestamps) and take the entry's timestamp even at or below the
+//!   database's high-water mark, which a local read as of a timestamp
+//!   raises (the mark still rises to it). The newest timestamp the log
+//!   gave is the state machine's, kept in the `_raft/applied` row;
 //! - a refusal the data decided ([`is_decision`]) is the entry's outcome,
 //!   [`Outcome::Aborted`], and the entry still records its index (nothing
 //!   else); a failure of this replica (I/O, damage) stops the state
@@ -61,8 +86,8 @@
 //! of the one before) and the last membership with its log id, written in
 //! the same transaction as the entry (blank and membership entries, and
 //! refused ones, get a transaction of their own, stamped just above the
-//! newest timestamp: the same on every replica, since timestamps come from
-//! the log). So `applied_state` after a restart is the database alone,
+//! newest timestamp the log gave, kept in the applied row: the same on
+//! every replica, whatever its clock or its local reads). So `applied_state` after a restart is the database alone,
 //! atomically: `Db::applied_index()` says which entry, the row its term,
 //! the other row the membership — whatever the log kept or purged, and
 //! after a snapshot install with no log at all. (Prepare and the
@@ -82,7 +107,17 @@
 //! before the rename of `CURRENT` leaves the old database current and the
 //! new directory an orphan; after it, the new one is current and the old
 //! an orphan; orphans are removed at the next open. Either way the Raft
-//! log still holds what the current database needs.
+//! log still holds what the current database needs. A snapshot at or
+//! below the entry applied is ignored: the applied state never goes back.
+//!
+//! **Reads on a follower** must stay at or below the timestamps it has
+//! applied. A read as of `T` raises the database's mark to `T` so that no
+//! later commit lands at or below it; applying takes the leader's
+//! timestamp regardless (a replica may not refuse what its log decided),
+//! so a read served above what was applied could see a later entry land
+//! beneath it and answer differently when asked again. The replicated
+//! handle (not yet built) enforces it; `Db::begin_at` on the state
+//! machine's database does not.
 //!
 //! **Another consensus library** drives the same core hooks. A Multi-Paxos
 //! replica applies each chosen slot in order exactly as [`StateMachine`]
@@ -96,9 +131,12 @@
 //! **Not yet / weak.** No network, no `Raft` node assembled, no
 //! replicated handle (leader reads at a snapshot, proposes commands).
 //! Snapshots are built and held in memory. The prepare timestamp is the
-//! replica's own clock (the core has no prepare at a chosen timestamp), so
-//! a commit timestamp between two replicas' prepare timestamps would be
-//! refused on one only. An entry is at most `WAL_RECORD_MAX` encoded.
+//! replica's own clock (the core has no prepare at a chosen timestamp):
+//! the decision is applied at the log's timestamp even below it (so no
+//! replica refuses it), but a replica whose clock runs behind the mark by
+//! more than a commit may wait fails the prepare with `ClockUncertain`,
+//! stopping its state machine. `SnapshotTooOld` depends on the replica's
+//! history retention: replicas must keep the same. An entry is at most `WAL_RECORD_MAX` encoded.
 //! `save_committed` is not kept (openraft then re-applies from the applied
 //! index when the leader says what is committed).
 

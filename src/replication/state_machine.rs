@@ -23,7 +23,6 @@ use super::log::PurgeBound;
 use super::{blocking, Entry, TypeConfig};
 use crate::clock::Timestamp;
 use crate::error::{Conflict, Error, Result};
-use crate::mvcc::commit_ts;
 use crate::options::{Durability, Isolation, Options};
 use crate::snapshot::ExportOptions;
 use crate::txn::Transaction;
@@ -32,7 +31,8 @@ use crate::Db;
 /// The table holding the state machine's own rows, written in the same
 /// transactions as the entries they describe. Commands may not write it.
 pub const SYSTEM_TABLE: &str = "_raft";
-/// `_raft` row: the log id of the last entry applied, and of the one before.
+/// `_raft` row: the log id of the last entry applied, and of the one
+/// before, and the newest timestamp the applied entries gave.
 const APPLIED_KEY: &[u8] = b"applied";
 /// `_raft` row: the last membership applied, with its entry's log id.
 const MEMBERSHIP_KEY: &[u8] = b"membership";
@@ -62,7 +62,11 @@ struct Inner {
     /// The last entry applied (`None`: none), from the `_raft` row.
     applied: Option<LogId<u64>>,
     membership: Membership,
-    /// The highest timestamp the database has assigned.
+    /// The newest timestamp the applied entries gave: of the transactions
+    /// committed, and of every commit-prepared entry (never a prepare's,
+    /// which is this replica's own), from the `_raft/applied` row. The
+    /// same on every replica: the log's, never the database's mark, which
+    /// local reads raise.
     newest: Timestamp,
     current: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
     snapshots: u64,
@@ -145,12 +149,17 @@ fn get_row(db: &Db, key: &[u8]) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// What the `_raft` rows say: the last applied log id, the membership,
+/// the newest timestamp the log gave.
+type State = (Option<LogId<u64>>, Membership, Timestamp);
+
 /// Reads the `_raft` rows of `db`: the last applied log id (checked
-/// against `Db::applied_index`) and membership.
-fn read_state(db: &Db) -> Result<(Option<LogId<u64>>, Membership)> {
+/// against `Db::applied_index`), membership, newest timestamp.
+fn read_state(db: &Db) -> Result<State> {
     let corrupt =
         |why: String| Error::corruption(db.path(), 0, format!("{SYSTEM_TABLE} table: {why}"));
     let index = db.applied_index()?;
+    let mut newest = Timestamp::ZERO;
     let applied = match get_row(db, APPLIED_KEY)? {
         None if index == 0 => None,
         None => return Err(corrupt(format!("no applied row at applied index {index}"))),
@@ -158,6 +167,7 @@ fn read_state(db: &Db) -> Result<(Option<LogId<u64>>, Membership)> {
             let mut r = Reader::new(&b);
             let cur = encode::get_opt_log_id(&mut r).map_err(&corrupt)?;
             let prev = encode::get_opt_log_id(&mut r).map_err(&corrupt)?;
+            newest = encode::get_ts(&mut r).map_err(&corrupt)?;
             r.finish().map_err(&corrupt)?;
             // The row is written with the entry, or just before an entry
             // whose index the core records on its own (prepare, decisions):
@@ -184,11 +194,7 @@ fn read_state(db: &Db) -> Result<(Option<LogId<u64>>, Membership)> {
             Membership::new(id, m)
         }
     };
-    Ok((applied, membership))
-}
-
-fn newest_ts(db: &Db) -> Result<Timestamp> {
-    commit_ts::high_water(&mut db.core().engine.store().read().view)
+    Ok((applied, membership, newest))
 }
 
 impl StateMachine {
@@ -220,10 +226,9 @@ impl StateMachine {
         };
         remove_orphans(&root, n)?;
         let db = Db::open_with(db_dir(&root, n), opts.clone())?;
-        let (applied, membership) = read_state(&db)?;
+        let (applied, membership, newest) = read_state(&db)?;
         let bound = PurgeBound::new();
         bound.raise(db.durable_applied_index()?);
-        let newest = newest_ts(&db)?;
         Ok(StateMachine {
             inner: Arc::new(Mutex::new(Inner {
                 root,
@@ -297,23 +302,26 @@ impl Inner {
         Ok(outcome)
     }
 
-    /// The `_raft/applied` row: this entry, and the last one applied.
-    fn applied_row(&self, id: LogId<u64>) -> Vec<u8> {
+    /// The `_raft/applied` row: this entry, the last one applied, and
+    /// `newest`, the newest timestamp given with this entry applied.
+    fn applied_row(&self, id: LogId<u64>, newest: Timestamp) -> Vec<u8> {
         let mut w = Writer::default();
         encode::put_opt_log_id(&mut w, Some(&id));
         encode::put_opt_log_id(&mut w, self.applied.as_ref());
+        encode::put_ts(&mut w, newest);
         w.0
     }
 
     /// A transaction writing only `_raft` rows — the applied row, the
     /// membership if given, the entry's index if `record` — committed just
-    /// above the newest timestamp (the same on every replica: timestamps
-    /// come from the log).
+    /// above the newest timestamp the log gave (the same on every replica,
+    /// whatever local reads did to the database's mark), as an entry is
+    /// applied: `commit_applying`.
     fn system_tx(&mut self, id: LogId<u64>, record: bool, m: Option<&Membership>) -> Result<()> {
         let t = self.db.table(SYSTEM_TABLE)?;
         let mut tx = self.db.begin_with(Isolation::Snapshot)?;
         tx.set_nowait(true);
-        tx.put(&t, APPLIED_KEY, self.applied_row(id))?;
+        tx.put(&t, APPLIED_KEY, self.applied_row(id, self.newest))?;
         if let Some(m) = m {
             let mut w = Writer::default();
             encode::put_opt_log_id(&mut w, m.log_id().as_ref());
@@ -323,12 +331,8 @@ impl Inner {
         if record {
             tx.set_applied_index(id.index + 1);
         }
-        // A read as of a timestamp on this replica may have raised the
-        // database's high water past the log's newest timestamp.
-        let newest = self.newest.max(newest_ts(&self.db)?);
-        let ts = Timestamp::from_nanos(newest.as_nanos() + 1);
-        let info = tx.commit_at(ts)?;
-        self.newest = self.newest.max(info.ts);
+        let ts = Timestamp::from_nanos(self.newest.as_nanos().saturating_add(1));
+        tx.commit_applying(ts)?;
         Ok(())
     }
 
@@ -340,6 +344,9 @@ impl Inner {
                 self.prepare(id, gid, body)
             }
             Command::CommitPrepared { gid, ts } => {
+                // The decision's timestamp counts whatever its outcome: the
+                // row written before it carries it.
+                self.newest = self.newest.max(*ts);
                 self.system_tx(id, false, None)?;
                 let r = self.db.commit_prepared_applying(gid, *ts, id.index + 1);
                 r.map(|()| Outcome::Committed { ts: *ts })
@@ -352,7 +359,7 @@ impl Inner {
         };
         match r {
             Ok(o) => {
-                if let Outcome::Committed { ts } | Outcome::Prepared { ts } = o {
+                if let Outcome::Committed { ts } = o {
                     self.newest = self.newest.max(ts);
                 }
                 Ok(o)
@@ -409,12 +416,24 @@ impl Inner {
         Ok(tx)
     }
 
+    /// A transaction entry: refused unless its timestamp is above every
+    /// one the log gave before (the log's rule, not this database's mark),
+    /// then validated, written and committed at that timestamp with the
+    /// entry's index (`commit_applying`: no clock, no local mark).
     fn transaction(&mut self, id: LogId<u64>, body: &TxnBody, ts: Timestamp) -> Result<Outcome> {
+        if ts <= self.newest {
+            return Err(Error::TimestampRefused {
+                reason: format!(
+                    "{ts} is not above {}, the newest timestamp of the log applied",
+                    self.newest
+                ),
+            });
+        }
         let mut tx = self.stage(body)?;
         let t = self.db.table(SYSTEM_TABLE)?;
-        tx.put(&t, APPLIED_KEY, self.applied_row(id))?;
+        tx.put(&t, APPLIED_KEY, self.applied_row(id, ts))?;
         tx.set_applied_index(id.index + 1);
-        let info = tx.commit_at(ts)?;
+        let info = tx.commit_applying(ts)?;
         Ok(Outcome::Committed { ts: info.ts })
     }
 
@@ -456,7 +475,13 @@ impl Inner {
 
     /// Builds a database from the snapshot in a new directory, then swaps
     /// it in by rewriting `CURRENT` (module essay, "Install").
+    /// A snapshot at or below the entry applied is ignored: the applied
+    /// state never goes back.
     fn install(&mut self, meta: &SnapshotMeta<u64, BasicNode>, bytes: Vec<u8>) -> Result<()> {
+        let index = |id: Option<LogId<u64>>| id.map_or(0, |i| i.index + 1);
+        if index(meta.last_log_id) <= index(self.applied) {
+            return Ok(());
+        }
         let n = self.dir_no + 1;
         let dir = db_dir(&self.root, n);
         // Left by an install that failed in this process (at open,
@@ -468,7 +493,7 @@ impl Inner {
         }
         crate::snapshot::import(&mut bytes.as_slice(), &dir, self.opts.clone())?;
         let db = Db::open_with(&dir, self.opts.clone())?;
-        let (applied, membership) = read_state(&db)?;
+        let (applied, membership, newest) = read_state(&db)?;
         if applied != meta.last_log_id || membership != meta.last_membership {
             return Err(Error::corruption(
                 &dir,
@@ -486,7 +511,7 @@ impl Inner {
         self.dir_no = n;
         self.applied = applied;
         self.membership = membership;
-        self.newest = newest_ts(&self.db)?;
+        self.newest = newest;
         self.bound.raise(self.db.durable_applied_index()?);
         self.current = Some((meta.clone(), bytes));
         // Another handle of the old database may still be open; it is
@@ -511,7 +536,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> StoreResult<(Option<LogId<u64>>, Membership)> {
-        Ok(self.applied())
+        // The lock is held across applies and exports: waited for on the
+        // blocking pool, not on a runtime thread.
+        let sm = self.clone();
+        blocking(move || Ok(sm.applied()), sm_err).await
     }
 
     async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<Outcome>>
@@ -547,14 +575,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self
-            .inner
-            .lock()
-            .current
-            .clone()
-            .map(|(meta, bytes)| Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(bytes)),
-            }))
+        let inner = self.inner.clone();
+        let current = blocking(move || Ok(inner.lock().current.clone()), snapshot_err).await?;
+        Ok(current.map(|(meta, bytes)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }

@@ -44,10 +44,11 @@
 //! than served without it.
 //!
 //! A replica applying its leader's commits at the leader's timestamps
-//! (`commit_at`) must not serve a read above what it applied: the raised
-//! mark would refuse the leader's next commit at or below `T`. Its reads
-//! wait for its own safe time — the timestamps it has applied — as
-//! Spanner's replicas do; `begin_at` is the local rule.
+//! (`commit_applying`, which the raised mark does not refuse) must not
+//! serve a read above what it applied: the leader's next commit may land
+//! at or below `T` and change the answer. Its reads wait for its own safe
+//! time — the timestamps it has applied — as Spanner's replicas do;
+//! `begin_at` is the local rule.
 //!
 //! With no clock (unsynchronised), a read at a `T` the database has
 //! already assigned or served is still safe: no commit can take a

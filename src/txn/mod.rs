@@ -95,6 +95,17 @@ pub(crate) fn commit_wait(inner: &Core, ts: Timestamp, reading: clock::Reading) 
     }
 }
 
+/// Where a commit's timestamp comes from.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    /// The clock (`commit`).
+    Clock,
+    /// The caller, checked against the mark and the clock (`commit_at`).
+    Chosen(Timestamp),
+    /// A replicated log, taken as it is (`commit_applying`).
+    Applying(Timestamp),
+}
+
 /// A transaction. Dropping it without `commit` rolls it back.
 pub struct Transaction {
     core: Arc<Core>,
@@ -584,12 +595,13 @@ impl Transaction {
     /// own fsync or a group commit's). With no subscriber interested the
     /// span costs a check of one atomic, and the clock is not read.
     pub fn commit(self) -> Result<CommitInfo> {
-        self.commit_with(None)
+        self.commit_with(At::Clock)
     }
 
     /// Commits at timestamp `ts`, chosen by the caller instead of the
-    /// clock: a replica applying its leader's commit, or a participant
-    /// told the timestamp by a protocol above. Otherwise as
+    /// clock: a participant told the timestamp by a protocol above (a
+    /// replica applying a log already decided uses
+    /// [`commit_applying`](Self::commit_applying)). Otherwise as
     /// [`commit`](Self::commit): durable, then visible once the clock's
     /// `earliest` has passed `ts` (commit wait), and `CommitInfo::ts` is
     /// `ts` (`ZERO` if the transaction wrote nothing: nothing is stamped).
@@ -600,10 +612,33 @@ impl Transaction {
     /// `earliest` than a commit may wait
     /// ([`COMMIT_WAIT_MAX`](crate::clock::COMMIT_WAIT_MAX)).
     pub fn commit_at(self, ts: Timestamp) -> Result<CommitInfo> {
-        self.commit_with(Some(ts))
+        self.commit_with(At::Chosen(ts))
     }
 
-    fn commit_with(mut self, at: Option<Timestamp>) -> Result<CommitInfo> {
+    /// Commits at timestamp `ts` taken from a replicated log: a replica
+    /// applying an entry whose timestamp its leader chose. Unlike
+    /// [`commit_at`](Self::commit_at) the outcome depends on nothing of
+    /// this replica's but its data: the clock is not read (no bound on how
+    /// far ahead `ts` lies, no commit wait), and `ts` is taken even if
+    /// not above the high-water mark (a read as of a timestamp served here
+    /// may have raised it); the mark still rises to `ts` if below. So every
+    /// replica applying the same entry to the same data commits it, at the
+    /// same timestamp. With [`set_applied_index`](Self::set_applied_index)
+    /// the index is recorded with the commit, as for any commit.
+    ///
+    /// What the mark no longer guards is the replica's own reads: a read
+    /// as of a timestamp at or above `ts`, served here before this commit,
+    /// would now answer differently. A replica serves reads only at or
+    /// below the timestamps it has applied.
+    ///
+    /// Refused with `Error::TimestampRefused`, the transaction rolled
+    /// back, only for `Timestamp::ZERO` and `Timestamp::MAX` (no commit
+    /// takes either).
+    pub fn commit_applying(self, ts: Timestamp) -> Result<CommitInfo> {
+        self.commit_with(At::Applying(ts))
+    }
+
+    fn commit_with(mut self, at: At) -> Result<CommitInfo> {
         let span = tracing::debug_span!(
             target: "strata::txn",
             "commit",
@@ -641,13 +676,23 @@ impl Transaction {
         }
         // The clock is read before the latch (a system call less under
         // it); the timestamp is still at least that reading's `latest`.
+        // Applying a replicated entry does not read it at all.
         let clock = &*self.core().engine.opts().clock.0;
-        let mut reading = match clock::read(clock) {
-            Ok(r) => r,
-            Err(e) => {
+        let mut reading = match at {
+            At::Applying(ts) if ts == Timestamp::ZERO || ts == Timestamp::MAX => {
                 self.abort();
-                return Err(e);
+                return Err(Error::TimestampRefused {
+                    reason: format!("{ts}: no commit takes the first or last timestamp"),
+                });
             }
+            At::Applying(_) => None,
+            At::Clock | At::Chosen(_) => match clock::read(clock) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.abort();
+                    return Err(e);
+                }
+            },
         };
         let inner = self.core();
         let poisoned_before = inner.engine.store().wal.is_poisoned();
@@ -697,8 +742,8 @@ impl Transaction {
     fn log_commit(
         &self,
         clock: &dyn clock::Clock,
-        reading: &mut clock::Reading,
-        at: Option<Timestamp>,
+        reading: &mut Option<clock::Reading>,
+        at: At,
     ) -> Result<(Lsn, Timestamp, Option<applied::Flight>)> {
         // Only a transaction that wrote has an xid to log.
         assert!(self.xid != Xid::NONE);
@@ -708,13 +753,22 @@ impl Transaction {
             .applied
             .map(|i| applied::record(&mut w.mtr, applied, i))
             .transpose()?;
-        let ts = match at {
-            None => commit_ts::stamp(&mut w.mtr, self.xid, clock, reading)?,
-            Some(ts) => {
+        let ts = match (at, reading.as_mut()) {
+            (At::Clock, Some(reading)) => commit_ts::stamp(&mut w.mtr, self.xid, clock, reading)?,
+            (At::Chosen(ts), Some(reading)) => {
                 let high = commit_ts::high_water(&mut w.mtr)?;
                 clock::check_chosen(ts, reading.now, high, Timestamp::ZERO)?;
                 commit_ts::stamp_at(&mut w.mtr, self.xid, ts)?;
                 ts
+            }
+            (At::Applying(ts), _) => {
+                commit_ts::stamp_at(&mut w.mtr, self.xid, ts)?;
+                ts
+            }
+            (At::Clock | At::Chosen(_), None) => {
+                return Err(Error::Unsupported(
+                    "a commit at the clock without a reading",
+                ))
             }
         };
         clog::set_committed(&mut w.mtr, self.xid)?;
@@ -725,11 +779,19 @@ impl Transaction {
 
     /// Once durable: waits out the commit timestamp, then makes the commit
     /// visible and counts the versions it left dead.
-    fn publish_commit(&self, lsn: Lsn, ts: Timestamp, reading: clock::Reading) -> CommitInfo {
+    fn publish_commit(
+        &self,
+        lsn: Lsn,
+        ts: Timestamp,
+        reading: Option<clock::Reading>,
+    ) -> CommitInfo {
         let inner = self.core();
         // The commit hook's seam: past every check, durable, not yet
         // visible. No latch is held, so other commits' fsyncs go on.
-        commit_wait(inner, ts, reading);
+        // (A replicated entry's leader waited out its timestamp.)
+        if let Some(reading) = reading {
+            commit_wait(inner, ts, reading);
+        }
         self.finish(Status::Committed);
         inner.engine.note_dead(self.versions.dead_if_committed());
         inner.txns.waits().finished();

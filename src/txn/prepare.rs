@@ -351,8 +351,12 @@ pub(crate) fn decide(
     inner.engine.writable()?;
     // A commit takes a timestamp as any other: no clock, no decision (the
     // transaction stays in doubt).
+    // A replica applying a decision entry (an index, a chosen timestamp)
+    // reads no clock: its outcome is the data's alone
+    // (`Db::commit_prepared_applying`).
+    let applying = index.is_some() && at.is_some();
     let clock = &*inner.engine.opts().clock.0;
-    let mut reading = if commit {
+    let mut reading = if commit && !applying {
         Some(clock::read(clock)?)
     } else {
         None
@@ -372,12 +376,17 @@ pub(crate) fn decide(
                 .map(|i| super::applied::record(&mut w.mtr, inner.txns.applied(), i))
                 .transpose()?;
             let mut ts = None;
-            if let (Some(r), true) = (reading.as_mut(), t.xid != Xid::NONE) {
-                ts = Some(match at {
-                    None => commit_ts::stamp(&mut w.mtr, t.xid, clock, r)?,
-                    Some(ts) => {
+            if commit && t.xid != Xid::NONE {
+                ts = Some(match (at, reading.as_mut()) {
+                    (Some(ts), _) => {
                         commit_ts::stamp_at(&mut w.mtr, t.xid, ts)?;
                         ts
+                    }
+                    (None, Some(r)) => commit_ts::stamp(&mut w.mtr, t.xid, clock, r)?,
+                    (None, None) => {
+                        return Err(Error::Unsupported(
+                            "a commit at the clock without a reading",
+                        ))
                     }
                 });
                 clog::set_committed(&mut w.mtr, t.xid)?;
