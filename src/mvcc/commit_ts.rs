@@ -84,6 +84,17 @@ pub(crate) fn reserve(
     Ok(ts)
 }
 
+/// Takes `ts`, a prepare timestamp a replicated log or a snapshot
+/// stream gave, as `reserve` takes one from the clock, but refusing
+/// nothing: the high-water mark rises to it if below
+/// (`Transaction::prepare_applying`).
+pub(crate) fn reserve_at(mtr: &mut Mtr<'_>, ts: Timestamp) -> Result<()> {
+    if ts > high_water(mtr)? {
+        raise(mtr, ts)?;
+    }
+    Ok(())
+}
+
 /// Records that `xid` committed at `ts`, a timestamp chosen by the caller
 /// and already checked (`Transaction::commit_at`,
 /// `Db::commit_prepared_at`); the high-water mark rises to it if below.

@@ -106,6 +106,16 @@ enum At {
     Applying(Timestamp),
 }
 
+/// Where a prepare's timestamp comes from.
+#[derive(Clone, Copy)]
+enum PrepareAt {
+    /// The clock and the high-water mark (`prepare`).
+    Clock,
+    /// A replicated log or a snapshot stream, taken as it is
+    /// (`prepare_applying`).
+    Applying(Timestamp),
+}
+
 /// A transaction. Dropping it without `commit` rolls it back.
 pub struct Transaction {
     core: Arc<Core>,
@@ -839,7 +849,39 @@ impl Transaction {
     /// the transaction is rolled back — except `PrepareOutcomeUnknown`
     /// (the log failed once the prepare record was appended): the database
     /// is poisoned, and after reopening the gid may be in doubt.
-    pub fn prepare(mut self, gid: &str) -> Result<Timestamp> {
+    pub fn prepare(self, gid: &str) -> Result<Timestamp> {
+        self.prepare_with(gid, PrepareAt::Clock)
+    }
+
+    /// Prepares as [`prepare`](Self::prepare), at the prepare timestamp
+    /// `ts` taken from a replicated log or a snapshot stream: a replica
+    /// applying a prepare entry, or an import re-preparing a transaction
+    /// carried in doubt. As [`commit_applying`](Self::commit_applying)
+    /// for a commit, the outcome depends on nothing of this database's but
+    /// its data: the clock is not read (no `ClockUncertain`, no bound on
+    /// how far ahead `ts` lies), and `ts` is taken even if not above the
+    /// high-water mark; the mark still rises to `ts` if below. `ts` is
+    /// logged with the prepare and returned, and survives restarts, as a
+    /// prepare timestamp from the clock does. Everything else is
+    /// `prepare`'s: the same checks and errors, nowait, and with
+    /// [`set_applied_index`](Self::set_applied_index) the index recorded
+    /// with the prepare.
+    ///
+    /// What the mark no longer guards is the replica's own reads: a read
+    /// as of a timestamp at or above `ts`, served here before this
+    /// prepare, would answer differently once the transaction commits at
+    /// or below it. A replica serves reads only at or below the
+    /// timestamps it has applied. A decision at a chosen timestamp is
+    /// still held to no less than `ts`
+    /// ([`Db::commit_prepared_at`](crate::Db::commit_prepared_at)).
+    ///
+    /// Refused with `Error::TimestampRefused`, the transaction rolled
+    /// back and the gid free, for `Timestamp::ZERO` and `Timestamp::MAX`.
+    pub fn prepare_applying(self, gid: &str, ts: Timestamp) -> Result<Timestamp> {
+        self.prepare_with(gid, PrepareAt::Applying(ts))
+    }
+
+    fn prepare_with(mut self, gid: &str, at: PrepareAt) -> Result<Timestamp> {
         if let Some(e) = self.doomed() {
             return Err(e);
         }
@@ -847,7 +889,7 @@ impl Transaction {
         self.core().txns.prepared().reserve(gid)?;
         self.finished = true;
         let poisoned_before = self.core().engine.store().wal.is_poisoned();
-        let r = self.prepare_reserved(gid);
+        let r = self.prepare_reserved(gid, at);
         if let Err(e) = r {
             self.core().txns.prepared().release(gid);
             self.abort();
@@ -860,10 +902,19 @@ impl Transaction {
         r
     }
 
-    fn prepare_reserved(&mut self, gid: &str) -> Result<Timestamp> {
+    fn prepare_reserved(&mut self, gid: &str, at: PrepareAt) -> Result<Timestamp> {
         let inner = self.core();
         let clock = &*inner.engine.opts().clock.0;
-        let mut reading = clock::read(clock)?;
+        // Applying a replicated prepare does not read the clock at all.
+        let mut reading = match at {
+            PrepareAt::Applying(ts) if ts == Timestamp::ZERO || ts == Timestamp::MAX => {
+                return Err(Error::TimestampRefused {
+                    reason: format!("{ts}: no prepare takes the first or last timestamp"),
+                });
+            }
+            PrepareAt::Applying(_) => None,
+            PrepareAt::Clock => Some(clock::read(clock)?),
+        };
         let mut reads = prepare::Reads::Untracked;
         if self.serializable() {
             let mut ssi = inner.txns.ssi().lock();
@@ -887,7 +938,20 @@ impl Transaction {
                 .applied
                 .map(|i| applied::record(&mut w.mtr, inner.txns.applied(), i))
                 .transpose()?;
-            entry.prepare_ts = commit_ts::reserve(&mut w.mtr, clock, &mut reading)?;
+            entry.prepare_ts = match (at, reading.as_mut()) {
+                (PrepareAt::Clock, Some(reading)) => {
+                    commit_ts::reserve(&mut w.mtr, clock, reading)?
+                }
+                (PrepareAt::Applying(ts), _) => {
+                    commit_ts::reserve_at(&mut w.mtr, ts)?;
+                    ts
+                }
+                (PrepareAt::Clock, None) => {
+                    return Err(Error::Unsupported(
+                        "a prepare at the clock without a reading",
+                    ))
+                }
+            };
             prepare::insert(&mut w.mtr, &entry)?;
             (w.commit(Kind::Pages, Op::Prepared as u8, self.xid)?, flight)
         };
