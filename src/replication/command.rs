@@ -98,9 +98,10 @@ pub enum Outcome {
         ts: Timestamp,
     },
     /// The transaction is prepared, in doubt, with this prepare
-    /// timestamp (the local one: see the module essay's gaps).
+    /// timestamp: just above the newest timestamp the log gave before the
+    /// entry, the same on every replica.
     Prepared {
-        /// Its prepare timestamp on this replica.
+        /// Its prepare timestamp.
         ts: Timestamp,
     },
     /// The prepared transaction was rolled back.

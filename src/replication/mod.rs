@@ -66,15 +66,20 @@
 //!   (`set_applied_index`) and commits at the entry's timestamp
 //!   (`Transaction::commit_applying`), under `Eventual`;
 //! - prepare (gid + the same) validates and writes the same way, then
-//!   prepares; commit-prepared and rollback-prepared use
+//!   prepares (`Transaction::prepare_applying`) at the timestamp just
+//!   above the newest the log gave: the entry carries no prepare
+//!   timestamp of its own, and that one is the log's, the same on every
+//!   replica (it does not raise the newest timestamp the log gave);
+//!   commit-prepared and rollback-prepared use
 //!   `commit_prepared_applying` / `rollback_prepared_applying`;
-//! - nothing of the replica's own decides: `commit_applying` and
-//!   `commit_prepared_applying` read no clock (a replica whose clock is
-//!   off by more than a commit may wait still applies its leader's
-//!   timestamps) and take the entry's timestamp even at or below the
-//!   database's high-water mark, which a local read as of a timestamp
-//!   raises (the mark still rises to it). The newest timestamp the log
-//!   gave is the state machine's, kept in the `_raft/applied` row;
+//! - nothing of the replica's own decides: `commit_applying`,
+//!   `prepare_applying` and `commit_prepared_applying` read no clock (a
+//!   replica whose clock is off by more than a commit may wait still
+//!   applies its leader's timestamps, and prepares at the same timestamp
+//!   as every other replica) and take the log's timestamp even at or
+//!   below the database's high-water mark, which a local read as of a
+//!   timestamp raises (the mark still rises to it). The newest timestamp
+//!   the log gave is the state machine's, kept in the `_raft/applied` row;
 //! - a refusal the data decided ([`is_decision`]) is the entry's outcome,
 //!   [`Outcome::Aborted`], and the entry still records its index (nothing
 //!   else); a failure of this replica (I/O, damage) stops the state
@@ -130,12 +135,11 @@
 //!
 //! **Not yet / weak.** No network, no `Raft` node assembled, no
 //! replicated handle (leader reads at a snapshot, proposes commands).
-//! Snapshots are built and held in memory. The prepare timestamp is the
-//! replica's own clock (the core has no prepare at a chosen timestamp):
-//! the decision is applied at the log's timestamp even below it (so no
-//! replica refuses it), but a replica whose clock runs behind the mark by
-//! more than a commit may wait fails the prepare with `ClockUncertain`,
-//! stopping its state machine. `SnapshotTooOld` depends on the replica's
+//! Snapshots are built and held in memory. A prepare entry carries no
+//! prepare timestamp: it is derived from the log (just above the newest
+//! timestamp it gave), not chosen by the leader or a coordinator, so it
+//! says nothing of the leader's clock; a coordinator needing one it chose
+//! would need the entry to carry it (a new log version). `SnapshotTooOld` depends on the replica's
 //! history retention: replicas must keep the same. An entry is at most `WAL_RECORD_MAX` encoded.
 //! `save_committed` is not kept (openraft then re-applies from the applied
 //! index when the leader says what is committed).

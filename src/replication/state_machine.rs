@@ -63,8 +63,8 @@ struct Inner {
     applied: Option<LogId<u64>>,
     membership: Membership,
     /// The newest timestamp the applied entries gave: of the transactions
-    /// committed, and of every commit-prepared entry (never a prepare's,
-    /// which is this replica's own), from the `_raft/applied` row. The
+    /// committed, and of every commit-prepared entry (not a prepare's,
+    /// which is taken just above it), from the `_raft/applied` row. The
     /// same on every replica: the log's, never the database's mark, which
     /// local reads raise.
     newest: Timestamp,
@@ -437,10 +437,17 @@ impl Inner {
         Ok(Outcome::Committed { ts: info.ts })
     }
 
+    /// A prepare entry: validated and written as a transaction entry, then
+    /// prepared with the entry's index at the timestamp just above the
+    /// newest the log gave (the entry carries none of its own): the same
+    /// on every replica, whatever its clock or its local reads
+    /// (`prepare_applying`). It does not raise `newest`: a later entry's
+    /// commit timestamp is judged as before.
     fn prepare(&mut self, id: LogId<u64>, gid: &str, body: &TxnBody) -> Result<Outcome> {
         let mut tx = self.stage(body)?;
         tx.set_applied_index(id.index + 1);
-        let ts = tx.prepare(gid)?;
+        let ts = Timestamp::from_nanos(self.newest.as_nanos().saturating_add(1));
+        let ts = tx.prepare_applying(gid, ts)?;
         Ok(Outcome::Prepared { ts })
     }
 

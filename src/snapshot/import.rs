@@ -24,8 +24,8 @@ use crate::{Db, Table};
 /// until it returns `Ok`, `dir` holds no database, whatever happens. `opts`
 /// are the options it is built with (its durability is `Eventual` while
 /// loading: the build is synced once, at the end). Prepared transactions
-/// come back in doubt, under their gids, with new prepare timestamps
-/// above the stream's newest timestamp. Damage in the stream is
+/// come back in doubt, under their gids, at the prepare timestamps the
+/// stream carries (`Transaction::prepare_applying`). Damage in the stream is
 /// `Error::Corruption` naming "stream" and the byte offset.
 ///
 /// The new database is closed when this returns; open it with `Db::open`.
@@ -213,9 +213,9 @@ fn build_in(
         build,
         opts.durability(Durability::Eventual).create(true),
     )?;
-    // The high water first: every commit and re-prepare here is stamped
-    // above the stream's newest timestamp, whatever this machine's clock
-    // says.
+    // The high water first: every commit here is stamped above the
+    // stream's newest timestamp, whatever this machine's clock says (the
+    // re-prepares take their carried timestamps, at or below it).
     raise_high_water(&db, header.newest_ts)?;
     let mut load = Loader::new(&db);
     while let Some(rec) = s.next()? {
@@ -365,12 +365,18 @@ impl<'d> Loader<'d> {
                 Some(tx) => tx,
                 None => self.db.begin_with(Isolation::Snapshot)?,
             };
-            let now = tx.prepare(&gid)?;
+            // At its carried prepare timestamp, as a replica applies one:
+            // no clock read, not refused by the mark raised above it. A
+            // stream with none (ZERO) gets one from the clock.
+            let now = if was == Timestamp::ZERO {
+                tx.prepare(&gid)?
+            } else {
+                tx.prepare_applying(&gid, was)?
+            };
             tracing::info!(
                 target: "strata::snapshot",
                 gid = gid.as_str(),
                 prepare_ts = %now,
-                exported_prepare_ts = %was,
                 exported_prepared_at_us = at_us,
                 "prepared transaction re-prepared in doubt"
             );

@@ -55,7 +55,9 @@
 //! bounds — and the list is read a third time, settled and unchanged: a
 //! decision before the writes were read would have let them change, and
 //! the export starts over. Import re-prepares each under its gid with the
-//! same writes, in doubt, for the coordinator to decide.
+//! same writes at its carried prepare timestamp
+//! (`Transaction::prepare_applying`), in doubt, for the coordinator to
+//! decide.
 //!
 //! A transaction in doubt that created, dropped or renamed a table cannot
 //! be carried: its writes to a table it created are in a table the
@@ -72,9 +74,9 @@
 //! directory beside it (`.<name>.import`) exclusively — a second import
 //! into the same target fails there rather than share it — and builds
 //! the database in it (`db`): raises the commit-timestamp high water to
-//! the stream's newest timestamp first, so that every commit and
-//! re-prepare of the build is stamped above it whatever the importing
-//! machine's clock says; loads the rows in large transactions under
+//! the stream's newest timestamp first, so that every commit of the
+//! build is stamped above it whatever the importing machine's clock says
+//! (a re-prepare takes its carried timestamp, at or below it); loads the rows in large transactions under
 //! `Durability::Eventual` (nothing is acknowledged to anyone until the
 //! end); re-prepares the prepared transactions; records the applied
 //! index; checkpoints, closes, syncs its directories, renames it into
@@ -94,12 +96,14 @@
 //! counts made to agree is `Corruption` at its offset, not an overwrite
 //! leaving fewer rows than the stream claims.
 //!
+//! Prepare timestamps are carried: a re-prepare takes the one the stream
+//! gives (a stream giving `ZERO` gets one from the clock), so a
+//! coordinator's decision at a timestamp chosen against it holds on the
+//! imported database as on the exported one.
+//!
 //! **Not carried**: history (reads as of a timestamp before the import
 //! see nothing), commit timestamps of the rows (they are re-stamped above
-//! the carried newest timestamp), prepare timestamps (a re-prepare takes
-//! a new one above the carried newest timestamp, so above the old: a
-//! coordinator committing at a chosen timestamp must choose at least the
-//! new one, which `prepared_transactions` shows), and the SIREAD marks of
+//! the carried newest timestamp), and the SIREAD marks of
 //! prepared serializable transactions. Table creations, drops or renames
 //! by a transaction in doubt are refused at export (above).
 
