@@ -290,8 +290,10 @@ impl Db {
     /// applying a decision entry of its log. As
     /// [`Transaction::commit_applying`], the outcome is the data's alone:
     /// the clock is not read (no bound on how far ahead `ts` lies, no
-    /// commit wait) and `ts` is taken even below the prepare timestamp,
-    /// which is this replica's own. `IndexRefused` (the transaction still
+    /// commit wait) and `ts` is taken even below the prepare timestamp
+    /// (one a replica took from its log with
+    /// [`Transaction::prepare_applying`] is the same on every replica, and
+    /// a log deciding at or above it is never below). `IndexRefused` (the transaction still
     /// prepared) unless `index` is above the one recorded.
     pub fn commit_prepared_applying(&self, gid: &str, ts: Timestamp, index: u64) -> Result<()> {
         crate::txn::prepare::decide(self.core(), gid, (true, Some(ts)), Some(index))

@@ -873,6 +873,72 @@ fn clock_skew_does_not_change_a_replicated_decision() {
 }
 
 #[test]
+fn clock_skew_does_not_change_a_replicated_prepare_or_its_timestamp() {
+    let rt = rt();
+    let (ta, tb) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (_la, mut a) = open(ta.path());
+    // b's clock is further behind than a commit may wait
+    // (COMMIT_WAIT_MAX, 1 s): a prepare at its clock would be refused
+    // (its mark is at the committed entry's timestamp) or land lower.
+    let slow = Options::default().clock(std::sync::Arc::new(Behind(
+        std::time::Duration::from_secs(3),
+    )));
+    let mut b = StateMachine::open(tb.path().join("sm"), slow).expect("open b");
+    let t0 = now_ts();
+    let commit_ts = now_ts();
+    let log = vec![
+        blank(1, 0),
+        put_k(1, t0, commit_ts),
+        normal(
+            1,
+            2,
+            Command::Prepare {
+                gid: "g".into(),
+                body: TxnBody {
+                    snapshot_ts: commit_ts,
+                    reads: vec![],
+                    writes: vec![put("t", "p", "1")],
+                },
+            },
+        ),
+        blank(1, 3),
+    ];
+    let oa = rt.block_on(a.apply(log.clone())).expect("apply a");
+    let ob = rt.block_on(b.apply(log)).expect("apply b");
+    assert_eq!(oa, ob, "same outcomes");
+    // Just above the newest timestamp the log gave: the committed entry's.
+    let want = Timestamp::from_nanos(commit_ts.as_nanos() + 1);
+    assert_eq!(oa[2], Outcome::Prepared { ts: want }, "{oa:?}");
+    let listed = |sm: &StateMachine| -> Vec<(String, Timestamp)> {
+        sm.db()
+            .prepared_transactions()
+            .expect("list")
+            .into_iter()
+            .map(|p| (p.gid, p.prepare_ts))
+            .collect()
+    };
+    assert_eq!(listed(&a), vec![("g".to_string(), want)]);
+    assert_eq!(listed(&a), listed(&b), "same prepare timestamps");
+    // The decision, at or above it, commits on both.
+    let decide = vec![normal(
+        1,
+        4,
+        Command::CommitPrepared {
+            gid: "g".into(),
+            ts: Timestamp::from_nanos(want.as_nanos() + 1_000),
+        },
+    )];
+    let oa = rt.block_on(a.apply(decide.clone())).expect("apply a");
+    let ob = rt.block_on(b.apply(decide)).expect("apply b");
+    assert_eq!(oa, ob, "same decisions");
+    assert!(matches!(oa[0], Outcome::Committed { .. }), "{oa:?}");
+    assert_eq!(contents(&a), contents(&b), "same rows");
+}
+
+#[test]
 fn a_snapshot_older_than_the_applied_state_is_not_installed() {
     let rt = rt();
     let tmp = tempfile::tempdir().expect("tempdir");

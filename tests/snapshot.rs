@@ -799,7 +799,7 @@ fn an_indexed_decision_racing_the_cut_never_loses_its_transaction() {
 }
 
 #[test]
-fn re_prepares_are_stamped_above_the_carried_newest_timestamp() {
+fn re_prepares_keep_their_carried_prepare_timestamps() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = SimClock::new(Timestamp::from_nanos(1_000_000_000_000));
     let db = Db::open_with(dir.path().join("src"), quiet().clock(Arc::new(clock))).expect("open");
@@ -810,22 +810,43 @@ fn re_prepares_are_stamped_above_the_carried_newest_timestamp() {
     let mut p = db.begin().expect("begin");
     p.put(&t, "k", "v").expect("put");
     let old = p.prepare("g").expect("prepare");
+    let mut p = db.begin().expect("begin");
+    p.put(&t, "m", "w").expect("put");
+    let old_h = p.prepare("h").expect("prepare");
+    // A commit after both prepares: the stream's newest is above them.
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "b", "2").expect("put");
+    tx.commit().expect("commit");
     let stream = export(&db, ExportOptions::default());
     // The importing machine's clock is half a second behind.
     let behind = SimClock::new(Timestamp::from_nanos(old.as_nanos() - 500_000_000));
     let opts = quiet().clock(Arc::new(behind));
     let target = dir.path().join("copy");
     let stats = strata::import(&mut Cursor::new(&stream), &target, opts.clone()).expect("import");
+    assert!(stats.newest_ts > old_h, "the stream's newest is above both");
     let copy = Db::open_with(&target, opts.create(false)).expect("open");
-    let new = copy.prepared_transactions().expect("list")[0].prepare_ts;
-    assert!(
-        new > stats.newest_ts && new > old,
-        "re-prepared at {new}, the stream's newest is {}, the old prepare {old}",
-        stats.newest_ts
+    let listed: Vec<(String, Timestamp)> = copy
+        .prepared_transactions()
+        .expect("list")
+        .into_iter()
+        .map(|p| (p.gid, p.prepare_ts))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("g".to_string(), old), ("h".to_string(), old_h)],
+        "re-prepared at the carried prepare timestamps"
     );
-    // A coordinator may commit at the prepare timestamp it is shown.
-    copy.commit_prepared_at("g", new)
-        .expect("commit at the prepare ts");
+    // A coordinator may commit at the prepare timestamp it was shown
+    // before the export.
+    copy.commit_prepared_at("g", old)
+        .expect("commit at the old prepare ts");
+    copy.rollback_prepared("h").expect("rollback");
+    // Commits here are still stamped above the stream's newest timestamp.
+    let t = copy.table("t").expect("t");
+    let mut tx = copy.begin().expect("begin");
+    tx.put(&t, "c", "3").expect("put");
+    let ts = tx.commit().expect("commit").ts;
+    assert!(ts > stats.newest_ts, "{ts} above {}", stats.newest_ts);
 }
 
 #[test]

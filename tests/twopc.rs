@@ -474,3 +474,89 @@ mod coordinator {
         assert!(committed > 0 && committed < points, "both outcomes reached");
     }
 }
+
+// ---- Preparing at a timestamp a log gave ------------------------------
+
+fn now_ts() -> strata::clock::Timestamp {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    strata::clock::Timestamp::from_nanos(ns as u64)
+}
+
+#[test]
+fn prepare_applying_takes_its_timestamp_below_the_mark_and_keeps_it() {
+    use strata::clock::Timestamp;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(dir.path(), options()).expect("open");
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "a", "1").expect("put");
+    let high = tx.commit().expect("commit").ts;
+    // Two seconds below every timestamp this database gave out.
+    let ts = Timestamp::from_nanos(high.as_nanos() - 2_000_000_000);
+    let mut p = db.begin().expect("begin");
+    p.put(&t, "a", "2").expect("put");
+    let got = p.prepare_applying("g", ts).expect("prepare below the mark");
+    assert_eq!(got, ts, "prepared at exactly the timestamp given");
+    let listed = db.prepared_transactions().expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].gid, "g");
+    assert_eq!(listed[0].prepare_ts, ts, "listed at the timestamp given");
+    db.close().expect("close");
+
+    let db = Db::open_with(dir.path(), options()).expect("reopen");
+    let listed = db.prepared_transactions().expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].prepare_ts, ts, "recovered at the timestamp given");
+    // A coordinator may decide at the prepare timestamp it is shown.
+    db.commit_prepared_at("g", ts).expect("commit at the prepare ts");
+    assert_eq!(value(&db, "a").as_deref(), Some(&b"2"[..]));
+
+    // A decision applied from a log, above it, after a restart too.
+    let t = db.table("t").expect("table");
+    let mut p = db.begin().expect("begin");
+    p.put(&t, "b", "1").expect("put");
+    p.set_applied_index(7);
+    let ts2 = Timestamp::from_nanos(ts.as_nanos() + 1_000);
+    assert_eq!(p.prepare_applying("h", ts2).expect("prepare"), ts2);
+    assert_eq!(db.applied_index().expect("index"), 7, "index recorded");
+    db.close().expect("close");
+    let db = Db::open_with(dir.path(), options()).expect("reopen");
+    assert_eq!(db.prepared_transactions().expect("list")[0].prepare_ts, ts2);
+    db.commit_prepared_applying("h", Timestamp::from_nanos(ts2.as_nanos() + 1), 8)
+        .expect("commit applying");
+    assert_eq!(value(&db, "b").as_deref(), Some(&b"1"[..]));
+}
+
+#[test]
+fn prepare_applying_raises_the_mark_and_refuses_the_first_and_last() {
+    use strata::clock::Timestamp;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_with(dir.path(), options()).expect("open");
+    let t = db.table("t").expect("table");
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "base", "1").expect("put");
+    tx.commit().expect("commit");
+    for bad in [Timestamp::ZERO, Timestamp::MAX] {
+        let mut p = db.begin().expect("begin");
+        p.put(&t, "a", "1").expect("put");
+        match p.prepare_applying("g", bad) {
+            Err(Error::TimestampRefused { .. }) => {}
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    assert!(db.prepared_transactions().expect("list").is_empty());
+    // Ahead of the clock, within a commit's wait: a later commit here is
+    // above it, as after a prepare at the clock.
+    let ahead = Timestamp::from_nanos(now_ts().as_nanos() + 300_000_000);
+    let mut p = db.begin().expect("begin");
+    p.put(&t, "a", "1").expect("put (the gid and the row are free again)");
+    assert_eq!(p.prepare_applying("g", ahead).expect("prepare"), ahead);
+    let mut tx = db.begin().expect("begin");
+    tx.put(&t, "other", "1").expect("put");
+    let later = tx.commit().expect("commit").ts;
+    assert!(later > ahead, "commit at {later}, prepared at {ahead}");
+    db.rollback_prepared("g").expect("rollback");
+}
