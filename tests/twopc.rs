@@ -511,7 +511,8 @@ fn prepare_applying_takes_its_timestamp_below_the_mark_and_keeps_it() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].prepare_ts, ts, "recovered at the timestamp given");
     // A coordinator may decide at the prepare timestamp it is shown.
-    db.commit_prepared_at("g", ts).expect("commit at the prepare ts");
+    db.commit_prepared_at("g", ts)
+        .expect("commit at the prepare ts");
     assert_eq!(value(&db, "a").as_deref(), Some(&b"2"[..]));
 
     // A decision applied from a log, above it, after a restart too.
@@ -552,7 +553,8 @@ fn prepare_applying_raises_the_mark_and_refuses_the_first_and_last() {
     // above it, as after a prepare at the clock.
     let ahead = Timestamp::from_nanos(now_ts().as_nanos() + 300_000_000);
     let mut p = db.begin().expect("begin");
-    p.put(&t, "a", "1").expect("put (the gid and the row are free again)");
+    p.put(&t, "a", "1")
+        .expect("put (the gid and the row are free again)");
     assert_eq!(p.prepare_applying("g", ahead).expect("prepare"), ahead);
     let mut tx = db.begin().expect("begin");
     tx.put(&t, "other", "1").expect("put");
