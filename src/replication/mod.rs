@@ -127,8 +127,8 @@
 //! **Another consensus library** drives the same core hooks. A Multi-Paxos
 //! replica applies each chosen slot in order exactly as [`StateMachine`]
 //! does with a log index: validate with `changed_since`, write nowait,
-//! `set_applied_index(slot + 1)` and `commit_at`, decisions through
-//! `commit_prepared_applying`; recover from `Db::applied_index()`; let its
+//! `set_applied_index(slot + 1)` and `commit_at`, prepares through
+//! `prepare_applying`, decisions through `commit_prepared_applying`; recover from `Db::applied_index()`; let its
 //! acceptor log forget slots only up to `Db::durable_applied_index()`;
 //! ship `Db::export` / `import` to a lagging learner. Only the adapters
 //! (this module's `LogStore` and the openraft trait impls) are openraft's.
@@ -139,8 +139,9 @@
 //! prepare timestamp: it is derived from the log (just above the newest
 //! timestamp it gave), not chosen by the leader or a coordinator, so it
 //! says nothing of the leader's clock; a coordinator needing one it chose
-//! would need the entry to carry it (a new log version). `SnapshotTooOld` depends on the replica's
-//! history retention: replicas must keep the same. An entry is at most `WAL_RECORD_MAX` encoded.
+//! would need the entry to carry it (a new log version).
+//! `SnapshotTooOld` depends on the replica's history retention: replicas
+//! must keep the same. An entry is at most `WAL_RECORD_MAX` encoded.
 //! `save_committed` is not kept (openraft then re-applies from the applied
 //! index when the leader says what is committed).
 
