@@ -109,6 +109,9 @@ fn settle_tail(vfs: &dyn Vfs, wal_dir: &Path, last: u64, redo: Lsn) -> Result<()
     file.write_at(&bytes, from - last)
 }
 
+/// Xids (and high-water marks) recovery accepts from the log.
+const XID_LIMIT: u64 = 1 << 63;
+
 fn replay_records(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -> Result<Replayed> {
     let mut reader = LogReader::open(vfs, wal_dir, redo)?;
     let mut out = Replayed {
@@ -125,11 +128,27 @@ fn replay_records(vfs: &dyn Vfs, wal_dir: &Path, redo: Lsn, pool: &BufferPool) -
         out.records += 1;
         out.bytes += entry.end.0 - entry.start.0;
         let rec = &entry.record;
+        // No database hands out 2^63 xids: one past them is damage a
+        // checksum happened to pass, not a transaction to continue after.
+        let high = match rec.kind {
+            Kind::XidHighWater => rec.aux.max(rec.xid.0.saturating_add(1)),
+            _ => rec.xid.0.saturating_add(1),
+        };
+        if high > XID_LIMIT {
+            return Err(Error::corruption(
+                pool.path(),
+                0,
+                format!(
+                    "log record at LSN {} carries xid {} or high water {}, past 2^63",
+                    entry.start, rec.xid, rec.aux
+                ),
+            ));
+        }
         if rec.kind == Kind::XidHighWater {
             out.next_xid = out.next_xid.max(Xid(rec.aux));
         }
         if rec.xid != Xid::NONE {
-            out.next_xid = out.next_xid.max(Xid(rec.xid.0 + 1));
+            out.next_xid = out.next_xid.max(Xid(high));
         }
         apply_record(pool, rec, entry.start, entry.end, &mut file_pages)?;
     }
